@@ -1,0 +1,1 @@
+//! Gatehouse benchmarks live in `benches/`.

@@ -1,0 +1,266 @@
+//! Conditions: CEL expressions over typed parameters, evaluated against tuple and request context.
+//!
+//! A condition is compiled once per model ([`compile_all`]); evaluating it converts the context
+//! values of its declared parameters to their types (the tuple's context wins over the request's
+//! for the same key) and runs the expression, which must yield a bool. Parameters the
+//! expression reads but neither context supplies are reported, not evaluated, as OpenFGA does.
+
+mod ipaddr;
+mod params;
+mod refs;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, LazyLock};
+
+use cel::common::types::CelBool;
+use cel::{Context, Env, Program, Value};
+
+use crate::error::{Error, Result};
+use crate::model::{AuthorizationModel, ConditionDef};
+use crate::tuple::ContextMap;
+use params::ParamType;
+
+/// A condition compiled once per model.
+#[derive(Debug)]
+pub struct CompiledCondition {
+    name: String,
+    program: Program,
+    /// Declared parameters in name order, with whether the expression reads each.
+    params: Vec<Param>,
+}
+
+#[derive(Debug)]
+struct Param {
+    name: String,
+    ty: ParamType,
+    referenced: bool,
+}
+
+/// Outcome of evaluating a condition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConditionOutcome {
+    Satisfied,
+    NotSatisfied,
+    /// The expression reads these declared parameters (sorted) and no context supplied them.
+    MissingParameters(Vec<String>),
+}
+
+/// Type names an expression may read without declaring them, e.g. `type(x) == string`.
+const TYPE_IDENTIFIERS: &[&str] = &[
+    "bool",
+    "bytes",
+    "double",
+    "dyn",
+    "int",
+    "list",
+    "map",
+    "null_type",
+    "string",
+    "type",
+    "uint",
+];
+
+impl CompiledCondition {
+    /// Decodes the parameter types and parses the expression; syntax errors, invalid parameter
+    /// types and undeclared names are [`Error::Condition`].
+    pub fn compile(def: &ConditionDef) -> Result<Self> {
+        let fail = |reason: String| Error::Condition {
+            name: def.name.clone(),
+            reason,
+        };
+        let env = shared_env().map_err(fail)?;
+
+        let mut params = Vec::with_capacity(def.parameters.len());
+        for (name, t) in &def.parameters {
+            let ty = ParamType::decode(t)
+                .map_err(|e| fail(format!("invalid type for parameter `{name}`: {e}")))?;
+            params.push(Param {
+                name: name.clone(),
+                ty,
+                referenced: false,
+            });
+        }
+
+        let program = env.compile(&def.expression).map_err(|errors| {
+            let msgs: Vec<String> = errors
+                .errors
+                .iter()
+                .map(|e| format!("{}:{}: {}", e.pos.0, e.pos.1, lowercase_first(&e.msg)))
+                .collect();
+            fail(format!("invalid expression: {}", msgs.join("; ")))
+        })?;
+
+        let mut read = BTreeSet::new();
+        for r in refs::references(program.expression()) {
+            if params.iter().any(|p| p.name == r.root) {
+                read.insert(r.root);
+            } else if !(r.call_target
+                || TYPE_IDENTIFIERS.contains(&r.root)
+                || env.types().find_type(&r.qualified).is_some())
+            {
+                return Err(fail(format!("undeclared reference to `{}`", r.qualified)));
+            }
+        }
+        for p in &mut params {
+            p.referenced = read.contains(p.name.as_str());
+        }
+
+        let param_type = |name: &str| {
+            params
+                .iter()
+                .find(|p| p.name == name)
+                .filter(|p| !p.ty.may_be_bool())
+                .map(|p| p.ty.to_string())
+        };
+        if let Some(t) = refs::evident_non_bool(program.expression(), param_type) {
+            return Err(fail(format!(
+                "expected the expression to evaluate to a bool, but it evaluates to {}",
+                type_phrase(&t)
+            )));
+        }
+
+        Ok(Self {
+            name: def.name.clone(),
+            program,
+            params,
+        })
+    }
+
+    /// The condition's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Evaluates the condition. Tuple context wins over request context for the same key
+    /// (OpenFGA semantics); keys that are not declared parameters are ignored.
+    pub fn evaluate(
+        &self,
+        tuple_ctx: Option<&ContextMap>,
+        request_ctx: Option<&ContextMap>,
+    ) -> Result<ConditionOutcome> {
+        let env = shared_env().map_err(|reason| self.error(reason))?;
+        let mut ctx = Context::with_env(Arc::clone(env));
+        let mut missing = Vec::new();
+        for p in &self.params {
+            let value = tuple_ctx
+                .and_then(|c| c.0.get(&p.name))
+                .or_else(|| request_ctx.and_then(|c| c.0.get(&p.name)));
+            match value {
+                Some(v) => {
+                    let val =
+                        p.ty.to_val(v)
+                            .map_err(|e| self.error(conversion_error(p, &e)))?;
+                    ctx.add_variable_as_val(p.name.as_str(), val);
+                }
+                None if p.referenced => missing.push(p.name.clone()),
+                None => {}
+            }
+        }
+        if !missing.is_empty() {
+            return Ok(ConditionOutcome::MissingParameters(missing));
+        }
+
+        let result = Value::resolve_val(self.program.expression(), &ctx).map_err(|e| {
+            self.error(format!(
+                "failed to evaluate the expression: {}",
+                lowercase_first(&e.to_string())
+            ))
+        })?;
+        match result.downcast_ref::<CelBool>().map(|b| *b.inner()) {
+            Some(true) => Ok(ConditionOutcome::Satisfied),
+            Some(false) => Ok(ConditionOutcome::NotSatisfied),
+            None => Err(self.error(format!(
+                "expected the expression to evaluate to a bool, but it evaluated to {}",
+                type_phrase(result.get_type().name())
+            ))),
+        }
+    }
+
+    /// Checks a context written with a tuple against the declared parameter types.
+    pub fn validate_context(&self, ctx: &ContextMap) -> Result<()> {
+        for (key, value) in &ctx.0 {
+            let Some(p) = self.params.iter().find(|p| &p.name == key) else {
+                return Err(self.error(format!("found invalid context parameter `{key}`")));
+            };
+            p.ty.to_val(value)
+                .map_err(|e| self.error(conversion_error(p, &e)))?;
+        }
+        Ok(())
+    }
+
+    fn error(&self, reason: String) -> Error {
+        Error::Condition {
+            name: self.name.clone(),
+            reason,
+        }
+    }
+}
+
+/// Compiles all conditions of a model, keyed by name.
+pub fn compile_all(model: &AuthorizationModel) -> Result<HashMap<String, Arc<CompiledCondition>>> {
+    model
+        .conditions
+        .iter()
+        .map(|(key, def)| Ok::<_, Error>((key.clone(), Arc::new(CompiledCondition::compile(def)?))))
+        .collect()
+}
+
+/// Validates a context value against the declared parameter types (used when writing tuples):
+/// unknown keys and type mismatches are errors.
+pub fn validate_context(def: &ConditionDef, ctx: &ContextMap) -> Result<()> {
+    let fail = |reason: String| Error::Condition {
+        name: def.name.clone(),
+        reason,
+    };
+    for (key, value) in &ctx.0 {
+        let Some(t) = def.parameters.get(key) else {
+            return Err(fail(format!("found invalid context parameter `{key}`")));
+        };
+        let ty = ParamType::decode(t)
+            .map_err(|e| fail(format!("invalid type for parameter `{key}`: {e}")))?;
+        ty.to_val(value).map_err(|e| {
+            fail(format!(
+                "failed to convert parameter `{key}` to type `{ty}`: {e}"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn conversion_error(p: &Param, reason: &str) -> String {
+    format!(
+        "failed to convert parameter `{}` to type `{}`: {reason}",
+        p.name, p.ty
+    )
+}
+
+fn type_phrase(t: &str) -> String {
+    if t.starts_with("the ") {
+        t.to_owned()
+    } else {
+        format!("a value of type `{t}`")
+    }
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// The CEL environment shared by every condition: the standard library plus `ipaddress`.
+fn shared_env() -> std::result::Result<&'static Arc<Env>, String> {
+    static ENV: LazyLock<std::result::Result<Arc<Env>, String>> = LazyLock::new(|| {
+        let mut env = Env::stdlib();
+        ipaddr::register(&mut env)
+            .map_err(|e| format!("failed to declare the ipaddress functions: {e}"))?;
+        Ok(Arc::new(env))
+    });
+    ENV.as_ref().map_err(Clone::clone)
+}

@@ -1,0 +1,566 @@
+//! The engine as a service: stores, models, tuples and queries with validation, consistency
+//! tokens, revision tracking and caches. The HTTP layer maps wire formats onto this and nothing more.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::error::{Error, Result};
+use crate::graph::{self, CheckCache, CompiledModel, ListUsersFilter, Query, UserResult};
+use crate::model::{self, AuthorizationModel};
+use crate::store::{Datastore, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter, WriteOptions};
+use crate::tuple::{ContextMap, ObjectRef, Tuple, TupleKey, UserRef};
+
+/// Tunables of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Resolution depth bound (OpenFGA's default is 25).
+    pub max_depth: u32,
+    /// Whether sub-results are cached across requests.
+    pub cache_enabled: bool,
+    pub cache_capacity: u64,
+    pub cache_ttl: Duration,
+    /// How old a node's knowledge of a store's head revision may be for `MINIMIZE_LATENCY`.
+    pub max_staleness: Duration,
+    /// Most tuples one write request may change (OpenFGA: 100).
+    pub max_tuples_per_write: usize,
+    /// Most checks in one batch check (OpenFGA: 50).
+    pub max_checks_per_batch: usize,
+    /// Most contextual tuples per query (OpenFGA: 100).
+    pub max_contextual_tuples: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_depth: graph::DEFAULT_MAX_DEPTH,
+            cache_enabled: true,
+            cache_capacity: 1_000_000,
+            cache_ttl: Duration::from_secs(60),
+            max_staleness: Duration::from_millis(500),
+            max_tuples_per_write: 100,
+            max_checks_per_batch: 50,
+            max_contextual_tuples: 100,
+        }
+    }
+}
+
+/// How fresh the data a query reads must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// The newest revision this node knows, at most `max_staleness` old; cached sub-results allowed.
+    #[default]
+    MinimizeLatency,
+    /// The database's newest revision; the cross-request cache is bypassed.
+    HigherConsistency,
+    /// At least this revision (from a consistency token).
+    AtLeastAsFresh(Revision),
+    /// Exactly this revision (later pages of a paginated query).
+    AtRevision(Revision),
+}
+
+/// Told of every committed write, so other nodes learn new revisions (Redis pub/sub).
+pub trait ChangeNotifier: Send + Sync {
+    fn published(&self, store: &str, revision: Revision);
+}
+
+/// A query's common inputs.
+#[derive(Debug, Clone, Default)]
+pub struct QueryOptions {
+    pub model_id: Option<String>,
+    pub consistency: Consistency,
+    pub contextual_tuples: Vec<TupleKey>,
+    pub context: Option<ContextMap>,
+}
+
+/// One check of a batch.
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    pub correlation_id: String,
+    pub tuple: TupleKey,
+    pub contextual_tuples: Vec<TupleKey>,
+    pub context: Option<ContextMap>,
+}
+
+/// The engine service.
+pub struct Engine {
+    ds: Arc<dyn Datastore>,
+    cfg: EngineConfig,
+    cache: CheckCache,
+    models: moka::sync::Cache<(String, String), Arc<CompiledModel>>,
+    latest: moka::sync::Cache<String, String>,
+    stores: moka::sync::Cache<String, StoreInfo>,
+    heads: Mutex<HashMap<String, (Revision, Instant)>>,
+    notifier: Mutex<Option<Arc<dyn ChangeNotifier>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+const TOKEN_PREFIX: &str = "gh1.";
+
+/// Encodes a consistency token: the store and revision a response was evaluated at.
+pub fn encode_token(store: &str, rev: Revision) -> String {
+    format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{rev}:{store}")))
+}
+
+/// Decodes a consistency token for `store`.
+pub fn decode_token(store: &str, token: &str) -> Result<Revision> {
+    let raw = token.strip_prefix(TOKEN_PREFIX).ok_or(Error::InvalidConsistencyToken)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .map_err(|_| Error::InvalidConsistencyToken)?;
+    let text = String::from_utf8(bytes).map_err(|_| Error::InvalidConsistencyToken)?;
+    let (rev, s) = text.split_once(':').ok_or(Error::InvalidConsistencyToken)?;
+    if s != store {
+        return Err(Error::Validation("the consistency token belongs to another store".into()));
+    }
+    rev.parse().map_err(|_| Error::InvalidConsistencyToken)
+}
+
+impl Engine {
+    /// An engine over a datastore.
+    pub fn new(ds: Arc<dyn Datastore>, cfg: EngineConfig) -> Self {
+        let ttl = Duration::from_secs(1);
+        Self {
+            ds,
+            cache: CheckCache::new(cfg.cache_capacity, cfg.cache_ttl),
+            models: moka::sync::Cache::new(10_000),
+            latest: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+            stores: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+            heads: Mutex::new(HashMap::new()),
+            notifier: Mutex::new(None),
+            cfg,
+        }
+    }
+
+    /// Sets the notifier told of every committed write.
+    pub fn set_notifier(&self, n: Arc<dyn ChangeNotifier>) {
+        if let Ok(mut g) = self.notifier.lock() {
+            *g = Some(n);
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn datastore(&self) -> &Arc<dyn Datastore> {
+        &self.ds
+    }
+
+    /// Entries in the cross-request cache.
+    pub fn cache_entries(&self) -> u64 {
+        self.cache.len()
+    }
+
+    /// Records that `store` has reached `rev` (a local write, or another node's via pub/sub).
+    pub fn observe_revision(&self, store: &str, rev: Revision) {
+        if let Ok(mut heads) = self.heads.lock() {
+            let e = heads.entry(store.to_string()).or_insert((rev, Instant::now()));
+            if rev >= e.0 {
+                *e = (rev, Instant::now());
+            }
+        }
+    }
+
+    /// Forgets what this node knows of a store (another node wrote a model or deleted it).
+    pub fn forget_store(&self, store: &str) {
+        self.latest.invalidate(store);
+        self.stores.invalidate(store);
+    }
+
+    async fn head(&self, store: &str) -> Result<Revision> {
+        let rev = self.ds.head_revision(store).await?;
+        self.observe_revision(store, rev);
+        Ok(rev)
+    }
+
+    /// The revision a query reads at, and whether it may use the cross-request cache.
+    async fn revision(&self, store: &str, c: Consistency) -> Result<(Revision, bool)> {
+        let known = self
+            .heads
+            .lock()
+            .map_err(|_| Error::Storage("revision table lock poisoned".into()))?
+            .get(store)
+            .copied();
+        let fresh = known.filter(|(_, at)| at.elapsed() <= self.cfg.max_staleness).map(|(r, _)| r);
+        match c {
+            Consistency::MinimizeLatency => match fresh {
+                Some(r) => Ok((r, self.cfg.cache_enabled)),
+                None => Ok((self.head(store).await?, self.cfg.cache_enabled)),
+            },
+            Consistency::HigherConsistency => Ok((self.head(store).await?, false)),
+            Consistency::AtLeastAsFresh(want) => {
+                if let Some(r) = fresh.filter(|r| *r >= want) {
+                    return Ok((r, self.cfg.cache_enabled));
+                }
+                let head = self.head(store).await?;
+                if head < want {
+                    return Err(Error::InvalidConsistencyToken);
+                }
+                Ok((head, self.cfg.cache_enabled))
+            }
+            Consistency::AtRevision(rev) => {
+                if known.is_none_or(|(r, _)| r < rev) && self.head(store).await? < rev {
+                    return Err(Error::InvalidContinuationToken);
+                }
+                Ok((rev, self.cfg.cache_enabled))
+            }
+        }
+    }
+
+    // ---- stores ----
+
+    pub async fn create_store(&self, name: &str) -> Result<StoreInfo> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 64 {
+            return Err(Error::Validation("store name must be 1 to 64 characters".into()));
+        }
+        let now = chrono::Utc::now();
+        let info = StoreInfo { id: ulid::Ulid::new().to_string(), name: name.into(), created_at: now, updated_at: now };
+        self.ds.create_store(&info).await?;
+        Ok(info)
+    }
+
+    /// A live store, or `StoreNotFound`.
+    pub async fn get_store(&self, id: &str) -> Result<StoreInfo> {
+        if let Some(s) = self.stores.get(id) {
+            return Ok(s);
+        }
+        if ulid::Ulid::from_string(id).is_err() {
+            return Err(Error::Validation(format!("invalid store id `{id}`: expected a ULID")));
+        }
+        let s = self.ds.get_store(id).await?.ok_or_else(|| Error::StoreNotFound(id.into()))?;
+        self.stores.insert(id.into(), s.clone());
+        Ok(s)
+    }
+
+    pub async fn list_stores(&self, name: Option<&str>, page: &Page) -> Result<Paged<StoreInfo>> {
+        self.ds.list_stores(name, page).await
+    }
+
+    pub async fn delete_store(&self, id: &str) -> Result<()> {
+        self.get_store(id).await?;
+        if !self.ds.delete_store(id).await? {
+            return Err(Error::StoreNotFound(id.into()));
+        }
+        self.forget_store(id);
+        Ok(())
+    }
+
+    // ---- models ----
+
+    /// Validates and saves a new model version; returns its id.
+    pub async fn write_model(&self, store: &str, mut model: AuthorizationModel) -> Result<String> {
+        self.get_store(store).await?;
+        model::validate_model(&model)?;
+        model.id = ulid::Ulid::new().to_string();
+        // Compile up front so that a model whose conditions do not compile is rejected.
+        let compiled = Arc::new(CompiledModel::new(model.clone())?);
+        self.ds.write_model(store, &model).await?;
+        self.models.insert((store.into(), model.id.clone()), compiled);
+        self.latest.insert(store.into(), model.id.clone());
+        Ok(model.id)
+    }
+
+    /// A model version, or the latest when `id` is absent.
+    pub async fn model(&self, store: &str, id: Option<&str>) -> Result<Arc<CompiledModel>> {
+        self.get_store(store).await?;
+        let id = match id.filter(|s| !s.is_empty()) {
+            Some(id) => {
+                if ulid::Ulid::from_string(id).is_err() {
+                    return Err(Error::Validation(format!("invalid authorization model id `{id}`: expected a ULID")));
+                }
+                id.to_string()
+            }
+            None => match self.latest.get(store) {
+                Some(id) => id,
+                None => {
+                    let m = self.ds.latest_model(store).await?.ok_or(Error::LatestModelNotFound)?;
+                    self.latest.insert(store.into(), m.id.clone());
+                    let id = m.id.clone();
+                    if !self.models.contains_key(&(store.to_string(), id.clone())) {
+                        self.models.insert((store.into(), id.clone()), Arc::new(CompiledModel::new(m)?));
+                    }
+                    id
+                }
+            },
+        };
+        let key = (store.to_string(), id.clone());
+        if let Some(m) = self.models.get(&key) {
+            return Ok(m);
+        }
+        let m = self.ds.read_model(store, &id).await?.ok_or_else(|| Error::ModelNotFound(id.clone()))?;
+        let compiled = Arc::new(CompiledModel::new(m)?);
+        self.models.insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    pub async fn list_models(&self, store: &str, page: &Page) -> Result<Paged<AuthorizationModel>> {
+        self.get_store(store).await?;
+        self.ds.list_models(store, page).await
+    }
+
+    // ---- tuples ----
+
+    /// Validates and applies a write: deletes and writes in one transaction at a new revision.
+    pub async fn write(
+        &self,
+        store: &str,
+        model_id: Option<&str>,
+        writes: &[TupleKey],
+        deletes: &[TupleKey],
+        opts: WriteOptions,
+    ) -> Result<Revision> {
+        if writes.is_empty() && deletes.is_empty() {
+            return Err(Error::Validation("a write needs at least one tuple to write or delete".into()));
+        }
+        if writes.len() + deletes.len() > self.cfg.max_tuples_per_write {
+            return Err(Error::Validation(format!(
+                "a write may change at most {} tuples",
+                self.cfg.max_tuples_per_write
+            )));
+        }
+        let model = self.model(store, model_id).await?;
+        for t in writes {
+            model.validate_tuple(t)?;
+        }
+        for t in deletes {
+            let o = ObjectRef::parse(&t.object).ok_or_else(|| Error::InvalidTuple {
+                tuple: t.to_string(),
+                reason: format!("invalid object `{}`", t.object),
+            })?;
+            if UserRef::parse(&t.user).is_none() {
+                return Err(Error::InvalidTuple { tuple: t.to_string(), reason: format!("invalid user `{}`", t.user) });
+            }
+            model.require_relation(o.object_type, &t.relation)?;
+        }
+        let rev = self.ds.write_tuples(store, deletes, writes, opts).await?;
+        self.observe_revision(store, rev);
+        let notifier = self.notifier.lock().ok().and_then(|g| g.clone());
+        if let Some(n) = notifier {
+            n.published(store, rev);
+        }
+        Ok(rev)
+    }
+
+    /// Reads tuples matching an OpenFGA-style filter (`object` may be `type:` or `type:id`).
+    pub async fn read(
+        &self,
+        store: &str,
+        filter: Option<&TupleKey>,
+        page: &Page,
+        consistency: Consistency,
+    ) -> Result<(Paged<Tuple>, Revision)> {
+        self.get_store(store).await?;
+        let mut f = TupleFilter::default();
+        if let Some(k) = filter {
+            if !k.object.is_empty() {
+                let (t, id) = k.object.split_once(':').ok_or_else(|| {
+                    Error::Validation(format!("invalid object `{}`: expected `type:` or `type:id`", k.object))
+                })?;
+                if t.is_empty() {
+                    return Err(Error::Validation(format!("invalid object `{}`: the type is required", k.object)));
+                }
+                f.object_type = Some(t.into());
+                f.object_id = (!id.is_empty()).then(|| id.to_string());
+            } else if !k.user.is_empty() || !k.relation.is_empty() {
+                return Err(Error::Validation("a read filter with a user or relation needs an object type".into()));
+            }
+            if f.object_id.is_none() && !k.user.is_empty() && k.object.is_empty() {
+                return Err(Error::Validation("a read filter with a user needs an object type".into()));
+            }
+            if !k.relation.is_empty() {
+                f.relation = Some(k.relation.clone());
+            }
+            if !k.user.is_empty() {
+                if UserRef::parse(&k.user).is_none() {
+                    return Err(Error::Validation(format!("invalid user `{}`", k.user)));
+                }
+                f.users = vec![k.user.clone()];
+            }
+        }
+        let (rev, _) = self.revision(store, consistency).await?;
+        let page = self.ds.read_tuples(store, &f, rev, page).await?;
+        Ok((page, rev))
+    }
+
+    pub async fn changes(&self, store: &str, object_type: Option<&str>, page: &Page) -> Result<Paged<TupleChange>> {
+        self.get_store(store).await?;
+        self.ds.read_changes(store, object_type.filter(|t| !t.is_empty()), page).await
+    }
+
+    // ---- queries ----
+
+    fn validate_contextual(&self, model: &CompiledModel, tuples: &[TupleKey]) -> Result<()> {
+        if tuples.len() > self.cfg.max_contextual_tuples {
+            return Err(Error::Validation(format!(
+                "at most {} contextual tuples are allowed",
+                self.cfg.max_contextual_tuples
+            )));
+        }
+        tuples.iter().try_for_each(|t| model.validate_tuple(t))
+    }
+
+    async fn prepare(&self, store: &str, opts: &QueryOptions) -> Result<(Arc<CompiledModel>, Revision, bool)> {
+        let model = self.model(store, opts.model_id.as_deref()).await?;
+        self.validate_contextual(&model, &opts.contextual_tuples)?;
+        let (rev, cached) = self.revision(store, opts.consistency).await?;
+        Ok((model, rev, cached))
+    }
+
+    fn query<'a>(&'a self, store: &'a str, model: &'a CompiledModel, rev: Revision, cached: bool, opts: &'a QueryOptions) -> Query<'a> {
+        Query::new(store, model, self.ds.as_ref(), rev, &opts.contextual_tuples, opts.context.as_ref())
+            .with_cache(cached.then_some(&self.cache))
+            .with_max_depth(self.cfg.max_depth)
+    }
+
+    /// Does `tuple.user` hold `tuple.relation` on `tuple.object`?
+    pub async fn check(&self, store: &str, tuple: &TupleKey, opts: &QueryOptions) -> Result<(bool, Revision)> {
+        let (model, rev, cached) = self.prepare(store, opts).await?;
+        let q = self.query(store, &model, rev, cached, opts);
+        Ok((graph::check(&q, &tuple.object, &tuple.relation, &tuple.user).await?, rev))
+    }
+
+    /// Several checks at one revision; each answer or error is reported under its correlation id.
+    pub async fn batch_check(
+        &self,
+        store: &str,
+        items: &[BatchItem],
+        opts: &QueryOptions,
+    ) -> Result<(Vec<(String, Result<bool>)>, Revision)> {
+        if items.is_empty() {
+            return Err(Error::Validation("a batch check needs at least one check".into()));
+        }
+        if items.len() > self.cfg.max_checks_per_batch {
+            return Err(Error::Validation(format!("a batch check may hold at most {} checks", self.cfg.max_checks_per_batch)));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for i in items {
+            if i.correlation_id.is_empty() || i.correlation_id.len() > 36 {
+                return Err(Error::Validation("each check needs a correlation id of 1 to 36 characters".into()));
+            }
+            if !ids.insert(i.correlation_id.as_str()) {
+                return Err(Error::Validation(format!("duplicate correlation id `{}`", i.correlation_id)));
+            }
+        }
+        let model = self.model(store, opts.model_id.as_deref()).await?;
+        let (rev, cached) = self.revision(store, opts.consistency).await?;
+        let futs = items.iter().map(|i| {
+            let model = &model;
+            async move {
+                let item_opts = QueryOptions {
+                    model_id: None,
+                    consistency: opts.consistency,
+                    contextual_tuples: i.contextual_tuples.clone(),
+                    context: i.context.clone(),
+                };
+                let r = async {
+                    self.validate_contextual(model, &item_opts.contextual_tuples)?;
+                    let q = self.query(store, model, rev, cached, &item_opts);
+                    graph::check(&q, &i.tuple.object, &i.tuple.relation, &i.tuple.user).await
+                }
+                .await;
+                (i.correlation_id.clone(), r)
+            }
+        });
+        Ok((futures::future::join_all(futs).await, rev))
+    }
+
+    pub async fn expand(&self, store: &str, object: &str, relation: &str, opts: &QueryOptions) -> Result<(serde_json::Value, Revision)> {
+        let (model, rev, _) = self.prepare(store, opts).await?;
+        let q = self.query(store, &model, rev, false, opts);
+        Ok((graph::expand(&q, object, relation).await?, rev))
+    }
+
+    /// Every object of `object_type` the user holds `relation` on, sorted and complete.
+    pub async fn list_objects(
+        &self,
+        store: &str,
+        object_type: &str,
+        relation: &str,
+        user: &str,
+        opts: &QueryOptions,
+    ) -> Result<(Vec<String>, Revision)> {
+        let (model, rev, cached) = self.prepare(store, opts).await?;
+        let q = self.query(store, &model, rev, cached, opts);
+        Ok((graph::list_objects(&q, object_type, relation, user).await?, rev))
+    }
+
+    /// Every user matching the filters that holds `relation` on `object`, sorted and complete.
+    pub async fn list_users(
+        &self,
+        store: &str,
+        object: &str,
+        relation: &str,
+        filters: &[ListUsersFilter],
+        opts: &QueryOptions,
+    ) -> Result<(Vec<UserResult>, Revision)> {
+        let (model, rev, cached) = self.prepare(store, opts).await?;
+        let q = self.query(store, &model, rev, cached, opts);
+        Ok((graph::list_users(&q, object, relation, filters).await?, rev))
+    }
+
+    /// The revision a `MINIMIZE_LATENCY` query of this store would read at (for tokens on
+    /// responses that read nothing else).
+    pub async fn current_revision(&self, store: &str) -> Result<Revision> {
+        Ok(self.revision(store, Consistency::MinimizeLatency).await?.0)
+    }
+
+    // ---- assertions ----
+
+    pub async fn write_assertions(&self, store: &str, model_id: &str, assertions: &serde_json::Value) -> Result<()> {
+        self.model(store, Some(model_id)).await?;
+        self.ds.write_assertions(store, model_id, assertions).await
+    }
+
+    pub async fn read_assertions(&self, store: &str, model_id: &str) -> Result<serde_json::Value> {
+        self.model(store, Some(model_id)).await?;
+        self.ds.read_assertions(store, model_id).await
+    }
+}
+
+/// Pages through a sorted result list with a token bound to the revision it was evaluated at,
+/// so every page comes from the same snapshot.
+pub fn paginate_sorted<T: Clone>(
+    items: &[T],
+    key: impl Fn(&T) -> &str,
+    page: &Page,
+    rev: Revision,
+) -> Result<(Vec<T>, Option<String>)> {
+    let start = match &page.token {
+        None => 0,
+        Some(t) => {
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .map_err(|_| Error::InvalidContinuationToken)?;
+            let text = String::from_utf8(raw).map_err(|_| Error::InvalidContinuationToken)?;
+            let (r, after) = text.split_once('|').ok_or(Error::InvalidContinuationToken)?;
+            if r.parse::<Revision>().ok() != Some(rev) {
+                return Err(Error::InvalidContinuationToken);
+            }
+            items.partition_point(|i| key(i) <= after)
+        }
+    };
+    let size = if page.size == 0 { items.len() } else { page.size };
+    let end = (start + size).min(items.len());
+    let out = items[start..end].to_vec();
+    let next = (end < items.len()).then(|| {
+        let last = out.last().map(&key).unwrap_or("");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{rev}|{last}"))
+    });
+    Ok((out, next))
+}
+
+/// The revision a pagination token of [`paginate_sorted`] was issued at.
+pub fn page_token_revision(token: &str) -> Result<Revision> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| Error::InvalidContinuationToken)?;
+    let text = String::from_utf8(raw).map_err(|_| Error::InvalidContinuationToken)?;
+    text.split_once('|').and_then(|(r, _)| r.parse().ok()).ok_or(Error::InvalidContinuationToken)
+}

@@ -1,0 +1,132 @@
+//! Storage traits owned by the engine, with an in-memory implementation and one conformance suite.
+//!
+//! Every tuple records the revision that created it and the one that deleted it, so readers
+//! evaluate exactly at one snapshot (`rev`): a tuple is visible when
+//! `created_rev <= rev && (deleted_rev is none || deleted_rev > rev)`.
+
+pub mod memory;
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::model::AuthorizationModel;
+use crate::tuple::{Tuple, TupleKey};
+
+/// A store's write revision. Revision 0 is the empty store before any write.
+pub type Revision = u64;
+
+/// A tenant's authorization store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreInfo {
+    pub id: String,
+    pub name: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A page request: at most `size` items after the opaque `token` a previous page returned.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub size: usize,
+    pub token: Option<String>,
+}
+
+/// One page of results and the token for the next page, if any remain.
+#[derive(Debug, Clone)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Which tuples to read. Empty fields match anything; `users` matches any of its entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TupleFilter {
+    pub object_type: Option<String>,
+    pub object_id: Option<String>,
+    pub relation: Option<String>,
+    pub users: Vec<String>,
+}
+
+/// How a write treats duplicates and missing deletes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Writing a tuple that already exists (same user, relation, object) is a no-op instead of an error.
+    pub ignore_duplicates: bool,
+    /// Deleting a tuple that does not exist is a no-op instead of an error.
+    pub ignore_missing: bool,
+}
+
+/// What happened to a tuple at a revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    #[serde(rename = "TUPLE_OPERATION_WRITE")]
+    Write,
+    #[serde(rename = "TUPLE_OPERATION_DELETE")]
+    Delete,
+}
+
+/// One entry of the changelog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TupleChange {
+    pub tuple_key: TupleKey,
+    pub operation: Operation,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    pub revision: Revision,
+}
+
+/// Assertions attached to a model (stored as the JSON the API received).
+pub type Assertions = serde_json::Value;
+
+/// Everything the engine needs from a storage backend.
+#[async_trait]
+pub trait Datastore: Send + Sync + 'static {
+    /// Creates a store; ids are unique.
+    async fn create_store(&self, store: &StoreInfo) -> Result<()>;
+    /// A store that exists and is not deleted.
+    async fn get_store(&self, id: &str) -> Result<Option<StoreInfo>>;
+    /// Stores ordered by id, optionally only those with exactly this name.
+    async fn list_stores(&self, name: Option<&str>, page: &Page) -> Result<Paged<StoreInfo>>;
+    /// Marks a store deleted; returns false if it did not exist.
+    async fn delete_store(&self, id: &str) -> Result<bool>;
+
+    /// Saves an immutable model version; `model.id` is a ULID, so ids sort by creation.
+    async fn write_model(&self, store: &str, model: &AuthorizationModel) -> Result<()>;
+    async fn read_model(&self, store: &str, id: &str) -> Result<Option<AuthorizationModel>>;
+    /// The most recently written model.
+    async fn latest_model(&self, store: &str) -> Result<Option<AuthorizationModel>>;
+    /// Models newest first.
+    async fn list_models(&self, store: &str, page: &Page) -> Result<Paged<AuthorizationModel>>;
+
+    /// Applies deletes then writes in one transaction at a new revision, all or nothing.
+    async fn write_tuples(
+        &self,
+        store: &str,
+        deletes: &[TupleKey],
+        writes: &[TupleKey],
+        opts: WriteOptions,
+    ) -> Result<Revision>;
+    /// The newest revision of a store (0 before any write).
+    async fn head_revision(&self, store: &str) -> Result<Revision>;
+    /// Tuples visible at `rev` matching `filter`, in a stable order, one page at a time.
+    /// A page size of 0 reads everything.
+    async fn read_tuples(
+        &self,
+        store: &str,
+        filter: &TupleFilter,
+        rev: Revision,
+        page: &Page,
+    ) -> Result<Paged<Tuple>>;
+    /// Changes in revision order after the opaque token, optionally for one object type.
+    async fn read_changes(
+        &self,
+        store: &str,
+        object_type: Option<&str>,
+        page: &Page,
+    ) -> Result<Paged<TupleChange>>;
+
+    async fn write_assertions(&self, store: &str, model_id: &str, assertions: &Assertions) -> Result<()>;
+    async fn read_assertions(&self, store: &str, model_id: &str) -> Result<Assertions>;
+}

@@ -1,0 +1,139 @@
+//! Relationship tuples: `user` has `relation` on `object`, optionally under a condition.
+
+use serde::{Deserialize, Serialize};
+
+/// A tuple as it travels on the wire: `{"user": "user:anne", "relation": "viewer", "object": "doc:1"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct TupleKey {
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub relation: String,
+    #[serde(default)]
+    pub object: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<RelationshipCondition>,
+}
+
+/// The condition a tuple is written with, and the context values bound at write time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct RelationshipCondition {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<ContextMap>,
+}
+
+/// A JSON object used as condition context; hashed through its canonical text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct ContextMap(pub serde_json::Map<String, serde_json::Value>);
+
+impl std::hash::Hash for ContextMap {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        serde_json::Value::Object(self.0.clone()).to_string().hash(state);
+    }
+}
+
+/// A stored tuple with the time it was written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tuple {
+    pub key: TupleKey,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+}
+
+/// A parsed object reference `type:id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ObjectRef<'a> {
+    pub object_type: &'a str,
+    pub object_id: &'a str,
+}
+
+/// A parsed user reference: `type:id`, `type:*` or `type:id#relation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UserRef<'a> {
+    Object(ObjectRef<'a>),
+    Wildcard(&'a str),
+    Userset(ObjectRef<'a>, &'a str),
+}
+
+impl<'a> ObjectRef<'a> {
+    /// Splits `type:id`; both parts must be non-empty and free of `#` and spaces.
+    pub fn parse(s: &'a str) -> Option<Self> {
+        let (t, id) = s.split_once(':')?;
+        if !valid_part(t) || id.is_empty() || id.contains('#') || id.chars().any(char::is_whitespace) {
+            return None;
+        }
+        Some(Self { object_type: t, object_id: id })
+    }
+}
+
+impl<'a> UserRef<'a> {
+    /// Parses `type:id`, `type:*` or `type:id#relation`.
+    pub fn parse(s: &'a str) -> Option<Self> {
+        if let Some((obj, rel)) = s.split_once('#') {
+            if !valid_part(rel) {
+                return None;
+            }
+            let o = ObjectRef::parse(obj)?;
+            return Some(UserRef::Userset(o, rel));
+        }
+        let (t, id) = s.split_once(':')?;
+        if id == "*" {
+            return valid_part(t).then_some(UserRef::Wildcard(t));
+        }
+        ObjectRef::parse(s).map(UserRef::Object)
+    }
+
+    /// The type of the user (the object type for usersets and wildcards).
+    pub fn user_type(&self) -> &'a str {
+        match self {
+            UserRef::Object(o) | UserRef::Userset(o, _) => o.object_type,
+            UserRef::Wildcard(t) => t,
+        }
+    }
+}
+
+fn valid_part(s: &str) -> bool {
+    !s.is_empty() && !s.contains([':', '#', '*']) && !s.chars().any(char::is_whitespace)
+}
+
+impl std::fmt::Display for TupleKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "user: `{}`, relation: `{}`, object: `{}`", self.user, self.relation, self.object)?;
+        if let Some(c) = &self.condition {
+            write!(f, ", condition: `{}`", c.name)?;
+        }
+        Ok(())
+    }
+}
+
+impl TupleKey {
+    /// Builds a tuple without a condition.
+    pub fn new(user: impl Into<String>, relation: impl Into<String>, object: impl Into<String>) -> Self {
+        Self { user: user.into(), relation: relation.into(), object: object.into(), condition: None }
+    }
+
+    /// The identity of the tuple, ignoring its condition: two tuples with the same identity
+    /// cannot coexist.
+    pub fn identity(&self) -> (&str, &str, &str) {
+        (&self.object, &self.relation, &self.user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_users() {
+        assert!(matches!(UserRef::parse("user:anne"), Some(UserRef::Object(_))));
+        assert!(matches!(UserRef::parse("user:*"), Some(UserRef::Wildcard("user"))));
+        assert!(matches!(UserRef::parse("group:eng#member"), Some(UserRef::Userset(_, "member"))));
+        assert!(UserRef::parse("anne").is_none());
+        assert!(UserRef::parse("user:").is_none());
+        assert!(UserRef::parse(":anne").is_none());
+        assert!(UserRef::parse("group:eng#").is_none());
+        assert!(UserRef::parse("user:an ne").is_none());
+        assert!(ObjectRef::parse("doc:*").is_some_and(|o| o.object_id == "*"));
+    }
+}

@@ -1,0 +1,81 @@
+//! The one HTTP error type: every failure becomes a JSON body that OpenFGA's SDKs understand
+//! (`code`, `message` at the top) and that carries Gatehouse's `error` object and request id.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use gatehouse_engine::Error;
+use serde_json::json;
+
+/// An error answered to a client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "validation_error", message)
+    }
+
+    pub fn unauthenticated() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a valid API key is required as `Authorization: Bearer <key>`")
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        // The request id header is set by the middleware; the body repeats it when it can.
+        HttpResponse::build(self.status).json(json!({
+            "code": self.code,
+            "message": self.message,
+            "error": { "code": self.code, "message": self.message },
+        }))
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        use StatusCode as S;
+        let (status, code) = match &e {
+            Error::InvalidModel(_) => (S::BAD_REQUEST, "invalid_authorization_model"),
+            Error::StoreNotFound(_) => (S::NOT_FOUND, "store_id_not_found"),
+            Error::ModelNotFound(_) => (S::BAD_REQUEST, "authorization_model_not_found"),
+            Error::LatestModelNotFound => (S::BAD_REQUEST, "latest_authorization_model_not_found"),
+            Error::TypeNotFound(_) => (S::BAD_REQUEST, "type_not_found"),
+            Error::RelationNotFound { .. } => (S::BAD_REQUEST, "relation_not_found"),
+            Error::InvalidTuple { .. } => (S::BAD_REQUEST, "invalid_tuple"),
+            Error::DuplicateWrite(_) | Error::MissingDelete(_) => (S::BAD_REQUEST, "write_failed_due_to_invalid_input"),
+            Error::Condition { .. } => (S::BAD_REQUEST, "validation_error"),
+            Error::DepthExceeded(_) => (S::BAD_REQUEST, "authorization_model_resolution_too_complex"),
+            Error::InvalidContinuationToken => (S::BAD_REQUEST, "invalid_continuation_token"),
+            Error::InvalidConsistencyToken => (S::BAD_REQUEST, "invalid_consistency_token"),
+            Error::Validation(_) => (S::BAD_REQUEST, "validation_error"),
+            Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::Storage(_) => (S::INTERNAL_SERVER_ERROR, "internal_error"),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "request failed");
+            return Self::new(status, code, "the server could not complete the request");
+        }
+        Self::new(status, code, e.to_string())
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,545 @@
+//! OpenFGA's HTTP API: same paths, bodies and error shapes, plus consistency tokens.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::HeaderValue;
+use actix_web::{HttpResponse, web};
+use gatehouse_engine::graph::ListUsersFilter;
+use gatehouse_engine::model::AuthorizationModel;
+use gatehouse_engine::service::{self, BatchItem, Consistency, QueryOptions};
+use gatehouse_engine::store::{Page, Revision, WriteOptions};
+use gatehouse_engine::tuple::{ContextMap, TupleKey};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, AppState};
+
+/// Response header carrying the consistency token of every store response.
+pub const TOKEN_HEADER: &str = "gatehouse-consistency-token";
+
+type State = web::Data<AppState>;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("", web::post().to(create_store))
+        .route("", web::get().to(list_stores))
+        .route("/{store_id}", web::get().to(get_store))
+        .route("/{store_id}", web::delete().to(delete_store))
+        .route("/{store_id}/authorization-models", web::post().to(write_model))
+        .route("/{store_id}/authorization-models", web::get().to(list_models))
+        .route("/{store_id}/authorization-models/{model_id}", web::get().to(read_model))
+        .route("/{store_id}/write", web::post().to(write))
+        .route("/{store_id}/read", web::post().to(read))
+        .route("/{store_id}/changes", web::get().to(changes))
+        .route("/{store_id}/check", web::post().to(check))
+        .route("/{store_id}/batch-check", web::post().to(batch_check))
+        .route("/{store_id}/expand", web::post().to(expand))
+        .route("/{store_id}/list-objects", web::post().to(list_objects))
+        .route("/{store_id}/streamed-list-objects", web::post().to(streamed_list_objects))
+        .route("/{store_id}/list-users", web::post().to(list_users))
+        .route("/{store_id}/assertions/{model_id}", web::put().to(write_assertions))
+        .route("/{store_id}/assertions/{model_id}", web::get().to(read_assertions));
+}
+
+fn with_token(mut res: HttpResponse, store: &str, rev: Revision) -> HttpResponse {
+    if let Ok(v) = HeaderValue::from_str(&service::encode_token(store, rev)) {
+        res.headers_mut().insert(actix_web::http::header::HeaderName::from_static(TOKEN_HEADER), v);
+    }
+    res
+}
+
+/// JSON with the consistency token in the body (`consistency_token`) and a header.
+fn json_with_token(status: StatusCode, mut body: Value, store: &str, rev: Revision) -> HttpResponse {
+    if let Value::Object(m) = &mut body {
+        m.insert("consistency_token".into(), Value::String(service::encode_token(store, rev)));
+    }
+    with_token(HttpResponse::build(status).json(body), store, rev)
+}
+
+fn page(size: Option<i64>, token: Option<String>, default: usize) -> ApiResult<Page> {
+    let size = match size {
+        None | Some(0) => default,
+        Some(n) if (1..=1000).contains(&n) => n as usize,
+        Some(n) => return Err(ApiError::validation(format!("page_size must be between 1 and 1000, got `{n}`"))),
+    };
+    let token = token.filter(|t| !t.is_empty());
+    Ok(Page { size, token })
+}
+
+fn next_token(next: Option<String>) -> String {
+    next.unwrap_or_default()
+}
+
+// ---- request bodies ----
+
+#[derive(Deserialize)]
+struct CreateStore {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    page_size: Option<i64>,
+    continuation_token: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct TupleKeys {
+    #[serde(default)]
+    tuple_keys: Vec<TupleKey>,
+}
+
+#[derive(Deserialize, Default)]
+struct WriteSet {
+    #[serde(default)]
+    tuple_keys: Vec<TupleKey>,
+    #[serde(default)]
+    on_duplicate: Option<String>,
+    #[serde(default)]
+    on_missing: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WriteRequest {
+    #[serde(default)]
+    writes: Option<WriteSet>,
+    #[serde(default)]
+    deletes: Option<WriteSet>,
+    #[serde(default)]
+    authorization_model_id: Option<String>,
+}
+
+/// The consistency fields every query accepts.
+#[derive(Deserialize, Default)]
+struct ConsistencyFields {
+    #[serde(default)]
+    consistency: Option<String>,
+    #[serde(default)]
+    consistency_token: Option<String>,
+}
+
+impl ConsistencyFields {
+    fn resolve(&self, store: &str) -> ApiResult<Consistency> {
+        if let Some(t) = self.consistency_token.as_deref().filter(|t| !t.is_empty()) {
+            return Ok(Consistency::AtLeastAsFresh(service::decode_token(store, t)?));
+        }
+        match self.consistency.as_deref().unwrap_or("UNSPECIFIED") {
+            "UNSPECIFIED" | "" | "MINIMIZE_LATENCY" => Ok(Consistency::MinimizeLatency),
+            "HIGHER_CONSISTENCY" => Ok(Consistency::HigherConsistency),
+            other => Err(ApiError::validation(format!(
+                "invalid consistency `{other}`: expected `MINIMIZE_LATENCY` or `HIGHER_CONSISTENCY`"
+            ))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ReadRequest {
+    #[serde(default)]
+    tuple_key: Option<TupleKey>,
+    page_size: Option<i64>,
+    continuation_token: Option<String>,
+    #[serde(flatten)]
+    consistency: ConsistencyFields,
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    #[serde(rename = "type")]
+    object_type: Option<String>,
+    page_size: Option<i64>,
+    continuation_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CheckTupleKey {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    relation: String,
+    #[serde(default)]
+    object: String,
+}
+
+impl CheckTupleKey {
+    fn into_key(self) -> ApiResult<TupleKey> {
+        if self.user.is_empty() || self.relation.is_empty() || self.object.is_empty() {
+            return Err(ApiError::validation("`tuple_key` needs `user`, `relation` and `object`"));
+        }
+        Ok(TupleKey::new(self.user, self.relation, self.object))
+    }
+}
+
+#[derive(Deserialize)]
+struct CheckRequest {
+    tuple_key: Option<CheckTupleKey>,
+    #[serde(default)]
+    contextual_tuples: Option<TupleKeys>,
+    #[serde(default)]
+    authorization_model_id: Option<String>,
+    #[serde(default)]
+    context: Option<ContextMap>,
+    #[serde(flatten)]
+    consistency: ConsistencyFields,
+}
+
+#[derive(Deserialize)]
+struct BatchCheckItem {
+    tuple_key: Option<CheckTupleKey>,
+    #[serde(default)]
+    contextual_tuples: Option<TupleKeys>,
+    #[serde(default)]
+    context: Option<ContextMap>,
+    #[serde(default)]
+    correlation_id: String,
+}
+
+#[derive(Deserialize)]
+struct BatchCheckRequest {
+    #[serde(default)]
+    checks: Vec<BatchCheckItem>,
+    #[serde(default)]
+    authorization_model_id: Option<String>,
+    #[serde(flatten)]
+    consistency: ConsistencyFields,
+}
+
+#[derive(Deserialize)]
+struct ExpandKey {
+    #[serde(default)]
+    relation: String,
+    #[serde(default)]
+    object: String,
+}
+
+#[derive(Deserialize)]
+struct ExpandRequest {
+    tuple_key: Option<ExpandKey>,
+    #[serde(default)]
+    authorization_model_id: Option<String>,
+    #[serde(default)]
+    contextual_tuples: Option<TupleKeys>,
+    #[serde(flatten)]
+    consistency: ConsistencyFields,
+}
+
+#[derive(Deserialize)]
+struct ListObjectsRequest {
+    #[serde(default)]
+    authorization_model_id: Option<String>,
+    #[serde(rename = "type", default)]
+    object_type: String,
+    #[serde(default)]
+    relation: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    contextual_tuples: Option<TupleKeys>,
+    #[serde(default)]
+    context: Option<ContextMap>,
+    page_size: Option<i64>,
+    continuation_token: Option<String>,
+    #[serde(flatten)]
+    consistency: ConsistencyFields,
+}
+
+#[derive(Deserialize)]
+struct UserObject {
+    #[serde(rename = "type", default)]
+    type_name: String,
+    #[serde(default)]
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct ListUsersRequest {
+    #[serde(default)]
+    authorization_model_id: Option<String>,
+    object: Option<UserObject>,
+    #[serde(default)]
+    relation: String,
+    #[serde(default)]
+    user_filters: Vec<ListUsersFilter>,
+    #[serde(default)]
+    contextual_tuples: Vec<TupleKey>,
+    #[serde(default)]
+    context: Option<ContextMap>,
+    page_size: Option<i64>,
+    continuation_token: Option<String>,
+    #[serde(flatten)]
+    consistency: ConsistencyFields,
+}
+
+#[derive(Deserialize)]
+struct AssertionsBody {
+    #[serde(default)]
+    assertions: Vec<Value>,
+}
+
+// ---- stores ----
+
+async fn create_store(state: State, body: web::Json<CreateStore>) -> ApiResult<HttpResponse> {
+    let s = state.engine.create_store(&body.name).await?;
+    Ok(HttpResponse::Created().json(s))
+}
+
+async fn list_stores(state: State, q: web::Query<ListQuery>) -> ApiResult<HttpResponse> {
+    let q = q.into_inner();
+    let p = page(q.page_size, q.continuation_token, 50)?;
+    let res = state.engine.list_stores(q.name.as_deref().filter(|n| !n.is_empty()), &p).await?;
+    Ok(HttpResponse::Ok().json(json!({ "stores": res.items, "continuation_token": next_token(res.next) })))
+}
+
+async fn get_store(state: State, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(state.engine.get_store(&path).await?))
+}
+
+async fn delete_store(state: State, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    state.engine.delete_store(&path).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// ---- models ----
+
+async fn write_model(state: State, path: web::Path<String>, body: web::Json<Value>) -> ApiResult<HttpResponse> {
+    let model: AuthorizationModel = serde_json::from_value(body.into_inner())
+        .map_err(|e| ApiError::validation(format!("invalid authorization model: {e}")))?;
+    let id = state.engine.write_model(&path, model).await?;
+    Ok(HttpResponse::Created().json(json!({ "authorization_model_id": id })))
+}
+
+async fn list_models(state: State, path: web::Path<String>, q: web::Query<ListQuery>) -> ApiResult<HttpResponse> {
+    let q = q.into_inner();
+    let p = page(q.page_size, q.continuation_token, 50)?;
+    let res = state.engine.list_models(&path, &p).await?;
+    Ok(HttpResponse::Ok().json(json!({ "authorization_models": res.items, "continuation_token": next_token(res.next) })))
+}
+
+async fn read_model(state: State, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+    let (store, id) = path.into_inner();
+    let m = state.engine.model(&store, Some(&id)).await?;
+    Ok(HttpResponse::Ok().json(json!({ "authorization_model": m.model })))
+}
+
+// ---- tuples ----
+
+fn on_flag(v: Option<&str>, name: &str) -> ApiResult<bool> {
+    match v.unwrap_or("") {
+        "" | "error" | "ON_DUPLICATE_ERROR" | "ON_MISSING_ERROR" => Ok(false),
+        "ignore" | "ON_DUPLICATE_IGNORE" | "ON_MISSING_IGNORE" => Ok(true),
+        other => Err(ApiError::validation(format!("invalid `{name}` `{other}`: expected `error` or `ignore`"))),
+    }
+}
+
+async fn write(state: State, path: web::Path<String>, body: web::Json<WriteRequest>) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let writes = body.writes.unwrap_or_default();
+    let deletes = body.deletes.unwrap_or_default();
+    let opts = WriteOptions {
+        ignore_duplicates: on_flag(writes.on_duplicate.as_deref(), "on_duplicate")?,
+        ignore_missing: on_flag(deletes.on_missing.as_deref(), "on_missing")?,
+    };
+    for d in &deletes.tuple_keys {
+        if d.condition.is_some() {
+            return Err(ApiError::validation("tuples to delete cannot carry a condition"));
+        }
+    }
+    let rev = state
+        .engine
+        .write(&path, body.authorization_model_id.as_deref(), &writes.tuple_keys, &deletes.tuple_keys, opts)
+        .await?;
+    Ok(json_with_token(StatusCode::OK, json!({}), &path, rev))
+}
+
+async fn read(state: State, path: web::Path<String>, body: web::Json<ReadRequest>) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let consistency = body.consistency.resolve(&path)?;
+    let p = page(body.page_size, body.continuation_token, 50)?;
+    let filter = body.tuple_key.filter(|k| !(k.user.is_empty() && k.relation.is_empty() && k.object.is_empty()));
+    let (res, rev) = state.engine.read(&path, filter.as_ref(), &p, consistency).await?;
+    let tuples: Vec<Value> = res.items.iter().map(|t| json!({ "key": t.key, "timestamp": t.timestamp })).collect();
+    Ok(json_with_token(StatusCode::OK, json!({ "tuples": tuples, "continuation_token": next_token(res.next) }), &path, rev))
+}
+
+async fn changes(state: State, path: web::Path<String>, q: web::Query<ChangesQuery>) -> ApiResult<HttpResponse> {
+    let q = q.into_inner();
+    let p = page(q.page_size, q.continuation_token, 50)?;
+    let res = state.engine.changes(&path, q.object_type.as_deref(), &p).await?;
+    let changes: Vec<Value> = res
+        .items
+        .iter()
+        .map(|c| json!({ "tuple_key": c.tuple_key, "operation": c.operation, "timestamp": c.timestamp }))
+        .collect();
+    let last = res.items.last().map(|c| c.revision);
+    let mut resp = HttpResponse::Ok().json(json!({ "changes": changes, "continuation_token": next_token(res.next) }));
+    if let Some(rev) = last {
+        resp = with_token(resp, &path, rev);
+    }
+    Ok(resp)
+}
+
+// ---- queries ----
+
+fn contextual(t: Option<TupleKeys>) -> Vec<TupleKey> {
+    t.map(|t| t.tuple_keys).unwrap_or_default()
+}
+
+async fn check(state: State, path: web::Path<String>, body: web::Json<CheckRequest>) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let key = body.tuple_key.ok_or_else(|| ApiError::validation("`tuple_key` is required"))?.into_key()?;
+    let opts = QueryOptions {
+        model_id: body.authorization_model_id,
+        consistency: body.consistency.resolve(&path)?,
+        contextual_tuples: contextual(body.contextual_tuples),
+        context: body.context,
+    };
+    let (allowed, rev) = state.engine.check(&path, &key, &opts).await?;
+    Ok(json_with_token(StatusCode::OK, json!({ "allowed": allowed, "resolution": "" }), &path, rev))
+}
+
+async fn batch_check(state: State, path: web::Path<String>, body: web::Json<BatchCheckRequest>) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let mut items = Vec::with_capacity(body.checks.len());
+    for c in body.checks {
+        let tuple = c.tuple_key.ok_or_else(|| ApiError::validation("each check needs a `tuple_key`"))?.into_key()?;
+        items.push(BatchItem {
+            correlation_id: c.correlation_id,
+            tuple,
+            contextual_tuples: contextual(c.contextual_tuples),
+            context: c.context,
+        });
+    }
+    let opts = QueryOptions {
+        model_id: body.authorization_model_id,
+        consistency: body.consistency.resolve(&path)?,
+        ..Default::default()
+    };
+    let (results, rev) = state.engine.batch_check(&path, &items, &opts).await?;
+    let mut out = serde_json::Map::new();
+    for (id, r) in results {
+        let v = match r {
+            Ok(allowed) => json!({ "allowed": allowed }),
+            Err(e) => {
+                let e = ApiError::from(e);
+                json!({ "allowed": false, "error": { "input_error": e.code, "message": e.message } })
+            }
+        };
+        out.insert(id, v);
+    }
+    Ok(json_with_token(StatusCode::OK, json!({ "result": out }), &path, rev))
+}
+
+async fn expand(state: State, path: web::Path<String>, body: web::Json<ExpandRequest>) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let key = body.tuple_key.ok_or_else(|| ApiError::validation("`tuple_key` is required"))?;
+    if key.object.is_empty() || key.relation.is_empty() {
+        return Err(ApiError::validation("`tuple_key` needs `relation` and `object`"));
+    }
+    let opts = QueryOptions {
+        model_id: body.authorization_model_id,
+        consistency: body.consistency.resolve(&path)?,
+        contextual_tuples: contextual(body.contextual_tuples),
+        context: None,
+    };
+    let (tree, rev) = state.engine.expand(&path, &key.object, &key.relation, &opts).await?;
+    Ok(json_with_token(StatusCode::OK, json!({ "tree": tree }), &path, rev))
+}
+
+/// Consistency for a paginated query: later pages are evaluated at the first page's revision.
+fn paged_consistency(fields: &ConsistencyFields, store: &str, token: Option<&str>) -> ApiResult<Consistency> {
+    match token.filter(|t| !t.is_empty()) {
+        Some(t) => Ok(Consistency::AtRevision(service::page_token_revision(t)?)),
+        None => fields.resolve(store),
+    }
+}
+
+async fn run_list_objects(state: &State, store: &str, body: ListObjectsRequest) -> ApiResult<(Vec<String>, Option<String>, Revision)> {
+    if body.object_type.is_empty() || body.relation.is_empty() || body.user.is_empty() {
+        return Err(ApiError::validation("`type`, `relation` and `user` are required"));
+    }
+    let p = page(body.page_size, body.continuation_token.clone(), 0)?;
+    let opts = QueryOptions {
+        model_id: body.authorization_model_id,
+        consistency: paged_consistency(&body.consistency, store, body.continuation_token.as_deref())?,
+        contextual_tuples: contextual(body.contextual_tuples),
+        context: body.context,
+    };
+    let (objects, rev) = state.engine.list_objects(store, &body.object_type, &body.relation, &body.user, &opts).await?;
+    let (items, next) = service::paginate_sorted(&objects, |s| s.as_str(), &p, rev)?;
+    Ok((items, next, rev))
+}
+
+async fn list_objects(state: State, path: web::Path<String>, body: web::Json<ListObjectsRequest>) -> ApiResult<HttpResponse> {
+    let (objects, next, rev) = run_list_objects(&state, &path, body.into_inner()).await?;
+    Ok(json_with_token(
+        StatusCode::OK,
+        json!({ "objects": objects, "continuation_token": next_token(next) }),
+        &path,
+        rev,
+    ))
+}
+
+async fn streamed_list_objects(state: State, path: web::Path<String>, body: web::Json<ListObjectsRequest>) -> ApiResult<HttpResponse> {
+    let (objects, _, rev) = run_list_objects(&state, &path, body.into_inner()).await?;
+    let lines = objects.into_iter().map(|o| {
+        let mut line = json!({ "result": { "object": o } }).to_string();
+        line.push('\n');
+        Ok::<_, actix_web::Error>(web::Bytes::from(line))
+    });
+    let res = HttpResponse::Ok().content_type("application/json").streaming(futures::stream::iter(lines));
+    Ok(with_token(res, &path, rev))
+}
+
+async fn list_users(state: State, path: web::Path<String>, body: web::Json<ListUsersRequest>) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let object = body.object.ok_or_else(|| ApiError::validation("`object` is required"))?;
+    if object.type_name.is_empty() || object.id.is_empty() || body.relation.is_empty() {
+        return Err(ApiError::validation("`object.type`, `object.id` and `relation` are required"));
+    }
+    let p = page(body.page_size, body.continuation_token.clone(), 0)?;
+    let opts = QueryOptions {
+        model_id: body.authorization_model_id,
+        consistency: paged_consistency(&body.consistency, &path, body.continuation_token.as_deref())?,
+        contextual_tuples: body.contextual_tuples,
+        context: body.context,
+    };
+    let object = format!("{}:{}", object.type_name, object.id);
+    let (users, rev) = state.engine.list_users(&path, &object, &body.relation, &body.user_filters, &opts).await?;
+    let (items, next) = service::paginate_sorted(&users, |u| u.0.as_str(), &p, rev)?;
+    let users: Vec<Value> = items.iter().map(|u| user_json(&u.0)).collect();
+    Ok(json_with_token(StatusCode::OK, json!({ "users": users, "continuation_token": next_token(next) }), &path, rev))
+}
+
+/// `user:anne` -> `{"object": …}`, `user:*` -> `{"wildcard": …}`, `group:x#member` -> `{"userset": …}`.
+fn user_json(u: &str) -> Value {
+    if let Some((obj, rel)) = u.split_once('#') {
+        let (t, id) = obj.split_once(':').unwrap_or((obj, ""));
+        return json!({ "userset": { "type": t, "id": id, "relation": rel } });
+    }
+    let (t, id) = u.split_once(':').unwrap_or((u, ""));
+    if id == "*" {
+        json!({ "wildcard": { "type": t } })
+    } else {
+        json!({ "object": { "type": t, "id": id } })
+    }
+}
+
+// ---- assertions ----
+
+async fn write_assertions(state: State, path: web::Path<(String, String)>, body: web::Json<AssertionsBody>) -> ApiResult<HttpResponse> {
+    let (store, model_id) = path.into_inner();
+    for a in &body.assertions {
+        let ok = a.get("tuple_key").is_some_and(Value::is_object) && a.get("expectation").is_some_and(Value::is_boolean);
+        if !ok {
+            return Err(ApiError::validation("each assertion needs a `tuple_key` object and a boolean `expectation`"));
+        }
+    }
+    state.engine.write_assertions(&store, &model_id, &Value::Array(body.into_inner().assertions)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn read_assertions(state: State, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+    let (store, model_id) = path.into_inner();
+    let a = state.engine.read_assertions(&store, &model_id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "authorization_model_id": model_id, "assertions": a })))
+}

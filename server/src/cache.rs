@@ -1,0 +1,3 @@
+//! Cache coordination between nodes.
+
+pub mod redis;

@@ -1,0 +1,111 @@
+//! The `gatehouse` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// Gatehouse: relationship-based authorization with an OpenFGA-compatible API.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version)]
+pub struct Cli {
+    /// A TOML configuration file (the environment overrides it).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve,
+    /// Run database migrations and exit.
+    Migrate,
+    /// Work with authorization models.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Parse and type-check a model (`.fga` DSL, `.json`, or `fga.mod`); print its JSON form.
+    Validate { file: PathBuf },
+    /// Run a `.fga.yaml` store test file in-process, as `fga model test` does.
+    Test {
+        /// One or more store test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs the command line and returns the process exit code.
+pub async fn main(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve => {
+            let config = Config::load(cli.config.as_deref())?;
+            init_tracing(config.log_json);
+            crate::serve::run(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let config = Config::load(cli.config.as_deref())?;
+            init_tracing(config.log_json);
+            if config.database_url.is_none() {
+                std::fs::create_dir_all(&config.data_dir)?;
+            }
+            crate::db::SqlStore::connect(&config.database()).await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model { command: ModelCommand::Validate { file } } => {
+            match gatehouse_engine::testfile::load_model_file(&file) {
+                Ok(m) => {
+                    println!("{}", serde_json::to_string_pretty(&m)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Model { command: ModelCommand::Test { files } } => {
+            let mut failed = 0usize;
+            let mut passed = 0usize;
+            for f in &files {
+                match gatehouse_engine::testfile::run_file(f).await {
+                    Ok(report) => {
+                        print!("{report}");
+                        failed += report.failed();
+                        passed += report.passed();
+                    }
+                    Err(e) => {
+                        println!("# {}\nERROR {e}", f.display());
+                        failed += 1;
+                    }
+                }
+            }
+            if files.len() > 1 {
+                println!("total: {passed} passed, {failed} failed");
+            }
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}

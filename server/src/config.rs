@@ -1,0 +1,125 @@
+//! Configuration from the environment and an optional TOML file; the environment wins.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// Server settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen address (`GATEHOUSE_ADDR`).
+    pub addr: SocketAddr,
+    /// Where the embedded database and generated secrets live (`GATEHOUSE_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// `postgres://…`; absent means SQLite in the data dir (`DATABASE_URL`).
+    pub database_url: Option<String>,
+    /// `redis://…`; absent means an in-process cache only (`REDIS_URL`).
+    pub redis_url: Option<String>,
+    /// Preshared API keys (`GATEHOUSE_API_KEYS`, comma-separated).
+    pub api_keys: Vec<String>,
+    /// Cross-request check cache on or off (`GATEHOUSE_CHECK_CACHE`).
+    pub check_cache: bool,
+    /// Resolution depth bound (`GATEHOUSE_MAX_DEPTH`).
+    pub max_depth: u32,
+    /// Largest accepted request body in bytes (`GATEHOUSE_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// Log as JSON lines (`GATEHOUSE_LOG_JSON`).
+    pub log_json: bool,
+    /// HTTP worker threads, 0 for one per core (`GATEHOUSE_WORKERS`).
+    pub workers: usize,
+    /// Database connections in the pool (`GATEHOUSE_DB_POOL`).
+    pub db_pool: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            redis_url: None,
+            api_keys: Vec::new(),
+            check_cache: true,
+            max_depth: gatehouse_engine::graph::DEFAULT_MAX_DEPTH,
+            max_body_bytes: 1024 * 1024,
+            log_json: false,
+            workers: 0,
+            db_pool: 16,
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => anyhow::bail!("`{name}` must be true or false, got `{v}`"),
+    }
+}
+
+impl Config {
+    /// Reads the TOML file (if given, or `GATEHOUSE_CONFIG`), then applies the environment.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self> {
+        let file = file.map(PathBuf::from).or_else(|| env("GATEHOUSE_CONFIG").map(PathBuf::from));
+        let mut c = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read config file `{}`", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("invalid config file `{}`", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(v) = env("GATEHOUSE_ADDR") {
+            c.addr = v.parse().with_context(|| format!("`GATEHOUSE_ADDR` is not an address: `{v}`"))?;
+        }
+        if let Some(v) = env("GATEHOUSE_DATA_DIR") {
+            c.data_dir = v.into();
+        }
+        if let Some(v) = env("DATABASE_URL") {
+            c.database_url = Some(v);
+        }
+        if let Some(v) = env("REDIS_URL") {
+            c.redis_url = Some(v);
+        }
+        if let Some(v) = env("GATEHOUSE_API_KEYS") {
+            c.api_keys = v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+        }
+        if let Some(v) = env("GATEHOUSE_CHECK_CACHE") {
+            c.check_cache = parse_bool("GATEHOUSE_CHECK_CACHE", &v)?;
+        }
+        if let Some(v) = env("GATEHOUSE_MAX_DEPTH") {
+            c.max_depth = v.parse().with_context(|| format!("`GATEHOUSE_MAX_DEPTH` is not a number: `{v}`"))?;
+        }
+        if let Some(v) = env("GATEHOUSE_MAX_BODY_BYTES") {
+            c.max_body_bytes = v.parse().with_context(|| format!("`GATEHOUSE_MAX_BODY_BYTES` is not a number: `{v}`"))?;
+        }
+        if let Some(v) = env("GATEHOUSE_LOG_JSON") {
+            c.log_json = parse_bool("GATEHOUSE_LOG_JSON", &v)?;
+        }
+        if let Some(v) = env("GATEHOUSE_WORKERS") {
+            c.workers = v.parse().with_context(|| format!("`GATEHOUSE_WORKERS` is not a number: `{v}`"))?;
+        }
+        if let Some(v) = env("GATEHOUSE_DB_POOL") {
+            c.db_pool = v.parse().with_context(|| format!("`GATEHOUSE_DB_POOL` is not a number: `{v}`"))?;
+        }
+        if c.max_depth == 0 || c.max_depth > 100 {
+            anyhow::bail!("`max_depth` must be between 1 and 100");
+        }
+        Ok(c)
+    }
+
+    /// The database to use: `DATABASE_URL`, or SQLite under the data dir.
+    pub fn database(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("gatehouse.db").display()),
+        }
+    }
+}

@@ -1,0 +1,773 @@
+//! [`Datastore`] for [`SqlStore`]: one body of diesel queries, run on either backend.
+//!
+//! Revisions: each store has a row in `store_revisions`; a write transaction locks it
+//! (`SELECT … FOR UPDATE` on PostgreSQL; on SQLite the transaction is `BEGIN IMMEDIATE` and
+//! writers of this process queue on a mutex), so writers of one store are serialized and each
+//! gets the next revision. Pagination tokens are opaque keyset positions.
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::Bool;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use gatehouse_engine::model::AuthorizationModel;
+use gatehouse_engine::store::{
+    Assertions, Datastore, Operation, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter, WriteOptions,
+};
+use gatehouse_engine::tuple::{ContextMap, RelationshipCondition, Tuple, TupleKey};
+use gatehouse_engine::{Error, Result};
+
+use super::models::{AssertionRow, ChangeRow, HeadRow, ModelRow, NewTuple, StoreRow, TupleRow};
+use super::schema::{assertions, authorization_models, changelog, store_revisions, stores, tuples};
+use super::{Backend, SqlStore, SqliteConn};
+
+/// Most tuple identities matched by one statement (keeps SQLite's expression depth and bind
+/// counts small).
+const KEY_CHUNK: usize = 100;
+/// Most rows inserted by one statement.
+const INSERT_CHUNK: usize = 500;
+
+const WRITE: &str = "write";
+const DELETE: &str = "delete";
+
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend the store uses.
+/// Inside the body, `Db` names that backend.
+macro_rules! with_conn {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Postgres(pool) => {
+                #[allow(dead_code)]
+                type Db = diesel::pg::Pg;
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let $conn: &mut AsyncPgConnection = &mut pooled;
+                $body
+            }
+            Backend::Sqlite { pool, .. } => {
+                #[allow(dead_code)]
+                type Db = diesel::sqlite::Sqlite;
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let $conn: &mut SqliteConn = &mut pooled;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` (returning `Result<_, TxError>`) in a write transaction, all or nothing.
+macro_rules! write_tx {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Postgres(pool) => {
+                #[allow(dead_code)]
+                type Db = diesel::pg::Pg;
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let conn: &mut AsyncPgConnection = &mut pooled;
+                conn.transaction(async |$conn: &mut AsyncPgConnection| -> std::result::Result<_, TxError> { $body })
+                    .await
+            }
+            Backend::Sqlite { pool, write_lock } => {
+                #[allow(dead_code)]
+                type Db = diesel::sqlite::Sqlite;
+                let _writer = write_lock.lock().await;
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let conn: &mut SqliteConn = &mut pooled;
+                conn.immediate_transaction(async |$conn: &mut SqliteConn| -> std::result::Result<_, TxError> { $body })
+                    .await
+            }
+        }
+    };
+}
+
+/// An error inside a transaction: from the database, or a rule of the datastore.
+#[derive(Debug)]
+enum TxError {
+    Db(DieselError),
+    Engine(Error),
+}
+
+impl From<DieselError> for TxError {
+    fn from(e: DieselError) -> Self {
+        Self::Db(e)
+    }
+}
+
+impl From<Error> for TxError {
+    fn from(e: Error) -> Self {
+        Self::Engine(e)
+    }
+}
+
+impl From<TxError> for Error {
+    fn from(e: TxError) -> Self {
+        match e {
+            TxError::Db(e) => db_error(e),
+            TxError::Engine(e) => e,
+        }
+    }
+}
+
+fn pool_error(e: diesel_async::pooled_connection::deadpool::PoolError) -> Error {
+    Error::Unavailable(format!("no database connection: {e}"))
+}
+
+/// Maps a database error; connection trouble and lock contention are "unavailable" (retryable).
+fn db_error(e: DieselError) -> Error {
+    match e {
+        DieselError::DatabaseError(kind, info) => match kind {
+            DatabaseErrorKind::ClosedConnection
+            | DatabaseErrorKind::UnableToSendCommand
+            | DatabaseErrorKind::SerializationFailure => Error::Unavailable(info.message().to_string()),
+            _ if info.message().contains("database is locked") => Error::Unavailable(info.message().to_string()),
+            _ => Error::Storage(info.message().to_string()),
+        },
+        other => Error::Storage(other.to_string()),
+    }
+}
+
+fn is_unique_violation(e: &TxError) -> bool {
+    matches!(e, TxError::Db(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)))
+}
+
+/// Locks a store's revision row for the rest of the transaction and reads its head.
+trait LockHead {
+    fn lock_head<'a>(&'a mut self, store: &'a str) -> impl Future<Output = QueryResult<Option<i64>>> + Send + 'a;
+}
+
+impl LockHead for AsyncPgConnection {
+    fn lock_head<'a>(&'a mut self, store: &'a str) -> impl Future<Output = QueryResult<Option<i64>>> + Send + 'a {
+        async move {
+            store_revisions::table
+                .find(store)
+                .select(store_revisions::head)
+                .for_update()
+                .first::<i64>(self)
+                .await
+                .optional()
+        }
+    }
+}
+
+impl LockHead for SqliteConn {
+    fn lock_head<'a>(&'a mut self, store: &'a str) -> impl Future<Output = QueryResult<Option<i64>>> + Send + 'a {
+        // `BEGIN IMMEDIATE` already holds the database's write lock.
+        async move { store_revisions::table.find(store).select(store_revisions::head).first::<i64>(self).await.optional() }
+    }
+}
+
+/// In a write transaction: fails with [`Error::StoreNotFound`] unless the store exists and is
+/// not deleted.
+macro_rules! require_live_store {
+    ($conn:expr, $store:expr) => {{
+        let n: i64 = stores::table
+            .filter(stores::id.eq($store))
+            .filter(stores::deleted_at.is_null())
+            .count()
+            .get_result($conn)
+            .await?;
+        if n == 0 {
+            return Err(Error::StoreNotFound($store.to_string()).into());
+        }
+    }};
+}
+
+// ---- conversions ----
+
+fn to_db_rev(rev: Revision) -> i64 {
+    i64::try_from(rev).unwrap_or(i64::MAX)
+}
+
+fn from_db_rev(rev: i64) -> Result<Revision> {
+    Revision::try_from(rev).map_err(|_| Error::Storage(format!("negative revision {rev} in the database")))
+}
+
+fn limit_for(size: usize) -> i64 {
+    i64::try_from(size.saturating_add(1)).unwrap_or(i64::MAX)
+}
+
+fn utc(t: NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
+    t.and_utc()
+}
+
+/// The parts of a tuple as stored.
+struct Parts<'a> {
+    object_type: &'a str,
+    object_id: &'a str,
+    relation: &'a str,
+    user: &'a str,
+}
+
+fn parts(key: &TupleKey) -> Result<Parts<'_>> {
+    let (object_type, object_id) = key.object.split_once(':').ok_or_else(|| Error::InvalidTuple {
+        tuple: key.to_string(),
+        reason: "the object must be `type:id`".into(),
+    })?;
+    Ok(Parts { object_type, object_id, relation: &key.relation, user: &key.user })
+}
+
+fn user_type(user: &str) -> &str {
+    user.split_once(':').map_or(user, |(t, _)| t)
+}
+
+fn encode_condition(key: &TupleKey) -> (Option<String>, Option<String>) {
+    match &key.condition {
+        None => (None, None),
+        Some(c) => (
+            Some(c.name.clone()),
+            c.context.as_ref().map(|ctx| serde_json::Value::Object(ctx.0.clone()).to_string()),
+        ),
+    }
+}
+
+fn decode_condition(name: Option<String>, context: Option<String>) -> Result<Option<RelationshipCondition>> {
+    let Some(name) = name else { return Ok(None) };
+    let context = match context {
+        None => None,
+        Some(text) => match serde_json::from_str(&text) {
+            Ok(serde_json::Value::Object(map)) => Some(ContextMap(map)),
+            Ok(_) | Err(_) => return Err(Error::Storage(format!("stored condition context of `{name}` is not a JSON object"))),
+        },
+    };
+    Ok(Some(RelationshipCondition { name, context }))
+}
+
+fn tuple_key(
+    object_type: &str,
+    object_id: &str,
+    relation: String,
+    user: String,
+    condition_name: Option<String>,
+    condition_context: Option<String>,
+) -> Result<TupleKey> {
+    Ok(TupleKey {
+        user,
+        relation,
+        object: format!("{object_type}:{object_id}"),
+        condition: decode_condition(condition_name, condition_context)?,
+    })
+}
+
+fn store_info(row: StoreRow) -> StoreInfo {
+    StoreInfo { id: row.id, name: row.name, created_at: utc(row.created_at), updated_at: utc(row.updated_at) }
+}
+
+fn model_from_row(id: String, json: &str) -> Result<AuthorizationModel> {
+    let mut model: AuthorizationModel = serde_json::from_str(json)
+        .map_err(|e| Error::Storage(format!("stored authorization model `{id}` does not parse: {e}")))?;
+    model.id = id;
+    Ok(model)
+}
+
+fn change_from_row(row: ChangeRow) -> Result<TupleChange> {
+    let operation = match row.operation.as_str() {
+        WRITE => Operation::Write,
+        DELETE => Operation::Delete,
+        other => return Err(Error::Storage(format!("unknown changelog operation `{other}`"))),
+    };
+    Ok(TupleChange {
+        tuple_key: tuple_key(
+            &row.object_type,
+            &row.object_id,
+            row.relation,
+            row.user_value,
+            row.condition_name,
+            row.condition_context,
+        )?,
+        operation,
+        timestamp: utc(row.created_at),
+        revision: from_db_rev(row.revision)?,
+    })
+}
+
+// ---- continuation tokens: base64url of `<kind>:<position>` ----
+
+const STORE_TOKEN: &str = "store";
+const MODEL_TOKEN: &str = "model";
+const TUPLE_TOKEN: &str = "tuple";
+const CHANGE_TOKEN: &str = "change";
+
+fn encode_token(kind: &str, position: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{kind}:{position}"))
+}
+
+fn decode_token(kind: &str, token: &str) -> Result<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| Error::InvalidContinuationToken)?;
+    let text = String::from_utf8(bytes).map_err(|_| Error::InvalidContinuationToken)?;
+    text.strip_prefix(kind)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .map(str::to_string)
+        .ok_or(Error::InvalidContinuationToken)
+}
+
+fn page_token(kind: &str, page: &Page) -> Result<Option<String>> {
+    page.token.as_deref().filter(|t| !t.is_empty()).map(|t| decode_token(kind, t)).transpose()
+}
+
+fn tuple_token(page: &Page) -> Result<Option<i64>> {
+    page_token(TUPLE_TOKEN, page)?
+        .map(|p| p.parse::<i64>().map_err(|_| Error::InvalidContinuationToken))
+        .transpose()
+}
+
+/// A changelog position: after change `seq` of `revision`.
+fn change_token(page: &Page) -> Result<(i64, i32)> {
+    let Some(p) = page_token(CHANGE_TOKEN, page)? else { return Ok((0, -1)) };
+    let (rev, seq) = p.split_once('.').ok_or(Error::InvalidContinuationToken)?;
+    let rev = rev.parse::<i64>().map_err(|_| Error::InvalidContinuationToken)?;
+    let seq = seq.parse::<i32>().map_err(|_| Error::InvalidContinuationToken)?;
+    Ok((rev, seq))
+}
+
+/// Cuts one extra row fetched beyond the page size into a token for the next page.
+fn paged<R, T>(
+    mut rows: Vec<R>,
+    size: usize,
+    token_of: impl Fn(&R) -> String,
+    convert: impl Fn(R) -> Result<T>,
+) -> Result<Paged<T>> {
+    let next = if size > 0 && rows.len() > size {
+        rows.truncate(size);
+        rows.last().map(token_of)
+    } else {
+        None
+    };
+    let items = rows.into_iter().map(convert).collect::<Result<Vec<_>>>()?;
+    Ok(Paged { items, next })
+}
+
+/// Checks for duplicate identities within one list of a write.
+fn check_unique(keys: &[TupleKey], list: &str) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for k in keys {
+        if !seen.insert(k.identity()) {
+            return Err(Error::Validation(format!("duplicate tuple in the {list} list ({k})")));
+        }
+    }
+    Ok(())
+}
+
+/// `(object_type, object_id, relation, user_value)` of a tuple, owned.
+type Identity = (String, String, String, String);
+
+fn identity(p: &Parts<'_>) -> Identity {
+    (p.object_type.into(), p.object_id.into(), p.relation.into(), p.user.into())
+}
+
+fn row_identity(r: &TupleRow) -> Identity {
+    (r.object_type.clone(), r.object_id.clone(), r.relation.clone(), r.user_value.clone())
+}
+
+/// One OR of `(object_type, object_id, relation, user_value)` matches, as a balanced tree so the
+/// expression stays shallow.
+fn any_identity<DB>(keys: &[Identity]) -> Box<dyn BoxableExpression<tuples::table, DB, SqlType = Bool> + Send>
+where
+    DB: diesel::backend::Backend + 'static,
+    String: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+    DB: diesel::sql_types::HasSqlType<diesel::sql_types::Text>,
+{
+    match keys {
+        [] => Box::new(diesel::dsl::sql::<Bool>("1 = 0")),
+        [(t, i, r, u)] => Box::new(
+            tuples::object_type
+                .eq(t.clone())
+                .and(tuples::object_id.eq(i.clone()))
+                .and(tuples::relation.eq(r.clone()))
+                .and(tuples::user_value.eq(u.clone())),
+        ),
+        _ => {
+            let (left, right) = keys.split_at(keys.len() / 2);
+            Box::new(any_identity::<DB>(left).or(any_identity::<DB>(right)))
+        }
+    }
+}
+
+#[async_trait]
+impl Datastore for SqlStore {
+    async fn create_store(&self, store: &StoreInfo) -> Result<()> {
+        let row = StoreRow {
+            id: store.id.clone(),
+            name: store.name.clone(),
+            created_at: store.created_at.naive_utc(),
+            updated_at: store.updated_at.naive_utc(),
+            deleted_at: None,
+        };
+        let head = HeadRow { store_id: store.id.clone(), head: 0 };
+        let res: std::result::Result<(), TxError> = write_tx!(self, |conn| {
+            diesel::insert_into(stores::table).values(&row).execute(conn).await?;
+            diesel::insert_into(store_revisions::table).values(&head).execute(conn).await?;
+            Ok(())
+        });
+        res.map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::Validation(format!("store `{}` already exists", store.id))
+            } else {
+                e.into()
+            }
+        })
+    }
+
+    async fn get_store(&self, id: &str) -> Result<Option<StoreInfo>> {
+        let row: Option<StoreRow> = with_conn!(self, |conn| {
+            stores::table
+                .find(id)
+                .filter(stores::deleted_at.is_null())
+                .select(StoreRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        Ok(row.map(store_info))
+    }
+
+    async fn list_stores(&self, name: Option<&str>, page: &Page) -> Result<Paged<StoreInfo>> {
+        let after = page_token(STORE_TOKEN, page)?;
+        let rows: Vec<StoreRow> = with_conn!(self, |conn| {
+            let mut q = stores::table.select(StoreRow::as_select()).filter(stores::deleted_at.is_null()).into_boxed();
+            if let Some(n) = name {
+                q = q.filter(stores::name.eq(n));
+            }
+            if let Some(a) = &after {
+                q = q.filter(stores::id.gt(a));
+            }
+            q = q.order(stores::id.asc());
+            if page.size > 0 {
+                q = q.limit(limit_for(page.size));
+            }
+            q.load(conn).await.map_err(db_error)?
+        });
+        paged(rows, page.size, |r| encode_token(STORE_TOKEN, &r.id), |r| Ok(store_info(r)))
+    }
+
+    async fn delete_store(&self, id: &str) -> Result<bool> {
+        let now = chrono::Utc::now().naive_utc();
+        let updated: usize = write_tx!(self, |conn| {
+            let n = diesel::update(stores::table.find(id).filter(stores::deleted_at.is_null()))
+                .set((stores::deleted_at.eq(Some(now)), stores::updated_at.eq(now)))
+                .execute(conn)
+                .await?;
+            Ok(n)
+        })?;
+        Ok(updated > 0)
+    }
+
+    async fn write_model(&self, store: &str, model: &AuthorizationModel) -> Result<()> {
+        let json = serde_json::to_string(model)
+            .map_err(|e| Error::Storage(format!("cannot serialize authorization model `{}`: {e}", model.id)))?;
+        let row = ModelRow {
+            store_id: store.to_string(),
+            id: model.id.clone(),
+            schema_version: model.schema_version.clone(),
+            model_json: json,
+            created_at: chrono::Utc::now().naive_utc(),
+        };
+        write_tx!(self, |conn| {
+            require_live_store!(conn, store);
+            diesel::insert_into(authorization_models::table).values(&row).execute(conn).await?;
+            Ok(())
+        })
+        .map_err(Error::from)
+    }
+
+    async fn read_model(&self, store: &str, id: &str) -> Result<Option<AuthorizationModel>> {
+        let json: Option<String> = with_conn!(self, |conn| {
+            authorization_models::table
+                .find((store, id))
+                .select(authorization_models::model_json)
+                .first::<String>(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        json.map(|j| model_from_row(id.to_string(), &j)).transpose()
+    }
+
+    async fn latest_model(&self, store: &str) -> Result<Option<AuthorizationModel>> {
+        let row: Option<(String, String)> = with_conn!(self, |conn| {
+            authorization_models::table
+                .filter(authorization_models::store_id.eq(store))
+                .order(authorization_models::id.desc())
+                .select((authorization_models::id, authorization_models::model_json))
+                .first::<(String, String)>(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(|(id, j)| model_from_row(id, &j)).transpose()
+    }
+
+    async fn list_models(&self, store: &str, page: &Page) -> Result<Paged<AuthorizationModel>> {
+        let before = page_token(MODEL_TOKEN, page)?;
+        let rows: Vec<(String, String)> = with_conn!(self, |conn| {
+            let mut q = authorization_models::table
+                .select((authorization_models::id, authorization_models::model_json))
+                .filter(authorization_models::store_id.eq(store))
+                .into_boxed();
+            if let Some(b) = &before {
+                q = q.filter(authorization_models::id.lt(b));
+            }
+            q = q.order(authorization_models::id.desc());
+            if page.size > 0 {
+                q = q.limit(limit_for(page.size));
+            }
+            q.load::<(String, String)>(conn).await.map_err(db_error)?
+        });
+        paged(rows, page.size, |(id, _)| encode_token(MODEL_TOKEN, id), |(id, j)| model_from_row(id, &j))
+    }
+
+    async fn write_tuples(
+        &self,
+        store: &str,
+        deletes: &[TupleKey],
+        writes: &[TupleKey],
+        opts: WriteOptions,
+    ) -> Result<Revision> {
+        check_unique(deletes, "delete")?;
+        check_unique(writes, "write")?;
+        let delete_ids: Vec<Identity> = deletes.iter().map(|k| parts(k).map(|p| identity(&p))).collect::<Result<_>>()?;
+        let write_parts: Vec<Parts<'_>> = writes.iter().map(parts).collect::<Result<_>>()?;
+        let now = chrono::Utc::now().naive_utc();
+
+        let head: i64 = write_tx!(self, |conn| {
+            let Some(head) = conn.lock_head(store).await? else {
+                return Err(Error::StoreNotFound(store.to_string()).into());
+            };
+            require_live_store!(conn, store);
+            let rev = head.checked_add(1).ok_or_else(|| Error::Storage("revision overflow".into()))?;
+            let mut changes: Vec<ChangeRow> = Vec::new();
+            let change = |seq: usize, operation: &str, p: &Parts<'_>, cond: (Option<String>, Option<String>)| -> std::result::Result<ChangeRow, TxError> {
+                Ok(ChangeRow {
+                    store_id: store.to_string(),
+                    revision: rev,
+                    seq: i32::try_from(seq).map_err(|_| Error::Validation("too many tuples in one write".into()))?,
+                    operation: operation.to_string(),
+                    object_type: p.object_type.to_string(),
+                    object_id: p.object_id.to_string(),
+                    relation: p.relation.to_string(),
+                    user_value: p.user.to_string(),
+                    condition_name: cond.0,
+                    condition_context: cond.1,
+                    created_at: now,
+                })
+            };
+
+            // Deletes: mark the live versions deleted at `rev`, keeping what they were.
+            let mut deleted: std::collections::HashMap<Identity, TupleRow> = std::collections::HashMap::new();
+            for chunk in delete_ids.chunks(KEY_CHUNK) {
+                let rows: Vec<TupleRow> = diesel::update(
+                    tuples::table
+                        .filter(tuples::store_id.eq(store))
+                        .filter(tuples::deleted_rev.is_null())
+                        .filter(any_identity::<Db>(chunk)),
+                )
+                .set(tuples::deleted_rev.eq(Some(rev)))
+                .returning(TupleRow::as_returning())
+                .get_results(conn)
+                .await?;
+                deleted.extend(rows.into_iter().map(|r| (row_identity(&r), r)));
+            }
+            for (k, id) in deletes.iter().zip(&delete_ids) {
+                match deleted.get(id) {
+                    Some(row) => {
+                        let p = Parts { object_type: &id.0, object_id: &id.1, relation: &id.2, user: &id.3 };
+                        let seq = changes.len();
+                        changes.push(change(seq, DELETE, &p, (row.condition_name.clone(), row.condition_context.clone()))?);
+                    }
+                    None if opts.ignore_missing => {}
+                    None => return Err(Error::MissingDelete(k.to_string()).into()),
+                }
+            }
+
+            // Writes: anything still live is a duplicate.
+            let write_ids: Vec<Identity> = write_parts.iter().map(identity).collect();
+            let mut live = std::collections::HashSet::new();
+            for chunk in write_ids.chunks(KEY_CHUNK) {
+                let rows: Vec<TupleRow> = tuples::table
+                    .filter(tuples::store_id.eq(store))
+                    .filter(tuples::deleted_rev.is_null())
+                    .filter(any_identity::<Db>(chunk))
+                    .select(TupleRow::as_select())
+                    .load(conn)
+                    .await?;
+                live.extend(rows.iter().map(row_identity));
+            }
+            let mut new_rows = Vec::new();
+            for ((k, p), id) in writes.iter().zip(&write_parts).zip(&write_ids) {
+                if live.contains(id) {
+                    if opts.ignore_duplicates {
+                        continue;
+                    }
+                    return Err(Error::DuplicateWrite(k.to_string()).into());
+                }
+                let cond = encode_condition(k);
+                let seq = changes.len();
+                changes.push(change(seq, WRITE, p, cond.clone())?);
+                new_rows.push(NewTuple {
+                    store_id: store.to_string(),
+                    object_type: p.object_type.to_string(),
+                    object_id: p.object_id.to_string(),
+                    relation: p.relation.to_string(),
+                    user_value: p.user.to_string(),
+                    user_type: user_type(p.user).to_string(),
+                    condition_name: cond.0,
+                    condition_context: cond.1,
+                    created_rev: rev,
+                    deleted_rev: None,
+                    created_at: now,
+                });
+            }
+
+            if changes.is_empty() {
+                // Nothing changed: no new revision.
+                return Ok(head);
+            }
+            for chunk in new_rows.chunks(INSERT_CHUNK) {
+                diesel::insert_into(tuples::table).values(chunk).execute(conn).await?;
+            }
+            for chunk in changes.chunks(INSERT_CHUNK) {
+                diesel::insert_into(changelog::table).values(chunk).execute(conn).await?;
+            }
+            diesel::update(store_revisions::table.find(store)).set(store_revisions::head.eq(rev)).execute(conn).await?;
+            Ok(rev)
+        })
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::Unavailable("a concurrent write conflicted; retry".into())
+            } else {
+                Error::from(e)
+            }
+        })?;
+        from_db_rev(head)
+    }
+
+    async fn head_revision(&self, store: &str) -> Result<Revision> {
+        let head: Option<i64> = with_conn!(self, |conn| {
+            store_revisions::table
+                .find(store)
+                .select(store_revisions::head)
+                .first::<i64>(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        head.map(from_db_rev).transpose()?.ok_or_else(|| Error::StoreNotFound(store.to_string()))
+    }
+
+    async fn read_tuples(&self, store: &str, filter: &TupleFilter, rev: Revision, page: &Page) -> Result<Paged<Tuple>> {
+        let after = tuple_token(page)?;
+        let rev = to_db_rev(rev);
+        let rows: Vec<TupleRow> = with_conn!(self, |conn| {
+            let mut q = tuples::table
+                .select(TupleRow::as_select())
+                .filter(tuples::store_id.eq(store))
+                .filter(tuples::created_rev.le(rev))
+                .filter(tuples::deleted_rev.is_null().or(tuples::deleted_rev.gt(rev)))
+                .into_boxed();
+            if let Some(t) = &filter.object_type {
+                q = q.filter(tuples::object_type.eq(t));
+            }
+            if let Some(i) = &filter.object_id {
+                q = q.filter(tuples::object_id.eq(i));
+            }
+            if let Some(r) = &filter.relation {
+                q = q.filter(tuples::relation.eq(r));
+            }
+            if !filter.users.is_empty() {
+                q = q.filter(tuples::user_value.eq_any(filter.users.clone()));
+            }
+            if let Some(a) = after {
+                q = q.filter(tuples::id.gt(a));
+            }
+            q = q.order(tuples::id.asc());
+            if page.size > 0 {
+                q = q.limit(limit_for(page.size));
+            }
+            q.load(conn).await.map_err(db_error)?
+        });
+        paged(
+            rows,
+            page.size,
+            |r| encode_token(TUPLE_TOKEN, &r.id.to_string()),
+            |r| {
+                Ok(Tuple {
+                    timestamp: utc(r.created_at),
+                    key: tuple_key(
+                        &r.object_type,
+                        &r.object_id,
+                        r.relation,
+                        r.user_value,
+                        r.condition_name,
+                        r.condition_context,
+                    )?,
+                })
+            },
+        )
+    }
+
+    async fn read_changes(&self, store: &str, object_type: Option<&str>, page: &Page) -> Result<Paged<TupleChange>> {
+        let (after_rev, after_seq) = change_token(page)?;
+        let rows: Vec<ChangeRow> = with_conn!(self, |conn| {
+            let mut q = changelog::table
+                .select(ChangeRow::as_select())
+                .filter(changelog::store_id.eq(store))
+                .filter(
+                    changelog::revision
+                        .gt(after_rev)
+                        .or(changelog::revision.eq(after_rev).and(changelog::seq.gt(after_seq))),
+                )
+                .into_boxed();
+            if let Some(t) = object_type {
+                q = q.filter(changelog::object_type.eq(t));
+            }
+            q = q.order((changelog::revision.asc(), changelog::seq.asc()));
+            if page.size > 0 {
+                q = q.limit(i64::try_from(page.size).unwrap_or(i64::MAX));
+            }
+            q.load(conn).await.map_err(db_error)?
+        });
+        // The token always names where reading stopped, so polling resumes there.
+        let (last_rev, last_seq) = rows.last().map_or((after_rev, after_seq), |r| (r.revision, r.seq));
+        let next = Some(encode_token(CHANGE_TOKEN, &format!("{last_rev}.{last_seq}")));
+        let items = rows.into_iter().map(change_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(Paged { items, next })
+    }
+
+    async fn write_assertions(&self, store: &str, model_id: &str, assertions: &Assertions) -> Result<()> {
+        let row = AssertionRow {
+            store_id: store.to_string(),
+            model_id: model_id.to_string(),
+            assertions_json: assertions.to_string(),
+        };
+        write_tx!(self, |conn| {
+            require_live_store!(conn, store);
+            diesel::insert_into(assertions::table)
+                .values(&row)
+                .on_conflict((assertions::store_id, assertions::model_id))
+                .do_update()
+                .set(assertions::assertions_json.eq(&row.assertions_json))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .map_err(Error::from)
+    }
+
+    async fn read_assertions(&self, store: &str, model_id: &str) -> Result<Assertions> {
+        let json: Option<String> = with_conn!(self, |conn| {
+            assertions::table
+                .find((store, model_id))
+                .select(assertions::assertions_json)
+                .first::<String>(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        match json {
+            None => Ok(serde_json::Value::Array(vec![])),
+            Some(j) => serde_json::from_str(&j)
+                .map_err(|e| Error::Storage(format!("stored assertions of model `{model_id}` do not parse: {e}"))),
+        }
+    }
+}

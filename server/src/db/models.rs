@@ -1,0 +1,93 @@
+//! Rows of the tables in [`super::schema`], as diesel reads and writes them.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{assertions, authorization_models, changelog, store_revisions, stores, tuples};
+
+/// A row of `stores`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = stores)]
+pub(crate) struct StoreRow {
+    pub id: String,
+    pub name: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub deleted_at: Option<NaiveDateTime>,
+}
+
+/// A row of `store_revisions`.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = store_revisions)]
+pub(crate) struct HeadRow {
+    pub store_id: String,
+    pub head: i64,
+}
+
+/// A row of `authorization_models`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = authorization_models)]
+pub(crate) struct ModelRow {
+    pub store_id: String,
+    pub id: String,
+    pub schema_version: String,
+    pub model_json: String,
+    pub created_at: NaiveDateTime,
+}
+
+/// The columns of `tuples` that make up a stored tuple.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = tuples)]
+pub(crate) struct TupleRow {
+    pub id: i64,
+    pub object_type: String,
+    pub object_id: String,
+    pub relation: String,
+    pub user_value: String,
+    pub condition_name: Option<String>,
+    pub condition_context: Option<String>,
+    pub created_at: NaiveDateTime,
+}
+
+/// A new tuple version.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = tuples, treat_none_as_null = true)]
+pub(crate) struct NewTuple {
+    pub store_id: String,
+    pub object_type: String,
+    pub object_id: String,
+    pub relation: String,
+    pub user_value: String,
+    pub user_type: String,
+    pub condition_name: Option<String>,
+    pub condition_context: Option<String>,
+    pub created_rev: i64,
+    pub deleted_rev: Option<i64>,
+    pub created_at: NaiveDateTime,
+}
+
+/// A row of `changelog`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = changelog, treat_none_as_null = true)]
+pub(crate) struct ChangeRow {
+    pub store_id: String,
+    pub revision: i64,
+    pub seq: i32,
+    pub operation: String,
+    pub object_type: String,
+    pub object_id: String,
+    pub relation: String,
+    pub user_value: String,
+    pub condition_name: Option<String>,
+    pub condition_context: Option<String>,
+    pub created_at: NaiveDateTime,
+}
+
+/// A row of `assertions`.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = assertions)]
+pub(crate) struct AssertionRow {
+    pub store_id: String,
+    pub model_id: String,
+    pub assertions_json: String,
+}

@@ -1,0 +1,84 @@
+//! The one diesel schema, shared by PostgreSQL and SQLite (see `migrations/`).
+
+diesel::table! {
+    /// Tenants' authorization stores; deleted stores keep their row with `deleted_at` set.
+    stores (id) {
+        id -> Text,
+        name -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        deleted_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// The newest revision of each store, locked to allocate the next one.
+    store_revisions (store_id) {
+        store_id -> Text,
+        head -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Immutable model versions, as OpenFGA JSON.
+    authorization_models (store_id, id) {
+        store_id -> Text,
+        id -> Text,
+        schema_version -> Text,
+        model_json -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Every version of every tuple, with the revisions that created and deleted it.
+    tuples (id) {
+        id -> BigInt,
+        store_id -> Text,
+        object_type -> Text,
+        object_id -> Text,
+        relation -> Text,
+        user_value -> Text,
+        user_type -> Text,
+        condition_name -> Nullable<Text>,
+        condition_context -> Nullable<Text>,
+        created_rev -> BigInt,
+        deleted_rev -> Nullable<BigInt>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Writes and deletes in revision order, `seq` ordering them within a revision.
+    changelog (store_id, revision, seq) {
+        store_id -> Text,
+        revision -> BigInt,
+        seq -> Integer,
+        operation -> Text,
+        object_type -> Text,
+        object_id -> Text,
+        relation -> Text,
+        user_value -> Text,
+        condition_name -> Nullable<Text>,
+        condition_context -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Assertions per model, as the JSON the API received.
+    assertions (store_id, model_id) {
+        store_id -> Text,
+        model_id -> Text,
+        assertions_json -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    stores,
+    store_revisions,
+    authorization_models,
+    tuples,
+    changelog,
+    assertions,
+);

@@ -1,0 +1,8 @@
+//! Gatehouse server: configuration, the HTTP API, SQL storage and caches around the engine.
+
+pub mod api;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod serve;

@@ -1,0 +1,89 @@
+//! Assembling and running the server.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use anyhow::{Context, Result};
+use gatehouse_engine::service::{Engine, EngineConfig};
+use rand::RngCore;
+
+use crate::api::{self, AppState, Metrics, hash_key};
+use crate::config::Config;
+use crate::db::SqlStore;
+
+/// Opens the configured database (running migrations) and builds the engine on it.
+pub async fn engine(config: &Config) -> Result<(Arc<Engine>, &'static str)> {
+    let url = config.database();
+    let backend = if url.starts_with("postgres") { "postgres" } else { "sqlite" };
+    if backend == "sqlite" {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir `{}`", config.data_dir.display()))?;
+    }
+    let store = SqlStore::connect(&url).await.context("cannot open the database")?;
+    let cfg = EngineConfig {
+        max_depth: config.max_depth,
+        cache_enabled: config.check_cache,
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(Engine::new(Arc::new(store), cfg));
+    if let Some(redis_url) = &config.redis_url {
+        let prefix = std::env::var("GATEHOUSE_REDIS_PREFIX").unwrap_or_else(|_| "gatehouse".into());
+        crate::cache::redis::connect(redis_url, &prefix, engine.clone()).await?;
+    }
+    Ok((engine, backend))
+}
+
+/// The accepted API key digests: configured keys, or the key generated on first start.
+fn api_keys(config: &Config) -> Result<Vec<[u8; 32]>> {
+    if !config.api_keys.is_empty() {
+        return Ok(config.api_keys.iter().map(|k| hash_key(k)).collect());
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir `{}`", config.data_dir.display()))?;
+    let path = config.data_dir.join("api-key.sha256");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let bytes = hex::decode(text.trim()).context("the stored API key digest is corrupt")?;
+        let digest: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("the stored API key digest is corrupt"))?;
+        return Ok(vec![digest]);
+    }
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let key = format!("gh_{}", hex::encode(raw));
+    let digest = hash_key(&key);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+    writeln!(f, "{}", hex::encode(digest))?;
+    // Printed once, to the terminal only: the data dir keeps just its digest.
+    println!("Generated an API key (shown once, only its SHA-256 digest is stored in {}):\n\n    {key}\n", path.display());
+    Ok(vec![digest])
+}
+
+/// Runs the HTTP server until it is stopped.
+pub async fn run(config: Config) -> Result<()> {
+    let keys = api_keys(&config)?;
+    let (engine, backend) = engine(&config).await?;
+    let state = web::Data::new(AppState { engine, api_key_hashes: keys, metrics: Metrics::new()?, backend });
+    let max_body = config.max_body_bytes;
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(api::observe))
+            .configure(|c| api::configure(c, max_body))
+    })
+    .keep_alive(Duration::from_secs(75))
+    .shutdown_timeout(10);
+    if config.workers > 0 {
+        server = server.workers(config.workers);
+    }
+    let server = server.bind(config.addr).with_context(|| format!("cannot listen on `{}`", config.addr))?;
+    tracing::info!(addr = %config.addr, backend, "gatehouse listening");
+    server.run().await?;
+    Ok(())
+}

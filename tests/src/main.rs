@@ -1,0 +1,6 @@
+//! Black-box tests of Gatehouse: the OpenFGA sample stores through `gatehouse model test`'s
+//! code path, and the real binary driven over HTTP on SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod conformance;
