@@ -43,7 +43,9 @@ struct Param {
 /// Outcome of evaluating a condition.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConditionOutcome {
+    /// The expression evaluated to `true`.
     Satisfied,
+    /// The expression evaluated to `false`.
     NotSatisfied,
     /// The expression reads these declared parameters (sorted) and no context supplied them.
     MissingParameters(Vec<String>),
@@ -205,7 +207,19 @@ pub fn compile_all(model: &AuthorizationModel) -> Result<HashMap<String, Arc<Com
     model
         .conditions
         .iter()
-        .map(|(key, def)| Ok::<_, Error>((key.clone(), Arc::new(CompiledCondition::compile(def)?))))
+        .map(|(key, def)| {
+            let compiled = if def.name.is_empty() {
+                // The model's key names a condition whose definition left its name out.
+                let named = ConditionDef {
+                    name: key.clone(),
+                    ..def.clone()
+                };
+                CompiledCondition::compile(&named)?
+            } else {
+                CompiledCondition::compile(def)?
+            };
+            Ok::<_, Error>((key.clone(), Arc::new(compiled)))
+        })
         .collect()
 }
 

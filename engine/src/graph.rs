@@ -173,3 +173,6 @@ pub async fn check(q: &Query<'_>, object: &str, relation: &str, user: &str) -> R
 pub(crate) fn parse_user(user: &str) -> Result<UserRef<'_>> {
     UserRef::parse(user).ok_or_else(|| Error::Validation(format!("invalid user `{user}`: expected `type:id`, `type:*` or `type:id#relation`")))
 }
+
+#[cfg(test)]
+mod tests;

@@ -161,8 +161,15 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::Validation(format!("cannot read `{}`: {e}", path.display())))
 }
 
-/// Loads a model from a DSL file, a JSON file or an `fga.mod` manifest.
+/// Loads a model from a DSL file, a JSON file or an `fga.mod` manifest, type-checks it and
+/// compiles its conditions.
 pub fn load_model_file(path: &Path) -> Result<AuthorizationModel> {
+    let m = load_model_file_unchecked(path)?;
+    crate::condition::compile_all(&m)?;
+    Ok(m)
+}
+
+fn load_model_file_unchecked(path: &Path) -> Result<AuthorizationModel> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if name == "fga.mod" {
         return model::modular::load_modular(path);

@@ -281,7 +281,7 @@ fn to_double(value: &Json) -> Result<f64, String> {
 
 /// Parses an RFC 3339 timestamp, as Go's `time.Parse(time.RFC3339, s)` does (fractional
 /// seconds allowed).
-pub(crate) fn parse_rfc3339(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+fn parse_rfc3339(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
     let err = || format!("expected an RFC 3339 timestamp, but found `{s}`");
     if s.as_bytes().get(10) != Some(&b'T') {
         return Err(err());
@@ -325,8 +325,8 @@ pub(crate) fn parse_go_duration(s: &str) -> Result<chrono::Duration, String> {
         let mut frac: u128 = 0;
         let mut scale: u128 = 1;
         let mut frac_len = 0;
-        if rest.starts_with('.') {
-            rest = &rest[1..];
+        if let Some(after_dot) = rest.strip_prefix('.') {
+            rest = after_dot;
             frac_len = rest.bytes().take_while(u8::is_ascii_digit).count();
             for b in rest[..frac_len].bytes() {
                 // Like Go, ignore digits past 19: they cannot change the result.

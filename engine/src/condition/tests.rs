@@ -875,9 +875,12 @@ fn compiles_all_conditions_of_a_model() {
         ],
     );
     model.conditions.insert(temporal.name.clone(), temporal);
+    let unnamed = def("", "x > 1", &[("x", ty(TypeName::TYPE_NAME_INT))]);
+    model.conditions.insert("unnamed".to_owned(), unnamed);
     let all = compile_all(&model).unwrap();
-    assert_eq!(all.len(), 2);
+    assert_eq!(all.len(), 3);
     assert_eq!(all["in_company_network"].name(), "in_company_network");
+    assert_eq!(all["unnamed"].name(), "unnamed");
 
     model
         .conditions

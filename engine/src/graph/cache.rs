@@ -39,6 +39,7 @@ impl CheckCache {
 
     /// Number of entries (approximate).
     pub fn len(&self) -> u64 {
+        self.inner.run_pending_tasks();
         self.inner.entry_count()
     }
 

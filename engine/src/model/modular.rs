@@ -314,10 +314,10 @@ mod tests {
                 "user",
                 "organization",
                 "group",
-                "space",
-                "page",
                 "project",
-                "ticket"
+                "ticket",
+                "space",
+                "page"
             ]
         );
 

@@ -8,7 +8,9 @@
 
 use std::collections::HashSet;
 
-use super::{Datastore, Operation, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter, WriteOptions};
+use super::{
+    Datastore, Operation, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter, WriteOptions,
+};
 use crate::error::Error;
 use crate::model::AuthorizationModel;
 use crate::tuple::{ContextMap, RelationshipCondition, Tuple, TupleKey};
@@ -41,16 +43,26 @@ fn now() -> chrono::DateTime<chrono::Utc> {
 
 fn store_info(name: &str) -> StoreInfo {
     let t = now();
-    StoreInfo { id: ulid::Ulid::new().to_string(), name: name.into(), created_at: t, updated_at: t }
+    StoreInfo {
+        id: ulid::Ulid::new().to_string(),
+        name: name.into(),
+        created_at: t,
+        updated_at: t,
+    }
 }
 
 fn unique_name(what: &str) -> String {
-    format!("conformance-{what}-{}", ulid::Ulid::new().to_string().to_lowercase())
+    format!(
+        "conformance-{what}-{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    )
 }
 
 async fn new_store(ds: &dyn Datastore, what: &str) -> String {
     let info = store_info(&unique_name(what));
-    ds.create_store(&info).await.unwrap_or_else(|e| panic!("{what}: create_store failed: {e}"));
+    ds.create_store(&info)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: create_store failed: {e}"));
     info.id
 }
 
@@ -63,11 +75,19 @@ fn with_condition(mut key: TupleKey, name: &str, context: Option<serde_json::Val
         serde_json::Value::Object(m) => ContextMap(m),
         other => panic!("test bug: condition context must be an object, got {other}"),
     });
-    key.condition = Some(RelationshipCondition { name: name.into(), context });
+    key.condition = Some(RelationshipCondition {
+        name: name.into(),
+        context,
+    });
     key
 }
 
-fn filter(object_type: Option<&str>, object_id: Option<&str>, relation: Option<&str>, users: &[&str]) -> TupleFilter {
+fn filter(
+    object_type: Option<&str>,
+    object_id: Option<&str>,
+    relation: Option<&str>,
+    users: &[&str],
+) -> TupleFilter {
     TupleFilter {
         object_type: object_type.map(Into::into),
         object_id: object_id.map(Into::into),
@@ -77,24 +97,48 @@ fn filter(object_type: Option<&str>, object_id: Option<&str>, relation: Option<&
 }
 
 fn all() -> Page {
-    Page { size: 0, token: None }
+    Page {
+        size: 0,
+        token: None,
+    }
 }
 
-async fn write(ds: &dyn Datastore, store: &str, deletes: &[TupleKey], writes: &[TupleKey], what: &str) -> Revision {
+async fn write(
+    ds: &dyn Datastore,
+    store: &str,
+    deletes: &[TupleKey],
+    writes: &[TupleKey],
+    what: &str,
+) -> Revision {
     ds.write_tuples(store, deletes, writes, WriteOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{what}: write_tuples failed: {e}"))
 }
 
-async fn read_keys(ds: &dyn Datastore, store: &str, f: &TupleFilter, rev: Revision, what: &str) -> Vec<TupleKey> {
-    let page = ds.read_tuples(store, f, rev, &all()).await.unwrap_or_else(|e| panic!("{what}: read_tuples failed: {e}"));
-    assert!(page.next.is_none(), "{what}: a read with page size 0 must return everything and no token");
+async fn read_keys(
+    ds: &dyn Datastore,
+    store: &str,
+    f: &TupleFilter,
+    rev: Revision,
+    what: &str,
+) -> Vec<TupleKey> {
+    let page = ds
+        .read_tuples(store, f, rev, &all())
+        .await
+        .unwrap_or_else(|e| panic!("{what}: read_tuples failed: {e}"));
+    assert!(
+        page.next.is_none(),
+        "{what}: a read with page size 0 must return everything and no token"
+    );
     page.items.into_iter().map(|t| t.key).collect()
 }
 
 /// The identities of `keys`, sorted, to compare sets of tuples.
 fn ids(keys: &[TupleKey]) -> Vec<(String, String, String)> {
-    let mut v: Vec<_> = keys.iter().map(|k| (k.object.clone(), k.relation.clone(), k.user.clone())).collect();
+    let mut v: Vec<_> = keys
+        .iter()
+        .map(|k| (k.object.clone(), k.relation.clone(), k.user.clone()))
+        .collect();
     v.sort();
     v
 }
@@ -139,7 +183,8 @@ fn model(id: &str, marker: &str) -> AuthorizationModel {
             }
         }
     });
-    serde_json::from_value(json).unwrap_or_else(|e| panic!("test bug: model does not deserialize: {e}"))
+    serde_json::from_value(json)
+        .unwrap_or_else(|e| panic!("test bug: model does not deserialize: {e}"))
 }
 
 async fn stores(ds: &dyn Datastore) {
@@ -147,53 +192,127 @@ async fn stores(ds: &dyn Datastore) {
     let a = store_info(&name);
     ds.create_store(&a).await.expect("stores: create_store");
     let got = ds.get_store(&a.id).await.expect("stores: get_store");
-    assert_eq!(got.as_ref(), Some(&a), "stores: get_store must return the store as created");
-    assert!(ds.create_store(&a).await.is_err(), "stores: creating a store with an existing id must fail");
+    assert_eq!(
+        got.as_ref(),
+        Some(&a),
+        "stores: get_store must return the store as created"
+    );
     assert!(
-        ds.get_store(&ulid::Ulid::new().to_string()).await.expect("stores: get_store unknown").is_none(),
+        ds.create_store(&a).await.is_err(),
+        "stores: creating a store with an existing id must fail"
+    );
+    assert!(
+        ds.get_store(&ulid::Ulid::new().to_string())
+            .await
+            .expect("stores: get_store unknown")
+            .is_none(),
         "stores: an unknown store must not be found"
     );
-    assert_eq!(ds.head_revision(&a.id).await.expect("stores: head_revision"), 0, "stores: a new store is at revision 0");
+    assert_eq!(
+        ds.head_revision(&a.id)
+            .await
+            .expect("stores: head_revision"),
+        0,
+        "stores: a new store is at revision 0"
+    );
     assert!(
-        matches!(ds.head_revision(&ulid::Ulid::new().to_string()).await, Err(Error::StoreNotFound(_))),
+        matches!(
+            ds.head_revision(&ulid::Ulid::new().to_string()).await,
+            Err(Error::StoreNotFound(_))
+        ),
         "stores: head_revision of an unknown store must be StoreNotFound"
     );
 
-    assert!(ds.delete_store(&a.id).await.expect("stores: delete_store"), "stores: deleting a live store returns true");
-    assert!(ds.get_store(&a.id).await.expect("stores: get_store deleted").is_none(), "stores: a deleted store is invisible");
-    let listed = ds.list_stores(Some(&name), &all()).await.expect("stores: list_stores after delete");
-    assert!(listed.items.is_empty(), "stores: a deleted store must not be listed");
-    assert!(!ds.delete_store(&a.id).await.expect("stores: delete_store twice"), "stores: deleting twice returns false");
     assert!(
-        !ds.delete_store(&ulid::Ulid::new().to_string()).await.expect("stores: delete unknown"),
+        ds.delete_store(&a.id).await.expect("stores: delete_store"),
+        "stores: deleting a live store returns true"
+    );
+    assert!(
+        ds.get_store(&a.id)
+            .await
+            .expect("stores: get_store deleted")
+            .is_none(),
+        "stores: a deleted store is invisible"
+    );
+    let listed = ds
+        .list_stores(Some(&name), &all())
+        .await
+        .expect("stores: list_stores after delete");
+    assert!(
+        listed.items.is_empty(),
+        "stores: a deleted store must not be listed"
+    );
+    assert!(
+        !ds.delete_store(&a.id)
+            .await
+            .expect("stores: delete_store twice"),
+        "stores: deleting twice returns false"
+    );
+    assert!(
+        !ds.delete_store(&ulid::Ulid::new().to_string())
+            .await
+            .expect("stores: delete unknown"),
         "stores: deleting an unknown store returns false"
     );
     assert!(
-        matches!(ds.write_tuples(&a.id, &[], &[tk("user:anne", "viewer", "doc:1")], WriteOptions::default()).await, Err(Error::StoreNotFound(_))),
+        matches!(
+            ds.write_tuples(
+                &a.id,
+                &[],
+                &[tk("user:anne", "viewer", "doc:1")],
+                WriteOptions::default()
+            )
+            .await,
+            Err(Error::StoreNotFound(_))
+        ),
         "stores: writing tuples to a deleted store must be StoreNotFound"
     );
     assert!(
-        matches!(ds.write_model(&a.id, &model(&ulid::Ulid::new().to_string(), "doc")).await, Err(Error::StoreNotFound(_))),
+        matches!(
+            ds.write_model(&a.id, &model(&ulid::Ulid::new().to_string(), "doc"))
+                .await,
+            Err(Error::StoreNotFound(_))
+        ),
         "stores: writing a model to a deleted store must be StoreNotFound"
     );
     assert!(
         matches!(
-            ds.write_tuples(&ulid::Ulid::new().to_string(), &[], &[tk("user:anne", "viewer", "doc:1")], WriteOptions::default()).await,
+            ds.write_tuples(
+                &ulid::Ulid::new().to_string(),
+                &[],
+                &[tk("user:anne", "viewer", "doc:1")],
+                WriteOptions::default()
+            )
+            .await,
             Err(Error::StoreNotFound(_))
         ),
         "stores: writing tuples to an unknown store must be StoreNotFound"
     );
 }
 
-async fn collect_stores(ds: &dyn Datastore, name: Option<&str>, size: usize, what: &str) -> Vec<StoreInfo> {
+async fn collect_stores(
+    ds: &dyn Datastore,
+    name: Option<&str>,
+    size: usize,
+    what: &str,
+) -> Vec<StoreInfo> {
     let mut out = Vec::new();
     let mut token = None;
     for _ in 0..10_000 {
         let page = ds
-            .list_stores(name, &Page { size, token: token.clone() })
+            .list_stores(
+                name,
+                &Page {
+                    size,
+                    token: token.clone(),
+                },
+            )
             .await
             .unwrap_or_else(|e| panic!("{what}: list_stores failed: {e}"));
-        assert!(page.items.len() <= size, "{what}: list_stores returned more than the page size");
+        assert!(
+            page.items.len() <= size,
+            "{what}: list_stores returned more than the page size"
+        );
         out.extend(page.items);
         match page.next {
             Some(t) => token = Some(t),
@@ -208,145 +327,384 @@ async fn store_pagination(ds: &dyn Datastore) {
     let mut mine = Vec::new();
     for _ in 0..5 {
         let s = store_info(&name);
-        ds.create_store(&s).await.expect("store pagination: create_store");
+        ds.create_store(&s)
+            .await
+            .expect("store pagination: create_store");
         mine.push(s);
     }
     let other = store_info(&unique_name("store-pages-other"));
-    ds.create_store(&other).await.expect("store pagination: create_store other");
+    ds.create_store(&other)
+        .await
+        .expect("store pagination: create_store other");
     mine.sort_by(|a, b| a.id.cmp(&b.id));
 
-    let first = ds.list_stores(Some(&name), &Page { size: 2, token: None }).await.expect("store pagination: first page");
-    assert_eq!(first.items.len(), 2, "store pagination: the first page holds the page size");
-    assert!(first.next.is_some(), "store pagination: a full page with more behind it returns a token");
+    let first = ds
+        .list_stores(
+            Some(&name),
+            &Page {
+                size: 2,
+                token: None,
+            },
+        )
+        .await
+        .expect("store pagination: first page");
+    assert_eq!(
+        first.items.len(),
+        2,
+        "store pagination: the first page holds the page size"
+    );
+    assert!(
+        first.next.is_some(),
+        "store pagination: a full page with more behind it returns a token"
+    );
 
     let paged = collect_stores(ds, Some(&name), 2, "store pagination (name filter)").await;
-    assert_eq!(paged, mine, "store pagination: pages by name must hold exactly the named stores, ordered by id");
+    assert_eq!(
+        paged, mine,
+        "store pagination: pages by name must hold exactly the named stores, ordered by id"
+    );
 
-    let whole = ds.list_stores(Some(&name), &all()).await.expect("store pagination: page size 0");
-    assert_eq!(whole.items, mine, "store pagination: page size 0 returns every named store");
-    assert!(whole.next.is_none(), "store pagination: page size 0 returns no token");
+    let whole = ds
+        .list_stores(Some(&name), &all())
+        .await
+        .expect("store pagination: page size 0");
+    assert_eq!(
+        whole.items, mine,
+        "store pagination: page size 0 returns every named store"
+    );
+    assert!(
+        whole.next.is_none(),
+        "store pagination: page size 0 returns no token"
+    );
 
     let everything = collect_stores(ds, None, 3, "store pagination (no filter)").await;
-    assert!(everything.windows(2).all(|w| w[0].id < w[1].id), "store pagination: stores are listed by id, each once");
+    assert!(
+        everything.windows(2).all(|w| w[0].id < w[1].id),
+        "store pagination: stores are listed by id, each once"
+    );
     for s in mine.iter().chain([&other]) {
-        assert!(everything.iter().any(|e| e.id == s.id), "store pagination: store `{}` missing from the full listing", s.id);
+        assert!(
+            everything.iter().any(|e| e.id == s.id),
+            "store pagination: store `{}` missing from the full listing",
+            s.id
+        );
     }
 
-    ds.delete_store(&mine[2].id).await.expect("store pagination: delete");
+    ds.delete_store(&mine[2].id)
+        .await
+        .expect("store pagination: delete");
     let after = collect_stores(ds, Some(&name), 2, "store pagination (after delete)").await;
-    let want: Vec<_> = mine.iter().filter(|s| s.id != mine[2].id).cloned().collect();
-    assert_eq!(after, want, "store pagination: a deleted store leaves the listing");
+    let want: Vec<_> = mine
+        .iter()
+        .filter(|s| s.id != mine[2].id)
+        .cloned()
+        .collect();
+    assert_eq!(
+        after, want,
+        "store pagination: a deleted store leaves the listing"
+    );
 }
 
 async fn models(ds: &dyn Datastore) {
     let store = new_store(ds, "models").await;
-    assert!(ds.latest_model(&store).await.expect("models: latest_model empty").is_none(), "models: no latest model before any write");
-    let listed = ds.list_models(&store, &all()).await.expect("models: list_models empty");
-    assert!(listed.items.is_empty() && listed.next.is_none(), "models: an empty store lists no models");
+    assert!(
+        ds.latest_model(&store)
+            .await
+            .expect("models: latest_model empty")
+            .is_none(),
+        "models: no latest model before any write"
+    );
+    let listed = ds
+        .list_models(&store, &all())
+        .await
+        .expect("models: list_models empty");
+    assert!(
+        listed.items.is_empty() && listed.next.is_none(),
+        "models: an empty store lists no models"
+    );
 
     let mut generator = ulid::Generator::new();
     let mut written = Vec::new();
     for i in 0..5 {
         let id = generator.generate().expect("models: ulid").to_string();
         let m = model(&id, &format!("doc{i}"));
-        ds.write_model(&store, &m).await.expect("models: write_model");
+        ds.write_model(&store, &m)
+            .await
+            .expect("models: write_model");
         written.push(m);
     }
     for m in &written {
-        let got = ds.read_model(&store, &m.id).await.expect("models: read_model");
-        assert_eq!(got.as_ref(), Some(m), "models: read_model must return the model as written");
+        let got = ds
+            .read_model(&store, &m.id)
+            .await
+            .expect("models: read_model");
+        assert_eq!(
+            got.as_ref(),
+            Some(m),
+            "models: read_model must return the model as written"
+        );
     }
     assert!(
-        ds.read_model(&store, &ulid::Ulid::new().to_string()).await.expect("models: read_model unknown").is_none(),
+        ds.read_model(&store, &ulid::Ulid::new().to_string())
+            .await
+            .expect("models: read_model unknown")
+            .is_none(),
         "models: an unknown model is not found"
     );
     let latest = ds.latest_model(&store).await.expect("models: latest_model");
-    assert_eq!(latest.as_ref(), written.last(), "models: latest_model is the newest");
+    assert_eq!(
+        latest.as_ref(),
+        written.last(),
+        "models: latest_model is the newest"
+    );
 
     let newest_first: Vec<_> = written.iter().rev().cloned().collect();
     let mut got = Vec::new();
     let mut token = None;
     let mut pages = 0;
     loop {
-        let page = ds.list_models(&store, &Page { size: 2, token: token.clone() }).await.expect("models: list_models page");
-        assert!(page.items.len() <= 2, "models: list_models returned more than the page size");
+        let page = ds
+            .list_models(
+                &store,
+                &Page {
+                    size: 2,
+                    token: token.clone(),
+                },
+            )
+            .await
+            .expect("models: list_models page");
+        assert!(
+            page.items.len() <= 2,
+            "models: list_models returned more than the page size"
+        );
         pages += 1;
         got.extend(page.items);
         match page.next {
             Some(t) => token = Some(t),
             None => break,
         }
-        assert!(pages < 10, "models: list_models never stopped returning tokens");
+        assert!(
+            pages < 10,
+            "models: list_models never stopped returning tokens"
+        );
     }
-    assert_eq!(pages, 3, "models: five models in pages of two take three pages");
-    assert_eq!(got, newest_first, "models: list_models pages are newest first, each model once");
-    let whole = ds.list_models(&store, &all()).await.expect("models: list_models all");
-    assert_eq!(whole.items, newest_first, "models: page size 0 lists every model newest first");
+    assert_eq!(
+        pages, 3,
+        "models: five models in pages of two take three pages"
+    );
+    assert_eq!(
+        got, newest_first,
+        "models: list_models pages are newest first, each model once"
+    );
+    let whole = ds
+        .list_models(&store, &all())
+        .await
+        .expect("models: list_models all");
+    assert_eq!(
+        whole.items, newest_first,
+        "models: page size 0 lists every model newest first"
+    );
 
     let other = new_store(ds, "models-other").await;
-    assert!(ds.latest_model(&other).await.expect("models: other latest").is_none(), "models: models belong to one store");
     assert!(
-        ds.read_model(&other, &written[0].id).await.expect("models: other read").is_none(),
+        ds.latest_model(&other)
+            .await
+            .expect("models: other latest")
+            .is_none(),
+        "models: models belong to one store"
+    );
+    assert!(
+        ds.read_model(&other, &written[0].id)
+            .await
+            .expect("models: other read")
+            .is_none(),
         "models: a model is not readable through another store"
     );
     assert!(
-        matches!(ds.write_model(&ulid::Ulid::new().to_string(), &written[0]).await, Err(Error::StoreNotFound(_))),
+        matches!(
+            ds.write_model(&ulid::Ulid::new().to_string(), &written[0])
+                .await,
+            Err(Error::StoreNotFound(_))
+        ),
         "models: writing to an unknown store must be StoreNotFound"
     );
 }
 
 async fn write_semantics(ds: &dyn Datastore) {
     let store = new_store(ds, "writes").await;
-    assert_eq!(ds.head_revision(&store).await.expect("writes: head"), 0, "writes: an empty store is at revision 0");
+    assert_eq!(
+        ds.head_revision(&store).await.expect("writes: head"),
+        0,
+        "writes: an empty store is at revision 0"
+    );
     let t1 = tk("user:anne", "viewer", "doc:1");
     let t2 = tk("user:bob", "viewer", "doc:1");
     let t3 = tk("user:carl", "viewer", "doc:1");
 
     let r1 = write(ds, &store, &[], &[t1.clone()], "writes: first").await;
     assert!(r1 > 0, "writes: the first write gets a revision above 0");
-    assert_eq!(ds.head_revision(&store).await.expect("writes: head"), r1, "writes: the head is the last write's revision");
+    assert_eq!(
+        ds.head_revision(&store).await.expect("writes: head"),
+        r1,
+        "writes: the head is the last write's revision"
+    );
     let r2 = write(ds, &store, &[], &[t2.clone()], "writes: second").await;
-    assert!(r2 > r1, "writes: revisions strictly increase ({r2} after {r1})");
+    assert!(
+        r2 > r1,
+        "writes: revisions strictly increase ({r2} after {r1})"
+    );
 
-    let dup = ds.write_tuples(&store, &[], &[t1.clone()], WriteOptions::default()).await;
-    assert!(matches!(dup, Err(Error::DuplicateWrite(_))), "writes: writing an existing tuple must be DuplicateWrite, got {dup:?}");
+    let dup = ds
+        .write_tuples(&store, &[], &[t1.clone()], WriteOptions::default())
+        .await;
+    assert!(
+        matches!(dup, Err(Error::DuplicateWrite(_))),
+        "writes: writing an existing tuple must be DuplicateWrite, got {dup:?}"
+    );
     let dup_cond = ds
-        .write_tuples(&store, &[], &[with_condition(t1.clone(), "in_range", None)], WriteOptions::default())
+        .write_tuples(
+            &store,
+            &[],
+            &[with_condition(t1.clone(), "in_range", None)],
+            WriteOptions::default(),
+        )
         .await;
     assert!(
         matches!(dup_cond, Err(Error::DuplicateWrite(_))),
         "writes: a tuple's identity ignores its condition, got {dup_cond:?}"
     );
-    let missing = ds.write_tuples(&store, &[t3.clone()], &[], WriteOptions::default()).await;
-    assert!(matches!(missing, Err(Error::MissingDelete(_))), "writes: deleting a missing tuple must be MissingDelete, got {missing:?}");
-    assert_eq!(ds.head_revision(&store).await.expect("writes: head"), r2, "writes: failed writes do not move the head");
+    let missing = ds
+        .write_tuples(&store, &[t3.clone()], &[], WriteOptions::default())
+        .await;
+    assert!(
+        matches!(missing, Err(Error::MissingDelete(_))),
+        "writes: deleting a missing tuple must be MissingDelete, got {missing:?}"
+    );
+    assert_eq!(
+        ds.head_revision(&store).await.expect("writes: head"),
+        r2,
+        "writes: failed writes do not move the head"
+    );
 
-    let twice = ds.write_tuples(&store, &[], &[t3.clone(), t3.clone()], WriteOptions::default()).await;
-    assert!(twice.is_err(), "writes: the same tuple twice in one write list must fail");
-    let twice = ds.write_tuples(&store, &[t1.clone(), t1.clone()], &[], WriteOptions::default()).await;
-    assert!(twice.is_err(), "writes: the same tuple twice in one delete list must fail");
+    let twice = ds
+        .write_tuples(
+            &store,
+            &[],
+            &[t3.clone(), t3.clone()],
+            WriteOptions::default(),
+        )
+        .await;
+    assert!(
+        twice.is_err(),
+        "writes: the same tuple twice in one write list must fail"
+    );
+    let twice = ds
+        .write_tuples(
+            &store,
+            &[t1.clone(), t1.clone()],
+            &[],
+            WriteOptions::default(),
+        )
+        .await;
+    assert!(
+        twice.is_err(),
+        "writes: the same tuple twice in one delete list must fail"
+    );
 
-    let ignore_dup = WriteOptions { ignore_duplicates: true, ignore_missing: false };
-    let r3 = ds.write_tuples(&store, &[], &[t1.clone(), t3.clone()], ignore_dup).await.expect("writes: ignore duplicates");
-    assert!(r3 > r2, "writes: a write that adds a tuple gets a new revision");
-    let keys = read_keys(ds, &store, &TupleFilter::default(), r3, "writes: after ignore duplicates").await;
-    assert_same_tuples(&keys, &[t1.clone(), t2.clone(), t3.clone()], "writes: an ignored duplicate is kept once");
+    let ignore_dup = WriteOptions {
+        ignore_duplicates: true,
+        ignore_missing: false,
+    };
+    let r3 = ds
+        .write_tuples(&store, &[], &[t1.clone(), t3.clone()], ignore_dup)
+        .await
+        .expect("writes: ignore duplicates");
+    assert!(
+        r3 > r2,
+        "writes: a write that adds a tuple gets a new revision"
+    );
+    let keys = read_keys(
+        ds,
+        &store,
+        &TupleFilter::default(),
+        r3,
+        "writes: after ignore duplicates",
+    )
+    .await;
+    assert_same_tuples(
+        &keys,
+        &[t1.clone(), t2.clone(), t3.clone()],
+        "writes: an ignored duplicate is kept once",
+    );
 
-    let ignore_missing = WriteOptions { ignore_duplicates: false, ignore_missing: true };
+    let ignore_missing = WriteOptions {
+        ignore_duplicates: false,
+        ignore_missing: true,
+    };
     let gone = tk("user:nobody", "viewer", "doc:1");
-    let r4 = ds.write_tuples(&store, &[gone, t3.clone()], &[], ignore_missing).await.expect("writes: ignore missing");
-    assert!(r4 > r3, "writes: a write that deletes a tuple gets a new revision");
-    let keys = read_keys(ds, &store, &TupleFilter::default(), r4, "writes: after ignore missing").await;
-    assert_same_tuples(&keys, &[t1.clone(), t2.clone()], "writes: ignore missing still deletes what exists");
+    let r4 = ds
+        .write_tuples(&store, &[gone, t3.clone()], &[], ignore_missing)
+        .await
+        .expect("writes: ignore missing");
+    assert!(
+        r4 > r3,
+        "writes: a write that deletes a tuple gets a new revision"
+    );
+    let keys = read_keys(
+        ds,
+        &store,
+        &TupleFilter::default(),
+        r4,
+        "writes: after ignore missing",
+    )
+    .await;
+    assert_same_tuples(
+        &keys,
+        &[t1.clone(), t2.clone()],
+        "writes: ignore missing still deletes what exists",
+    );
 
     // Delete and rewrite one tuple in a single write: allowed, and the new version wins.
-    let t1c = with_condition(t1.clone(), "in_range", Some(serde_json::json!({"limit": 10})));
-    let r5 = write(ds, &store, &[t1.clone()], &[t1c.clone()], "writes: delete and rewrite").await;
+    let t1c = with_condition(
+        t1.clone(),
+        "in_range",
+        Some(serde_json::json!({"limit": 10})),
+    );
+    let r5 = write(
+        ds,
+        &store,
+        &[t1.clone()],
+        &[t1c.clone()],
+        "writes: delete and rewrite",
+    )
+    .await;
     assert!(r5 > r4, "writes: delete and rewrite gets a new revision");
-    let keys = read_keys(ds, &store, &filter(None, None, None, &["user:anne"]), r5, "writes: after rewrite").await;
-    assert_eq!(keys, vec![t1c.clone()], "writes: the rewritten tuple carries its new condition, once");
-    let before = read_keys(ds, &store, &filter(None, None, None, &["user:anne"]), r5 - 1, "writes: before rewrite").await;
-    assert_eq!(before, vec![t1.clone()], "writes: the old version is visible before the rewrite");
+    let keys = read_keys(
+        ds,
+        &store,
+        &filter(None, None, None, &["user:anne"]),
+        r5,
+        "writes: after rewrite",
+    )
+    .await;
+    assert_eq!(
+        keys,
+        vec![t1c.clone()],
+        "writes: the rewritten tuple carries its new condition, once"
+    );
+    let before = read_keys(
+        ds,
+        &store,
+        &filter(None, None, None, &["user:anne"]),
+        r5 - 1,
+        "writes: before rewrite",
+    )
+    .await;
+    assert_eq!(
+        before,
+        vec![t1.clone()],
+        "writes: the old version is visible before the rewrite"
+    );
 }
 
 async fn all_or_nothing(ds: &dyn Datastore) {
@@ -355,20 +713,59 @@ async fn all_or_nothing(ds: &dyn Datastore) {
     let t2 = tk("user:bob", "viewer", "doc:1");
     let r = write(ds, &store, &[], &[t1.clone(), t2.clone()], "atomic: seed").await;
 
-    let fresh: Vec<TupleKey> = (0..20).map(|i| tk(&format!("user:u{i}"), "viewer", "doc:2")).collect();
+    let fresh: Vec<TupleKey> = (0..20)
+        .map(|i| tk(&format!("user:u{i}"), "viewer", "doc:2"))
+        .collect();
     let mut batch = fresh.clone();
     batch.push(t1.clone());
-    let res = ds.write_tuples(&store, &[], &batch, WriteOptions::default()).await;
-    assert!(matches!(res, Err(Error::DuplicateWrite(_))), "atomic: a batch with one duplicate must fail, got {res:?}");
+    let res = ds
+        .write_tuples(&store, &[], &batch, WriteOptions::default())
+        .await;
+    assert!(
+        matches!(res, Err(Error::DuplicateWrite(_))),
+        "atomic: a batch with one duplicate must fail, got {res:?}"
+    );
 
-    let res = ds.write_tuples(&store, &[t2.clone(), tk("user:zed", "viewer", "doc:1")], &fresh, WriteOptions::default()).await;
-    assert!(matches!(res, Err(Error::MissingDelete(_))), "atomic: a batch with one missing delete must fail, got {res:?}");
+    let res = ds
+        .write_tuples(
+            &store,
+            &[t2.clone(), tk("user:zed", "viewer", "doc:1")],
+            &fresh,
+            WriteOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(res, Err(Error::MissingDelete(_))),
+        "atomic: a batch with one missing delete must fail, got {res:?}"
+    );
 
-    assert_eq!(ds.head_revision(&store).await.expect("atomic: head"), r, "atomic: failed batches do not move the head");
-    let keys = read_keys(ds, &store, &TupleFilter::default(), r, "atomic: after failures").await;
-    assert_same_tuples(&keys, &[t1.clone(), t2.clone()], "atomic: failed batches write and delete nothing");
-    let changes = ds.read_changes(&store, None, &all()).await.expect("atomic: read_changes");
-    assert_eq!(changes.items.len(), 2, "atomic: failed batches leave no changelog entries");
+    assert_eq!(
+        ds.head_revision(&store).await.expect("atomic: head"),
+        r,
+        "atomic: failed batches do not move the head"
+    );
+    let keys = read_keys(
+        ds,
+        &store,
+        &TupleFilter::default(),
+        r,
+        "atomic: after failures",
+    )
+    .await;
+    assert_same_tuples(
+        &keys,
+        &[t1.clone(), t2.clone()],
+        "atomic: failed batches write and delete nothing",
+    );
+    let changes = ds
+        .read_changes(&store, None, &all())
+        .await
+        .expect("atomic: read_changes");
+    assert_eq!(
+        changes.items.len(),
+        2,
+        "atomic: failed batches leave no changelog entries"
+    );
 }
 
 async fn conditions(ds: &dyn Datastore) {
@@ -382,27 +779,67 @@ async fn conditions(ds: &dyn Datastore) {
         })),
     );
     let bare = with_condition(tk("user:bob", "viewer", "doc:1"), "in_range", None);
-    let empty = with_condition(tk("user:carl", "viewer", "doc:1"), "in_range", Some(serde_json::json!({})));
+    let empty = with_condition(
+        tk("user:carl", "viewer", "doc:1"),
+        "in_range",
+        Some(serde_json::json!({})),
+    );
     let plain = tk("user:dana", "viewer", "doc:1");
     let want = [rich.clone(), bare.clone(), empty.clone(), plain.clone()];
     let r = write(ds, &store, &[], &want, "conditions: write").await;
-    let page = ds.read_tuples(&store, &TupleFilter::default(), r, &all()).await.expect("conditions: read");
+    let page = ds
+        .read_tuples(&store, &TupleFilter::default(), r, &all())
+        .await
+        .expect("conditions: read");
     for w in &want {
         let got: Vec<&Tuple> = page.items.iter().filter(|t| t.key.user == w.user).collect();
         assert_eq!(got.len(), 1, "conditions: `{}` must be read once", w.user);
-        assert_eq!(&got[0].key, w, "conditions: tuple with its condition and context must round-trip");
+        assert_eq!(
+            &got[0].key, w,
+            "conditions: tuple with its condition and context must round-trip"
+        );
     }
-    let changes = ds.read_changes(&store, None, &all()).await.expect("conditions: changes");
+    let changes = ds
+        .read_changes(&store, None, &all())
+        .await
+        .expect("conditions: changes");
     let got: Vec<TupleKey> = changes.items.into_iter().map(|c| c.tuple_key).collect();
-    assert_eq!(got, want.to_vec(), "conditions: the changelog keeps conditions and contexts");
+    assert_eq!(
+        got,
+        want.to_vec(),
+        "conditions: the changelog keeps conditions and contexts"
+    );
 
     // Deleting by identity records the deleted version, condition included.
-    let r2 = write(ds, &store, &[tk("user:anne", "viewer", "doc:1")], &[], "conditions: delete").await;
-    let changes = ds.read_changes(&store, None, &all()).await.expect("conditions: changes after delete");
-    let last = changes.items.last().expect("conditions: a delete is in the changelog");
-    assert_eq!(last.operation, Operation::Delete, "conditions: the last change is the delete");
-    assert_eq!(last.revision, r2, "conditions: the delete carries its revision");
-    assert_eq!(last.tuple_key, rich, "conditions: the delete change names the deleted tuple with its condition");
+    let r2 = write(
+        ds,
+        &store,
+        &[tk("user:anne", "viewer", "doc:1")],
+        &[],
+        "conditions: delete",
+    )
+    .await;
+    let changes = ds
+        .read_changes(&store, None, &all())
+        .await
+        .expect("conditions: changes after delete");
+    let last = changes
+        .items
+        .last()
+        .expect("conditions: a delete is in the changelog");
+    assert_eq!(
+        last.operation,
+        Operation::Delete,
+        "conditions: the last change is the delete"
+    );
+    assert_eq!(
+        last.revision, r2,
+        "conditions: the delete carries its revision"
+    );
+    assert_eq!(
+        last.tuple_key, rich,
+        "conditions: the delete change names the deleted tuple with its condition"
+    );
 }
 
 async fn snapshots(ds: &dyn Datastore) {
@@ -416,23 +853,87 @@ async fn snapshots(ds: &dyn Datastore) {
     let m = write(ds, &store, &[a.clone()], &[], "snapshots: delete a").await;
     let any = TupleFilter::default();
 
-    assert!(read_keys(ds, &store, &any, n - 1, "snapshots").await.is_empty(), "snapshots: nothing is visible before the first write");
-    assert_same_tuples(&read_keys(ds, &store, &any, n, "snapshots").await, &[a.clone()], "snapshots: a tuple is visible at its revision");
-    assert_same_tuples(&read_keys(ds, &store, &any, m0, "snapshots").await, &[a.clone(), b.clone()], "snapshots: both before the delete");
-    assert_same_tuples(&read_keys(ds, &store, &any, m - 1, "snapshots").await, &[a.clone(), b.clone()], "snapshots: a deleted tuple is visible just before its delete");
-    assert_same_tuples(&read_keys(ds, &store, &any, m, "snapshots").await, &[b.clone()], "snapshots: a deleted tuple is invisible at its delete");
-    assert_same_tuples(&read_keys(ds, &store, &any, m + 100, "snapshots").await, &[b.clone()], "snapshots: reads above the head see the head");
+    assert!(
+        read_keys(ds, &store, &any, n - 1, "snapshots")
+            .await
+            .is_empty(),
+        "snapshots: nothing is visible before the first write"
+    );
+    assert_same_tuples(
+        &read_keys(ds, &store, &any, n, "snapshots").await,
+        &[a.clone()],
+        "snapshots: a tuple is visible at its revision",
+    );
+    assert_same_tuples(
+        &read_keys(ds, &store, &any, m0, "snapshots").await,
+        &[a.clone(), b.clone()],
+        "snapshots: both before the delete",
+    );
+    assert_same_tuples(
+        &read_keys(ds, &store, &any, m - 1, "snapshots").await,
+        &[a.clone(), b.clone()],
+        "snapshots: a deleted tuple is visible just before its delete",
+    );
+    assert_same_tuples(
+        &read_keys(ds, &store, &any, m, "snapshots").await,
+        &[b.clone()],
+        "snapshots: a deleted tuple is invisible at its delete",
+    );
+    assert_same_tuples(
+        &read_keys(ds, &store, &any, m + 100, "snapshots").await,
+        &[b.clone()],
+        "snapshots: reads above the head see the head",
+    );
 
-    let page = ds.read_tuples(&store, &any, n, &all()).await.expect("snapshots: read with timestamps");
+    let page = ds
+        .read_tuples(&store, &any, n, &all())
+        .await
+        .expect("snapshots: read with timestamps");
     let ts = page.items.first().expect("snapshots: tuple at n").timestamp;
-    assert!(ts >= before && ts <= after, "snapshots: a tuple's timestamp is when it was written ({ts})");
+    assert!(
+        ts >= before && ts <= after,
+        "snapshots: a tuple's timestamp is when it was written ({ts})"
+    );
 
     // Re-creating a deleted tuple starts a new version; the old one stays in the past.
     let a2 = with_condition(a.clone(), "in_range", None);
     let k = write(ds, &store, &[], &[a2.clone()], "snapshots: rewrite a").await;
-    assert_eq!(read_keys(ds, &store, &filter(None, None, None, &["user:anne"]), k, "snapshots").await, vec![a2], "snapshots: the new version at its revision");
-    assert_eq!(read_keys(ds, &store, &filter(None, None, None, &["user:anne"]), m - 1, "snapshots").await, vec![a], "snapshots: the old version in the past");
-    assert!(read_keys(ds, &store, &filter(None, None, None, &["user:anne"]), k - 1, "snapshots").await.is_empty(), "snapshots: neither in between");
+    assert_eq!(
+        read_keys(
+            ds,
+            &store,
+            &filter(None, None, None, &["user:anne"]),
+            k,
+            "snapshots"
+        )
+        .await,
+        vec![a2],
+        "snapshots: the new version at its revision"
+    );
+    assert_eq!(
+        read_keys(
+            ds,
+            &store,
+            &filter(None, None, None, &["user:anne"]),
+            m - 1,
+            "snapshots"
+        )
+        .await,
+        vec![a],
+        "snapshots: the old version in the past"
+    );
+    assert!(
+        read_keys(
+            ds,
+            &store,
+            &filter(None, None, None, &["user:anne"]),
+            k - 1,
+            "snapshots"
+        )
+        .await
+        .is_empty(),
+        "snapshots: neither in between"
+    );
 }
 
 async fn filters(ds: &dyn Datastore) {
@@ -447,138 +948,359 @@ async fn filters(ds: &dyn Datastore) {
     let document = tk("user:anne", "viewer", "document:1");
     let d10 = tk("user:anne", "viewer", "doc:10");
     let every = [
-        d1_anne_v.clone(), d1_bob_v.clone(), d1_anne_e.clone(), d2_anne_v.clone(), f1_anne_v.clone(),
-        d1_eng_v.clone(), d3_all_v.clone(), document.clone(), d10.clone(),
+        d1_anne_v.clone(),
+        d1_bob_v.clone(),
+        d1_anne_e.clone(),
+        d2_anne_v.clone(),
+        f1_anne_v.clone(),
+        d1_eng_v.clone(),
+        d3_all_v.clone(),
+        document.clone(),
+        d10.clone(),
     ];
     let r = write(ds, &store, &[], &every, "filters: seed").await;
     let cases: Vec<(&str, TupleFilter, Vec<TupleKey>)> = vec![
         ("no filter", TupleFilter::default(), every.to_vec()),
-        ("object type", filter(Some("doc"), None, None, &[]), vec![
-            d1_anne_v.clone(), d1_bob_v.clone(), d1_anne_e.clone(), d2_anne_v.clone(), d1_eng_v.clone(), d3_all_v.clone(), d10.clone(),
-        ]),
-        ("object", filter(Some("doc"), Some("1"), None, &[]), vec![
-            d1_anne_v.clone(), d1_bob_v.clone(), d1_anne_e.clone(), d1_eng_v.clone(),
-        ]),
-        ("object and relation", filter(Some("doc"), Some("1"), Some("viewer"), &[]), vec![
-            d1_anne_v.clone(), d1_bob_v.clone(), d1_eng_v.clone(),
-        ]),
-        ("object id only", filter(None, Some("1"), None, &[]), vec![
-            d1_anne_v.clone(), d1_bob_v.clone(), d1_anne_e.clone(), f1_anne_v.clone(), d1_eng_v.clone(), document.clone(),
-        ]),
-        ("relation only", filter(None, None, Some("editor"), &[]), vec![d1_anne_e.clone()]),
-        ("one user", filter(None, None, None, &["user:anne"]), vec![
-            d1_anne_v.clone(), d1_anne_e.clone(), d2_anne_v.clone(), f1_anne_v.clone(), document.clone(), d10.clone(),
-        ]),
-        ("any of users", filter(None, None, None, &["user:bob", "group:eng#member", "user:*"]), vec![
-            d1_bob_v.clone(), d1_eng_v.clone(), d3_all_v.clone(),
-        ]),
-        ("type, relation and user", filter(Some("doc"), None, Some("viewer"), &["user:anne"]), vec![
-            d1_anne_v.clone(), d2_anne_v.clone(), d10.clone(),
-        ]),
-        ("everything", filter(Some("doc"), Some("1"), Some("viewer"), &["user:bob", "user:carl"]), vec![d1_bob_v.clone()]),
-        ("no match", filter(Some("doc"), Some("1"), Some("owner"), &[]), vec![]),
-        ("unknown user", filter(None, None, None, &["user:zed"]), vec![]),
+        (
+            "object type",
+            filter(Some("doc"), None, None, &[]),
+            vec![
+                d1_anne_v.clone(),
+                d1_bob_v.clone(),
+                d1_anne_e.clone(),
+                d2_anne_v.clone(),
+                d1_eng_v.clone(),
+                d3_all_v.clone(),
+                d10.clone(),
+            ],
+        ),
+        (
+            "object",
+            filter(Some("doc"), Some("1"), None, &[]),
+            vec![
+                d1_anne_v.clone(),
+                d1_bob_v.clone(),
+                d1_anne_e.clone(),
+                d1_eng_v.clone(),
+            ],
+        ),
+        (
+            "object and relation",
+            filter(Some("doc"), Some("1"), Some("viewer"), &[]),
+            vec![d1_anne_v.clone(), d1_bob_v.clone(), d1_eng_v.clone()],
+        ),
+        (
+            "object id only",
+            filter(None, Some("1"), None, &[]),
+            vec![
+                d1_anne_v.clone(),
+                d1_bob_v.clone(),
+                d1_anne_e.clone(),
+                f1_anne_v.clone(),
+                d1_eng_v.clone(),
+                document.clone(),
+            ],
+        ),
+        (
+            "relation only",
+            filter(None, None, Some("editor"), &[]),
+            vec![d1_anne_e.clone()],
+        ),
+        (
+            "one user",
+            filter(None, None, None, &["user:anne"]),
+            vec![
+                d1_anne_v.clone(),
+                d1_anne_e.clone(),
+                d2_anne_v.clone(),
+                f1_anne_v.clone(),
+                document.clone(),
+                d10.clone(),
+            ],
+        ),
+        (
+            "any of users",
+            filter(
+                None,
+                None,
+                None,
+                &["user:bob", "group:eng#member", "user:*"],
+            ),
+            vec![d1_bob_v.clone(), d1_eng_v.clone(), d3_all_v.clone()],
+        ),
+        (
+            "type, relation and user",
+            filter(Some("doc"), None, Some("viewer"), &["user:anne"]),
+            vec![d1_anne_v.clone(), d2_anne_v.clone(), d10.clone()],
+        ),
+        (
+            "everything",
+            filter(
+                Some("doc"),
+                Some("1"),
+                Some("viewer"),
+                &["user:bob", "user:carl"],
+            ),
+            vec![d1_bob_v.clone()],
+        ),
+        (
+            "no match",
+            filter(Some("doc"), Some("1"), Some("owner"), &[]),
+            vec![],
+        ),
+        (
+            "unknown user",
+            filter(None, None, None, &["user:zed"]),
+            vec![],
+        ),
     ];
     for (what, f, want) in cases {
         let got = read_keys(ds, &store, &f, r, &format!("filters: {what}")).await;
         assert_same_tuples(&got, &want, &format!("filters: {what}"));
     }
-    let unknown = ds.read_tuples(&ulid::Ulid::new().to_string(), &TupleFilter::default(), r, &all()).await.expect("filters: unknown store");
-    assert!(unknown.items.is_empty(), "filters: an unknown store has no tuples");
+    let unknown = ds
+        .read_tuples(
+            &ulid::Ulid::new().to_string(),
+            &TupleFilter::default(),
+            r,
+            &all(),
+        )
+        .await
+        .expect("filters: unknown store");
+    assert!(
+        unknown.items.is_empty(),
+        "filters: an unknown store has no tuples"
+    );
 }
 
-async fn read_pages(ds: &dyn Datastore, store: &str, f: &TupleFilter, rev: Revision, size: usize, what: &str) -> (Vec<TupleKey>, usize) {
+async fn read_pages(
+    ds: &dyn Datastore,
+    store: &str,
+    f: &TupleFilter,
+    rev: Revision,
+    size: usize,
+    what: &str,
+) -> (Vec<TupleKey>, usize) {
     let mut out = Vec::new();
     let mut token = None;
     let mut pages = 0;
     loop {
         let page: Paged<Tuple> = ds
-            .read_tuples(store, f, rev, &Page { size, token: token.clone() })
+            .read_tuples(
+                store,
+                f,
+                rev,
+                &Page {
+                    size,
+                    token: token.clone(),
+                },
+            )
             .await
             .unwrap_or_else(|e| panic!("{what}: read_tuples page failed: {e}"));
-        assert!(page.items.len() <= size, "{what}: a page holds at most the page size");
+        assert!(
+            page.items.len() <= size,
+            "{what}: a page holds at most the page size"
+        );
         pages += 1;
         out.extend(page.items.into_iter().map(|t| t.key));
         match page.next {
             Some(t) => token = Some(t),
             None => return (out, pages),
         }
-        assert!(pages < 1000, "{what}: read_tuples never stopped returning tokens");
+        assert!(
+            pages < 1000,
+            "{what}: read_tuples never stopped returning tokens"
+        );
     }
 }
 
 async fn tuple_pagination(ds: &dyn Datastore) {
     let store = new_store(ds, "tuple-pages").await;
-    let keys: Vec<TupleKey> = (0..250).map(|i| tk(&format!("user:u{i:03}"), "viewer", &format!("doc:{}", i % 7))).collect();
+    let keys: Vec<TupleKey> = (0..250)
+        .map(|i| {
+            tk(
+                &format!("user:u{i:03}"),
+                "viewer",
+                &format!("doc:{}", i % 7),
+            )
+        })
+        .collect();
     write(ds, &store, &[], &keys[..100], "tuple pages: batch 1").await;
     write(ds, &store, &[], &keys[100..200], "tuple pages: batch 2").await;
     let rev = write(ds, &store, &[], &keys[200..], "tuple pages: batch 3").await;
     let any = TupleFilter::default();
 
     let (paged, pages) = read_pages(ds, &store, &any, rev, 100, "tuple pages").await;
-    assert!(pages <= 4, "tuple pages: 250 tuples in pages of 100 take at most 4 pages, took {pages}");
+    assert!(
+        pages <= 4,
+        "tuple pages: 250 tuples in pages of 100 take at most 4 pages, took {pages}"
+    );
     assert_eq!(paged.len(), 250, "tuple pages: every tuple is read once");
     let distinct: HashSet<_> = paged.iter().map(|k| k.identity()).collect();
     assert_eq!(distinct.len(), 250, "tuple pages: no tuple is read twice");
-    assert_same_tuples(&paged, &keys, "tuple pages: the pages hold exactly the written tuples");
+    assert_same_tuples(
+        &paged,
+        &keys,
+        "tuple pages: the pages hold exactly the written tuples",
+    );
 
     let whole = read_keys(ds, &store, &any, rev, "tuple pages: whole").await;
-    assert_eq!(paged, whole, "tuple pages: paging keeps the same stable order as a full read");
+    assert_eq!(
+        paged, whole,
+        "tuple pages: paging keeps the same stable order as a full read"
+    );
     let (again, _) = read_pages(ds, &store, &any, rev, 100, "tuple pages: again").await;
-    assert_eq!(paged, again, "tuple pages: the order is stable between reads");
+    assert_eq!(
+        paged, again,
+        "tuple pages: the order is stable between reads"
+    );
     let (small, _) = read_pages(ds, &store, &any, rev, 7, "tuple pages: size 7").await;
-    assert_eq!(paged, small, "tuple pages: the order does not depend on the page size");
+    assert_eq!(
+        paged, small,
+        "tuple pages: the order does not depend on the page size"
+    );
 
     // Paging at a snapshot is not disturbed by writes between pages.
-    let first = ds.read_tuples(&store, &any, rev, &Page { size: 100, token: None }).await.expect("tuple pages: first");
-    let extra: Vec<TupleKey> = (0..30).map(|i| tk(&format!("user:x{i:03}"), "viewer", "doc:0")).collect();
+    let first = ds
+        .read_tuples(
+            &store,
+            &any,
+            rev,
+            &Page {
+                size: 100,
+                token: None,
+            },
+        )
+        .await
+        .expect("tuple pages: first");
+    let extra: Vec<TupleKey> = (0..30)
+        .map(|i| tk(&format!("user:x{i:03}"), "viewer", "doc:0"))
+        .collect();
     let deleted: Vec<TupleKey> = keys[..10].to_vec();
-    write(ds, &store, &deleted, &extra, "tuple pages: concurrent change").await;
+    write(
+        ds,
+        &store,
+        &deleted,
+        &extra,
+        "tuple pages: concurrent change",
+    )
+    .await;
     let mut got: Vec<TupleKey> = first.items.into_iter().map(|t| t.key).collect();
     let mut token = first.next;
     let mut pages = 0;
     while let Some(t) = token {
-        let page = ds.read_tuples(&store, &any, rev, &Page { size: 100, token: Some(t) }).await.expect("tuple pages: next");
+        let page = ds
+            .read_tuples(
+                &store,
+                &any,
+                rev,
+                &Page {
+                    size: 100,
+                    token: Some(t),
+                },
+            )
+            .await
+            .expect("tuple pages: next");
         got.extend(page.items.into_iter().map(|t| t.key));
         token = page.next;
         pages += 1;
         assert!(pages < 100, "tuple pages: never stopped");
     }
-    assert_same_tuples(&got, &keys, "tuple pages: a snapshot read is unaffected by later writes");
+    assert_same_tuples(
+        &got,
+        &keys,
+        "tuple pages: a snapshot read is unaffected by later writes",
+    );
 
     let f = filter(Some("doc"), Some("3"), Some("viewer"), &[]);
-    let want: Vec<TupleKey> = keys.iter().filter(|k| k.object == "doc:3").cloned().collect();
+    let want: Vec<TupleKey> = keys
+        .iter()
+        .filter(|k| k.object == "doc:3")
+        .cloned()
+        .collect();
     let (filtered, _) = read_pages(ds, &store, &f, rev, 5, "tuple pages: filtered").await;
     assert_same_tuples(&filtered, &want, "tuple pages: filtered pages");
 }
 
 async fn invalid_tokens(ds: &dyn Datastore) {
     let store = new_store(ds, "tokens").await;
-    let rev = write(ds, &store, &[], &[tk("user:anne", "viewer", "doc:1")], "tokens: seed").await;
-    let bad = Page { size: 10, token: Some(BAD_TOKEN.into()) };
-    let r = ds.read_tuples(&store, &TupleFilter::default(), rev, &bad).await;
-    assert!(matches!(r, Err(Error::InvalidContinuationToken)), "tokens: read_tuples with a bad token, got {r:?}");
+    let rev = write(
+        ds,
+        &store,
+        &[],
+        &[tk("user:anne", "viewer", "doc:1")],
+        "tokens: seed",
+    )
+    .await;
+    let bad = Page {
+        size: 10,
+        token: Some(BAD_TOKEN.into()),
+    };
+    let r = ds
+        .read_tuples(&store, &TupleFilter::default(), rev, &bad)
+        .await;
+    assert!(
+        matches!(r, Err(Error::InvalidContinuationToken)),
+        "tokens: read_tuples with a bad token, got {r:?}"
+    );
     let r = ds.list_stores(None, &bad).await;
-    assert!(matches!(r, Err(Error::InvalidContinuationToken)), "tokens: list_stores with a bad token, got {r:?}");
+    assert!(
+        matches!(r, Err(Error::InvalidContinuationToken)),
+        "tokens: list_stores with a bad token, got {r:?}"
+    );
     let r = ds.list_models(&store, &bad).await;
-    assert!(matches!(r, Err(Error::InvalidContinuationToken)), "tokens: list_models with a bad token, got {r:?}");
+    assert!(
+        matches!(r, Err(Error::InvalidContinuationToken)),
+        "tokens: list_models with a bad token, got {r:?}"
+    );
     let r = ds.read_changes(&store, None, &bad).await;
-    assert!(matches!(r, Err(Error::InvalidContinuationToken)), "tokens: read_changes with a bad token, got {r:?}");
+    assert!(
+        matches!(r, Err(Error::InvalidContinuationToken)),
+        "tokens: read_changes with a bad token, got {r:?}"
+    );
 }
 
 fn change_summary(c: &[TupleChange]) -> Vec<(Operation, String, Revision)> {
-    c.iter().map(|c| (c.operation, format!("{}#{}@{}", c.tuple_key.object, c.tuple_key.relation, c.tuple_key.user), c.revision)).collect()
+    c.iter()
+        .map(|c| {
+            (
+                c.operation,
+                format!(
+                    "{}#{}@{}",
+                    c.tuple_key.object, c.tuple_key.relation, c.tuple_key.user
+                ),
+                c.revision,
+            )
+        })
+        .collect()
 }
 
-async fn collect_changes(ds: &dyn Datastore, store: &str, object_type: Option<&str>, size: usize, token: Option<String>, what: &str) -> (Vec<TupleChange>, Option<String>) {
+async fn collect_changes(
+    ds: &dyn Datastore,
+    store: &str,
+    object_type: Option<&str>,
+    size: usize,
+    token: Option<String>,
+    what: &str,
+) -> (Vec<TupleChange>, Option<String>) {
     let mut out = Vec::new();
     let mut token = token;
     for _ in 0..1000 {
         let page = ds
-            .read_changes(store, object_type, &Page { size, token: token.clone() })
+            .read_changes(
+                store,
+                object_type,
+                &Page {
+                    size,
+                    token: token.clone(),
+                },
+            )
             .await
             .unwrap_or_else(|e| panic!("{what}: read_changes failed: {e}"));
-        assert!(page.items.len() <= size, "{what}: a changes page holds at most the page size");
+        assert!(
+            page.items.len() <= size,
+            "{what}: a changes page holds at most the page size"
+        );
         let done = page.items.is_empty();
         out.extend(page.items);
         if page.next.is_some() {
@@ -593,8 +1315,14 @@ async fn collect_changes(ds: &dyn Datastore, store: &str, object_type: Option<&s
 
 async fn changes(ds: &dyn Datastore) {
     let store = new_store(ds, "changes").await;
-    let empty = ds.read_changes(&store, None, &all()).await.expect("changes: empty");
-    assert!(empty.items.is_empty(), "changes: a new store has no changes");
+    let empty = ds
+        .read_changes(&store, None, &all())
+        .await
+        .expect("changes: empty");
+    assert!(
+        empty.items.is_empty(),
+        "changes: a new store has no changes"
+    );
 
     let d1 = tk("user:anne", "viewer", "doc:1");
     let f1 = tk("user:anne", "viewer", "folder:1");
@@ -604,28 +1332,68 @@ async fn changes(ds: &dyn Datastore) {
     let r3 = write(ds, &store, &[f1.clone()], &[], "changes: r3").await;
     let want = vec![
         (Operation::Write, "doc:1#viewer@user:anne".to_string(), r1),
-        (Operation::Write, "folder:1#viewer@user:anne".to_string(), r1),
+        (
+            Operation::Write,
+            "folder:1#viewer@user:anne".to_string(),
+            r1,
+        ),
         (Operation::Delete, "doc:1#viewer@user:anne".to_string(), r2),
         (Operation::Write, "doc:2#viewer@user:bob".to_string(), r2),
-        (Operation::Delete, "folder:1#viewer@user:anne".to_string(), r3),
+        (
+            Operation::Delete,
+            "folder:1#viewer@user:anne".to_string(),
+            r3,
+        ),
     ];
 
-    let whole = ds.read_changes(&store, None, &all()).await.expect("changes: all");
-    assert_eq!(change_summary(&whole.items), want, "changes: all changes in revision order, deletes before writes");
-    assert!(whole.next.is_some(), "changes: read_changes always returns a token to resume from");
+    let whole = ds
+        .read_changes(&store, None, &all())
+        .await
+        .expect("changes: all");
+    assert_eq!(
+        change_summary(&whole.items),
+        want,
+        "changes: all changes in revision order, deletes before writes"
+    );
+    assert!(
+        whole.next.is_some(),
+        "changes: read_changes always returns a token to resume from"
+    );
 
     let (paged, token) = collect_changes(ds, &store, None, 2, None, "changes: pages of 2").await;
-    assert_eq!(change_summary(&paged), want, "changes: paging yields every change once, in order");
+    assert_eq!(
+        change_summary(&paged),
+        want,
+        "changes: paging yields every change once, in order"
+    );
     let (single, _) = collect_changes(ds, &store, None, 1, None, "changes: pages of 1").await;
     assert_eq!(change_summary(&single), want, "changes: pages of one");
 
-    let docs: Vec<_> = want.iter().filter(|c| c.1.starts_with("doc:")).cloned().collect();
-    let typed = ds.read_changes(&store, Some("doc"), &all()).await.expect("changes: typed");
-    assert_eq!(change_summary(&typed.items), docs, "changes: the type filter keeps only that type");
-    let (typed_paged, typed_token) = collect_changes(ds, &store, Some("doc"), 1, None, "changes: typed pages").await;
+    let docs: Vec<_> = want
+        .iter()
+        .filter(|c| c.1.starts_with("doc:"))
+        .cloned()
+        .collect();
+    let typed = ds
+        .read_changes(&store, Some("doc"), &all())
+        .await
+        .expect("changes: typed");
+    assert_eq!(
+        change_summary(&typed.items),
+        docs,
+        "changes: the type filter keeps only that type"
+    );
+    let (typed_paged, typed_token) =
+        collect_changes(ds, &store, Some("doc"), 1, None, "changes: typed pages").await;
     assert_eq!(change_summary(&typed_paged), docs, "changes: typed paging");
-    let none = ds.read_changes(&store, Some("doc3"), &all()).await.expect("changes: unknown type");
-    assert!(none.items.is_empty(), "changes: an unknown type has no changes");
+    let none = ds
+        .read_changes(&store, Some("doc3"), &all())
+        .await
+        .expect("changes: unknown type");
+    assert!(
+        none.items.is_empty(),
+        "changes: an unknown type has no changes"
+    );
 
     // The last token resumes exactly after what was read.
     let d3 = tk("user:carl", "viewer", "doc:3");
@@ -640,26 +1408,50 @@ async fn changes(ds: &dyn Datastore) {
         ],
         "changes: resuming from the last token yields only newer changes"
     );
-    let (typed_resumed, _) = collect_changes(ds, &store, Some("doc"), 10, typed_token, "changes: typed resume").await;
+    let (typed_resumed, _) = collect_changes(
+        ds,
+        &store,
+        Some("doc"),
+        10,
+        typed_token,
+        "changes: typed resume",
+    )
+    .await;
     assert_eq!(
         change_summary(&typed_resumed),
         vec![(Operation::Write, "doc:3#viewer@user:carl".to_string(), r4)],
         "changes: resuming a typed read yields only newer changes of that type"
     );
     for c in &resumed {
-        assert!(c.timestamp <= now() + chrono::Duration::seconds(5), "changes: timestamps are not in the future");
+        assert!(
+            c.timestamp <= now() + chrono::Duration::seconds(5),
+            "changes: timestamps are not in the future"
+        );
     }
 
-    let unknown = ds.read_changes(&ulid::Ulid::new().to_string(), None, &all()).await.expect("changes: unknown store");
-    assert!(unknown.items.is_empty(), "changes: an unknown store has no changes");
+    let unknown = ds
+        .read_changes(&ulid::Ulid::new().to_string(), None, &all())
+        .await
+        .expect("changes: unknown store");
+    assert!(
+        unknown.items.is_empty(),
+        "changes: an unknown store has no changes"
+    );
 }
 
 async fn assertions(ds: &dyn Datastore) {
     let store = new_store(ds, "assertions").await;
     let m1 = ulid::Ulid::new().to_string();
     let m2 = ulid::Ulid::new().to_string();
-    let none = ds.read_assertions(&store, &m1).await.expect("assertions: read empty");
-    assert_eq!(none, serde_json::json!([]), "assertions: a model without assertions has an empty list");
+    let none = ds
+        .read_assertions(&store, &m1)
+        .await
+        .expect("assertions: read empty");
+    assert_eq!(
+        none,
+        serde_json::json!([]),
+        "assertions: a model without assertions has an empty list"
+    );
 
     let a1 = serde_json::json!([
         {"tuple_key": {"user": "user:anne", "relation": "viewer", "object": "doc:1"}, "expectation": true},
@@ -667,24 +1459,60 @@ async fn assertions(ds: &dyn Datastore) {
          "contextual_tuples": [{"user": "user:bob", "relation": "editor", "object": "doc:1"}], "context": {"x": 1.5}}
     ]);
     let a2 = serde_json::json!([{"tuple_key": {"user": "user:carl", "relation": "viewer", "object": "doc:2"}, "expectation": true}]);
-    ds.write_assertions(&store, &m1, &a1).await.expect("assertions: write m1");
-    ds.write_assertions(&store, &m2, &a2).await.expect("assertions: write m2");
-    assert_eq!(ds.read_assertions(&store, &m1).await.expect("assertions: read m1"), a1, "assertions: round-trip per model (m1)");
-    assert_eq!(ds.read_assertions(&store, &m2).await.expect("assertions: read m2"), a2, "assertions: round-trip per model (m2)");
+    ds.write_assertions(&store, &m1, &a1)
+        .await
+        .expect("assertions: write m1");
+    ds.write_assertions(&store, &m2, &a2)
+        .await
+        .expect("assertions: write m2");
+    assert_eq!(
+        ds.read_assertions(&store, &m1)
+            .await
+            .expect("assertions: read m1"),
+        a1,
+        "assertions: round-trip per model (m1)"
+    );
+    assert_eq!(
+        ds.read_assertions(&store, &m2)
+            .await
+            .expect("assertions: read m2"),
+        a2,
+        "assertions: round-trip per model (m2)"
+    );
 
     let replaced = serde_json::json!([]);
-    ds.write_assertions(&store, &m1, &replaced).await.expect("assertions: overwrite m1");
-    assert_eq!(ds.read_assertions(&store, &m1).await.expect("assertions: read m1 again"), replaced, "assertions: writing replaces");
-    assert_eq!(ds.read_assertions(&store, &m2).await.expect("assertions: read m2 again"), a2, "assertions: other models are untouched");
+    ds.write_assertions(&store, &m1, &replaced)
+        .await
+        .expect("assertions: overwrite m1");
+    assert_eq!(
+        ds.read_assertions(&store, &m1)
+            .await
+            .expect("assertions: read m1 again"),
+        replaced,
+        "assertions: writing replaces"
+    );
+    assert_eq!(
+        ds.read_assertions(&store, &m2)
+            .await
+            .expect("assertions: read m2 again"),
+        a2,
+        "assertions: other models are untouched"
+    );
 
     let other = new_store(ds, "assertions-other").await;
     assert_eq!(
-        ds.read_assertions(&other, &m2).await.expect("assertions: other store"),
+        ds.read_assertions(&other, &m2)
+            .await
+            .expect("assertions: other store"),
         serde_json::json!([]),
         "assertions: assertions belong to one store"
     );
     assert!(
-        matches!(ds.write_assertions(&ulid::Ulid::new().to_string(), &m1, &a1).await, Err(Error::StoreNotFound(_))),
+        matches!(
+            ds.write_assertions(&ulid::Ulid::new().to_string(), &m1, &a1)
+                .await,
+            Err(Error::StoreNotFound(_))
+        ),
         "assertions: writing to an unknown store must be StoreNotFound"
     );
 }
@@ -694,29 +1522,80 @@ async fn isolation(ds: &dyn Datastore) {
     let b = new_store(ds, "isolation-b").await;
     let shared = tk("user:anne", "viewer", "doc:1");
     let only_a = tk("user:bob", "viewer", "doc:1");
-    let ra = write(ds, &a, &[], &[shared.clone(), only_a.clone()], "isolation: a").await;
-    assert_eq!(ds.head_revision(&b).await.expect("isolation: head b"), 0, "isolation: writes to one store leave another at 0");
+    let ra = write(
+        ds,
+        &a,
+        &[],
+        &[shared.clone(), only_a.clone()],
+        "isolation: a",
+    )
+    .await;
+    assert_eq!(
+        ds.head_revision(&b).await.expect("isolation: head b"),
+        0,
+        "isolation: writes to one store leave another at 0"
+    );
     let rb = write(ds, &b, &[], &[shared.clone()], "isolation: b").await;
     assert!(rb > 0, "isolation: the other store gets its own revision");
 
     let any = TupleFilter::default();
-    assert_same_tuples(&read_keys(ds, &a, &any, ra, "isolation").await, &[shared.clone(), only_a.clone()], "isolation: store a");
-    assert_same_tuples(&read_keys(ds, &b, &any, rb, "isolation").await, &[shared.clone()], "isolation: store b");
+    assert_same_tuples(
+        &read_keys(ds, &a, &any, ra, "isolation").await,
+        &[shared.clone(), only_a.clone()],
+        "isolation: store a",
+    );
+    assert_same_tuples(
+        &read_keys(ds, &b, &any, rb, "isolation").await,
+        &[shared.clone()],
+        "isolation: store b",
+    );
 
     let rd = write(ds, &a, &[shared.clone()], &[], "isolation: delete in a").await;
     let hb = ds.head_revision(&b).await.expect("isolation: head b");
-    assert_same_tuples(&read_keys(ds, &b, &any, hb, "isolation").await, &[shared.clone()], "isolation: deleting in a leaves b");
-    assert_same_tuples(&read_keys(ds, &a, &any, rd, "isolation").await, &[only_a], "isolation: the delete applies to a");
+    assert_same_tuples(
+        &read_keys(ds, &b, &any, hb, "isolation").await,
+        &[shared.clone()],
+        "isolation: deleting in a leaves b",
+    );
+    assert_same_tuples(
+        &read_keys(ds, &a, &any, rd, "isolation").await,
+        &[only_a],
+        "isolation: the delete applies to a",
+    );
 
-    let ca = ds.read_changes(&a, None, &all()).await.expect("isolation: changes a");
-    let cb = ds.read_changes(&b, None, &all()).await.expect("isolation: changes b");
-    assert_eq!(ca.items.len(), 3, "isolation: store a has its own changelog");
-    assert_eq!(change_summary(&cb.items), vec![(Operation::Write, "doc:1#viewer@user:anne".to_string(), rb)], "isolation: store b has its own changelog");
+    let ca = ds
+        .read_changes(&a, None, &all())
+        .await
+        .expect("isolation: changes a");
+    let cb = ds
+        .read_changes(&b, None, &all())
+        .await
+        .expect("isolation: changes b");
+    assert_eq!(
+        ca.items.len(),
+        3,
+        "isolation: store a has its own changelog"
+    );
+    assert_eq!(
+        change_summary(&cb.items),
+        vec![(Operation::Write, "doc:1#viewer@user:anne".to_string(), rb)],
+        "isolation: store b has its own changelog"
+    );
 
-    let dup = ds.write_tuples(&b, &[], &[shared.clone()], WriteOptions::default()).await;
-    assert!(matches!(dup, Err(Error::DuplicateWrite(_))), "isolation: duplicates are per store");
-    let ok = ds.write_tuples(&a, &[], &[shared], WriteOptions::default()).await;
-    assert!(ok.is_ok(), "isolation: a tuple deleted in a can be written again in a, got {ok:?}");
+    let dup = ds
+        .write_tuples(&b, &[], &[shared.clone()], WriteOptions::default())
+        .await;
+    assert!(
+        matches!(dup, Err(Error::DuplicateWrite(_))),
+        "isolation: duplicates are per store"
+    );
+    let ok = ds
+        .write_tuples(&a, &[], &[shared], WriteOptions::default())
+        .await;
+    assert!(
+        ok.is_ok(),
+        "isolation: a tuple deleted in a can be written again in a, got {ok:?}"
+    );
 }
 
 #[cfg(test)]

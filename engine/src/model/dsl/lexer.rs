@@ -54,6 +54,7 @@ pub(super) struct Lexer {
 
 impl Lexer {
     pub fn new(src: &str, file: usize) -> Self {
+        let src = src.strip_prefix('\u{feff}').unwrap_or(src);
         Lexer {
             chars: src.chars().collect(),
             i: 0,

@@ -580,7 +580,7 @@ impl Parser {
 
     /// `[user, user:*, group#member, user with cond]`, possibly over several lines.
     fn restrictions(&mut self, parts: &mut RelationParts) -> PResult<()> {
-        self.expect_punct('[')?;
+        let open = self.expect_punct('[')?;
         loop {
             self.skip_newlines();
             let (type_name, loc) = self.name("type name")?;
@@ -605,6 +605,7 @@ impl Parser {
             }
             parts.restrictions.push(r);
             parts.restriction_locs.push(loc);
+            let line_ended = self.peek().tok == Tok::Newline;
             self.skip_newlines();
             if self.at_punct(',') {
                 self.bump();
@@ -613,6 +614,12 @@ impl Parser {
             if self.at_punct(']') {
                 self.bump();
                 return Ok(());
+            }
+            if line_ended || self.peek().tok == Tok::Eof {
+                return err(
+                    open.loc,
+                    "this `[` is never closed: expected `,` or `]` after a type restriction",
+                );
             }
             return self.unexpected("`,` or `]`");
         }

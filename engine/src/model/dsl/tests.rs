@@ -303,7 +303,7 @@ type document
     assert_eq!(parse_unchecked(src).unwrap().0, expected);
     assert_eq!(
         errors(src),
-        [(13, 98, "relation `relation4` is used after `from`, so it must be a direct relation without a rewrite".into())]
+        [(13, 111, "relation `relation4` is used after `from`, so it must be a direct relation without a rewrite".into())]
     );
 }
 
@@ -379,7 +379,7 @@ fn error_bad_from_target() {
         one_error(src),
         (
             6,
-            31,
+            32,
             "relation `nothing` is not defined on type `group`".into()
         )
     );
@@ -454,7 +454,14 @@ fn error_mixing_operators_without_parentheses() {
         )
     );
     let src = "model\n  schema 1.1\ntype user\n  relations\n    define a: [user]\n    define b: a or [user]\n";
-    assert_eq!(one_error(src).0, 6);
+    assert_eq!(
+        one_error(src),
+        (
+            6,
+            20,
+            "direct type restrictions `[...]` must come first in a relation definition and appear only once".into()
+        )
+    );
 }
 
 #[test]
@@ -622,7 +629,14 @@ fn error_reserved_and_misplaced() {
         )
     );
     let src = "model\n  schema 1.1\ntype user\n  relations\n    define x: [user:* #c]\n";
-    assert_eq!(one_error(src).0, 6);
+    assert_eq!(
+        one_error(src),
+        (
+            5,
+            15,
+            "this `[` is never closed: expected `,` or `]` after a type restriction".into()
+        )
+    );
 }
 
 #[test]
