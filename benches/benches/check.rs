@@ -1,1 +1,107 @@
-fn main() {}
+//! In-process check and list-objects on the github sample model with 100k tuples.
+//!
+//! `cargo bench -p gatehouse-benches --bench check`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark setup")]
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gatehouse_engine::model::parse_dsl;
+use gatehouse_engine::service::{Engine, EngineConfig, QueryOptions};
+use gatehouse_engine::store::WriteOptions;
+use gatehouse_engine::store::memory::MemoryStore;
+use gatehouse_engine::tuple::TupleKey;
+
+const USERS: usize = 10_000;
+const TEAMS: usize = 1_000;
+const ORGS: usize = 100;
+const REPOS: usize = 10_000;
+
+/// Builds the github sample store with 100k tuples; returns the engine and store id.
+pub async fn github_store(cfg: EngineConfig) -> (Arc<Engine>, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/openfga-sample-stores/stores/github/model.fga");
+    let model = parse_dsl(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let engine = Arc::new(Engine::new(Arc::new(MemoryStore::new()), cfg));
+    let store = engine.create_store("github").await.unwrap().id;
+    engine.write_model(&store, model).await.unwrap();
+    let mut tuples = Vec::new();
+    for r in 0..REPOS {
+        let repo = format!("repo:r{r}");
+        tuples.push(TupleKey::new(format!("organization:o{}", r % ORGS), "owner", &repo));
+        tuples.push(TupleKey::new(format!("team:t{}#member", r % TEAMS), "reader", &repo));
+        tuples.push(TupleKey::new(format!("team:t{}#member", (r * 7) % TEAMS), "writer", &repo));
+        tuples.push(TupleKey::new(format!("user:u{}", (r * 13) % USERS), "admin", &repo));
+        tuples.push(TupleKey::new(format!("user:u{}", (r * 17) % USERS), "triager", &repo));
+    }
+    for t in 0..TEAMS {
+        for k in 0..40 {
+            tuples.push(TupleKey::new(format!("user:u{}", (t * 40 + k) % USERS), "member", format!("team:t{t}")));
+        }
+        if t % 10 == 0 {
+            tuples.push(TupleKey::new(format!("team:t{}#member", t + 1), "member", format!("team:t{t}")));
+        }
+    }
+    for o in 0..ORGS {
+        for k in 0..50 {
+            tuples.push(TupleKey::new(format!("user:u{}", (o * 50 + k) % USERS), "member", format!("organization:o{o}")));
+        }
+        tuples.push(TupleKey::new(format!("user:u{o}"), "owner", format!("organization:o{o}")));
+        if o % 2 == 0 {
+            tuples.push(TupleKey::new(format!("organization:o{o}#member"), "repo_reader", format!("organization:o{o}")));
+        }
+    }
+    assert!(tuples.len() >= 100_000, "{} tuples", tuples.len());
+    let ds = engine.datastore().clone();
+    for chunk in tuples.chunks(5_000) {
+        ds.write_tuples(&store, &[], chunk, WriteOptions { ignore_duplicates: true, ignore_missing: false }).await.unwrap();
+    }
+    let rev = ds.head_revision(&store).await.unwrap();
+    engine.observe_revision(&store, rev);
+    (engine, store)
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (engine, store) = rt.block_on(github_store(EngineConfig::default()));
+    let opts = QueryOptions::default();
+    // A user reading a repo through a team, the organization and a nested team.
+    let key = TupleKey::new("user:u5", "reader", "repo:r5");
+    assert!(rt.block_on(engine.check(&store, &key, &opts)).unwrap().0);
+
+    c.bench_function("check_warm_cache", |b| {
+        b.to_async(&rt).iter(|| async { black_box(engine.check(&store, &key, &opts).await.unwrap()) })
+    });
+
+    // A rotating set of 1,000 distinct checks, all answered from the warm cache.
+    let keys: Vec<TupleKey> =
+        (0..1000).map(|i| TupleKey::new(format!("user:u{}", i * 7 % USERS), "reader", format!("repo:r{}", i * 11 % REPOS))).collect();
+    for k in &keys {
+        rt.block_on(engine.check(&store, k, &opts)).unwrap();
+    }
+    let mut i = 0;
+    c.bench_function("check_warm_cache_1000_keys", |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) % keys.len();
+            let k = &keys[i];
+            let (engine, store, opts) = (&engine, &store, &opts);
+            async move { black_box(engine.check(store, k, opts).await.unwrap()) }
+        })
+    });
+
+    let (cold, cold_store) = rt.block_on(github_store(EngineConfig { cache_enabled: false, ..EngineConfig::default() }));
+    c.bench_function("check_no_cache", |b| {
+        b.to_async(&rt).iter(|| async { black_box(cold.check(&cold_store, &key, &opts).await.unwrap()) })
+    });
+
+    c.bench_function("list_objects_reader_no_cache", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(cold.list_objects(&cold_store, "repo", "reader", "user:u5", &opts).await.unwrap())
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -132,8 +132,8 @@ async fn metrics(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(buf))
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(actix_web::http::StatusCode::NOT_FOUND, "undefined_endpoint", "no such endpoint")
+async fn not_found() -> ApiResult<HttpResponse> {
+    Err(ApiError::new(actix_web::http::StatusCode::NOT_FOUND, "undefined_endpoint", "no such endpoint"))
 }
 
 /// Mounts every route.

@@ -68,7 +68,11 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self { max_connections: 16, acquire_timeout: Duration::from_secs(30), migrate: true }
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(30),
+            migrate: true,
+        }
     }
 }
 
@@ -89,7 +93,9 @@ enum Backend {
 
 impl std::fmt::Debug for SqlStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlStore").field("backend", &self.backend_name()).finish_non_exhaustive()
+        f.debug_struct("SqlStore")
+            .field("backend", &self.backend_name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,7 +118,9 @@ impl Target {
         } else if let Some(p) = url.strip_prefix("sqlite:") {
             p
         } else if let Some((scheme, _)) = url.split_once("://") {
-            return Err(DbError::InvalidUrl(format!("scheme `{scheme}` (expected postgres:// or sqlite://)")));
+            return Err(DbError::InvalidUrl(format!(
+                "scheme `{scheme}` (expected postgres:// or sqlite://)"
+            )));
         } else {
             url
         };
@@ -143,14 +151,25 @@ impl SqlStore {
         let backend = match target {
             Target::Postgres(url) => {
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
-                Backend::Postgres(build_pool(manager, opts.max_connections, opts.acquire_timeout)?)
+                Backend::Postgres(build_pool(
+                    manager,
+                    opts.max_connections,
+                    opts.acquire_timeout,
+                )?)
             }
             Target::Sqlite(path) => {
                 prepare_sqlite_path(&path)?;
                 let mut config = ManagerConfig::<SqliteConn>::default();
                 config.custom_setup = Box::new(|path| establish_sqlite(path.to_string()).boxed());
-                let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path.clone(), config);
-                let size = if is_sqlite_memory(&path) { 1 } else { opts.max_connections };
+                let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(
+                    path.clone(),
+                    config,
+                );
+                let size = if is_sqlite_memory(&path) {
+                    1
+                } else {
+                    opts.max_connections
+                };
                 Backend::Sqlite {
                     pool: build_pool(manager, size, opts.acquire_timeout)?,
                     write_lock: tokio::sync::Mutex::new(()),
@@ -177,7 +196,9 @@ impl SqlStore {
 
     /// Checks that a connection can be had.
     pub async fn ping(&self) -> Result<()> {
-        let unavailable = |e: diesel_async::pooled_connection::deadpool::PoolError| DbError::Unavailable(e.to_string());
+        let unavailable = |e: diesel_async::pooled_connection::deadpool::PoolError| {
+            DbError::Unavailable(e.to_string())
+        };
         match &self.backend {
             Backend::Postgres(pool) => pool.get().await.map(drop).map_err(unavailable),
             Backend::Sqlite { pool, .. } => pool.get().await.map(drop).map_err(unavailable),
@@ -185,10 +206,15 @@ impl SqlStore {
     }
 }
 
-fn build_pool<C>(manager: AsyncDieselConnectionManager<C>, size: usize, wait: Duration) -> Result<Pool<C>>
+fn build_pool<C>(
+    manager: AsyncDieselConnectionManager<C>,
+    size: usize,
+    wait: Duration,
+) -> Result<Pool<C>>
 where
     C: diesel_async::pooled_connection::PoolableConnection + Send + 'static,
-    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
+    AsyncDieselConnectionManager<C>:
+        deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
 {
     Pool::builder(manager)
         .max_size(size.max(1))
@@ -202,9 +228,9 @@ where
 
 async fn establish_sqlite(path: String) -> diesel::ConnectionResult<SqliteConn> {
     let mut conn = SqliteConn::establish(&path).await?;
-    conn.batch_execute(SQLITE_PRAGMAS)
-        .await
-        .map_err(|e| diesel::ConnectionError::BadConnection(format!("cannot configure sqlite: {e}")))?;
+    conn.batch_execute(SQLITE_PRAGMAS).await.map_err(|e| {
+        diesel::ConnectionError::BadConnection(format!("cannot configure sqlite: {e}"))
+    })?;
     Ok(conn)
 }
 
@@ -215,7 +241,12 @@ fn prepare_sqlite_path(path: &str) -> Result<()> {
     }
     match Path::new(path).parent() {
         Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
-            .map_err(|e| DbError::Unavailable(format!("cannot create the directory `{}`: {e}", dir.display()))),
+            .map_err(|e| {
+                DbError::Unavailable(format!(
+                    "cannot create the directory `{}`: {e}",
+                    dir.display()
+                ))
+            }),
         _ => Ok(()),
     }
 }
@@ -228,15 +259,18 @@ async fn migrate_target(target: &Target) -> Result<()> {
     let applied = tokio::task::spawn_blocking(move || -> Result<usize> {
         match target {
             Target::Postgres(url) => {
-                let mut conn = diesel_async::async_connection_wrapper::AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
-                    .map_err(|e| DbError::Unavailable(e.to_string()))?;
+                let mut conn = <diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
+                    AsyncPgConnection,
+                > as diesel::Connection>::establish(&url)
+                .map_err(|e| DbError::Unavailable(e.to_string()))?;
                 conn.run_pending_migrations(gatehouse_migrations::POSTGRES)
                     .map(|v| v.len())
                     .map_err(|e| DbError::Migration(e.to_string()))
             }
             Target::Sqlite(path) => {
                 prepare_sqlite_path(&path)?;
-                let mut conn = SqliteConnection::establish(&path).map_err(|e| DbError::Unavailable(e.to_string()))?;
+                let mut conn = SqliteConnection::establish(&path)
+                    .map_err(|e| DbError::Unavailable(e.to_string()))?;
                 diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)
                     .map_err(|e| DbError::Storage(e.to_string()))?;
                 conn.run_pending_migrations(gatehouse_migrations::SQLITE)

@@ -1,6 +1,18 @@
 //! Black-box tests of Gatehouse: the OpenFGA sample stores through `gatehouse model test`'s
 //! code path, and the real binary driven over HTTP on SQLite and PostgreSQL.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 
 mod conformance;
+
+mod api;
+mod bad_input;
+mod cli;
+mod consistency;
+mod harness;
+mod sdk;

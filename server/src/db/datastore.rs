@@ -11,11 +11,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::Bool;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use gatehouse_engine::model::AuthorizationModel;
 use gatehouse_engine::store::{
-    Assertions, Datastore, Operation, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter, WriteOptions,
+    Assertions, Datastore, Operation, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter,
+    WriteOptions,
 };
 use gatehouse_engine::tuple::{ContextMap, RelationshipCondition, Tuple, TupleKey};
 use gatehouse_engine::{Error, Result};
@@ -65,8 +65,12 @@ macro_rules! write_tx {
                 type Db = diesel::pg::Pg;
                 let mut pooled = pool.get().await.map_err(pool_error)?;
                 let conn: &mut AsyncPgConnection = &mut pooled;
-                conn.transaction(async |$conn: &mut AsyncPgConnection| -> std::result::Result<_, TxError> { $body })
-                    .await
+                conn.transaction(
+                    async |$conn: &mut AsyncPgConnection| -> std::result::Result<_, TxError> {
+                        $body
+                    },
+                )
+                .await
             }
             Backend::Sqlite { pool, write_lock } => {
                 #[allow(dead_code)]
@@ -74,8 +78,10 @@ macro_rules! write_tx {
                 let _writer = write_lock.lock().await;
                 let mut pooled = pool.get().await.map_err(pool_error)?;
                 let conn: &mut SqliteConn = &mut pooled;
-                conn.immediate_transaction(async |$conn: &mut SqliteConn| -> std::result::Result<_, TxError> { $body })
-                    .await
+                conn.immediate_transaction(
+                    async |$conn: &mut SqliteConn| -> std::result::Result<_, TxError> { $body },
+                )
+                .await
             }
         }
     };
@@ -119,8 +125,12 @@ fn db_error(e: DieselError) -> Error {
         DieselError::DatabaseError(kind, info) => match kind {
             DatabaseErrorKind::ClosedConnection
             | DatabaseErrorKind::UnableToSendCommand
-            | DatabaseErrorKind::SerializationFailure => Error::Unavailable(info.message().to_string()),
-            _ if info.message().contains("database is locked") => Error::Unavailable(info.message().to_string()),
+            | DatabaseErrorKind::SerializationFailure => {
+                Error::Unavailable(info.message().to_string())
+            }
+            _ if info.message().contains("database is locked") => {
+                Error::Unavailable(info.message().to_string())
+            }
             _ => Error::Storage(info.message().to_string()),
         },
         other => Error::Storage(other.to_string()),
@@ -128,16 +138,28 @@ fn db_error(e: DieselError) -> Error {
 }
 
 fn is_unique_violation(e: &TxError) -> bool {
-    matches!(e, TxError::Db(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)))
+    matches!(
+        e,
+        TxError::Db(DieselError::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            _
+        ))
+    )
 }
 
 /// Locks a store's revision row for the rest of the transaction and reads its head.
 trait LockHead {
-    fn lock_head<'a>(&'a mut self, store: &'a str) -> impl Future<Output = QueryResult<Option<i64>>> + Send + 'a;
+    fn lock_head<'a>(
+        &'a mut self,
+        store: &'a str,
+    ) -> impl Future<Output = QueryResult<Option<i64>>> + Send + 'a;
 }
 
 impl LockHead for AsyncPgConnection {
-    fn lock_head<'a>(&'a mut self, store: &'a str) -> impl Future<Output = QueryResult<Option<i64>>> + Send + 'a {
+    fn lock_head<'a>(
+        &'a mut self,
+        store: &'a str,
+    ) -> impl Future<Output = QueryResult<Option<i64>>> + Send + 'a {
         async move {
             store_revisions::table
                 .find(store)
@@ -151,9 +173,79 @@ impl LockHead for AsyncPgConnection {
 }
 
 impl LockHead for SqliteConn {
-    fn lock_head<'a>(&'a mut self, store: &'a str) -> impl Future<Output = QueryResult<Option<i64>>> + Send + 'a {
+    fn lock_head<'a>(
+        &'a mut self,
+        store: &'a str,
+    ) -> impl Future<Output = QueryResult<Option<i64>>> + Send + 'a {
         // `BEGIN IMMEDIATE` already holds the database's write lock.
-        async move { store_revisions::table.find(store).select(store_revisions::head).first::<i64>(self).await.optional() }
+        async move {
+            store_revisions::table
+                .find(store)
+                .select(store_revisions::head)
+                .first::<i64>(self)
+                .await
+                .optional()
+        }
+    }
+}
+
+/// Inserts new tuple versions and their changelog entries in as few statements as the backend
+/// allows.
+trait InsertRows {
+    fn insert_rows(
+        &mut self,
+        tuples: Vec<NewTuple>,
+        changes: Vec<ChangeRow>,
+    ) -> impl Future<Output = QueryResult<()>> + Send + '_;
+}
+
+impl InsertRows for AsyncPgConnection {
+    fn insert_rows(
+        &mut self,
+        new: Vec<NewTuple>,
+        changes: Vec<ChangeRow>,
+    ) -> impl Future<Output = QueryResult<()>> + Send + '_ {
+        async move {
+            for chunk in new.chunks(INSERT_CHUNK) {
+                diesel::insert_into(tuples::table)
+                    .values(chunk)
+                    .execute(self)
+                    .await?;
+            }
+            for chunk in changes.chunks(INSERT_CHUNK) {
+                diesel::insert_into(changelog::table)
+                    .values(chunk)
+                    .execute(self)
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+impl InsertRows for SqliteConn {
+    fn insert_rows(
+        &mut self,
+        new: Vec<NewTuple>,
+        changes: Vec<ChangeRow>,
+    ) -> impl Future<Output = QueryResult<()>> + Send + '_ {
+        // Batch inserts on SQLite need diesel's sync connection; this runs inside the open
+        // transaction of the same connection.
+        self.spawn_blocking(move |conn| {
+            for chunk in new.chunks(INSERT_CHUNK) {
+                diesel::RunQueryDsl::execute(
+                    diesel::insert_into(tuples::table).values(chunk),
+                    conn,
+                )?;
+            }
+            for chunk in changes.chunks(INSERT_CHUNK) {
+                diesel::RunQueryDsl::execute(
+                    diesel::insert_into(changelog::table).values(chunk),
+                    conn,
+                )?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -180,7 +272,8 @@ fn to_db_rev(rev: Revision) -> i64 {
 }
 
 fn from_db_rev(rev: i64) -> Result<Revision> {
-    Revision::try_from(rev).map_err(|_| Error::Storage(format!("negative revision {rev} in the database")))
+    Revision::try_from(rev)
+        .map_err(|_| Error::Storage(format!("negative revision {rev} in the database")))
 }
 
 fn limit_for(size: usize) -> i64 {
@@ -200,11 +293,19 @@ struct Parts<'a> {
 }
 
 fn parts(key: &TupleKey) -> Result<Parts<'_>> {
-    let (object_type, object_id) = key.object.split_once(':').ok_or_else(|| Error::InvalidTuple {
-        tuple: key.to_string(),
-        reason: "the object must be `type:id`".into(),
-    })?;
-    Ok(Parts { object_type, object_id, relation: &key.relation, user: &key.user })
+    let (object_type, object_id) =
+        key.object
+            .split_once(':')
+            .ok_or_else(|| Error::InvalidTuple {
+                tuple: key.to_string(),
+                reason: "the object must be `type:id`".into(),
+            })?;
+    Ok(Parts {
+        object_type,
+        object_id,
+        relation: &key.relation,
+        user: &key.user,
+    })
 }
 
 fn user_type(user: &str) -> &str {
@@ -216,18 +317,27 @@ fn encode_condition(key: &TupleKey) -> (Option<String>, Option<String>) {
         None => (None, None),
         Some(c) => (
             Some(c.name.clone()),
-            c.context.as_ref().map(|ctx| serde_json::Value::Object(ctx.0.clone()).to_string()),
+            c.context
+                .as_ref()
+                .map(|ctx| serde_json::Value::Object(ctx.0.clone()).to_string()),
         ),
     }
 }
 
-fn decode_condition(name: Option<String>, context: Option<String>) -> Result<Option<RelationshipCondition>> {
+fn decode_condition(
+    name: Option<String>,
+    context: Option<String>,
+) -> Result<Option<RelationshipCondition>> {
     let Some(name) = name else { return Ok(None) };
     let context = match context {
         None => None,
         Some(text) => match serde_json::from_str(&text) {
             Ok(serde_json::Value::Object(map)) => Some(ContextMap(map)),
-            Ok(_) | Err(_) => return Err(Error::Storage(format!("stored condition context of `{name}` is not a JSON object"))),
+            Ok(_) | Err(_) => {
+                return Err(Error::Storage(format!(
+                    "stored condition context of `{name}` is not a JSON object"
+                )));
+            }
         },
     };
     Ok(Some(RelationshipCondition { name, context }))
@@ -250,12 +360,20 @@ fn tuple_key(
 }
 
 fn store_info(row: StoreRow) -> StoreInfo {
-    StoreInfo { id: row.id, name: row.name, created_at: utc(row.created_at), updated_at: utc(row.updated_at) }
+    StoreInfo {
+        id: row.id,
+        name: row.name,
+        created_at: utc(row.created_at),
+        updated_at: utc(row.updated_at),
+    }
 }
 
 fn model_from_row(id: String, json: &str) -> Result<AuthorizationModel> {
-    let mut model: AuthorizationModel = serde_json::from_str(json)
-        .map_err(|e| Error::Storage(format!("stored authorization model `{id}` does not parse: {e}")))?;
+    let mut model: AuthorizationModel = serde_json::from_str(json).map_err(|e| {
+        Error::Storage(format!(
+            "stored authorization model `{id}` does not parse: {e}"
+        ))
+    })?;
     model.id = id;
     Ok(model)
 }
@@ -264,7 +382,11 @@ fn change_from_row(row: ChangeRow) -> Result<TupleChange> {
     let operation = match row.operation.as_str() {
         WRITE => Operation::Write,
         DELETE => Operation::Delete,
-        other => return Err(Error::Storage(format!("unknown changelog operation `{other}`"))),
+        other => {
+            return Err(Error::Storage(format!(
+                "unknown changelog operation `{other}`"
+            )));
+        }
     };
     Ok(TupleChange {
         tuple_key: tuple_key(
@@ -293,7 +415,9 @@ fn encode_token(kind: &str, position: &str) -> String {
 }
 
 fn decode_token(kind: &str, token: &str) -> Result<String> {
-    let bytes = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| Error::InvalidContinuationToken)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token.trim())
+        .map_err(|_| Error::InvalidContinuationToken)?;
     let text = String::from_utf8(bytes).map_err(|_| Error::InvalidContinuationToken)?;
     text.strip_prefix(kind)
         .and_then(|rest| rest.strip_prefix(':'))
@@ -302,21 +426,34 @@ fn decode_token(kind: &str, token: &str) -> Result<String> {
 }
 
 fn page_token(kind: &str, page: &Page) -> Result<Option<String>> {
-    page.token.as_deref().filter(|t| !t.is_empty()).map(|t| decode_token(kind, t)).transpose()
+    page.token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(|t| decode_token(kind, t))
+        .transpose()
 }
 
 fn tuple_token(page: &Page) -> Result<Option<i64>> {
     page_token(TUPLE_TOKEN, page)?
-        .map(|p| p.parse::<i64>().map_err(|_| Error::InvalidContinuationToken))
+        .map(|p| {
+            p.parse::<i64>()
+                .map_err(|_| Error::InvalidContinuationToken)
+        })
         .transpose()
 }
 
 /// A changelog position: after change `seq` of `revision`.
 fn change_token(page: &Page) -> Result<(i64, i32)> {
-    let Some(p) = page_token(CHANGE_TOKEN, page)? else { return Ok((0, -1)) };
+    let Some(p) = page_token(CHANGE_TOKEN, page)? else {
+        return Ok((0, -1));
+    };
     let (rev, seq) = p.split_once('.').ok_or(Error::InvalidContinuationToken)?;
-    let rev = rev.parse::<i64>().map_err(|_| Error::InvalidContinuationToken)?;
-    let seq = seq.parse::<i32>().map_err(|_| Error::InvalidContinuationToken)?;
+    let rev = rev
+        .parse::<i64>()
+        .map_err(|_| Error::InvalidContinuationToken)?;
+    let seq = seq
+        .parse::<i32>()
+        .map_err(|_| Error::InvalidContinuationToken)?;
     Ok((rev, seq))
 }
 
@@ -342,7 +479,9 @@ fn check_unique(keys: &[TupleKey], list: &str) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for k in keys {
         if !seen.insert(k.identity()) {
-            return Err(Error::Validation(format!("duplicate tuple in the {list} list ({k})")));
+            return Err(Error::Validation(format!(
+                "duplicate tuple in the {list} list ({k})"
+            )));
         }
     }
     Ok(())
@@ -352,35 +491,46 @@ fn check_unique(keys: &[TupleKey], list: &str) -> Result<()> {
 type Identity = (String, String, String, String);
 
 fn identity(p: &Parts<'_>) -> Identity {
-    (p.object_type.into(), p.object_id.into(), p.relation.into(), p.user.into())
+    (
+        p.object_type.into(),
+        p.object_id.into(),
+        p.relation.into(),
+        p.user.into(),
+    )
 }
 
 fn row_identity(r: &TupleRow) -> Identity {
-    (r.object_type.clone(), r.object_id.clone(), r.relation.clone(), r.user_value.clone())
+    (
+        r.object_type.clone(),
+        r.object_id.clone(),
+        r.relation.clone(),
+        r.user_value.clone(),
+    )
 }
 
-/// One OR of `(object_type, object_id, relation, user_value)` matches, as a balanced tree so the
-/// expression stays shallow.
-fn any_identity<DB>(keys: &[Identity]) -> Box<dyn BoxableExpression<tuples::table, DB, SqlType = Bool> + Send>
-where
-    DB: diesel::backend::Backend + 'static,
-    String: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
-    DB: diesel::sql_types::HasSqlType<diesel::sql_types::Text>,
-{
-    match keys {
-        [] => Box::new(diesel::dsl::sql::<Bool>("1 = 0")),
-        [(t, i, r, u)] => Box::new(
-            tuples::object_type
-                .eq(t.clone())
-                .and(tuples::object_id.eq(i.clone()))
-                .and(tuples::relation.eq(r.clone()))
-                .and(tuples::user_value.eq(u.clone())),
-        ),
-        _ => {
-            let (left, right) = keys.split_at(keys.len() / 2);
-            Box::new(any_identity::<DB>(left).or(any_identity::<DB>(right)))
+/// Loads the live versions of the given identities (a non-empty slice) in one statement, as
+/// an OR of fully constrained conjunctions that the live-uniqueness index serves.
+macro_rules! live_matching {
+    ($conn:expr, $store:expr, $keys:expr) => {{
+        let keys: &[Identity] = $keys;
+        let mut q = tuples::table.select(TupleRow::as_select()).into_boxed();
+        for (n, (t, i, r, u)) in keys.iter().enumerate() {
+            let one = tuples::store_id
+                .eq($store)
+                .and(tuples::deleted_rev.is_null())
+                .and(tuples::object_type.eq(t))
+                .and(tuples::object_id.eq(i))
+                .and(tuples::relation.eq(r))
+                .and(tuples::user_value.eq(u));
+            q = if n == 0 {
+                q.filter(one)
+            } else {
+                q.or_filter(one)
+            };
         }
-    }
+        let rows: Vec<TupleRow> = q.load($conn).await?;
+        rows
+    }};
 }
 
 #[async_trait]
@@ -393,10 +543,19 @@ impl Datastore for SqlStore {
             updated_at: store.updated_at.naive_utc(),
             deleted_at: None,
         };
-        let head = HeadRow { store_id: store.id.clone(), head: 0 };
+        let head = HeadRow {
+            store_id: store.id.clone(),
+            head: 0,
+        };
         let res: std::result::Result<(), TxError> = write_tx!(self, |conn| {
-            diesel::insert_into(stores::table).values(&row).execute(conn).await?;
-            diesel::insert_into(store_revisions::table).values(&head).execute(conn).await?;
+            diesel::insert_into(stores::table)
+                .values(&row)
+                .execute(conn)
+                .await?;
+            diesel::insert_into(store_revisions::table)
+                .values(&head)
+                .execute(conn)
+                .await?;
             Ok(())
         });
         res.map_err(|e| {
@@ -425,7 +584,10 @@ impl Datastore for SqlStore {
     async fn list_stores(&self, name: Option<&str>, page: &Page) -> Result<Paged<StoreInfo>> {
         let after = page_token(STORE_TOKEN, page)?;
         let rows: Vec<StoreRow> = with_conn!(self, |conn| {
-            let mut q = stores::table.select(StoreRow::as_select()).filter(stores::deleted_at.is_null()).into_boxed();
+            let mut q = stores::table
+                .select(StoreRow::as_select())
+                .filter(stores::deleted_at.is_null())
+                .into_boxed();
             if let Some(n) = name {
                 q = q.filter(stores::name.eq(n));
             }
@@ -438,7 +600,12 @@ impl Datastore for SqlStore {
             }
             q.load(conn).await.map_err(db_error)?
         });
-        paged(rows, page.size, |r| encode_token(STORE_TOKEN, &r.id), |r| Ok(store_info(r)))
+        paged(
+            rows,
+            page.size,
+            |r| encode_token(STORE_TOKEN, &r.id),
+            |r| Ok(store_info(r)),
+        )
     }
 
     async fn delete_store(&self, id: &str) -> Result<bool> {
@@ -454,8 +621,12 @@ impl Datastore for SqlStore {
     }
 
     async fn write_model(&self, store: &str, model: &AuthorizationModel) -> Result<()> {
-        let json = serde_json::to_string(model)
-            .map_err(|e| Error::Storage(format!("cannot serialize authorization model `{}`: {e}", model.id)))?;
+        let json = serde_json::to_string(model).map_err(|e| {
+            Error::Storage(format!(
+                "cannot serialize authorization model `{}`: {e}",
+                model.id
+            ))
+        })?;
         let row = ModelRow {
             store_id: store.to_string(),
             id: model.id.clone(),
@@ -465,7 +636,10 @@ impl Datastore for SqlStore {
         };
         write_tx!(self, |conn| {
             require_live_store!(conn, store);
-            diesel::insert_into(authorization_models::table).values(&row).execute(conn).await?;
+            diesel::insert_into(authorization_models::table)
+                .values(&row)
+                .execute(conn)
+                .await?;
             Ok(())
         })
         .map_err(Error::from)
@@ -514,7 +688,12 @@ impl Datastore for SqlStore {
             }
             q.load::<(String, String)>(conn).await.map_err(db_error)?
         });
-        paged(rows, page.size, |(id, _)| encode_token(MODEL_TOKEN, id), |(id, j)| model_from_row(id, &j))
+        paged(
+            rows,
+            page.size,
+            |(id, _)| encode_token(MODEL_TOKEN, id),
+            |(id, j)| model_from_row(id, &j),
+        )
     }
 
     async fn write_tuples(
@@ -526,7 +705,10 @@ impl Datastore for SqlStore {
     ) -> Result<Revision> {
         check_unique(deletes, "delete")?;
         check_unique(writes, "write")?;
-        let delete_ids: Vec<Identity> = deletes.iter().map(|k| parts(k).map(|p| identity(&p))).collect::<Result<_>>()?;
+        let delete_ids: Vec<Identity> = deletes
+            .iter()
+            .map(|k| parts(k).map(|p| identity(&p)))
+            .collect::<Result<_>>()?;
         let write_parts: Vec<Parts<'_>> = writes.iter().map(parts).collect::<Result<_>>()?;
         let now = chrono::Utc::now().naive_utc();
 
@@ -535,13 +717,20 @@ impl Datastore for SqlStore {
                 return Err(Error::StoreNotFound(store.to_string()).into());
             };
             require_live_store!(conn, store);
-            let rev = head.checked_add(1).ok_or_else(|| Error::Storage("revision overflow".into()))?;
+            let rev = head
+                .checked_add(1)
+                .ok_or_else(|| Error::Storage("revision overflow".into()))?;
             let mut changes: Vec<ChangeRow> = Vec::new();
-            let change = |seq: usize, operation: &str, p: &Parts<'_>, cond: (Option<String>, Option<String>)| -> std::result::Result<ChangeRow, TxError> {
+            let change = |seq: usize,
+                          operation: &str,
+                          p: &Parts<'_>,
+                          cond: (Option<String>, Option<String>)|
+             -> std::result::Result<ChangeRow, TxError> {
                 Ok(ChangeRow {
                     store_id: store.to_string(),
                     revision: rev,
-                    seq: i32::try_from(seq).map_err(|_| Error::Validation("too many tuples in one write".into()))?,
+                    seq: i32::try_from(seq)
+                        .map_err(|_| Error::Validation("too many tuples in one write".into()))?,
                     operation: operation.to_string(),
                     object_type: p.object_type.to_string(),
                     object_id: p.object_id.to_string(),
@@ -554,26 +743,35 @@ impl Datastore for SqlStore {
             };
 
             // Deletes: mark the live versions deleted at `rev`, keeping what they were.
-            let mut deleted: std::collections::HashMap<Identity, TupleRow> = std::collections::HashMap::new();
+            let mut deleted: std::collections::HashMap<Identity, TupleRow> =
+                std::collections::HashMap::new();
             for chunk in delete_ids.chunks(KEY_CHUNK) {
-                let rows: Vec<TupleRow> = diesel::update(
-                    tuples::table
-                        .filter(tuples::store_id.eq(store))
-                        .filter(tuples::deleted_rev.is_null())
-                        .filter(any_identity::<Db>(chunk)),
-                )
-                .set(tuples::deleted_rev.eq(Some(rev)))
-                .returning(TupleRow::as_returning())
-                .get_results(conn)
-                .await?;
+                let rows = live_matching!(conn, store, chunk);
+                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                if !ids.is_empty() {
+                    diesel::update(tuples::table.filter(tuples::id.eq_any(ids)))
+                        .set(tuples::deleted_rev.eq(Some(rev)))
+                        .execute(conn)
+                        .await?;
+                }
                 deleted.extend(rows.into_iter().map(|r| (row_identity(&r), r)));
             }
             for (k, id) in deletes.iter().zip(&delete_ids) {
                 match deleted.get(id) {
                     Some(row) => {
-                        let p = Parts { object_type: &id.0, object_id: &id.1, relation: &id.2, user: &id.3 };
+                        let p = Parts {
+                            object_type: &id.0,
+                            object_id: &id.1,
+                            relation: &id.2,
+                            user: &id.3,
+                        };
                         let seq = changes.len();
-                        changes.push(change(seq, DELETE, &p, (row.condition_name.clone(), row.condition_context.clone()))?);
+                        changes.push(change(
+                            seq,
+                            DELETE,
+                            &p,
+                            (row.condition_name.clone(), row.condition_context.clone()),
+                        )?);
                     }
                     None if opts.ignore_missing => {}
                     None => return Err(Error::MissingDelete(k.to_string()).into()),
@@ -584,14 +782,7 @@ impl Datastore for SqlStore {
             let write_ids: Vec<Identity> = write_parts.iter().map(identity).collect();
             let mut live = std::collections::HashSet::new();
             for chunk in write_ids.chunks(KEY_CHUNK) {
-                let rows: Vec<TupleRow> = tuples::table
-                    .filter(tuples::store_id.eq(store))
-                    .filter(tuples::deleted_rev.is_null())
-                    .filter(any_identity::<Db>(chunk))
-                    .select(TupleRow::as_select())
-                    .load(conn)
-                    .await?;
-                live.extend(rows.iter().map(row_identity));
+                live.extend(live_matching!(conn, store, chunk).iter().map(row_identity));
             }
             let mut new_rows = Vec::new();
             for ((k, p), id) in writes.iter().zip(&write_parts).zip(&write_ids) {
@@ -623,13 +814,11 @@ impl Datastore for SqlStore {
                 // Nothing changed: no new revision.
                 return Ok(head);
             }
-            for chunk in new_rows.chunks(INSERT_CHUNK) {
-                diesel::insert_into(tuples::table).values(chunk).execute(conn).await?;
-            }
-            for chunk in changes.chunks(INSERT_CHUNK) {
-                diesel::insert_into(changelog::table).values(chunk).execute(conn).await?;
-            }
-            diesel::update(store_revisions::table.find(store)).set(store_revisions::head.eq(rev)).execute(conn).await?;
+            conn.insert_rows(new_rows, changes).await?;
+            diesel::update(store_revisions::table.find(store))
+                .set(store_revisions::head.eq(rev))
+                .execute(conn)
+                .await?;
             Ok(rev)
         })
         .map_err(|e| {
@@ -652,10 +841,18 @@ impl Datastore for SqlStore {
                 .optional()
                 .map_err(db_error)?
         });
-        head.map(from_db_rev).transpose()?.ok_or_else(|| Error::StoreNotFound(store.to_string()))
+        head.map(from_db_rev)
+            .transpose()?
+            .ok_or_else(|| Error::StoreNotFound(store.to_string()))
     }
 
-    async fn read_tuples(&self, store: &str, filter: &TupleFilter, rev: Revision, page: &Page) -> Result<Paged<Tuple>> {
+    async fn read_tuples(
+        &self,
+        store: &str,
+        filter: &TupleFilter,
+        rev: Revision,
+        page: &Page,
+    ) -> Result<Paged<Tuple>> {
         let after = tuple_token(page)?;
         let rev = to_db_rev(rev);
         let rows: Vec<TupleRow> = with_conn!(self, |conn| {
@@ -663,7 +860,11 @@ impl Datastore for SqlStore {
                 .select(TupleRow::as_select())
                 .filter(tuples::store_id.eq(store))
                 .filter(tuples::created_rev.le(rev))
-                .filter(tuples::deleted_rev.is_null().or(tuples::deleted_rev.gt(rev)))
+                .filter(
+                    tuples::deleted_rev
+                        .is_null()
+                        .or(tuples::deleted_rev.gt(rev)),
+                )
                 .into_boxed();
             if let Some(t) = &filter.object_type {
                 q = q.filter(tuples::object_type.eq(t));
@@ -706,16 +907,21 @@ impl Datastore for SqlStore {
         )
     }
 
-    async fn read_changes(&self, store: &str, object_type: Option<&str>, page: &Page) -> Result<Paged<TupleChange>> {
+    async fn read_changes(
+        &self,
+        store: &str,
+        object_type: Option<&str>,
+        page: &Page,
+    ) -> Result<Paged<TupleChange>> {
         let (after_rev, after_seq) = change_token(page)?;
         let rows: Vec<ChangeRow> = with_conn!(self, |conn| {
             let mut q = changelog::table
                 .select(ChangeRow::as_select())
                 .filter(changelog::store_id.eq(store))
                 .filter(
-                    changelog::revision
-                        .gt(after_rev)
-                        .or(changelog::revision.eq(after_rev).and(changelog::seq.gt(after_seq))),
+                    changelog::revision.gt(after_rev).or(changelog::revision
+                        .eq(after_rev)
+                        .and(changelog::seq.gt(after_seq))),
                 )
                 .into_boxed();
             if let Some(t) = object_type {
@@ -728,13 +934,26 @@ impl Datastore for SqlStore {
             q.load(conn).await.map_err(db_error)?
         });
         // The token always names where reading stopped, so polling resumes there.
-        let (last_rev, last_seq) = rows.last().map_or((after_rev, after_seq), |r| (r.revision, r.seq));
-        let next = Some(encode_token(CHANGE_TOKEN, &format!("{last_rev}.{last_seq}")));
-        let items = rows.into_iter().map(change_from_row).collect::<Result<Vec<_>>>()?;
+        let (last_rev, last_seq) = rows
+            .last()
+            .map_or((after_rev, after_seq), |r| (r.revision, r.seq));
+        let next = Some(encode_token(
+            CHANGE_TOKEN,
+            &format!("{last_rev}.{last_seq}"),
+        ));
+        let items = rows
+            .into_iter()
+            .map(change_from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok(Paged { items, next })
     }
 
-    async fn write_assertions(&self, store: &str, model_id: &str, assertions: &Assertions) -> Result<()> {
+    async fn write_assertions(
+        &self,
+        store: &str,
+        model_id: &str,
+        assertions: &Assertions,
+    ) -> Result<()> {
         let row = AssertionRow {
             store_id: store.to_string(),
             model_id: model_id.to_string(),
@@ -766,8 +985,11 @@ impl Datastore for SqlStore {
         });
         match json {
             None => Ok(serde_json::Value::Array(vec![])),
-            Some(j) => serde_json::from_str(&j)
-                .map_err(|e| Error::Storage(format!("stored assertions of model `{model_id}` do not parse: {e}"))),
+            Some(j) => serde_json::from_str(&j).map_err(|e| {
+                Error::Storage(format!(
+                    "stored assertions of model `{model_id}` do not parse: {e}"
+                ))
+            }),
         }
     }
 }

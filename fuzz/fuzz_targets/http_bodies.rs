@@ -1,0 +1,284 @@
+//! Arbitrary request bodies through the real actix-web app, in process. The first byte picks the
+//! endpoint and which store (and model) the path names; the rest is the JSON body. No answer may
+//! be a 5xx, and every 4xx must be a JSON body with a `code`.
+//!
+//! The engine, its in-memory store, one store with a model that has conditions (and a few tuples)
+//! and a second store that receives model writes are built once per process, so tuples written by
+//! earlier inputs stay visible to later ones; the model the queries run against never changes.
+
+#![no_main]
+
+use std::sync::Arc;
+
+use actix_web::body::to_bytes;
+use actix_web::http::header::{AUTHORIZATION, ContentType};
+use actix_web::http::{Method, StatusCode};
+use actix_web::rt::SystemRunner;
+use actix_web::{App, test, web};
+use gatehouse_engine::model::parse_dsl;
+use gatehouse_engine::service::{Engine, EngineConfig};
+use gatehouse_engine::store::WriteOptions;
+use gatehouse_engine::store::memory::MemoryStore;
+use gatehouse_engine::tuple::{ContextMap, RelationshipCondition, TupleKey};
+use gatehouse_server::api::{AppState, Metrics, configure, hash_key, observe};
+use libfuzzer_sys::fuzz_target;
+
+/// The model every query runs against: direct, wildcard, userset, conditional, computed,
+/// tuple-to-userset and exclusion relations.
+const MODEL: &str = r#"
+model
+  schema 1.1
+
+type user
+
+type group
+  relations
+    define member: [user, user:*, group#member]
+
+type folder
+  relations
+    define owner: [user, group#member]
+    define viewer: [user, user with in_network, user:* with before_expiry, group#member with grants] or owner
+
+type doc
+  relations
+    define parent: [folder]
+    define editor: [user with grants, user:*]
+    define blocked: [user]
+    define viewer: (editor or viewer from parent) but not blocked
+    define can_share: editor and viewer
+
+condition in_network(ip: ipaddress, cidr: string) {
+  ip.in_cidr(cidr)
+}
+
+condition before_expiry(current_time: timestamp, grant_time: timestamp, grant_duration: duration) {
+  current_time < grant_time + grant_duration
+}
+
+condition grants(enabled: bool, level: int, quota: uint, ratio: double, tags: list<string>,
+    limits: map<int>, extra: any) {
+  enabled && level + 1 > 1 && quota >= 1u && ratio * 2.0 < 3.0 && "x" in tags && limits["n"] < level
+}
+"#;
+
+/// A well-formed store id that names no store.
+const UNKNOWN_ID: &str = "01ARZ3NDEKTSV4RZMYSQ3ZZZZZ";
+const API_KEY: &str = "k";
+
+struct Fixture {
+    runner: SystemRunner,
+    state: web::Data<AppState>,
+    /// The store with [`MODEL`] and a few tuples.
+    store: String,
+    model_id: String,
+    /// The store that `POST authorization-models` writes to, so that the model of `store` stays.
+    model_store: String,
+}
+
+thread_local! {
+    static FIXTURE: Fixture = setup();
+}
+
+fn setup() -> Fixture {
+    let runner = actix_web::rt::System::new();
+    let engine = Arc::new(Engine::new(
+        Arc::new(MemoryStore::new()),
+        EngineConfig::default(),
+    ));
+    let metrics = match Metrics::new() {
+        Ok(m) => m,
+        Err(e) => panic!("metrics: {e}"),
+    };
+    let seeded = runner.block_on(seed(&engine));
+    let (store, model_id, model_store) = match seeded {
+        Ok(ids) => ids,
+        Err(e) => panic!("seeding the engine failed: {e}"),
+    };
+    let state = web::Data::new(AppState {
+        engine,
+        api_key_hashes: vec![hash_key(API_KEY)],
+        metrics,
+        backend: "memory",
+    });
+    Fixture {
+        runner,
+        state,
+        store,
+        model_id,
+        model_store,
+    }
+}
+
+/// Creates the two stores, writes the model and a few tuples through the engine's service API.
+async fn seed(engine: &Engine) -> gatehouse_engine::Result<(String, String, String)> {
+    let store = engine.create_store("fuzz").await?.id;
+    let model_store = engine.create_store("fuzz-models").await?.id;
+    let model_id = engine.write_model(&store, parse_dsl(MODEL)?).await?;
+    engine.write_model(&model_store, parse_dsl(MODEL)?).await?;
+    let ctx = |v: serde_json::Value| match v {
+        serde_json::Value::Object(m) => Some(ContextMap(m)),
+        _ => None,
+    };
+    let with = |mut t: TupleKey, name: &str, context: Option<ContextMap>| {
+        t.condition = Some(RelationshipCondition {
+            name: name.into(),
+            context,
+        });
+        t
+    };
+    let tuples = vec![
+        TupleKey::new("user:anne", "member", "group:eng"),
+        TupleKey::new("group:eng#member", "member", "group:all"),
+        TupleKey::new("user:*", "member", "group:public"),
+        TupleKey::new("group:all#member", "owner", "folder:root"),
+        TupleKey::new("folder:root", "parent", "doc:readme"),
+        TupleKey::new("user:mallory", "blocked", "doc:readme"),
+        TupleKey::new("user:*", "editor", "doc:public"),
+        with(
+            TupleKey::new("user:bob", "viewer", "folder:root"),
+            "in_network",
+            ctx(serde_json::json!({ "cidr": "10.0.0.0/8" })),
+        ),
+        with(
+            TupleKey::new("user:*", "viewer", "folder:shared"),
+            "before_expiry",
+            ctx(serde_json::json!({
+                "grant_time": "2024-01-01T00:00:00Z",
+                "grant_duration": "720h",
+            })),
+        ),
+        with(
+            TupleKey::new("group:eng#member", "viewer", "folder:eng"),
+            "grants",
+            None,
+        ),
+        with(
+            TupleKey::new("user:carol", "editor", "doc:plan"),
+            "grants",
+            ctx(serde_json::json!({ "enabled": true, "tags": ["x"] })),
+        ),
+    ];
+    engine
+        .write(&store, None, &tuples, &[], WriteOptions::default())
+        .await?;
+    Ok((store, model_id, model_store))
+}
+
+/// The endpoints that take a JSON body.
+const ENDPOINTS: &[(&str, &str)] = &[
+    ("POST", "write"),
+    ("POST", "read"),
+    ("POST", "check"),
+    ("POST", "batch-check"),
+    ("POST", "expand"),
+    ("POST", "list-objects"),
+    ("POST", "streamed-list-objects"),
+    ("POST", "list-users"),
+    ("POST", "authorization-models"),
+    ("PUT", "assertions"),
+];
+
+/// The method and path an input's first byte selects. Half the selectors name the seeded store
+/// (and model); the rest name a store that does not exist or an id that is not a ULID.
+fn route(fx: &Fixture, selector: u8) -> (Method, String) {
+    let n = ENDPOINTS.len();
+    let (method, endpoint) = ENDPOINTS[usize::from(selector) % n];
+    let variant = usize::from(selector) / n % 4;
+    let store = match (variant, endpoint) {
+        (0 | 1, "authorization-models") => fx.model_store.as_str(),
+        (0 | 1, _) => fx.store.as_str(),
+        (2, _) => UNKNOWN_ID,
+        _ => "not-a-store",
+    };
+    let path = if endpoint == "assertions" {
+        let model = match variant {
+            0 | 2 => fx.model_id.as_str(),
+            1 => UNKNOWN_ID,
+            _ => "not-a-model",
+        };
+        format!("/stores/{}/assertions/{model}", fx.store)
+    } else {
+        format!("/stores/{store}/{endpoint}")
+    };
+    let method = if method == "PUT" {
+        Method::PUT
+    } else {
+        Method::POST
+    };
+    (method, path)
+}
+
+async fn exercise(fx: &Fixture, method: Method, path: String, body: Vec<u8>) {
+    let app = test::init_service(
+        App::new()
+            .app_data(fx.state.clone())
+            .wrap(actix_web::middleware::from_fn(observe))
+            .configure(|c| configure(c, 1 << 20)),
+    )
+    .await;
+    let req = test::TestRequest::default()
+        .method(method.clone())
+        .uri(&path)
+        .insert_header((AUTHORIZATION, format!("Bearer {API_KEY}")))
+        .insert_header(ContentType::json())
+        .set_payload(body)
+        .to_request();
+    // An error that escapes the service is what the server's dispatcher would answer with.
+    let (status, bytes) = match test::try_call_service(&app, req).await {
+        Ok(res) => {
+            let status = res.status();
+            (status, to_bytes(res.into_body()).await.ok())
+        }
+        Err(e) => {
+            let res = e.error_response();
+            (res.status(), to_bytes(res.into_body()).await.ok())
+        }
+    };
+    let Some(bytes) = bytes else {
+        panic!("{method} {path} answered {status} with a body that could not be read");
+    };
+    assert!(
+        !status.is_server_error(),
+        "{method} {path} answered {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    if status == StatusCode::NO_CONTENT {
+        return;
+    }
+    // A streamed list is one JSON document per line.
+    let documents: Vec<&[u8]> = if path.ends_with("/streamed-list-objects") && status.is_success() {
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect()
+    } else {
+        vec![&bytes[..]]
+    };
+    for doc in documents {
+        let json: serde_json::Value = match serde_json::from_slice(doc) {
+            Ok(v) => v,
+            Err(e) => panic!(
+                "{method} {path} answered {status} with a body that is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            ),
+        };
+        if status.is_client_error() {
+            assert!(
+                json.get("code").is_some_and(serde_json::Value::is_string),
+                "{method} {path} answered {status} without a `code`: {json}"
+            );
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    FIXTURE.with(|fx| {
+        let (method, path) = route(fx, selector);
+        fx.runner
+            .block_on(exercise(fx, method, path, body.to_vec()));
+    });
+});
