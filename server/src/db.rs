@@ -145,7 +145,9 @@ impl SqlStore {
     /// Opens the database at `url` with explicit pool settings.
     pub async fn connect_with(url: &str, opts: &ConnectOptions) -> Result<Self> {
         let target = Target::parse(url)?;
-        if opts.migrate {
+        // An in-memory SQLite database lives in its one pooled connection, migrated below.
+        let in_memory = matches!(&target, Target::Sqlite(p) if is_sqlite_memory(p));
+        if opts.migrate && !in_memory {
             migrate_target(&target).await?;
         }
         let backend = match target {
@@ -178,12 +180,37 @@ impl SqlStore {
         };
         let store = Self { backend };
         store.ping().await?;
+        if opts.migrate && in_memory {
+            store.migrate_in_place().await?;
+        }
         Ok(store)
     }
 
     /// Runs the embedded migrations against the database at `url` (what `gatehouse migrate` does).
     pub async fn migrate(url: &str) -> Result<()> {
         migrate_target(&Target::parse(url)?).await
+    }
+
+    /// Migrates through a pooled SQLite connection (for in-memory databases, which exist only
+    /// in that connection).
+    async fn migrate_in_place(&self) -> Result<()> {
+        use diesel_migrations::MigrationHarness as _;
+        let Backend::Sqlite { pool, .. } = &self.backend else {
+            return Ok(());
+        };
+        let mut conn = pool
+            .get()
+            .await
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        conn.spawn_blocking(|c| {
+            Ok(c.run_pending_migrations(gatehouse_migrations::SQLITE)
+                .map(|v| v.len())
+                .map_err(|e| e.to_string()))
+        })
+        .await
+        .map_err(|e| DbError::Storage(e.to_string()))?
+        .map_err(DbError::Migration)?;
+        Ok(())
     }
 
     /// `postgres` or `sqlite`.

@@ -34,20 +34,15 @@ const WRITE: &str = "write";
 const DELETE: &str = "delete";
 
 /// Runs `$body` with `$conn` bound to a pooled connection of whichever backend the store uses.
-/// Inside the body, `Db` names that backend.
 macro_rules! with_conn {
     ($store:expr, |$conn:ident| $body:expr) => {
         match &$store.backend {
             Backend::Postgres(pool) => {
-                #[allow(dead_code)]
-                type Db = diesel::pg::Pg;
                 let mut pooled = pool.get().await.map_err(pool_error)?;
                 let $conn: &mut AsyncPgConnection = &mut pooled;
                 $body
             }
             Backend::Sqlite { pool, .. } => {
-                #[allow(dead_code)]
-                type Db = diesel::sqlite::Sqlite;
                 let mut pooled = pool.get().await.map_err(pool_error)?;
                 let $conn: &mut SqliteConn = &mut pooled;
                 $body
@@ -61,8 +56,6 @@ macro_rules! write_tx {
     ($store:expr, |$conn:ident| $body:expr) => {
         match &$store.backend {
             Backend::Postgres(pool) => {
-                #[allow(dead_code)]
-                type Db = diesel::pg::Pg;
                 let mut pooled = pool.get().await.map_err(pool_error)?;
                 let conn: &mut AsyncPgConnection = &mut pooled;
                 conn.transaction(
@@ -73,8 +66,6 @@ macro_rules! write_tx {
                 .await
             }
             Backend::Sqlite { pool, write_lock } => {
-                #[allow(dead_code)]
-                type Db = diesel::sqlite::Sqlite;
                 let _writer = write_lock.lock().await;
                 let mut pooled = pool.get().await.map_err(pool_error)?;
                 let conn: &mut SqliteConn = &mut pooled;

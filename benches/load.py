@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""HTTP load benchmark of a release `gatehouse` binary, driven with `oha`.
+
+    python3 benches/load.py --backend sqlite
+    python3 benches/load.py --backend postgres --cold-tuples 1000000
+
+Measures, in one run against one server:
+  * GET /healthz throughput and POST /stores/{id}/check throughput (warm cache) and their ratio;
+  * check latency percentiles at half the measured check throughput;
+  * list objects returning 10,000 objects (latency);
+  * idle RSS right after start, and after the load;
+  * optionally (--cold-tuples N) a cold check (cache off) on a depth-3 model with N tuples.
+Prints a Markdown summary for benches/RESULTS.md.
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GITHUB = os.path.join(ROOT, "..", "shared", "conformance", "openfga-sample-stores", "stores", "github", "model.fga")
+KEY = "bench-key"
+BIN = os.path.join(ROOT, "target", "release", "gatehouse")
+
+DEPTH3 = """model
+  schema 1.1
+type user
+type group
+  relations
+    define member: [user]
+type folder
+  relations
+    define viewer: [user, group#member]
+type doc
+  relations
+    define parent: [folder]
+    define viewer: [user, group#member] or viewer from parent
+"""
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Server:
+    def __init__(self, backend, cache=True):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.data = tempfile.mkdtemp(prefix="gh-load-")
+        env = dict(os.environ, GATEHOUSE_ADDR=f"127.0.0.1:{self.port}", GATEHOUSE_DATA_DIR=self.data,
+                   GATEHOUSE_API_KEYS=KEY, GATEHOUSE_LOG="warn", GATEHOUSE_CHECK_CACHE=str(cache).lower())
+        self.db = None
+        if backend == "postgres":
+            self.db = f"gatehouse_load_{int(time.time() * 1000)}"
+            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {self.db}"], check=True)
+            env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{self.db}"
+        self.proc = subprocess.Popen([BIN, "serve"], env=env, stdout=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(self.base + "/healthz", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("server did not start")
+
+    def rss_mb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def call(self, method, path, body=None):
+        req = urllib.request.Request(self.base + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            data = r.read()
+            return json.loads(data) if data else None
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+        shutil.rmtree(self.data, ignore_errors=True)
+        if self.db:
+            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE {self.db} WITH (FORCE)"])
+
+
+def model_json(path_or_text):
+    if os.path.exists(path_or_text):
+        path = path_or_text
+    else:
+        fd, path = tempfile.mkstemp(suffix=".fga")
+        os.write(fd, path_or_text.encode())
+        os.close(fd)
+    out = subprocess.run([BIN, "model", "validate", path], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def write_all(srv, store, tuples, threads=8):
+    batches = [tuples[i:i + 100] for i in range(0, len(tuples), 100)]
+    with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+        list(ex.map(lambda b: srv.call("POST", f"/stores/{store}/write", {"writes": {"tuple_keys": b}}), batches))
+
+
+def t(user, rel, obj):
+    return {"user": user, "relation": rel, "object": obj}
+
+
+def oha(url, seconds, conns, body=None, rate=None):
+    cmd = ["oha", "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", str(conns),
+           "-H", f"Authorization: Bearer {KEY}"]
+    if body is not None:
+        cmd += ["-m", "POST", "-T", "application/json", "-d", json.dumps(body)]
+    if rate:
+        cmd += ["-q", str(rate)]
+    out = subprocess.run(cmd + [url], check=True, capture_output=True, text=True).stdout
+    r = json.loads(out)
+    codes = r.get("statusCodeDistribution", {})
+    bad = {k: v for k, v in codes.items() if k != "200"}
+    if bad:
+        raise SystemExit(f"non-200 answers from {url}: {bad}")
+    p = r["latencyPercentiles"]
+    return {"rps": r["summary"]["requestsPerSec"], "p50": p["p50"] * 1000, "p99": p["p99"] * 1000}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--conns", type=int, default=32)
+    ap.add_argument("--cold-tuples", type=int, default=0)
+    a = ap.parse_args()
+    if not os.path.exists(BIN):
+        raise SystemExit("build first: cargo build --release -p gatehouse-server --bin gatehouse")
+
+    srv = Server(a.backend)
+    try:
+        idle = srv.rss_mb()
+        store = srv.call("POST", "/stores", {"name": "load"})["id"]
+        srv.call("POST", f"/stores/{store}/authorization-models", model_json(GITHUB))
+        tuples = []
+        for r in range(2000):
+            tuples.append(t(f"organization:o{r % 20}", "owner", f"repo:r{r}"))
+            tuples.append(t(f"team:t{r % 200}#member", "reader", f"repo:r{r}"))
+            tuples.append(t(f"user:u{r * 13 % 2000}", "admin", f"repo:r{r}"))
+        for tm in range(200):
+            for k in range(10):
+                tuples.append(t(f"user:u{tm * 10 + k}", "member", f"team:t{tm}"))
+        # One user in a group that reads 10,000 repos, for list objects.
+        tuples.append(t("user:lister", "member", "team:big"))
+        tuples += [t("team:big#member", "reader", f"repo:big{i:05}") for i in range(10_000)]
+        write_all(srv, store, tuples)
+        check = {"tuple_key": t("user:u5", "reader", "repo:r0")}
+        assert srv.call("POST", f"/stores/{store}/check", check)["allowed"] is True
+        health = oha(srv.base + "/healthz", a.seconds, a.conns)
+        chk = oha(f"{srv.base}/stores/{store}/check", a.seconds, a.conns, check)
+        half = oha(f"{srv.base}/stores/{store}/check", a.seconds, a.conns, check, rate=int(chk["rps"] / 2))
+        lo_body = {"type": "repo", "relation": "reader", "user": "user:lister"}
+        n = len(srv.call("POST", f"/stores/{store}/list-objects", lo_body)["objects"])
+        assert n == 10_000, n
+        lo = oha(f"{srv.base}/stores/{store}/list-objects", a.seconds, 1, lo_body)
+        loaded = srv.rss_mb()
+    finally:
+        srv.stop()
+
+    print(f"## HTTP, {a.backend} ({len(tuples)} tuples, {a.conns} connections, {a.seconds}s each)\n")
+    print("| measure | value |\n| --- | --- |")
+    print(f"| GET /healthz | {health['rps']:.0f} req/s |")
+    print(f"| POST check, warm cache | {chk['rps']:.0f} req/s (p50 {chk['p50']:.2f} ms, p99 {chk['p99']:.2f} ms) |")
+    print(f"| check / healthz throughput | {chk['rps'] / health['rps'] * 100:.0f}% |")
+    print(f"| check at half load ({int(chk['rps'] / 2)} req/s) | p50 {half['p50']:.2f} ms, p99 {half['p99']:.2f} ms |")
+    print(f"| list objects, 10,000 results | p50 {lo['p50']:.1f} ms, p99 {lo['p99']:.1f} ms |")
+    print(f"| RSS idle after start / after load | {idle:.1f} MB / {loaded:.1f} MB |")
+
+    if a.cold_tuples:
+        srv = Server(a.backend, cache=False)
+        try:
+            store = srv.call("POST", "/stores", {"name": "cold"})["id"]
+            srv.call("POST", f"/stores/{store}/authorization-models", model_json(DEPTH3))
+            n = a.cold_tuples
+            docs, folders, groups = n * 6 // 20, n // 100, n // 50
+            tuples = []
+            for d in range(docs):
+                tuples.append(t(f"folder:f{d % folders}", "parent", f"doc:d{d}"))
+                tuples.append(t(f"user:u{d % 50_000}", "viewer", f"doc:d{d}"))
+            for f in range(folders):
+                for k in range(20):
+                    tuples.append(t(f"group:g{(f * 20 + k) % groups}#member", "viewer", f"folder:f{f}"))
+            for g in range(groups):
+                for k in range(10):
+                    tuples.append(t(f"user:m{(g * 10 + k)}", "member", f"group:g{g}"))
+            tuples = tuples[:n]
+            started = time.time()
+            write_all(srv, store, tuples)
+            seed = time.time() - started
+            # doc:d7 -> folder:f7 -> group#member -> user: three hops below the doc.
+            g = (7 * 20) % groups
+            body = {"tuple_key": t(f"user:m{g * 10}", "viewer", "doc:d7")}
+            assert srv.call("POST", f"/stores/{store}/check", body)["allowed"] is True
+            cold = oha(f"{srv.base}/stores/{store}/check", a.seconds, 8, body)
+        finally:
+            srv.stop()
+        print(f"| cold check (cache off), depth 3, {len(tuples)} tuples (seeded in {seed:.0f}s) | "
+              f"{cold['rps']:.0f} req/s, p50 {cold['p50']:.2f} ms, p99 {cold['p99']:.2f} ms (8 connections) |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
