@@ -61,9 +61,20 @@ pub enum Consistency {
     AtRevision(Revision),
 }
 
-/// Told of every committed write, so other nodes learn new revisions (Redis pub/sub).
+/// Something other nodes must learn about a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Tuples were written at this revision.
+    Revision(Revision),
+    /// A new model version became the latest.
+    ModelWritten,
+    /// The store was deleted.
+    Deleted,
+}
+
+/// Told of every committed change, so other nodes learn of it at once (Redis pub/sub).
 pub trait ChangeNotifier: Send + Sync {
-    fn published(&self, store: &str, revision: Revision);
+    fn published(&self, store: &str, event: StoreEvent);
 }
 
 /// A query's common inputs.
@@ -159,6 +170,21 @@ impl Engine {
         self.cache.len()
     }
 
+    fn notify(&self, store: &str, event: StoreEvent) {
+        let notifier = self.notifier.lock().ok().and_then(|g| g.clone());
+        if let Some(n) = notifier {
+            n.published(store, event);
+        }
+    }
+
+    /// Applies an event another node published.
+    pub fn apply_event(&self, store: &str, event: StoreEvent) {
+        match event {
+            StoreEvent::Revision(rev) => self.observe_revision(store, rev),
+            StoreEvent::ModelWritten | StoreEvent::Deleted => self.forget_store(store),
+        }
+    }
+
     /// Records that `store` has reached `rev` (a local write, or another node's via pub/sub).
     pub fn observe_revision(&self, store: &str, rev: Revision) {
         if let Ok(mut heads) = self.heads.lock() {
@@ -251,6 +277,7 @@ impl Engine {
             return Err(Error::StoreNotFound(id.into()));
         }
         self.forget_store(id);
+        self.notify(id, StoreEvent::Deleted);
         Ok(())
     }
 
@@ -266,6 +293,7 @@ impl Engine {
         self.ds.write_model(store, &model).await?;
         self.models.insert((store.into(), model.id.clone()), compiled);
         self.latest.insert(store.into(), model.id.clone());
+        self.notify(store, StoreEvent::ModelWritten);
         Ok(model.id)
     }
 
@@ -343,10 +371,7 @@ impl Engine {
         }
         let rev = self.ds.write_tuples(store, deletes, writes, opts).await?;
         self.observe_revision(store, rev);
-        let notifier = self.notifier.lock().ok().and_then(|g| g.clone());
-        if let Some(n) = notifier {
-            n.published(store, rev);
-        }
+        self.notify(store, StoreEvent::Revision(rev));
         Ok(rev)
     }
 
@@ -563,4 +588,65 @@ pub fn page_token_revision(token: &str) -> Result<Revision> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| Error::InvalidContinuationToken)?;
     let text = String::from_utf8(raw).map_err(|_| Error::InvalidContinuationToken)?;
     text.split_once('|').and_then(|(r, _)| r.parse().ok()).ok_or(Error::InvalidContinuationToken)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[test]
+    fn consistency_tokens_round_trip_and_bind_to_their_store() {
+        let t = encode_token("S1", 42);
+        assert_eq!(decode_token("S1", &t).unwrap(), 42);
+        assert!(decode_token("S2", &t).is_err());
+        assert!(matches!(decode_token("S1", "garbage"), Err(Error::InvalidConsistencyToken)));
+        assert!(matches!(decode_token("S1", "gh1.!!!"), Err(Error::InvalidConsistencyToken)));
+    }
+
+    #[test]
+    fn sorted_pages_cover_everything_once_at_one_revision() {
+        let items: Vec<String> = (0..25).map(|i| format!("doc:{i:02}")).collect();
+        let mut page = Page { size: 10, token: None };
+        let mut seen = Vec::new();
+        loop {
+            let (got, next) = paginate_sorted(&items, |s| s.as_str(), &page, 7).unwrap();
+            seen.extend(got);
+            match next {
+                Some(t) => {
+                    assert_eq!(page_token_revision(&t).unwrap(), 7);
+                    page.token = Some(t);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, items);
+        // A token from another revision is refused rather than mixing snapshots.
+        let (_, next) = paginate_sorted(&items, |s| s.as_str(), &Page { size: 10, token: None }, 7).unwrap();
+        assert!(paginate_sorted(&items, |s| s.as_str(), &Page { size: 10, token: next }, 8).is_err());
+    }
+
+    #[tokio::test]
+    async fn writes_are_validated_and_all_or_nothing() {
+        let engine = Engine::new(Arc::new(MemoryStore::new()), EngineConfig::default());
+        let store = engine.create_store("s").await.unwrap().id;
+        let model = model::parse_dsl("model\n  schema 1.1\ntype user\ntype doc\n  relations\n    define viewer: [user]\n").unwrap();
+        engine.write_model(&store, model).await.unwrap();
+        let good = TupleKey::new("user:a", "viewer", "doc:1");
+        let bad = TupleKey::new("user:a", "editor", "doc:1");
+        assert!(engine.write(&store, None, &[good.clone(), bad], &[], WriteOptions::default()).await.is_err());
+        let (page, _) = engine.read(&store, None, &Page::default(), Consistency::HigherConsistency).await.unwrap();
+        assert!(page.items.is_empty());
+        let rev = engine.write(&store, None, &[good.clone()], &[], WriteOptions::default()).await.unwrap();
+        // At least as fresh as the write's token: sees the write.
+        let opts = QueryOptions { consistency: Consistency::AtLeastAsFresh(rev), ..Default::default() };
+        assert!(engine.check(&store, &good, &opts).await.unwrap().0);
+        // A token from the future is refused.
+        let opts = QueryOptions { consistency: Consistency::AtLeastAsFresh(rev + 10), ..Default::default() };
+        assert!(engine.check(&store, &good, &opts).await.is_err());
+        let too_many: Vec<TupleKey> = (0..101).map(|i| TupleKey::new("user:a", "viewer", format!("doc:{i}"))).collect();
+        assert!(engine.write(&store, None, &too_many, &[], WriteOptions::default()).await.is_err());
+    }
 }

@@ -6,20 +6,24 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use gatehouse_engine::service::{ChangeNotifier, Engine};
+use gatehouse_engine::service::{ChangeNotifier, Engine, StoreEvent};
 use gatehouse_engine::store::Revision;
 
-/// Publishes `store revision` on the channel `<prefix>:revisions`.
+/// Publishes `<store> rev <n>`, `<store> model` or `<store> deleted` on `<prefix>:revisions`.
 pub struct RedisNotifier {
     conn: redis::aio::ConnectionManager,
     channel: String,
 }
 
 impl ChangeNotifier for RedisNotifier {
-    fn published(&self, store: &str, revision: Revision) {
+    fn published(&self, store: &str, event: StoreEvent) {
         let mut conn = self.conn.clone();
         let channel = self.channel.clone();
-        let msg = format!("{store} {revision}");
+        let msg = match event {
+            StoreEvent::Revision(rev) => format!("{store} rev {rev}"),
+            StoreEvent::ModelWritten => format!("{store} model"),
+            StoreEvent::Deleted => format!("{store} deleted"),
+        };
         tokio::spawn(async move {
             let r: redis::RedisResult<i64> = redis::cmd("PUBLISH").arg(&channel).arg(&msg).query_async(&mut conn).await;
             if let Err(e) = r {
@@ -45,12 +49,8 @@ pub async fn connect(url: &str, prefix: &str, engine: Arc<Engine>) -> Result<()>
                 let mut stream = pubsub.on_message();
                 while let Some(msg) = stream.next().await {
                     let Ok(text) = msg.get_payload::<String>() else { continue };
-                    if let Some((store, rev)) = text.split_once(' ')
-                        && let Ok(rev) = rev.parse::<Revision>()
-                    {
-                        engine2.observe_revision(store, rev);
-                        // A write may follow a new model; let the latest-model lookup refresh.
-                        engine2.forget_store(store);
+                    if let Some((store, event)) = parse_event(&text) {
+                        engine2.apply_event(store, event);
                     }
                 }
             }
@@ -67,4 +67,32 @@ pub async fn connect(url: &str, prefix: &str, engine: Arc<Engine>) -> Result<()>
         }
     });
     Ok(())
+}
+
+/// Parses a message of [`RedisNotifier`].
+fn parse_event(text: &str) -> Option<(&str, StoreEvent)> {
+    let mut parts = text.split(' ');
+    let store = parts.next()?;
+    let event = match (parts.next()?, parts.next()) {
+        ("rev", Some(n)) => StoreEvent::Revision(n.parse::<Revision>().ok()?),
+        ("model", None) => StoreEvent::ModelWritten,
+        ("deleted", None) => StoreEvent::Deleted,
+        _ => return None,
+    };
+    Some((store, event))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_events() {
+        assert_eq!(parse_event("S rev 42"), Some(("S", StoreEvent::Revision(42))));
+        assert_eq!(parse_event("S model"), Some(("S", StoreEvent::ModelWritten)));
+        assert_eq!(parse_event("S deleted"), Some(("S", StoreEvent::Deleted)));
+        assert_eq!(parse_event("S rev x"), None);
+        assert_eq!(parse_event("S"), None);
+        assert_eq!(parse_event("S model extra"), None);
+    }
 }
