@@ -22,7 +22,8 @@ const REPOS: usize = 10_000;
 
 /// Builds the github sample store with 100k tuples; returns the engine and store id.
 pub async fn github_store(cfg: EngineConfig) -> (Arc<Engine>, String) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/openfga-sample-stores/stores/github/model.fga");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/conformance/openfga-sample-stores/stores/github/model.fga");
     let model = parse_dsl(&std::fs::read_to_string(path).unwrap()).unwrap();
     let engine = Arc::new(Engine::new(Arc::new(MemoryStore::new()), cfg));
     let store = engine.create_store("github").await.unwrap().id;
@@ -30,33 +31,83 @@ pub async fn github_store(cfg: EngineConfig) -> (Arc<Engine>, String) {
     let mut tuples = Vec::new();
     for r in 0..REPOS {
         let repo = format!("repo:r{r}");
-        tuples.push(TupleKey::new(format!("organization:o{}", r % ORGS), "owner", &repo));
-        tuples.push(TupleKey::new(format!("team:t{}#member", r % TEAMS), "reader", &repo));
-        tuples.push(TupleKey::new(format!("team:t{}#member", (r * 7) % TEAMS), "writer", &repo));
-        tuples.push(TupleKey::new(format!("user:u{}", (r * 13) % USERS), "admin", &repo));
-        tuples.push(TupleKey::new(format!("user:u{}", (r * 17) % USERS), "triager", &repo));
+        tuples.push(TupleKey::new(
+            format!("organization:o{}", r % ORGS),
+            "owner",
+            &repo,
+        ));
+        tuples.push(TupleKey::new(
+            format!("team:t{}#member", r % TEAMS),
+            "reader",
+            &repo,
+        ));
+        tuples.push(TupleKey::new(
+            format!("team:t{}#member", (r * 7) % TEAMS),
+            "writer",
+            &repo,
+        ));
+        tuples.push(TupleKey::new(
+            format!("user:u{}", (r * 13) % USERS),
+            "admin",
+            &repo,
+        ));
+        tuples.push(TupleKey::new(
+            format!("user:u{}", (r * 17) % USERS),
+            "triager",
+            &repo,
+        ));
     }
     for t in 0..TEAMS {
         for k in 0..40 {
-            tuples.push(TupleKey::new(format!("user:u{}", (t * 40 + k) % USERS), "member", format!("team:t{t}")));
+            tuples.push(TupleKey::new(
+                format!("user:u{}", (t * 40 + k) % USERS),
+                "member",
+                format!("team:t{t}"),
+            ));
         }
         if t % 10 == 0 {
-            tuples.push(TupleKey::new(format!("team:t{}#member", t + 1), "member", format!("team:t{t}")));
+            tuples.push(TupleKey::new(
+                format!("team:t{}#member", t + 1),
+                "member",
+                format!("team:t{t}"),
+            ));
         }
     }
     for o in 0..ORGS {
         for k in 0..50 {
-            tuples.push(TupleKey::new(format!("user:u{}", (o * 50 + k) % USERS), "member", format!("organization:o{o}")));
+            tuples.push(TupleKey::new(
+                format!("user:u{}", (o * 50 + k) % USERS),
+                "member",
+                format!("organization:o{o}"),
+            ));
         }
-        tuples.push(TupleKey::new(format!("user:u{o}"), "owner", format!("organization:o{o}")));
+        tuples.push(TupleKey::new(
+            format!("user:u{o}"),
+            "owner",
+            format!("organization:o{o}"),
+        ));
         if o % 2 == 0 {
-            tuples.push(TupleKey::new(format!("organization:o{o}#member"), "repo_reader", format!("organization:o{o}")));
+            tuples.push(TupleKey::new(
+                format!("organization:o{o}#member"),
+                "repo_reader",
+                format!("organization:o{o}"),
+            ));
         }
     }
     assert!(tuples.len() >= 100_000, "{} tuples", tuples.len());
     let ds = engine.datastore().clone();
     for chunk in tuples.chunks(5_000) {
-        ds.write_tuples(&store, &[], chunk, WriteOptions { ignore_duplicates: true, ignore_missing: false }).await.unwrap();
+        ds.write_tuples(
+            &store,
+            &[],
+            chunk,
+            WriteOptions {
+                ignore_duplicates: true,
+                ignore_missing: false,
+            },
+        )
+        .await
+        .unwrap();
     }
     let rev = ds.head_revision(&store).await.unwrap();
     engine.observe_revision(&store, rev);
@@ -64,7 +115,10 @@ pub async fn github_store(cfg: EngineConfig) -> (Arc<Engine>, String) {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (engine, store) = rt.block_on(github_store(EngineConfig::default()));
     let opts = QueryOptions::default();
     // A user reading a repo through a team, the organization and a nested team.
@@ -72,12 +126,20 @@ fn bench(c: &mut Criterion) {
     assert!(rt.block_on(engine.check(&store, &key, &opts)).unwrap().0);
 
     c.bench_function("check_warm_cache", |b| {
-        b.to_async(&rt).iter(|| async { black_box(engine.check(&store, &key, &opts).await.unwrap()) })
+        b.to_async(&rt)
+            .iter(|| async { black_box(engine.check(&store, &key, &opts).await.unwrap()) })
     });
 
     // A rotating set of 1,000 distinct checks, all answered from the warm cache.
-    let keys: Vec<TupleKey> =
-        (0..1000).map(|i| TupleKey::new(format!("user:u{}", i * 7 % USERS), "reader", format!("repo:r{}", i * 11 % REPOS))).collect();
+    let keys: Vec<TupleKey> = (0..1000)
+        .map(|i| {
+            TupleKey::new(
+                format!("user:u{}", i * 7 % USERS),
+                "reader",
+                format!("repo:r{}", i * 11 % REPOS),
+            )
+        })
+        .collect();
     for k in &keys {
         rt.block_on(engine.check(&store, k, &opts)).unwrap();
     }
@@ -91,14 +153,22 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let (cold, cold_store) = rt.block_on(github_store(EngineConfig { cache_enabled: false, ..EngineConfig::default() }));
+    let (cold, cold_store) = rt.block_on(github_store(EngineConfig {
+        cache_enabled: false,
+        ..EngineConfig::default()
+    }));
     c.bench_function("check_no_cache", |b| {
-        b.to_async(&rt).iter(|| async { black_box(cold.check(&cold_store, &key, &opts).await.unwrap()) })
+        b.to_async(&rt)
+            .iter(|| async { black_box(cold.check(&cold_store, &key, &opts).await.unwrap()) })
     });
 
     c.bench_function("list_objects_reader_no_cache", |b| {
         b.to_async(&rt).iter(|| async {
-            black_box(cold.list_objects(&cold_store, "repo", "reader", "user:u5", &opts).await.unwrap())
+            black_box(
+                cold.list_objects(&cold_store, "repo", "reader", "user:u5", &opts)
+                    .await
+                    .unwrap(),
+            )
         })
     });
 }

@@ -58,7 +58,11 @@ pub enum Error {
 }
 
 fn join_issues(issues: &[ModelIssue]) -> String {
-    issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    issues
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Result with the engine's error.

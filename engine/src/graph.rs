@@ -40,8 +40,16 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    const ALLOW: Self = Self { allowed: true, missing: false, cycle: false };
-    const DENY: Self = Self { allowed: false, missing: false, cycle: false };
+    const ALLOW: Self = Self {
+        allowed: true,
+        missing: false,
+        cycle: false,
+    };
+    const DENY: Self = Self {
+        allowed: false,
+        missing: false,
+        cycle: false,
+    };
 }
 
 /// One evaluation context: everything a query needs, evaluated at exactly one revision.
@@ -84,7 +92,11 @@ impl<'a> Query<'a> {
             context,
             max_depth: DEFAULT_MAX_DEPTH,
             cache: None,
-            scope: if contextual.is_empty() && context.is_none() { 0 } else { h.finish() },
+            scope: if contextual.is_empty() && context.is_none() {
+                0
+            } else {
+                h.finish()
+            },
             memo: Mutex::new(HashMap::new()),
             reads: Mutex::new(HashMap::new()),
         }
@@ -119,13 +131,18 @@ impl<'a> Query<'a> {
             }
         }
         let out = Arc::new(out);
-        self.reads.lock().map_err(|_| lock_err())?.insert(filter, out.clone());
+        self.reads
+            .lock()
+            .map_err(|_| lock_err())?
+            .insert(filter, out.clone());
         Ok(out)
     }
 
     /// Evaluates the tuple's condition (a tuple without one is unconditional).
     pub(crate) fn condition(&self, t: &TupleKey) -> Result<ConditionOutcome> {
-        let Some(c) = &t.condition else { return Ok(ConditionOutcome::Satisfied) };
+        let Some(c) = &t.condition else {
+            return Ok(ConditionOutcome::Satisfied);
+        };
         let Some(compiled) = self.model.conditions.get(&c.name) else {
             return Err(Error::Condition {
                 name: c.name.clone(),
@@ -139,7 +156,10 @@ impl<'a> Query<'a> {
     fn cache_key(&self, object: &str, relation: &str, user: &str) -> String {
         format!(
             "{}|{}|{}|{:x}|{object}#{relation}@{user}",
-            self.store, self.model.id(), self.revision, self.scope
+            self.store,
+            self.model.id(),
+            self.revision,
+            self.scope
         )
     }
 }
@@ -171,7 +191,11 @@ pub async fn check(q: &Query<'_>, object: &str, relation: &str, user: &str) -> R
 
 /// Splits a user string into its parts, or explains why it is invalid.
 pub(crate) fn parse_user(user: &str) -> Result<UserRef<'_>> {
-    UserRef::parse(user).ok_or_else(|| Error::Validation(format!("invalid user `{user}`: expected `type:id`, `type:*` or `type:id#relation`")))
+    UserRef::parse(user).ok_or_else(|| {
+        Error::Validation(format!(
+            "invalid user `{user}`: expected `type:id`, `type:*` or `type:id#relation`"
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ pub mod condition;
 pub mod error;
 pub mod graph;
 pub mod model;
+pub mod service;
 pub mod store;
 pub mod testfile;
-pub mod service;
 pub mod tuple;
 
 pub use error::{Error, ModelIssue, Result};

@@ -10,7 +10,9 @@ use base64::Engine as _;
 use crate::error::{Error, Result};
 use crate::graph::{self, CheckCache, CompiledModel, ListUsersFilter, Query, UserResult};
 use crate::model::{self, AuthorizationModel};
-use crate::store::{Datastore, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter, WriteOptions};
+use crate::store::{
+    Datastore, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter, WriteOptions,
+};
 use crate::tuple::{ContextMap, ObjectRef, Tuple, TupleKey, UserRef};
 
 /// Tunables of the engine.
@@ -109,7 +111,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -117,19 +121,26 @@ const TOKEN_PREFIX: &str = "gh1.";
 
 /// Encodes a consistency token: the store and revision a response was evaluated at.
 pub fn encode_token(store: &str, rev: Revision) -> String {
-    format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{rev}:{store}")))
+    format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{rev}:{store}"))
+    )
 }
 
 /// Decodes a consistency token for `store`.
 pub fn decode_token(store: &str, token: &str) -> Result<Revision> {
-    let raw = token.strip_prefix(TOKEN_PREFIX).ok_or(Error::InvalidConsistencyToken)?;
+    let raw = token
+        .strip_prefix(TOKEN_PREFIX)
+        .ok_or(Error::InvalidConsistencyToken)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(raw)
         .map_err(|_| Error::InvalidConsistencyToken)?;
     let text = String::from_utf8(bytes).map_err(|_| Error::InvalidConsistencyToken)?;
     let (rev, s) = text.split_once(':').ok_or(Error::InvalidConsistencyToken)?;
     if s != store {
-        return Err(Error::Validation("the consistency token belongs to another store".into()));
+        return Err(Error::Validation(
+            "the consistency token belongs to another store".into(),
+        ));
     }
     rev.parse().map_err(|_| Error::InvalidConsistencyToken)
 }
@@ -142,8 +153,14 @@ impl Engine {
             ds,
             cache: CheckCache::new(cfg.cache_capacity, cfg.cache_ttl),
             models: moka::sync::Cache::new(10_000),
-            latest: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
-            stores: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+            latest: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+            stores: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
             heads: Mutex::new(HashMap::new()),
             notifier: Mutex::new(None),
             cfg,
@@ -188,7 +205,9 @@ impl Engine {
     /// Records that `store` has reached `rev` (a local write, or another node's via pub/sub).
     pub fn observe_revision(&self, store: &str, rev: Revision) {
         if let Ok(mut heads) = self.heads.lock() {
-            let e = heads.entry(store.to_string()).or_insert((rev, Instant::now()));
+            let e = heads
+                .entry(store.to_string())
+                .or_insert((rev, Instant::now()));
             if rev >= e.0 {
                 *e = (rev, Instant::now());
             }
@@ -215,7 +234,9 @@ impl Engine {
             .map_err(|_| Error::Storage("revision table lock poisoned".into()))?
             .get(store)
             .copied();
-        let fresh = known.filter(|(_, at)| at.elapsed() <= self.cfg.max_staleness).map(|(r, _)| r);
+        let fresh = known
+            .filter(|(_, at)| at.elapsed() <= self.cfg.max_staleness)
+            .map(|(r, _)| r);
         match c {
             Consistency::MinimizeLatency => match fresh {
                 Some(r) => Ok((r, self.cfg.cache_enabled)),
@@ -245,34 +266,55 @@ impl Engine {
 
     pub async fn create_store(&self, name: &str) -> Result<StoreInfo> {
         let name = name.trim();
-        if name.is_empty() || name.len() > 64 {
-            return Err(Error::Validation("store name must be 1 to 64 characters".into()));
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(Error::Validation(
+                "store name must be 1 to 64 characters without control characters".into(),
+            ));
         }
         let now = chrono::Utc::now();
-        let info = StoreInfo { id: ulid::Ulid::new().to_string(), name: name.into(), created_at: now, updated_at: now };
+        let info = StoreInfo {
+            id: ulid::Ulid::new().to_string(),
+            name: name.into(),
+            created_at: now,
+            updated_at: now,
+        };
         self.ds.create_store(&info).await?;
         Ok(info)
     }
 
     /// A live store, or `StoreNotFound`.
     pub async fn get_store(&self, id: &str) -> Result<StoreInfo> {
-        if let Some(s) = self.stores.get(id) {
+        self.get_store_fresh(id, false).await
+    }
+
+    /// A live store; `fresh` skips this node's cache and asks the database.
+    async fn get_store_fresh(&self, id: &str, fresh: bool) -> Result<StoreInfo> {
+        if !fresh && let Some(s) = self.stores.get(id) {
             return Ok(s);
         }
         if ulid::Ulid::from_string(id).is_err() {
-            return Err(Error::Validation(format!("invalid store id `{id}`: expected a ULID")));
+            return Err(Error::Validation(format!(
+                "invalid store id `{id}`: expected a ULID"
+            )));
         }
-        let s = self.ds.get_store(id).await?.ok_or_else(|| Error::StoreNotFound(id.into()))?;
+        let s = self
+            .ds
+            .get_store(id)
+            .await?
+            .ok_or_else(|| Error::StoreNotFound(id.into()))?;
         self.stores.insert(id.into(), s.clone());
         Ok(s)
     }
 
     pub async fn list_stores(&self, name: Option<&str>, page: &Page) -> Result<Paged<StoreInfo>> {
+        if name.is_some_and(|n| n.chars().any(char::is_control) || n.chars().count() > 64) {
+            return Err(Error::Validation("invalid store name filter".into()));
+        }
         self.ds.list_stores(name, page).await
     }
 
     pub async fn delete_store(&self, id: &str) -> Result<()> {
-        self.get_store(id).await?;
+        self.get_store_fresh(id, true).await?;
         if !self.ds.delete_store(id).await? {
             return Err(Error::StoreNotFound(id.into()));
         }
@@ -291,7 +333,8 @@ impl Engine {
         // Compile up front so that a model whose conditions do not compile is rejected.
         let compiled = Arc::new(CompiledModel::new(model.clone())?);
         self.ds.write_model(store, &model).await?;
-        self.models.insert((store.into(), model.id.clone()), compiled);
+        self.models
+            .insert((store.into(), model.id.clone()), compiled);
         self.latest.insert(store.into(), model.id.clone());
         self.notify(store, StoreEvent::ModelWritten);
         Ok(model.id)
@@ -299,22 +342,40 @@ impl Engine {
 
     /// A model version, or the latest when `id` is absent.
     pub async fn model(&self, store: &str, id: Option<&str>) -> Result<Arc<CompiledModel>> {
-        self.get_store(store).await?;
+        self.model_fresh(store, id, false).await
+    }
+
+    /// A model version, or the latest; `fresh` reads the store and the latest model id from the
+    /// database instead of this node's short-lived caches (another node may have just changed them).
+    async fn model_fresh(
+        &self,
+        store: &str,
+        id: Option<&str>,
+        fresh: bool,
+    ) -> Result<Arc<CompiledModel>> {
+        self.get_store_fresh(store, fresh).await?;
         let id = match id.filter(|s| !s.is_empty()) {
             Some(id) => {
                 if ulid::Ulid::from_string(id).is_err() {
-                    return Err(Error::Validation(format!("invalid authorization model id `{id}`: expected a ULID")));
+                    return Err(Error::Validation(format!(
+                        "invalid authorization model id `{id}`: expected a ULID"
+                    )));
                 }
                 id.to_string()
             }
-            None => match self.latest.get(store) {
+            None => match self.latest.get(store).filter(|_| !fresh) {
                 Some(id) => id,
                 None => {
-                    let m = self.ds.latest_model(store).await?.ok_or(Error::LatestModelNotFound)?;
+                    let m = self
+                        .ds
+                        .latest_model(store)
+                        .await?
+                        .ok_or(Error::LatestModelNotFound)?;
                     self.latest.insert(store.into(), m.id.clone());
                     let id = m.id.clone();
                     if !self.models.contains_key(&(store.to_string(), id.clone())) {
-                        self.models.insert((store.into(), id.clone()), Arc::new(CompiledModel::new(m)?));
+                        self.models
+                            .insert((store.into(), id.clone()), Arc::new(CompiledModel::new(m)?));
                     }
                     id
                 }
@@ -324,7 +385,11 @@ impl Engine {
         if let Some(m) = self.models.get(&key) {
             return Ok(m);
         }
-        let m = self.ds.read_model(store, &id).await?.ok_or_else(|| Error::ModelNotFound(id.clone()))?;
+        let m = self
+            .ds
+            .read_model(store, &id)
+            .await?
+            .ok_or_else(|| Error::ModelNotFound(id.clone()))?;
         let compiled = Arc::new(CompiledModel::new(m)?);
         self.models.insert(key, compiled.clone());
         Ok(compiled)
@@ -347,7 +412,9 @@ impl Engine {
         opts: WriteOptions,
     ) -> Result<Revision> {
         if writes.is_empty() && deletes.is_empty() {
-            return Err(Error::Validation("a write needs at least one tuple to write or delete".into()));
+            return Err(Error::Validation(
+                "a write needs at least one tuple to write or delete".into(),
+            ));
         }
         if writes.len() + deletes.len() > self.cfg.max_tuples_per_write {
             return Err(Error::Validation(format!(
@@ -355,7 +422,14 @@ impl Engine {
                 self.cfg.max_tuples_per_write
             )));
         }
-        let model = self.model(store, model_id).await?;
+        let deleting: std::collections::HashSet<_> =
+            deletes.iter().map(TupleKey::identity).collect();
+        if let Some(t) = writes.iter().find(|t| deleting.contains(&t.identity())) {
+            return Err(Error::Validation(format!(
+                "cannot write and delete the same tuple in one request ({t})"
+            )));
+        }
+        let model = self.model_fresh(store, model_id, true).await?;
         for t in writes {
             model.validate_tuple(t)?;
         }
@@ -365,7 +439,10 @@ impl Engine {
                 reason: format!("invalid object `{}`", t.object),
             })?;
             if UserRef::parse(&t.user).is_none() {
-                return Err(Error::InvalidTuple { tuple: t.to_string(), reason: format!("invalid user `{}`", t.user) });
+                return Err(Error::InvalidTuple {
+                    tuple: t.to_string(),
+                    reason: format!("invalid user `{}`", t.user),
+                });
             }
             model.require_relation(o.object_type, &t.relation)?;
         }
@@ -383,25 +460,51 @@ impl Engine {
         page: &Page,
         consistency: Consistency,
     ) -> Result<(Paged<Tuple>, Revision)> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, consistency != Consistency::MinimizeLatency)
+            .await?;
         let mut f = TupleFilter::default();
         if let Some(k) = filter {
             if !k.object.is_empty() {
                 let (t, id) = k.object.split_once(':').ok_or_else(|| {
-                    Error::Validation(format!("invalid object `{}`: expected `type:` or `type:id`", k.object))
+                    Error::Validation(format!(
+                        "invalid object `{}`: expected `type:` or `type:id`",
+                        k.object
+                    ))
                 })?;
-                if t.is_empty() {
-                    return Err(Error::Validation(format!("invalid object `{}`: the type is required", k.object)));
+                let well_formed = if id.is_empty() {
+                    ObjectRef::parse(&format!("{t}:x")).is_some()
+                } else {
+                    ObjectRef::parse(&k.object).is_some()
+                };
+                if t.is_empty() || !well_formed {
+                    return Err(Error::Validation(format!(
+                        "invalid object `{}`: expected `type:` or `type:id`",
+                        k.object
+                    )));
                 }
                 f.object_type = Some(t.into());
                 f.object_id = (!id.is_empty()).then(|| id.to_string());
             } else if !k.user.is_empty() || !k.relation.is_empty() {
-                return Err(Error::Validation("a read filter with a user or relation needs an object type".into()));
+                return Err(Error::Validation(
+                    "a read filter with a user or relation needs an object type".into(),
+                ));
             }
             if f.object_id.is_none() && !k.user.is_empty() && k.object.is_empty() {
-                return Err(Error::Validation("a read filter with a user needs an object type".into()));
+                return Err(Error::Validation(
+                    "a read filter with a user needs an object type".into(),
+                ));
             }
             if !k.relation.is_empty() {
+                if k.relation.len() > crate::tuple::MAX_RELATION_LEN
+                    || k.relation
+                        .chars()
+                        .any(|c| c.is_control() || c.is_whitespace())
+                {
+                    return Err(Error::Validation(format!(
+                        "invalid relation `{}`",
+                        k.relation
+                    )));
+                }
                 f.relation = Some(k.relation.clone());
             }
             if !k.user.is_empty() {
@@ -416,9 +519,21 @@ impl Engine {
         Ok((page, rev))
     }
 
-    pub async fn changes(&self, store: &str, object_type: Option<&str>, page: &Page) -> Result<Paged<TupleChange>> {
+    pub async fn changes(
+        &self,
+        store: &str,
+        object_type: Option<&str>,
+        page: &Page,
+    ) -> Result<Paged<TupleChange>> {
         self.get_store(store).await?;
-        self.ds.read_changes(store, object_type.filter(|t| !t.is_empty()), page).await
+        if let Some(t) = object_type.filter(|t| !t.is_empty())
+            && ObjectRef::parse(&format!("{t}:x")).is_none()
+        {
+            return Err(Error::Validation(format!("invalid type `{t}`")));
+        }
+        self.ds
+            .read_changes(store, object_type.filter(|t| !t.is_empty()), page)
+            .await
     }
 
     // ---- queries ----
@@ -433,24 +548,53 @@ impl Engine {
         tuples.iter().try_for_each(|t| model.validate_tuple(t))
     }
 
-    async fn prepare(&self, store: &str, opts: &QueryOptions) -> Result<(Arc<CompiledModel>, Revision, bool)> {
-        let model = self.model(store, opts.model_id.as_deref()).await?;
+    async fn prepare(
+        &self,
+        store: &str,
+        opts: &QueryOptions,
+    ) -> Result<(Arc<CompiledModel>, Revision, bool)> {
+        let fresh = opts.consistency != Consistency::MinimizeLatency;
+        let model = self
+            .model_fresh(store, opts.model_id.as_deref(), fresh)
+            .await?;
         self.validate_contextual(&model, &opts.contextual_tuples)?;
         let (rev, cached) = self.revision(store, opts.consistency).await?;
         Ok((model, rev, cached))
     }
 
-    fn query<'a>(&'a self, store: &'a str, model: &'a CompiledModel, rev: Revision, cached: bool, opts: &'a QueryOptions) -> Query<'a> {
-        Query::new(store, model, self.ds.as_ref(), rev, &opts.contextual_tuples, opts.context.as_ref())
-            .with_cache(cached.then_some(&self.cache))
-            .with_max_depth(self.cfg.max_depth)
+    fn query<'a>(
+        &'a self,
+        store: &'a str,
+        model: &'a CompiledModel,
+        rev: Revision,
+        cached: bool,
+        opts: &'a QueryOptions,
+    ) -> Query<'a> {
+        Query::new(
+            store,
+            model,
+            self.ds.as_ref(),
+            rev,
+            &opts.contextual_tuples,
+            opts.context.as_ref(),
+        )
+        .with_cache(cached.then_some(&self.cache))
+        .with_max_depth(self.cfg.max_depth)
     }
 
     /// Does `tuple.user` hold `tuple.relation` on `tuple.object`?
-    pub async fn check(&self, store: &str, tuple: &TupleKey, opts: &QueryOptions) -> Result<(bool, Revision)> {
+    pub async fn check(
+        &self,
+        store: &str,
+        tuple: &TupleKey,
+        opts: &QueryOptions,
+    ) -> Result<(bool, Revision)> {
         let (model, rev, cached) = self.prepare(store, opts).await?;
         let q = self.query(store, &model, rev, cached, opts);
-        Ok((graph::check(&q, &tuple.object, &tuple.relation, &tuple.user).await?, rev))
+        Ok((
+            graph::check(&q, &tuple.object, &tuple.relation, &tuple.user).await?,
+            rev,
+        ))
     }
 
     /// Several checks at one revision; each answer or error is reported under its correlation id.
@@ -461,21 +605,34 @@ impl Engine {
         opts: &QueryOptions,
     ) -> Result<(Vec<(String, Result<bool>)>, Revision)> {
         if items.is_empty() {
-            return Err(Error::Validation("a batch check needs at least one check".into()));
+            return Err(Error::Validation(
+                "a batch check needs at least one check".into(),
+            ));
         }
         if items.len() > self.cfg.max_checks_per_batch {
-            return Err(Error::Validation(format!("a batch check may hold at most {} checks", self.cfg.max_checks_per_batch)));
+            return Err(Error::Validation(format!(
+                "a batch check may hold at most {} checks",
+                self.cfg.max_checks_per_batch
+            )));
         }
         let mut ids = std::collections::HashSet::new();
         for i in items {
             if i.correlation_id.is_empty() || i.correlation_id.len() > 36 {
-                return Err(Error::Validation("each check needs a correlation id of 1 to 36 characters".into()));
+                return Err(Error::Validation(
+                    "each check needs a correlation id of 1 to 36 characters".into(),
+                ));
             }
             if !ids.insert(i.correlation_id.as_str()) {
-                return Err(Error::Validation(format!("duplicate correlation id `{}`", i.correlation_id)));
+                return Err(Error::Validation(format!(
+                    "duplicate correlation id `{}`",
+                    i.correlation_id
+                )));
             }
         }
-        let model = self.model(store, opts.model_id.as_deref()).await?;
+        let fresh = opts.consistency != Consistency::MinimizeLatency;
+        let model = self
+            .model_fresh(store, opts.model_id.as_deref(), fresh)
+            .await?;
         let (rev, cached) = self.revision(store, opts.consistency).await?;
         let futs = items.iter().map(|i| {
             let model = &model;
@@ -498,7 +655,13 @@ impl Engine {
         Ok((futures::future::join_all(futs).await, rev))
     }
 
-    pub async fn expand(&self, store: &str, object: &str, relation: &str, opts: &QueryOptions) -> Result<(serde_json::Value, Revision)> {
+    pub async fn expand(
+        &self,
+        store: &str,
+        object: &str,
+        relation: &str,
+        opts: &QueryOptions,
+    ) -> Result<(serde_json::Value, Revision)> {
         let (model, rev, _) = self.prepare(store, opts).await?;
         let q = self.query(store, &model, rev, false, opts);
         Ok((graph::expand(&q, object, relation).await?, rev))
@@ -515,7 +678,10 @@ impl Engine {
     ) -> Result<(Vec<String>, Revision)> {
         let (model, rev, cached) = self.prepare(store, opts).await?;
         let q = self.query(store, &model, rev, cached, opts);
-        Ok((graph::list_objects(&q, object_type, relation, user).await?, rev))
+        Ok((
+            graph::list_objects(&q, object_type, relation, user).await?,
+            rev,
+        ))
     }
 
     /// Every user matching the filters that holds `relation` on `object`, sorted and complete.
@@ -540,7 +706,12 @@ impl Engine {
 
     // ---- assertions ----
 
-    pub async fn write_assertions(&self, store: &str, model_id: &str, assertions: &serde_json::Value) -> Result<()> {
+    pub async fn write_assertions(
+        &self,
+        store: &str,
+        model_id: &str,
+        assertions: &serde_json::Value,
+    ) -> Result<()> {
         self.model(store, Some(model_id)).await?;
         self.ds.write_assertions(store, model_id, assertions).await
     }
@@ -566,14 +737,20 @@ pub fn paginate_sorted<T: Clone>(
                 .decode(t)
                 .map_err(|_| Error::InvalidContinuationToken)?;
             let text = String::from_utf8(raw).map_err(|_| Error::InvalidContinuationToken)?;
-            let (r, after) = text.split_once('|').ok_or(Error::InvalidContinuationToken)?;
+            let (r, after) = text
+                .split_once('|')
+                .ok_or(Error::InvalidContinuationToken)?;
             if r.parse::<Revision>().ok() != Some(rev) {
                 return Err(Error::InvalidContinuationToken);
             }
             items.partition_point(|i| key(i) <= after)
         }
     };
-    let size = if page.size == 0 { items.len() } else { page.size };
+    let size = if page.size == 0 {
+        items.len()
+    } else {
+        page.size
+    };
     let end = (start + size).min(items.len());
     let out = items[start..end].to_vec();
     let next = (end < items.len()).then(|| {
@@ -585,9 +762,13 @@ pub fn paginate_sorted<T: Clone>(
 
 /// The revision a pagination token of [`paginate_sorted`] was issued at.
 pub fn page_token_revision(token: &str) -> Result<Revision> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| Error::InvalidContinuationToken)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| Error::InvalidContinuationToken)?;
     let text = String::from_utf8(raw).map_err(|_| Error::InvalidContinuationToken)?;
-    text.split_once('|').and_then(|(r, _)| r.parse().ok()).ok_or(Error::InvalidContinuationToken)
+    text.split_once('|')
+        .and_then(|(r, _)| r.parse().ok())
+        .ok_or(Error::InvalidContinuationToken)
 }
 
 #[cfg(test)]
@@ -602,14 +783,23 @@ mod tests {
         let t = encode_token("S1", 42);
         assert_eq!(decode_token("S1", &t).unwrap(), 42);
         assert!(decode_token("S2", &t).is_err());
-        assert!(matches!(decode_token("S1", "garbage"), Err(Error::InvalidConsistencyToken)));
-        assert!(matches!(decode_token("S1", "gh1.!!!"), Err(Error::InvalidConsistencyToken)));
+        assert!(matches!(
+            decode_token("S1", "garbage"),
+            Err(Error::InvalidConsistencyToken)
+        ));
+        assert!(matches!(
+            decode_token("S1", "gh1.!!!"),
+            Err(Error::InvalidConsistencyToken)
+        ));
     }
 
     #[test]
     fn sorted_pages_cover_everything_once_at_one_revision() {
         let items: Vec<String> = (0..25).map(|i| format!("doc:{i:02}")).collect();
-        let mut page = Page { size: 10, token: None };
+        let mut page = Page {
+            size: 10,
+            token: None,
+        };
         let mut seen = Vec::new();
         loop {
             let (got, next) = paginate_sorted(&items, |s| s.as_str(), &page, 7).unwrap();
@@ -624,29 +814,87 @@ mod tests {
         }
         assert_eq!(seen, items);
         // A token from another revision is refused rather than mixing snapshots.
-        let (_, next) = paginate_sorted(&items, |s| s.as_str(), &Page { size: 10, token: None }, 7).unwrap();
-        assert!(paginate_sorted(&items, |s| s.as_str(), &Page { size: 10, token: next }, 8).is_err());
+        let (_, next) = paginate_sorted(
+            &items,
+            |s| s.as_str(),
+            &Page {
+                size: 10,
+                token: None,
+            },
+            7,
+        )
+        .unwrap();
+        assert!(
+            paginate_sorted(
+                &items,
+                |s| s.as_str(),
+                &Page {
+                    size: 10,
+                    token: next
+                },
+                8
+            )
+            .is_err()
+        );
     }
 
     #[tokio::test]
     async fn writes_are_validated_and_all_or_nothing() {
         let engine = Engine::new(Arc::new(MemoryStore::new()), EngineConfig::default());
         let store = engine.create_store("s").await.unwrap().id;
-        let model = model::parse_dsl("model\n  schema 1.1\ntype user\ntype doc\n  relations\n    define viewer: [user]\n").unwrap();
+        let model = model::parse_dsl(
+            "model\n  schema 1.1\ntype user\ntype doc\n  relations\n    define viewer: [user]\n",
+        )
+        .unwrap();
         engine.write_model(&store, model).await.unwrap();
         let good = TupleKey::new("user:a", "viewer", "doc:1");
         let bad = TupleKey::new("user:a", "editor", "doc:1");
-        assert!(engine.write(&store, None, &[good.clone(), bad], &[], WriteOptions::default()).await.is_err());
-        let (page, _) = engine.read(&store, None, &Page::default(), Consistency::HigherConsistency).await.unwrap();
+        assert!(
+            engine
+                .write(
+                    &store,
+                    None,
+                    &[good.clone(), bad],
+                    &[],
+                    WriteOptions::default()
+                )
+                .await
+                .is_err()
+        );
+        let (page, _) = engine
+            .read(
+                &store,
+                None,
+                &Page::default(),
+                Consistency::HigherConsistency,
+            )
+            .await
+            .unwrap();
         assert!(page.items.is_empty());
-        let rev = engine.write(&store, None, &[good.clone()], &[], WriteOptions::default()).await.unwrap();
+        let rev = engine
+            .write(&store, None, &[good.clone()], &[], WriteOptions::default())
+            .await
+            .unwrap();
         // At least as fresh as the write's token: sees the write.
-        let opts = QueryOptions { consistency: Consistency::AtLeastAsFresh(rev), ..Default::default() };
+        let opts = QueryOptions {
+            consistency: Consistency::AtLeastAsFresh(rev),
+            ..Default::default()
+        };
         assert!(engine.check(&store, &good, &opts).await.unwrap().0);
         // A token from the future is refused.
-        let opts = QueryOptions { consistency: Consistency::AtLeastAsFresh(rev + 10), ..Default::default() };
+        let opts = QueryOptions {
+            consistency: Consistency::AtLeastAsFresh(rev + 10),
+            ..Default::default()
+        };
         assert!(engine.check(&store, &good, &opts).await.is_err());
-        let too_many: Vec<TupleKey> = (0..101).map(|i| TupleKey::new("user:a", "viewer", format!("doc:{i}"))).collect();
-        assert!(engine.write(&store, None, &too_many, &[], WriteOptions::default()).await.is_err());
+        let too_many: Vec<TupleKey> = (0..101)
+            .map(|i| TupleKey::new("user:a", "viewer", format!("doc:{i}")))
+            .collect();
+        assert!(
+            engine
+                .write(&store, None, &too_many, &[], WriteOptions::default())
+                .await
+                .is_err()
+        );
     }
 }

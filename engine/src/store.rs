@@ -4,9 +4,9 @@
 //! evaluate exactly at one snapshot (`rev`): a tuple is visible when
 //! `created_rev <= rev && (deleted_rev is none || deleted_rev > rev)`.
 
-pub mod memory;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
+pub mod memory;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -127,6 +127,11 @@ pub trait Datastore: Send + Sync + 'static {
         page: &Page,
     ) -> Result<Paged<TupleChange>>;
 
-    async fn write_assertions(&self, store: &str, model_id: &str, assertions: &Assertions) -> Result<()>;
+    async fn write_assertions(
+        &self,
+        store: &str,
+        model_id: &str,
+        assertions: &Assertions,
+    ) -> Result<()>;
     async fn read_assertions(&self, store: &str, model_id: &str) -> Result<Assertions>;
 }

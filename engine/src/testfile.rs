@@ -134,11 +134,19 @@ pub struct FileReport {
 
 impl FileReport {
     pub fn passed(&self) -> usize {
-        self.tests.iter().flat_map(|t| &t.assertions).filter(|a| a.passed).count()
+        self.tests
+            .iter()
+            .flat_map(|t| &t.assertions)
+            .filter(|a| a.passed)
+            .count()
     }
 
     pub fn failed(&self) -> usize {
-        self.tests.iter().flat_map(|t| &t.assertions).filter(|a| !a.passed).count()
+        self.tests
+            .iter()
+            .flat_map(|t| &t.assertions)
+            .filter(|a| !a.passed)
+            .count()
     }
 }
 
@@ -148,17 +156,29 @@ impl std::fmt::Display for FileReport {
         for t in &self.tests {
             let failed = t.assertions.iter().filter(|a| !a.passed).count();
             let status = if failed == 0 { "PASS" } else { "FAIL" };
-            writeln!(f, "{status} {} ({}/{} passing)", t.name, t.assertions.len() - failed, t.assertions.len())?;
+            writeln!(
+                f,
+                "{status} {} ({}/{} passing)",
+                t.name,
+                t.assertions.len() - failed,
+                t.assertions.len()
+            )?;
             for a in t.assertions.iter().filter(|a| !a.passed) {
                 writeln!(f, "  ✗ {}: {}", a.description, a.detail)?;
             }
         }
-        writeln!(f, "summary: {} passed, {} failed", self.passed(), self.failed())
+        writeln!(
+            f,
+            "summary: {} passed, {} failed",
+            self.passed(),
+            self.failed()
+        )
     }
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::Validation(format!("cannot read `{}`: {e}", path.display())))
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::Validation(format!("cannot read `{}`: {e}", path.display())))
 }
 
 /// Loads a model from a DSL file, a JSON file or an `fga.mod` manifest, type-checks it and
@@ -176,8 +196,9 @@ fn load_model_file_unchecked(path: &Path) -> Result<AuthorizationModel> {
     }
     let text = read(path)?;
     if path.extension().is_some_and(|e| e == "json") {
-        let m: AuthorizationModel = serde_json::from_str(&text)
-            .map_err(|e| Error::Validation(format!("`{}` is not a JSON model: {e}", path.display())))?;
+        let m: AuthorizationModel = serde_json::from_str(&text).map_err(|e| {
+            Error::Validation(format!("`{}` is not a JSON model: {e}", path.display()))
+        })?;
         model::validate_model(&m)?;
         return Ok(m);
     }
@@ -187,12 +208,18 @@ fn load_model_file_unchecked(path: &Path) -> Result<AuthorizationModel> {
 /// Loads tuples from a YAML, JSON or CSV tuple file.
 pub fn load_tuple_file(path: &Path) -> Result<Vec<TupleKey>> {
     let text = read(path)?;
-    let bad = |e: String| Error::Validation(format!("cannot parse tuples in `{}`: {e}", path.display()));
+    let bad =
+        |e: String| Error::Validation(format!("cannot parse tuples in `{}`: {e}", path.display()));
     match path.extension().and_then(|e| e.to_str()) {
         Some("json") => serde_json::from_str(&text).map_err(|e| bad(e.to_string())),
         Some("csv") => {
             let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-            let header: Vec<&str> = lines.next().unwrap_or("").split(',').map(str::trim).collect();
+            let header: Vec<&str> = lines
+                .next()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .collect();
             let col = |name: &str| header.iter().position(|h| *h == name);
             let (ut, ui, ur, r, ot, oi) = (
                 col("user_type"),
@@ -210,7 +237,11 @@ pub fn load_tuple_file(path: &Path) -> Result<Vec<TupleKey>> {
                 if !get(ur).is_empty() {
                     user = format!("{user}#{}", get(ur));
                 }
-                out.push(TupleKey::new(user, get(r), format!("{}:{}", get(ot), get(oi))));
+                out.push(TupleKey::new(
+                    user,
+                    get(r),
+                    format!("{}:{}", get(ot), get(oi)),
+                ));
             }
             Ok(out)
         }
@@ -227,7 +258,11 @@ pub async fn run_file(path: &Path) -> Result<FileReport> {
     let mut model = match (&file.model, &file.model_file) {
         (Some(dsl), _) => model::parse_dsl(dsl)?,
         (None, Some(f)) => load_model_file(&dir.join(f))?,
-        (None, None) => return Err(Error::Validation("the file names no `model` or `model_file`".into())),
+        (None, None) => {
+            return Err(Error::Validation(
+                "the file names no `model` or `model_file`".into(),
+            ));
+        }
     };
     model.id = ulid::Ulid::new().to_string();
     let compiled = CompiledModel::new(model)?;
@@ -242,22 +277,43 @@ pub async fn run_file(path: &Path) -> Result<FileReport> {
         if let Some(f) = &t.tuple_file {
             test_tuples.extend(load_tuple_file(&dir.join(f))?);
         }
-        let name = if t.name.is_empty() { format!("test {}", i + 1) } else { t.name.clone() };
+        let name = if t.name.is_empty() {
+            format!("test {}", i + 1)
+        } else {
+            t.name.clone()
+        };
         tests.push(run_test(&compiled, &test_tuples, t, name).await?);
     }
-    Ok(FileReport { file: path.to_path_buf(), tests })
+    Ok(FileReport {
+        file: path.to_path_buf(),
+        tests,
+    })
 }
 
-async fn run_test(model: &CompiledModel, tuples: &[TupleKey], t: &TestCase, name: String) -> Result<TestReport> {
+async fn run_test(
+    model: &CompiledModel,
+    tuples: &[TupleKey],
+    t: &TestCase,
+    name: String,
+) -> Result<TestReport> {
     let ds = MemoryStore::new();
     let now = chrono::Utc::now();
     let store = ulid::Ulid::new().to_string();
-    ds.create_store(&StoreInfo { id: store.clone(), name: name.clone(), created_at: now, updated_at: now }).await?;
+    ds.create_store(&StoreInfo {
+        id: store.clone(),
+        name: name.clone(),
+        created_at: now,
+        updated_at: now,
+    })
+    .await?;
     ds.write_model(&store, &model.model).await?;
     for tk in tuples {
         model.validate_tuple(tk)?;
     }
-    let opts = WriteOptions { ignore_duplicates: true, ignore_missing: false };
+    let opts = WriteOptions {
+        ignore_duplicates: true,
+        ignore_missing: false,
+    };
     let rev = ds.write_tuples(&store, &[], tuples, opts).await?;
     let mut assertions = Vec::new();
 
@@ -265,12 +321,27 @@ async fn run_test(model: &CompiledModel, tuples: &[TupleKey], t: &TestCase, name
         for user in c.user.all() {
             for object in c.object.all() {
                 for (relation, expected) in &c.assertions {
-                    let q = Query::new(&store, model, &ds, rev, &c.contextual_tuples, c.context.as_ref());
+                    let q = Query::new(
+                        &store,
+                        model,
+                        &ds,
+                        rev,
+                        &c.contextual_tuples,
+                        c.context.as_ref(),
+                    );
                     let got = graph::check(&q, &object, relation, &user).await;
                     let description = format!("check {user} {relation} {object} is {expected}");
                     assertions.push(match got {
-                        Ok(v) => AssertionResult { description, passed: v == *expected, detail: format!("got {v}") },
-                        Err(e) => AssertionResult { description, passed: false, detail: format!("error: {e}") },
+                        Ok(v) => AssertionResult {
+                            description,
+                            passed: v == *expected,
+                            detail: format!("got {v}"),
+                        },
+                        Err(e) => AssertionResult {
+                            description,
+                            passed: false,
+                            detail: format!("error: {e}"),
+                        },
                     });
                 }
             }
@@ -278,31 +349,61 @@ async fn run_test(model: &CompiledModel, tuples: &[TupleKey], t: &TestCase, name
     }
     for c in &t.list_objects {
         for (relation, expected) in &c.assertions {
-            let q = Query::new(&store, model, &ds, rev, &c.contextual_tuples, c.context.as_ref());
+            let q = Query::new(
+                &store,
+                model,
+                &ds,
+                rev,
+                &c.contextual_tuples,
+                c.context.as_ref(),
+            );
             let got = graph::list_objects(&q, &c.object_type, relation, &c.user).await;
             let description = format!("list_objects {} {relation} {}", c.user, c.object_type);
             let want: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
             assertions.push(match got {
                 Ok(v) => {
                     let got: BTreeSet<&str> = v.iter().map(String::as_str).collect();
-                    AssertionResult { description, passed: got == want, detail: format!("got {got:?}, want {want:?}") }
+                    AssertionResult {
+                        description,
+                        passed: got == want,
+                        detail: format!("got {got:?}, want {want:?}"),
+                    }
                 }
-                Err(e) => AssertionResult { description, passed: false, detail: format!("error: {e}") },
+                Err(e) => AssertionResult {
+                    description,
+                    passed: false,
+                    detail: format!("error: {e}"),
+                },
             });
         }
     }
     for c in &t.list_users {
         for (relation, expected) in &c.assertions {
-            let q = Query::new(&store, model, &ds, rev, &c.contextual_tuples, c.context.as_ref());
+            let q = Query::new(
+                &store,
+                model,
+                &ds,
+                rev,
+                &c.contextual_tuples,
+                c.context.as_ref(),
+            );
             let got = graph::list_users(&q, &c.object, relation, &c.user_filter).await;
             let description = format!("list_users {relation} {}", c.object);
             let want: BTreeSet<&str> = expected.users.iter().map(String::as_str).collect();
             assertions.push(match got {
                 Ok(v) => {
                     let got: BTreeSet<&str> = v.iter().map(|u| u.0.as_str()).collect();
-                    AssertionResult { description, passed: got == want, detail: format!("got {got:?}, want {want:?}") }
+                    AssertionResult {
+                        description,
+                        passed: got == want,
+                        detail: format!("got {got:?}, want {want:?}"),
+                    }
                 }
-                Err(e) => AssertionResult { description, passed: false, detail: format!("error: {e}") },
+                Err(e) => AssertionResult {
+                    description,
+                    passed: false,
+                    detail: format!("error: {e}"),
+                },
             });
         }
     }

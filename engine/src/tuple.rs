@@ -30,7 +30,9 @@ pub struct ContextMap(pub serde_json::Map<String, serde_json::Value>);
 
 impl std::hash::Hash for ContextMap {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        serde_json::Value::Object(self.0.clone()).to_string().hash(state);
+        serde_json::Value::Object(self.0.clone())
+            .to_string()
+            .hash(state);
     }
 }
 
@@ -60,18 +62,29 @@ impl<'a> ObjectRef<'a> {
     /// Splits `type:id`; both parts must be non-empty and free of `#` and spaces.
     pub fn parse(s: &'a str) -> Option<Self> {
         let (t, id) = s.split_once(':')?;
-        if !valid_part(t) || id.is_empty() || id.contains('#') || id.chars().any(char::is_whitespace) {
+        if s.len() > MAX_OBJECT_LEN
+            || !valid_part(t)
+            || id.is_empty()
+            || id.contains('#')
+            || id.chars().any(invalid_char)
+        {
             return None;
         }
-        Some(Self { object_type: t, object_id: id })
+        Some(Self {
+            object_type: t,
+            object_id: id,
+        })
     }
 }
 
 impl<'a> UserRef<'a> {
     /// Parses `type:id`, `type:*` or `type:id#relation`.
     pub fn parse(s: &'a str) -> Option<Self> {
+        if s.len() > MAX_USER_LEN {
+            return None;
+        }
         if let Some((obj, rel)) = s.split_once('#') {
-            if !valid_part(rel) {
+            if !valid_part(rel) || rel.len() > MAX_RELATION_LEN {
                 return None;
             }
             let o = ObjectRef::parse(obj)?;
@@ -94,12 +107,31 @@ impl<'a> UserRef<'a> {
 }
 
 fn valid_part(s: &str) -> bool {
-    !s.is_empty() && !s.contains([':', '#', '*']) && !s.chars().any(char::is_whitespace)
+    !s.is_empty()
+        && s.len() <= MAX_OBJECT_LEN
+        && !s.contains([':', '#', '*'])
+        && !s.chars().any(invalid_char)
 }
+
+/// Whitespace and control characters (NUL included) never appear in identifiers.
+fn invalid_char(c: char) -> bool {
+    c.is_whitespace() || c.is_control()
+}
+
+/// Longest object (`type:id`) accepted, as in OpenFGA.
+pub const MAX_OBJECT_LEN: usize = 256;
+/// Longest user accepted, as in OpenFGA.
+pub const MAX_USER_LEN: usize = 512;
+/// Longest relation name accepted, as in OpenFGA.
+pub const MAX_RELATION_LEN: usize = 50;
 
 impl std::fmt::Display for TupleKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "user: `{}`, relation: `{}`, object: `{}`", self.user, self.relation, self.object)?;
+        write!(
+            f,
+            "user: `{}`, relation: `{}`, object: `{}`",
+            self.user, self.relation, self.object
+        )?;
         if let Some(c) = &self.condition {
             write!(f, ", condition: `{}`", c.name)?;
         }
@@ -109,8 +141,17 @@ impl std::fmt::Display for TupleKey {
 
 impl TupleKey {
     /// Builds a tuple without a condition.
-    pub fn new(user: impl Into<String>, relation: impl Into<String>, object: impl Into<String>) -> Self {
-        Self { user: user.into(), relation: relation.into(), object: object.into(), condition: None }
+    pub fn new(
+        user: impl Into<String>,
+        relation: impl Into<String>,
+        object: impl Into<String>,
+    ) -> Self {
+        Self {
+            user: user.into(),
+            relation: relation.into(),
+            object: object.into(),
+            condition: None,
+        }
     }
 
     /// The identity of the tuple, ignoring its condition: two tuples with the same identity
@@ -126,14 +167,27 @@ mod tests {
 
     #[test]
     fn parses_users() {
-        assert!(matches!(UserRef::parse("user:anne"), Some(UserRef::Object(_))));
-        assert!(matches!(UserRef::parse("user:*"), Some(UserRef::Wildcard("user"))));
-        assert!(matches!(UserRef::parse("group:eng#member"), Some(UserRef::Userset(_, "member"))));
+        assert!(matches!(
+            UserRef::parse("user:anne"),
+            Some(UserRef::Object(_))
+        ));
+        assert!(matches!(
+            UserRef::parse("user:*"),
+            Some(UserRef::Wildcard("user"))
+        ));
+        assert!(matches!(
+            UserRef::parse("group:eng#member"),
+            Some(UserRef::Userset(_, "member"))
+        ));
         assert!(UserRef::parse("anne").is_none());
         assert!(UserRef::parse("user:").is_none());
         assert!(UserRef::parse(":anne").is_none());
         assert!(UserRef::parse("group:eng#").is_none());
         assert!(UserRef::parse("user:an ne").is_none());
         assert!(ObjectRef::parse("doc:*").is_some_and(|o| o.object_id == "*"));
+        assert!(ObjectRef::parse("doc:a\0b").is_none());
+        assert!(UserRef::parse("user:\u{1}x").is_none());
+        assert!(ObjectRef::parse(&format!("doc:{}", "x".repeat(300))).is_none());
+        assert!(UserRef::parse(&format!("user:{}", "x".repeat(600))).is_none());
     }
 }

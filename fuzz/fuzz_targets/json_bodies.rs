@@ -49,7 +49,7 @@ condition before_expiry(current_time: timestamp, grant_time: timestamp, grant_du
 }
 
 condition grants(enabled: bool, level: int, quota: uint, ratio: double, tags: list<string>,
-    limits: map<int>, extra: any) {
+    limits: map<int>) {
   enabled && level + 1 > 1 && quota >= 1u && ratio * 2.0 < 3.0 && "x" in tags && limits["n"] < level
 }
 "#;

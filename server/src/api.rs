@@ -7,11 +7,11 @@ mod openfga;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpResponse, web};
+use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
 use gatehouse_engine::service::Engine;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use sha2::{Digest, Sha256};
@@ -38,17 +38,29 @@ impl Metrics {
     pub fn new() -> anyhow::Result<Self> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("gatehouse_http_requests_total", "HTTP requests by route and status"),
+            Opts::new(
+                "gatehouse_http_requests_total",
+                "HTTP requests by route and status",
+            ),
             &["method", "route", "status"],
         )?;
         let duration = HistogramVec::new(
-            HistogramOpts::new("gatehouse_http_request_duration_seconds", "HTTP request latency by route")
-                .buckets(vec![0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            HistogramOpts::new(
+                "gatehouse_http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(vec![
+                0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
+            ]),
             &["route"],
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self { registry, requests, duration })
+        Ok(Self {
+            registry,
+            requests,
+            duration,
+        })
     }
 }
 
@@ -65,19 +77,30 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Gives every request an id (echoing a sane incoming `X-Request-Id`), times it, counts it,
 /// and logs one line per request without bodies or credentials.
-pub async fn observe(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let id = req
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
         .map(str::to_string)
         .unwrap_or_else(|| ulid::Ulid::new().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    // Inner middleware answers with responses, not errors (see `authenticate`), so every
+    // request reaches the stamping below. The request cannot be cloned here: routing needs it
+    // uniquely owned.
     let mut res = next.call(req).await?;
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID.clone(), v);
@@ -85,27 +108,46 @@ pub async fn observe(req: ServiceRequest, next: Next<impl MessageBody>) -> Resul
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
     if let Some(state) = state {
-        state.metrics.requests.with_label_values(&[&method, &route, &status.to_string()]).inc();
-        state.metrics.duration.with_label_values(&[&route]).observe(elapsed.as_secs_f64());
+        state
+            .metrics
+            .requests
+            .with_label_values(&[&method, &route, &status.to_string()])
+            .inc();
+        state
+            .metrics
+            .duration
+            .with_label_values(&[&route])
+            .observe(elapsed.as_secs_f64());
     }
     tracing::debug!(request.id = %id, http.method = %method, http.route = %route, http.status = status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
     Ok(res)
 }
 
 /// Requires `Authorization: Bearer <key>` with a configured API key.
-async fn authenticate(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let ok = req.app_data::<web::Data<AppState>>().is_some_and(|state| {
         req.headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(|key| hash_key(key.trim()))
             .is_some_and(|h| state.api_key_hashes.iter().any(|k| constant_eq(k, &h)))
     });
     if !ok {
-        return Err(ApiError::unauthenticated().into());
+        // Answered here as a response, not an error, so the outer middleware still stamps it.
+        return Ok(req
+            .into_response(ApiError::unauthenticated().error_response())
+            .map_into_right_body());
     }
-    next.call(req).await
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 fn constant_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
@@ -123,41 +165,56 @@ async fn metrics(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     families.extend(prometheus::gather());
     prometheus::TextEncoder::new()
         .encode(&families, &mut buf)
-        .map_err(|e| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string()))?;
+        .map_err(|e| {
+            ApiError::new(
+                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                e.to_string(),
+            )
+        })?;
     let cache = format!(
         "# HELP gatehouse_check_cache_entries Entries in the cross-request check cache\n# TYPE gatehouse_check_cache_entries gauge\ngatehouse_check_cache_entries {}\n",
         state.engine.cache_entries()
     );
     buf.extend_from_slice(cache.as_bytes());
-    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(buf))
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(buf))
 }
 
 async fn not_found() -> ApiResult<HttpResponse> {
-    Err(ApiError::new(actix_web::http::StatusCode::NOT_FOUND, "undefined_endpoint", "no such endpoint"))
+    Err(ApiError::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "undefined_endpoint",
+        "no such endpoint",
+    ))
 }
 
 /// Mounts every route.
 pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
-    let json = web::JsonConfig::default().limit(max_body).error_handler(|err, _req| {
-        use actix_web::error::JsonPayloadError as J;
-        let e = match &err {
-            J::Overflow { .. } | J::OverflowKnownLength { .. } => ApiError::new(
-                actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is larger than the server accepts",
-            ),
-            J::ContentType => ApiError::new(
-                actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the request body must be JSON (`Content-Type: application/json`)",
-            ),
-            J::Deserialize(d) => ApiError::validation(format!("invalid request body: {d}")),
-            other => ApiError::validation(format!("invalid request body: {other}")),
-        };
-        e.into()
+    let json = web::JsonConfig::default()
+        .limit(max_body)
+        .error_handler(|err, _req| {
+            use actix_web::error::JsonPayloadError as J;
+            let e = match &err {
+                J::Overflow { .. } | J::OverflowKnownLength { .. } => ApiError::new(
+                    actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is larger than the server accepts",
+                ),
+                J::ContentType => ApiError::new(
+                    actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "the request body must be JSON (`Content-Type: application/json`)",
+                ),
+                J::Deserialize(d) => ApiError::validation(format!("invalid request body: {d}")),
+                other => ApiError::validation(format!("invalid request body: {other}")),
+            };
+            e.into()
+        });
+    let query = web::QueryConfig::default().error_handler(|err, _req| {
+        ApiError::validation(format!("invalid query string: {err}")).into()
     });
-    let query = web::QueryConfig::default()
-        .error_handler(|err, _req| ApiError::validation(format!("invalid query string: {err}")).into());
     let path = web::PathConfig::default()
         .error_handler(|err, _req| ApiError::validation(format!("invalid path: {err}")).into());
     cfg.app_data(json)
@@ -165,6 +222,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
         .app_data(path)
         .route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(metrics))
-        .service(web::scope("/stores").wrap(actix_web::middleware::from_fn(authenticate)).configure(openfga::routes))
+        .service(
+            web::scope("/stores")
+                .wrap(actix_web::middleware::from_fn(authenticate))
+                .configure(openfga::routes),
+        )
         .default_service(web::to(not_found));
 }

@@ -47,7 +47,9 @@ pub enum ModelCommand {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -74,19 +76,21 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Model { command: ModelCommand::Validate { file } } => {
-            match gatehouse_engine::testfile::load_model_file(&file) {
-                Ok(m) => {
-                    println!("{}", serde_json::to_string_pretty(&m)?);
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("{}: {e}", file.display());
-                    Ok(ExitCode::FAILURE)
-                }
+        Command::Model {
+            command: ModelCommand::Validate { file },
+        } => match gatehouse_engine::testfile::load_model_file(&file) {
+            Ok(m) => {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+                Ok(ExitCode::SUCCESS)
             }
-        }
-        Command::Model { command: ModelCommand::Test { files } } => {
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Model {
+            command: ModelCommand::Test { files },
+        } => {
             let mut failed = 0usize;
             let mut passed = 0usize;
             for f in &files {
@@ -105,7 +109,11 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
             if files.len() > 1 {
                 println!("total: {passed} passed, {failed} failed");
             }
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

@@ -67,17 +67,22 @@ fn parse_bool(name: &str, v: &str) -> Result<bool> {
 impl Config {
     /// Reads the TOML file (if given, or `GATEHOUSE_CONFIG`), then applies the environment.
     pub fn load(file: Option<&std::path::Path>) -> Result<Self> {
-        let file = file.map(PathBuf::from).or_else(|| env("GATEHOUSE_CONFIG").map(PathBuf::from));
+        let file = file
+            .map(PathBuf::from)
+            .or_else(|| env("GATEHOUSE_CONFIG").map(PathBuf::from));
         let mut c = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("cannot read config file `{}`", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("invalid config file `{}`", path.display()))?
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid config file `{}`", path.display()))?
             }
             None => Config::default(),
         };
         if let Some(v) = env("GATEHOUSE_ADDR") {
-            c.addr = v.parse().with_context(|| format!("`GATEHOUSE_ADDR` is not an address: `{v}`"))?;
+            c.addr = v
+                .parse()
+                .with_context(|| format!("`GATEHOUSE_ADDR` is not an address: `{v}`"))?;
         }
         if let Some(v) = env("GATEHOUSE_DATA_DIR") {
             c.data_dir = v.into();
@@ -89,25 +94,37 @@ impl Config {
             c.redis_url = Some(v);
         }
         if let Some(v) = env("GATEHOUSE_API_KEYS") {
-            c.api_keys = v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+            c.api_keys = v
+                .split(',')
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .collect();
         }
         if let Some(v) = env("GATEHOUSE_CHECK_CACHE") {
             c.check_cache = parse_bool("GATEHOUSE_CHECK_CACHE", &v)?;
         }
         if let Some(v) = env("GATEHOUSE_MAX_DEPTH") {
-            c.max_depth = v.parse().with_context(|| format!("`GATEHOUSE_MAX_DEPTH` is not a number: `{v}`"))?;
+            c.max_depth = v
+                .parse()
+                .with_context(|| format!("`GATEHOUSE_MAX_DEPTH` is not a number: `{v}`"))?;
         }
         if let Some(v) = env("GATEHOUSE_MAX_BODY_BYTES") {
-            c.max_body_bytes = v.parse().with_context(|| format!("`GATEHOUSE_MAX_BODY_BYTES` is not a number: `{v}`"))?;
+            c.max_body_bytes = v
+                .parse()
+                .with_context(|| format!("`GATEHOUSE_MAX_BODY_BYTES` is not a number: `{v}`"))?;
         }
         if let Some(v) = env("GATEHOUSE_LOG_JSON") {
             c.log_json = parse_bool("GATEHOUSE_LOG_JSON", &v)?;
         }
         if let Some(v) = env("GATEHOUSE_WORKERS") {
-            c.workers = v.parse().with_context(|| format!("`GATEHOUSE_WORKERS` is not a number: `{v}`"))?;
+            c.workers = v
+                .parse()
+                .with_context(|| format!("`GATEHOUSE_WORKERS` is not a number: `{v}`"))?;
         }
         if let Some(v) = env("GATEHOUSE_DB_POOL") {
-            c.db_pool = v.parse().with_context(|| format!("`GATEHOUSE_DB_POOL` is not a number: `{v}`"))?;
+            c.db_pool = v
+                .parse()
+                .with_context(|| format!("`GATEHOUSE_DB_POOL` is not a number: `{v}`"))?;
         }
         if c.max_depth == 0 || c.max_depth > 100 {
             anyhow::bail!("`max_depth` must be between 1 and 100");

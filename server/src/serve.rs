@@ -17,12 +17,18 @@ use crate::db::SqlStore;
 /// Opens the configured database (running migrations) and builds the engine on it.
 pub async fn engine(config: &Config) -> Result<(Arc<Engine>, &'static str)> {
     let url = config.database();
-    let backend = if url.starts_with("postgres") { "postgres" } else { "sqlite" };
+    let backend = if url.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     if backend == "sqlite" {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir `{}`", config.data_dir.display()))?;
     }
-    let store = SqlStore::connect(&url).await.context("cannot open the database")?;
+    let store = SqlStore::connect(&url)
+        .await
+        .context("cannot open the database")?;
     let cfg = EngineConfig {
         max_depth: config.max_depth,
         cache_enabled: config.check_cache,
@@ -46,7 +52,9 @@ fn api_keys(config: &Config) -> Result<Vec<[u8; 32]>> {
     let path = config.data_dir.join("api-key.sha256");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let bytes = hex::decode(text.trim()).context("the stored API key digest is corrupt")?;
-        let digest: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("the stored API key digest is corrupt"))?;
+        let digest: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the stored API key digest is corrupt"))?;
         return Ok(vec![digest]);
     }
     let mut raw = [0u8; 32];
@@ -61,7 +69,10 @@ fn api_keys(config: &Config) -> Result<Vec<[u8; 32]>> {
         .with_context(|| format!("cannot write `{}`", path.display()))?;
     writeln!(f, "{}", hex::encode(digest))?;
     // Printed once, to the terminal only: the data dir keeps just its digest.
-    println!("Generated an API key (shown once, only its SHA-256 digest is stored in {}):\n\n    {key}\n", path.display());
+    println!(
+        "Generated an API key (shown once, only its SHA-256 digest is stored in {}):\n\n    {key}\n",
+        path.display()
+    );
     Ok(vec![digest])
 }
 
@@ -69,7 +80,12 @@ fn api_keys(config: &Config) -> Result<Vec<[u8; 32]>> {
 pub async fn run(config: Config) -> Result<()> {
     let keys = api_keys(&config)?;
     let (engine, backend) = engine(&config).await?;
-    let state = web::Data::new(AppState { engine, api_key_hashes: keys, metrics: Metrics::new()?, backend });
+    let state = web::Data::new(AppState {
+        engine,
+        api_key_hashes: keys,
+        metrics: Metrics::new()?,
+        backend,
+    });
     let max_body = config.max_body_bytes;
     let mut server = HttpServer::new(move || {
         App::new()
@@ -82,7 +98,9 @@ pub async fn run(config: Config) -> Result<()> {
     if config.workers > 0 {
         server = server.workers(config.workers);
     }
-    let server = server.bind(config.addr).with_context(|| format!("cannot listen on `{}`", config.addr))?;
+    let server = server
+        .bind(config.addr)
+        .with_context(|| format!("cannot listen on `{}`", config.addr))?;
     tracing::info!(addr = %config.addr, backend, "gatehouse listening");
     server.run().await?;
     Ok(())

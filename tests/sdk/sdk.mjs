@@ -17,10 +17,22 @@ if (!apiUrl || !apiKey) {
 const failures = [];
 let steps = 0;
 
+// JSON with object keys sorted, so that key order does not count as a difference.
+function canonical(v) {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
+  if (v && typeof v === "object") {
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`)
+      .join(",")}}`;
+  }
+  return JSON.stringify(v) ?? "undefined";
+}
+
 function expect(what, got, want) {
   steps += 1;
-  const g = JSON.stringify(got);
-  const w = JSON.stringify(want);
+  const g = canonical(got);
+  const w = canonical(want);
   if (g !== w) {
     failures.push(`${what}: got ${g}, want ${w}`);
   }

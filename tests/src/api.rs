@@ -16,7 +16,11 @@ for_each_backend!(
     list_objects,
     list_users,
     assertions,
-    health_metrics_and_auth,
+    health_and_metrics,
+    auth_required,
+    unauthenticated_requests_are_observed,
+    depth_and_cycles,
+    stores_are_isolated,
 );
 
 /// The tuples most scenarios start from; see [`sample_model`].
@@ -946,7 +950,7 @@ async fn assertions(backend: Backend) {
     assert_eq!(got["assertions"], one["assertions"], "{got}");
 }
 
-async fn health_metrics_and_auth(backend: Backend) {
+async fn health_and_metrics(backend: Backend) {
     let s = Server::start(backend).await;
     let h = s.raw(Method::GET, "/healthz", None, None, None).await;
     assert_eq!(h.status, 200, "{}", h.text);
@@ -956,6 +960,12 @@ async fn health_metrics_and_auth(backend: Backend) {
     };
     assert_eq!(h.json()["backend"], backend_name);
     assert!(h.header("x-request-id").is_some_and(|id| !id.is_empty()));
+    let other = s.raw(Method::GET, "/healthz", None, None, None).await;
+    assert_ne!(
+        h.header("x-request-id"),
+        other.header("x-request-id"),
+        "request ids repeat"
+    );
 
     // An incoming request id is echoed; a hostile one is replaced.
     let r = s
@@ -973,49 +983,35 @@ async fn health_metrics_and_auth(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_ne!(r.headers().get("x-request-id").unwrap(), "a b<script>");
+    let id = r.headers().get("x-request-id").unwrap().to_str().unwrap();
+    assert!(!id.is_empty() && id != "a b<script>", "{id}");
 
-    // Every /stores route requires the key.
-    let store = s.create_store("auth").await;
-    for (method, path) in [
-        (Method::GET, "/stores".to_string()),
-        (Method::POST, "/stores".to_string()),
-        (Method::GET, format!("/stores/{store}")),
-        (Method::POST, format!("/stores/{store}/check")),
-        (Method::DELETE, format!("/stores/{store}")),
-    ] {
-        let body = Some(b"{}".to_vec());
-        for auth in [
-            None,
-            Some("Bearer wrong-key".to_string()),
-            Some(format!("Basic {}", s.key)),
-            Some("Bearer ".into()),
-        ] {
-            let r = s
-                .raw(
-                    method.clone(),
-                    &path,
-                    Some("application/json"),
-                    body.clone(),
-                    auth.as_deref(),
-                )
-                .await;
-            r.assert_error(401, Some("unauthenticated"));
-        }
-    }
-    // The store survived the unauthenticated DELETE.
-    s.get(&format!("/stores/{store}")).await.ok();
+    // Successful and failed store requests carry a request id.
+    let store = s.create_store("ids").await;
+    let r = s.get(&format!("/stores/{store}")).await;
+    assert!(
+        r.header("x-request-id").is_some(),
+        "GET store without x-request-id"
+    );
+    s.get(&format!("/stores/{}", ulid::Ulid::new()))
+        .await
+        .assert_error(404, Some("store_id_not_found"));
 
     let m = s.raw(Method::GET, "/metrics", None, None, None).await;
     assert_eq!(m.status, 200);
     assert!(
-        m.text.contains("gatehouse_http_requests_total"),
+        m.text.contains("gatehouse_http_requests_total{"),
         "{}",
         m.text
     );
     assert!(
-        m.text.contains("status=\"401\""),
-        "401s are counted: {}",
+        m.text.contains("status=\"404\""),
+        "404s are counted: {}",
+        m.text
+    );
+    assert!(
+        m.text.contains("route=\"/stores/{store_id}\""),
+        "requests are counted by route pattern: {}",
         m.text
     );
     assert!(
@@ -1026,4 +1022,243 @@ async fn health_metrics_and_auth(backend: Backend) {
 
     let r = s.get("/no/such/endpoint").await;
     r.assert_error(404, None);
+}
+
+/// The requests of [`auth_required`]: every kind of /stores route.
+fn guarded_routes(store: &str) -> Vec<(Method, String)> {
+    vec![
+        (Method::GET, "/stores".to_string()),
+        (Method::POST, "/stores".to_string()),
+        (Method::GET, format!("/stores/{store}")),
+        (Method::POST, format!("/stores/{store}/check")),
+        (Method::POST, format!("/stores/{store}/write")),
+        (Method::GET, format!("/stores/{store}/changes")),
+        (Method::DELETE, format!("/stores/{store}")),
+    ]
+}
+
+fn bad_credentials(key: &str) -> Vec<Option<String>> {
+    vec![
+        None,
+        Some("Bearer wrong-key".to_string()),
+        Some(format!("Basic {key}")),
+        Some(key.to_string()),
+        Some("Bearer ".into()),
+    ]
+}
+
+async fn auth_required(backend: Backend) {
+    let s = Server::start(backend).await;
+    let store = s.create_store("auth").await;
+    for (method, path) in guarded_routes(&store) {
+        for auth in bad_credentials(&s.key) {
+            let r = s
+                .raw(
+                    method.clone(),
+                    &path,
+                    Some("application/json"),
+                    Some(b"{}".to_vec()),
+                    auth.as_deref(),
+                )
+                .await;
+            assert_eq!(
+                r.status, 401,
+                "{method} {path} with {auth:?}: {} {}",
+                r.status, r.text
+            );
+            let v = r.json();
+            assert_eq!(v["code"], "unauthenticated", "{v}");
+            assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        }
+    }
+    // The store survived the unauthenticated DELETE, and the right key works in either case.
+    s.get(&format!("/stores/{store}")).await.ok();
+    let r = s
+        .raw(
+            Method::GET,
+            "/stores",
+            None,
+            None,
+            Some(&format!("bearer {}", s.key)),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // /healthz and /metrics need no key.
+    assert_eq!(
+        s.raw(Method::GET, "/healthz", None, None, None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        s.raw(Method::GET, "/metrics", None, None, None)
+            .await
+            .status,
+        200
+    );
+}
+
+/// 401 answers are answers like any other: they carry `x-request-id` and are counted.
+async fn unauthenticated_requests_are_observed(backend: Backend) {
+    let s = Server::start(backend).await;
+    let store = s.create_store("auth").await;
+    let mut missing = Vec::new();
+    for (method, path) in guarded_routes(&store) {
+        let r = s
+            .raw(
+                method.clone(),
+                &path,
+                Some("application/json"),
+                Some(b"{}".to_vec()),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 401, "{}", r.text);
+        if r.header("x-request-id").is_none() {
+            missing.push(format!("{method} {path}"));
+        }
+    }
+    let m = s.raw(Method::GET, "/metrics", None, None, None).await;
+    let counted = m.text.contains("status=\"401\"");
+    assert!(
+        missing.is_empty() && counted,
+        "401 answers without x-request-id: {missing:?}; 401s counted in gatehouse_http_requests_total: {counted}"
+    );
+}
+
+/// A model where groups nest: `define member: [user, group#member]`.
+fn nesting_model() -> Value {
+    json!({
+        "schema_version": "1.1",
+        "type_definitions": [
+            { "type": "user" },
+            {
+                "type": "group",
+                "relations": { "member": { "this": {} } },
+                "metadata": { "relations": { "member": { "directly_related_user_types": [
+                    { "type": "user" }, { "type": "group", "relation": "member" }
+                ] } } }
+            }
+        ]
+    })
+}
+
+/// Cycles are cut with a correct answer; chains deeper than the bound are an error (never a
+/// wrong answer); list queries never answer wrongly either.
+async fn depth_and_cycles(backend: Backend) {
+    let s = Server::start(backend).await;
+    let store = s.create_store("depth").await;
+    s.write_model(&store, &nesting_model()).await;
+    // A cycle: a <- b <- a, with user:in a member of b.
+    s.write_ok(
+        &store,
+        &[
+            tk("group:b#member", "member", "group:a"),
+            tk("group:a#member", "member", "group:b"),
+            tk("user:in", "member", "group:b"),
+        ],
+    )
+    .await;
+    assert!(!s.check(&store, "user:out", "member", "group:a").await);
+    assert!(s.check(&store, "user:in", "member", "group:a").await);
+    assert!(s.check(&store, "user:in", "member", "group:b").await);
+    let v = s
+        .post(
+            &format!("/stores/{store}/list-objects"),
+            &json!({ "type": "group", "relation": "member", "user": "user:in" }),
+        )
+        .await
+        .ok();
+    assert_eq!(strings(&v["objects"]), ["group:a", "group:b"]);
+
+    // A chain g0 <- g1 <- ... <- g40 <- user:deep.
+    let mut chain: Vec<Value> = (0..40)
+        .map(|i| {
+            tk(
+                &format!("group:g{}#member", i + 1),
+                "member",
+                &format!("group:g{i}"),
+            )
+        })
+        .collect();
+    chain.push(tk("user:deep", "member", "group:g40"));
+    s.write_ok(&store, &chain).await;
+    // Near the user: an answer.
+    assert!(s.check(&store, "user:deep", "member", "group:g30").await);
+    assert!(!s.check(&store, "user:other", "member", "group:g30").await);
+    // Past the bound (25): an error, not a wrong answer.
+    let r = s
+        .check_req(
+            &store,
+            &json!({ "tuple_key": tk("user:deep", "member", "group:g0") }),
+        )
+        .await;
+    if r.status == 200 {
+        assert_eq!(
+            r.json()["allowed"],
+            true,
+            "a wrong answer past the depth bound: {}",
+            r.text
+        );
+    } else {
+        r.assert_error(400, Some("authorization_model_resolution_too_complex"));
+    }
+    // List objects may answer or refuse, but never name a group user:deep is not in.
+    let r = s
+        .post(
+            &format!("/stores/{store}/list-objects"),
+            &json!({ "type": "group", "relation": "member", "user": "user:deep" }),
+        )
+        .await;
+    if r.status == 200 {
+        let got = strings(&r.json()["objects"]);
+        let all: Vec<String> = (0..=40).map(|i| format!("group:g{i}")).collect();
+        assert!(got.iter().all(|g| all.contains(g)), "{got:?}");
+        assert!(
+            got.contains(&"group:g40".to_string()) && got.contains(&"group:g30".to_string()),
+            "{got:?}"
+        );
+    } else {
+        r.assert_error(400, Some("authorization_model_resolution_too_complex"));
+    }
+}
+
+/// Two stores with the same objects and users share nothing.
+async fn stores_are_isolated(backend: Backend) {
+    let s = Server::start(backend).await;
+    let (a, _) = s.sample_store().await;
+    let (b, _) = s.sample_store().await;
+    s.write_ok(&a, &seed_tuples()).await;
+    s.write_ok(&b, &[tk("user:zed", "owner", "document:2")])
+        .await;
+    assert!(s.check(&a, "user:anne", "viewer", "document:1").await);
+    assert!(!s.check(&b, "user:anne", "viewer", "document:1").await);
+    assert!(!s.check(&a, "user:zed", "viewer", "document:2").await);
+    assert!(!s.check(&b, "user:zed", "viewer", "document:public").await);
+    assert_eq!(
+        keys(&s.read_all(&b, None).await),
+        ["document:2#owner@user:zed"]
+    );
+    let v = s
+        .post(
+            &format!("/stores/{b}/list-objects"),
+            &json!({ "type": "document", "relation": "viewer", "user": "user:anne" }),
+        )
+        .await
+        .ok();
+    assert_eq!(strings(&v["objects"]), Vec::<String>::new());
+    let v = s
+        .post(&format!("/stores/{b}/list-users"), &json!({ "object": { "type": "document", "id": "1" }, "relation": "viewer", "user_filters": [{ "type": "user" }] }))
+        .await
+        .ok();
+    assert_eq!(v["users"], json!([]));
+    let v = s
+        .get(&format!("/stores/{b}/changes?page_size=100"))
+        .await
+        .ok();
+    assert_eq!(v["changes"].as_array().map(Vec::len), Some(1), "{v}");
+    // Deleting one store leaves the other whole.
+    assert_eq!(s.delete(&format!("/stores/{b}")).await.status, 204);
+    assert!(s.check(&a, "user:anne", "viewer", "document:1").await);
+    assert_eq!(s.read_all(&a, None).await.len(), seed_tuples().len());
 }

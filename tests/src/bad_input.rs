@@ -16,11 +16,13 @@ for_each_backend!(
     unknown_type_and_relation,
     invalid_tuple_strings,
     writes_are_all_or_nothing,
+    write_and_delete_of_one_tuple_is_refused,
     write_limits,
     batch_check_limits,
     bad_consistency,
     bad_continuation_tokens,
     invalid_models,
+    nul_bytes,
 );
 
 /// One request of an endpoint that succeeds on a store with [`sample_model`].
@@ -835,6 +837,17 @@ async fn unknown_type_and_relation(backend: Backend) {
     );
 }
 
+/// Whether an answer is a proper client error; the reason it is not, otherwise.
+fn not_a_client_error(r: &Resp, status: u16) -> Option<String> {
+    if r.status != status {
+        return Some(format!("got {} {}", r.status, r.text));
+    }
+    let v: Value = serde_json::from_str(&r.text).ok()?;
+    let ok = v["code"].as_str().is_some_and(|c| !c.is_empty())
+        && v["message"].as_str().is_some_and(|m| !m.is_empty());
+    (!ok).then(|| format!("error body without code and message: {}", r.text))
+}
+
 async fn invalid_tuple_strings(backend: Backend) {
     let s = Server::start(backend).await;
     let (store, _) = s.sample_store().await;
@@ -857,65 +870,79 @@ async fn invalid_tuple_strings(backend: Backend) {
         tk("user:anne", "own er", "document:1"),
         tk("user:anne", "owner", "docu ment:1"),
     ];
+    // Every request is made; all that are not a 400 JSON error are reported together.
+    let mut wrong = Vec::new();
+    let mut expect_400 = |what: String, r: Resp| {
+        if let Some(why) = not_a_client_error(&r, 400) {
+            wrong.push(format!("{what}: {why}"));
+        }
+    };
     for t in &bad {
-        post_error(
-            &s,
-            &p("write"),
-            json!({ "writes": { "tuple_keys": [t] } }),
-            400,
-            None,
-        )
-        .await;
-        post_error(
-            &s,
-            &p("write"),
-            json!({ "deletes": { "tuple_keys": [t] } }),
-            400,
-            None,
-        )
-        .await;
-        let r = s.check_req(&store, &json!({ "tuple_key": t })).await;
-        client_error(&r, &format!("check {t}"), Some(400), None);
-        post_error(&s, &p("check"), json!({ "tuple_key": tk("user:v", "viewer", "document:1"), "contextual_tuples": { "tuple_keys": [t] } }), 400, None).await;
+        expect_400(
+            format!("write {t}"),
+            s.post(&p("write"), &json!({ "writes": { "tuple_keys": [t] } }))
+                .await,
+        );
+        expect_400(
+            format!("delete {t}"),
+            s.post(&p("write"), &json!({ "deletes": { "tuple_keys": [t] } }))
+                .await,
+        );
+        expect_400(
+            format!("check {t}"),
+            s.check_req(&store, &json!({ "tuple_key": t })).await,
+        );
+        let ctx = json!({ "tuple_key": tk("user:v", "viewer", "document:1"), "contextual_tuples": { "tuple_keys": [t] } });
+        expect_400(
+            format!("check with contextual tuple {t}"),
+            s.check_req(&store, &ctx).await,
+        );
+        let batch = json!({ "checks": [{ "tuple_key": t, "correlation_id": "1" }] });
+        let r = s.post(&p("batch-check"), &batch).await;
+        // Either the whole batch is refused, or the item reports its error.
+        let item_error = r.status == 200 && r.json()["result"]["1"]["error"].is_object();
+        if !item_error {
+            expect_400(format!("batch-check {t}"), r);
+        }
     }
     for user in ["anne", "user:", "user:an ne", "user:*#member"] {
-        post_error(
-            &s,
-            &p("list-objects"),
-            json!({ "type": "document", "relation": "viewer", "user": user }),
-            400,
-            None,
-        )
-        .await;
+        let body = json!({ "type": "document", "relation": "viewer", "user": user });
+        expect_400(
+            format!("list-objects for `{user}`"),
+            s.post(&p("list-objects"), &body).await,
+        );
     }
-    for object in ["document", "document:", "document:1 2"] {
-        post_error(
-            &s,
-            &p("expand"),
-            json!({ "tuple_key": { "relation": "viewer", "object": object } }),
-            400,
-            None,
-        )
-        .await;
+    for object in ["document", "document:", "document:1 2", "document:*"] {
+        let body = json!({ "tuple_key": { "relation": "viewer", "object": object } });
+        expect_400(
+            format!("expand `{object}`"),
+            s.post(&p("expand"), &body).await,
+        );
     }
     for object in ["1", ""] {
-        post_error(
-            &s,
-            &p("read"),
-            json!({ "tuple_key": { "object": object, "user": "user:anne" } }),
-            400,
-            None,
-        )
-        .await;
+        let body = json!({ "tuple_key": { "object": object, "user": "user:anne" } });
+        expect_400(
+            format!("read `{object}` for user:anne"),
+            s.post(&p("read"), &body).await,
+        );
     }
-    post_error(
-        &s,
-        &p("read"),
-        json!({ "tuple_key": { "object": "document:1", "user": "anne" } }),
-        400,
-        None,
-    )
-    .await;
+    let body = json!({ "tuple_key": { "object": "document:1", "user": "anne" } });
+    expect_400(
+        "read with user `anne`".into(),
+        s.post(&p("read"), &body).await,
+    );
+    for id in ["", "*", "1 2"] {
+        let body = json!({ "object": { "type": "document", "id": id }, "relation": "viewer", "user_filters": [{ "type": "user" }] });
+        expect_400(
+            format!("list-users of document `{id}`"),
+            s.post(&p("list-users"), &body).await,
+        );
+    }
+    assert!(
+        wrong.is_empty(),
+        "invalid tuple strings not rejected with a 400:\n{}",
+        wrong.join("\n")
+    );
     assert_eq!(
         s.read_all(&store, None).await.len(),
         0,
@@ -1005,8 +1032,6 @@ async fn writes_are_all_or_nothing(backend: Backend) {
     assert_eq!(v["code"], "write_failed_due_to_invalid_input", "{v}");
     // The same tuple deleted twice.
     post_error(&s, &p, json!({ "deletes": { "tuple_keys": [tk("user:a", "owner", "document:1"), tk("user:a", "owner", "document:1")] } }), 400, None).await;
-    // Written and deleted in one request.
-    post_error(&s, &p, json!({ "writes": { "tuple_keys": [tk("user:a", "owner", "document:1")] }, "deletes": { "tuple_keys": [tk("user:a", "owner", "document:1")] } }), 400, None).await;
     // Unknown on_duplicate / on_missing values.
     post_error(
         &s,
@@ -1320,4 +1345,161 @@ async fn invalid_models(backend: Backend) {
         Some("latest_authorization_model_not_found"),
     )
     .await;
+}
+
+/// NUL bytes in identifiers: writes are refused with a 400 on every backend, and no request
+/// fails with a 5xx (PostgreSQL cannot store NUL in text).
+async fn nul_bytes(backend: Backend) {
+    let s = Server::start(backend).await;
+    let (store, model) = s.sample_store().await;
+    s.write_ok(&store, &[tk("user:a", "owner", "document:1")])
+        .await;
+    let p = |x: &str| format!("/stores/{store}/{x}");
+    let mut wrong = Vec::new();
+    // Requests that must be refused.
+    let refused = [
+        (
+            "write user",
+            p("write"),
+            json!({ "writes": { "tuple_keys": [tk("user:a\u{0}b", "owner", "document:1")] } }),
+        ),
+        (
+            "write object",
+            p("write"),
+            json!({ "writes": { "tuple_keys": [tk("user:a", "owner", "document:1\u{0}")] } }),
+        ),
+        (
+            "delete user",
+            p("write"),
+            json!({ "deletes": { "tuple_keys": [tk("user:a\u{0}", "owner", "document:1")] } }),
+        ),
+        (
+            "create store",
+            "/stores".to_string(),
+            json!({ "name": "a\u{0}b" }),
+        ),
+    ];
+    for (what, path, body) in refused {
+        let r = s.post(&path, &body).await;
+        if let Some(why) = not_a_client_error(&r, 400) {
+            wrong.push(format!("{what} with a NUL byte: {why}"));
+        }
+    }
+    // Requests that may answer (nothing matches) or refuse, but never fail.
+    let queries = [
+        (
+            "check user",
+            p("check"),
+            json!({ "tuple_key": tk("user:a\u{0}", "owner", "document:1") }),
+        ),
+        (
+            "check object",
+            p("check"),
+            json!({ "tuple_key": tk("user:a", "owner", "document:1\u{0}") }),
+        ),
+        (
+            "read user",
+            p("read"),
+            json!({ "tuple_key": { "object": "document:", "user": "user:a\u{0}" } }),
+        ),
+        (
+            "read object",
+            p("read"),
+            json!({ "tuple_key": { "object": "document:1\u{0}" } }),
+        ),
+        (
+            "read relation",
+            p("read"),
+            json!({ "tuple_key": { "object": "document:1", "relation": "own\u{0}er" } }),
+        ),
+        (
+            "expand",
+            p("expand"),
+            json!({ "tuple_key": { "relation": "owner", "object": "document:1\u{0}" } }),
+        ),
+        (
+            "list-objects",
+            p("list-objects"),
+            json!({ "type": "document", "relation": "owner", "user": "user:a\u{0}" }),
+        ),
+        (
+            "list-users",
+            p("list-users"),
+            json!({ "object": { "type": "document", "id": "1\u{0}" }, "relation": "owner", "user_filters": [{ "type": "user" }] }),
+        ),
+        (
+            "batch-check",
+            p("batch-check"),
+            json!({ "checks": [{ "tuple_key": tk("user:a", "owner", "document:1\u{0}"), "correlation_id": "1" }] }),
+        ),
+    ];
+    for (what, path, body) in queries {
+        let r = s.post(&path, &body).await;
+        if r.status >= 500 || !(r.status == 200 || (400..500).contains(&r.status)) {
+            wrong.push(format!(
+                "{what} with a NUL byte: got {} {}",
+                r.status, r.text
+            ));
+        }
+    }
+    for (what, path) in [
+        ("list stores by name", "/stores?name=a%00b".to_string()),
+        ("changes by type", p("changes?type=docu%00ment")),
+        ("assertions", p(&format!("assertions/{model}"))),
+    ] {
+        let r = s.get(&path).await;
+        if r.status >= 500 {
+            wrong.push(format!(
+                "{what} with a NUL byte: got {} {}",
+                r.status, r.text
+            ));
+        }
+    }
+    let r = s.put(&p(&format!("assertions/{model}")), &json!({ "assertions": [{ "tuple_key": tk("user:a\u{0}", "owner", "document:1"), "expectation": true }] })).await;
+    if r.status >= 500 {
+        wrong.push(format!(
+            "assertions with a NUL byte: got {} {}",
+            r.status, r.text
+        ));
+    }
+    assert!(
+        wrong.is_empty(),
+        "NUL bytes mishandled:\n{}",
+        wrong.join("\n")
+    );
+    assert_eq!(
+        keys(&s.read_all(&store, None).await),
+        ["document:1#owner@user:a"]
+    );
+}
+
+/// One tuple both written and deleted in a request is refused, as OpenFGA does (error 2004,
+/// `cannot_allow_duplicate_tuples_in_one_request`), whether or not it exists.
+async fn write_and_delete_of_one_tuple_is_refused(backend: Backend) {
+    let s = Server::start(backend).await;
+    let (store, _) = s.sample_store().await;
+    s.write_ok(&store, &[tk("user:a", "owner", "document:1")])
+        .await;
+    let p = format!("/stores/{store}/write");
+    let both = |t: Value| json!({ "writes": { "tuple_keys": [t.clone(), tk("user:new", "viewer", "document:1")] }, "deletes": { "tuple_keys": [t] } });
+    let mut wrong = Vec::new();
+    for t in [
+        tk("user:a", "owner", "document:1"),
+        tk("user:b", "owner", "document:1"),
+    ] {
+        let r = s.post(&p, &both(t.clone())).await;
+        if let Some(why) = not_a_client_error(&r, 400) {
+            wrong.push(format!("{t}: {why}"));
+        }
+    }
+    let v = s
+        .get(&format!("/stores/{store}/changes?page_size=100"))
+        .await
+        .ok();
+    let changes = v["changes"].as_array().map(Vec::len);
+    assert!(
+        wrong.is_empty() && changes == Some(1),
+        "writing and deleting one tuple in a request was accepted:\n{}\nchanges: {v}",
+        wrong.join("\n")
+    );
 }

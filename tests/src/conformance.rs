@@ -4,11 +4,15 @@
 use std::path::{Path, PathBuf};
 
 fn sample_stores() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/openfga-sample-stores/stores")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/conformance/openfga-sample-stores/stores")
 }
 
 fn store_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -23,14 +27,26 @@ fn store_files(dir: &Path, out: &mut Vec<PathBuf>) {
 async fn openfga_sample_stores_pass() {
     let mut files = Vec::new();
     store_files(&sample_stores(), &mut files);
-    assert!(files.len() >= 20, "expected the sample stores, found {} files", files.len());
+    assert!(
+        files.len() >= 20,
+        "expected the sample stores, found {} files",
+        files.len()
+    );
     let (mut total_pass, mut total_fail) = (0, 0);
     let mut failures = Vec::new();
     for f in &files {
-        let name = f.strip_prefix(sample_stores()).unwrap().display().to_string();
+        let name = f
+            .strip_prefix(sample_stores())
+            .unwrap()
+            .display()
+            .to_string();
         match gatehouse_engine::testfile::run_file(f).await {
             Ok(report) => {
-                println!("{name}: {} passed, {} failed", report.passed(), report.failed());
+                println!(
+                    "{name}: {} passed, {} failed",
+                    report.passed(),
+                    report.failed()
+                );
                 total_pass += report.passed();
                 total_fail += report.failed();
                 if report.failed() > 0 {
@@ -45,6 +61,9 @@ async fn openfga_sample_stores_pass() {
             }
         }
     }
-    println!("all sample stores: {total_pass} passed, {total_fail} failed in {} files", files.len());
+    println!(
+        "all sample stores: {total_pass} passed, {total_fail} failed in {} files",
+        files.len()
+    );
     assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
 }

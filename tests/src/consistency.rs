@@ -10,7 +10,8 @@ use crate::harness::{Backend, REDIS_URL, Server, ServerOptions, for_each_backend
 for_each_backend!(
     token_sees_the_write,
     higher_consistency_sees_the_write,
-    token_of_another_store_is_rejected
+    token_of_another_store_is_rejected,
+    concurrent_writes,
 );
 
 async fn token_sees_the_write(backend: Backend) {
@@ -161,6 +162,7 @@ async fn two_nodes_with_redis_see_each_others_writes() {
             "round {i}: node B ignored node A's token"
         );
     }
+    println!("node B saw node A's writes after {times:?}");
     assert!(
         fast * 10 >= rounds * 7,
         "node B should learn of node A's writes through Redis within 200 ms most of the time; took {times:?}"
@@ -226,6 +228,7 @@ async fn two_nodes_without_redis_converge_within_the_staleness_bound() {
             Duration::from_millis(1500),
         )
         .await;
+        println!("round {i}: node B saw node A's write after {took:?}");
         assert!(
             took.is_some(),
             "round {i}: node B still denies 1.5 s after node A's write"
@@ -235,4 +238,145 @@ async fn two_nodes_without_redis_converge_within_the_staleness_bound() {
         let q = json!({ "tuple_key": tk(&user, "viewer", &object), "consistency": "HIGHER_CONSISTENCY" });
         assert!(b.check_with(&store, q).await);
     }
+}
+
+/// Writes racing on one store each get their own revision, and a tuple raced by many writers
+/// is written exactly once; nobody gets a 5xx.
+async fn concurrent_writes(backend: Backend) {
+    let s = Server::start(backend).await;
+    let (store, _) = s.sample_store().await;
+    let n = 20;
+    let writes = (0..n).map(|i| {
+        let s = &s;
+        let store = &store;
+        async move {
+            s.write(
+                store,
+                &[tk(&format!("user:c{i}"), "viewer", "document:1")],
+                &[],
+            )
+            .await
+        }
+    });
+    let answers = futures::future::join_all(writes).await;
+    let mut tokens = std::collections::BTreeSet::new();
+    for (i, r) in answers.iter().enumerate() {
+        assert_eq!(
+            r.status, 200,
+            "concurrent write {i}: {} {}",
+            r.status, r.text
+        );
+        tokens.insert(r.token());
+    }
+    assert_eq!(tokens.len(), n, "concurrent writes shared a revision");
+    assert_eq!(s.read_all(&store, None).await.len(), n);
+    let v = s
+        .get(&format!("/stores/{store}/changes?page_size=100"))
+        .await
+        .ok();
+    assert_eq!(v["changes"].as_array().map(Vec::len), Some(n), "{v}");
+
+    // The same new tuple from ten writers at once: one wins, the others are told it exists.
+    let same = (0..10).map(|_| {
+        let s = &s;
+        let store = &store;
+        async move {
+            s.write(store, &[tk("user:race", "viewer", "document:1")], &[])
+                .await
+        }
+    });
+    let answers = futures::future::join_all(same).await;
+    let won = answers.iter().filter(|r| r.status == 200).count();
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(won, 1, "exactly one racing writer should win: {statuses:?}");
+    for r in answers.iter().filter(|r| r.status != 200) {
+        r.assert_error(400, Some("write_failed_due_to_invalid_input"));
+    }
+    // Racing deletes of one tuple: one wins.
+    let dels = (0..10).map(|_| {
+        let s = &s;
+        let store = &store;
+        async move {
+            s.write(store, &[], &[tk("user:race", "viewer", "document:1")])
+                .await
+        }
+    });
+    let answers = futures::future::join_all(dels).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(
+        answers.iter().filter(|r| r.status == 200).count(),
+        1,
+        "exactly one racing delete should win: {statuses:?}"
+    );
+    for r in answers.iter().filter(|r| r.status != 200) {
+        r.assert_error(400, Some("write_failed_due_to_invalid_input"));
+    }
+    assert_eq!(s.read_all(&store, None).await.len(), n);
+
+    // Stores created at once all exist.
+    let creates = (0..10).map(|i| {
+        let s = &s;
+        async move {
+            s.post("/stores", &json!({ "name": format!("race-{i}") }))
+                .await
+        }
+    });
+    for r in futures::future::join_all(creates).await {
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let v = s.get("/stores?page_size=100").await.ok();
+    assert_eq!(v["stores"].as_array().map(Vec::len), Some(11), "{v}");
+}
+
+/// `HIGHER_CONSISTENCY` on one node sees a model written, or a store deleted, through another
+/// node at once, with or without Redis.
+async fn higher_consistency_across_nodes(redis: bool) {
+    let (a, b) = two_nodes(redis).await;
+    let store = a.create_store("two-nodes").await;
+    a.write_model(&store, &crate::harness::sample_model()).await;
+    a.write_ok(&store, &[tk("user:anne", "owner", "document:1")])
+        .await;
+    // Let node B hear of that write (through Redis, when there is Redis) before it reads, so
+    // that what B reads next is all it knows.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let strong = |user: &str, relation: &str, object: &str| json!({ "tuple_key": tk(user, relation, object), "consistency": "HIGHER_CONSISTENCY" });
+    assert!(
+        b.check_with(&store, strong("user:anne", "viewer", "document:1"))
+            .await
+    );
+    let mut narrower = crate::harness::sample_model();
+    narrower["type_definitions"][3]["relations"]["viewer"] = json!({ "this": {} });
+    a.write_model(&store, &narrower).await;
+    assert!(
+        !b.check_with(&store, strong("user:anne", "viewer", "document:1"))
+            .await,
+        "a HIGHER_CONSISTENCY check on node B used the model node A had just replaced"
+    );
+    assert_eq!(a.delete(&format!("/stores/{store}")).await.status, 204);
+    let r = b
+        .check_req(&store, &strong("user:anne", "owner", "document:1"))
+        .await;
+    assert_eq!(
+        r.status, 404,
+        "a HIGHER_CONSISTENCY check on node B answered for a store node A had just deleted: {}",
+        r.text
+    );
+    let r = b
+        .write(&store, &[tk("user:bob", "owner", "document:1")], &[])
+        .await;
+    assert_eq!(
+        r.status, 404,
+        "node B wrote to a store node A had just deleted: {}",
+        r.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn higher_consistency_across_nodes_with_redis() {
+    higher_consistency_across_nodes(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn higher_consistency_across_nodes_without_redis() {
+    higher_consistency_across_nodes(false).await;
 }

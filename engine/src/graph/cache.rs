@@ -14,14 +14,21 @@ pub struct CheckCache {
 
 impl std::fmt::Debug for CheckCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckCache").field("entries", &self.inner.entry_count()).finish()
+        f.debug_struct("CheckCache")
+            .field("entries", &self.inner.entry_count())
+            .finish()
     }
 }
 
 impl CheckCache {
     /// A cache holding at most `capacity` answers, each for at most `ttl`.
     pub fn new(capacity: u64, ttl: Duration) -> Self {
-        Self { inner: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(ttl).build() }
+        Self {
+            inner: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+        }
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<bool> {

@@ -26,7 +26,10 @@ impl Query<'_> {
             }
             let key = format!("{object}#{relation}@{user}");
             if path.contains(&key) {
-                return Ok(Outcome { cycle: true, ..Outcome::DENY });
+                return Ok(Outcome {
+                    cycle: true,
+                    ..Outcome::DENY
+                });
             }
             if let Some(hit) = self.memo.lock().map_err(|_| lock_err())?.get(&key) {
                 return Ok(*hit);
@@ -35,7 +38,10 @@ impl Query<'_> {
             if let (Some(cache), Some(ck)) = (self.cache, &cache_key)
                 && let Some(allowed) = cache.get(ck)
             {
-                return Ok(Outcome { allowed, ..Outcome::DENY });
+                return Ok(Outcome {
+                    allowed,
+                    ..Outcome::DENY
+                });
             }
             path.push(key.clone());
             let result = self.resolve(object, relation, user, depth, path).await;
@@ -76,10 +82,14 @@ impl Query<'_> {
             // Reached through a `from` or userset whose target lacks the relation: no access.
             return Ok(Outcome::DENY);
         };
-        self.rewrite(rewrite, o, relation, user, u, depth, path).await
+        self.rewrite(rewrite, o, relation, user, u, depth, path)
+            .await
     }
 
-    #[expect(clippy::too_many_arguments, reason = "the recursion carries the whole sub-problem")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the recursion carries the whole sub-problem"
+    )]
     fn rewrite<'s>(
         &'s self,
         rw: &'s Userset,
@@ -95,13 +105,26 @@ impl Query<'_> {
                 Userset::This(_) => self.direct(o, relation, user, u, depth, path).await,
                 Userset::ComputedUserset(c) => {
                     let object = format!("{}:{}", o.object_type, o.object_id);
-                    self.check(&object, &c.relation, user, depth + 1, path).await
+                    self.check(&object, &c.relation, user, depth + 1, path)
+                        .await
                 }
-                Userset::TupleToUserset(t) => self.tuple_to_userset(o, &t.tupleset.relation, &t.computed_userset.relation, user, depth, path).await,
+                Userset::TupleToUserset(t) => {
+                    self.tuple_to_userset(
+                        o,
+                        &t.tupleset.relation,
+                        &t.computed_userset.relation,
+                        user,
+                        depth,
+                        path,
+                    )
+                    .await
+                }
                 Userset::Union(c) => {
                     let mut acc = Outcome::DENY;
                     for child in &c.child {
-                        let r = self.rewrite(child, o, relation, user, u, depth, path).await?;
+                        let r = self
+                            .rewrite(child, o, relation, user, u, depth, path)
+                            .await?;
                         if r.allowed {
                             return Ok(Outcome::ALLOW);
                         }
@@ -113,35 +136,57 @@ impl Query<'_> {
                 Userset::Intersection(c) => {
                     let mut acc = Outcome::ALLOW;
                     for child in &c.child {
-                        let r = self.rewrite(child, o, relation, user, u, depth, path).await?;
+                        let r = self
+                            .rewrite(child, o, relation, user, u, depth, path)
+                            .await?;
                         acc.cycle |= r.cycle;
                         acc.missing |= r.missing;
                         if !r.allowed {
                             acc.allowed = false;
                             if !r.missing {
                                 // A definite no: nothing else can change the answer.
-                                return Ok(Outcome { missing: false, ..acc });
+                                return Ok(Outcome {
+                                    missing: false,
+                                    ..acc
+                                });
                             }
                         }
                     }
                     if !acc.allowed {
                         return Ok(acc);
                     }
-                    Ok(Outcome { missing: false, ..acc })
+                    Ok(Outcome {
+                        missing: false,
+                        ..acc
+                    })
                 }
                 Userset::Difference(d) => {
-                    let base = self.rewrite(&d.base, o, relation, user, u, depth, path).await?;
+                    let base = self
+                        .rewrite(&d.base, o, relation, user, u, depth, path)
+                        .await?;
                     if !base.allowed {
                         return Ok(base);
                     }
-                    let sub = self.rewrite(&d.subtract, o, relation, user, u, depth, path).await?;
+                    let sub = self
+                        .rewrite(&d.subtract, o, relation, user, u, depth, path)
+                        .await?;
                     let cycle = base.cycle | sub.cycle;
                     if sub.allowed {
-                        Ok(Outcome { cycle, ..Outcome::DENY })
+                        Ok(Outcome {
+                            cycle,
+                            ..Outcome::DENY
+                        })
                     } else if sub.missing {
-                        Ok(Outcome { allowed: false, missing: true, cycle })
+                        Ok(Outcome {
+                            allowed: false,
+                            missing: true,
+                            cycle,
+                        })
                     } else {
-                        Ok(Outcome { cycle, ..Outcome::ALLOW })
+                        Ok(Outcome {
+                            cycle,
+                            ..Outcome::ALLOW
+                        })
                     }
                 }
             }
@@ -169,7 +214,9 @@ impl Query<'_> {
         let mut acc = Outcome::DENY;
         let mut usersets: Vec<&TupleKey> = Vec::new();
         for t in tuples.iter() {
-            let Some(tu) = UserRef::parse(&t.user) else { continue };
+            let Some(tu) = UserRef::parse(&t.user) else {
+                continue;
+            };
             if !self.model.allows_user(o.object_type, relation, &tu) {
                 continue;
             }
@@ -186,7 +233,9 @@ impl Query<'_> {
             }
         }
         for t in usersets {
-            let UserRef::Userset(so, sr) = parse_user(&t.user)? else { continue };
+            let UserRef::Userset(so, sr) = parse_user(&t.user)? else {
+                continue;
+            };
             let cond = self.condition(t)?;
             if cond == ConditionOutcome::NotSatisfied {
                 continue;
@@ -225,8 +274,13 @@ impl Query<'_> {
             .await?;
         let mut acc = Outcome::DENY;
         for t in tuples.iter() {
-            let Some(UserRef::Object(parent)) = UserRef::parse(&t.user) else { continue };
-            if !self.model.allows_user(o.object_type, tupleset, &UserRef::Object(parent)) {
+            let Some(UserRef::Object(parent)) = UserRef::parse(&t.user) else {
+                continue;
+            };
+            if !self
+                .model
+                .allows_user(o.object_type, tupleset, &UserRef::Object(parent))
+            {
                 continue;
             }
             let cond = self.condition(t)?;

@@ -11,17 +11,24 @@ use crate::tuple::{ObjectRef, UserRef};
 
 /// The userset tree of `object#relation`: `{"root": node}` as OpenFGA's `Expand` returns it.
 pub async fn expand(q: &Query<'_>, object: &str, relation: &str) -> Result<Value> {
-    let o = ObjectRef::parse(object)
-        .ok_or_else(|| Error::Validation(format!("invalid object `{object}`: expected `type:id`")))?;
+    let o = super::model::query_object(object)?;
     q.model.require_relation(o.object_type, relation)?;
     let Some(rw) = q.model.model.relation(o.object_type, relation) else {
-        return Err(Error::RelationNotFound { type_name: o.object_type.into(), relation: relation.into() });
+        return Err(Error::RelationNotFound {
+            type_name: o.object_type.into(),
+            relation: relation.into(),
+        });
     };
     let root = node(q, o, relation, rw).await?;
     Ok(json!({ "root": root }))
 }
 
-fn node<'s>(q: &'s Query<'_>, o: ObjectRef<'s>, relation: &'s str, rw: &'s Userset) -> BoxFuture<'s, Result<Value>> {
+fn node<'s>(
+    q: &'s Query<'_>,
+    o: ObjectRef<'s>,
+    relation: &'s str,
+    rw: &'s Userset,
+) -> BoxFuture<'s, Result<Value>> {
     Box::pin(async move {
         let name = format!("{}:{}#{relation}", o.object_type, o.object_id);
         let object = format!("{}:{}", o.object_type, o.object_id);
@@ -37,7 +44,10 @@ fn node<'s>(q: &'s Query<'_>, o: ObjectRef<'s>, relation: &'s str, rw: &'s Users
                     .await?;
                 let users: Vec<&str> = tuples
                     .iter()
-                    .filter(|t| UserRef::parse(&t.user).is_some_and(|u| q.model.allows_user(o.object_type, relation, &u)))
+                    .filter(|t| {
+                        UserRef::parse(&t.user)
+                            .is_some_and(|u| q.model.allows_user(o.object_type, relation, &u))
+                    })
                     .map(|t| t.user.as_str())
                     .collect();
                 json!({ "name": name, "leaf": { "users": { "users": users } } })
@@ -69,7 +79,11 @@ fn node<'s>(q: &'s Query<'_>, o: ObjectRef<'s>, relation: &'s str, rw: &'s Users
                 for child in &c.child {
                     nodes.push(node(q, o, relation, child).await?);
                 }
-                let kind = if matches!(rw, Userset::Union(_)) { "union" } else { "intersection" };
+                let kind = if matches!(rw, Userset::Union(_)) {
+                    "union"
+                } else {
+                    "intersection"
+                };
                 json!({ "name": name, kind: { "nodes": nodes } })
             }
             Userset::Difference(d) => {

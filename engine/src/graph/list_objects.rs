@@ -10,7 +10,12 @@ use crate::store::TupleFilter;
 use crate::tuple::{ObjectRef, TupleKey, UserRef};
 
 /// Every object of `object_type` on which `user` holds `relation`, sorted and complete.
-pub async fn list_objects(q: &Query<'_>, object_type: &str, relation: &str, user: &str) -> Result<Vec<String>> {
+pub async fn list_objects(
+    q: &Query<'_>,
+    object_type: &str,
+    relation: &str,
+    user: &str,
+) -> Result<Vec<String>> {
     q.model.require_relation(object_type, relation)?;
     let u = parse_user(user)?;
     match u {
@@ -30,20 +35,38 @@ pub async fn list_objects(q: &Query<'_>, object_type: &str, relation: &str, user
     if let UserRef::Userset(o, r) = u {
         frontier.push((format!("{}:{}", o.object_type, o.object_id), r.to_string()));
     }
-    let direct = q.read(TupleFilter { users: subjects, ..Default::default() }).await?;
+    let direct = q
+        .read(TupleFilter {
+            users: subjects,
+            ..Default::default()
+        })
+        .await?;
     push_tuples(q, &direct, &mut frontier)?;
 
     let mut candidates = BTreeSet::new();
-    while !frontier.is_empty() {
+    let mut level = 0u32;
+    loop {
+        frontier.retain(|n| !seen.contains(n));
+        if frontier.is_empty() {
+            break;
+        }
+        // Level n holds what check would reach at depth n - 1: past the bound is an error there too.
+        level += 1;
+        if level > q.max_depth + 1 {
+            return Err(crate::error::Error::DepthExceeded(q.max_depth));
+        }
         let mut next = Vec::new();
         let mut userset_subjects = Vec::new();
         // (type, tupleset) -> parent object -> relations reached through `from`.
-        let mut ttu: BTreeMap<(String, String), BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+        let mut ttu: BTreeMap<(String, String), BTreeMap<String, BTreeSet<String>>> =
+            BTreeMap::new();
         for (object, rel) in frontier.drain(..) {
             if !seen.insert((object.clone(), rel.clone())) {
                 continue;
             }
-            let Some(o) = ObjectRef::parse(&object) else { continue };
+            let Some(o) = ObjectRef::parse(&object) else {
+                continue;
+            };
             if o.object_type == object_type && rel == relation {
                 candidates.insert(object.clone());
             }
@@ -55,24 +78,42 @@ pub async fn list_objects(q: &Query<'_>, object_type: &str, relation: &str, user
             }
             if let Some(edges) = q.model.ttu_edges.get(&key) {
                 for (t, r, ts) in edges {
-                    ttu.entry((t.clone(), ts.clone())).or_default().entry(object.clone()).or_default().insert(r.clone());
+                    ttu.entry((t.clone(), ts.clone()))
+                        .or_default()
+                        .entry(object.clone())
+                        .or_default()
+                        .insert(r.clone());
                 }
             }
             userset_subjects.push(format!("{object}#{rel}"));
         }
         if !userset_subjects.is_empty() {
-            let ts = q.read(TupleFilter { users: userset_subjects, ..Default::default() }).await?;
+            let ts = q
+                .read(TupleFilter {
+                    users: userset_subjects,
+                    ..Default::default()
+                })
+                .await?;
             push_tuples(q, &ts, &mut next)?;
         }
         // One read per (type, tupleset) and level, for all parents at once.
         for ((t, ts), parents) in ttu {
             let users = parents.keys().cloned().collect();
             let tuples = q
-                .read(TupleFilter { object_type: Some(t.clone()), relation: Some(ts.clone()), users, ..Default::default() })
+                .read(TupleFilter {
+                    object_type: Some(t.clone()),
+                    relation: Some(ts.clone()),
+                    users,
+                    ..Default::default()
+                })
                 .await?;
             for tk in tuples.iter() {
-                let Some(tu) = UserRef::parse(&tk.user) else { continue };
-                if !q.model.allows_user(&t, &ts, &tu) || q.condition(tk)? != ConditionOutcome::Satisfied {
+                let Some(tu) = UserRef::parse(&tk.user) else {
+                    continue;
+                };
+                if !q.model.allows_user(&t, &ts, &tu)
+                    || q.condition(tk)? != ConditionOutcome::Satisfied
+                {
                     continue;
                 }
                 for r in parents.get(&tk.user).into_iter().flatten() {
@@ -83,7 +124,11 @@ pub async fn list_objects(q: &Query<'_>, object_type: &str, relation: &str, user
         frontier = next;
     }
 
-    if !q.model.needs_verify.contains(&(object_type.to_string(), relation.to_string())) {
+    if !q
+        .model
+        .needs_verify
+        .contains(&(object_type.to_string(), relation.to_string()))
+    {
         return Ok(candidates.into_iter().collect());
     }
     let mut out = Vec::new();
@@ -100,8 +145,12 @@ pub async fn list_objects(q: &Query<'_>, object_type: &str, relation: &str, user
 /// tuples the model allows and whose condition holds.
 fn push_tuples(q: &Query<'_>, tuples: &[TupleKey], out: &mut Vec<(String, String)>) -> Result<()> {
     for t in tuples {
-        let Some(o) = ObjectRef::parse(&t.object) else { continue };
-        let Some(tu) = UserRef::parse(&t.user) else { continue };
+        let Some(o) = ObjectRef::parse(&t.object) else {
+            continue;
+        };
+        let Some(tu) = UserRef::parse(&t.user) else {
+            continue;
+        };
         if !q.model.allows_user(o.object_type, &t.relation, &tu) {
             continue;
         }

@@ -1,7 +1,7 @@
 //! List users: walk the graph forwards from `object#relation` collecting the users of the
 //! requested types, then confirm candidates with check where intersection or exclusion is involved.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -32,11 +32,12 @@ pub async fn list_users(
     relation: &str,
     filters: &[ListUsersFilter],
 ) -> Result<Vec<UserResult>> {
-    let o = ObjectRef::parse(object)
-        .ok_or_else(|| Error::Validation(format!("invalid object `{object}`: expected `type:id`")))?;
+    let o = super::model::query_object(object)?;
     q.model.require_relation(o.object_type, relation)?;
     if filters.is_empty() {
-        return Err(Error::Validation("at least one user filter is required".into()));
+        return Err(Error::Validation(
+            "at least one user filter is required".into(),
+        ));
     }
     for f in filters {
         match &f.relation {
@@ -45,21 +46,31 @@ pub async fn list_users(
         }
     }
     let wants = |t: &str, r: Option<&str>| {
-        filters.iter().any(|f| f.type_name == t && f.relation.as_deref().filter(|s| !s.is_empty()) == r)
+        filters
+            .iter()
+            .any(|f| f.type_name == t && f.relation.as_deref().filter(|s| !s.is_empty()) == r)
     };
 
     let mut seen: HashSet<(String, String)> = HashSet::new();
-    let mut frontier = vec![(object.to_string(), relation.to_string())];
+    // Breadth first, so every node is reached at its smallest depth.
+    let mut frontier = VecDeque::from([(object.to_string(), relation.to_string(), 0u32)]);
     let mut candidates = BTreeSet::new();
-    while let Some((obj, rel)) = frontier.pop() {
+    while let Some((obj, rel, depth)) = frontier.pop_front() {
+        if depth > q.max_depth {
+            return Err(Error::DepthExceeded(q.max_depth));
+        }
         if !seen.insert((obj.clone(), rel.clone())) {
             continue;
         }
-        let Some(no) = ObjectRef::parse(&obj) else { continue };
+        let Some(no) = ObjectRef::parse(&obj) else {
+            continue;
+        };
         if wants(no.object_type, Some(&rel)) {
             candidates.insert(format!("{obj}#{rel}"));
         }
-        let Some(rw) = q.model.model.relation(no.object_type, &rel) else { continue };
+        let Some(rw) = q.model.model.relation(no.object_type, &rel) else {
+            continue;
+        };
         let mut parts = Vec::new();
         flatten(rw, &mut parts);
         for part in parts {
@@ -74,7 +85,9 @@ pub async fn list_users(
                         })
                         .await?;
                     for t in tuples.iter() {
-                        let Some(tu) = UserRef::parse(&t.user) else { continue };
+                        let Some(tu) = UserRef::parse(&t.user) else {
+                            continue;
+                        };
                         if !q.model.allows_user(no.object_type, &rel, &tu)
                             || q.condition(t)? != ConditionOutcome::Satisfied
                         {
@@ -88,13 +101,19 @@ pub async fn list_users(
                                 candidates.insert(t.user.clone());
                             }
                             UserRef::Userset(so, sr) => {
-                                frontier.push((format!("{}:{}", so.object_type, so.object_id), sr.to_string()));
+                                frontier.push_back((
+                                    format!("{}:{}", so.object_type, so.object_id),
+                                    sr.to_string(),
+                                    depth + 1,
+                                ));
                             }
                             _ => {}
                         }
                     }
                 }
-                Userset::ComputedUserset(c) => frontier.push((obj.clone(), c.relation.clone())),
+                Userset::ComputedUserset(c) => {
+                    frontier.push_back((obj.clone(), c.relation.clone(), depth + 1))
+                }
                 Userset::TupleToUserset(ttu) => {
                     let tuples = q
                         .read(TupleFilter {
@@ -105,13 +124,21 @@ pub async fn list_users(
                         })
                         .await?;
                     for t in tuples.iter() {
-                        let Some(tu @ UserRef::Object(_)) = UserRef::parse(&t.user) else { continue };
-                        if !q.model.allows_user(no.object_type, &ttu.tupleset.relation, &tu)
+                        let Some(tu @ UserRef::Object(_)) = UserRef::parse(&t.user) else {
+                            continue;
+                        };
+                        if !q
+                            .model
+                            .allows_user(no.object_type, &ttu.tupleset.relation, &tu)
                             || q.condition(t)? != ConditionOutcome::Satisfied
                         {
                             continue;
                         }
-                        frontier.push((t.user.clone(), ttu.computed_userset.relation.clone()));
+                        frontier.push_back((
+                            t.user.clone(),
+                            ttu.computed_userset.relation.clone(),
+                            depth + 1,
+                        ));
                     }
                 }
                 Userset::Union(_) | Userset::Intersection(_) | Userset::Difference(_) => {}
@@ -119,7 +146,10 @@ pub async fn list_users(
         }
     }
 
-    let verify = q.model.needs_verify.contains(&(o.object_type.to_string(), relation.to_string()));
+    let verify = q
+        .model
+        .needs_verify
+        .contains(&(o.object_type.to_string(), relation.to_string()));
     let mut out = Vec::new();
     for c in candidates {
         if verify {
@@ -138,7 +168,9 @@ pub async fn list_users(
 /// base of an exclusion (never the subtracted part).
 fn flatten<'m>(u: &'m Userset, out: &mut Vec<&'m Userset>) {
     match u {
-        Userset::Union(c) | Userset::Intersection(c) => c.child.iter().for_each(|c| flatten(c, out)),
+        Userset::Union(c) | Userset::Intersection(c) => {
+            c.child.iter().for_each(|c| flatten(c, out))
+        }
         Userset::Difference(d) => flatten(&d.base, out),
         leaf => out.push(leaf),
     }

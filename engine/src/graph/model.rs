@@ -26,7 +26,8 @@ impl CompiledModel {
     pub fn new(model: AuthorizationModel) -> Result<Self> {
         let conditions = condition::compile_all(&model)?;
         let mut computed_edges: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
-        let mut ttu_edges: HashMap<(String, String), Vec<(String, String, String)>> = HashMap::new();
+        let mut ttu_edges: HashMap<(String, String), Vec<(String, String, String)>> =
+            HashMap::new();
         let mut direct_deps: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
         let mut local_verify = HashSet::new();
         for td in &model.type_definitions {
@@ -44,7 +45,10 @@ impl CompiledModel {
                         Ref::Computed(r2, positive) => {
                             deps.push((td.type_name.clone(), r2.clone()));
                             if positive {
-                                computed_edges.entry((td.type_name.clone(), r2)).or_default().push(me.clone());
+                                computed_edges
+                                    .entry((td.type_name.clone(), r2))
+                                    .or_default()
+                                    .push(me.clone());
                             }
                         }
                         Ref::Ttu(ts, computed, positive) => {
@@ -93,7 +97,13 @@ impl CompiledModel {
                 }
             }
         }
-        Ok(Self { model, conditions, computed_edges, ttu_edges, needs_verify })
+        Ok(Self {
+            model,
+            conditions,
+            computed_edges,
+            ttu_edges,
+            needs_verify,
+        })
     }
 
     /// The model's id.
@@ -103,23 +113,31 @@ impl CompiledModel {
 
     /// Checks that `type` exists.
     pub fn require_type(&self, type_name: &str) -> Result<()> {
-        self.model.type_def(type_name).map(|_| ()).ok_or_else(|| Error::TypeNotFound(type_name.into()))
+        self.model
+            .type_def(type_name)
+            .map(|_| ())
+            .ok_or_else(|| Error::TypeNotFound(type_name.into()))
     }
 
     /// Checks that `type#relation` exists.
     pub fn require_relation(&self, type_name: &str, relation: &str) -> Result<()> {
-        let td = self.model.type_def(type_name).ok_or_else(|| Error::TypeNotFound(type_name.into()))?;
+        let td = self
+            .model
+            .type_def(type_name)
+            .ok_or_else(|| Error::TypeNotFound(type_name.into()))?;
         if td.relations.contains_key(relation) {
             Ok(())
         } else {
-            Err(Error::RelationNotFound { type_name: type_name.into(), relation: relation.into() })
+            Err(Error::RelationNotFound {
+                type_name: type_name.into(),
+                relation: relation.into(),
+            })
         }
     }
 
     /// Validates the parts of a check request against the model.
     pub fn validate_check(&self, object: &str, relation: &str, user: &str) -> Result<()> {
-        let o = ObjectRef::parse(object)
-            .ok_or_else(|| Error::Validation(format!("invalid object `{object}`: expected `type:id`")))?;
+        let o = query_object(object)?;
         self.require_relation(o.object_type, relation)?;
         match super::parse_user(user)? {
             UserRef::Object(u) => self.require_type(u.object_type),
@@ -130,7 +148,10 @@ impl CompiledModel {
 
     /// Validates a tuple to be written: types, relation, direct restriction and condition.
     pub fn validate_tuple(&self, t: &crate::tuple::TupleKey) -> Result<()> {
-        let invalid = |reason: String| Error::InvalidTuple { tuple: t.to_string(), reason };
+        let invalid = |reason: String| Error::InvalidTuple {
+            tuple: t.to_string(),
+            reason,
+        };
         let o = ObjectRef::parse(&t.object)
             .ok_or_else(|| invalid(format!("invalid object `{}`: expected `type:id`", t.object)))?;
         if o.object_id == "*" {
@@ -138,7 +159,10 @@ impl CompiledModel {
         }
         self.require_relation(o.object_type, &t.relation)?;
         let user = UserRef::parse(&t.user).ok_or_else(|| {
-            invalid(format!("invalid user `{}`: expected `type:id`, `type:*` or `type:id#relation`", t.user))
+            invalid(format!(
+                "invalid user `{}`: expected `type:id`, `type:*` or `type:id#relation`",
+                t.user
+            ))
         })?;
         if let UserRef::Userset(u, r) = user {
             self.require_relation(u.object_type, r)?;
@@ -158,13 +182,27 @@ impl CompiledModel {
         }
         if !allowed.iter().any(|d| shape_ok(d) && d.condition == cond) {
             return Err(invalid(if cond.is_empty() {
-                format!("`{}#{}` requires a condition for `{}`", o.object_type, t.relation, shape(&user))
+                format!(
+                    "`{}#{}` requires a condition for `{}`",
+                    o.object_type,
+                    t.relation,
+                    shape(&user)
+                )
             } else {
-                format!("condition `{cond}` is not allowed for `{}` on `{}#{}`", shape(&user), o.object_type, t.relation)
+                format!(
+                    "condition `{cond}` is not allowed for `{}` on `{}#{}`",
+                    shape(&user),
+                    o.object_type,
+                    t.relation
+                )
             }));
         }
         if let Some(c) = &t.condition {
-            let def = self.model.conditions.get(&c.name).ok_or_else(|| invalid(format!("condition `{}` is not defined", c.name)))?;
+            let def = self
+                .model
+                .conditions
+                .get(&c.name)
+                .ok_or_else(|| invalid(format!("condition `{}` is not defined", c.name)))?;
             if let Some(ctx) = &c.context {
                 condition::validate_context(def, ctx).map_err(|e| invalid(e.to_string()))?;
             }
@@ -174,9 +212,30 @@ impl CompiledModel {
 
     /// Whether a stored tuple's user fits the relation's current restrictions (OpenFGA ignores
     /// tuples a newer model no longer allows).
-    pub(crate) fn allows_user(&self, object_type: &str, relation: &str, user: &UserRef<'_>) -> bool {
-        self.model.directly_related(object_type, relation).iter().any(|d| restriction_matches(d, user))
+    pub(crate) fn allows_user(
+        &self,
+        object_type: &str,
+        relation: &str,
+        user: &UserRef<'_>,
+    ) -> bool {
+        self.model
+            .directly_related(object_type, relation)
+            .iter()
+            .any(|d| restriction_matches(d, user))
     }
+}
+
+/// Parses the object of a query: `type:id`, never a wildcard.
+pub(crate) fn query_object(object: &str) -> Result<ObjectRef<'_>> {
+    let o = ObjectRef::parse(object).ok_or_else(|| {
+        Error::Validation(format!("invalid object `{object}`: expected `type:id`"))
+    })?;
+    if o.object_id == "*" {
+        return Err(Error::Validation(format!(
+            "invalid object `{object}`: the object cannot be a wildcard"
+        )));
+    }
+    Ok(o)
 }
 
 fn shape(u: &UserRef<'_>) -> String {
@@ -189,7 +248,9 @@ fn shape(u: &UserRef<'_>) -> String {
 
 fn restriction_matches(d: &RelationReference, u: &UserRef<'_>) -> bool {
     match u {
-        UserRef::Object(o) => d.type_name == o.object_type && d.relation.is_none() && d.wildcard.is_none(),
+        UserRef::Object(o) => {
+            d.type_name == o.object_type && d.relation.is_none() && d.wildcard.is_none()
+        }
         UserRef::Wildcard(t) => d.type_name == *t && d.wildcard.is_some(),
         UserRef::Userset(o, r) => d.type_name == o.object_type && d.relation.as_deref() == Some(*r),
     }
@@ -206,13 +267,20 @@ fn collect_refs(u: &Userset, positive: bool, out: &mut Vec<Ref>, complex: &mut b
     match u {
         Userset::This(_) => out.push(Ref::This),
         Userset::ComputedUserset(c) => out.push(Ref::Computed(c.relation.clone(), positive)),
-        Userset::TupleToUserset(t) => {
-            out.push(Ref::Ttu(t.tupleset.relation.clone(), t.computed_userset.relation.clone(), positive))
-        }
-        Userset::Union(c) => c.child.iter().for_each(|c| collect_refs(c, positive, out, complex)),
+        Userset::TupleToUserset(t) => out.push(Ref::Ttu(
+            t.tupleset.relation.clone(),
+            t.computed_userset.relation.clone(),
+            positive,
+        )),
+        Userset::Union(c) => c
+            .child
+            .iter()
+            .for_each(|c| collect_refs(c, positive, out, complex)),
         Userset::Intersection(c) => {
             *complex = true;
-            c.child.iter().for_each(|c| collect_refs(c, positive, out, complex));
+            c.child
+                .iter()
+                .for_each(|c| collect_refs(c, positive, out, complex));
         }
         Userset::Difference(d) => {
             *complex = true;

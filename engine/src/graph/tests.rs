@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use std::time::Duration;
 
@@ -20,13 +25,29 @@ async fn fixture(dsl: &str, tuples: &[(&str, &str, &str)]) -> (Fixture, Revision
     let ds = MemoryStore::new();
     let now = chrono::Utc::now();
     let store = ulid::Ulid::new().to_string();
-    ds.create_store(&StoreInfo { id: store.clone(), name: "t".into(), created_at: now, updated_at: now }).await.unwrap();
+    ds.create_store(&StoreInfo {
+        id: store.clone(),
+        name: "t".into(),
+        created_at: now,
+        updated_at: now,
+    })
+    .await
+    .unwrap();
     let model = CompiledModel::new(m).unwrap();
-    let keys: Vec<TupleKey> = tuples.iter().map(|(u, r, o)| TupleKey::new(*u, *r, *o)).collect();
+    let keys: Vec<TupleKey> = tuples
+        .iter()
+        .map(|(u, r, o)| TupleKey::new(*u, *r, *o))
+        .collect();
     for k in &keys {
         model.validate_tuple(k).unwrap();
     }
-    let rev = if keys.is_empty() { 0 } else { ds.write_tuples(&store, &[], &keys, WriteOptions::default()).await.unwrap() };
+    let rev = if keys.is_empty() {
+        0
+    } else {
+        ds.write_tuples(&store, &[], &keys, WriteOptions::default())
+            .await
+            .unwrap()
+    };
     (Fixture { ds, store, model }, rev)
 }
 
@@ -55,27 +76,78 @@ type doc
 
 #[tokio::test]
 async fn userset_cycles_terminate_with_the_right_answer() {
-    let (f, rev) = fixture(GROUPS, &[("group:b#member", "member", "group:a"), ("group:a#member", "member", "group:b")]).await;
-    assert!(!check(&f.q(rev), "group:a", "member", "user:x").await.unwrap());
-    let rev2 = f.ds.write_tuples(&f.store, &[], &[TupleKey::new("user:x", "member", "group:b")], WriteOptions::default()).await.unwrap();
-    assert!(check(&f.q(rev2), "group:a", "member", "user:x").await.unwrap());
-    assert!(check(&f.q(rev2), "group:b", "member", "user:x").await.unwrap());
+    let (f, rev) = fixture(
+        GROUPS,
+        &[
+            ("group:b#member", "member", "group:a"),
+            ("group:a#member", "member", "group:b"),
+        ],
+    )
+    .await;
+    assert!(
+        !check(&f.q(rev), "group:a", "member", "user:x")
+            .await
+            .unwrap()
+    );
+    let rev2 =
+        f.ds.write_tuples(
+            &f.store,
+            &[],
+            &[TupleKey::new("user:x", "member", "group:b")],
+            WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        check(&f.q(rev2), "group:a", "member", "user:x")
+            .await
+            .unwrap()
+    );
+    assert!(
+        check(&f.q(rev2), "group:b", "member", "user:x")
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
 async fn depth_beyond_the_bound_is_an_error_not_a_no() {
     let mut tuples: Vec<(String, String, String)> = (0..30)
-        .map(|i| (format!("group:g{}#member", i + 1), "member".to_string(), format!("group:g{i}")))
+        .map(|i| {
+            (
+                format!("group:g{}#member", i + 1),
+                "member".to_string(),
+                format!("group:g{i}"),
+            )
+        })
         .collect();
     tuples.push(("user:deep".into(), "member".into(), "group:g30".into()));
-    let refs: Vec<(&str, &str, &str)> = tuples.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
+    let refs: Vec<(&str, &str, &str)> = tuples
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
     let (f, rev) = fixture(GROUPS, &refs).await;
-    let err = check(&f.q(rev), "group:g0", "member", "user:deep").await.unwrap_err();
+    let err = check(&f.q(rev), "group:g0", "member", "user:deep")
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::DepthExceeded(25)), "{err}");
     // Within the bound the same chain resolves.
-    assert!(check(&f.q(rev), "group:g10", "member", "user:deep").await.unwrap());
+    assert!(
+        check(&f.q(rev), "group:g10", "member", "user:deep")
+            .await
+            .unwrap()
+    );
     // A raised bound resolves the whole chain.
-    assert!(check(&f.q(rev).with_max_depth(40), "group:g0", "member", "user:deep").await.unwrap());
+    assert!(
+        check(
+            &f.q(rev).with_max_depth(40),
+            "group:g0",
+            "member",
+            "user:deep"
+        )
+        .await
+        .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -92,19 +164,49 @@ async fn exclusion_intersection_and_wildcards() {
     )
     .await;
     let q = f.q(rev);
-    assert!(check(&q, "doc:public", "can_view", "user:anyone").await.unwrap());
-    assert!(!check(&q, "doc:public", "can_view", "user:bob").await.unwrap());
-    assert!(check(&q, "doc:1", "can_approve", "user:anne").await.unwrap());
-    assert!(!check(&q, "doc:1", "can_approve", "user:carl").await.unwrap());
-    let objs = list_objects(&q, "doc", "can_view", "user:bob").await.unwrap();
-    assert!(objs.is_empty(), "{objs:?}");
-    let objs = list_objects(&q, "doc", "can_view", "user:anne").await.unwrap();
-    assert_eq!(objs, vec!["doc:1", "doc:public"]);
-    let objs = list_objects(&q, "doc", "can_approve", "user:carl").await.unwrap();
-    assert!(objs.is_empty());
-    let users = list_users(&q, "doc:public", "can_view", &[ListUsersFilter { type_name: "user".into(), relation: None }])
+    assert!(
+        check(&q, "doc:public", "can_view", "user:anyone")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !check(&q, "doc:public", "can_view", "user:bob")
+            .await
+            .unwrap()
+    );
+    assert!(
+        check(&q, "doc:1", "can_approve", "user:anne")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !check(&q, "doc:1", "can_approve", "user:carl")
+            .await
+            .unwrap()
+    );
+    let objs = list_objects(&q, "doc", "can_view", "user:bob")
         .await
         .unwrap();
+    assert!(objs.is_empty(), "{objs:?}");
+    let objs = list_objects(&q, "doc", "can_view", "user:anne")
+        .await
+        .unwrap();
+    assert_eq!(objs, vec!["doc:1", "doc:public"]);
+    let objs = list_objects(&q, "doc", "can_approve", "user:carl")
+        .await
+        .unwrap();
+    assert!(objs.is_empty());
+    let users = list_users(
+        &q,
+        "doc:public",
+        "can_view",
+        &[ListUsersFilter {
+            type_name: "user".into(),
+            relation: None,
+        }],
+    )
+    .await
+    .unwrap();
     assert_eq!(users, vec![UserResult("user:*".into())]);
 }
 
@@ -112,27 +214,63 @@ async fn exclusion_intersection_and_wildcards() {
 async fn snapshots_and_the_cache_never_mix_revisions() {
     let (f, rev1) = fixture(GROUPS, &[("user:anne", "viewer", "doc:1")]).await;
     let cache = CheckCache::new(1000, Duration::from_secs(60));
-    assert!(check(&f.q(rev1).with_cache(Some(&cache)), "doc:1", "viewer", "user:anne").await.unwrap());
+    assert!(
+        check(
+            &f.q(rev1).with_cache(Some(&cache)),
+            "doc:1",
+            "viewer",
+            "user:anne"
+        )
+        .await
+        .unwrap()
+    );
     assert!(!cache.is_empty());
-    let rev2 = f
-        .ds
-        .write_tuples(&f.store, &[TupleKey::new("user:anne", "viewer", "doc:1")], &[], WriteOptions::default())
+    let rev2 =
+        f.ds.write_tuples(
+            &f.store,
+            &[TupleKey::new("user:anne", "viewer", "doc:1")],
+            &[],
+            WriteOptions::default(),
+        )
         .await
         .unwrap();
     assert!(rev2 > rev1);
-    assert!(!check(&f.q(rev2).with_cache(Some(&cache)), "doc:1", "viewer", "user:anne").await.unwrap());
+    assert!(
+        !check(
+            &f.q(rev2).with_cache(Some(&cache)),
+            "doc:1",
+            "viewer",
+            "user:anne"
+        )
+        .await
+        .unwrap()
+    );
     // The old snapshot still answers as it did.
-    assert!(check(&f.q(rev1), "doc:1", "viewer", "user:anne").await.unwrap());
+    assert!(
+        check(&f.q(rev1), "doc:1", "viewer", "user:anne")
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
 async fn contextual_tuples_apply_to_one_query_only() {
     let (f, rev) = fixture(GROUPS, &[]).await;
-    let ctx = vec![TupleKey::new("user:zoe", "member", "group:eng"), TupleKey::new("group:eng#member", "viewer", "doc:9")];
+    let ctx = vec![
+        TupleKey::new("user:zoe", "member", "group:eng"),
+        TupleKey::new("group:eng#member", "viewer", "doc:9"),
+    ];
     let q = Query::new(&f.store, &f.model, &f.ds, rev, &ctx, None);
     assert!(check(&q, "doc:9", "viewer", "user:zoe").await.unwrap());
-    assert_eq!(list_objects(&q, "doc", "viewer", "user:zoe").await.unwrap(), vec!["doc:9"]);
-    assert!(!check(&f.q(rev), "doc:9", "viewer", "user:zoe").await.unwrap());
+    assert_eq!(
+        list_objects(&q, "doc", "viewer", "user:zoe").await.unwrap(),
+        vec!["doc:9"]
+    );
+    assert!(
+        !check(&f.q(rev), "doc:9", "viewer", "user:zoe")
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -151,58 +289,173 @@ condition before(now: timestamp, until: timestamp) {
     let mut ctx = serde_json::Map::new();
     ctx.insert("until".into(), serde_json::json!("2030-01-01T00:00:00Z"));
     let mut t = TupleKey::new("user:anne", "viewer", "doc:1");
-    t.condition = Some(RelationshipCondition { name: "before".into(), context: Some(ContextMap(ctx)) });
+    t.condition = Some(RelationshipCondition {
+        name: "before".into(),
+        context: Some(ContextMap(ctx)),
+    });
     f.model.validate_tuple(&t).unwrap();
-    let rev = f.ds.write_tuples(&f.store, &[], &[t], WriteOptions::default()).await.unwrap();
-    let err = check(&f.q(rev), "doc:1", "viewer", "user:anne").await.unwrap_err();
+    let rev =
+        f.ds.write_tuples(&f.store, &[], &[t], WriteOptions::default())
+            .await
+            .unwrap();
+    let err = check(&f.q(rev), "doc:1", "viewer", "user:anne")
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Condition { .. }), "{err}");
-    for (now, want) in [("2029-01-01T00:00:00Z", true), ("2031-01-01T00:00:00Z", false)] {
+    for (now, want) in [
+        ("2029-01-01T00:00:00Z", true),
+        ("2031-01-01T00:00:00Z", false),
+    ] {
         let mut m = serde_json::Map::new();
         m.insert("now".into(), serde_json::json!(now));
         let c = ContextMap(m);
         let q = Query::new(&f.store, &f.model, &f.ds, rev, &[], Some(&c));
-        assert_eq!(check(&q, "doc:1", "viewer", "user:anne").await.unwrap(), want, "now = {now}");
-        let objs = list_objects(&q, "doc", "viewer", "user:anne").await.unwrap();
+        assert_eq!(
+            check(&q, "doc:1", "viewer", "user:anne").await.unwrap(),
+            want,
+            "now = {now}"
+        );
+        let objs = list_objects(&q, "doc", "viewer", "user:anne")
+            .await
+            .unwrap();
         assert_eq!(objs.len(), usize::from(want));
     }
     // A tuple without the required condition is rejected at write time.
-    assert!(f.model.validate_tuple(&TupleKey::new("user:bob", "viewer", "doc:1")).is_err());
+    assert!(
+        f.model
+            .validate_tuple(&TupleKey::new("user:bob", "viewer", "doc:1"))
+            .is_err()
+    );
 }
 
 #[tokio::test]
 async fn invalid_requests_are_errors() {
     let (f, rev) = fixture(GROUPS, &[]).await;
     let q = f.q(rev);
-    assert!(matches!(check(&q, "nope:1", "viewer", "user:a").await, Err(Error::TypeNotFound(_))));
-    assert!(matches!(check(&q, "doc:1", "nope", "user:a").await, Err(Error::RelationNotFound { .. })));
-    assert!(matches!(check(&q, "doc:1", "viewer", "anne").await, Err(Error::Validation(_))));
-    assert!(matches!(check(&q, "doc", "viewer", "user:a").await, Err(Error::Validation(_))));
-    assert!(f.model.validate_tuple(&TupleKey::new("group:x", "viewer", "doc:1")).is_err());
-    assert!(f.model.validate_tuple(&TupleKey::new("user:*", "owner", "doc:1")).is_err());
-    assert!(f.model.validate_tuple(&TupleKey::new("group:x#member", "viewer", "doc:*")).is_err());
+    assert!(matches!(
+        check(&q, "nope:1", "viewer", "user:a").await,
+        Err(Error::TypeNotFound(_))
+    ));
+    assert!(matches!(
+        check(&q, "doc:1", "nope", "user:a").await,
+        Err(Error::RelationNotFound { .. })
+    ));
+    assert!(matches!(
+        check(&q, "doc:1", "viewer", "anne").await,
+        Err(Error::Validation(_))
+    ));
+    assert!(matches!(
+        check(&q, "doc", "viewer", "user:a").await,
+        Err(Error::Validation(_))
+    ));
+    assert!(
+        f.model
+            .validate_tuple(&TupleKey::new("group:x", "viewer", "doc:1"))
+            .is_err()
+    );
+    assert!(
+        f.model
+            .validate_tuple(&TupleKey::new("user:*", "owner", "doc:1"))
+            .is_err()
+    );
+    assert!(
+        f.model
+            .validate_tuple(&TupleKey::new("group:x#member", "viewer", "doc:*"))
+            .is_err()
+    );
 }
 
 #[tokio::test]
 async fn list_objects_is_complete_for_ten_thousand_objects() {
     let (f, _) = fixture(GROUPS, &[("user:u", "member", "group:big")]).await;
     let mut rev = 0;
-    let all: Vec<TupleKey> = (0..10_000).map(|i| TupleKey::new("group:big#member", "viewer", format!("doc:{i:05}"))).collect();
+    let all: Vec<TupleKey> = (0..10_000)
+        .map(|i| TupleKey::new("group:big#member", "viewer", format!("doc:{i:05}")))
+        .collect();
     for chunk in all.chunks(1000) {
-        rev = f.ds.write_tuples(&f.store, &[], chunk, WriteOptions::default()).await.unwrap();
+        rev =
+            f.ds.write_tuples(&f.store, &[], chunk, WriteOptions::default())
+                .await
+                .unwrap();
     }
-    let objs = list_objects(&f.q(rev), "doc", "viewer", "user:u").await.unwrap();
-    assert_eq!(objs.len(), 10_000);
-    let users = list_users(&f.q(rev), "doc:00042", "viewer", &[ListUsersFilter { type_name: "user".into(), relation: None }])
+    let objs = list_objects(&f.q(rev), "doc", "viewer", "user:u")
         .await
         .unwrap();
+    assert_eq!(objs.len(), 10_000);
+    let users = list_users(
+        &f.q(rev),
+        "doc:00042",
+        "viewer",
+        &[ListUsersFilter {
+            type_name: "user".into(),
+            relation: None,
+        }],
+    )
+    .await
+    .unwrap();
     assert_eq!(users, vec![UserResult("user:u".into())]);
 }
 
 #[tokio::test]
 async fn expand_shows_one_level() {
-    let (f, rev) = fixture(GROUPS, &[("user:anne", "viewer", "doc:1"), ("group:eng#member", "viewer", "doc:1")]).await;
+    let (f, rev) = fixture(
+        GROUPS,
+        &[
+            ("user:anne", "viewer", "doc:1"),
+            ("group:eng#member", "viewer", "doc:1"),
+        ],
+    )
+    .await;
     let tree = expand(&f.q(rev), "doc:1", "viewer").await.unwrap();
     let nodes = &tree["root"]["union"]["nodes"];
-    assert_eq!(nodes[0]["leaf"]["users"]["users"], serde_json::json!(["user:anne", "group:eng#member"]));
+    assert_eq!(
+        nodes[0]["leaf"]["users"]["users"],
+        serde_json::json!(["user:anne", "group:eng#member"])
+    );
     assert_eq!(nodes[1]["leaf"]["computed"]["userset"], "doc:1#editor");
+}
+
+#[tokio::test]
+async fn list_queries_share_the_depth_bound() {
+    let mut tuples: Vec<(String, String, String)> = (0..30)
+        .map(|i| {
+            (
+                format!("group:g{}#member", i + 1),
+                "member".to_string(),
+                format!("group:g{i}"),
+            )
+        })
+        .collect();
+    tuples.push(("user:deep".into(), "member".into(), "group:g30".into()));
+    let refs: Vec<(&str, &str, &str)> = tuples
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    let (f, rev) = fixture(GROUPS, &refs).await;
+    let users = [ListUsersFilter {
+        type_name: "user".into(),
+        relation: None,
+    }];
+    assert!(matches!(
+        list_users(&f.q(rev), "group:g0", "member", &users).await,
+        Err(Error::DepthExceeded(25))
+    ));
+    assert!(matches!(
+        list_objects(&f.q(rev), "group", "member", "user:deep").await,
+        Err(Error::DepthExceeded(25))
+    ));
+    let deep = f.q(rev).with_max_depth(40);
+    assert_eq!(
+        list_objects(&deep, "group", "member", "user:deep")
+            .await
+            .unwrap()
+            .len(),
+        31
+    );
+    assert_eq!(
+        list_users(&deep, "group:g0", "member", &users)
+            .await
+            .unwrap(),
+        vec![UserResult("user:deep".into())]
+    );
 }

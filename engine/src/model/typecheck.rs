@@ -106,7 +106,7 @@ fn valid_name(name: &str, max: usize) -> bool {
     (1..=max).contains(&n)
         && !name
             .chars()
-            .any(|c| matches!(c, ':' | '#' | '@') || c.is_whitespace())
+            .any(|c| matches!(c, ':' | '#' | '@') || c.is_whitespace() || c.is_control())
 }
 
 /// The model as seen by the checks: the first definition of each type name wins.

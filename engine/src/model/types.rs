@@ -168,7 +168,9 @@ pub enum TypeName {
 impl AuthorizationModel {
     /// The definition of `type_name`, if the model has it.
     pub fn type_def(&self, type_name: &str) -> Option<&TypeDefinition> {
-        self.type_definitions.iter().find(|t| t.type_name == type_name)
+        self.type_definitions
+            .iter()
+            .find(|t| t.type_name == type_name)
     }
 
     /// The rewrite of `type_name#relation`, if defined.

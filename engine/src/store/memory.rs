@@ -61,7 +61,11 @@ fn visible(row: &Row, rev: Revision) -> bool {
 }
 
 fn matches(row: &Row, f: &TupleFilter) -> bool {
-    let (otype, oid) = row.key.object.split_once(':').unwrap_or((&row.key.object, ""));
+    let (otype, oid) = row
+        .key
+        .object
+        .split_once(':')
+        .unwrap_or((&row.key.object, ""));
     f.object_type.as_deref().is_none_or(|t| t == otype)
         && f.object_id.as_deref().is_none_or(|i| i == oid)
         && f.relation.as_deref().is_none_or(|r| r == row.key.relation)
@@ -82,10 +86,16 @@ fn paginate<T>(items: Vec<T>, page: &Page) -> Result<Paged<T>> {
     }
     let mut rest: Vec<T> = items.into_iter().skip(start).collect();
     if page.size == 0 || rest.len() <= page.size {
-        return Ok(Paged { items: rest, next: None });
+        return Ok(Paged {
+            items: rest,
+            next: None,
+        });
     }
     rest.truncate(page.size);
-    Ok(Paged { next: Some((start + page.size).to_string()), items: rest })
+    Ok(Paged {
+        next: Some((start + page.size).to_string()),
+        items: rest,
+    })
 }
 
 impl StoreData {
@@ -99,15 +109,27 @@ impl Datastore for MemoryStore {
     async fn create_store(&self, store: &StoreInfo) -> Result<()> {
         let mut stores = self.stores.write().map_err(|_| poisoned())?;
         if stores.contains_key(&store.id) {
-            return Err(Error::Validation(format!("store `{}` already exists", store.id)));
+            return Err(Error::Validation(format!(
+                "store `{}` already exists",
+                store.id
+            )));
         }
-        stores.insert(store.id.clone(), StoreData { info: Some(store.clone()), ..Default::default() });
+        stores.insert(
+            store.id.clone(),
+            StoreData {
+                info: Some(store.clone()),
+                ..Default::default()
+            },
+        );
         Ok(())
     }
 
     async fn get_store(&self, id: &str) -> Result<Option<StoreInfo>> {
         let stores = self.stores.read().map_err(|_| poisoned())?;
-        Ok(stores.get(id).filter(|s| s.live_store()).and_then(|s| s.info.clone()))
+        Ok(stores
+            .get(id)
+            .filter(|s| s.live_store())
+            .and_then(|s| s.info.clone()))
     }
 
     async fn list_stores(&self, name: Option<&str>, page: &Page) -> Result<Paged<StoreInfo>> {
@@ -134,7 +156,10 @@ impl Datastore for MemoryStore {
 
     async fn write_model(&self, store: &str, model: &AuthorizationModel) -> Result<()> {
         let mut stores = self.stores.write().map_err(|_| poisoned())?;
-        let s = stores.get_mut(store).filter(|s| s.live_store()).ok_or_else(|| Error::StoreNotFound(store.into()))?;
+        let s = stores
+            .get_mut(store)
+            .filter(|s| s.live_store())
+            .ok_or_else(|| Error::StoreNotFound(store.into()))?;
         s.models.insert(model.id.clone(), model.clone());
         Ok(())
     }
@@ -146,12 +171,18 @@ impl Datastore for MemoryStore {
 
     async fn latest_model(&self, store: &str) -> Result<Option<AuthorizationModel>> {
         let stores = self.stores.read().map_err(|_| poisoned())?;
-        Ok(stores.get(store).and_then(|s| s.models.values().next_back()).cloned())
+        Ok(stores
+            .get(store)
+            .and_then(|s| s.models.values().next_back())
+            .cloned())
     }
 
     async fn list_models(&self, store: &str, page: &Page) -> Result<Paged<AuthorizationModel>> {
         let stores = self.stores.read().map_err(|_| poisoned())?;
-        let all: Vec<_> = stores.get(store).map(|s| s.models.values().rev().cloned().collect()).unwrap_or_default();
+        let all: Vec<_> = stores
+            .get(store)
+            .map(|s| s.models.values().rev().cloned().collect())
+            .unwrap_or_default();
         paginate(all, page)
     }
 
@@ -163,13 +194,18 @@ impl Datastore for MemoryStore {
         opts: WriteOptions,
     ) -> Result<Revision> {
         let mut stores = self.stores.write().map_err(|_| poisoned())?;
-        let s = stores.get_mut(store).filter(|s| s.live_store()).ok_or_else(|| Error::StoreNotFound(store.into()))?;
+        let s = stores
+            .get_mut(store)
+            .filter(|s| s.live_store())
+            .ok_or_else(|| Error::StoreNotFound(store.into()))?;
         let id = |k: &TupleKey| (k.object.clone(), k.relation.clone(), k.user.clone());
         // Validate everything before touching anything: all or nothing.
         let mut deleting = std::collections::HashSet::new();
         for d in deletes {
             if !deleting.insert(id(d)) {
-                return Err(Error::Validation(format!("duplicate tuple in the delete list ({d})")));
+                return Err(Error::Validation(format!(
+                    "duplicate tuple in the delete list ({d})"
+                )));
             }
             if !s.live.contains_key(&id(d)) && !opts.ignore_missing {
                 return Err(Error::MissingDelete(d.to_string()));
@@ -178,9 +214,12 @@ impl Datastore for MemoryStore {
         let mut writing = std::collections::HashSet::new();
         for w in writes {
             if !writing.insert(id(w)) {
-                return Err(Error::Validation(format!("duplicate tuple in the write list ({w})")));
+                return Err(Error::Validation(format!(
+                    "duplicate tuple in the write list ({w})"
+                )));
             }
-            if s.live.contains_key(&id(w)) && !deleting.contains(&id(w)) && !opts.ignore_duplicates {
+            if s.live.contains_key(&id(w)) && !deleting.contains(&id(w)) && !opts.ignore_duplicates
+            {
                 return Err(Error::DuplicateWrite(w.to_string()));
             }
         }
@@ -190,7 +229,12 @@ impl Datastore for MemoryStore {
         for d in deletes {
             if let Some(idx) = s.live.remove(&id(d)) {
                 s.rows[idx].deleted = Some(rev);
-                s.changes.push(TupleChange { tuple_key: s.rows[idx].key.clone(), operation: Operation::Delete, timestamp: now, revision: rev });
+                s.changes.push(TupleChange {
+                    tuple_key: s.rows[idx].key.clone(),
+                    operation: Operation::Delete,
+                    timestamp: now,
+                    revision: rev,
+                });
                 changed = true;
             }
         }
@@ -199,11 +243,24 @@ impl Datastore for MemoryStore {
                 continue; // an ignored duplicate
             }
             let idx = s.rows.len();
-            s.rows.push(Row { key: w.clone(), created: rev, deleted: None, timestamp: now });
+            s.rows.push(Row {
+                key: w.clone(),
+                created: rev,
+                deleted: None,
+                timestamp: now,
+            });
             s.live.insert(id(w), idx);
-            s.by_object.entry((w.object.clone(), w.relation.clone())).or_default().push(idx);
+            s.by_object
+                .entry((w.object.clone(), w.relation.clone()))
+                .or_default()
+                .push(idx);
             s.by_user.entry(w.user.clone()).or_default().push(idx);
-            s.changes.push(TupleChange { tuple_key: w.clone(), operation: Operation::Write, timestamp: now, revision: rev });
+            s.changes.push(TupleChange {
+                tuple_key: w.clone(),
+                operation: Operation::Write,
+                timestamp: now,
+                revision: rev,
+            });
             changed = true;
         }
         if changed {
@@ -214,20 +271,42 @@ impl Datastore for MemoryStore {
 
     async fn head_revision(&self, store: &str) -> Result<Revision> {
         let stores = self.stores.read().map_err(|_| poisoned())?;
-        stores.get(store).map(|s| s.head).ok_or_else(|| Error::StoreNotFound(store.into()))
+        stores
+            .get(store)
+            .map(|s| s.head)
+            .ok_or_else(|| Error::StoreNotFound(store.into()))
     }
 
-    async fn read_tuples(&self, store: &str, filter: &TupleFilter, rev: Revision, page: &Page) -> Result<Paged<Tuple>> {
+    async fn read_tuples(
+        &self,
+        store: &str,
+        filter: &TupleFilter,
+        rev: Revision,
+        page: &Page,
+    ) -> Result<Paged<Tuple>> {
         let stores = self.stores.read().map_err(|_| poisoned())?;
-        let Some(s) = stores.get(store) else { return Ok(Paged { items: vec![], next: None }) };
-        let to_tuple = |r: &Row| Tuple { key: r.key.clone(), timestamp: r.timestamp };
-        let mut idxs: Vec<usize> = match (&filter.object_type, &filter.object_id, &filter.relation) {
-            (Some(t), Some(i), Some(r)) => {
-                s.by_object.get(&(format!("{t}:{i}"), r.clone())).cloned().unwrap_or_default()
-            }
-            _ if !filter.users.is_empty() => {
-                filter.users.iter().flat_map(|u| s.by_user.get(u).into_iter().flatten().copied()).collect()
-            }
+        let Some(s) = stores.get(store) else {
+            return Ok(Paged {
+                items: vec![],
+                next: None,
+            });
+        };
+        let to_tuple = |r: &Row| Tuple {
+            key: r.key.clone(),
+            timestamp: r.timestamp,
+        };
+        let mut idxs: Vec<usize> = match (&filter.object_type, &filter.object_id, &filter.relation)
+        {
+            (Some(t), Some(i), Some(r)) => s
+                .by_object
+                .get(&(format!("{t}:{i}"), r.clone()))
+                .cloned()
+                .unwrap_or_default(),
+            _ if !filter.users.is_empty() => filter
+                .users
+                .iter()
+                .flat_map(|u| s.by_user.get(u).into_iter().flatten().copied())
+                .collect(),
             _ => (0..s.rows.len()).collect(),
         };
         idxs.sort_unstable();
@@ -241,30 +320,60 @@ impl Datastore for MemoryStore {
         paginate(items, page)
     }
 
-    async fn read_changes(&self, store: &str, object_type: Option<&str>, page: &Page) -> Result<Paged<TupleChange>> {
+    async fn read_changes(
+        &self,
+        store: &str,
+        object_type: Option<&str>,
+        page: &Page,
+    ) -> Result<Paged<TupleChange>> {
         let stores = self.stores.read().map_err(|_| poisoned())?;
-        let Some(s) = stores.get(store) else { return Ok(Paged { items: vec![], next: None }) };
+        let Some(s) = stores.get(store) else {
+            return Ok(Paged {
+                items: vec![],
+                next: None,
+            });
+        };
         let start = offset_token(page)?;
         if start > s.changes.len() {
             return Err(Error::InvalidContinuationToken);
         }
-        let size = if page.size == 0 { usize::MAX } else { page.size };
+        let size = if page.size == 0 {
+            usize::MAX
+        } else {
+            page.size
+        };
         let mut items = Vec::new();
         let mut pos = start;
         while pos < s.changes.len() && items.len() < size {
             let c = &s.changes[pos];
             pos += 1;
-            if object_type.is_none_or(|t| c.tuple_key.object.split_once(':').is_some_and(|(ot, _)| ot == t)) {
+            if object_type.is_none_or(|t| {
+                c.tuple_key
+                    .object
+                    .split_once(':')
+                    .is_some_and(|(ot, _)| ot == t)
+            }) {
                 items.push(c.clone());
             }
         }
         // The token always advances to where reading stopped, so polling resumes there.
-        Ok(Paged { items, next: Some(pos.to_string()) })
+        Ok(Paged {
+            items,
+            next: Some(pos.to_string()),
+        })
     }
 
-    async fn write_assertions(&self, store: &str, model_id: &str, assertions: &Assertions) -> Result<()> {
+    async fn write_assertions(
+        &self,
+        store: &str,
+        model_id: &str,
+        assertions: &Assertions,
+    ) -> Result<()> {
         let mut stores = self.stores.write().map_err(|_| poisoned())?;
-        let s = stores.get_mut(store).filter(|s| s.live_store()).ok_or_else(|| Error::StoreNotFound(store.into()))?;
+        let s = stores
+            .get_mut(store)
+            .filter(|s| s.live_store())
+            .ok_or_else(|| Error::StoreNotFound(store.into()))?;
         s.assertions.insert(model_id.into(), assertions.clone());
         Ok(())
     }

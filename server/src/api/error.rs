@@ -16,7 +16,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
@@ -24,7 +28,11 @@ impl ApiError {
     }
 
     pub fn unauthenticated() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a valid API key is required as `Authorization: Bearer <key>`")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a valid API key is required as `Authorization: Bearer <key>`",
+        )
     }
 }
 
@@ -60,9 +68,13 @@ impl From<Error> for ApiError {
             Error::TypeNotFound(_) => (S::BAD_REQUEST, "type_not_found"),
             Error::RelationNotFound { .. } => (S::BAD_REQUEST, "relation_not_found"),
             Error::InvalidTuple { .. } => (S::BAD_REQUEST, "invalid_tuple"),
-            Error::DuplicateWrite(_) | Error::MissingDelete(_) => (S::BAD_REQUEST, "write_failed_due_to_invalid_input"),
+            Error::DuplicateWrite(_) | Error::MissingDelete(_) => {
+                (S::BAD_REQUEST, "write_failed_due_to_invalid_input")
+            }
             Error::Condition { .. } => (S::BAD_REQUEST, "validation_error"),
-            Error::DepthExceeded(_) => (S::BAD_REQUEST, "authorization_model_resolution_too_complex"),
+            Error::DepthExceeded(_) => {
+                (S::BAD_REQUEST, "authorization_model_resolution_too_complex")
+            }
             Error::InvalidContinuationToken => (S::BAD_REQUEST, "invalid_continuation_token"),
             Error::InvalidConsistencyToken => (S::BAD_REQUEST, "invalid_consistency_token"),
             Error::Validation(_) => (S::BAD_REQUEST, "validation_error"),

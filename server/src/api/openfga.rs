@@ -23,9 +23,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("", web::get().to(list_stores))
         .route("/{store_id}", web::get().to(get_store))
         .route("/{store_id}", web::delete().to(delete_store))
-        .route("/{store_id}/authorization-models", web::post().to(write_model))
-        .route("/{store_id}/authorization-models", web::get().to(list_models))
-        .route("/{store_id}/authorization-models/{model_id}", web::get().to(read_model))
+        .route(
+            "/{store_id}/authorization-models",
+            web::post().to(write_model),
+        )
+        .route(
+            "/{store_id}/authorization-models",
+            web::get().to(list_models),
+        )
+        .route(
+            "/{store_id}/authorization-models/{model_id}",
+            web::get().to(read_model),
+        )
         .route("/{store_id}/write", web::post().to(write))
         .route("/{store_id}/read", web::post().to(read))
         .route("/{store_id}/changes", web::get().to(changes))
@@ -33,23 +42,43 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/{store_id}/batch-check", web::post().to(batch_check))
         .route("/{store_id}/expand", web::post().to(expand))
         .route("/{store_id}/list-objects", web::post().to(list_objects))
-        .route("/{store_id}/streamed-list-objects", web::post().to(streamed_list_objects))
+        .route(
+            "/{store_id}/streamed-list-objects",
+            web::post().to(streamed_list_objects),
+        )
         .route("/{store_id}/list-users", web::post().to(list_users))
-        .route("/{store_id}/assertions/{model_id}", web::put().to(write_assertions))
-        .route("/{store_id}/assertions/{model_id}", web::get().to(read_assertions));
+        .route(
+            "/{store_id}/assertions/{model_id}",
+            web::put().to(write_assertions),
+        )
+        .route(
+            "/{store_id}/assertions/{model_id}",
+            web::get().to(read_assertions),
+        );
 }
 
 fn with_token(mut res: HttpResponse, store: &str, rev: Revision) -> HttpResponse {
     if let Ok(v) = HeaderValue::from_str(&service::encode_token(store, rev)) {
-        res.headers_mut().insert(actix_web::http::header::HeaderName::from_static(TOKEN_HEADER), v);
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static(TOKEN_HEADER),
+            v,
+        );
     }
     res
 }
 
 /// JSON with the consistency token in the body (`consistency_token`) and a header.
-fn json_with_token(status: StatusCode, mut body: Value, store: &str, rev: Revision) -> HttpResponse {
+fn json_with_token(
+    status: StatusCode,
+    mut body: Value,
+    store: &str,
+    rev: Revision,
+) -> HttpResponse {
     if let Value::Object(m) = &mut body {
-        m.insert("consistency_token".into(), Value::String(service::encode_token(store, rev)));
+        m.insert(
+            "consistency_token".into(),
+            Value::String(service::encode_token(store, rev)),
+        );
     }
     with_token(HttpResponse::build(status).json(body), store, rev)
 }
@@ -58,7 +87,11 @@ fn page(size: Option<i64>, token: Option<String>, default: usize) -> ApiResult<P
     let size = match size {
         None | Some(0) => default,
         Some(n) if (1..=1000).contains(&n) => n as usize,
-        Some(n) => return Err(ApiError::validation(format!("page_size must be between 1 and 1000, got `{n}`"))),
+        Some(n) => {
+            return Err(ApiError::validation(format!(
+                "page_size must be between 1 and 1000, got `{n}`"
+            )));
+        }
     };
     let token = token.filter(|t| !t.is_empty());
     Ok(Page { size, token })
@@ -121,7 +154,9 @@ struct ConsistencyFields {
 impl ConsistencyFields {
     fn resolve(&self, store: &str) -> ApiResult<Consistency> {
         if let Some(t) = self.consistency_token.as_deref().filter(|t| !t.is_empty()) {
-            return Ok(Consistency::AtLeastAsFresh(service::decode_token(store, t)?));
+            return Ok(Consistency::AtLeastAsFresh(service::decode_token(
+                store, t,
+            )?));
         }
         match self.consistency.as_deref().unwrap_or("UNSPECIFIED") {
             "UNSPECIFIED" | "" | "MINIMIZE_LATENCY" => Ok(Consistency::MinimizeLatency),
@@ -164,7 +199,9 @@ struct CheckTupleKey {
 impl CheckTupleKey {
     fn into_key(self) -> ApiResult<TupleKey> {
         if self.user.is_empty() || self.relation.is_empty() || self.object.is_empty() {
-            return Err(ApiError::validation("`tuple_key` needs `user`, `relation` and `object`"));
+            return Err(ApiError::validation(
+                "`tuple_key` needs `user`, `relation` and `object`",
+            ));
         }
         Ok(TupleKey::new(self.user, self.relation, self.object))
     }
@@ -286,8 +323,12 @@ async fn create_store(state: State, body: web::Json<CreateStore>) -> ApiResult<H
 async fn list_stores(state: State, q: web::Query<ListQuery>) -> ApiResult<HttpResponse> {
     let q = q.into_inner();
     let p = page(q.page_size, q.continuation_token, 50)?;
-    let res = state.engine.list_stores(q.name.as_deref().filter(|n| !n.is_empty()), &p).await?;
-    Ok(HttpResponse::Ok().json(json!({ "stores": res.items, "continuation_token": next_token(res.next) })))
+    let res = state
+        .engine
+        .list_stores(q.name.as_deref().filter(|n| !n.is_empty()), &p)
+        .await?;
+    Ok(HttpResponse::Ok()
+        .json(json!({ "stores": res.items, "continuation_token": next_token(res.next) })))
 }
 
 async fn get_store(state: State, path: web::Path<String>) -> ApiResult<HttpResponse> {
@@ -301,18 +342,28 @@ async fn delete_store(state: State, path: web::Path<String>) -> ApiResult<HttpRe
 
 // ---- models ----
 
-async fn write_model(state: State, path: web::Path<String>, body: web::Json<Value>) -> ApiResult<HttpResponse> {
+async fn write_model(
+    state: State,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> ApiResult<HttpResponse> {
     let model: AuthorizationModel = serde_json::from_value(body.into_inner())
         .map_err(|e| ApiError::validation(format!("invalid authorization model: {e}")))?;
     let id = state.engine.write_model(&path, model).await?;
     Ok(HttpResponse::Created().json(json!({ "authorization_model_id": id })))
 }
 
-async fn list_models(state: State, path: web::Path<String>, q: web::Query<ListQuery>) -> ApiResult<HttpResponse> {
+async fn list_models(
+    state: State,
+    path: web::Path<String>,
+    q: web::Query<ListQuery>,
+) -> ApiResult<HttpResponse> {
     let q = q.into_inner();
     let p = page(q.page_size, q.continuation_token, 50)?;
     let res = state.engine.list_models(&path, &p).await?;
-    Ok(HttpResponse::Ok().json(json!({ "authorization_models": res.items, "continuation_token": next_token(res.next) })))
+    Ok(HttpResponse::Ok().json(
+        json!({ "authorization_models": res.items, "continuation_token": next_token(res.next) }),
+    ))
 }
 
 async fn read_model(state: State, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
@@ -327,11 +378,17 @@ fn on_flag(v: Option<&str>, name: &str) -> ApiResult<bool> {
     match v.unwrap_or("") {
         "" | "error" | "ON_DUPLICATE_ERROR" | "ON_MISSING_ERROR" => Ok(false),
         "ignore" | "ON_DUPLICATE_IGNORE" | "ON_MISSING_IGNORE" => Ok(true),
-        other => Err(ApiError::validation(format!("invalid `{name}` `{other}`: expected `error` or `ignore`"))),
+        other => Err(ApiError::validation(format!(
+            "invalid `{name}` `{other}`: expected `error` or `ignore`"
+        ))),
     }
 }
 
-async fn write(state: State, path: web::Path<String>, body: web::Json<WriteRequest>) -> ApiResult<HttpResponse> {
+async fn write(
+    state: State,
+    path: web::Path<String>,
+    body: web::Json<WriteRequest>,
+) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let writes = body.writes.unwrap_or_default();
     let deletes = body.deletes.unwrap_or_default();
@@ -341,37 +398,71 @@ async fn write(state: State, path: web::Path<String>, body: web::Json<WriteReque
     };
     for d in &deletes.tuple_keys {
         if d.condition.is_some() {
-            return Err(ApiError::validation("tuples to delete cannot carry a condition"));
+            return Err(ApiError::validation(
+                "tuples to delete cannot carry a condition",
+            ));
         }
     }
     let rev = state
         .engine
-        .write(&path, body.authorization_model_id.as_deref(), &writes.tuple_keys, &deletes.tuple_keys, opts)
+        .write(
+            &path,
+            body.authorization_model_id.as_deref(),
+            &writes.tuple_keys,
+            &deletes.tuple_keys,
+            opts,
+        )
         .await?;
     Ok(json_with_token(StatusCode::OK, json!({}), &path, rev))
 }
 
-async fn read(state: State, path: web::Path<String>, body: web::Json<ReadRequest>) -> ApiResult<HttpResponse> {
+async fn read(
+    state: State,
+    path: web::Path<String>,
+    body: web::Json<ReadRequest>,
+) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let consistency = body.consistency.resolve(&path)?;
     let p = page(body.page_size, body.continuation_token, 50)?;
-    let filter = body.tuple_key.filter(|k| !(k.user.is_empty() && k.relation.is_empty() && k.object.is_empty()));
-    let (res, rev) = state.engine.read(&path, filter.as_ref(), &p, consistency).await?;
-    let tuples: Vec<Value> = res.items.iter().map(|t| json!({ "key": t.key, "timestamp": t.timestamp })).collect();
-    Ok(json_with_token(StatusCode::OK, json!({ "tuples": tuples, "continuation_token": next_token(res.next) }), &path, rev))
+    let filter = body
+        .tuple_key
+        .filter(|k| !(k.user.is_empty() && k.relation.is_empty() && k.object.is_empty()));
+    let (res, rev) = state
+        .engine
+        .read(&path, filter.as_ref(), &p, consistency)
+        .await?;
+    let tuples: Vec<Value> = res
+        .items
+        .iter()
+        .map(|t| json!({ "key": t.key, "timestamp": t.timestamp }))
+        .collect();
+    Ok(json_with_token(
+        StatusCode::OK,
+        json!({ "tuples": tuples, "continuation_token": next_token(res.next) }),
+        &path,
+        rev,
+    ))
 }
 
-async fn changes(state: State, path: web::Path<String>, q: web::Query<ChangesQuery>) -> ApiResult<HttpResponse> {
+async fn changes(
+    state: State,
+    path: web::Path<String>,
+    q: web::Query<ChangesQuery>,
+) -> ApiResult<HttpResponse> {
     let q = q.into_inner();
     let p = page(q.page_size, q.continuation_token, 50)?;
-    let res = state.engine.changes(&path, q.object_type.as_deref(), &p).await?;
+    let res = state
+        .engine
+        .changes(&path, q.object_type.as_deref(), &p)
+        .await?;
     let changes: Vec<Value> = res
         .items
         .iter()
         .map(|c| json!({ "tuple_key": c.tuple_key, "operation": c.operation, "timestamp": c.timestamp }))
         .collect();
     let last = res.items.last().map(|c| c.revision);
-    let mut resp = HttpResponse::Ok().json(json!({ "changes": changes, "continuation_token": next_token(res.next) }));
+    let mut resp = HttpResponse::Ok()
+        .json(json!({ "changes": changes, "continuation_token": next_token(res.next) }));
     if let Some(rev) = last {
         resp = with_token(resp, &path, rev);
     }
@@ -384,9 +475,16 @@ fn contextual(t: Option<TupleKeys>) -> Vec<TupleKey> {
     t.map(|t| t.tuple_keys).unwrap_or_default()
 }
 
-async fn check(state: State, path: web::Path<String>, body: web::Json<CheckRequest>) -> ApiResult<HttpResponse> {
+async fn check(
+    state: State,
+    path: web::Path<String>,
+    body: web::Json<CheckRequest>,
+) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
-    let key = body.tuple_key.ok_or_else(|| ApiError::validation("`tuple_key` is required"))?.into_key()?;
+    let key = body
+        .tuple_key
+        .ok_or_else(|| ApiError::validation("`tuple_key` is required"))?
+        .into_key()?;
     let opts = QueryOptions {
         model_id: body.authorization_model_id,
         consistency: body.consistency.resolve(&path)?,
@@ -394,14 +492,26 @@ async fn check(state: State, path: web::Path<String>, body: web::Json<CheckReque
         context: body.context,
     };
     let (allowed, rev) = state.engine.check(&path, &key, &opts).await?;
-    Ok(json_with_token(StatusCode::OK, json!({ "allowed": allowed, "resolution": "" }), &path, rev))
+    Ok(json_with_token(
+        StatusCode::OK,
+        json!({ "allowed": allowed, "resolution": "" }),
+        &path,
+        rev,
+    ))
 }
 
-async fn batch_check(state: State, path: web::Path<String>, body: web::Json<BatchCheckRequest>) -> ApiResult<HttpResponse> {
+async fn batch_check(
+    state: State,
+    path: web::Path<String>,
+    body: web::Json<BatchCheckRequest>,
+) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let mut items = Vec::with_capacity(body.checks.len());
     for c in body.checks {
-        let tuple = c.tuple_key.ok_or_else(|| ApiError::validation("each check needs a `tuple_key`"))?.into_key()?;
+        let tuple = c
+            .tuple_key
+            .ok_or_else(|| ApiError::validation("each check needs a `tuple_key`"))?
+            .into_key()?;
         items.push(BatchItem {
             correlation_id: c.correlation_id,
             tuple,
@@ -426,14 +536,27 @@ async fn batch_check(state: State, path: web::Path<String>, body: web::Json<Batc
         };
         out.insert(id, v);
     }
-    Ok(json_with_token(StatusCode::OK, json!({ "result": out }), &path, rev))
+    Ok(json_with_token(
+        StatusCode::OK,
+        json!({ "result": out }),
+        &path,
+        rev,
+    ))
 }
 
-async fn expand(state: State, path: web::Path<String>, body: web::Json<ExpandRequest>) -> ApiResult<HttpResponse> {
+async fn expand(
+    state: State,
+    path: web::Path<String>,
+    body: web::Json<ExpandRequest>,
+) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
-    let key = body.tuple_key.ok_or_else(|| ApiError::validation("`tuple_key` is required"))?;
+    let key = body
+        .tuple_key
+        .ok_or_else(|| ApiError::validation("`tuple_key` is required"))?;
     if key.object.is_empty() || key.relation.is_empty() {
-        return Err(ApiError::validation("`tuple_key` needs `relation` and `object`"));
+        return Err(ApiError::validation(
+            "`tuple_key` needs `relation` and `object`",
+        ));
     }
     let opts = QueryOptions {
         model_id: body.authorization_model_id,
@@ -441,35 +564,64 @@ async fn expand(state: State, path: web::Path<String>, body: web::Json<ExpandReq
         contextual_tuples: contextual(body.contextual_tuples),
         context: None,
     };
-    let (tree, rev) = state.engine.expand(&path, &key.object, &key.relation, &opts).await?;
-    Ok(json_with_token(StatusCode::OK, json!({ "tree": tree }), &path, rev))
+    let (tree, rev) = state
+        .engine
+        .expand(&path, &key.object, &key.relation, &opts)
+        .await?;
+    Ok(json_with_token(
+        StatusCode::OK,
+        json!({ "tree": tree }),
+        &path,
+        rev,
+    ))
 }
 
 /// Consistency for a paginated query: later pages are evaluated at the first page's revision.
-fn paged_consistency(fields: &ConsistencyFields, store: &str, token: Option<&str>) -> ApiResult<Consistency> {
+fn paged_consistency(
+    fields: &ConsistencyFields,
+    store: &str,
+    token: Option<&str>,
+) -> ApiResult<Consistency> {
     match token.filter(|t| !t.is_empty()) {
         Some(t) => Ok(Consistency::AtRevision(service::page_token_revision(t)?)),
         None => fields.resolve(store),
     }
 }
 
-async fn run_list_objects(state: &State, store: &str, body: ListObjectsRequest) -> ApiResult<(Vec<String>, Option<String>, Revision)> {
+async fn run_list_objects(
+    state: &State,
+    store: &str,
+    body: ListObjectsRequest,
+) -> ApiResult<(Vec<String>, Option<String>, Revision)> {
     if body.object_type.is_empty() || body.relation.is_empty() || body.user.is_empty() {
-        return Err(ApiError::validation("`type`, `relation` and `user` are required"));
+        return Err(ApiError::validation(
+            "`type`, `relation` and `user` are required",
+        ));
     }
     let p = page(body.page_size, body.continuation_token.clone(), 0)?;
     let opts = QueryOptions {
         model_id: body.authorization_model_id,
-        consistency: paged_consistency(&body.consistency, store, body.continuation_token.as_deref())?,
+        consistency: paged_consistency(
+            &body.consistency,
+            store,
+            body.continuation_token.as_deref(),
+        )?,
         contextual_tuples: contextual(body.contextual_tuples),
         context: body.context,
     };
-    let (objects, rev) = state.engine.list_objects(store, &body.object_type, &body.relation, &body.user, &opts).await?;
+    let (objects, rev) = state
+        .engine
+        .list_objects(store, &body.object_type, &body.relation, &body.user, &opts)
+        .await?;
     let (items, next) = service::paginate_sorted(&objects, |s| s.as_str(), &p, rev)?;
     Ok((items, next, rev))
 }
 
-async fn list_objects(state: State, path: web::Path<String>, body: web::Json<ListObjectsRequest>) -> ApiResult<HttpResponse> {
+async fn list_objects(
+    state: State,
+    path: web::Path<String>,
+    body: web::Json<ListObjectsRequest>,
+) -> ApiResult<HttpResponse> {
     let (objects, next, rev) = run_list_objects(&state, &path, body.into_inner()).await?;
     Ok(json_with_token(
         StatusCode::OK,
@@ -479,35 +631,61 @@ async fn list_objects(state: State, path: web::Path<String>, body: web::Json<Lis
     ))
 }
 
-async fn streamed_list_objects(state: State, path: web::Path<String>, body: web::Json<ListObjectsRequest>) -> ApiResult<HttpResponse> {
+async fn streamed_list_objects(
+    state: State,
+    path: web::Path<String>,
+    body: web::Json<ListObjectsRequest>,
+) -> ApiResult<HttpResponse> {
     let (objects, _, rev) = run_list_objects(&state, &path, body.into_inner()).await?;
     let lines = objects.into_iter().map(|o| {
         let mut line = json!({ "result": { "object": o } }).to_string();
         line.push('\n');
         Ok::<_, actix_web::Error>(web::Bytes::from(line))
     });
-    let res = HttpResponse::Ok().content_type("application/json").streaming(futures::stream::iter(lines));
+    let res = HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(futures::stream::iter(lines));
     Ok(with_token(res, &path, rev))
 }
 
-async fn list_users(state: State, path: web::Path<String>, body: web::Json<ListUsersRequest>) -> ApiResult<HttpResponse> {
+async fn list_users(
+    state: State,
+    path: web::Path<String>,
+    body: web::Json<ListUsersRequest>,
+) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
-    let object = body.object.ok_or_else(|| ApiError::validation("`object` is required"))?;
+    let object = body
+        .object
+        .ok_or_else(|| ApiError::validation("`object` is required"))?;
     if object.type_name.is_empty() || object.id.is_empty() || body.relation.is_empty() {
-        return Err(ApiError::validation("`object.type`, `object.id` and `relation` are required"));
+        return Err(ApiError::validation(
+            "`object.type`, `object.id` and `relation` are required",
+        ));
     }
     let p = page(body.page_size, body.continuation_token.clone(), 0)?;
     let opts = QueryOptions {
         model_id: body.authorization_model_id,
-        consistency: paged_consistency(&body.consistency, &path, body.continuation_token.as_deref())?,
+        consistency: paged_consistency(
+            &body.consistency,
+            &path,
+            body.continuation_token.as_deref(),
+        )?,
         contextual_tuples: body.contextual_tuples,
         context: body.context,
     };
     let object = format!("{}:{}", object.type_name, object.id);
-    let (users, rev) = state.engine.list_users(&path, &object, &body.relation, &body.user_filters, &opts).await?;
+    let (users, rev) = state
+        .engine
+        .list_users(&path, &object, &body.relation, &body.user_filters, &opts)
+        .await?;
     let (items, next) = service::paginate_sorted(&users, |u| u.0.as_str(), &p, rev)?;
     let users: Vec<Value> = items.iter().map(|u| user_json(&u.0)).collect();
-    Ok(json_with_token(StatusCode::OK, json!({ "users": users, "continuation_token": next_token(next) }), &path, rev))
+    Ok(json_with_token(
+        StatusCode::OK,
+        json!({ "users": users, "continuation_token": next_token(next) }),
+        &path,
+        rev,
+    ))
 }
 
 /// `user:anne` -> `{"object": …}`, `user:*` -> `{"wildcard": …}`, `group:x#member` -> `{"userset": …}`.
@@ -526,19 +704,36 @@ fn user_json(u: &str) -> Value {
 
 // ---- assertions ----
 
-async fn write_assertions(state: State, path: web::Path<(String, String)>, body: web::Json<AssertionsBody>) -> ApiResult<HttpResponse> {
+async fn write_assertions(
+    state: State,
+    path: web::Path<(String, String)>,
+    body: web::Json<AssertionsBody>,
+) -> ApiResult<HttpResponse> {
     let (store, model_id) = path.into_inner();
     for a in &body.assertions {
-        let ok = a.get("tuple_key").is_some_and(Value::is_object) && a.get("expectation").is_some_and(Value::is_boolean);
+        let ok = a.get("tuple_key").is_some_and(Value::is_object)
+            && a.get("expectation").is_some_and(Value::is_boolean);
         if !ok {
-            return Err(ApiError::validation("each assertion needs a `tuple_key` object and a boolean `expectation`"));
+            return Err(ApiError::validation(
+                "each assertion needs a `tuple_key` object and a boolean `expectation`",
+            ));
         }
     }
-    state.engine.write_assertions(&store, &model_id, &Value::Array(body.into_inner().assertions)).await?;
+    state
+        .engine
+        .write_assertions(
+            &store,
+            &model_id,
+            &Value::Array(body.into_inner().assertions),
+        )
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn read_assertions(state: State, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+async fn read_assertions(
+    state: State,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
     let (store, model_id) = path.into_inner();
     let a = state.engine.read_assertions(&store, &model_id).await?;
     Ok(HttpResponse::Ok().json(json!({ "authorization_model_id": model_id, "assertions": a })))

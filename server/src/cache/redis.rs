@@ -25,7 +25,11 @@ impl ChangeNotifier for RedisNotifier {
             StoreEvent::Deleted => format!("{store} deleted"),
         };
         tokio::spawn(async move {
-            let r: redis::RedisResult<i64> = redis::cmd("PUBLISH").arg(&channel).arg(&msg).query_async(&mut conn).await;
+            let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(&msg)
+                .query_async(&mut conn)
+                .await;
             if let Err(e) = r {
                 tracing::warn!(error = %e, "cannot publish a revision to redis");
             }
@@ -36,11 +40,22 @@ impl ChangeNotifier for RedisNotifier {
 /// Connects to Redis, installs the notifier on the engine and starts the subscriber task.
 pub async fn connect(url: &str, prefix: &str, engine: Arc<Engine>) -> Result<()> {
     let client = redis::Client::open(url).context("invalid `REDIS_URL`")?;
-    let conn = redis::aio::ConnectionManager::new(client.clone()).await.context("cannot connect to redis")?;
+    let conn = redis::aio::ConnectionManager::new(client.clone())
+        .await
+        .context("cannot connect to redis")?;
     let channel = format!("{prefix}:revisions");
-    let mut pubsub = client.get_async_pubsub().await.context("cannot open a redis subscription")?;
-    pubsub.subscribe(&channel).await.context("cannot subscribe to the revision channel")?;
-    engine.set_notifier(Arc::new(RedisNotifier { conn, channel: channel.clone() }));
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .context("cannot open a redis subscription")?;
+    pubsub
+        .subscribe(&channel)
+        .await
+        .context("cannot subscribe to the revision channel")?;
+    engine.set_notifier(Arc::new(RedisNotifier {
+        conn,
+        channel: channel.clone(),
+    }));
     let engine2 = engine.clone();
     tokio::spawn(async move {
         let mut pubsub = pubsub;
@@ -48,7 +63,9 @@ pub async fn connect(url: &str, prefix: &str, engine: Arc<Engine>) -> Result<()>
             {
                 let mut stream = pubsub.on_message();
                 while let Some(msg) = stream.next().await {
-                    let Ok(text) = msg.get_payload::<String>() else { continue };
+                    let Ok(text) = msg.get_payload::<String>() else {
+                        continue;
+                    };
                     if let Some((store, event)) = parse_event(&text) {
                         engine2.apply_event(store, event);
                     }
@@ -88,8 +105,14 @@ mod tests {
 
     #[test]
     fn parses_events() {
-        assert_eq!(parse_event("S rev 42"), Some(("S", StoreEvent::Revision(42))));
-        assert_eq!(parse_event("S model"), Some(("S", StoreEvent::ModelWritten)));
+        assert_eq!(
+            parse_event("S rev 42"),
+            Some(("S", StoreEvent::Revision(42)))
+        );
+        assert_eq!(
+            parse_event("S model"),
+            Some(("S", StoreEvent::ModelWritten))
+        );
         assert_eq!(parse_event("S deleted"), Some(("S", StoreEvent::Deleted)));
         assert_eq!(parse_event("S rev x"), None);
         assert_eq!(parse_event("S"), None);
