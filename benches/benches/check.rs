@@ -58,9 +58,9 @@ pub async fn github_store(cfg: EngineConfig) -> (Arc<Engine>, String) {
         ));
     }
     for t in 0..TEAMS {
-        for k in 0..40 {
+        for k in 0..46 {
             tuples.push(TupleKey::new(
-                format!("user:u{}", (t * 40 + k) % USERS),
+                format!("user:u{}", (t * 46 + k) % USERS),
                 "member",
                 format!("team:t{t}"),
             ));
@@ -121,8 +121,8 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let (engine, store) = rt.block_on(github_store(EngineConfig::default()));
     let opts = QueryOptions::default();
-    // A user reading a repo through a team, the organization and a nested team.
-    let key = TupleKey::new("user:u5", "reader", "repo:r5");
+    // A user reading a repo through a team nested in the repo's reader team.
+    let key = TupleKey::new("user:u50", "reader", "repo:r0");
     assert!(rt.block_on(engine.check(&store, &key, &opts)).unwrap().0);
 
     c.bench_function("check_warm_cache", |b| {

@@ -97,7 +97,7 @@ pub async fn observe(
     req.extensions_mut().insert(RequestId(id.clone()));
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let method = req.method().to_string();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let route = route_label(req.path());
     // Inner middleware answers with responses, not errors (see `authenticate`), so every
     // request reaches the stamping below. The request cannot be cloned here: routing needs it
     // uniquely owned.
@@ -111,16 +111,46 @@ pub async fn observe(
         state
             .metrics
             .requests
-            .with_label_values(&[&method, &route, &status.to_string()])
+            .with_label_values(&[method.as_str(), route, &status.to_string()])
             .inc();
         state
             .metrics
             .duration
-            .with_label_values(&[&route])
+            .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
     }
-    tracing::debug!(request.id = %id, http.method = %method, http.route = %route, http.status = status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
+    tracing::debug!(request.id = %id, http.method = %method, http.route = route, http.status = status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
     Ok(res)
+}
+
+/// The route a path belongs to, as a metric label from a fixed set (so that arbitrary paths
+/// cannot grow the label space). Cheaper than asking the router again.
+fn route_label(path: &str) -> &'static str {
+    let mut parts = path.trim_end_matches('/').split('/').skip(1);
+    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("healthz"), None, ..) => "/healthz",
+        (Some("metrics"), None, ..) => "/metrics",
+        (Some("stores"), None, ..) => "/stores",
+        (Some("stores"), Some(_), None, ..) => "/stores/{store_id}",
+        (Some("stores"), Some(_), Some(op), None, _) => match op {
+            "check" => "/stores/{store_id}/check",
+            "batch-check" => "/stores/{store_id}/batch-check",
+            "write" => "/stores/{store_id}/write",
+            "read" => "/stores/{store_id}/read",
+            "changes" => "/stores/{store_id}/changes",
+            "expand" => "/stores/{store_id}/expand",
+            "list-objects" => "/stores/{store_id}/list-objects",
+            "streamed-list-objects" => "/stores/{store_id}/streamed-list-objects",
+            "list-users" => "/stores/{store_id}/list-users",
+            "authorization-models" => "/stores/{store_id}/authorization-models",
+            _ => "other",
+        },
+        (Some("stores"), Some(_), Some("authorization-models"), Some(_), None) => {
+            "/stores/{store_id}/authorization-models/{model_id}"
+        }
+        (Some("stores"), Some(_), Some("assertions"), Some(_), None) => "/stores/{store_id}/assertions/{model_id}",
+        _ => "other",
+    }
 }
 
 /// Requires `Authorization: Bearer <key>` with a configured API key.
@@ -228,4 +258,21 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .configure(openfga::routes),
         )
         .default_service(web::to(not_found));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_label;
+
+    #[test]
+    fn route_labels_are_a_fixed_set() {
+        assert_eq!(route_label("/healthz"), "/healthz");
+        assert_eq!(route_label("/stores"), "/stores");
+        assert_eq!(route_label("/stores/01ABC"), "/stores/{store_id}");
+        assert_eq!(route_label("/stores/01ABC/check"), "/stores/{store_id}/check");
+        assert_eq!(route_label("/stores/01ABC/authorization-models/01X"), "/stores/{store_id}/authorization-models/{model_id}");
+        assert_eq!(route_label("/stores/01ABC/assertions/01X"), "/stores/{store_id}/assertions/{model_id}");
+        assert_eq!(route_label("/stores/01ABC/nope"), "other");
+        assert_eq!(route_label("/random/path/here"), "other");
+    }
 }
