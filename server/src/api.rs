@@ -127,7 +127,13 @@ pub async fn observe(
 /// cannot grow the label space). Cheaper than asking the router again.
 fn route_label(path: &str) -> &'static str {
     let mut parts = path.trim_end_matches('/').split('/').skip(1);
-    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
         (Some("healthz"), None, ..) => "/healthz",
         (Some("metrics"), None, ..) => "/metrics",
         (Some("stores"), None, ..) => "/stores",
@@ -148,7 +154,9 @@ fn route_label(path: &str) -> &'static str {
         (Some("stores"), Some(_), Some("authorization-models"), Some(_), None) => {
             "/stores/{store_id}/authorization-models/{model_id}"
         }
-        (Some("stores"), Some(_), Some("assertions"), Some(_), None) => "/stores/{store_id}/assertions/{model_id}",
+        (Some("stores"), Some(_), Some("assertions"), Some(_), None) => {
+            "/stores/{store_id}/assertions/{model_id}"
+        }
         _ => "other",
     }
 }
@@ -269,9 +277,18 @@ mod tests {
         assert_eq!(route_label("/healthz"), "/healthz");
         assert_eq!(route_label("/stores"), "/stores");
         assert_eq!(route_label("/stores/01ABC"), "/stores/{store_id}");
-        assert_eq!(route_label("/stores/01ABC/check"), "/stores/{store_id}/check");
-        assert_eq!(route_label("/stores/01ABC/authorization-models/01X"), "/stores/{store_id}/authorization-models/{model_id}");
-        assert_eq!(route_label("/stores/01ABC/assertions/01X"), "/stores/{store_id}/assertions/{model_id}");
+        assert_eq!(
+            route_label("/stores/01ABC/check"),
+            "/stores/{store_id}/check"
+        );
+        assert_eq!(
+            route_label("/stores/01ABC/authorization-models/01X"),
+            "/stores/{store_id}/authorization-models/{model_id}"
+        );
+        assert_eq!(
+            route_label("/stores/01ABC/assertions/01X"),
+            "/stores/{store_id}/assertions/{model_id}"
+        );
         assert_eq!(route_label("/stores/01ABC/nope"), "other");
         assert_eq!(route_label("/random/path/here"), "other");
     }

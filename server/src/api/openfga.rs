@@ -21,25 +21,33 @@ type State = web::Data<AppState>;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // Routes under one `/{store_id}` scope are static below it: actix matches static segments by
     // string comparison and dynamic ones with a regex, so this keeps routing off the hot path.
-    cfg.route("", web::post().to(create_store)).route("", web::get().to(list_stores)).service(
-        web::scope("/{store_id}")
-            .route("", web::get().to(get_store))
-            .route("", web::delete().to(delete_store))
-            .route("/check", web::post().to(check))
-            .route("/batch-check", web::post().to(batch_check))
-            .route("/write", web::post().to(write))
-            .route("/read", web::post().to(read))
-            .route("/list-objects", web::post().to(list_objects))
-            .route("/streamed-list-objects", web::post().to(streamed_list_objects))
-            .route("/list-users", web::post().to(list_users))
-            .route("/expand", web::post().to(expand))
-            .route("/changes", web::get().to(changes))
-            .route("/authorization-models", web::post().to(write_model))
-            .route("/authorization-models", web::get().to(list_models))
-            .route("/authorization-models/{model_id}", web::get().to(read_model))
-            .route("/assertions/{model_id}", web::put().to(write_assertions))
-            .route("/assertions/{model_id}", web::get().to(read_assertions)),
-    );
+    cfg.route("", web::post().to(create_store))
+        .route("", web::get().to(list_stores))
+        .service(
+            web::scope("/{store_id}")
+                .route("", web::get().to(get_store))
+                .route("", web::delete().to(delete_store))
+                .route("/check", web::post().to(check))
+                .route("/batch-check", web::post().to(batch_check))
+                .route("/write", web::post().to(write))
+                .route("/read", web::post().to(read))
+                .route("/list-objects", web::post().to(list_objects))
+                .route(
+                    "/streamed-list-objects",
+                    web::post().to(streamed_list_objects),
+                )
+                .route("/list-users", web::post().to(list_users))
+                .route("/expand", web::post().to(expand))
+                .route("/changes", web::get().to(changes))
+                .route("/authorization-models", web::post().to(write_model))
+                .route("/authorization-models", web::get().to(list_models))
+                .route(
+                    "/authorization-models/{model_id}",
+                    web::get().to(read_model),
+                )
+                .route("/assertions/{model_id}", web::put().to(write_assertions))
+                .route("/assertions/{model_id}", web::get().to(read_assertions)),
+        );
 }
 
 fn with_token(mut res: HttpResponse, store: &str, rev: Revision) -> HttpResponse {
