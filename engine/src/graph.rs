@@ -173,7 +173,7 @@ fn filter_matches(f: &TupleFilter, t: &TupleKey) -> bool {
     f.object_type.as_deref().is_none_or(|x| x == otype)
         && f.object_id.as_deref().is_none_or(|x| x == oid)
         && f.relation.as_deref().is_none_or(|x| x == t.relation)
-        && (f.users.is_empty() || f.users.iter().any(|u| *u == t.user))
+        && (f.users.is_empty() || f.users.contains(&t.user))
 }
 
 /// Resolves `user` holding `relation` on `object`; the top-level entry point of check.

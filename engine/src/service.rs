@@ -872,7 +872,13 @@ mod tests {
             .unwrap();
         assert!(page.items.is_empty());
         let rev = engine
-            .write(&store, None, &[good.clone()], &[], WriteOptions::default())
+            .write(
+                &store,
+                None,
+                std::slice::from_ref(&good),
+                &[],
+                WriteOptions::default(),
+            )
             .await
             .unwrap();
         // At least as fresh as the write's token: sees the write.

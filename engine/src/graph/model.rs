@@ -8,6 +8,9 @@ use crate::error::{Error, Result};
 use crate::model::{AuthorizationModel, RelationReference, Userset};
 use crate::tuple::{ObjectRef, UserRef};
 
+/// `(target type, computed relation)` -> `(type, relation, tupleset)` reaching it through `from`.
+type TtuEdges = HashMap<(String, String), Vec<(String, String, String)>>;
+
 /// An authorization model ready for evaluation. Build once per model version and share.
 #[derive(Debug)]
 pub struct CompiledModel {
@@ -16,7 +19,7 @@ pub struct CompiledModel {
     /// `(type, relation)` -> relations `(type, r2)` whose rewrite uses `relation` positively.
     pub(crate) computed_edges: HashMap<(String, String), Vec<(String, String)>>,
     /// `(target type, computed relation)` -> `(type, relation, tupleset)` that reach it through `from`.
-    pub(crate) ttu_edges: HashMap<(String, String), Vec<(String, String, String)>>,
+    pub(crate) ttu_edges: TtuEdges,
     /// `(type, relation)` whose answer depends on an intersection or exclusion somewhere below.
     pub(crate) needs_verify: HashSet<(String, String)>,
 }
@@ -26,8 +29,7 @@ impl CompiledModel {
     pub fn new(model: AuthorizationModel) -> Result<Self> {
         let conditions = condition::compile_all(&model)?;
         let mut computed_edges: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
-        let mut ttu_edges: HashMap<(String, String), Vec<(String, String, String)>> =
-            HashMap::new();
+        let mut ttu_edges: TtuEdges = HashMap::new();
         let mut direct_deps: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
         let mut local_verify = HashSet::new();
         for td in &model.type_definitions {

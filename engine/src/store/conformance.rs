@@ -541,21 +541,26 @@ async fn write_semantics(ds: &dyn Datastore) {
     let t2 = tk("user:bob", "viewer", "doc:1");
     let t3 = tk("user:carl", "viewer", "doc:1");
 
-    let r1 = write(ds, &store, &[], &[t1.clone()], "writes: first").await;
+    let r1 = write(ds, &store, &[], std::slice::from_ref(&t1), "writes: first").await;
     assert!(r1 > 0, "writes: the first write gets a revision above 0");
     assert_eq!(
         ds.head_revision(&store).await.expect("writes: head"),
         r1,
         "writes: the head is the last write's revision"
     );
-    let r2 = write(ds, &store, &[], &[t2.clone()], "writes: second").await;
+    let r2 = write(ds, &store, &[], std::slice::from_ref(&t2), "writes: second").await;
     assert!(
         r2 > r1,
         "writes: revisions strictly increase ({r2} after {r1})"
     );
 
     let dup = ds
-        .write_tuples(&store, &[], &[t1.clone()], WriteOptions::default())
+        .write_tuples(
+            &store,
+            &[],
+            std::slice::from_ref(&t1),
+            WriteOptions::default(),
+        )
         .await;
     assert!(
         matches!(dup, Err(Error::DuplicateWrite(_))),
@@ -574,7 +579,12 @@ async fn write_semantics(ds: &dyn Datastore) {
         "writes: a tuple's identity ignores its condition, got {dup_cond:?}"
     );
     let missing = ds
-        .write_tuples(&store, &[t3.clone()], &[], WriteOptions::default())
+        .write_tuples(
+            &store,
+            std::slice::from_ref(&t3),
+            &[],
+            WriteOptions::default(),
+        )
         .await;
     assert!(
         matches!(missing, Err(Error::MissingDelete(_))),
@@ -673,8 +683,8 @@ async fn write_semantics(ds: &dyn Datastore) {
     let r5 = write(
         ds,
         &store,
-        &[t1.clone()],
-        &[t1c.clone()],
+        std::slice::from_ref(&t1),
+        std::slice::from_ref(&t1c),
         "writes: delete and rewrite",
     )
     .await;
@@ -847,10 +857,31 @@ async fn snapshots(ds: &dyn Datastore) {
     let a = tk("user:anne", "viewer", "doc:1");
     let b = tk("user:bob", "viewer", "doc:1");
     let before = now() - chrono::Duration::seconds(5);
-    let n = write(ds, &store, &[], &[a.clone()], "snapshots: write a").await;
+    let n = write(
+        ds,
+        &store,
+        &[],
+        std::slice::from_ref(&a),
+        "snapshots: write a",
+    )
+    .await;
     let after = now() + chrono::Duration::seconds(5);
-    let m0 = write(ds, &store, &[], &[b.clone()], "snapshots: write b").await;
-    let m = write(ds, &store, &[a.clone()], &[], "snapshots: delete a").await;
+    let m0 = write(
+        ds,
+        &store,
+        &[],
+        std::slice::from_ref(&b),
+        "snapshots: write b",
+    )
+    .await;
+    let m = write(
+        ds,
+        &store,
+        std::slice::from_ref(&a),
+        &[],
+        "snapshots: delete a",
+    )
+    .await;
     let any = TupleFilter::default();
 
     assert!(
@@ -861,7 +892,7 @@ async fn snapshots(ds: &dyn Datastore) {
     );
     assert_same_tuples(
         &read_keys(ds, &store, &any, n, "snapshots").await,
-        &[a.clone()],
+        std::slice::from_ref(&a),
         "snapshots: a tuple is visible at its revision",
     );
     assert_same_tuples(
@@ -876,12 +907,12 @@ async fn snapshots(ds: &dyn Datastore) {
     );
     assert_same_tuples(
         &read_keys(ds, &store, &any, m, "snapshots").await,
-        &[b.clone()],
+        std::slice::from_ref(&b),
         "snapshots: a deleted tuple is invisible at its delete",
     );
     assert_same_tuples(
         &read_keys(ds, &store, &any, m + 100, "snapshots").await,
-        &[b.clone()],
+        std::slice::from_ref(&b),
         "snapshots: reads above the head see the head",
     );
 
@@ -897,7 +928,14 @@ async fn snapshots(ds: &dyn Datastore) {
 
     // Re-creating a deleted tuple starts a new version; the old one stays in the past.
     let a2 = with_condition(a.clone(), "in_range", None);
-    let k = write(ds, &store, &[], &[a2.clone()], "snapshots: rewrite a").await;
+    let k = write(
+        ds,
+        &store,
+        &[],
+        std::slice::from_ref(&a2),
+        "snapshots: rewrite a",
+    )
+    .await;
     assert_eq!(
         read_keys(
             ds,
@@ -1328,8 +1366,15 @@ async fn changes(ds: &dyn Datastore) {
     let f1 = tk("user:anne", "viewer", "folder:1");
     let d2 = tk("user:bob", "viewer", "doc:2");
     let r1 = write(ds, &store, &[], &[d1.clone(), f1.clone()], "changes: r1").await;
-    let r2 = write(ds, &store, &[d1.clone()], &[d2.clone()], "changes: r2").await;
-    let r3 = write(ds, &store, &[f1.clone()], &[], "changes: r3").await;
+    let r2 = write(
+        ds,
+        &store,
+        std::slice::from_ref(&d1),
+        std::slice::from_ref(&d2),
+        "changes: r2",
+    )
+    .await;
+    let r3 = write(ds, &store, std::slice::from_ref(&f1), &[], "changes: r3").await;
     let want = vec![
         (Operation::Write, "doc:1#viewer@user:anne".to_string(), r1),
         (
@@ -1535,7 +1580,7 @@ async fn isolation(ds: &dyn Datastore) {
         0,
         "isolation: writes to one store leave another at 0"
     );
-    let rb = write(ds, &b, &[], &[shared.clone()], "isolation: b").await;
+    let rb = write(ds, &b, &[], std::slice::from_ref(&shared), "isolation: b").await;
     assert!(rb > 0, "isolation: the other store gets its own revision");
 
     let any = TupleFilter::default();
@@ -1546,15 +1591,22 @@ async fn isolation(ds: &dyn Datastore) {
     );
     assert_same_tuples(
         &read_keys(ds, &b, &any, rb, "isolation").await,
-        &[shared.clone()],
+        std::slice::from_ref(&shared),
         "isolation: store b",
     );
 
-    let rd = write(ds, &a, &[shared.clone()], &[], "isolation: delete in a").await;
+    let rd = write(
+        ds,
+        &a,
+        std::slice::from_ref(&shared),
+        &[],
+        "isolation: delete in a",
+    )
+    .await;
     let hb = ds.head_revision(&b).await.expect("isolation: head b");
     assert_same_tuples(
         &read_keys(ds, &b, &any, hb, "isolation").await,
-        &[shared.clone()],
+        std::slice::from_ref(&shared),
         "isolation: deleting in a leaves b",
     );
     assert_same_tuples(
@@ -1583,7 +1635,12 @@ async fn isolation(ds: &dyn Datastore) {
     );
 
     let dup = ds
-        .write_tuples(&b, &[], &[shared.clone()], WriteOptions::default())
+        .write_tuples(
+            &b,
+            &[],
+            std::slice::from_ref(&shared),
+            WriteOptions::default(),
+        )
         .await;
     assert!(
         matches!(dup, Err(Error::DuplicateWrite(_))),

@@ -69,7 +69,7 @@ fn matches(row: &Row, f: &TupleFilter) -> bool {
     f.object_type.as_deref().is_none_or(|t| t == otype)
         && f.object_id.as_deref().is_none_or(|i| i == oid)
         && f.relation.as_deref().is_none_or(|r| r == row.key.relation)
-        && (f.users.is_empty() || f.users.iter().any(|u| *u == row.key.user))
+        && (f.users.is_empty() || f.users.contains(&row.key.user))
 }
 
 fn offset_token(page: &Page) -> Result<usize> {

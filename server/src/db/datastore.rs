@@ -147,6 +147,10 @@ trait LockHead {
 }
 
 impl LockHead for AsyncPgConnection {
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "the trait promises a `Send` future, which `async fn` cannot state"
+    )]
     fn lock_head<'a>(
         &'a mut self,
         store: &'a str,
@@ -164,6 +168,10 @@ impl LockHead for AsyncPgConnection {
 }
 
 impl LockHead for SqliteConn {
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "the trait promises a `Send` future, which `async fn` cannot state"
+    )]
     fn lock_head<'a>(
         &'a mut self,
         store: &'a str,
@@ -191,6 +199,10 @@ trait InsertRows {
 }
 
 impl InsertRows for AsyncPgConnection {
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "the trait promises a `Send` future, which `async fn` cannot state"
+    )]
     fn insert_rows(
         &mut self,
         new: Vec<NewTuple>,
