@@ -126,7 +126,7 @@ impl<'a> Query<'a> {
             .await?;
         let mut out: Vec<TupleKey> = page.items.into_iter().map(|t| t.key).collect();
         for c in self.contextual {
-            if filter_matches(&filter, c) && !out.iter().any(|t| t.identity() == c.identity()) {
+            if filter.matches(c) && !out.iter().any(|t| t.identity() == c.identity()) {
                 out.push(c.clone());
             }
         }
@@ -166,14 +166,6 @@ impl<'a> Query<'a> {
 
 fn lock_err() -> Error {
     Error::Storage("query memo lock poisoned".into())
-}
-
-fn filter_matches(f: &TupleFilter, t: &TupleKey) -> bool {
-    let (otype, oid) = t.object.split_once(':').unwrap_or((&t.object, ""));
-    f.object_type.as_deref().is_none_or(|x| x == otype)
-        && f.object_id.as_deref().is_none_or(|x| x == oid)
-        && f.relation.as_deref().is_none_or(|x| x == t.relation)
-        && (f.users.is_empty() || f.users.contains(&t.user))
 }
 
 /// Resolves `user` holding `relation` on `object`; the top-level entry point of check.

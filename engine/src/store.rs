@@ -50,6 +50,17 @@ pub struct TupleFilter {
     pub users: Vec<String>,
 }
 
+impl TupleFilter {
+    /// Whether a tuple passes the filter.
+    pub fn matches(&self, t: &TupleKey) -> bool {
+        let (otype, oid) = t.object.split_once(':').unwrap_or((&t.object, ""));
+        self.object_type.as_deref().is_none_or(|x| x == otype)
+            && self.object_id.as_deref().is_none_or(|x| x == oid)
+            && self.relation.as_deref().is_none_or(|x| x == t.relation)
+            && (self.users.is_empty() || self.users.contains(&t.user))
+    }
+}
+
 /// How a write treats duplicates and missing deletes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteOptions {

@@ -60,18 +60,6 @@ fn visible(row: &Row, rev: Revision) -> bool {
     row.created <= rev && row.deleted.is_none_or(|d| d > rev)
 }
 
-fn matches(row: &Row, f: &TupleFilter) -> bool {
-    let (otype, oid) = row
-        .key
-        .object
-        .split_once(':')
-        .unwrap_or((&row.key.object, ""));
-    f.object_type.as_deref().is_none_or(|t| t == otype)
-        && f.object_id.as_deref().is_none_or(|i| i == oid)
-        && f.relation.as_deref().is_none_or(|r| r == row.key.relation)
-        && (f.users.is_empty() || f.users.contains(&row.key.user))
-}
-
 fn offset_token(page: &Page) -> Result<usize> {
     match &page.token {
         None => Ok(0),
@@ -314,7 +302,7 @@ impl Datastore for MemoryStore {
         let items: Vec<Tuple> = idxs
             .into_iter()
             .map(|i| &s.rows[i])
-            .filter(|r| visible(r, rev) && matches(r, filter))
+            .filter(|r| visible(r, rev) && filter.matches(&r.key))
             .map(to_tuple)
             .collect();
         paginate(items, page)
