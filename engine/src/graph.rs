@@ -80,9 +80,6 @@ impl<'a> Query<'a> {
         context: Option<&'a ContextMap>,
     ) -> Self {
         use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        contextual.hash(&mut h);
-        context.hash(&mut h);
         Self {
             store,
             model,
@@ -95,6 +92,10 @@ impl<'a> Query<'a> {
             scope: if contextual.is_empty() && context.is_none() {
                 0
             } else {
+                // Only queries with context pay for hashing it.
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                contextual.hash(&mut h);
+                context.hash(&mut h);
                 h.finish()
             },
             memo: Mutex::new(HashMap::new()),

@@ -13,7 +13,7 @@ use crate::model::{self, AuthorizationModel};
 use crate::store::{
     Datastore, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter, WriteOptions,
 };
-use crate::tuple::{ContextMap, ObjectRef, Tuple, TupleKey, UserRef};
+use crate::tuple::{ContextMap, ObjectRef, Tuple, TupleKey, UserRef, valid_type_name};
 
 /// Tunables of the engine.
 #[derive(Debug, Clone)]
@@ -472,11 +472,11 @@ impl Engine {
                     ))
                 })?;
                 let well_formed = if id.is_empty() {
-                    ObjectRef::parse(&format!("{t}:x")).is_some()
+                    valid_type_name(t)
                 } else {
                     ObjectRef::parse(&k.object).is_some()
                 };
-                if t.is_empty() || !well_formed {
+                if !well_formed {
                     return Err(Error::Validation(format!(
                         "invalid object `{}`: expected `type:` or `type:id`",
                         k.object
@@ -527,7 +527,7 @@ impl Engine {
     ) -> Result<Paged<TupleChange>> {
         self.get_store(store).await?;
         if let Some(t) = object_type.filter(|t| !t.is_empty())
-            && ObjectRef::parse(&format!("{t}:x")).is_none()
+            && !valid_type_name(t)
         {
             return Err(Error::Validation(format!("invalid type `{t}`")));
         }
@@ -733,17 +733,11 @@ pub fn paginate_sorted<T: Clone>(
     let start = match &page.token {
         None => 0,
         Some(t) => {
-            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(t)
-                .map_err(|_| Error::InvalidContinuationToken)?;
-            let text = String::from_utf8(raw).map_err(|_| Error::InvalidContinuationToken)?;
-            let (r, after) = text
-                .split_once('|')
-                .ok_or(Error::InvalidContinuationToken)?;
-            if r.parse::<Revision>().ok() != Some(rev) {
+            let (r, after) = decode_page_token(t)?;
+            if r != rev {
                 return Err(Error::InvalidContinuationToken);
             }
-            items.partition_point(|i| key(i) <= after)
+            items.partition_point(|i| key(i) <= after.as_str())
         }
     };
     let size = if page.size == 0 {
@@ -762,13 +756,20 @@ pub fn paginate_sorted<T: Clone>(
 
 /// The revision a pagination token of [`paginate_sorted`] was issued at.
 pub fn page_token_revision(token: &str) -> Result<Revision> {
+    Ok(decode_page_token(token)?.0)
+}
+
+/// Splits a [`paginate_sorted`] token into its revision and the last key returned.
+fn decode_page_token(token: &str) -> Result<(Revision, String)> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| Error::InvalidContinuationToken)?;
     let text = String::from_utf8(raw).map_err(|_| Error::InvalidContinuationToken)?;
-    text.split_once('|')
-        .and_then(|(r, _)| r.parse().ok())
-        .ok_or(Error::InvalidContinuationToken)
+    let (r, after) = text
+        .split_once('|')
+        .ok_or(Error::InvalidContinuationToken)?;
+    let rev = r.parse().map_err(|_| Error::InvalidContinuationToken)?;
+    Ok((rev, after.to_string()))
 }
 
 #[cfg(test)]

@@ -359,22 +359,8 @@ async fn run_test(
             );
             let got = graph::list_objects(&q, &c.object_type, relation, &c.user).await;
             let description = format!("list_objects {} {relation} {}", c.user, c.object_type);
-            let want: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
-            assertions.push(match got {
-                Ok(v) => {
-                    let got: BTreeSet<&str> = v.iter().map(String::as_str).collect();
-                    AssertionResult {
-                        description,
-                        passed: got == want,
-                        detail: format!("got {got:?}, want {want:?}"),
-                    }
-                }
-                Err(e) => AssertionResult {
-                    description,
-                    passed: false,
-                    detail: format!("error: {e}"),
-                },
-            });
+            let got = got.map(|v| v.into_iter().collect());
+            assertions.push(same_set(description, got, expected));
         }
     }
     for c in &t.list_users {
@@ -389,23 +375,30 @@ async fn run_test(
             );
             let got = graph::list_users(&q, &c.object, relation, &c.user_filter).await;
             let description = format!("list_users {relation} {}", c.object);
-            let want: BTreeSet<&str> = expected.users.iter().map(String::as_str).collect();
-            assertions.push(match got {
-                Ok(v) => {
-                    let got: BTreeSet<&str> = v.iter().map(|u| u.0.as_str()).collect();
-                    AssertionResult {
-                        description,
-                        passed: got == want,
-                        detail: format!("got {got:?}, want {want:?}"),
-                    }
-                }
-                Err(e) => AssertionResult {
-                    description,
-                    passed: false,
-                    detail: format!("error: {e}"),
-                },
-            });
+            let got = got.map(|v| v.into_iter().map(|u| u.0).collect());
+            assertions.push(same_set(description, got, &expected.users));
         }
     }
     Ok(TestReport { name, assertions })
+}
+
+/// Compares a list answer with the expected one as sets (order does not matter).
+fn same_set(
+    description: String,
+    got: Result<BTreeSet<String>>,
+    want: &[String],
+) -> AssertionResult {
+    let want: BTreeSet<String> = want.iter().cloned().collect();
+    match got {
+        Ok(got) => AssertionResult {
+            description,
+            passed: got == want,
+            detail: format!("got {got:?}, want {want:?}"),
+        },
+        Err(e) => AssertionResult {
+            description,
+            passed: false,
+            detail: format!("error: {e}"),
+        },
+    }
 }

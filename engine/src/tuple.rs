@@ -113,6 +113,11 @@ fn valid_part(s: &str) -> bool {
         && !s.chars().any(invalid_char)
 }
 
+/// Whether `s` can be the type part of an object or user.
+pub fn valid_type_name(s: &str) -> bool {
+    valid_part(s)
+}
+
 /// Whitespace and control characters (NUL included) never appear in identifiers.
 fn invalid_char(c: char) -> bool {
     c.is_whitespace() || c.is_control()
