@@ -96,7 +96,7 @@ pub async fn observe(
         .unwrap_or_else(|| ulid::Ulid::new().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let route = route_label(req.path());
     // Inner middleware answers with responses, not errors (see `authenticate`), so every
     // request reaches the stamping below. The request cannot be cloned here: routing needs it
@@ -105,13 +105,13 @@ pub async fn observe(
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID.clone(), v);
     }
-    let status = res.status().as_u16();
+    let status = res.status();
     let elapsed = started.elapsed();
     if let Some(state) = state {
         state
             .metrics
             .requests
-            .with_label_values(&[method.as_str(), route, &status.to_string()])
+            .with_label_values(&[method.as_str(), route, status.as_str()])
             .inc();
         state
             .metrics
@@ -119,7 +119,7 @@ pub async fn observe(
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
     }
-    tracing::debug!(request.id = %id, http.method = %method, http.route = route, http.status = status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
+    tracing::debug!(request.id = %id, http.method = %method, http.route = route, http.status = status.as_u16(), duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
     Ok(res)
 }
 
@@ -258,12 +258,21 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     cfg.app_data(json)
         .app_data(query)
         .app_data(path)
-        .route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics))
+        .service(
+            web::resource("/healthz")
+                .get(healthz)
+                .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+        )
+        .service(
+            web::resource("/metrics")
+                .get(metrics)
+                .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+        )
         .service(
             web::scope("/stores")
                 .wrap(actix_web::middleware::from_fn(authenticate))
-                .configure(openfga::routes),
+                .configure(openfga::routes)
+                .default_service(actix_web::dev::fn_service(openfga::dispatch)),
         )
         .default_service(web::to(not_found));
 }

@@ -94,6 +94,9 @@ pub async fn run(config: Config) -> Result<()> {
             .configure(|c| api::configure(c, max_body))
     })
     .keep_alive(Duration::from_secs(75))
+    // SQLite runs on each worker's blocking pool. Every extra blocking thread keeps its own C
+    // heap arena of SQLite pages; a few threads serve two cores as fast and keep memory flat.
+    .worker_max_blocking_threads(4)
     .shutdown_timeout(10);
     if config.workers > 0 {
         server = server.workers(config.workers);

@@ -23,6 +23,7 @@ for_each_backend!(
     bad_continuation_tokens,
     invalid_models,
     nul_bytes,
+    wrong_methods_and_unknown_paths,
 );
 
 /// One request of an endpoint that succeeds on a store with [`sample_model`].
@@ -1502,4 +1503,99 @@ async fn write_and_delete_of_one_tuple_is_refused(backend: Backend) {
         "writing and deleting one tuple in a request was accepted:\n{}\nchanges: {v}",
         wrong.join("\n")
     );
+}
+
+/// A known path with a method it does not serve is 405 with `Allow` and a JSON body; an
+/// unknown path is 404; neither changes anything, and an unknown path under `/stores` still
+/// needs the API key.
+async fn wrong_methods_and_unknown_paths(backend: Backend) {
+    let s = Server::start(backend).await;
+    let (store, model) = s.sample_store().await;
+    baseline(&s, &store, &model).await;
+    let before = keys(&s.read_all(&store, None).await);
+    let mut endpoints = store_endpoints(&store, &model);
+    endpoints.push(ep(Method::GET, "/stores".into(), None));
+    endpoints.push(ep(Method::GET, "/healthz".into(), None));
+    endpoints.push(ep(Method::GET, "/metrics".into(), None));
+    for e in &endpoints {
+        // Every method this path serves, from the table itself (`POST /stores` creates stores).
+        let mut allowed: Vec<Method> = endpoints
+            .iter()
+            .filter(|o| o.path == e.path)
+            .map(|o| o.method.clone())
+            .collect();
+        if e.path == "/stores" {
+            allowed.push(Method::POST);
+        }
+        for wrong in [Method::PATCH, Method::PUT, Method::DELETE, Method::POST] {
+            if allowed.contains(&wrong) {
+                continue;
+            }
+            let r = s.request(wrong.clone(), &e.path, e.body.as_ref()).await;
+            client_error(
+                &r,
+                &format!("{wrong} {}", e.path),
+                Some(405),
+                Some("method_not_allowed"),
+            );
+            let allow = r.header("allow").unwrap_or_default();
+            for m in &allowed {
+                assert!(
+                    allow.split(", ").any(|a| a == m.as_str()),
+                    "{wrong} {}: Allow `{allow}` lacks {m}",
+                    e.path
+                );
+            }
+        }
+    }
+    for path in [
+        format!("/stores/{store}/nope"),
+        format!("/stores/{store}/check/extra"),
+        format!("/stores/{store}/authorization-models/{model}/extra"),
+        format!("/stores/{store}/assertions"),
+        format!("/stores/{store}/"),
+        format!("/stores/{store}//check"),
+        "/nope".to_string(),
+    ] {
+        for m in [Method::GET, Method::POST] {
+            let r = s.request(m.clone(), &path, Some(&json!({}))).await;
+            client_error(
+                &r,
+                &format!("{m} {path}"),
+                Some(404),
+                Some("undefined_endpoint"),
+            );
+        }
+    }
+    let r = s
+        .raw(
+            Method::GET,
+            &format!("/stores/{store}/nope"),
+            None,
+            None,
+            None,
+        )
+        .await;
+    client_error(
+        &r,
+        "unknown path without a key",
+        Some(401),
+        Some("unauthenticated"),
+    );
+    let r = s
+        .raw(
+            Method::PATCH,
+            &format!("/stores/{store}/check"),
+            None,
+            None,
+            None,
+        )
+        .await;
+    client_error(
+        &r,
+        "wrong method without a key",
+        Some(401),
+        Some("unauthenticated"),
+    );
+    assert_eq!(keys(&s.read_all(&store, None).await), before);
 }

@@ -1,5 +1,6 @@
 //! The one HTTP error type: every failure becomes a JSON body that OpenFGA's SDKs understand
-//! (`code`, `message` at the top) and that carries Gatehouse's `error` object and request id.
+//! (`code`, `message` at the top) and that carries Gatehouse's `error` object; the request id
+//! travels in the `X-Request-Id` header.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -48,7 +49,6 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        // The request id header is set by the middleware; the body repeats it when it can.
         HttpResponse::build(self.status).json(json!({
             "code": self.code,
             "message": self.message,
