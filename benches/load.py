@@ -114,6 +114,32 @@ def write_all(srv, store, tuples, threads=8):
         list(ex.map(lambda b: srv.call("POST", f"/stores/{store}/write", {"writes": {"tuple_keys": b}}), batches))
 
 
+def write_throughput(backend, n, threads=8, batch=100):
+    """Writes `n` fresh tuples through POST /write (`threads` writers, `batch` tuples a request)
+    into one store and reports tuples/s for each tenth of the load, to show whether writing
+    slows down as the store grows."""
+    srv = Server(backend)
+    try:
+        store = srv.call("POST", "/stores", {"name": "writes"})["id"]
+        srv.call("POST", f"/stores/{store}/authorization-models", model_json(DEPTH3))
+        tuples = [t(f"user:u{i % 50_000}", "viewer", f"doc:d{i}") for i in range(n)]
+        batches = [tuples[i:i + batch] for i in range(0, n, batch)]
+        tenth = max(1, len(batches) // 10)
+        rates = []
+        started = time.time()
+        with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+            for k in range(0, len(batches), tenth):
+                t0 = time.time()
+                chunk = batches[k:k + tenth]
+                list(ex.map(lambda b: srv.call("POST", f"/stores/{store}/write", {"writes": {"tuple_keys": b}}), chunk))
+                rates.append(sum(len(b) for b in chunk) / (time.time() - t0))
+        total = time.time() - started
+    finally:
+        srv.stop()
+    print(f"| bulk write, {n} tuples, {threads} writers x {batch} tuples, {backend} | "
+          f"{n / total:.0f} tuples/s overall; per tenth: {', '.join(f'{r:.0f}' for r in rates)} |")
+
+
 def t(user, rel, obj):
     return {"user": user, "relation": rel, "object": obj}
 
@@ -141,9 +167,14 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--cold-tuples", type=int, default=0)
+    ap.add_argument("--write-tuples", type=int, default=0,
+                    help="only measure bulk write throughput with this many tuples")
     a = ap.parse_args()
     if not os.path.exists(BIN):
         raise SystemExit("build first: cargo build --release -p gatehouse-server --bin gatehouse")
+    if a.write_tuples:
+        write_throughput(a.backend, a.write_tuples)
+        return
 
     srv = Server(a.backend)
     try:

@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::graph::{self, CheckCache, CompiledModel, ListUsersFilter, Query, UserResult};
 use crate::model::{self, AuthorizationModel};
 use crate::store::{
-    Datastore, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter, WriteOptions,
+    ChangeFilter, Datastore, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter,
+    WriteOptions,
 };
 use crate::tuple::{ContextMap, ObjectRef, Tuple, TupleKey, UserRef, valid_type_name};
 
@@ -519,21 +520,22 @@ impl Engine {
         Ok((page, rev))
     }
 
+    /// The changelog after a token, or from a start time, optionally for one object type.
     pub async fn changes(
         &self,
         store: &str,
-        object_type: Option<&str>,
+        filter: &ChangeFilter,
         page: &Page,
     ) -> Result<Paged<TupleChange>> {
         self.get_store(store).await?;
-        if let Some(t) = object_type.filter(|t| !t.is_empty())
+        let mut filter = filter.clone();
+        filter.object_type = filter.object_type.filter(|t| !t.is_empty());
+        if let Some(t) = &filter.object_type
             && !valid_type_name(t)
         {
             return Err(Error::Validation(format!("invalid type `{t}`")));
         }
-        self.ds
-            .read_changes(store, object_type.filter(|t| !t.is_empty()), page)
-            .await
+        self.ds.read_changes(store, &filter, page).await
     }
 
     // ---- queries ----
@@ -712,7 +714,30 @@ impl Engine {
         model_id: &str,
         assertions: &serde_json::Value,
     ) -> Result<()> {
-        self.model(store, Some(model_id)).await?;
+        let model = self.model(store, Some(model_id)).await?;
+        let list = assertions
+            .as_array()
+            .ok_or_else(|| Error::Validation("`assertions` must be a list".into()))?;
+        for (n, a) in list.iter().enumerate() {
+            let field = |name: &str| a.get(name).cloned().unwrap_or(serde_json::Value::Null);
+            let key: TupleKey = serde_json::from_value(field("tuple_key")).map_err(|e| {
+                Error::Validation(format!("assertion {n}: invalid `tuple_key`: {e}"))
+            })?;
+            model.validate_check(&key.object, &key.relation, &key.user)?;
+            if let Some(ct) = a.get("contextual_tuples").filter(|v| !v.is_null()) {
+                let tuples: Vec<TupleKey> = serde_json::from_value(ct.clone()).map_err(|e| {
+                    Error::Validation(format!("assertion {n}: invalid `contextual_tuples`: {e}"))
+                })?;
+                self.validate_contextual(&model, &tuples)?;
+            }
+            if a.get("context")
+                .is_some_and(|c| !c.is_null() && !c.is_object())
+            {
+                return Err(Error::Validation(format!(
+                    "assertion {n}: `context` must be an object"
+                )));
+            }
+        }
         self.ds.write_assertions(store, model_id, assertions).await
     }
 

@@ -88,6 +88,26 @@ pub struct TupleChange {
     pub revision: Revision,
 }
 
+/// Which changes [`Datastore::read_changes`] returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeFilter {
+    /// Only changes to objects of this type.
+    pub object_type: Option<String>,
+    /// Only changes made at or after this time. A continuation token already names a position
+    /// in the changelog, so with one this is ignored.
+    pub start_time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ChangeFilter {
+    /// Changes to objects of one type.
+    pub fn of_type(object_type: &str) -> Self {
+        Self {
+            object_type: Some(object_type.to_string()),
+            start_time: None,
+        }
+    }
+}
+
 /// Assertions attached to a model (stored as the JSON the API received).
 pub type Assertions = serde_json::Value;
 
@@ -130,11 +150,13 @@ pub trait Datastore: Send + Sync + 'static {
         rev: Revision,
         page: &Page,
     ) -> Result<Paged<Tuple>>;
-    /// Changes in revision order after the opaque token, optionally for one object type.
+    /// Changes in revision order after the opaque token (or, without one, from the filter's
+    /// start time), optionally for one object type. The returned token always names where
+    /// reading stopped, so that polling with it resumes there.
     async fn read_changes(
         &self,
         store: &str,
-        object_type: Option<&str>,
+        filter: &ChangeFilter,
         page: &Page,
     ) -> Result<Paged<TupleChange>>;
 

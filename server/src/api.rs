@@ -16,7 +16,7 @@ use gatehouse_engine::service::Engine;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use sha2::{Digest, Sha256};
 
-pub use error::{ApiError, ApiResult};
+pub use error::{ApiError, ApiResult, ErrorBody};
 
 /// Shared state of every worker.
 pub struct AppState {
@@ -79,7 +79,7 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// and logs one line per request without bodies or credentials.
 pub async fn observe(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let id = req
@@ -105,6 +105,17 @@ pub async fn observe(
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID.clone(), v);
     }
+    let error_body = res.response().extensions().get::<ErrorBody>().cloned();
+    let res = match error_body {
+        Some(ErrorBody(mut body)) => {
+            if let Some(m) = body.as_object_mut() {
+                m.insert("request_id".into(), serde_json::Value::String(id.clone()));
+            }
+            let bytes = serde_json::to_vec(&body).unwrap_or_default();
+            res.map_body(|_, _| EitherBody::right(bytes))
+        }
+        None => res.map_into_left_body(),
+    };
     let status = res.status();
     let elapsed = started.elapsed();
     if let Some(state) = state {

@@ -450,6 +450,57 @@ async fn changes(backend: Backend) {
         all.contains(&"TUPLE_OPERATION_WRITE folder:f#owner@user:d".to_string()),
         "{all:?}"
     );
+
+    // `start_time` (RFC 3339) starts at the first change made at or after it.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let start = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    s.write_ok(&store, &[tk("user:f", "viewer", "document:3")])
+        .await;
+    let since = |t: chrono::DateTime<chrono::Utc>| {
+        let t = t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        format!(
+            "/stores/{store}/changes?start_time={}",
+            t.replace('+', "%2B")
+        )
+    };
+    let v = s.get(&since(start)).await.ok();
+    let later: Vec<String> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(describe)
+        .collect();
+    assert_eq!(
+        later,
+        ["TUPLE_OPERATION_WRITE document:3#viewer@user:f"],
+        "changes since {start}: {v}"
+    );
+    let v = s.get(&since(start - chrono::Duration::hours(1))).await.ok();
+    assert_eq!(v["changes"].as_array().map(Vec::len), Some(7), "{v}");
+    // A start in the future: nothing, and a token that resumes at the next write.
+    let v = s.get(&since(start + chrono::Duration::hours(1))).await.ok();
+    assert_eq!(v["changes"].as_array().map(Vec::len), Some(0), "{v}");
+    let token = v["continuation_token"].as_str().unwrap().to_string();
+    s.write_ok(&store, &[tk("user:g", "viewer", "document:3")])
+        .await;
+    let v = s
+        .get(&format!(
+            "/stores/{store}/changes?continuation_token={token}"
+        ))
+        .await
+        .ok();
+    let polled: Vec<String> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(describe)
+        .collect();
+    assert_eq!(
+        polled,
+        ["TUPLE_OPERATION_WRITE document:3#viewer@user:g"],
+        "{v}"
+    );
 }
 
 async fn check(backend: Backend) {

@@ -24,6 +24,8 @@ for_each_backend!(
     invalid_models,
     nul_bytes,
     wrong_methods_and_unknown_paths,
+    assertions_against_the_model,
+    bad_changes_start_time,
 );
 
 /// One request of an endpoint that succeeds on a store with [`sample_model`].
@@ -1598,4 +1600,122 @@ async fn wrong_methods_and_unknown_paths(backend: Backend) {
         Some("unauthenticated"),
     );
     assert_eq!(keys(&s.read_all(&store, None).await), before);
+}
+
+/// Assertions are validated against their model: unknown types and relations, malformed
+/// users and invalid contextual tuples are refused, and the stored assertions stay as they were.
+async fn assertions_against_the_model(backend: Backend) {
+    let s = Server::start(backend).await;
+    let (store, model) = s.sample_store().await;
+    let path = format!("/stores/{store}/assertions/{model}");
+    let good = json!({ "assertions": [{ "tuple_key": tk("user:anne", "viewer", "document:1"), "expectation": true }] });
+    assert_eq!(s.put(&path, &good).await.status, 204);
+    let one = |a: Value| json!({ "assertions": [a] });
+    let cases = [
+        (
+            "unknown object type",
+            one(
+                json!({ "tuple_key": tk("user:anne", "viewer", "spaceship:1"), "expectation": true }),
+            ),
+            Some("type_not_found"),
+        ),
+        (
+            "unknown relation",
+            one(
+                json!({ "tuple_key": tk("user:anne", "pilot", "document:1"), "expectation": true }),
+            ),
+            Some("relation_not_found"),
+        ),
+        (
+            "unknown user type",
+            one(
+                json!({ "tuple_key": tk("robot:r2", "viewer", "document:1"), "expectation": false }),
+            ),
+            Some("type_not_found"),
+        ),
+        (
+            "userset with an unknown relation",
+            one(
+                json!({ "tuple_key": tk("group:eng#boss", "viewer", "document:1"), "expectation": false }),
+            ),
+            Some("relation_not_found"),
+        ),
+        (
+            "malformed object",
+            one(json!({ "tuple_key": tk("user:anne", "viewer", "document"), "expectation": true })),
+            None,
+        ),
+        (
+            "malformed user",
+            one(json!({ "tuple_key": tk("anne", "viewer", "document:1"), "expectation": true })),
+            None,
+        ),
+        (
+            "contextual tuple not allowed by the model",
+            one(json!({
+                "tuple_key": tk("user:anne", "viewer", "document:1"),
+                "expectation": true,
+                "contextual_tuples": [tk("user:anne", "parent", "document:1")],
+            })),
+            Some("invalid_tuple"),
+        ),
+        (
+            "contextual tuples not a list",
+            one(json!({
+                "tuple_key": tk("user:anne", "viewer", "document:1"),
+                "expectation": true,
+                "contextual_tuples": "user:anne",
+            })),
+            Some("validation_error"),
+        ),
+        (
+            "context not an object",
+            one(json!({
+                "tuple_key": tk("user:anne", "viewer", "document:1"),
+                "expectation": true,
+                "context": [1, 2],
+            })),
+            Some("validation_error"),
+        ),
+        (
+            "one bad assertion among good ones",
+            json!({ "assertions": [
+                { "tuple_key": tk("user:bob", "viewer", "document:1"), "expectation": true },
+                { "tuple_key": tk("user:bob", "nope", "document:1"), "expectation": true },
+            ] }),
+            Some("relation_not_found"),
+        ),
+    ];
+    for (what, body, code) in cases {
+        let r = s.put(&path, &body).await;
+        client_error(&r, &format!("assertions: {what}"), Some(400), code);
+        let stored = s.get(&path).await.ok();
+        assert_eq!(
+            stored["assertions"], good["assertions"],
+            "assertions: {what} changed the stored assertions"
+        );
+    }
+}
+
+/// `start_time` on changes must be an RFC 3339 time.
+async fn bad_changes_start_time(backend: Backend) {
+    let s = Server::start(backend).await;
+    let (store, _) = s.sample_store().await;
+    for t in [
+        "yesterday",
+        "2024-13-01T00:00:00Z",
+        "2024-01-01",
+        "1700000000",
+        "2024-01-01T00:00:00",
+    ] {
+        let r = s
+            .get(&format!("/stores/{store}/changes?start_time={t}"))
+            .await;
+        client_error(
+            &r,
+            &format!("changes with start_time `{t}`"),
+            Some(400),
+            Some("validation_error"),
+        );
+    }
 }

@@ -278,9 +278,17 @@ impl Resp {
         if let Some(code) = code {
             assert_eq!(got_code, code, "error code of {v}");
         }
-        assert!(
-            self.header("x-request-id").is_some_and(|id| !id.is_empty()),
-            "error without x-request-id: {v}"
+        let id = self.header("x-request-id").unwrap_or_default();
+        assert!(!id.is_empty(), "error without x-request-id: {v}");
+        assert_eq!(
+            v["request_id"].as_str(),
+            Some(id.as_str()),
+            "the error body's request_id is the x-request-id header: {v}"
+        );
+        assert_eq!(
+            (v["error"]["code"].as_str(), v["error"]["message"].as_str()),
+            (v["code"].as_str(), v["message"].as_str()),
+            "the error object repeats code and message: {v}"
         );
         v
     }

@@ -9,7 +9,8 @@
 use std::collections::HashSet;
 
 use super::{
-    Datastore, Operation, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter, WriteOptions,
+    ChangeFilter, Datastore, Operation, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter,
+    WriteOptions,
 };
 use crate::error::Error;
 use crate::model::AuthorizationModel;
@@ -31,6 +32,7 @@ pub async fn run_all(ds: &dyn Datastore) {
     tuple_pagination(ds).await;
     invalid_tokens(ds).await;
     changes(ds).await;
+    changes_since(ds).await;
     assertions(ds).await;
     isolation(ds).await;
 }
@@ -768,7 +770,7 @@ async fn all_or_nothing(ds: &dyn Datastore) {
         "atomic: failed batches write and delete nothing",
     );
     let changes = ds
-        .read_changes(&store, None, &all())
+        .read_changes(&store, &ChangeFilter::default(), &all())
         .await
         .expect("atomic: read_changes");
     assert_eq!(
@@ -810,7 +812,7 @@ async fn conditions(ds: &dyn Datastore) {
         );
     }
     let changes = ds
-        .read_changes(&store, None, &all())
+        .read_changes(&store, &ChangeFilter::default(), &all())
         .await
         .expect("conditions: changes");
     let got: Vec<TupleKey> = changes.items.into_iter().map(|c| c.tuple_key).collect();
@@ -830,7 +832,7 @@ async fn conditions(ds: &dyn Datastore) {
     )
     .await;
     let changes = ds
-        .read_changes(&store, None, &all())
+        .read_changes(&store, &ChangeFilter::default(), &all())
         .await
         .expect("conditions: changes after delete");
     let last = changes
@@ -1291,7 +1293,9 @@ async fn invalid_tokens(ds: &dyn Datastore) {
         matches!(r, Err(Error::InvalidContinuationToken)),
         "tokens: list_models with a bad token, got {r:?}"
     );
-    let r = ds.read_changes(&store, None, &bad).await;
+    let r = ds
+        .read_changes(&store, &ChangeFilter::default(), &bad)
+        .await;
     assert!(
         matches!(r, Err(Error::InvalidContinuationToken)),
         "tokens: read_changes with a bad token, got {r:?}"
@@ -1316,7 +1320,7 @@ fn change_summary(c: &[TupleChange]) -> Vec<(Operation, String, Revision)> {
 async fn collect_changes(
     ds: &dyn Datastore,
     store: &str,
-    object_type: Option<&str>,
+    filter: &ChangeFilter,
     size: usize,
     token: Option<String>,
     what: &str,
@@ -1327,7 +1331,7 @@ async fn collect_changes(
         let page = ds
             .read_changes(
                 store,
-                object_type,
+                filter,
                 &Page {
                     size,
                     token: token.clone(),
@@ -1351,10 +1355,115 @@ async fn collect_changes(
     panic!("{what}: read_changes never ran dry");
 }
 
+/// `start_time` picks the first change at or after it; a continuation token overrides it; a
+/// start after every change returns nothing and a token that resumes at the next write.
+async fn changes_since(ds: &dyn Datastore) {
+    let store = new_store(ds, "changes-since").await;
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(30));
+    let before = now() - chrono::Duration::seconds(1);
+    let d1 = tk("user:anne", "viewer", "doc:1");
+    let f1 = tk("user:anne", "viewer", "folder:1");
+    let d2 = tk("user:bob", "viewer", "doc:2");
+    let d3 = tk("user:carl", "viewer", "doc:3");
+    let r1 = write(ds, &store, &[], &[d1.clone(), f1.clone()], "since: r1").await;
+    pause().await;
+    let middle = now();
+    pause().await;
+    let r2 = write(ds, &store, &[], &[d2.clone(), d3.clone()], "since: r2").await;
+    let since = |t| ChangeFilter {
+        object_type: None,
+        start_time: Some(t),
+    };
+
+    let (everything, _) =
+        collect_changes(ds, &store, &since(before), 10, None, "since: early").await;
+    assert_eq!(
+        everything.len(),
+        4,
+        "since: a start before every change reads them all"
+    );
+    let (later, _) = collect_changes(ds, &store, &since(middle), 10, None, "since: middle").await;
+    assert_eq!(
+        change_summary(&later),
+        vec![
+            (Operation::Write, "doc:2#viewer@user:bob".to_string(), r2),
+            (Operation::Write, "doc:3#viewer@user:carl".to_string(), r2),
+        ],
+        "since: only the changes at or after the start time"
+    );
+    // Pages of one: the second page comes from the token, not from the start time again.
+    let (paged, _) = collect_changes(ds, &store, &since(middle), 1, None, "since: pages").await;
+    assert_eq!(
+        change_summary(&paged),
+        change_summary(&later),
+        "since: paging from a start time yields each later change once"
+    );
+    let typed = ChangeFilter {
+        object_type: Some("folder".into()),
+        start_time: Some(middle),
+    };
+    let (none, _) = collect_changes(ds, &store, &typed, 10, None, "since: typed").await;
+    assert!(none.is_empty(), "since: type and start time both apply");
+
+    // A token overrides the start time.
+    let first = ds
+        .read_changes(
+            &store,
+            &ChangeFilter::default(),
+            &Page {
+                size: 1,
+                token: None,
+            },
+        )
+        .await
+        .expect("since: first page");
+    let (rest, _) = collect_changes(
+        ds,
+        &store,
+        &since(now() + chrono::Duration::hours(1)),
+        10,
+        first.next,
+        "since: token wins",
+    )
+    .await;
+    assert_eq!(
+        rest.len(),
+        3,
+        "since: with a token the start time is ignored"
+    );
+
+    // A start after everything: nothing yet, and the token resumes at the next write.
+    let future = ds
+        .read_changes(&store, &since(now() + chrono::Duration::seconds(1)), &all())
+        .await
+        .expect("since: future");
+    assert!(
+        future.items.is_empty(),
+        "since: nothing after a future start"
+    );
+    assert!(future.next.is_some(), "since: a token to poll with");
+    let r3 = write(ds, &store, std::slice::from_ref(&d1), &[], "since: r3").await;
+    let (polled, _) = collect_changes(
+        ds,
+        &store,
+        &ChangeFilter::default(),
+        10,
+        future.next,
+        "since: poll",
+    )
+    .await;
+    assert_eq!(
+        change_summary(&polled),
+        vec![(Operation::Delete, "doc:1#viewer@user:anne".to_string(), r3)],
+        "since: polling from the empty page's token yields only newer changes"
+    );
+    assert!(r1 < r2 && r2 < r3, "since: revisions increase");
+}
+
 async fn changes(ds: &dyn Datastore) {
     let store = new_store(ds, "changes").await;
     let empty = ds
-        .read_changes(&store, None, &all())
+        .read_changes(&store, &ChangeFilter::default(), &all())
         .await
         .expect("changes: empty");
     assert!(
@@ -1392,7 +1501,7 @@ async fn changes(ds: &dyn Datastore) {
     ];
 
     let whole = ds
-        .read_changes(&store, None, &all())
+        .read_changes(&store, &ChangeFilter::default(), &all())
         .await
         .expect("changes: all");
     assert_eq!(
@@ -1405,13 +1514,29 @@ async fn changes(ds: &dyn Datastore) {
         "changes: read_changes always returns a token to resume from"
     );
 
-    let (paged, token) = collect_changes(ds, &store, None, 2, None, "changes: pages of 2").await;
+    let (paged, token) = collect_changes(
+        ds,
+        &store,
+        &ChangeFilter::default(),
+        2,
+        None,
+        "changes: pages of 2",
+    )
+    .await;
     assert_eq!(
         change_summary(&paged),
         want,
         "changes: paging yields every change once, in order"
     );
-    let (single, _) = collect_changes(ds, &store, None, 1, None, "changes: pages of 1").await;
+    let (single, _) = collect_changes(
+        ds,
+        &store,
+        &ChangeFilter::default(),
+        1,
+        None,
+        "changes: pages of 1",
+    )
+    .await;
     assert_eq!(change_summary(&single), want, "changes: pages of one");
 
     let docs: Vec<_> = want
@@ -1420,7 +1545,7 @@ async fn changes(ds: &dyn Datastore) {
         .cloned()
         .collect();
     let typed = ds
-        .read_changes(&store, Some("doc"), &all())
+        .read_changes(&store, &ChangeFilter::of_type("doc"), &all())
         .await
         .expect("changes: typed");
     assert_eq!(
@@ -1428,11 +1553,18 @@ async fn changes(ds: &dyn Datastore) {
         docs,
         "changes: the type filter keeps only that type"
     );
-    let (typed_paged, typed_token) =
-        collect_changes(ds, &store, Some("doc"), 1, None, "changes: typed pages").await;
+    let (typed_paged, typed_token) = collect_changes(
+        ds,
+        &store,
+        &ChangeFilter::of_type("doc"),
+        1,
+        None,
+        "changes: typed pages",
+    )
+    .await;
     assert_eq!(change_summary(&typed_paged), docs, "changes: typed paging");
     let none = ds
-        .read_changes(&store, Some("doc3"), &all())
+        .read_changes(&store, &ChangeFilter::of_type("doc3"), &all())
         .await
         .expect("changes: unknown type");
     assert!(
@@ -1444,7 +1576,15 @@ async fn changes(ds: &dyn Datastore) {
     let d3 = tk("user:carl", "viewer", "doc:3");
     let g1 = tk("user:carl", "member", "group:1");
     let r4 = write(ds, &store, &[], &[g1.clone(), d3.clone()], "changes: r4").await;
-    let (resumed, _) = collect_changes(ds, &store, None, 10, token, "changes: resume").await;
+    let (resumed, _) = collect_changes(
+        ds,
+        &store,
+        &ChangeFilter::default(),
+        10,
+        token,
+        "changes: resume",
+    )
+    .await;
     assert_eq!(
         change_summary(&resumed),
         vec![
@@ -1456,7 +1596,7 @@ async fn changes(ds: &dyn Datastore) {
     let (typed_resumed, _) = collect_changes(
         ds,
         &store,
-        Some("doc"),
+        &ChangeFilter::of_type("doc"),
         10,
         typed_token,
         "changes: typed resume",
@@ -1475,7 +1615,11 @@ async fn changes(ds: &dyn Datastore) {
     }
 
     let unknown = ds
-        .read_changes(&ulid::Ulid::new().to_string(), None, &all())
+        .read_changes(
+            &ulid::Ulid::new().to_string(),
+            &ChangeFilter::default(),
+            &all(),
+        )
         .await
         .expect("changes: unknown store");
     assert!(
@@ -1616,11 +1760,11 @@ async fn isolation(ds: &dyn Datastore) {
     );
 
     let ca = ds
-        .read_changes(&a, None, &all())
+        .read_changes(&a, &ChangeFilter::default(), &all())
         .await
         .expect("isolation: changes a");
     let cb = ds
-        .read_changes(&b, None, &all())
+        .read_changes(&b, &ChangeFilter::default(), &all())
         .await
         .expect("isolation: changes b");
     assert_eq!(

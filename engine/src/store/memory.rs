@@ -7,8 +7,8 @@ use std::sync::RwLock;
 use async_trait::async_trait;
 
 use super::{
-    Assertions, Datastore, Operation, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter,
-    WriteOptions,
+    Assertions, ChangeFilter, Datastore, Operation, Page, Paged, Revision, StoreInfo, TupleChange,
+    TupleFilter, WriteOptions,
 };
 use crate::error::{Error, Result};
 use crate::model::AuthorizationModel;
@@ -311,9 +311,10 @@ impl Datastore for MemoryStore {
     async fn read_changes(
         &self,
         store: &str,
-        object_type: Option<&str>,
+        filter: &ChangeFilter,
         page: &Page,
     ) -> Result<Paged<TupleChange>> {
+        let object_type = filter.object_type.as_deref();
         let stores = self.stores.read().map_err(|_| poisoned())?;
         let Some(s) = stores.get(store) else {
             return Ok(Paged {
@@ -321,7 +322,11 @@ impl Datastore for MemoryStore {
                 next: None,
             });
         };
-        let start = offset_token(page)?;
+        let start = match (&page.token, filter.start_time) {
+            // Changes are appended under the store's write lock, so timestamps never decrease.
+            (None, Some(t)) => s.changes.partition_point(|c| c.timestamp < t),
+            _ => offset_token(page)?,
+        };
         if start > s.changes.len() {
             return Err(Error::InvalidContinuationToken);
         }

@@ -1,11 +1,16 @@
 //! The one HTTP error type: every failure becomes a JSON body that OpenFGA's SDKs understand
-//! (`code`, `message` at the top) and that carries Gatehouse's `error` object; the request id
-//! travels in the `X-Request-Id` header.
+//! (`code`, `message` at the top) and that carries Gatehouse's `error` object and, added by the
+//! request middleware, the `request_id` (also in the `X-Request-Id` header).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use gatehouse_engine::Error;
 use serde_json::json;
+
+/// The JSON body of an error response, kept on the response so that the request middleware,
+/// which knows the request id, can add it to the body.
+#[derive(Debug, Clone)]
+pub struct ErrorBody(pub serde_json::Value);
 
 /// An error answered to a client.
 #[derive(Debug)]
@@ -49,11 +54,14 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({
+        let body = json!({
             "code": self.code,
             "message": self.message,
             "error": { "code": self.code, "message": self.message },
-        }))
+        });
+        let mut res = HttpResponse::build(self.status).json(&body);
+        res.extensions_mut().insert(ErrorBody(body));
+        res
     }
 }
 

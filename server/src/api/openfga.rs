@@ -11,7 +11,7 @@ use actix_web::{
 use gatehouse_engine::graph::ListUsersFilter;
 use gatehouse_engine::model::AuthorizationModel;
 use gatehouse_engine::service::{self, BatchItem, Consistency, QueryOptions};
-use gatehouse_engine::store::{Page, Revision, WriteOptions};
+use gatehouse_engine::store::{ChangeFilter, Page, Revision, WriteOptions};
 use gatehouse_engine::tuple::{ContextMap, TupleKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -275,23 +275,28 @@ struct WriteRequest {
     authorization_model_id: Option<String>,
 }
 
-/// The consistency fields every query accepts.
-#[derive(Deserialize, Default)]
-struct ConsistencyFields {
-    #[serde(default)]
-    consistency: Option<String>,
-    #[serde(default)]
-    consistency_token: Option<String>,
+/// The consistency fields every query accepts. Each request body declares them itself rather
+/// than through `#[serde(flatten)]`, which buffers the whole body a second time.
+struct ConsistencyFields<'a> {
+    consistency: Option<&'a str>,
+    consistency_token: Option<&'a str>,
 }
 
-impl ConsistencyFields {
+impl<'a> ConsistencyFields<'a> {
+    fn of(consistency: &'a Option<String>, consistency_token: &'a Option<String>) -> Self {
+        Self {
+            consistency: consistency.as_deref(),
+            consistency_token: consistency_token.as_deref(),
+        }
+    }
+
     fn resolve(&self, store: &str) -> ApiResult<Consistency> {
-        if let Some(t) = self.consistency_token.as_deref().filter(|t| !t.is_empty()) {
+        if let Some(t) = self.consistency_token.filter(|t| !t.is_empty()) {
             return Ok(Consistency::AtLeastAsFresh(service::decode_token(
                 store, t,
             )?));
         }
-        match self.consistency.as_deref().unwrap_or("UNSPECIFIED") {
+        match self.consistency.unwrap_or("UNSPECIFIED") {
             "UNSPECIFIED" | "" | "MINIMIZE_LATENCY" => Ok(Consistency::MinimizeLatency),
             "HIGHER_CONSISTENCY" => Ok(Consistency::HigherConsistency),
             other => Err(ApiError::validation(format!(
@@ -307,8 +312,10 @@ struct ReadRequest {
     tuple_key: Option<TupleKey>,
     page_size: Option<i64>,
     continuation_token: Option<String>,
-    #[serde(flatten)]
-    consistency: ConsistencyFields,
+    #[serde(default)]
+    consistency: Option<String>,
+    #[serde(default)]
+    consistency_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -317,6 +324,8 @@ struct ChangesQuery {
     object_type: Option<String>,
     page_size: Option<i64>,
     continuation_token: Option<String>,
+    /// RFC 3339; ignored with a continuation token, as in OpenFGA.
+    start_time: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -349,8 +358,10 @@ struct CheckRequest {
     authorization_model_id: Option<String>,
     #[serde(default)]
     context: Option<ContextMap>,
-    #[serde(flatten)]
-    consistency: ConsistencyFields,
+    #[serde(default)]
+    consistency: Option<String>,
+    #[serde(default)]
+    consistency_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -370,8 +381,10 @@ struct BatchCheckRequest {
     checks: Vec<BatchCheckItem>,
     #[serde(default)]
     authorization_model_id: Option<String>,
-    #[serde(flatten)]
-    consistency: ConsistencyFields,
+    #[serde(default)]
+    consistency: Option<String>,
+    #[serde(default)]
+    consistency_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -389,8 +402,10 @@ struct ExpandRequest {
     authorization_model_id: Option<String>,
     #[serde(default)]
     contextual_tuples: Option<TupleKeys>,
-    #[serde(flatten)]
-    consistency: ConsistencyFields,
+    #[serde(default)]
+    consistency: Option<String>,
+    #[serde(default)]
+    consistency_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -409,8 +424,10 @@ struct ListObjectsRequest {
     context: Option<ContextMap>,
     page_size: Option<i64>,
     continuation_token: Option<String>,
-    #[serde(flatten)]
-    consistency: ConsistencyFields,
+    #[serde(default)]
+    consistency: Option<String>,
+    #[serde(default)]
+    consistency_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -436,8 +453,10 @@ struct ListUsersRequest {
     context: Option<ContextMap>,
     page_size: Option<i64>,
     continuation_token: Option<String>,
-    #[serde(flatten)]
-    consistency: ConsistencyFields,
+    #[serde(default)]
+    consistency: Option<String>,
+    #[serde(default)]
+    consistency_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -554,7 +573,8 @@ async fn read(
     body: web::Json<ReadRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
-    let consistency = body.consistency.resolve(&path)?;
+    let consistency =
+        ConsistencyFields::of(&body.consistency, &body.consistency_token).resolve(&path)?;
     let p = page(body.page_size, body.continuation_token, 50)?;
     let filter = body
         .tuple_key
@@ -582,11 +602,26 @@ async fn changes(
     q: web::Query<ChangesQuery>,
 ) -> ApiResult<HttpResponse> {
     let q = q.into_inner();
+    let start_time = q
+        .start_time
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|e| {
+                    ApiError::validation(format!(
+                        "invalid `start_time` `{t}`: expected an RFC 3339 time ({e})"
+                    ))
+                })
+        })
+        .transpose()?;
     let p = page(q.page_size, q.continuation_token, 50)?;
-    let res = state
-        .engine
-        .changes(&path, q.object_type.as_deref(), &p)
-        .await?;
+    let filter = ChangeFilter {
+        object_type: q.object_type,
+        start_time,
+    };
+    let res = state.engine.changes(&path, &filter, &p).await?;
     let changes: Vec<Value> = res
         .items
         .iter()
@@ -619,7 +654,8 @@ async fn check(
         .into_key()?;
     let opts = QueryOptions {
         model_id: body.authorization_model_id,
-        consistency: body.consistency.resolve(&path)?,
+        consistency: ConsistencyFields::of(&body.consistency, &body.consistency_token)
+            .resolve(&path)?,
         contextual_tuples: contextual(body.contextual_tuples),
         context: body.context,
     };
@@ -653,7 +689,8 @@ async fn batch_check(
     }
     let opts = QueryOptions {
         model_id: body.authorization_model_id,
-        consistency: body.consistency.resolve(&path)?,
+        consistency: ConsistencyFields::of(&body.consistency, &body.consistency_token)
+            .resolve(&path)?,
         ..Default::default()
     };
     let (results, rev) = state.engine.batch_check(&path, &items, &opts).await?;
@@ -692,7 +729,8 @@ async fn expand(
     }
     let opts = QueryOptions {
         model_id: body.authorization_model_id,
-        consistency: body.consistency.resolve(&path)?,
+        consistency: ConsistencyFields::of(&body.consistency, &body.consistency_token)
+            .resolve(&path)?,
         contextual_tuples: contextual(body.contextual_tuples),
         context: None,
     };
@@ -734,7 +772,7 @@ async fn run_list_objects(
     let opts = QueryOptions {
         model_id: body.authorization_model_id,
         consistency: paged_consistency(
-            &body.consistency,
+            &ConsistencyFields::of(&body.consistency, &body.consistency_token),
             store,
             body.continuation_token.as_deref(),
         )?,
@@ -798,7 +836,7 @@ async fn list_users(
     let opts = QueryOptions {
         model_id: body.authorization_model_id,
         consistency: paged_consistency(
-            &body.consistency,
+            &ConsistencyFields::of(&body.consistency, &body.consistency_token),
             &path,
             body.continuation_token.as_deref(),
         )?,

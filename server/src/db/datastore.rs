@@ -14,8 +14,8 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use gatehouse_engine::model::AuthorizationModel;
 use gatehouse_engine::store::{
-    Assertions, Datastore, Operation, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter,
-    WriteOptions,
+    Assertions, ChangeFilter, Datastore, Operation, Page, Paged, Revision, StoreInfo, TupleChange,
+    TupleFilter, WriteOptions,
 };
 use gatehouse_engine::tuple::{ContextMap, RelationshipCondition, Tuple, TupleKey};
 use gatehouse_engine::{Error, Result};
@@ -511,29 +511,90 @@ fn row_identity(r: &TupleRow) -> Identity {
     )
 }
 
-/// Loads the live versions of the given identities (a non-empty slice) in one statement, as
-/// an OR of fully constrained conjunctions that the live-uniqueness index serves.
-macro_rules! live_matching {
-    ($conn:expr, $store:expr, $keys:expr) => {{
-        let keys: &[Identity] = $keys;
-        let mut q = tuples::table.select(TupleRow::as_select()).into_boxed();
-        for (n, (t, i, r, u)) in keys.iter().enumerate() {
-            let one = tuples::store_id
-                .eq($store)
-                .and(tuples::deleted_rev.is_null())
-                .and(tuples::object_type.eq(t))
-                .and(tuples::object_id.eq(i))
-                .and(tuples::relation.eq(r))
-                .and(tuples::user_value.eq(u));
-            q = if n == 0 {
-                q.filter(one)
-            } else {
-                q.or_filter(one)
+/// Loads the live versions of the given identities (a non-empty slice) in one statement.
+trait LiveMatching {
+    fn live_matching<'a>(
+        &'a mut self,
+        store: &'a str,
+        keys: &'a [Identity],
+    ) -> impl Future<Output = QueryResult<Vec<TupleRow>>> + Send + 'a;
+}
+
+impl LiveMatching for AsyncPgConnection {
+    /// The identities unnested from four arrays, each looked up on its own: an index lookup per
+    /// identity, whatever the table's statistics say. PostgreSQL turns the equivalent OR of
+    /// conjunctions into one index range over the columns all terms share (store, type,
+    /// relation) and filters every live tuple in it, which made writes slow down linearly with
+    /// the store's size; a plain join is hashed over the whole store while statistics are
+    /// stale. The `LIMIT 1` (a tuple has at most one live version) keeps the subquery lateral.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "the trait promises a `Send` future, which `async fn` cannot state"
+    )]
+    fn live_matching<'a>(
+        &'a mut self,
+        store: &'a str,
+        keys: &'a [Identity],
+    ) -> impl Future<Output = QueryResult<Vec<TupleRow>>> + Send + 'a {
+        use diesel::sql_types::{Array, Text};
+        async move {
+            let column = |f: fn(&Identity) -> &String| -> Vec<&str> {
+                keys.iter().map(|k| f(k).as_str()).collect()
             };
+            diesel::sql_query(
+                "SELECT t.id, t.object_type, t.object_id, t.relation, t.user_value, \
+                        t.condition_name, t.condition_context, t.created_at \
+                 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) \
+                        AS k (object_type, object_id, relation, user_value) \
+                 CROSS JOIN LATERAL ( \
+                    SELECT * FROM tuples \
+                    WHERE store_id = $1 AND deleted_rev IS NULL \
+                        AND object_type = k.object_type AND object_id = k.object_id \
+                        AND relation = k.relation AND user_value = k.user_value \
+                    LIMIT 1) t",
+            )
+            .bind::<Text, _>(store)
+            .bind::<Array<Text>, _>(column(|k| &k.0))
+            .bind::<Array<Text>, _>(column(|k| &k.1))
+            .bind::<Array<Text>, _>(column(|k| &k.2))
+            .bind::<Array<Text>, _>(column(|k| &k.3))
+            .load::<TupleRow>(self)
+            .await
         }
-        let rows: Vec<TupleRow> = q.load($conn).await?;
-        rows
-    }};
+    }
+}
+
+impl LiveMatching for SqliteConn {
+    /// An OR of fully constrained conjunctions: SQLite serves each term with its own lookup in
+    /// the live-uniqueness index.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "the trait promises a `Send` future, which `async fn` cannot state"
+    )]
+    fn live_matching<'a>(
+        &'a mut self,
+        store: &'a str,
+        keys: &'a [Identity],
+    ) -> impl Future<Output = QueryResult<Vec<TupleRow>>> + Send + 'a {
+        async move {
+            let mut q = tuples::table.select(TupleRow::as_select()).into_boxed();
+            for (n, (t, i, r, u)) in keys.iter().enumerate() {
+                let one = tuples::store_id
+                    .eq(store)
+                    .and(tuples::deleted_rev.is_null())
+                    .and(tuples::object_type.eq(t))
+                    .and(tuples::object_id.eq(i))
+                    .and(tuples::relation.eq(r))
+                    .and(tuples::user_value.eq(u));
+                q = if n == 0 {
+                    q.filter(one)
+                } else {
+                    q.or_filter(one)
+                };
+            }
+            q.load(self).await
+        }
+    }
 }
 
 #[async_trait]
@@ -713,12 +774,12 @@ impl Datastore for SqlStore {
             .map(|k| parts(k).map(|p| identity(&p)))
             .collect::<Result<_>>()?;
         let write_parts: Vec<Parts<'_>> = writes.iter().map(parts).collect::<Result<_>>()?;
-        let now = chrono::Utc::now().naive_utc();
-
         let head: i64 = write_tx!(self, |conn| {
             let Some(head) = conn.lock_head(store).await? else {
                 return Err(Error::StoreNotFound(store.to_string()).into());
             };
+            // Taken under the revision lock, so changelog times follow revision order.
+            let now = chrono::Utc::now().naive_utc();
             require_live_store!(conn, store);
             let rev = head
                 .checked_add(1)
@@ -749,7 +810,7 @@ impl Datastore for SqlStore {
             let mut deleted: std::collections::HashMap<Identity, TupleRow> =
                 std::collections::HashMap::new();
             for chunk in delete_ids.chunks(KEY_CHUNK) {
-                let rows = live_matching!(conn, store, chunk);
+                let rows = conn.live_matching(store, chunk).await?;
                 let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
                 if !ids.is_empty() {
                     diesel::update(tuples::table.filter(tuples::id.eq_any(ids)))
@@ -785,7 +846,12 @@ impl Datastore for SqlStore {
             let write_ids: Vec<Identity> = write_parts.iter().map(identity).collect();
             let mut live = std::collections::HashSet::new();
             for chunk in write_ids.chunks(KEY_CHUNK) {
-                live.extend(live_matching!(conn, store, chunk).iter().map(row_identity));
+                live.extend(
+                    conn.live_matching(store, chunk)
+                        .await?
+                        .iter()
+                        .map(row_identity),
+                );
             }
             let mut new_rows = Vec::new();
             for ((k, p), id) in writes.iter().zip(&write_parts).zip(&write_ids) {
@@ -913,11 +979,16 @@ impl Datastore for SqlStore {
     async fn read_changes(
         &self,
         store: &str,
-        object_type: Option<&str>,
+        filter: &ChangeFilter,
         page: &Page,
     ) -> Result<Paged<TupleChange>> {
         let (after_rev, after_seq) = change_token(page)?;
-        let rows: Vec<ChangeRow> = with_conn!(self, |conn| {
+        // Without a token the start time picks the first change; with one it is ignored.
+        let since = filter
+            .start_time
+            .filter(|_| page.token.is_none())
+            .map(|t| t.naive_utc());
+        let (rows, end): (Vec<ChangeRow>, Option<(i64, i32)>) = with_conn!(self, |conn| {
             let mut q = changelog::table
                 .select(ChangeRow::as_select())
                 .filter(changelog::store_id.eq(store))
@@ -927,19 +998,39 @@ impl Datastore for SqlStore {
                         .and(changelog::seq.gt(after_seq))),
                 )
                 .into_boxed();
-            if let Some(t) = object_type {
+            if let Some(t) = &filter.object_type {
                 q = q.filter(changelog::object_type.eq(t));
+            }
+            if let Some(t) = since {
+                q = q.filter(changelog::created_at.ge(t));
             }
             q = q.order((changelog::revision.asc(), changelog::seq.asc()));
             if page.size > 0 {
                 q = q.limit(i64::try_from(page.size).unwrap_or(i64::MAX));
             }
-            q.load(conn).await.map_err(db_error)?
+            let rows: Vec<ChangeRow> = q.load(conn).await.map_err(db_error)?;
+            // Nothing at or after the start time: resume polling after the newest change
+            // there is, which was made before it.
+            let end = if rows.is_empty() && since.is_some() {
+                changelog::table
+                    .filter(changelog::store_id.eq(store))
+                    .select((changelog::revision, changelog::seq))
+                    .order((changelog::revision.desc(), changelog::seq.desc()))
+                    .first::<(i64, i32)>(conn)
+                    .await
+                    .optional()
+                    .map_err(db_error)?
+            } else {
+                None
+            };
+            (rows, end)
         });
         // The token always names where reading stopped, so polling resumes there.
         let (last_rev, last_seq) = rows
             .last()
-            .map_or((after_rev, after_seq), |r| (r.revision, r.seq));
+            .map(|r| (r.revision, r.seq))
+            .or(end)
+            .unwrap_or((after_rev, after_seq));
         let next = Some(encode_token(
             CHANGE_TOKEN,
             &format!("{last_rev}.{last_seq}"),

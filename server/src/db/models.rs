@@ -36,7 +36,7 @@ pub(crate) struct ModelRow {
 }
 
 /// The columns of `tuples` that make up a stored tuple.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = tuples)]
 pub(crate) struct TupleRow {
     pub id: i64,

@@ -149,7 +149,11 @@ async fn concurrent_writers(ds: Arc<SqlStore>, writers: usize, per_writer: usize
         "every concurrent write landed"
     );
     let changes = ds
-        .read_changes(&info.id, None, &Page::default())
+        .read_changes(
+            &info.id,
+            &gatehouse_engine::store::ChangeFilter::default(),
+            &Page::default(),
+        )
         .await
         .expect("changes");
     assert_eq!(
