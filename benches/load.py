@@ -167,6 +167,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--cold-tuples", type=int, default=0)
+    ap.add_argument("--cold-bulk-sql", action="store_true",
+                    help="on PostgreSQL, load the cold data set with SQL instead of POST /write")
     ap.add_argument("--write-tuples", type=int, default=0,
                     help="only measure bulk write throughput with this many tuples")
     a = ap.parse_args()
@@ -223,7 +225,7 @@ def main():
             n = a.cold_tuples
             docs, folders, groups = n * 3 // 10, n // 100, n // 50
             started = time.time()
-            if a.backend == "postgres":
+            if a.backend == "postgres" and a.cold_bulk_sql:
                 # Bulk-load in SQL at revision 1: this measures checks, not the write path.
                 sql = f"""
                 INSERT INTO tuples (store_id, object_type, object_id, relation, user_value, user_type, created_rev, created_at)
