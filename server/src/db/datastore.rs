@@ -527,10 +527,6 @@ impl LiveMatching for AsyncPgConnection {
     /// relation) and filters every live tuple in it, which made writes slow down linearly with
     /// the store's size; a plain join is hashed over the whole store while statistics are
     /// stale. The `LIMIT 1` (a tuple has at most one live version) keeps the subquery lateral.
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "the trait promises a `Send` future, which `async fn` cannot state"
-    )]
     fn live_matching<'a>(
         &'a mut self,
         store: &'a str,
