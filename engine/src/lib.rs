@@ -6,6 +6,7 @@ pub mod condition;
 pub mod error;
 pub mod graph;
 pub mod model;
+pub mod policy;
 pub mod service;
 pub mod store;
 pub mod testfile;

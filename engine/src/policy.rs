@@ -1,0 +1,332 @@
+//! Cedar policies over the relationship graph: a store's Cedar schema (supplied by the tenant or
+//! generated from its authorization model), policy sets validated against it in strict mode,
+//! and decisions that feed the graph's answer into Cedar.
+//!
+//! Naming, so that policies are portable: each model type `t` is the Cedar entity type `t`
+//! (`user::"anne"`), each relation `r` is `Action::"r"`.
+
+pub mod hierarchy;
+pub mod schema;
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
+    PolicySet, Request, Schema, ValidationMode, Validator,
+};
+use miette::Diagnostic;
+use serde::Serialize;
+
+pub use hierarchy::Hierarchy;
+
+/// The policy set of a store that has never been given one: the graph decides.
+pub const BASELINE: &str =
+    "@id(\"baseline\")\npermit (principal, action, resource)\nwhen { context.rebac };\n";
+
+/// Largest policy text accepted, in bytes.
+pub const MAX_POLICY_BYTES: usize = 256 * 1024;
+
+/// A problem in a policy set or schema, with the policy it belongs to and its place in the text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyIssue {
+    /// The policy's id (its `@id` annotation, or `policyN` by position), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_id: Option<String>,
+    pub message: String,
+    /// 1-based line and column in the policy text, 0 when unknown.
+    pub line: usize,
+    pub column: usize,
+}
+
+impl std::fmt::Display for PolicyIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: ", self.line, self.column)?;
+        }
+        if let Some(id) = &self.policy_id {
+            write!(f, "policy `{id}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a policy set or schema was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("invalid policies: {}", join(.0))]
+    InvalidPolicies(Vec<PolicyIssue>),
+    #[error("invalid Cedar schema: {0}")]
+    InvalidSchema(String),
+}
+
+fn join(issues: &[PolicyIssue]) -> String {
+    issues
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// 1-based line and column of a byte offset in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(1, |l| l.chars().count() + 1);
+    (line, column)
+}
+
+fn issue(
+    text: &str,
+    policy_id: Option<String>,
+    d: &dyn Diagnostic,
+    message: String,
+) -> PolicyIssue {
+    let offset = d.labels().and_then(|mut l| l.next()).map(|l| l.offset());
+    let (line, column) = offset.map_or((0, 0), |o| line_column(text, o));
+    PolicyIssue {
+        policy_id,
+        message,
+        line,
+        column,
+    }
+}
+
+/// A policy set parsed and validated against a schema, ready to evaluate. Share it behind an
+/// `Arc`: evaluation never clones it.
+#[derive(Debug)]
+pub struct CompiledPolicies {
+    pub text: String,
+    pub set: PolicySet,
+    pub schema: Arc<Schema>,
+    /// Annotations of every policy, by id.
+    pub annotations: HashMap<String, BTreeMap<String, String>>,
+}
+
+impl CompiledPolicies {
+    /// Parses `text`, names each policy by its `@id` annotation (or `policyN` by position), and
+    /// validates the set in strict mode against `schema`. Every problem is reported with its
+    /// policy id and line:column.
+    pub fn compile(text: &str, schema: Arc<Schema>) -> Result<Self, PolicyError> {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(PolicyError::InvalidPolicies(vec![PolicyIssue {
+                policy_id: None,
+                message: format!(
+                    "the policy text is {} bytes; at most {MAX_POLICY_BYTES} are accepted",
+                    text.len()
+                ),
+                line: 0,
+                column: 0,
+            }]));
+        }
+        let parsed = PolicySet::from_str(text).map_err(|errs| {
+            PolicyError::InvalidPolicies(
+                errs.iter()
+                    .map(|e| issue(text, None, e, e.to_string()))
+                    .collect(),
+            )
+        })?;
+        // Re-id by `@id`, remembering the positional ids for error messages.
+        let mut set = PolicySet::new();
+        let mut renamed: HashMap<PolicyId, PolicyId> = HashMap::new();
+        let mut annotations = HashMap::new();
+        let mut issues = Vec::new();
+        let id_of =
+            |pos: &PolicyId, ann: Option<&str>| ann.map_or_else(|| pos.clone(), PolicyId::new);
+        for t in parsed.templates() {
+            let id = id_of(t.id(), t.annotation("id"));
+            annotations.insert(id.to_string(), collect(t.annotations()));
+            renamed.insert(t.id().clone(), id.clone());
+            if let Err(e) = set.add_template(t.new_id(id.clone())) {
+                issues.push(issue(text, Some(id.to_string()), &e, e.to_string()));
+            }
+        }
+        for p in parsed.policies() {
+            let id = id_of(p.id(), p.annotation("id"));
+            annotations.insert(id.to_string(), collect(p.annotations()));
+            renamed.insert(p.id().clone(), id.clone());
+            if let Err(e) = set.add(p.new_id(id.clone())) {
+                issues.push(issue(text, Some(id.to_string()), &e, e.to_string()));
+            }
+        }
+        if !issues.is_empty() {
+            return Err(PolicyError::InvalidPolicies(issues));
+        }
+        // Validate the positional set: its errors carry spans into `text`.
+        let validator = Validator::new((*schema).clone());
+        let result = validator.validate(&parsed, ValidationMode::Strict);
+        let issues: Vec<PolicyIssue> = result
+            .validation_errors()
+            .map(|e| {
+                let id = renamed
+                    .get(e.policy_id())
+                    .unwrap_or(e.policy_id())
+                    .to_string();
+                let message = e
+                    .to_string()
+                    .replace(&format!("`{}`", e.policy_id()), &format!("`{id}`"));
+                issue(text, Some(id), e, message)
+            })
+            .collect();
+        if !issues.is_empty() {
+            return Err(PolicyError::InvalidPolicies(issues));
+        }
+        Ok(Self {
+            text: text.to_string(),
+            set,
+            schema,
+            annotations,
+        })
+    }
+}
+
+fn collect<'a>(it: impl Iterator<Item = (&'a str, &'a str)>) -> BTreeMap<String, String> {
+    it.map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Parses a Cedar schema in JSON form.
+pub fn parse_schema(json: &serde_json::Value) -> Result<Schema, PolicyError> {
+    Schema::from_json_value(json.clone()).map_err(|e| PolicyError::InvalidSchema(e.to_string()))
+}
+
+/// `type:id` as a Cedar entity uid.
+pub fn entity_uid(object: &str) -> Result<EntityUid, String> {
+    let (t, id) = object
+        .split_once(':')
+        .filter(|(t, id)| !t.is_empty() && !id.is_empty())
+        .ok_or_else(|| format!("`{object}` is not `type:id`"))?;
+    let type_name =
+        EntityTypeName::from_str(t).map_err(|_| format!("type `{t}` is not a Cedar identifier"))?;
+    Ok(EntityUid::from_type_name_and_id(
+        type_name,
+        EntityId::new(id),
+    ))
+}
+
+/// `Action::"relation"`.
+pub fn action_uid(relation: &str) -> Result<EntityUid, String> {
+    let type_name = EntityTypeName::from_str("Action")
+        .map_err(|_| "the `Action` type name does not parse".to_string())?;
+    Ok(EntityUid::from_type_name_and_id(
+        type_name,
+        EntityId::new(relation),
+    ))
+}
+
+/// What Gatehouse adds to the caller's context.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GraphContext {
+    /// The graph's answer for this action (relation) on the resource.
+    pub rebac: bool,
+    /// Every relation of the resource's type that the subject holds.
+    pub relations: Vec<String>,
+}
+
+/// The risk the request carries, as Cedar sees it in `context.risk`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Risk {
+    pub score: i64,
+    pub level: String,
+    pub signals: Vec<String>,
+}
+
+impl Default for Risk {
+    fn default() -> Self {
+        Self {
+            score: 0,
+            level: "low".into(),
+            signals: vec![],
+        }
+    }
+}
+
+/// One policy that determined a decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeterminingPolicy {
+    pub id: String,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Cedar's answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub allowed: bool,
+    pub policies: Vec<DeterminingPolicy>,
+    pub errors: Vec<String>,
+}
+
+/// Why a request could not be evaluated (bad input, not a deny).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestError(pub String);
+
+/// Evaluates one request: `context` is the caller's, to which `rebac`, `relations` and `risk`
+/// are added; `entities` is the hydrated hierarchy of principal and resource.
+pub fn evaluate(
+    policies: &CompiledPolicies,
+    principal: EntityUid,
+    action: EntityUid,
+    resource: EntityUid,
+    caller_context: Option<&serde_json::Map<String, serde_json::Value>>,
+    graph: &GraphContext,
+    risk: &Risk,
+    entities: &Entities,
+) -> Result<Evaluation, RequestError> {
+    let mut ctx = caller_context.cloned().unwrap_or_default();
+    for reserved in ["rebac", "relations", "risk"] {
+        if ctx.contains_key(reserved) {
+            return Err(RequestError(format!(
+                "context attribute `{reserved}` is set by Gatehouse and cannot be sent"
+            )));
+        }
+    }
+    ctx.insert("rebac".into(), serde_json::Value::Bool(graph.rebac));
+    ctx.insert("relations".into(), serde_json::json!(graph.relations));
+    ctx.insert("risk".into(), serde_json::json!(risk));
+    let schema = policies.schema.as_ref();
+    let context = Context::from_json_value(serde_json::Value::Object(ctx), Some((schema, &action)))
+        .map_err(|e| RequestError(format!("invalid context: {e}")))?;
+    let request = Request::new(principal, action, resource, context, Some(schema))
+        .map_err(|e| RequestError(e.to_string()))?;
+    let response = Authorizer::new().is_authorized(&request, &policies.set, entities);
+    let policies_out = response
+        .diagnostics()
+        .reason()
+        .map(|id| DeterminingPolicy {
+            id: id.to_string(),
+            annotations: policies
+                .annotations
+                .get(&id.to_string())
+                .cloned()
+                .unwrap_or_default(),
+        })
+        .collect();
+    Ok(Evaluation {
+        allowed: response.decision() == Decision::Allow,
+        policies: policies_out,
+        errors: response
+            .diagnostics()
+            .errors()
+            .map(ToString::to_string)
+            .collect(),
+    })
+}
+
+/// Builds the entity set of a decision from hierarchy edges, checked against the schema.
+pub fn entities(
+    uids: impl IntoIterator<Item = (EntityUid, Vec<EntityUid>)>,
+    schema: &Schema,
+) -> Result<Entities, RequestError> {
+    let list: Vec<Entity> = uids
+        .into_iter()
+        .map(|(uid, parents)| Entity::new_no_attrs(uid, parents.into_iter().collect()))
+        .collect();
+    Entities::from_entities(list, Some(schema)).map_err(|e| RequestError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,82 @@
+//! The Cedar schema generated from an authorization model: each type an entity type (its
+//! parents from [`Hierarchy`]), each relation an action on the types that define it, every
+//! action with the context Gatehouse supplies (`rebac`, `relations`, `risk`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use super::hierarchy::{Hierarchy, cedar_type};
+use crate::model::AuthorizationModel;
+
+/// The context attributes Gatehouse supplies to every action, as a Cedar JSON record type.
+/// Tenants who send context of their own declare it beside these in a schema they supply.
+pub fn gatehouse_context() -> Value {
+    json!({
+        "type": "Record",
+        "attributes": {
+            "rebac": { "type": "Boolean" },
+            "relations": { "type": "Set", "element": { "type": "String" } },
+            "risk": {
+                "type": "Record",
+                "attributes": {
+                    "score": { "type": "Long" },
+                    "level": { "type": "String" },
+                    "signals": { "type": "Set", "element": { "type": "String" } }
+                }
+            }
+        }
+    })
+}
+
+/// The Cedar schema (JSON form, empty namespace) of a model. Types whose names are not Cedar
+/// identifiers (or are `Action`) are left out, and so are relations only they define.
+pub fn generate(model: &AuthorizationModel) -> Value {
+    let hierarchy = Hierarchy::new(model);
+    let types: Vec<&str> = model
+        .type_definitions
+        .iter()
+        .map(|t| t.type_name.as_str())
+        .filter(|t| cedar_type(t))
+        .collect();
+    let mut entity_types = serde_json::Map::new();
+    for t in &types {
+        let parents: Vec<&String> = hierarchy
+            .member_of
+            .get(*t)
+            .map(|p| p.iter().collect())
+            .unwrap_or_default();
+        let mut def = serde_json::Map::new();
+        if !parents.is_empty() {
+            def.insert("memberOfTypes".into(), json!(parents));
+        }
+        entity_types.insert((*t).to_string(), Value::Object(def));
+    }
+    let mut resources: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for td in &model.type_definitions {
+        if !cedar_type(&td.type_name) {
+            continue;
+        }
+        for rel in td.relations.keys() {
+            resources
+                .entry(rel.as_str())
+                .or_default()
+                .insert(td.type_name.as_str());
+        }
+    }
+    let context = gatehouse_context();
+    let mut actions = serde_json::Map::new();
+    for (rel, on) in resources {
+        actions.insert(
+            rel.to_string(),
+            json!({
+                "appliesTo": {
+                    "principalTypes": types,
+                    "resourceTypes": on,
+                    "context": context,
+                }
+            }),
+        );
+    }
+    json!({ "": { "entityTypes": entity_types, "actions": actions } })
+}
