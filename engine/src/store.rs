@@ -108,6 +108,18 @@ impl ChangeFilter {
     }
 }
 
+/// An immutable version of a store's Cedar policies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    /// ULID: versions sort by creation.
+    pub id: String,
+    /// The Cedar policy text.
+    pub policies: String,
+    /// The Cedar schema (JSON) the tenant supplied; `None` = generated from the latest model.
+    pub schema: Option<serde_json::Value>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Assertions attached to a model (stored as the JSON the API received).
 pub type Assertions = serde_json::Value;
 
@@ -167,4 +179,21 @@ pub trait Datastore: Send + Sync + 'static {
         assertions: &Assertions,
     ) -> Result<()>;
     async fn read_assertions(&self, store: &str, model_id: &str) -> Result<Assertions>;
+
+    /// Saves an immutable policy version; with `activate`, it becomes the store's active one
+    /// in the same transaction.
+    async fn write_policy_version(
+        &self,
+        store: &str,
+        version: &PolicyVersion,
+        activate: bool,
+    ) -> Result<()>;
+    async fn read_policy_version(&self, store: &str, id: &str) -> Result<Option<PolicyVersion>>;
+    /// Policy versions newest first.
+    async fn list_policy_versions(&self, store: &str, page: &Page) -> Result<Paged<PolicyVersion>>;
+    /// Makes an existing version the active one (a rollback or a pin); false if there is no
+    /// such version.
+    async fn activate_policy_version(&self, store: &str, id: &str) -> Result<bool>;
+    /// The active version, if the store has one.
+    async fn active_policy_version(&self, store: &str) -> Result<Option<PolicyVersion>>;
 }

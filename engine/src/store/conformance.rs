@@ -9,8 +9,8 @@
 use std::collections::HashSet;
 
 use super::{
-    ChangeFilter, Datastore, Operation, Page, Paged, Revision, StoreInfo, TupleChange, TupleFilter,
-    WriteOptions,
+    ChangeFilter, Datastore, Operation, Page, Paged, PolicyVersion, Revision, StoreInfo,
+    TupleChange, TupleFilter, WriteOptions,
 };
 use crate::error::Error;
 use crate::model::AuthorizationModel;
@@ -34,6 +34,7 @@ pub async fn run_all(ds: &dyn Datastore) {
     changes(ds).await;
     changes_since(ds).await;
     assertions(ds).await;
+    policy_versions(ds).await;
     isolation(ds).await;
 }
 
@@ -1808,4 +1809,151 @@ mod tests {
     async fn memory_store_conforms() {
         run_all(&MemoryStore::new()).await;
     }
+}
+
+fn policy_version(text: &str, schema: Option<serde_json::Value>) -> PolicyVersion {
+    PolicyVersion {
+        id: ulid::Ulid::new().to_string(),
+        policies: text.to_string(),
+        schema,
+        created_at: now(),
+    }
+}
+
+/// Policy versions are immutable, listed newest first, and exactly one (or none) is active.
+async fn policy_versions(ds: &dyn Datastore) {
+    let store = new_store(ds, "policies").await;
+    let other = new_store(ds, "policies-other").await;
+    assert_eq!(
+        ds.active_policy_version(&store)
+            .await
+            .expect("policies: active"),
+        None,
+        "policies: a new store has no active version"
+    );
+    let v1 = policy_version("permit (principal, action, resource);", None);
+    ds.write_policy_version(&store, &v1, true)
+        .await
+        .expect("policies: write v1");
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let schema = serde_json::json!({ "": { "entityTypes": { "user": {} }, "actions": {} } });
+    let v2 = policy_version(
+        "forbid (principal, action, resource);",
+        Some(schema.clone()),
+    );
+    ds.write_policy_version(&store, &v2, false)
+        .await
+        .expect("policies: write v2");
+    assert_eq!(
+        ds.active_policy_version(&store)
+            .await
+            .expect("policies: active"),
+        Some(v1.clone()),
+        "policies: writing without activating keeps the active version"
+    );
+    assert_eq!(
+        ds.read_policy_version(&store, &v2.id)
+            .await
+            .expect("policies: read"),
+        Some(v2.clone()),
+        "policies: a version reads back as written, schema included"
+    );
+    let all = ds
+        .list_policy_versions(&store, &all())
+        .await
+        .expect("policies: list");
+    assert_eq!(
+        all.items.iter().map(|v| v.id.clone()).collect::<Vec<_>>(),
+        vec![v2.id.clone(), v1.id.clone()],
+        "policies: newest first"
+    );
+    let first = ds
+        .list_policy_versions(
+            &store,
+            &Page {
+                size: 1,
+                token: None,
+            },
+        )
+        .await
+        .expect("policies: page 1");
+    assert_eq!(first.items, vec![v2.clone()]);
+    let second = ds
+        .list_policy_versions(
+            &store,
+            &Page {
+                size: 1,
+                token: first.next.clone(),
+            },
+        )
+        .await
+        .expect("policies: page 2");
+    assert_eq!(second.items, vec![v1.clone()], "policies: second page");
+    assert!(
+        ds.activate_policy_version(&store, &v2.id)
+            .await
+            .expect("policies: activate v2"),
+        "policies: activating an existing version"
+    );
+    assert_eq!(
+        ds.active_policy_version(&store)
+            .await
+            .expect("policies: active"),
+        Some(v2.clone())
+    );
+    assert!(
+        ds.activate_policy_version(&store, &v1.id)
+            .await
+            .expect("policies: roll back"),
+        "policies: rolling back"
+    );
+    assert_eq!(
+        ds.active_policy_version(&store)
+            .await
+            .expect("policies: active"),
+        Some(v1.clone()),
+        "policies: rolled back to v1"
+    );
+    let unknown = ulid::Ulid::new().to_string();
+    assert!(
+        !ds.activate_policy_version(&store, &unknown)
+            .await
+            .expect("policies: activate unknown"),
+        "policies: an unknown version cannot be activated"
+    );
+    assert!(
+        !ds.activate_policy_version(&other, &v1.id)
+            .await
+            .expect("policies: activate another store's version"),
+        "policies: another store's version cannot be activated"
+    );
+    assert_eq!(
+        ds.read_policy_version(&other, &v1.id)
+            .await
+            .expect("policies: read other"),
+        None,
+        "policies: versions are per store"
+    );
+    assert!(
+        ds.write_policy_version(&store, &v1, true).await.is_err(),
+        "policies: a version id cannot be written twice"
+    );
+    assert_eq!(
+        ds.active_policy_version(&store)
+            .await
+            .expect("policies: active"),
+        Some(v1.clone()),
+        "policies: a refused write changes nothing"
+    );
+    let r = ds
+        .write_policy_version(
+            &ulid::Ulid::new().to_string(),
+            &policy_version("x", None),
+            true,
+        )
+        .await;
+    assert!(
+        matches!(r, Err(Error::StoreNotFound(_))),
+        "policies: unknown store, got {r:?}"
+    );
 }

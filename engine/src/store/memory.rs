@@ -7,8 +7,8 @@ use std::sync::RwLock;
 use async_trait::async_trait;
 
 use super::{
-    Assertions, ChangeFilter, Datastore, Operation, Page, Paged, Revision, StoreInfo, TupleChange,
-    TupleFilter, WriteOptions,
+    Assertions, ChangeFilter, Datastore, Operation, Page, Paged, PolicyVersion, Revision,
+    StoreInfo, TupleChange, TupleFilter, WriteOptions,
 };
 use crate::error::{Error, Result};
 use crate::model::AuthorizationModel;
@@ -38,6 +38,8 @@ struct StoreData {
     changes: Vec<TupleChange>,
     head: Revision,
     assertions: HashMap<String, Assertions>,
+    policies: BTreeMap<String, PolicyVersion>,
+    active_policy: Option<String>,
 }
 
 /// A datastore kept entirely in memory; data is lost when it is dropped.
@@ -378,5 +380,66 @@ impl Datastore for MemoryStore {
             .and_then(|s| s.assertions.get(model_id))
             .cloned()
             .unwrap_or(serde_json::Value::Array(vec![])))
+    }
+
+    async fn write_policy_version(
+        &self,
+        store: &str,
+        version: &PolicyVersion,
+        activate: bool,
+    ) -> Result<()> {
+        let mut stores = self.stores.write().map_err(|_| poisoned())?;
+        let s = stores
+            .get_mut(store)
+            .filter(|s| s.live_store())
+            .ok_or_else(|| Error::StoreNotFound(store.into()))?;
+        if s.policies.contains_key(&version.id) {
+            return Err(Error::Validation(format!(
+                "policy version `{}` already exists",
+                version.id
+            )));
+        }
+        s.policies.insert(version.id.clone(), version.clone());
+        if activate {
+            s.active_policy = Some(version.id.clone());
+        }
+        Ok(())
+    }
+
+    async fn read_policy_version(&self, store: &str, id: &str) -> Result<Option<PolicyVersion>> {
+        let stores = self.stores.read().map_err(|_| poisoned())?;
+        Ok(stores.get(store).and_then(|s| s.policies.get(id)).cloned())
+    }
+
+    async fn list_policy_versions(&self, store: &str, page: &Page) -> Result<Paged<PolicyVersion>> {
+        let stores = self.stores.read().map_err(|_| poisoned())?;
+        let all: Vec<_> = stores
+            .get(store)
+            .map(|s| s.policies.values().rev().cloned().collect())
+            .unwrap_or_default();
+        paginate(all, page)
+    }
+
+    async fn activate_policy_version(&self, store: &str, id: &str) -> Result<bool> {
+        let mut stores = self.stores.write().map_err(|_| poisoned())?;
+        let s = stores
+            .get_mut(store)
+            .filter(|s| s.live_store())
+            .ok_or_else(|| Error::StoreNotFound(store.into()))?;
+        if !s.policies.contains_key(id) {
+            return Ok(false);
+        }
+        s.active_policy = Some(id.to_string());
+        Ok(true)
+    }
+
+    async fn active_policy_version(&self, store: &str) -> Result<Option<PolicyVersion>> {
+        let stores = self.stores.read().map_err(|_| poisoned())?;
+        Ok(stores.get(store).and_then(|s| {
+            s.active_policy
+                .as_ref()
+                .and_then(|id| s.policies.get(id))
+                .cloned()
+        }))
     }
 }

@@ -14,14 +14,20 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use gatehouse_engine::model::AuthorizationModel;
 use gatehouse_engine::store::{
-    Assertions, ChangeFilter, Datastore, Operation, Page, Paged, Revision, StoreInfo, TupleChange,
-    TupleFilter, WriteOptions,
+    Assertions, ChangeFilter, Datastore, Operation, Page, Paged, PolicyVersion, Revision,
+    StoreInfo, TupleChange, TupleFilter, WriteOptions,
 };
 use gatehouse_engine::tuple::{ContextMap, RelationshipCondition, Tuple, TupleKey};
 use gatehouse_engine::{Error, Result};
 
-use super::models::{AssertionRow, ChangeRow, HeadRow, ModelRow, NewTuple, StoreRow, TupleRow};
-use super::schema::{assertions, authorization_models, changelog, store_revisions, stores, tuples};
+use super::models::{
+    AssertionRow, ChangeRow, HeadRow, ModelRow, NewTuple, PolicyHeadRow, PolicyRow, StoreRow,
+    TupleRow,
+};
+use super::schema::{
+    assertions, authorization_models, changelog, policy_heads, policy_versions, store_revisions,
+    stores, tuples,
+};
 use super::{Backend, SqlStore, SqliteConn};
 
 /// Most tuple identities matched by one statement (keeps SQLite's expression depth and bind
@@ -412,6 +418,7 @@ const STORE_TOKEN: &str = "store";
 const MODEL_TOKEN: &str = "model";
 const TUPLE_TOKEN: &str = "tuple";
 const CHANGE_TOKEN: &str = "change";
+const POLICY_TOKEN: &str = "policy";
 
 fn encode_token(kind: &str, position: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{kind}:{position}"))
@@ -1082,4 +1089,148 @@ impl Datastore for SqlStore {
             }),
         }
     }
+
+    async fn write_policy_version(
+        &self,
+        store: &str,
+        version: &PolicyVersion,
+        activate: bool,
+    ) -> Result<()> {
+        let row = PolicyRow {
+            store_id: store.to_string(),
+            id: version.id.clone(),
+            policies: version.policies.clone(),
+            schema_json: version.schema.as_ref().map(ToString::to_string),
+            created_at: version.created_at.naive_utc(),
+        };
+        write_tx!(self, |conn| {
+            require_live_store!(conn, store);
+            diesel::insert_into(policy_versions::table)
+                .values(&row)
+                .execute(conn)
+                .await?;
+            if activate {
+                diesel::delete(policy_heads::table.find(store))
+                    .execute(conn)
+                    .await?;
+                diesel::insert_into(policy_heads::table)
+                    .values(PolicyHeadRow {
+                        store_id: store.to_string(),
+                        active_id: row.id.clone(),
+                    })
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(())
+        })
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::Validation(format!("policy version `{}` already exists", version.id))
+            } else {
+                Error::from(e)
+            }
+        })
+    }
+
+    async fn read_policy_version(&self, store: &str, id: &str) -> Result<Option<PolicyVersion>> {
+        let row: Option<PolicyRow> = with_conn!(self, |conn| {
+            policy_versions::table
+                .find((store, id))
+                .select(PolicyRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(policy_from_row).transpose()
+    }
+
+    async fn list_policy_versions(&self, store: &str, page: &Page) -> Result<Paged<PolicyVersion>> {
+        let before = page_token(POLICY_TOKEN, page)?;
+        let rows: Vec<PolicyRow> = with_conn!(self, |conn| {
+            let mut q = policy_versions::table
+                .select(PolicyRow::as_select())
+                .filter(policy_versions::store_id.eq(store))
+                .into_boxed();
+            if let Some(b) = &before {
+                q = q.filter(policy_versions::id.lt(b));
+            }
+            q = q.order(policy_versions::id.desc());
+            if page.size > 0 {
+                q = q.limit(limit_for(page.size));
+            }
+            q.load(conn).await.map_err(db_error)?
+        });
+        paged(
+            rows,
+            page.size,
+            |r| encode_token(POLICY_TOKEN, &r.id),
+            policy_from_row,
+        )
+    }
+
+    async fn activate_policy_version(&self, store: &str, id: &str) -> Result<bool> {
+        write_tx!(self, |conn| {
+            require_live_store!(conn, store);
+            let exists: i64 = policy_versions::table
+                .filter(policy_versions::store_id.eq(store))
+                .filter(policy_versions::id.eq(id))
+                .count()
+                .get_result(conn)
+                .await?;
+            if exists == 0 {
+                return Ok(false);
+            }
+            diesel::delete(policy_heads::table.find(store))
+                .execute(conn)
+                .await?;
+            diesel::insert_into(policy_heads::table)
+                .values(PolicyHeadRow {
+                    store_id: store.to_string(),
+                    active_id: id.to_string(),
+                })
+                .execute(conn)
+                .await?;
+            Ok(true)
+        })
+        .map_err(Error::from)
+    }
+
+    async fn active_policy_version(&self, store: &str) -> Result<Option<PolicyVersion>> {
+        let row: Option<PolicyRow> = with_conn!(self, |conn| {
+            policy_heads::table
+                .inner_join(
+                    policy_versions::table.on(policy_versions::store_id
+                        .eq(policy_heads::store_id)
+                        .and(policy_versions::id.eq(policy_heads::active_id))),
+                )
+                .filter(policy_heads::store_id.eq(store))
+                .select(PolicyRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(policy_from_row).transpose()
+    }
+}
+
+fn policy_from_row(r: PolicyRow) -> Result<PolicyVersion> {
+    let schema = r
+        .schema_json
+        .map(|j| {
+            serde_json::from_str(&j).map_err(|e| {
+                Error::Storage(format!(
+                    "stored schema of policy version `{}` does not parse: {e}",
+                    r.id
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(PolicyVersion {
+        id: r.id,
+        policies: r.policies,
+        schema,
+        created_at: utc(r.created_at),
+    })
 }

@@ -3,7 +3,10 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{assertions, authorization_models, changelog, store_revisions, stores, tuples};
+use super::schema::{
+    assertions, authorization_models, changelog, policy_heads, policy_versions, store_revisions,
+    stores, tuples,
+};
 
 /// A row of `stores`.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -90,4 +93,23 @@ pub(crate) struct AssertionRow {
     pub store_id: String,
     pub model_id: String,
     pub assertions_json: String,
+}
+
+/// A row of `policy_versions`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = policy_versions)]
+pub(crate) struct PolicyRow {
+    pub store_id: String,
+    pub id: String,
+    pub policies: String,
+    pub schema_json: Option<String>,
+    pub created_at: NaiveDateTime,
+}
+
+/// A row of `policy_heads`.
+#[derive(Debug, Clone, Insertable, AsChangeset)]
+#[diesel(table_name = policy_heads)]
+pub(crate) struct PolicyHeadRow {
+    pub store_id: String,
+    pub active_id: String,
 }

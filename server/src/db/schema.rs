@@ -74,6 +74,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Immutable Cedar policy versions of each store.
+    policy_versions (store_id, id) {
+        store_id -> Text,
+        id -> Text,
+        policies -> Text,
+        schema_json -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// The active policy version of each store that has one.
+    policy_heads (store_id) {
+        store_id -> Text,
+        active_id -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     stores,
     store_revisions,
@@ -81,4 +100,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     tuples,
     changelog,
     assertions,
+    policy_versions,
+    policy_heads,
 );

@@ -1,0 +1,2 @@
+DROP TABLE policy_heads;
+DROP TABLE policy_versions;

@@ -1,0 +1,17 @@
+-- Cedar policies: immutable versions per store, and which one is active.
+
+CREATE TABLE policy_versions (
+    store_id TEXT NOT NULL REFERENCES stores (id),
+    -- ULID: versions sort by creation.
+    id TEXT NOT NULL,
+    policies TEXT NOT NULL,
+    -- The Cedar schema (JSON) the tenant supplied; NULL = generated from the latest model.
+    schema_json TEXT,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (store_id, id)
+);
+
+CREATE TABLE policy_heads (
+    store_id TEXT PRIMARY KEY REFERENCES stores (id),
+    active_id TEXT NOT NULL
+);
