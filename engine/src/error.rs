@@ -51,10 +51,24 @@ pub enum Error {
     InvalidConsistencyToken,
     #[error("{0}")]
     Validation(String),
+    #[error("invalid policies: {}", join_policy_issues(.0))]
+    InvalidPolicies(Vec<crate::policy::PolicyIssue>),
+    #[error("invalid Cedar schema: {0}")]
+    InvalidPolicySchema(String),
+    #[error("policy version `{0}` not found")]
+    PolicyVersionNotFound(String),
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+}
+
+fn join_policy_issues(issues: &[crate::policy::PolicyIssue]) -> String {
+    issues
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn join_issues(issues: &[ModelIssue]) -> String {

@@ -73,6 +73,8 @@ pub enum StoreEvent {
     ModelWritten,
     /// The store was deleted.
     Deleted,
+    /// Another policy version became active.
+    PoliciesChanged,
 }
 
 /// Told of every committed change, so other nodes learn of it at once (Redis pub/sub).
@@ -98,6 +100,10 @@ pub struct BatchItem {
     pub context: Option<ContextMap>,
 }
 
+mod policies;
+
+pub use policies::{ActivePolicies, BASELINE_VERSION, Decision, DecisionRequest};
+
 /// The engine service.
 pub struct Engine {
     ds: Arc<dyn Datastore>,
@@ -106,6 +112,8 @@ pub struct Engine {
     models: moka::sync::Cache<(String, String), Arc<CompiledModel>>,
     latest: moka::sync::Cache<String, String>,
     stores: moka::sync::Cache<String, StoreInfo>,
+    /// Compiled active policies per store; also refreshed when the latest model changes.
+    policies: moka::sync::Cache<String, Arc<ActivePolicies>>,
     heads: Mutex<HashMap<String, (Revision, Instant)>>,
     notifier: Mutex<Option<Arc<dyn ChangeNotifier>>>,
 }
@@ -162,6 +170,10 @@ impl Engine {
                 .max_capacity(100_000)
                 .time_to_live(ttl)
                 .build(),
+            policies: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
             heads: Mutex::new(HashMap::new()),
             notifier: Mutex::new(None),
             cfg,
@@ -200,6 +212,7 @@ impl Engine {
         match event {
             StoreEvent::Revision(rev) => self.observe_revision(store, rev),
             StoreEvent::ModelWritten | StoreEvent::Deleted => self.forget_store(store),
+            StoreEvent::PoliciesChanged => self.policies.invalidate(store),
         }
     }
 
@@ -219,6 +232,7 @@ impl Engine {
     pub fn forget_store(&self, store: &str) {
         self.latest.invalidate(store);
         self.stores.invalidate(store);
+        self.policies.invalidate(store);
     }
 
     async fn head(&self, store: &str) -> Result<Revision> {

@@ -3,6 +3,7 @@
 
 pub mod error;
 mod openfga;
+mod policies;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -137,19 +138,22 @@ pub async fn observe(
 /// The route a path belongs to, as a metric label from a fixed set (so that arbitrary paths
 /// cannot grow the label space). Cheaper than asking the router again.
 fn route_label(path: &str) -> &'static str {
-    let mut parts = path.trim_end_matches('/').split('/').skip(1);
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some("healthz"), None, ..) => "/healthz",
-        (Some("metrics"), None, ..) => "/metrics",
-        (Some("stores"), None, ..) => "/stores",
-        (Some("stores"), Some(_), None, ..) => "/stores/{store_id}",
-        (Some("stores"), Some(_), Some(op), None, _) => match op {
+    // A fixed buffer: this runs on every request, so no allocation.
+    let mut parts = [""; 5];
+    let mut n = 0;
+    for p in path.trim_end_matches('/').split('/').skip(1) {
+        let Some(slot) = parts.get_mut(n) else {
+            return "other";
+        };
+        *slot = p;
+        n += 1;
+    }
+    match parts.get(..n).unwrap_or_default() {
+        ["healthz"] => "/healthz",
+        ["metrics"] => "/metrics",
+        ["stores"] => "/stores",
+        ["stores", _] => "/stores/{store_id}",
+        ["stores", _, op] => match *op {
             "check" => "/stores/{store_id}/check",
             "batch-check" => "/stores/{store_id}/batch-check",
             "write" => "/stores/{store_id}/write",
@@ -160,14 +164,22 @@ fn route_label(path: &str) -> &'static str {
             "streamed-list-objects" => "/stores/{store_id}/streamed-list-objects",
             "list-users" => "/stores/{store_id}/list-users",
             "authorization-models" => "/stores/{store_id}/authorization-models",
+            "policies" => "/stores/{store_id}/policies",
+            "policy-versions" => "/stores/{store_id}/policy-versions",
+            "policy-schema" => "/stores/{store_id}/policy-schema",
+            "decide" => "/stores/{store_id}/decide",
             _ => "other",
         },
-        (Some("stores"), Some(_), Some("authorization-models"), Some(_), None) => {
+        ["stores", _, "authorization-models", _] => {
             "/stores/{store_id}/authorization-models/{model_id}"
         }
-        (Some("stores"), Some(_), Some("assertions"), Some(_), None) => {
-            "/stores/{store_id}/assertions/{model_id}"
+        ["stores", _, "assertions", _] => "/stores/{store_id}/assertions/{model_id}",
+        ["stores", _, "policy-versions", _] => "/stores/{store_id}/policy-versions/{version_id}",
+        ["stores", _, "policy-versions", _, "activate"] => {
+            "/stores/{store_id}/policy-versions/{version_id}/activate"
         }
+        ["stores", _, "access", "v1", "evaluation"] => "/stores/{store_id}/access/v1/evaluation",
+        ["stores", _, "access", "v1", "evaluations"] => "/stores/{store_id}/access/v1/evaluations",
         _ => "other",
     }
 }
@@ -308,6 +320,18 @@ mod tests {
         assert_eq!(
             route_label("/stores/01ABC/assertions/01X"),
             "/stores/{store_id}/assertions/{model_id}"
+        );
+        assert_eq!(
+            route_label("/stores/01ABC/policy-versions/01V/activate"),
+            "/stores/{store_id}/policy-versions/{version_id}/activate"
+        );
+        assert_eq!(
+            route_label("/stores/01ABC/access/v1/evaluations"),
+            "/stores/{store_id}/access/v1/evaluations"
+        );
+        assert_eq!(
+            route_label("/stores/01ABC/access/v1/evaluations/x"),
+            "other"
         );
         assert_eq!(route_label("/stores/01ABC/nope"), "other");
         assert_eq!(route_label("/random/path/here"), "other");

@@ -15,4 +15,5 @@ mod bad_input;
 mod cli;
 mod consistency;
 mod harness;
+mod policies;
 mod sdk;

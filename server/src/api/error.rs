@@ -18,6 +18,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Structured detail, e.g. every problem of a refused policy set with its position.
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -26,6 +28,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: None,
         }
     }
 
@@ -54,10 +57,14 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(d) = &self.details {
+            error["details"] = d.clone();
+        }
         let body = json!({
             "code": self.code,
             "message": self.message,
-            "error": { "code": self.code, "message": self.message },
+            "error": error,
         });
         let mut res = HttpResponse::build(self.status).json(&body);
         res.extensions_mut().insert(ErrorBody(body));
@@ -86,6 +93,9 @@ impl From<Error> for ApiError {
             Error::InvalidContinuationToken => (S::BAD_REQUEST, "invalid_continuation_token"),
             Error::InvalidConsistencyToken => (S::BAD_REQUEST, "invalid_consistency_token"),
             Error::Validation(_) => (S::BAD_REQUEST, "validation_error"),
+            Error::InvalidPolicies(_) => (S::BAD_REQUEST, "invalid_policies"),
+            Error::InvalidPolicySchema(_) => (S::BAD_REQUEST, "invalid_policy_schema"),
+            Error::PolicyVersionNotFound(_) => (S::NOT_FOUND, "policy_version_not_found"),
             Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
             Error::Storage(_) => (S::INTERNAL_SERVER_ERROR, "internal_error"),
         };
@@ -93,7 +103,11 @@ impl From<Error> for ApiError {
             tracing::error!(error = %e, "request failed");
             return Self::new(status, code, "the server could not complete the request");
         }
-        Self::new(status, code, e.to_string())
+        let mut err = Self::new(status, code, e.to_string());
+        if let Error::InvalidPolicies(issues) = &e {
+            err.details = serde_json::to_value(issues).ok();
+        }
+        err
     }
 }
 

@@ -108,8 +108,13 @@ async fn route(req: &HttpRequest, payload: &mut Payload) -> HttpResponse {
     let rest = req.path().strip_prefix("/stores/").unwrap_or_default();
     let mut parts = rest.split('/');
     let store = parts.next().unwrap_or_default();
-    let (op, arg) = (parts.next(), parts.next());
-    if store.is_empty() || parts.next().is_some() || op == Some("") || arg == Some("") {
+    let (op, arg, sub) = (parts.next(), parts.next(), parts.next());
+    if store.is_empty()
+        || parts.next().is_some()
+        || op == Some("")
+        || arg == Some("")
+        || sub == Some("")
+    {
         return not_found();
     }
     req.extensions_mut().insert(PathIds {
@@ -125,22 +130,38 @@ async fn route(req: &HttpRequest, payload: &mut Payload) -> HttpResponse {
             }
         };
     }
-    match (op, arg) {
-        (None, None) => on!(GET => get_store, DELETE => delete_store; "GET, DELETE"),
-        (Some("check"), None) => on!(POST => check; "POST"),
-        (Some("batch-check"), None) => on!(POST => batch_check; "POST"),
-        (Some("write"), None) => on!(POST => write; "POST"),
-        (Some("read"), None) => on!(POST => read; "POST"),
-        (Some("changes"), None) => on!(GET => changes; "GET"),
-        (Some("expand"), None) => on!(POST => expand; "POST"),
-        (Some("list-objects"), None) => on!(POST => list_objects; "POST"),
-        (Some("streamed-list-objects"), None) => on!(POST => streamed_list_objects; "POST"),
-        (Some("list-users"), None) => on!(POST => list_users; "POST"),
-        (Some("authorization-models"), None) => {
+    use super::policies as p;
+    match (op, arg, sub) {
+        (Some("policies"), None, None) => {
+            on!(GET => p::active_policies, PUT => p::write_policies; "GET, PUT")
+        }
+        (Some("policy-versions"), None, None) => on!(GET => p::list_versions; "GET"),
+        (Some("policy-versions"), Some(_), None) => on!(GET => p::read_version; "GET"),
+        (Some("policy-versions"), Some(_), Some("activate")) => {
+            on!(POST => p::activate_version; "POST")
+        }
+        (Some("policy-schema"), None, None) => on!(GET => p::policy_schema; "GET"),
+        (Some("decide"), None, None) => on!(POST => p::decide; "POST"),
+        (Some("access"), Some("v1"), Some("evaluation")) => on!(POST => p::evaluation; "POST"),
+        (Some("access"), Some("v1"), Some("evaluations")) => {
+            on!(POST => p::evaluations; "POST")
+        }
+        (_, _, Some(_)) => not_found(),
+        (None, None, _) => on!(GET => get_store, DELETE => delete_store; "GET, DELETE"),
+        (Some("check"), None, None) => on!(POST => check; "POST"),
+        (Some("batch-check"), None, None) => on!(POST => batch_check; "POST"),
+        (Some("write"), None, None) => on!(POST => write; "POST"),
+        (Some("read"), None, None) => on!(POST => read; "POST"),
+        (Some("changes"), None, None) => on!(GET => changes; "GET"),
+        (Some("expand"), None, None) => on!(POST => expand; "POST"),
+        (Some("list-objects"), None, None) => on!(POST => list_objects; "POST"),
+        (Some("streamed-list-objects"), None, None) => on!(POST => streamed_list_objects; "POST"),
+        (Some("list-users"), None, None) => on!(POST => list_users; "POST"),
+        (Some("authorization-models"), None, None) => {
             on!(GET => list_models, POST => write_model; "GET, POST")
         }
-        (Some("authorization-models"), Some(_)) => on!(GET => read_model; "GET"),
-        (Some("assertions"), Some(_)) => {
+        (Some("authorization-models"), Some(_), None) => on!(GET => read_model; "GET"),
+        (Some("assertions"), Some(_), None) => {
             on!(GET => read_assertions, PUT => write_assertions; "GET, PUT")
         }
         _ => not_found(),
@@ -203,7 +224,7 @@ fn set_token(mut res: HttpResponse, token: &str) -> HttpResponse {
 }
 
 /// JSON with the consistency token in the body (`consistency_token`) and a header.
-fn json_with_token(
+pub(super) fn json_with_token(
     status: StatusCode,
     mut body: Value,
     store: &str,
@@ -216,7 +237,7 @@ fn json_with_token(
     set_token(HttpResponse::build(status).json(body), &token)
 }
 
-fn page(size: Option<i64>, token: Option<String>, default: usize) -> ApiResult<Page> {
+pub(super) fn page(size: Option<i64>, token: Option<String>, default: usize) -> ApiResult<Page> {
     let size = match size {
         None | Some(0) => default,
         Some(n) if (1..=1000).contains(&n) => n as usize,
@@ -230,7 +251,7 @@ fn page(size: Option<i64>, token: Option<String>, default: usize) -> ApiResult<P
     Ok(Page { size, token })
 }
 
-fn next_token(next: Option<String>) -> String {
+pub(super) fn next_token(next: Option<String>) -> String {
     next.unwrap_or_default()
 }
 
@@ -243,9 +264,9 @@ struct CreateStore {
 }
 
 #[derive(Deserialize)]
-struct ListQuery {
-    page_size: Option<i64>,
-    continuation_token: Option<String>,
+pub(super) struct ListQuery {
+    pub(super) page_size: Option<i64>,
+    pub(super) continuation_token: Option<String>,
     name: Option<String>,
 }
 
@@ -277,20 +298,23 @@ struct WriteRequest {
 
 /// The consistency fields every query accepts. Each request body declares them itself rather
 /// than through `#[serde(flatten)]`, which buffers the whole body a second time.
-struct ConsistencyFields<'a> {
+pub(super) struct ConsistencyFields<'a> {
     consistency: Option<&'a str>,
     consistency_token: Option<&'a str>,
 }
 
 impl<'a> ConsistencyFields<'a> {
-    fn of(consistency: &'a Option<String>, consistency_token: &'a Option<String>) -> Self {
+    pub(super) fn of(
+        consistency: &'a Option<String>,
+        consistency_token: &'a Option<String>,
+    ) -> Self {
         Self {
             consistency: consistency.as_deref(),
             consistency_token: consistency_token.as_deref(),
         }
     }
 
-    fn resolve(&self, store: &str) -> ApiResult<Consistency> {
+    pub(super) fn resolve(&self, store: &str) -> ApiResult<Consistency> {
         if let Some(t) = self.consistency_token.filter(|t| !t.is_empty()) {
             return Ok(Consistency::AtLeastAsFresh(service::decode_token(
                 store, t,

@@ -9,7 +9,8 @@ use futures::StreamExt;
 use gatehouse_engine::service::{ChangeNotifier, Engine, StoreEvent};
 use gatehouse_engine::store::Revision;
 
-/// Publishes `<store> rev <n>`, `<store> model` or `<store> deleted` on `<prefix>:revisions`.
+/// Publishes `<store> rev <n>`, `<store> model`, `<store> policies` or `<store> deleted` on
+/// `<prefix>:revisions`.
 pub struct RedisNotifier {
     conn: redis::aio::ConnectionManager,
     channel: String,
@@ -23,6 +24,7 @@ impl ChangeNotifier for RedisNotifier {
             StoreEvent::Revision(rev) => format!("{store} rev {rev}"),
             StoreEvent::ModelWritten => format!("{store} model"),
             StoreEvent::Deleted => format!("{store} deleted"),
+            StoreEvent::PoliciesChanged => format!("{store} policies"),
         };
         tokio::spawn(async move {
             let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
@@ -94,6 +96,7 @@ fn parse_event(text: &str) -> Option<(&str, StoreEvent)> {
         ("rev", Some(n)) => StoreEvent::Revision(n.parse::<Revision>().ok()?),
         ("model", None) => StoreEvent::ModelWritten,
         ("deleted", None) => StoreEvent::Deleted,
+        ("policies", None) => StoreEvent::PoliciesChanged,
         _ => return None,
     };
     Some((store, event))

@@ -1,0 +1,420 @@
+//! Cedar policies of a store and decisions over them: the graph's answer, the relations the
+//! subject holds and the entity hierarchy from direct tuples go into Cedar with the caller's
+//! context (DESIGN.md, "Cedar policies").
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Consistency, Engine, QueryOptions, StoreEvent};
+use crate::error::{Error, Result};
+use crate::graph::{self, CompiledModel};
+use crate::model::AuthorizationModel;
+use crate::policy::{
+    self, CompiledPolicies, DeterminingPolicy, GraphContext, Hierarchy, PolicyError, Risk,
+};
+use crate::store::{Page, Paged, PolicyVersion, Revision, TupleFilter};
+use crate::tuple::ObjectRef;
+
+/// The id under which the baseline policy set of a store without versions is reported.
+pub const BASELINE_VERSION: &str = "baseline";
+
+/// Most entities one decision hydrates (principal and resource with all their ancestors).
+const MAX_ENTITIES: usize = 10_000;
+
+/// The policies a store decides with, compiled against the schema they were validated with.
+#[derive(Debug)]
+pub struct ActivePolicies {
+    /// The version id, or [`BASELINE_VERSION`].
+    pub version: String,
+    /// The model the schema was generated from (or that hierarchy links come from).
+    pub model_id: Option<String>,
+    pub compiled: Arc<CompiledPolicies>,
+    pub hierarchy: Hierarchy,
+    /// Whether the schema was generated from the model (rather than supplied).
+    pub generated_schema: bool,
+    pub schema_json: serde_json::Value,
+}
+
+/// A decision request: may `subject` do `action` (a relation) on `resource`?
+#[derive(Debug, Clone, Default)]
+pub struct DecisionRequest {
+    pub subject: String,
+    pub action: String,
+    pub resource: String,
+    /// The caller's context; `rebac`, `relations` and `risk` are Gatehouse's.
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    pub consistency: Consistency,
+}
+
+/// A decision and what determined it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The policies that determined it: the satisfied forbids on a deny, else the permits.
+    pub policies: Vec<DeterminingPolicy>,
+    /// Policies that failed to evaluate (they count as not satisfied).
+    pub errors: Vec<String>,
+    /// The graph's answer for the action.
+    pub rebac: bool,
+    /// The relations the subject holds on the resource.
+    pub relations: Vec<String>,
+    pub revision: Revision,
+    pub policy_version: String,
+}
+
+impl From<PolicyError> for Error {
+    fn from(e: PolicyError) -> Self {
+        match e {
+            PolicyError::InvalidPolicies(issues) => Error::InvalidPolicies(issues),
+            PolicyError::InvalidSchema(m) => Error::InvalidPolicySchema(m),
+        }
+    }
+}
+
+impl Engine {
+    /// The latest model of a store, if it has one.
+    async fn latest_model_opt(&self, store: &str) -> Result<Option<Arc<CompiledModel>>> {
+        match self.model(store, None).await {
+            Ok(m) => Ok(Some(m)),
+            Err(Error::LatestModelNotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Compiles a policy text against a supplied schema or the one generated from the latest
+    /// model.
+    fn compile_policies(
+        version: &str,
+        text: &str,
+        supplied: Option<&serde_json::Value>,
+        model: Option<&CompiledModel>,
+    ) -> Result<ActivePolicies> {
+        let empty = AuthorizationModel::default();
+        let m = model.map_or(&empty, |m| &m.model);
+        let schema_json = supplied
+            .cloned()
+            .unwrap_or_else(|| policy::schema::generate(m));
+        let schema = Arc::new(policy::parse_schema(&schema_json)?);
+        let compiled = Arc::new(CompiledPolicies::compile(text, schema)?);
+        Ok(ActivePolicies {
+            version: version.to_string(),
+            model_id: model.map(|m| m.id().to_string()),
+            compiled,
+            hierarchy: Hierarchy::new(m),
+            generated_schema: supplied.is_none(),
+            schema_json,
+        })
+    }
+
+    /// The policies a store decides with now: its active version, else the baseline.
+    pub async fn active_policies(&self, store: &str) -> Result<Arc<ActivePolicies>> {
+        self.get_store(store).await?;
+        let model = self.latest_model_opt(store).await?;
+        let model_id = model.as_ref().map(|m| m.id().to_string());
+        if let Some(p) = self.policies.get(store).filter(|p| p.model_id == model_id) {
+            return Ok(p);
+        }
+        let active = match self.ds.active_policy_version(store).await? {
+            Some(v) => {
+                Self::compile_policies(&v.id, &v.policies, v.schema.as_ref(), model.as_deref())
+            }
+            None => {
+                Self::compile_policies(BASELINE_VERSION, policy::BASELINE, None, model.as_deref())
+            }
+        };
+        // A version validated against an older model's schema may no longer validate: the
+        // store then decides with nothing permitted rather than with unchecked policies.
+        let active = Arc::new(match active {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(store.id = store, error = %e, "active policies no longer validate; denying");
+                Self::compile_policies("invalid", "", None, model.as_deref())?
+            }
+        });
+        self.policies.insert(store.to_string(), active.clone());
+        Ok(active)
+    }
+
+    /// Validates and saves a new policy version; `activate` makes it the active one.
+    pub async fn write_policies(
+        &self,
+        store: &str,
+        text: &str,
+        schema: Option<serde_json::Value>,
+        activate: bool,
+    ) -> Result<PolicyVersion> {
+        self.get_store(store).await?;
+        let model = self.latest_model_opt(store).await?;
+        Self::compile_policies("new", text, schema.as_ref(), model.as_deref())?;
+        let version = PolicyVersion {
+            id: ulid::Ulid::new().to_string(),
+            policies: text.to_string(),
+            schema,
+            created_at: chrono::Utc::now(),
+        };
+        self.ds
+            .write_policy_version(store, &version, activate)
+            .await?;
+        if activate {
+            self.policies_changed(store);
+        }
+        Ok(version)
+    }
+
+    /// Makes an earlier version active again, if it still validates against today's schema.
+    pub async fn activate_policies(&self, store: &str, id: &str) -> Result<PolicyVersion> {
+        let v = self.policy_version(store, id).await?;
+        let model = self.latest_model_opt(store).await?;
+        Self::compile_policies(&v.id, &v.policies, v.schema.as_ref(), model.as_deref())?;
+        if !self.ds.activate_policy_version(store, id).await? {
+            return Err(Error::PolicyVersionNotFound(id.to_string()));
+        }
+        self.policies_changed(store);
+        Ok(v)
+    }
+
+    fn policies_changed(&self, store: &str) {
+        self.policies.invalidate(store);
+        self.notify(store, StoreEvent::PoliciesChanged);
+    }
+
+    pub async fn policy_version(&self, store: &str, id: &str) -> Result<PolicyVersion> {
+        self.get_store(store).await?;
+        if ulid::Ulid::from_string(id).is_err() {
+            return Err(Error::Validation(format!(
+                "invalid policy version id `{id}`: expected a ULID"
+            )));
+        }
+        self.ds
+            .read_policy_version(store, id)
+            .await?
+            .ok_or_else(|| Error::PolicyVersionNotFound(id.to_string()))
+    }
+
+    pub async fn list_policy_versions(
+        &self,
+        store: &str,
+        page: &Page,
+    ) -> Result<Paged<PolicyVersion>> {
+        self.get_store(store).await?;
+        self.ds.list_policy_versions(store, page).await
+    }
+
+    /// Decides a request at one revision.
+    pub async fn decide(&self, store: &str, req: &DecisionRequest) -> Result<Decision> {
+        let active = self.active_policies(store).await?;
+        // The caller's context also serves the model's conditions.
+        let opts = QueryOptions {
+            consistency: req.consistency,
+            context: req.context.clone().map(crate::tuple::ContextMap),
+            ..QueryOptions::default()
+        };
+        let (model, rev, cached) = self.prepare(store, &opts).await?;
+        let subject = ObjectRef::parse(&req.subject).ok_or_else(|| {
+            Error::Validation(format!(
+                "invalid subject `{}`: expected `type:id`",
+                req.subject
+            ))
+        })?;
+        let resource = ObjectRef::parse(&req.resource).ok_or_else(|| {
+            Error::Validation(format!(
+                "invalid resource `{}`: expected `type:id`",
+                req.resource
+            ))
+        })?;
+        model.require_type(subject.object_type)?;
+        let resource_type = model
+            .model
+            .type_def(resource.object_type)
+            .ok_or_else(|| Error::TypeNotFound(resource.object_type.to_string()))?;
+        if req.action.is_empty() {
+            return Err(Error::Validation("an action is required".into()));
+        }
+        let q = self.query(store, &model, rev, cached, &opts);
+        // The action's own answer must be exact; another relation that cannot be decided (a
+        // condition without its parameters) is reported and not counted as held.
+        let mut relations = Vec::new();
+        let mut relation_errors = Vec::new();
+        for rel in resource_type.relations.keys() {
+            match graph::check(&q, &req.resource, rel, &req.subject).await {
+                Ok(true) => relations.push(rel.clone()),
+                Ok(false) => {}
+                Err(e) if *rel == req.action => return Err(e),
+                Err(e) => relation_errors.push(format!("relation `{rel}`: {e}")),
+            }
+        }
+        let rebac = relations.iter().any(|r| *r == req.action);
+        let edges = self
+            .hydrate(
+                store,
+                rev,
+                &active.hierarchy,
+                &[&req.subject, &req.resource],
+            )
+            .await?;
+        let bad = |e: String| Error::Validation(e);
+        let mut uids = Vec::with_capacity(edges.len());
+        for (child, parents) in &edges {
+            let parents = parents
+                .iter()
+                .map(|p| policy::entity_uid(p))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(bad)?;
+            uids.push((policy::entity_uid(child).map_err(bad)?, parents));
+        }
+        let schema = active.compiled.schema.as_ref();
+        let entities = policy::entities(uids, schema).map_err(|e| bad(e.0))?;
+        let graph_ctx = GraphContext {
+            rebac,
+            relations: relations.clone(),
+        };
+        let eval = policy::evaluate(
+            &active.compiled,
+            policy::entity_uid(&req.subject).map_err(bad)?,
+            policy::action_uid(&req.action).map_err(bad)?,
+            policy::entity_uid(&req.resource).map_err(bad)?,
+            req.context.as_ref(),
+            &graph_ctx,
+            &Risk::default(),
+            &entities,
+        )
+        .map_err(|e| bad(e.0))?;
+        Ok(Decision {
+            allowed: eval.allowed,
+            policies: eval.policies,
+            errors: eval.errors.into_iter().chain(relation_errors).collect(),
+            rebac,
+            relations,
+            revision: rev,
+            policy_version: active.version.clone(),
+        })
+    }
+
+    /// The entities `start` and all their ancestors through parent links of direct tuples at
+    /// `rev`, each with its parents. Links that would close a cycle are dropped (Cedar's
+    /// hierarchy is a DAG); more than [`MAX_ENTITIES`] is an error, never a partial hierarchy.
+    async fn hydrate(
+        &self,
+        store: &str,
+        rev: Revision,
+        hierarchy: &Hierarchy,
+        start: &[&str],
+    ) -> Result<Vec<(String, Vec<String>)>> {
+        let mut parents: HashMap<String, Vec<String>> = HashMap::new();
+        let mut queue: Vec<String> = start.iter().map(|s| s.to_string()).collect();
+        let mut seen: HashSet<String> = queue.iter().cloned().collect();
+        let all = Page::default();
+        while let Some(e) = queue.pop() {
+            let Some(o) = ObjectRef::parse(&e) else {
+                continue;
+            };
+            let mut mine = Vec::new();
+            // Memberships: tuples where `e` is the user.
+            let as_user = TupleFilter {
+                users: vec![e.clone()],
+                ..TupleFilter::default()
+            };
+            // Parent links: tuples of `e`'s tupleset relations.
+            let as_object = TupleFilter {
+                object_type: Some(o.object_type.to_string()),
+                object_id: Some(o.object_id.to_string()),
+                ..TupleFilter::default()
+            };
+            for f in [as_user, as_object] {
+                let page = self.ds.read_tuples(store, &f, rev, &all).await?;
+                for t in page.items {
+                    if let Some((child, parent)) =
+                        hierarchy.edge(&t.key.object, &t.key.relation, &t.key.user)
+                        && child == e
+                        && !mine.contains(&parent)
+                    {
+                        mine.push(parent);
+                    }
+                }
+            }
+            for p in &mine {
+                if seen.insert(p.clone()) {
+                    if seen.len() > MAX_ENTITIES {
+                        return Err(Error::Validation(format!(
+                            "the entity hierarchy of this request has more than {MAX_ENTITIES} entities"
+                        )));
+                    }
+                    queue.push(p.clone());
+                }
+            }
+            parents.insert(e, mine);
+        }
+        drop_cycles(&mut parents);
+        let mut out: Vec<(String, Vec<String>)> = parents.into_iter().collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Removes the parent links that close a cycle (back edges of a depth-first walk).
+fn drop_cycles(parents: &mut HashMap<String, Vec<String>>) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Active,
+        Done,
+    }
+    let mut marks: HashMap<String, Mark> = HashMap::new();
+    let mut keys: Vec<String> = parents.keys().cloned().collect();
+    keys.sort();
+    for root in keys {
+        if marks.contains_key(&root) {
+            continue;
+        }
+        // Iterative DFS: (node, index of the next parent to visit).
+        let mut stack: Vec<(String, usize)> = vec![(root.clone(), 0)];
+        marks.insert(root, Mark::Active);
+        while let Some((node, i)) = stack.pop() {
+            let next = parents.get(&node).and_then(|p| p.get(i)).cloned();
+            match next {
+                None => {
+                    marks.insert(node, Mark::Done);
+                }
+                Some(p) => {
+                    stack.push((node.clone(), i + 1));
+                    match marks.get(&p) {
+                        Some(Mark::Active) => {
+                            if let Some(list) = parents.get_mut(&node) {
+                                list.retain(|x| *x != p);
+                                // The list shifted: revisit the same index.
+                                if let Some(top) = stack.last_mut() {
+                                    top.1 = i;
+                                }
+                            }
+                        }
+                        Some(Mark::Done) => {}
+                        None => {
+                            marks.insert(p.clone(), Mark::Active);
+                            stack.push((p, 0));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycles_are_cut_and_everything_else_kept() {
+        let mut p: HashMap<String, Vec<String>> = HashMap::new();
+        p.insert("a".into(), vec!["b".into(), "d".into()]);
+        p.insert("b".into(), vec!["c".into()]);
+        p.insert("c".into(), vec!["a".into(), "d".into()]);
+        p.insert("d".into(), vec![]);
+        drop_cycles(&mut p);
+        let edges: usize = p.values().map(Vec::len).sum();
+        assert_eq!(edges, 4, "one back edge removed: {p:?}");
+        assert!(!p["c"].contains(&"a".to_string()), "{p:?}");
+        assert_eq!(p["a"], vec!["b".to_string(), "d".to_string()]);
+    }
+}

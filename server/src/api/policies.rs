@@ -1,0 +1,394 @@
+//! Cedar policies of a store and decisions: policy versions, the effective Cedar schema, the
+//! native decide endpoint and the OpenID AuthZEN Authorization API 1.0 (evaluation and
+//! evaluations), scoped to a store.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use gatehouse_engine::service::{Decision, DecisionRequest};
+use gatehouse_engine::store::PolicyVersion;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::openfga::{
+    ConsistencyFields, ListQuery, ModelId, StoreId, json_with_token, next_token, page,
+};
+use super::{ApiError, ApiResult, AppState};
+
+type State = web::Data<AppState>;
+
+/// Most evaluations in one AuthZEN batch.
+const MAX_EVALUATIONS: usize = 50;
+
+fn version_json(v: &PolicyVersion, active: Option<&str>) -> Value {
+    let mut j = json!({
+        "id": v.id,
+        "policies": v.policies,
+        "created_at": v.created_at,
+        "schema_generated": v.schema.is_none(),
+    });
+    if let Some(s) = &v.schema {
+        j["schema"] = s.clone();
+    }
+    if let Some(a) = active {
+        j["active"] = Value::Bool(a == v.id);
+    }
+    j
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WritePolicies {
+    policies: String,
+    /// A Cedar schema in JSON form; without one, the schema is generated from the model.
+    #[serde(default)]
+    schema: Option<Value>,
+    /// Whether the new version becomes the active one (default true).
+    #[serde(default)]
+    activate: Option<bool>,
+}
+
+/// `PUT /stores/{id}/policies`: validates and saves a new version (active unless told not).
+pub(super) async fn write_policies(
+    state: State,
+    store: StoreId,
+    body: web::Json<WritePolicies>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    if body.schema.as_ref().is_some_and(|s| !s.is_object()) {
+        return Err(ApiError::validation(
+            "`schema` must be a Cedar schema in JSON form (an object)",
+        ));
+    }
+    let activate = body.activate.unwrap_or(true);
+    let v = state
+        .engine
+        .write_policies(&store, &body.policies, body.schema, activate)
+        .await?;
+    let mut j = version_json(&v, None);
+    j["active"] = Value::Bool(activate);
+    Ok(HttpResponse::Created().json(j))
+}
+
+/// `GET /stores/{id}/policies`: the active version (the baseline when none was written).
+pub(super) async fn active_policies(state: State, store: StoreId) -> ApiResult<HttpResponse> {
+    let active = state.engine.active_policies(&store).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "id": active.version,
+        "policies": active.compiled.text,
+        "schema_generated": active.generated_schema,
+        "authorization_model_id": active.model_id,
+    })))
+}
+
+/// `GET /stores/{id}/policy-versions`: every version, newest first.
+pub(super) async fn list_versions(
+    state: State,
+    store: StoreId,
+    q: web::Query<ListQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = q.into_inner();
+    let p = page(q.page_size, q.continuation_token, 50)?;
+    let res = state.engine.list_policy_versions(&store, &p).await?;
+    let active = state.engine.active_policies(&store).await?;
+    let versions: Vec<Value> = res
+        .items
+        .iter()
+        .map(|v| version_json(v, Some(&active.version)))
+        .collect();
+    Ok(HttpResponse::Ok()
+        .json(json!({ "versions": versions, "continuation_token": next_token(res.next) })))
+}
+
+/// `GET /stores/{id}/policy-versions/{version}`.
+pub(super) async fn read_version(
+    state: State,
+    store: StoreId,
+    id: ModelId,
+) -> ApiResult<HttpResponse> {
+    let v = state.engine.policy_version(&store, &id).await?;
+    let active = state.engine.active_policies(&store).await?;
+    Ok(HttpResponse::Ok().json(version_json(&v, Some(&active.version))))
+}
+
+/// `POST /stores/{id}/policy-versions/{version}/activate`: roll back to (or pin) a version.
+pub(super) async fn activate_version(
+    state: State,
+    store: StoreId,
+    id: ModelId,
+) -> ApiResult<HttpResponse> {
+    let v = state.engine.activate_policies(&store, &id).await?;
+    let mut j = version_json(&v, None);
+    j["active"] = Value::Bool(true);
+    Ok(HttpResponse::Ok().json(j))
+}
+
+/// `GET /stores/{id}/policy-schema`: the Cedar schema the active policies are checked against.
+pub(super) async fn policy_schema(state: State, store: StoreId) -> ApiResult<HttpResponse> {
+    let active = state.engine.active_policies(&store).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "schema": active.schema_json,
+        "generated": active.generated_schema,
+        "authorization_model_id": active.model_id,
+    })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct DecideBody {
+    #[serde(default)]
+    subject: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    resource: String,
+    #[serde(default)]
+    context: Option<Map<String, Value>>,
+    #[serde(default)]
+    consistency: Option<String>,
+    #[serde(default)]
+    consistency_token: Option<String>,
+}
+
+fn decision_json(d: &Decision) -> Value {
+    json!({
+        "decision": if d.allowed { "allow" } else { "deny" },
+        "allowed": d.allowed,
+        "policies": d.policies,
+        "errors": d.errors,
+        "rebac": d.rebac,
+        "relations": d.relations,
+        "policy_version": d.policy_version,
+        "revision": d.revision,
+    })
+}
+
+/// `POST /stores/{id}/decide`: `{subject, action, resource, context}` → the decision, the
+/// policies that determined it (with their annotations), evaluation errors, the revision.
+pub(super) async fn decide(
+    state: State,
+    store: StoreId,
+    body: web::Json<DecideBody>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    for (name, v) in [
+        ("subject", &body.subject),
+        ("action", &body.action),
+        ("resource", &body.resource),
+    ] {
+        if v.is_empty() {
+            return Err(ApiError::validation(format!("`{name}` is required")));
+        }
+    }
+    let req = DecisionRequest {
+        consistency: ConsistencyFields::of(&body.consistency, &body.consistency_token)
+            .resolve(&store)?,
+        subject: body.subject,
+        action: body.action,
+        resource: body.resource,
+        context: body.context,
+    };
+    let d = state.engine.decide(&store, &req).await?;
+    Ok(json_with_token(
+        StatusCode::OK,
+        decision_json(&d),
+        &store,
+        d.revision,
+    ))
+}
+
+// ---- AuthZEN ----
+
+#[derive(Deserialize, Clone, Default)]
+struct AzEntity {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    properties: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize, Clone, Default)]
+struct AzAction {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    properties: Option<Map<String, Value>>,
+}
+
+/// One AuthZEN evaluation; in a batch, absent parts come from the request's defaults.
+#[derive(Deserialize, Clone, Default)]
+pub(super) struct AzEvaluation {
+    #[serde(default)]
+    subject: Option<AzEntity>,
+    #[serde(default)]
+    action: Option<AzAction>,
+    #[serde(default)]
+    resource: Option<AzEntity>,
+    #[serde(default)]
+    context: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize, Default)]
+struct AzOptions {
+    #[serde(default)]
+    evaluations_semantic: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct AzBatch {
+    #[serde(flatten)]
+    defaults: AzEvaluation,
+    #[serde(default)]
+    evaluations: Option<Vec<AzEvaluation>>,
+    #[serde(default)]
+    options: Option<AzOptions>,
+}
+
+fn az_entity(e: Option<&AzEntity>, what: &str) -> ApiResult<String> {
+    let e = e.ok_or_else(|| ApiError::validation(format!("`{what}` is required")))?;
+    let kind = e.kind.as_deref().filter(|k| !k.is_empty());
+    let id = e.id.as_deref().filter(|i| !i.is_empty());
+    let (Some(kind), Some(id)) = (kind, id) else {
+        return Err(ApiError::validation(format!(
+            "`{what}` needs a non-empty `type` and `id`"
+        )));
+    };
+    if e.properties.as_ref().is_some_and(|p| !p.is_empty()) {
+        return Err(ApiError::validation(format!(
+            "`{what}.properties` are not supported: store entity attributes instead"
+        )));
+    }
+    Ok(format!("{kind}:{id}"))
+}
+
+async fn az_decide(state: &State, store: &str, e: &AzEvaluation) -> ApiResult<Value> {
+    let action = e
+        .action
+        .as_ref()
+        .ok_or_else(|| ApiError::validation("`action` is required"))?;
+    let name = action
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::validation("`action` needs a non-empty `name`"))?;
+    if action.properties.as_ref().is_some_and(|p| !p.is_empty()) {
+        return Err(ApiError::validation(
+            "`action.properties` are not supported",
+        ));
+    }
+    let req = DecisionRequest {
+        subject: az_entity(e.subject.as_ref(), "subject")?,
+        action: name.to_string(),
+        resource: az_entity(e.resource.as_ref(), "resource")?,
+        context: e.context.clone(),
+        ..DecisionRequest::default()
+    };
+    let d = state.engine.decide(store, &req).await?;
+    let ids: Vec<&str> = d.policies.iter().map(|p| p.id.as_str()).collect();
+    Ok(json!({
+        "decision": d.allowed,
+        "context": {
+            "policies": ids,
+            "errors": d.errors,
+            "policy_version": d.policy_version,
+            "revision": d.revision,
+        }
+    }))
+}
+
+/// `POST /stores/{id}/access/v1/evaluation` (AuthZEN 1.0).
+pub(super) async fn evaluation(
+    state: State,
+    store: StoreId,
+    body: web::Json<AzEvaluation>,
+) -> ApiResult<HttpResponse> {
+    let v = az_decide(&state, &store, &body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// `POST /stores/{id}/access/v1/evaluations` (AuthZEN 1.0 batch): each evaluation inherits
+/// the request's subject, action, resource and context where it has none; the
+/// `evaluations_semantic` option may stop at the first deny or the first permit.
+pub(super) async fn evaluations(
+    state: State,
+    store: StoreId,
+    body: web::Json<AzBatch>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let semantic = body
+        .options
+        .and_then(|o| o.evaluations_semantic)
+        .unwrap_or_else(|| "execute_all".into());
+    if ![
+        "execute_all",
+        "deny_on_first_deny",
+        "permit_on_first_permit",
+    ]
+    .contains(&semantic.as_str())
+    {
+        return Err(ApiError::validation(format!(
+            "invalid `evaluations_semantic` `{semantic}`: expected `execute_all`, \
+             `deny_on_first_deny` or `permit_on_first_permit`"
+        )));
+    }
+    let items = match body.evaluations {
+        None => {
+            let v = az_decide(&state, &store, &body.defaults).await?;
+            return Ok(HttpResponse::Ok().json(v));
+        }
+        Some(items) if items.is_empty() => {
+            let v = az_decide(&state, &store, &body.defaults).await?;
+            return Ok(HttpResponse::Ok().json(v));
+        }
+        Some(items) => items,
+    };
+    if items.len() > MAX_EVALUATIONS {
+        return Err(ApiError::validation(format!(
+            "at most {MAX_EVALUATIONS} evaluations are allowed in one request"
+        )));
+    }
+    // Resolve every item first, so that a malformed one fails the request before any runs.
+    let d = &body.defaults;
+    let resolved: Vec<AzEvaluation> = items
+        .into_iter()
+        .map(|e| AzEvaluation {
+            subject: e.subject.or_else(|| d.subject.clone()),
+            action: e.action.or_else(|| d.action.clone()),
+            resource: e.resource.or_else(|| d.resource.clone()),
+            context: e.context.or_else(|| d.context.clone()),
+        })
+        .collect();
+    for e in &resolved {
+        az_entity(e.subject.as_ref(), "subject")?;
+        az_entity(e.resource.as_ref(), "resource")?;
+        if e.action
+            .as_ref()
+            .and_then(|a| a.name.as_deref())
+            .is_none_or(str::is_empty)
+        {
+            return Err(ApiError::validation(
+                "every evaluation needs an `action` with a `name`",
+            ));
+        }
+    }
+    let mut out = Vec::with_capacity(resolved.len());
+    for e in &resolved {
+        let v = match az_decide(&state, &store, e).await {
+            Ok(v) => v,
+            // An evaluation that cannot be decided is a deny with the reason, as AuthZEN's
+            // batch semantics expect; the others still run.
+            Err(err) => json!({
+                "decision": false,
+                "context": { "error": { "status": err.status.as_u16(), "code": err.code, "message": err.message } }
+            }),
+        };
+        let decision = v["decision"].as_bool().unwrap_or(false);
+        out.push(v);
+        if (semantic == "deny_on_first_deny" && !decision)
+            || (semantic == "permit_on_first_permit" && decision)
+        {
+            break;
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({ "evaluations": out })))
+}
