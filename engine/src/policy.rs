@@ -264,13 +264,19 @@ pub struct Evaluation {
 #[error("{0}")]
 pub struct RequestError(pub String);
 
+/// Who does what on which entity.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub principal: EntityUid,
+    pub action: EntityUid,
+    pub resource: EntityUid,
+}
+
 /// Evaluates one request: `context` is the caller's, to which `rebac`, `relations` and `risk`
 /// are added; `entities` is the hydrated hierarchy of principal and resource.
 pub fn evaluate(
     policies: &CompiledPolicies,
-    principal: EntityUid,
-    action: EntityUid,
-    resource: EntityUid,
+    target: Target,
     caller_context: Option<&serde_json::Map<String, serde_json::Value>>,
     graph: &GraphContext,
     risk: &Risk,
@@ -288,6 +294,11 @@ pub fn evaluate(
     ctx.insert("relations".into(), serde_json::json!(graph.relations));
     ctx.insert("risk".into(), serde_json::json!(risk));
     let schema = policies.schema.as_ref();
+    let Target {
+        principal,
+        action,
+        resource,
+    } = target;
     let context = Context::from_json_value(serde_json::Value::Object(ctx), Some((schema, &action)))
         .map_err(|e| RequestError(format!("invalid context: {e}")))?;
     let request = Request::new(principal, action, resource, context, Some(schema))

@@ -31,6 +31,14 @@ fn uid(s: &str) -> EntityUid {
     entity_uid(s).unwrap()
 }
 
+fn target(principal: &str, action: &str, resource: &str) -> Target {
+    Target {
+        principal: uid(principal),
+        action: action_uid(action).unwrap(),
+        resource: uid(resource),
+    }
+}
+
 fn issues(r: Result<CompiledPolicies, PolicyError>) -> Vec<PolicyIssue> {
     match r {
         Err(PolicyError::InvalidPolicies(i)) => i,
@@ -90,9 +98,7 @@ fn baseline_compiles_and_lets_the_graph_decide() {
     };
     let e = evaluate(
         &p,
-        uid("user:anne"),
-        action_uid("viewer").unwrap(),
-        uid("doc:1"),
+        target("user:anne", "viewer", "doc:1"),
         None,
         &yes,
         &Risk::default(),
@@ -109,9 +115,7 @@ fn baseline_compiles_and_lets_the_graph_decide() {
     let no = GraphContext::default();
     let e = evaluate(
         &p,
-        uid("user:anne"),
-        action_uid("viewer").unwrap(),
-        uid("doc:1"),
+        target("user:anne", "viewer", "doc:1"),
         None,
         &no,
         &Risk::default(),
@@ -148,9 +152,7 @@ permit (principal in group::"eng", action == Action::"viewer", resource in folde
     let run = |risk: i64| {
         evaluate(
             &p,
-            uid("user:anne"),
-            action_uid("viewer").unwrap(),
-            uid("doc:1"),
+            target("user:anne", "viewer", "doc:1"),
             None,
             &GraphContext::default(),
             &Risk {
@@ -230,9 +232,7 @@ fn gatehouse_context_cannot_be_overridden_and_undeclared_context_is_refused() {
     ] {
         let r = evaluate(
             &p,
-            uid("user:anne"),
-            action_uid("viewer").unwrap(),
-            uid("doc:1"),
+            target("user:anne", "viewer", "doc:1"),
             ctx.as_object(),
             &GraphContext::default(),
             &Risk::default(),
@@ -243,9 +243,7 @@ fn gatehouse_context_cannot_be_overridden_and_undeclared_context_is_refused() {
     // An action the resource type does not have.
     let r = evaluate(
         &p,
-        uid("user:anne"),
-        action_uid("parent").unwrap(),
-        uid("user:bob"),
+        target("user:anne", "parent", "user:bob"),
         None,
         &GraphContext::default(),
         &Risk::default(),

@@ -245,7 +245,7 @@ impl Engine {
                 Err(e) => relation_errors.push(format!("relation `{rel}`: {e}")),
             }
         }
-        let rebac = relations.iter().any(|r| *r == req.action);
+        let rebac = relations.contains(&req.action);
         let edges = self
             .hydrate(
                 store,
@@ -272,9 +272,11 @@ impl Engine {
         };
         let eval = policy::evaluate(
             &active.compiled,
-            policy::entity_uid(&req.subject).map_err(bad)?,
-            policy::action_uid(&req.action).map_err(bad)?,
-            policy::entity_uid(&req.resource).map_err(bad)?,
+            policy::Target {
+                principal: policy::entity_uid(&req.subject).map_err(bad)?,
+                action: policy::action_uid(&req.action).map_err(bad)?,
+                resource: policy::entity_uid(&req.resource).map_err(bad)?,
+            },
             req.context.as_ref(),
             &graph_ctx,
             &Risk::default(),

@@ -1800,17 +1800,6 @@ async fn isolation(ds: &dyn Datastore) {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::memory::MemoryStore;
-
-    #[tokio::test]
-    async fn memory_store_conforms() {
-        run_all(&MemoryStore::new()).await;
-    }
-}
-
 fn policy_version(text: &str, schema: Option<serde_json::Value>) -> PolicyVersion {
     PolicyVersion {
         id: ulid::Ulid::new().to_string(),
@@ -1956,4 +1945,15 @@ async fn policy_versions(ds: &dyn Datastore) {
         matches!(r, Err(Error::StoreNotFound(_))),
         "policies: unknown store, got {r:?}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn memory_store_conforms() {
+        run_all(&MemoryStore::new()).await;
+    }
 }
