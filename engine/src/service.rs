@@ -114,6 +114,8 @@ pub struct Engine {
     stores: moka::sync::Cache<String, StoreInfo>,
     /// Compiled active policies per store; also refreshed when the latest model changes.
     policies: moka::sync::Cache<String, Arc<ActivePolicies>>,
+    /// Parents of an entity for Cedar's hierarchy: `(store, model id, revision, type:id)`.
+    parents: moka::sync::Cache<(String, String, Revision, String), Arc<Vec<String>>>,
     heads: Mutex<HashMap<String, (Revision, Instant)>>,
     notifier: Mutex<Option<Arc<dyn ChangeNotifier>>>,
 }
@@ -173,6 +175,10 @@ impl Engine {
             policies: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(ttl)
+                .build(),
+            parents: moka::sync::Cache::builder()
+                .max_capacity(cfg.cache_capacity)
+                .time_to_live(cfg.cache_ttl)
                 .build(),
             heads: Mutex::new(HashMap::new()),
             notifier: Mutex::new(None),

@@ -96,7 +96,7 @@ async fn token_of_another_store_is_rejected(backend: Backend) {
 }
 
 /// Two nodes on one PostgreSQL database; with `redis`, sharing a fresh key prefix.
-async fn two_nodes(redis: bool) -> (Server, Server) {
+pub(crate) async fn two_nodes(redis: bool) -> (Server, Server) {
     let mut opts = ServerOptions::new(Backend::Postgres);
     if redis {
         opts.redis = Some((

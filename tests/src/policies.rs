@@ -1,6 +1,8 @@
 //! Cedar policies over relationships through the real server: versions, the generated schema,
 //! decisions (native and AuthZEN), and bad input that changes nothing.
 
+use std::time::{Duration, Instant};
+
 use serde_json::{Value, json};
 
 use crate::harness::{Backend, Server, for_each_backend, tk};
@@ -602,4 +604,71 @@ async fn decision_bad_input(backend: Backend) {
     s.get(&az)
         .await
         .assert_error(405, Some("method_not_allowed"));
+}
+
+/// A policy update through node A is enforced by node B: at once through Redis, within the
+/// one-second lifetime of B's compiled-policy cache without it. Prints the times measured.
+async fn policy_update_reaches_another_node(redis: bool) {
+    let (a, b) = crate::consistency::two_nodes(redis).await;
+    let store = a.create_store("policy-nodes").await;
+    a.write_model(&store, &crate::harness::sample_model()).await;
+    a.write_ok(&store, &[tk("user:anne", "owner", "document:1")])
+        .await;
+    let mut times = Vec::new();
+    for round in 0..5 {
+        // B decides with (and caches) the permitting set right before the update.
+        let permit = format!(
+            "@id(\"round-{round}\")\npermit (principal, action, resource) when {{ context.rebac }};"
+        );
+        a.put(
+            &format!("/stores/{store}/policies"),
+            &json!({ "policies": permit }),
+        )
+        .await
+        .ok();
+        let started = Instant::now();
+        loop {
+            let d = decide(&b, &store, "user:anne", "viewer", "document:1").await;
+            if d["allowed"] == true {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "node B never permitted again: {d}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let forbid = format!("@id(\"deny-{round}\")\nforbid (principal, action, resource);");
+        a.put(
+            &format!("/stores/{store}/policies"),
+            &json!({ "policies": forbid }),
+        )
+        .await
+        .ok();
+        let started = Instant::now();
+        loop {
+            let d = decide(&b, &store, "user:anne", "viewer", "document:1").await;
+            if d["allowed"] == false {
+                assert_eq!(ids(&d), [format!("deny-{round}")], "{d}");
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "node B still permits 2 s after node A's policy update: {d}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        times.push(started.elapsed());
+    }
+    println!("policy update to enforcement on node B (redis: {redis}): {times:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_update_reaches_another_node_with_redis() {
+    policy_update_reaches_another_node(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_update_reaches_another_node_without_redis() {
+    policy_update_reaches_another_node(false).await;
 }

@@ -19,6 +19,8 @@ use crate::tuple::{ObjectRef, UserRef};
 /// The parent links an authorization model defines.
 #[derive(Debug, Clone, Default)]
 pub struct Hierarchy {
+    /// The model these links come from.
+    pub model_id: String,
     /// `(type, relation)` used as a tupleset somewhere on `type`.
     tuplesets: HashSet<(String, String)>,
     /// Entity type -> the types its entities may be children of.
@@ -77,6 +79,7 @@ impl Hierarchy {
             }
         }
         Self {
+            model_id: model.id.clone(),
             tuplesets,
             member_of,
         }

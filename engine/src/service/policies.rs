@@ -250,6 +250,7 @@ impl Engine {
             .hydrate(
                 store,
                 rev,
+                cached,
                 &active.hierarchy,
                 &[&req.subject, &req.resource],
             )
@@ -301,42 +302,21 @@ impl Engine {
         &self,
         store: &str,
         rev: Revision,
+        cached: bool,
         hierarchy: &Hierarchy,
         start: &[&str],
     ) -> Result<Vec<(String, Vec<String>)>> {
         let mut parents: HashMap<String, Vec<String>> = HashMap::new();
         let mut queue: Vec<String> = start.iter().map(|s| s.to_string()).collect();
         let mut seen: HashSet<String> = queue.iter().cloned().collect();
-        let all = Page::default();
         while let Some(e) = queue.pop() {
             let Some(o) = ObjectRef::parse(&e) else {
                 continue;
             };
-            let mut mine = Vec::new();
-            // Memberships: tuples where `e` is the user.
-            let as_user = TupleFilter {
-                users: vec![e.clone()],
-                ..TupleFilter::default()
-            };
-            // Parent links: tuples of `e`'s tupleset relations.
-            let as_object = TupleFilter {
-                object_type: Some(o.object_type.to_string()),
-                object_id: Some(o.object_id.to_string()),
-                ..TupleFilter::default()
-            };
-            for f in [as_user, as_object] {
-                let page = self.ds.read_tuples(store, &f, rev, &all).await?;
-                for t in page.items {
-                    if let Some((child, parent)) =
-                        hierarchy.edge(&t.key.object, &t.key.relation, &t.key.user)
-                        && child == e
-                        && !mine.contains(&parent)
-                    {
-                        mine.push(parent);
-                    }
-                }
-            }
-            for p in &mine {
+            let mine = self
+                .entity_parents(store, rev, cached, hierarchy, &e, o)
+                .await?;
+            for p in mine.iter() {
                 if seen.insert(p.clone()) {
                     if seen.len() > MAX_ENTITIES {
                         return Err(Error::Validation(format!(
@@ -346,12 +326,68 @@ impl Engine {
                     queue.push(p.clone());
                 }
             }
-            parents.insert(e, mine);
+            parents.insert(e, mine.as_ref().clone());
         }
         drop_cycles(&mut parents);
         let mut out: Vec<(String, Vec<String>)> = parents.into_iter().collect();
         out.sort();
         Ok(out)
+    }
+}
+
+impl Engine {
+    /// The parents of one entity at `rev`, from the cross-request cache when allowed (the
+    /// model and the revision are part of the key, so a cached answer is never stale).
+    async fn entity_parents(
+        &self,
+        store: &str,
+        rev: Revision,
+        cached: bool,
+        hierarchy: &Hierarchy,
+        e: &str,
+        o: ObjectRef<'_>,
+    ) -> Result<Arc<Vec<String>>> {
+        let key = (
+            store.to_string(),
+            hierarchy.model_id.clone(),
+            rev,
+            e.to_string(),
+        );
+        if cached && let Some(p) = self.parents.get(&key) {
+            return Ok(p);
+        }
+        let mut mine = Vec::new();
+        // Memberships: tuples where `e` is the user.
+        let as_user = TupleFilter {
+            users: vec![e.to_string()],
+            ..TupleFilter::default()
+        };
+        // Parent links: tuples of `e`'s tupleset relations.
+        let as_object = TupleFilter {
+            object_type: Some(o.object_type.to_string()),
+            object_id: Some(o.object_id.to_string()),
+            ..TupleFilter::default()
+        };
+        for f in [as_user, as_object] {
+            let page = self
+                .ds
+                .read_tuples(store, &f, rev, &Page::default())
+                .await?;
+            for t in page.items {
+                if let Some((child, parent)) =
+                    hierarchy.edge(&t.key.object, &t.key.relation, &t.key.user)
+                    && child == e
+                    && !mine.contains(&parent)
+                {
+                    mine.push(parent);
+                }
+            }
+        }
+        let mine = Arc::new(mine);
+        if cached {
+            self.parents.insert(key, mine.clone());
+        }
+        Ok(mine)
     }
 }
 
