@@ -1,4 +1,5 @@
-//! In-process check and list-objects on the github sample model with 100k tuples.
+//! In-process check, list-objects and Cedar decisions on the github sample model with 100k
+//! tuples.
 //!
 //! `cargo bench -p gatehouse-benches --bench check`
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gatehouse_engine::model::parse_dsl;
-use gatehouse_engine::service::{Engine, EngineConfig, QueryOptions};
+use gatehouse_engine::service::{DecisionRequest, Engine, EngineConfig, QueryOptions};
 use gatehouse_engine::store::WriteOptions;
 use gatehouse_engine::store::memory::MemoryStore;
 use gatehouse_engine::tuple::TupleKey;
@@ -151,6 +152,37 @@ fn bench(c: &mut Criterion) {
             let (engine, store, opts) = (&engine, &store, &opts);
             async move { black_box(engine.check(store, k, opts).await.unwrap()) }
         })
+    });
+
+    // A decision: graph (every relation of repo), hierarchy, and a 100-policy Cedar set.
+    let mut policies = String::from(
+        "@id(\"baseline\")\npermit (principal, action, resource) when { context.rebac };\n",
+    );
+    for i in 0..66 {
+        policies.push_str(&format!(
+            "@id(\"deny-{i}\")\nforbid (principal == user::\"blocked{i}\", action, resource);\n"
+        ));
+    }
+    for i in 0..33 {
+        policies.push_str(&format!(
+            "@id(\"team-{i}\")\npermit (principal in team::\"t{i}\", action == Action::\"reader\", resource in organization::\"o{i}\") when {{ context.risk.score < 50 }};\n"
+        ));
+    }
+    let version = rt
+        .block_on(engine.write_policies(&store, &policies, None, true))
+        .unwrap();
+    let req = DecisionRequest {
+        subject: "user:u50".into(),
+        action: "reader".into(),
+        resource: "repo:r0".into(),
+        ..DecisionRequest::default()
+    };
+    let d = rt.block_on(engine.decide(&store, &req)).unwrap();
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.policy_version, version.id);
+    c.bench_function("decide_warm_100_policies", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(engine.decide(&store, &req).await.unwrap()) })
     });
 
     let (cold, cold_store) = rt.block_on(github_store(EngineConfig {

@@ -282,25 +282,31 @@ pub fn evaluate(
     risk: &Risk,
     entities: &Entities,
 ) -> Result<Evaluation, RequestError> {
-    let mut ctx = caller_context.cloned().unwrap_or_default();
-    for reserved in ["rebac", "relations", "risk"] {
-        if ctx.contains_key(reserved) {
-            return Err(RequestError(format!(
-                "context attribute `{reserved}` is set by Gatehouse and cannot be sent"
-            )));
-        }
-    }
-    ctx.insert("rebac".into(), serde_json::Value::Bool(graph.rebac));
-    ctx.insert("relations".into(), serde_json::json!(graph.relations));
-    ctx.insert("risk".into(), serde_json::json!(risk));
     let schema = policies.schema.as_ref();
     let Target {
         principal,
         action,
         resource,
     } = target;
-    let context = Context::from_json_value(serde_json::Value::Object(ctx), Some((schema, &action)))
-        .map_err(|e| RequestError(format!("invalid context: {e}")))?;
+    let context = match caller_context.filter(|c| !c.is_empty()) {
+        // Only Gatehouse's attributes: built directly, without a JSON round trip.
+        None => gatehouse_context(graph, risk)?,
+        Some(caller) => {
+            let mut ctx = caller.clone();
+            for reserved in ["rebac", "relations", "risk"] {
+                if ctx.contains_key(reserved) {
+                    return Err(RequestError(format!(
+                        "context attribute `{reserved}` is set by Gatehouse and cannot be sent"
+                    )));
+                }
+            }
+            ctx.insert("rebac".into(), serde_json::Value::Bool(graph.rebac));
+            ctx.insert("relations".into(), serde_json::json!(graph.relations));
+            ctx.insert("risk".into(), serde_json::json!(risk));
+            Context::from_json_value(serde_json::Value::Object(ctx), Some((schema, &action)))
+                .map_err(|e| RequestError(format!("invalid context: {e}")))?
+        }
+    };
     let request = Request::new(principal, action, resource, context, Some(schema))
         .map_err(|e| RequestError(e.to_string()))?;
     let response = Authorizer::new().is_authorized(&request, &policies.set, entities);
@@ -325,6 +331,24 @@ pub fn evaluate(
             .map(ToString::to_string)
             .collect(),
     })
+}
+
+/// `rebac`, `relations` and `risk` as a Cedar context.
+fn gatehouse_context(graph: &GraphContext, risk: &Risk) -> Result<Context, RequestError> {
+    use cedar_policy::RestrictedExpression as E;
+    let strings = |v: &[String]| E::new_set(v.iter().map(|s| E::new_string(s.clone())));
+    let risk = E::new_record([
+        ("score".to_string(), E::new_long(risk.score)),
+        ("level".to_string(), E::new_string(risk.level.clone())),
+        ("signals".to_string(), strings(&risk.signals)),
+    ])
+    .map_err(|e| RequestError(e.to_string()))?;
+    Context::from_pairs([
+        ("rebac".to_string(), E::new_bool(graph.rebac)),
+        ("relations".to_string(), strings(&graph.relations)),
+        ("risk".to_string(), risk),
+    ])
+    .map_err(|e| RequestError(e.to_string()))
 }
 
 /// Builds the entity set of a decision from hierarchy edges, checked against the schema.
