@@ -7,6 +7,7 @@
 
 pub mod hierarchy;
 pub mod schema;
+pub mod testfile;
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;

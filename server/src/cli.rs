@@ -30,6 +30,31 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Work with Cedar policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate Cedar policies in strict mode against a Cedar schema (JSON) or the schema
+    /// generated from a model.
+    Validate {
+        file: PathBuf,
+        /// The authorization model (`.fga`, `.json` or `fga.mod`) to generate the schema from.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// A Cedar schema in JSON form.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+    },
+    /// Run policy test files (model, tuples, policies, expected decisions) in-process.
+    Test {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,32 +113,70 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Policy {
+            command:
+                PolicyCommand::Validate {
+                    file,
+                    model,
+                    schema,
+                },
+        } => match gatehouse_engine::policy::testfile::validate_file(
+            &file,
+            model.as_deref(),
+            schema.as_deref(),
+        ) {
+            Ok(n) => {
+                println!("{}: {n} policies valid", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(gatehouse_engine::Error::InvalidPolicies(issues)) => {
+                for i in issues {
+                    eprintln!("{}:{i}", file.display());
+                }
+                Ok(ExitCode::FAILURE)
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Policy {
+            command: PolicyCommand::Test { files },
+        } => run_tests(&files, true).await,
         Command::Model {
             command: ModelCommand::Test { files },
-        } => {
-            let mut failed = 0usize;
-            let mut passed = 0usize;
-            for f in &files {
-                match gatehouse_engine::testfile::run_file(f).await {
-                    Ok(report) => {
-                        print!("{report}");
-                        failed += report.failed();
-                        passed += report.passed();
-                    }
-                    Err(e) => {
-                        println!("# {}\nERROR {e}", f.display());
-                        failed += 1;
-                    }
-                }
+        } => run_tests(&files, false).await,
+    }
+}
+
+/// Runs model (`policies` false) or policy test files; non-zero exit on any failure.
+async fn run_tests(files: &[PathBuf], policies: bool) -> Result<ExitCode> {
+    let mut failed = 0usize;
+    let mut passed = 0usize;
+    for f in files {
+        let report = if policies {
+            gatehouse_engine::policy::testfile::run_file(f).await
+        } else {
+            gatehouse_engine::testfile::run_file(f).await
+        };
+        match report {
+            Ok(report) => {
+                print!("{report}");
+                failed += report.failed();
+                passed += report.passed();
             }
-            if files.len() > 1 {
-                println!("total: {passed} passed, {failed} failed");
+            Err(e) => {
+                println!("# {}\nERROR {e}", f.display());
+                failed += 1;
             }
-            Ok(if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
         }
     }
+    if files.len() > 1 {
+        println!("total: {passed} passed, {failed} failed");
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

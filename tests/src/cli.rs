@@ -292,3 +292,95 @@ async fn migrate_prepares_sqlite_in_the_data_dir() {
         "no gatehouse.db in the data dir"
     );
 }
+
+fn examples() -> PathBuf {
+    crate::harness::workspace_dir().join("policies/examples")
+}
+
+#[tokio::test]
+async fn policy_test_passes_the_examples() {
+    let file = examples().join("documents.policy.yaml");
+    let out = gatehouse(&["policy", "test", file.to_str().unwrap()], &[]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(summary(&stdout), Some((12, 0)), "{stdout}");
+}
+
+#[tokio::test]
+async fn policy_test_fails_on_a_wrong_expectation() {
+    let tmp = TempDir::new("policy-test");
+    for f in ["documents.fga", "documents.cedar"] {
+        std::fs::copy(examples().join(f), tmp.path().join(f)).unwrap();
+    }
+    let yaml = std::fs::read_to_string(examples().join("documents.policy.yaml")).unwrap();
+    // The secret folder is sealed: expecting anne to read her key document there is wrong.
+    let wrong = yaml.replace(
+        "{ subject: user:anne, action: viewer, resource: document:keys, expect: deny, policies: [no-secret] }",
+        "{ subject: user:anne, action: viewer, resource: document:keys, expect: allow }",
+    );
+    assert_ne!(wrong, yaml);
+    let file = tmp.path().join("wrong.policy.yaml");
+    std::fs::write(&file, wrong).unwrap();
+    let out = gatehouse(&["policy", "test", file.to_str().unwrap()], &[]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(
+        !out.status.success(),
+        "a wrong expectation passed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(summary(&stdout), Some((11, 1)), "{stdout}");
+    assert!(stdout.contains("got deny by [\"no-secret\"]"), "{stdout}");
+}
+
+#[tokio::test]
+async fn policy_validate_reports_policy_and_position() {
+    let model = examples().join("documents.fga");
+    let good = examples().join("documents.cedar");
+    let out = gatehouse(
+        &[
+            "policy",
+            "validate",
+            good.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("4 policies valid"), "{stdout}");
+
+    let tmp = TempDir::new("policy-validate");
+    let bad = tmp.path().join("bad.cedar");
+    // Line 4 names an action the model does not have.
+    std::fs::write(
+        &bad,
+        "@id(\"ok\")\npermit (principal, action, resource) when { context.rebac };\n@id(\"fly\")\npermit (principal, action == Action::\"fly\", resource);\n",
+    )
+    .unwrap();
+    let out = gatehouse(
+        &[
+            "policy",
+            "validate",
+            bad.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(
+        !out.status.success(),
+        "an unknown action validated:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        regex::Regex::new(r"bad\.cedar:4:\d+: policy `fly`")
+            .unwrap()
+            .is_match(&stderr),
+        "no `bad.cedar:4:<column>: policy `fly`` in:\n{stderr}"
+    );
+    // Neither a model nor a schema: nothing to validate against.
+    let out = gatehouse(&["policy", "validate", good.to_str().unwrap()], &[]).await;
+    assert!(!out.status.success());
+}
