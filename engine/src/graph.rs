@@ -11,6 +11,7 @@ mod expand;
 mod list_objects;
 mod list_users;
 mod model;
+mod path;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ pub use expand::expand;
 pub use list_objects::list_objects;
 pub use list_users::{ListUsersFilter, UserResult, list_users};
 pub use model::CompiledModel;
+pub use path::path;
 
 use crate::condition::ConditionOutcome;
 use crate::error::{Error, Result};

@@ -11,6 +11,7 @@ for_each_backend!(
     policy_lifecycle,
     tenant_schema_and_context,
     authzen,
+    explain,
     policy_bad_input,
     decision_bad_input,
 );
@@ -671,4 +672,67 @@ async fn policy_update_reaches_another_node_with_redis() {
 #[tokio::test(flavor = "multi_thread")]
 async fn policy_update_reaches_another_node_without_redis() {
     policy_update_reaches_another_node(false).await;
+}
+
+/// `explain: true` returns one chain of tuples that granted the action, and the policies.
+async fn explain(backend: Backend) {
+    let (s, store) = seeded(backend).await;
+    s.write_ok(
+        &store,
+        &[
+            tk("user:carol", "owner", "folder:a"),
+            tk("folder:a", "parent", "document:3"),
+            tk("group:eng#member", "viewer", "document:4"),
+        ],
+    )
+    .await;
+    let why = |subject: &str, resource: &str| {
+        let s = &s;
+        let store = &store;
+        let body = json!({ "subject": subject, "action": "viewer", "resource": resource, "explain": true });
+        async move { s.post(&format!("/stores/{store}/decide"), &body).await.ok() }
+    };
+    let path = |d: &Value| -> Vec<String> {
+        d["explain"]["rebac_path"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no path in {d}"))
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}#{}@{}",
+                    t["object"].as_str().unwrap(),
+                    t["relation"].as_str().unwrap(),
+                    t["user"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let d = why("user:anne", "document:1").await;
+    assert_eq!(
+        path(&d),
+        ["document:1#owner@user:anne"],
+        "owner → editor → viewer: {d}"
+    );
+    assert_eq!(d["explain"]["policies"][0]["id"], "baseline", "{d}");
+    let d = why("user:carol", "document:3").await;
+    assert_eq!(
+        path(&d),
+        ["document:3#parent@folder:a", "folder:a#owner@user:carol"],
+        "viewer from parent: {d}"
+    );
+    let d = why("user:dave", "document:4").await;
+    assert_eq!(
+        path(&d),
+        [
+            "document:4#viewer@group:eng#member",
+            "group:eng#member@user:dave"
+        ],
+        "through a group: {d}"
+    );
+    let d = why("user:bob", "document:1").await;
+    assert!(d["explain"]["rebac_path"].is_null(), "nothing granted: {d}");
+    assert_eq!(d["allowed"], false);
+    // Without explain there is no explanation.
+    let d = decide(&s, &store, "user:anne", "viewer", "document:1").await;
+    assert!(d.get("explain").is_none(), "{d}");
 }

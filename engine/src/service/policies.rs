@@ -46,6 +46,8 @@ pub struct DecisionRequest {
     /// The caller's context; `rebac`, `relations` and `risk` are Gatehouse's.
     pub context: Option<serde_json::Map<String, serde_json::Value>>,
     pub consistency: Consistency,
+    /// Also say why: the tuples that granted `rebac`.
+    pub explain: bool,
 }
 
 /// A decision and what determined it.
@@ -62,6 +64,10 @@ pub struct Decision {
     pub relations: Vec<String>,
     pub revision: Revision,
     pub policy_version: String,
+    /// With `explain`: one chain of tuples through the model that granted the action
+    /// (`None` when the graph did not grant it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebac_path: Option<Option<Vec<crate::tuple::TupleKey>>>,
 }
 
 impl From<PolicyError> for Error {
@@ -246,6 +252,13 @@ impl Engine {
             }
         }
         let rebac = relations.contains(&req.action);
+        let rebac_path = if req.explain && rebac {
+            Some(graph::path(&q, &req.resource, &req.action, &req.subject).await?)
+        } else if req.explain {
+            Some(None)
+        } else {
+            None
+        };
         let edges = self
             .hydrate(
                 store,
@@ -292,6 +305,7 @@ impl Engine {
             relations,
             revision: rev,
             policy_version: active.version.clone(),
+            rebac_path,
         })
     }
 

@@ -146,10 +146,13 @@ pub(super) struct DecideBody {
     consistency: Option<String>,
     #[serde(default)]
     consistency_token: Option<String>,
+    /// Also return why: the tuples that granted `rebac`.
+    #[serde(default)]
+    explain: bool,
 }
 
 fn decision_json(d: &Decision) -> Value {
-    json!({
+    let mut v = json!({
         "decision": if d.allowed { "allow" } else { "deny" },
         "allowed": d.allowed,
         "policies": d.policies,
@@ -158,7 +161,11 @@ fn decision_json(d: &Decision) -> Value {
         "relations": d.relations,
         "policy_version": d.policy_version,
         "revision": d.revision,
-    })
+    });
+    if let Some(path) = &d.rebac_path {
+        v["explain"] = json!({ "rebac_path": path, "policies": d.policies });
+    }
+    v
 }
 
 /// `POST /stores/{id}/decide`: `{subject, action, resource, context}` → the decision, the
@@ -185,6 +192,7 @@ pub(super) async fn decide(
         action: body.action,
         resource: body.resource,
         context: body.context,
+        explain: body.explain,
     };
     let d = state.engine.decide(&store, &req).await?;
     Ok(json_with_token(
