@@ -169,7 +169,7 @@ fn bench(c: &mut Criterion) {
         ));
     }
     let version = rt
-        .block_on(engine.write_policies(&store, &policies, None, true))
+        .block_on(engine.write_policies(&store, &policies, None, vec![], true))
         .unwrap();
     let req = DecisionRequest {
         subject: "user:u50".into(),

@@ -15,12 +15,14 @@ use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
-    PolicySet, Request, Schema, ValidationMode, Validator,
+    PolicySet, Request, Schema, SlotId, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde::Serialize;
 
 pub use hierarchy::Hierarchy;
+
+use crate::store::TemplateLink;
 
 /// The policy set of a store that has never been given one: the graph decides.
 pub const BASELINE: &str =
@@ -112,7 +114,11 @@ impl CompiledPolicies {
     /// Parses `text`, names each policy by its `@id` annotation (or `policyN` by position), and
     /// validates the set in strict mode against `schema`. Every problem is reported with its
     /// policy id and line:column.
-    pub fn compile(text: &str, schema: Arc<Schema>) -> Result<Self, PolicyError> {
+    pub fn compile(
+        text: &str,
+        links: &[TemplateLink],
+        schema: Arc<Schema>,
+    ) -> Result<Self, PolicyError> {
         if text.len() > MAX_POLICY_BYTES {
             return Err(PolicyError::InvalidPolicies(vec![PolicyIssue {
                 policy_id: None,
@@ -176,12 +182,78 @@ impl CompiledPolicies {
         if !issues.is_empty() {
             return Err(PolicyError::InvalidPolicies(issues));
         }
+        if !links.is_empty() {
+            Self::link(&mut set, links, &mut annotations)?;
+            // Linked policies are checked against the schema as well (slot entity types).
+            let result = validator.validate(&set, ValidationMode::Strict);
+            let issues: Vec<PolicyIssue> = result
+                .validation_errors()
+                .map(|e| PolicyIssue {
+                    policy_id: Some(e.policy_id().to_string()),
+                    message: e.to_string(),
+                    line: 0,
+                    column: 0,
+                })
+                .collect();
+            if !issues.is_empty() {
+                return Err(PolicyError::InvalidPolicies(issues));
+            }
+        }
         Ok(Self {
             text: text.to_string(),
             set,
             schema,
             annotations,
         })
+    }
+}
+
+impl CompiledPolicies {
+    /// Adds the template-linked policies; every problem names the link's id.
+    fn link(
+        set: &mut PolicySet,
+        links: &[TemplateLink],
+        annotations: &mut HashMap<String, BTreeMap<String, String>>,
+    ) -> Result<(), PolicyError> {
+        let mut issues = Vec::new();
+        for l in links {
+            let problem = |message: String| PolicyIssue {
+                policy_id: Some(l.id.clone()),
+                message,
+                line: 0,
+                column: 0,
+            };
+            let mut slots = HashMap::new();
+            for (slot, value) in [
+                (SlotId::principal(), &l.principal),
+                (SlotId::resource(), &l.resource),
+            ] {
+                if let Some(v) = value {
+                    match entity_uid(v) {
+                        Ok(uid) => {
+                            slots.insert(slot, uid);
+                        }
+                        Err(e) => issues.push(problem(e)),
+                    }
+                }
+            }
+            let template = PolicyId::new(&l.template);
+            match set.link(template, PolicyId::new(&l.id), slots) {
+                Ok(()) => {
+                    let inherited = annotations.get(&l.template).cloned().unwrap_or_default();
+                    annotations.insert(l.id.clone(), inherited);
+                }
+                Err(e) => issues.push(problem(format!(
+                    "cannot link template `{}`: {e}",
+                    l.template
+                ))),
+            }
+        }
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(PolicyError::InvalidPolicies(issues))
+        }
     }
 }
 

@@ -117,7 +117,25 @@ pub struct PolicyVersion {
     pub policies: String,
     /// The Cedar schema (JSON) the tenant supplied; `None` = generated from the latest model.
     pub schema: Option<serde_json::Value>,
+    /// Policies linked from templates of `policies`.
+    #[serde(default)]
+    pub links: Vec<TemplateLink>,
     pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A policy made from a template by filling its slots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateLink {
+    /// The id of the linked policy.
+    pub id: String,
+    /// The template's id (its `@id`, or `policyN` by position).
+    pub template: String,
+    /// `type:id` for `?principal`, if the template has that slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// `type:id` for `?resource`, if the template has that slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
 }
 
 /// Assertions attached to a model (stored as the JSON the API received).

@@ -12,6 +12,7 @@ for_each_backend!(
     tenant_schema_and_context,
     authzen,
     explain,
+    templates,
     policy_bad_input,
     decision_bad_input,
 );
@@ -735,4 +736,100 @@ async fn explain(backend: Backend) {
     // Without explain there is no explanation.
     let d = decide(&s, &store, "user:anne", "viewer", "document:1").await;
     assert!(d.get("explain").is_none(), "{d}");
+}
+
+/// Templates with slots and the policies linked from them, through the API.
+async fn templates(backend: Backend) {
+    let (s, store) = seeded(backend).await;
+    let path = format!("/stores/{store}/policies");
+    let text = r#"@id("baseline")
+permit (principal, action, resource) when { context.rebac };
+@id("share")
+@reason("shared by link")
+permit (principal == ?principal, action == Action::"viewer", resource == ?resource);
+"#;
+    let link = |id: &str, template: &str, principal: Option<&str>, resource: Option<&str>| {
+        let mut l = json!({ "id": id, "template": template });
+        if let Some(p) = principal {
+            l["principal"] = json!(p);
+        }
+        if let Some(r) = resource {
+            l["resource"] = json!(r);
+        }
+        l
+    };
+    let r = s
+        .put(
+            &path,
+            &json!({ "policies": text, "links": [link("share-bob-doc1", "share", Some("user:bob"), Some("document:1"))] }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json()["links"][0]["id"], "share-bob-doc1");
+    let good_id = r.json()["id"].as_str().unwrap().to_string();
+    let d = decide(&s, &store, "user:bob", "viewer", "document:1").await;
+    assert_eq!(d["allowed"], true, "{d}");
+    assert_eq!(ids(&d), ["share-bob-doc1"]);
+    assert_eq!(
+        d["policies"][0]["annotations"]["reason"], "shared by link",
+        "{d}"
+    );
+    let d = decide(&s, &store, "user:bob", "editor", "document:1").await;
+    assert_eq!(d["allowed"], false, "the link is for viewer only: {d}");
+    let d = decide(&s, &store, "user:carl", "viewer", "document:1").await;
+    assert_eq!(d["allowed"], false, "{d}");
+    let one = s
+        .get(&format!("/stores/{store}/policy-versions/{good_id}"))
+        .await
+        .ok();
+    assert_eq!(one["links"][0]["principal"], "user:bob", "{one}");
+
+    for (what, links) in [
+        (
+            "an unknown template",
+            json!([link("x", "nope", Some("user:bob"), Some("document:1"))]),
+        ),
+        (
+            "a malformed slot value",
+            json!([link("x", "share", Some("bob"), Some("document:1"))]),
+        ),
+        (
+            "a missing slot",
+            json!([link("x", "share", Some("user:bob"), None)]),
+        ),
+        (
+            "an id taken by a policy",
+            json!([link(
+                "baseline",
+                "share",
+                Some("user:bob"),
+                Some("document:1")
+            )]),
+        ),
+        (
+            "a static policy as template",
+            json!([link("x", "baseline", Some("user:bob"), Some("document:1"))]),
+        ),
+        (
+            "an unknown entity type",
+            json!([link("x", "share", Some("robot:r2"), Some("document:1"))]),
+        ),
+        ("not a list", json!({ "id": "x" })),
+    ] {
+        let r = s
+            .put(&path, &json!({ "policies": text, "links": links }))
+            .await;
+        let e = r.assert_error(400, None);
+        assert!(
+            ["invalid_policies", "validation_error"].contains(&e["code"].as_str().unwrap()),
+            "{what}: {e}"
+        );
+        let active = s.get(&path).await.ok();
+        assert_eq!(
+            active["id"],
+            good_id.as_str(),
+            "{what} changed the active version"
+        );
+    }
+    assert_eq!(versions(&s, &store).await.len(), 1);
 }

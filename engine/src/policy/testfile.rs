@@ -52,6 +52,9 @@ pub struct PolicyFile {
     pub policies_file: Option<String>,
     #[serde(default)]
     pub schema_file: Option<String>,
+    /// Policies linked from templates.
+    #[serde(default)]
+    pub links: Vec<crate::store::TemplateLink>,
     #[serde(default)]
     pub tuples: Vec<TupleKey>,
     #[serde(default)]
@@ -164,7 +167,7 @@ pub async fn run_file(path: &Path) -> Result<FileReport> {
             engine.write(&store, None, chunk, &[], opts).await?;
         }
         engine
-            .write_policies(&store, &policies, schema.clone(), true)
+            .write_policies(&store, &policies, schema.clone(), file.links.clone(), true)
             .await?;
         let mut assertions = Vec::new();
         for d in &t.decisions {
@@ -245,6 +248,6 @@ pub fn validate_file(
         }
     };
     let schema = Arc::new(super::parse_schema(&schema_json)?);
-    let compiled = super::CompiledPolicies::compile(&text, schema)?;
+    let compiled = super::CompiledPolicies::compile(&text, &[], schema)?;
     Ok(compiled.set.policies().count() + compiled.set.templates().count())
 }

@@ -86,7 +86,7 @@ fn hierarchy_edges_follow_tuplesets_and_membership() {
 
 #[test]
 fn baseline_compiles_and_lets_the_graph_decide() {
-    let p = CompiledPolicies::compile(BASELINE, schema()).unwrap();
+    let p = CompiledPolicies::compile(BASELINE, &[], schema()).unwrap();
     let es = entities(
         [(uid("user:anne"), vec![]), (uid("doc:1"), vec![])],
         &p.schema,
@@ -138,7 +138,7 @@ forbid (principal, action, resource) when { context.risk.score > 70 };
 @id("eng-reads-folder-a")
 permit (principal in group::"eng", action == Action::"viewer", resource in folder::"a");
 "#;
-    let p = CompiledPolicies::compile(text, schema()).unwrap();
+    let p = CompiledPolicies::compile(text, &[], schema()).unwrap();
     let es = entities(
         [
             (uid("user:anne"), vec![uid("group:eng")]),
@@ -186,7 +186,7 @@ permit (principal in group::"eng", action == Action::"viewer", resource in folde
 fn invalid_policies_carry_id_and_position() {
     // Unknown entity type on line 3.
     let text = "@id(\"ok\")\npermit (principal, action, resource) when { context.rebac };\npermit (principal == spaceship::\"x\", action, resource);\n";
-    let i = issues(CompiledPolicies::compile(text, schema()));
+    let i = issues(CompiledPolicies::compile(text, &[], schema()));
     assert_eq!(i.len(), 1, "{i:?}");
     assert_eq!(i[0].policy_id.as_deref(), Some("policy1"));
     assert_eq!(i[0].line, 3, "{i:?}");
@@ -195,7 +195,7 @@ fn invalid_policies_carry_id_and_position() {
     // An attribute that the context does not declare.
     let text =
         "@id(\"uses-ip\")\npermit (principal, action, resource) when { context.ip == \"1\" };\n";
-    let i = issues(CompiledPolicies::compile(text, schema()));
+    let i = issues(CompiledPolicies::compile(text, &[], schema()));
     assert_eq!(i[0].policy_id.as_deref(), Some("uses-ip"));
     assert_eq!(i[0].line, 2, "{i:?}");
     assert!(i[0].message.contains("uses-ip"), "{i:?}");
@@ -203,24 +203,25 @@ fn invalid_policies_carry_id_and_position() {
     // A syntax error.
     let i = issues(CompiledPolicies::compile(
         "permit (principal, action, resource)\nwhen { context.rebac ",
+        &[],
         schema(),
     ));
     assert!(i[0].line >= 1, "{i:?}");
 
     // Duplicate ids.
     let text = "@id(\"a\")\npermit (principal, action, resource);\n@id(\"a\")\nforbid (principal, action, resource);\n";
-    let i = issues(CompiledPolicies::compile(text, schema()));
+    let i = issues(CompiledPolicies::compile(text, &[], schema()));
     assert!(i[0].message.contains('a'), "{i:?}");
 
     // Too large.
     let big = "permit (principal, action, resource);\n".repeat(MAX_POLICY_BYTES / 30);
-    let i = issues(CompiledPolicies::compile(&big, schema()));
+    let i = issues(CompiledPolicies::compile(&big, &[], schema()));
     assert!(i[0].message.contains("bytes"), "{i:?}");
 }
 
 #[test]
 fn gatehouse_context_cannot_be_overridden_and_undeclared_context_is_refused() {
-    let p = CompiledPolicies::compile(BASELINE, schema()).unwrap();
+    let p = CompiledPolicies::compile(BASELINE, &[], schema()).unwrap();
     let es = entities(
         [(uid("user:anne"), vec![]), (uid("doc:1"), vec![])],
         &p.schema,

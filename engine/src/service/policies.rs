@@ -14,7 +14,7 @@ use crate::model::AuthorizationModel;
 use crate::policy::{
     self, CompiledPolicies, DeterminingPolicy, GraphContext, Hierarchy, PolicyError, Risk,
 };
-use crate::store::{Page, Paged, PolicyVersion, Revision, TupleFilter};
+use crate::store::{Page, Paged, PolicyVersion, Revision, TemplateLink, TupleFilter};
 use crate::tuple::ObjectRef;
 
 /// The id under which the baseline policy set of a store without versions is reported.
@@ -94,6 +94,7 @@ impl Engine {
     fn compile_policies(
         version: &str,
         text: &str,
+        links: &[TemplateLink],
         supplied: Option<&serde_json::Value>,
         model: Option<&CompiledModel>,
     ) -> Result<ActivePolicies> {
@@ -103,7 +104,7 @@ impl Engine {
             .cloned()
             .unwrap_or_else(|| policy::schema::generate(m));
         let schema = Arc::new(policy::parse_schema(&schema_json)?);
-        let compiled = Arc::new(CompiledPolicies::compile(text, schema)?);
+        let compiled = Arc::new(CompiledPolicies::compile(text, links, schema)?);
         Ok(ActivePolicies {
             version: version.to_string(),
             model_id: model.map(|m| m.id().to_string()),
@@ -123,12 +124,20 @@ impl Engine {
             return Ok(p);
         }
         let active = match self.ds.active_policy_version(store).await? {
-            Some(v) => {
-                Self::compile_policies(&v.id, &v.policies, v.schema.as_ref(), model.as_deref())
-            }
-            None => {
-                Self::compile_policies(BASELINE_VERSION, policy::BASELINE, None, model.as_deref())
-            }
+            Some(v) => Self::compile_policies(
+                &v.id,
+                &v.policies,
+                &v.links,
+                v.schema.as_ref(),
+                model.as_deref(),
+            ),
+            None => Self::compile_policies(
+                BASELINE_VERSION,
+                policy::BASELINE,
+                &[],
+                None,
+                model.as_deref(),
+            ),
         };
         // A version validated against an older model's schema may no longer validate: the
         // store then decides with nothing permitted rather than with unchecked policies.
@@ -136,7 +145,7 @@ impl Engine {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(store.id = store, error = %e, "active policies no longer validate; denying");
-                Self::compile_policies("invalid", "", None, model.as_deref())?
+                Self::compile_policies("invalid", "", &[], None, model.as_deref())?
             }
         });
         self.policies.insert(store.to_string(), active.clone());
@@ -149,15 +158,17 @@ impl Engine {
         store: &str,
         text: &str,
         schema: Option<serde_json::Value>,
+        links: Vec<TemplateLink>,
         activate: bool,
     ) -> Result<PolicyVersion> {
         self.get_store(store).await?;
         let model = self.latest_model_opt(store).await?;
-        Self::compile_policies("new", text, schema.as_ref(), model.as_deref())?;
+        Self::compile_policies("new", text, &links, schema.as_ref(), model.as_deref())?;
         let version = PolicyVersion {
             id: ulid::Ulid::new().to_string(),
             policies: text.to_string(),
             schema,
+            links,
             created_at: chrono::Utc::now(),
         };
         self.ds
@@ -173,7 +184,13 @@ impl Engine {
     pub async fn activate_policies(&self, store: &str, id: &str) -> Result<PolicyVersion> {
         let v = self.policy_version(store, id).await?;
         let model = self.latest_model_opt(store).await?;
-        Self::compile_policies(&v.id, &v.policies, v.schema.as_ref(), model.as_deref())?;
+        Self::compile_policies(
+            &v.id,
+            &v.policies,
+            &v.links,
+            v.schema.as_ref(),
+            model.as_deref(),
+        )?;
         if !self.ds.activate_policy_version(store, id).await? {
             return Err(Error::PolicyVersionNotFound(id.to_string()));
         }

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use super::{
     ChangeFilter, Datastore, Operation, Page, Paged, PolicyVersion, Revision, StoreInfo,
-    TupleChange, TupleFilter, WriteOptions,
+    TemplateLink, TupleChange, TupleFilter, WriteOptions,
 };
 use crate::error::Error;
 use crate::model::AuthorizationModel;
@@ -1805,6 +1805,7 @@ fn policy_version(text: &str, schema: Option<serde_json::Value>) -> PolicyVersio
         id: ulid::Ulid::new().to_string(),
         policies: text.to_string(),
         schema,
+        links: vec![],
         created_at: now(),
     }
 }
@@ -1826,10 +1827,16 @@ async fn policy_versions(ds: &dyn Datastore) {
         .expect("policies: write v1");
     std::thread::sleep(std::time::Duration::from_millis(2));
     let schema = serde_json::json!({ "": { "entityTypes": { "user": {} }, "actions": {} } });
-    let v2 = policy_version(
+    let mut v2 = policy_version(
         "forbid (principal, action, resource);",
         Some(schema.clone()),
     );
+    v2.links = vec![TemplateLink {
+        id: "anne-doc".into(),
+        template: "t".into(),
+        principal: Some("user:anne".into()),
+        resource: Some("doc:1".into()),
+    }];
     ds.write_policy_version(&store, &v2, false)
         .await
         .expect("policies: write v2");
@@ -1845,7 +1852,7 @@ async fn policy_versions(ds: &dyn Datastore) {
             .await
             .expect("policies: read"),
         Some(v2.clone()),
-        "policies: a version reads back as written, schema included"
+        "policies: a version reads back as written, schema and links included"
     );
     let all = ds
         .list_policy_versions(&store, &all())

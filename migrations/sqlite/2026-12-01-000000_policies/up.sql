@@ -7,6 +7,8 @@ CREATE TABLE policy_versions (
     policies TEXT NOT NULL,
     -- The Cedar schema (JSON) the tenant supplied; NULL = generated from the latest model.
     schema_json TEXT,
+    -- Template-linked policies, as JSON: [{"id", "template", "principal"?, "resource"?}].
+    links_json TEXT NOT NULL DEFAULT '[]',
     created_at TIMESTAMP NOT NULL,
     PRIMARY KEY (store_id, id)
 );

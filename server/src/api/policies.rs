@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use gatehouse_engine::service::{Decision, DecisionRequest};
-use gatehouse_engine::store::PolicyVersion;
+use gatehouse_engine::store::{PolicyVersion, TemplateLink};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -25,6 +25,7 @@ fn version_json(v: &PolicyVersion, active: Option<&str>) -> Value {
         "policies": v.policies,
         "created_at": v.created_at,
         "schema_generated": v.schema.is_none(),
+        "links": v.links,
     });
     if let Some(s) = &v.schema {
         j["schema"] = s.clone();
@@ -45,6 +46,9 @@ pub(super) struct WritePolicies {
     /// Whether the new version becomes the active one (default true).
     #[serde(default)]
     activate: Option<bool>,
+    /// Policies linked from the templates (`?principal`, `?resource`) of `policies`.
+    #[serde(default)]
+    links: Vec<TemplateLink>,
 }
 
 /// `PUT /stores/{id}/policies`: validates and saves a new version (active unless told not).
@@ -62,7 +66,7 @@ pub(super) async fn write_policies(
     let activate = body.activate.unwrap_or(true);
     let v = state
         .engine
-        .write_policies(&store, &body.policies, body.schema, activate)
+        .write_policies(&store, &body.policies, body.schema, body.links, activate)
         .await?;
     let mut j = version_json(&v, None);
     j["active"] = Value::Bool(activate);

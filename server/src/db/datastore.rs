@@ -1101,6 +1101,8 @@ impl Datastore for SqlStore {
             id: version.id.clone(),
             policies: version.policies.clone(),
             schema_json: version.schema.as_ref().map(ToString::to_string),
+            links_json: serde_json::to_string(&version.links)
+                .map_err(|e| Error::Storage(format!("cannot serialize template links: {e}")))?,
             created_at: version.created_at.naive_utc(),
         };
         write_tx!(self, |conn| {
@@ -1227,10 +1229,17 @@ fn policy_from_row(r: PolicyRow) -> Result<PolicyVersion> {
             })
         })
         .transpose()?;
+    let links = serde_json::from_str(&r.links_json).map_err(|e| {
+        Error::Storage(format!(
+            "stored template links of policy version `{}` do not parse: {e}",
+            r.id
+        ))
+    })?;
     Ok(PolicyVersion {
         id: r.id,
         policies: r.policies,
         schema,
+        links,
         created_at: utc(r.created_at),
     })
 }

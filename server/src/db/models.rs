@@ -103,6 +103,7 @@ pub(crate) struct PolicyRow {
     pub id: String,
     pub policies: String,
     pub schema_json: Option<String>,
+    pub links_json: String,
     pub created_at: NaiveDateTime,
 }
 

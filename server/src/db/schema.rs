@@ -81,6 +81,7 @@ diesel::table! {
         id -> Text,
         policies -> Text,
         schema_json -> Nullable<Text>,
+        links_json -> Text,
         created_at -> Timestamp,
     }
 }
