@@ -384,3 +384,22 @@ async fn policy_validate_reports_policy_and_position() {
     let out = gatehouse(&["policy", "validate", good.to_str().unwrap()], &[]).await;
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+async fn policy_library_validates_and_passes_its_tests() {
+    let lib = crate::harness::workspace_dir().join("policies/library");
+    let (cedar, schema) = (lib.join("templates.cedar"), lib.join("schema.json"));
+    let out = gatehouse(
+        &["policy", "validate", cedar.to_str().unwrap(), "--schema", schema.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("9 policies valid"), "{stdout}");
+    let file = lib.join("templates.policy.yaml");
+    let out = gatehouse(&["policy", "test", file.to_str().unwrap()], &[]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(summary(&stdout), Some((17, 0)), "{stdout}");
+}
