@@ -7,6 +7,7 @@
 
 pub mod hierarchy;
 pub mod schema;
+mod slice;
 pub mod testfile;
 
 use std::collections::{BTreeMap, HashMap};
@@ -108,6 +109,8 @@ pub struct CompiledPolicies {
     pub schema: Arc<Schema>,
     /// Annotations of every policy, by id.
     pub annotations: HashMap<String, BTreeMap<String, String>>,
+    /// Picks the policies whose scope can match a request.
+    slicer: slice::Slicer,
 }
 
 impl CompiledPolicies {
@@ -199,11 +202,13 @@ impl CompiledPolicies {
                 return Err(PolicyError::InvalidPolicies(issues));
             }
         }
+        let slicer = slice::Slicer::new(&set, &schema);
         Ok(Self {
             text: text.to_string(),
             set,
             schema,
             annotations,
+            slicer,
         })
     }
 }
@@ -380,9 +385,25 @@ pub fn evaluate(
                 .map_err(|e| RequestError(format!("invalid context: {e}")))?
         }
     };
+    let ancestors = |u: &EntityUid| -> std::collections::HashSet<EntityUid> {
+        entities
+            .ancestors(u)
+            .map(|it| it.cloned().collect())
+            .unwrap_or_default()
+    };
+    let slice = policies
+        .slicer
+        .slice(
+            &principal,
+            &ancestors(&principal),
+            &action,
+            &resource,
+            &ancestors(&resource),
+        )
+        .map_err(RequestError)?;
     let request = Request::new(principal, action, resource, context, Some(schema))
         .map_err(|e| RequestError(e.to_string()))?;
-    let response = Authorizer::new().is_authorized(&request, &policies.set, entities);
+    let response = Authorizer::new().is_authorized(&request, &slice, entities);
     let policies_out = response
         .diagnostics()
         .reason()

@@ -390,7 +390,13 @@ async fn policy_library_validates_and_passes_its_tests() {
     let lib = crate::harness::workspace_dir().join("policies/library");
     let (cedar, schema) = (lib.join("templates.cedar"), lib.join("schema.json"));
     let out = gatehouse(
-        &["policy", "validate", cedar.to_str().unwrap(), "--schema", schema.to_str().unwrap()],
+        &[
+            "policy",
+            "validate",
+            cedar.to_str().unwrap(),
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
         &[],
     )
     .await;

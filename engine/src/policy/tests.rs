@@ -252,3 +252,106 @@ fn gatehouse_context_cannot_be_overridden_and_undeclared_context_is_refused() {
     );
     assert!(r.is_err());
 }
+
+/// Evaluating only the slice of policies whose scope matches gives exactly the answer of the
+/// whole set: decision, determining policies and errors.
+#[test]
+fn slices_decide_as_the_whole_set() {
+    let text = r#"@id("baseline")
+permit (principal, action, resource) when { context.rebac };
+@id("anne-only")
+forbid (principal == user::"anne", action, resource) when { context.risk.score > 5 };
+@id("eng")
+permit (principal in group::"eng", action == Action::"viewer", resource in folder::"a");
+@id("users-own")
+permit (principal is user, action in [Action::"owner", Action::"viewer"], resource is doc);
+@id("eng-users-folders")
+permit (principal is user in group::"eng", action, resource is folder);
+@id("doc1")
+forbid (principal, action == Action::"owner", resource == doc::"1");
+@id("overflow")
+permit (principal, action == Action::"parent", resource) when { context.risk.score * 9223372036854775807 > 1 };
+@id("share")
+permit (principal == ?principal, action == Action::"viewer", resource == ?resource);
+"#;
+    let links = [crate::store::TemplateLink {
+        id: "share-bob".into(),
+        template: "share".into(),
+        principal: Some("user:bob".into()),
+        resource: Some("doc:2".into()),
+    }];
+    let p = CompiledPolicies::compile(text, &links, schema()).unwrap();
+    let es = entities(
+        [
+            (uid("user:anne"), vec![uid("group:eng")]),
+            (uid("user:bob"), vec![]),
+            (uid("group:eng"), vec![]),
+            (uid("doc:1"), vec![uid("folder:a")]),
+            (uid("doc:2"), vec![]),
+            (uid("folder:a"), vec![]),
+        ],
+        &p.schema,
+    )
+    .unwrap();
+    let mut checked = 0;
+    for principal in ["user:anne", "user:bob", "group:eng"] {
+        for resource in ["doc:1", "doc:2", "folder:a"] {
+            for action in ["viewer", "owner", "parent"] {
+                for (rebac, score) in [(false, 0), (true, 9), (false, 9)] {
+                    let graph = GraphContext {
+                        rebac,
+                        relations: vec![],
+                    };
+                    let risk = Risk {
+                        score,
+                        level: "x".into(),
+                        signals: vec![],
+                    };
+                    let Ok(sliced) = evaluate(
+                        &p,
+                        target(principal, action, resource),
+                        None,
+                        &graph,
+                        &risk,
+                        &es,
+                    ) else {
+                        continue; // an action the resource type lacks
+                    };
+                    let request = Request::new(
+                        uid(principal),
+                        action_uid(action).unwrap(),
+                        uid(resource),
+                        gatehouse_context(&graph, &risk).unwrap(),
+                        Some(&p.schema),
+                    )
+                    .unwrap();
+                    let whole = Authorizer::new().is_authorized(&request, &p.set, &es);
+                    let mut want: Vec<String> = whole
+                        .diagnostics()
+                        .reason()
+                        .map(ToString::to_string)
+                        .collect();
+                    want.sort();
+                    let mut got: Vec<String> =
+                        sliced.policies.iter().map(|d| d.id.clone()).collect();
+                    got.sort();
+                    let what =
+                        format!("{principal} {action} {resource} rebac={rebac} score={score}");
+                    assert_eq!(
+                        sliced.allowed,
+                        whole.decision() == Decision::Allow,
+                        "{what}"
+                    );
+                    assert_eq!(got, want, "{what}");
+                    assert_eq!(
+                        sliced.errors.len(),
+                        whole.diagnostics().errors().count(),
+                        "{what}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 40, "only {checked} requests compared");
+}
