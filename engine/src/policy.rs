@@ -111,6 +111,8 @@ pub struct CompiledPolicies {
     pub annotations: HashMap<String, BTreeMap<String, String>>,
     /// Picks the policies whose scope can match a request.
     slicer: slice::Slicer,
+    /// The schema's actions as entities (with their groups).
+    action_entities: Vec<Entity>,
 }
 
 impl CompiledPolicies {
@@ -203,12 +205,17 @@ impl CompiledPolicies {
             }
         }
         let slicer = slice::Slicer::new(&set, &schema);
+        let action_entities = schema
+            .action_entities()
+            .map(|es| es.iter().cloned().collect())
+            .map_err(|e| PolicyError::InvalidSchema(e.to_string()))?;
         Ok(Self {
             text: text.to_string(),
             set,
             schema,
             annotations,
             slicer,
+            action_entities,
         })
     }
 }
@@ -446,15 +453,19 @@ fn gatehouse_context(graph: &GraphContext, risk: &Risk) -> Result<Context, Reque
 }
 
 /// Builds the entity set of a decision from hierarchy edges, checked against the schema.
+///
+/// The hierarchy comes from the model's parent links, so it is not checked against the schema
+/// again on every request (that check was about half the cost of a decision); the schema's
+/// action entities, computed once per policy set, are added so that action groups work.
 pub fn entities(
     uids: impl IntoIterator<Item = (EntityUid, Vec<EntityUid>)>,
-    schema: &Schema,
+    policies: &CompiledPolicies,
 ) -> Result<Entities, RequestError> {
-    let list: Vec<Entity> = uids
+    let list = uids
         .into_iter()
         .map(|(uid, parents)| Entity::new_no_attrs(uid, parents.into_iter().collect()))
-        .collect();
-    Entities::from_entities(list, Some(schema)).map_err(|e| RequestError(e.to_string()))
+        .chain(policies.action_entities.iter().cloned());
+    Entities::from_entities(list, None).map_err(|e| RequestError(e.to_string()))
 }
 
 #[cfg(test)]

@@ -116,6 +116,8 @@ pub struct Engine {
     policies: moka::sync::Cache<String, Arc<ActivePolicies>>,
     /// Parents of an entity for Cedar's hierarchy: `(store, model id, revision, type:id)`.
     parents: moka::sync::Cache<(String, String, Revision, String), Arc<Vec<String>>>,
+    /// Hydrated Cedar entity sets: `(store, model@revision/policy version, subject, resource)`.
+    entity_sets: moka::sync::Cache<(String, String, String, String), Arc<cedar_policy::Entities>>,
     heads: Mutex<HashMap<String, (Revision, Instant)>>,
     notifier: Mutex<Option<Arc<dyn ChangeNotifier>>>,
 }
@@ -178,6 +180,10 @@ impl Engine {
                 .build(),
             parents: moka::sync::Cache::builder()
                 .max_capacity(cfg.cache_capacity)
+                .time_to_live(cfg.cache_ttl)
+                .build(),
+            entity_sets: moka::sync::Cache::builder()
+                .max_capacity(100_000)
                 .time_to_live(cfg.cache_ttl)
                 .build(),
             heads: Mutex::new(HashMap::new()),

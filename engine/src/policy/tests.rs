@@ -87,11 +87,7 @@ fn hierarchy_edges_follow_tuplesets_and_membership() {
 #[test]
 fn baseline_compiles_and_lets_the_graph_decide() {
     let p = CompiledPolicies::compile(BASELINE, &[], schema()).unwrap();
-    let es = entities(
-        [(uid("user:anne"), vec![]), (uid("doc:1"), vec![])],
-        &p.schema,
-    )
-    .unwrap();
+    let es = entities([(uid("user:anne"), vec![]), (uid("doc:1"), vec![])], &p).unwrap();
     let yes = GraphContext {
         rebac: true,
         relations: vec!["viewer".into()],
@@ -146,7 +142,7 @@ permit (principal in group::"eng", action == Action::"viewer", resource in folde
             (uid("doc:1"), vec![uid("folder:a")]),
             (uid("folder:a"), vec![]),
         ],
-        &p.schema,
+        &p,
     )
     .unwrap();
     let run = |risk: i64| {
@@ -222,11 +218,7 @@ fn invalid_policies_carry_id_and_position() {
 #[test]
 fn gatehouse_context_cannot_be_overridden_and_undeclared_context_is_refused() {
     let p = CompiledPolicies::compile(BASELINE, &[], schema()).unwrap();
-    let es = entities(
-        [(uid("user:anne"), vec![]), (uid("doc:1"), vec![])],
-        &p.schema,
-    )
-    .unwrap();
+    let es = entities([(uid("user:anne"), vec![]), (uid("doc:1"), vec![])], &p).unwrap();
     for ctx in [
         serde_json::json!({ "rebac": true }),
         serde_json::json!({ "ip": "10.0.0.1" }),
@@ -290,7 +282,7 @@ permit (principal == ?principal, action == Action::"viewer", resource == ?resour
             (uid("doc:2"), vec![]),
             (uid("folder:a"), vec![]),
         ],
-        &p.schema,
+        &p,
     )
     .unwrap();
     let mut checked = 0;

@@ -276,27 +276,43 @@ impl Engine {
         } else {
             None
         };
-        let edges = self
-            .hydrate(
-                store,
-                rev,
-                cached,
-                &active.hierarchy,
-                &[&req.subject, &req.resource],
-            )
-            .await?;
         let bad = |e: String| Error::Validation(e);
-        let mut uids = Vec::with_capacity(edges.len());
-        for (child, parents) in &edges {
-            let parents = parents
-                .iter()
-                .map(|p| policy::entity_uid(p))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(bad)?;
-            uids.push((policy::entity_uid(child).map_err(bad)?, parents));
-        }
-        let schema = active.compiled.schema.as_ref();
-        let entities = policy::entities(uids, schema).map_err(|e| bad(e.0))?;
+        // The hydrated entity set of this subject and resource, cached like sub-results: the
+        // model, the revision and the policy version (its schema's actions) are in the key.
+        let key = (
+            store.to_string(),
+            format!("{}@{rev}/{}", active.hierarchy.model_id, active.version),
+            req.subject.clone(),
+            req.resource.clone(),
+        );
+        let entities = match self.entity_sets.get(&key).filter(|_| cached) {
+            Some(e) => e,
+            None => {
+                let edges = self
+                    .hydrate(
+                        store,
+                        rev,
+                        cached,
+                        &active.hierarchy,
+                        &[&req.subject, &req.resource],
+                    )
+                    .await?;
+                let mut uids = Vec::with_capacity(edges.len());
+                for (child, parents) in &edges {
+                    let parents = parents
+                        .iter()
+                        .map(|p| policy::entity_uid(p))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(bad)?;
+                    uids.push((policy::entity_uid(child).map_err(bad)?, parents));
+                }
+                let e = Arc::new(policy::entities(uids, &active.compiled).map_err(|e| bad(e.0))?);
+                if cached {
+                    self.entity_sets.insert(key, e.clone());
+                }
+                e
+            }
+        };
         let graph_ctx = GraphContext {
             rebac,
             relations: relations.clone(),
