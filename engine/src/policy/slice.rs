@@ -72,6 +72,11 @@ struct Entry {
 #[derive(Debug)]
 pub struct Slicer {
     entries: Vec<Entry>,
+    /// Policies by the entity their principal scope names (`==`, `in`, `is … in`), so that a
+    /// request only looks at those naming its principal or one of its ancestors.
+    by_principal: HashMap<EntityUid, Vec<u32>>,
+    /// Policies whose principal scope names no entity (`principal`, `principal is T`).
+    open_principal: Vec<u32>,
     /// Templates by id, to re-link linked policies into a slice.
     templates: HashMap<PolicyId, cedar_policy::Template>,
     /// Actions that have member actions (action groups): `action in [group]` may match any
@@ -82,7 +87,7 @@ pub struct Slicer {
 
 impl Slicer {
     pub fn new(set: &PolicySet, schema: &Schema) -> Self {
-        let entries = set
+        let entries: Vec<Entry> = set
             .policies()
             .map(|p| Entry {
                 principal: p.principal_constraint().into(),
@@ -91,6 +96,17 @@ impl Slicer {
                 policy: p.clone(),
             })
             .collect();
+        let mut by_principal: HashMap<EntityUid, Vec<u32>> = HashMap::new();
+        let mut open_principal = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let Ok(i) = u32::try_from(i) else { continue };
+            match &e.principal {
+                Scope::Eq(u) | Scope::In(u) | Scope::IsIn(_, u) => {
+                    by_principal.entry(u.clone()).or_default().push(i);
+                }
+                Scope::Any | Scope::Is(_) => open_principal.push(i),
+            }
+        }
         let templates = set
             .templates()
             .map(|t| (t.id().clone(), t.clone()))
@@ -109,6 +125,8 @@ impl Slicer {
         }
         Self {
             entries,
+            by_principal,
+            open_principal,
             templates,
             action_groups,
             slices: moka::sync::Cache::new(1_000),
@@ -134,16 +152,26 @@ impl Slicer {
         resource: &EntityUid,
         resource_ancestors: &HashSet<EntityUid>,
     ) -> Result<Arc<PolicySet>, String> {
-        let key: Vec<u32> = self
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| {
-                self.action_admits(&e.action, action)
-                    && e.principal.admits(principal, principal_ancestors)
-                    && e.resource.admits(resource, resource_ancestors)
+        let mut candidates: Vec<u32> = self.open_principal.clone();
+        for u in std::iter::once(principal).chain(principal_ancestors) {
+            if let Some(list) = self.by_principal.get(u) {
+                candidates.extend(list);
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let key: Vec<u32> = candidates
+            .into_iter()
+            .filter(|&i| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| self.entries.get(i))
+                    .is_some_and(|e| {
+                        self.action_admits(&e.action, action)
+                            && e.principal.admits(principal, principal_ancestors)
+                            && e.resource.admits(resource, resource_ancestors)
+                    })
             })
-            .filter_map(|(i, _)| u32::try_from(i).ok())
             .collect();
         if let Some(s) = self.slices.get(&key) {
             return Ok(s);
