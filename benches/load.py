@@ -200,6 +200,14 @@ def main():
         health = oha(srv.base + "/healthz", a.seconds, a.conns)
         chk = oha(f"{srv.base}/stores/{store}/check", a.seconds, a.conns, check)
         half = oha(f"{srv.base}/stores/{store}/check", a.seconds, a.conns, check, rate=int(chk["rps"] / 2))
+        # AuthZEN evaluation with a 100-policy Cedar set (as in the criterion bench).
+        policies = '@id("baseline")\npermit (principal, action, resource) when { context.rebac };\n'
+        policies += "".join(f'@id("deny-{i}")\nforbid (principal == user::"blocked{i}", action, resource);\n' for i in range(66))
+        policies += "".join(f'@id("team-{i}")\npermit (principal in team::"t{i}", action == Action::"reader", resource in organization::"o{i}") when {{ context.risk.score < 50 }};\n' for i in range(33))
+        srv.call("PUT", f"/stores/{store}/policies", {"policies": policies})
+        az = {"subject": {"type": "user", "id": "u5"}, "action": {"name": "reader"}, "resource": {"type": "repo", "id": "r0"}}
+        assert srv.call("POST", f"/stores/{store}/access/v1/evaluation", az)["decision"] is True
+        authzen = oha(f"{srv.base}/stores/{store}/access/v1/evaluation", a.seconds, a.conns, az)
         lo_body = {"type": "repo", "relation": "reader", "user": "user:lister"}
         n = len(srv.call("POST", f"/stores/{store}/list-objects", lo_body)["objects"])
         assert n == 10_000, n
@@ -213,6 +221,8 @@ def main():
     print(f"| GET /healthz | {health['rps']:.0f} req/s |")
     print(f"| POST check, warm cache | {chk['rps']:.0f} req/s (p50 {chk['p50']:.2f} ms, p99 {chk['p99']:.2f} ms) |")
     print(f"| check / healthz throughput | {chk['rps'] / health['rps'] * 100:.0f}% |")
+    print(f"| AuthZEN evaluation, 100 policies, warm | {authzen['rps']:.0f} req/s (p50 {authzen['p50']:.2f} ms, p99 {authzen['p99']:.2f} ms) |")
+    print(f"| AuthZEN / healthz throughput | {authzen['rps'] / health['rps'] * 100:.0f}% |")
     print(f"| check at half load ({int(chk['rps'] / 2)} req/s) | p50 {half['p50']:.2f} ms, p99 {half['p99']:.2f} ms |")
     print(f"| list objects, 10,000 results | p50 {lo['p50']:.1f} ms, p99 {lo['p99']:.1f} ms |")
     print(f"| RSS idle after start / after load | {idle:.1f} MB / {loaded:.1f} MB |")
