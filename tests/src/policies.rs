@@ -337,6 +337,30 @@ async fn authzen(backend: Backend) {
         v["evaluations"][1]["context"]["error"]["code"], "type_not_found",
         "{v}"
     );
+
+    // A policy that reads `context.relations` gets every relation held, through AuthZEN too.
+    s.write_ok(&store, &[tk("user:carl", "viewer", "document:1")])
+        .await;
+    let owners_only = r#"@id("baseline")
+permit (principal, action, resource) when { context.rebac };
+@id("owners-only")
+forbid (principal, action == Action::"viewer", resource) unless { context.relations.contains("owner") };
+"#;
+    s.put(
+        &format!("/stores/{store}/policies"),
+        &json!({ "policies": owners_only }),
+    )
+    .await
+    .ok();
+    let v = s.post(&path, &one("anne", "viewer", "1")).await.ok();
+    assert_eq!(v["decision"], true, "anne owns document:1: {v}");
+    let v = s.post(&path, &one("carl", "viewer", "1")).await.ok();
+    assert_eq!(v["decision"], false, "carl only views: {v}");
+    assert_eq!(v["context"]["policies"], json!(["owners-only"]), "{v}");
+    // An action the resource type lacks is refused on this path as well.
+    s.post(&path, &one("anne", "member", "1"))
+        .await
+        .assert_error(400, Some("validation_error"));
 }
 
 async fn policy_bad_input(backend: Backend) {

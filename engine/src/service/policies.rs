@@ -48,6 +48,10 @@ pub struct DecisionRequest {
     pub consistency: Consistency,
     /// Also say why: the tuples that granted `rebac`.
     pub explain: bool,
+    /// The caller does not need `relations` in the answer (AuthZEN): then every relation is
+    /// checked only if a policy may read `context.relations`; otherwise only the action is,
+    /// and `relations` holds just the action when granted.
+    pub lean: bool,
 }
 
 /// A decision and what determined it.
@@ -260,7 +264,18 @@ impl Engine {
         // condition without its parameters) is reported and not counted as held.
         let mut relations = Vec::new();
         let mut relation_errors = Vec::new();
+        // Conservative: any mention of `relations` in the policy text counts as a read.
+        let all_relations = !req.lean || active.compiled.text.contains("relations");
+        if !all_relations && !resource_type.relations.contains_key(&req.action) {
+            return Err(Error::Validation(format!(
+                "`{}` is not a relation of type `{}`",
+                req.action, resource.object_type
+            )));
+        }
         for rel in resource_type.relations.keys() {
+            if !all_relations && *rel != req.action {
+                continue;
+            }
             match graph::check(&q, &req.resource, rel, &req.subject).await {
                 Ok(true) => relations.push(rel.clone()),
                 Ok(false) => {}

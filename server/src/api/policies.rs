@@ -197,6 +197,7 @@ pub(super) async fn decide(
         resource: body.resource,
         context: body.context,
         explain: body.explain,
+        lean: false,
     };
     let d = state.engine.decide(&store, &req).await?;
     Ok(json_with_token(
@@ -293,6 +294,7 @@ async fn az_decide(state: &State, store: &str, e: &AzEvaluation) -> ApiResult<Va
         action: name.to_string(),
         resource: az_entity(e.resource.as_ref(), "resource")?,
         context: e.context.clone(),
+        lean: true,
         ..DecisionRequest::default()
     };
     let d = state.engine.decide(store, &req).await?;
