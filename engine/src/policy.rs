@@ -119,6 +119,9 @@ pub struct CompiledPolicies {
         std::sync::RwLock<std::collections::HashSet<(EntityTypeName, EntityUid, EntityTypeName)>>,
     /// Gatehouse-only contexts already built, by their values (a `Context` clone is an `Arc`).
     contexts: moka::sync::Cache<String, Context>,
+    /// Whether any policy may read `context.relations` (conservatively: the text mentions
+    /// `relations`), so that decisions which do not return them can skip computing them.
+    pub reads_relations: bool,
 }
 
 impl CompiledPolicies {
@@ -224,6 +227,7 @@ impl CompiledPolicies {
             action_entities,
             validated: std::sync::RwLock::default(),
             contexts: moka::sync::Cache::new(10_000),
+            reads_relations: text.contains("relations"),
         })
     }
 }

@@ -176,7 +176,36 @@ impl std::fmt::Display for FileReport {
     }
 }
 
-fn read(path: &Path) -> Result<String> {
+/// The model a test file names: inline DSL (`model`) or a file (`model_file`, relative to `dir`).
+pub(crate) fn load_model(
+    inline: Option<&str>,
+    file: Option<&str>,
+    dir: &Path,
+) -> Result<AuthorizationModel> {
+    match (inline, file) {
+        (Some(dsl), _) => model::parse_dsl(dsl),
+        (None, Some(f)) => load_model_file(&dir.join(f)),
+        (None, None) => Err(Error::Validation(
+            "the file names no `model` or `model_file`".into(),
+        )),
+    }
+}
+
+/// Inline tuples and those of `tuple_file` and `tuple_files` (relative to `dir`).
+pub(crate) fn load_tuples(
+    inline: &[TupleKey],
+    file: Option<&String>,
+    files: &[String],
+    dir: &Path,
+) -> Result<Vec<TupleKey>> {
+    let mut tuples = inline.to_vec();
+    for f in file.into_iter().chain(files) {
+        tuples.extend(load_tuple_file(&dir.join(f))?);
+    }
+    Ok(tuples)
+}
+
+pub(crate) fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path)
         .map_err(|e| Error::Validation(format!("cannot read `{}`: {e}", path.display())))
 }
@@ -255,21 +284,15 @@ pub async fn run_file(path: &Path) -> Result<FileReport> {
     let file: StoreFile = serde_yaml_ng::from_str(&text)
         .map_err(|e| Error::Validation(format!("cannot parse `{}`: {e}", path.display())))?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut model = match (&file.model, &file.model_file) {
-        (Some(dsl), _) => model::parse_dsl(dsl)?,
-        (None, Some(f)) => load_model_file(&dir.join(f))?,
-        (None, None) => {
-            return Err(Error::Validation(
-                "the file names no `model` or `model_file`".into(),
-            ));
-        }
-    };
+    let mut model = load_model(file.model.as_deref(), file.model_file.as_deref(), dir)?;
     model.id = ulid::Ulid::new().to_string();
     let compiled = CompiledModel::new(model)?;
-    let mut tuples = file.tuples.clone();
-    for f in file.tuple_file.iter().chain(&file.tuple_files) {
-        tuples.extend(load_tuple_file(&dir.join(f))?);
-    }
+    let tuples = load_tuples(
+        &file.tuples,
+        file.tuple_file.as_ref(),
+        &file.tuple_files,
+        dir,
+    )?;
     let mut tests = Vec::new();
     for (i, t) in file.tests.iter().enumerate() {
         let mut test_tuples = tuples.clone();

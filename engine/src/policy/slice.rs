@@ -111,15 +111,12 @@ impl Slicer {
             .templates()
             .map(|t| (t.id().clone(), t.clone()))
             .collect();
+        // An action's ancestors in the schema are its groups.
         let mut action_groups = HashSet::new();
         if let Ok(actions) = schema.action_entities() {
             for a in actions.iter() {
-                let uid = a.uid();
-                for other in actions.iter() {
-                    if other.uid() != uid && actions.is_ancestor_of(&uid, &other.uid()) {
-                        action_groups.insert(uid.clone());
-                        break;
-                    }
+                if let Some(groups) = actions.ancestors(&a.uid()) {
+                    action_groups.extend(groups.cloned());
                 }
             }
         }

@@ -29,11 +29,12 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::model;
 use crate::service::{DecisionRequest, Engine, EngineConfig};
 use crate::store::WriteOptions;
 use crate::store::memory::MemoryStore;
-use crate::testfile::{AssertionResult, FileReport, TestReport, load_model_file, load_tuple_file};
+use crate::testfile::{
+    AssertionResult, FileReport, TestReport, load_model, load_model_file, load_tuples, read,
+};
 use crate::tuple::TupleKey;
 
 /// A policy test file.
@@ -100,11 +101,6 @@ pub struct DecisionCase {
     pub policies: Option<Vec<String>>,
 }
 
-fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| Error::Validation(format!("cannot read `{}`: {e}", path.display())))
-}
-
 /// Loads a policy text and, if given, a schema, relative to `dir`.
 fn sources(file: &PolicyFile, dir: &Path) -> Result<(String, Option<serde_json::Value>)> {
     let text = match (&file.policies, &file.policies_file) {
@@ -133,20 +129,14 @@ pub async fn run_file(path: &Path) -> Result<FileReport> {
     let file: PolicyFile = serde_yaml_ng::from_str(&read(path)?)
         .map_err(|e| Error::Validation(format!("cannot parse `{}`: {e}", path.display())))?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let model = match (&file.model, &file.model_file) {
-        (Some(dsl), _) => model::parse_dsl(dsl)?,
-        (None, Some(f)) => load_model_file(&dir.join(f))?,
-        (None, None) => {
-            return Err(Error::Validation(
-                "the file names no `model` or `model_file`".into(),
-            ));
-        }
-    };
+    let model = load_model(file.model.as_deref(), file.model_file.as_deref(), dir)?;
     let (policies, schema) = sources(&file, dir)?;
-    let mut tuples = file.tuples.clone();
-    for f in file.tuple_file.iter().chain(&file.tuple_files) {
-        tuples.extend(load_tuple_file(&dir.join(f))?);
-    }
+    let tuples = load_tuples(
+        &file.tuples,
+        file.tuple_file.as_ref(),
+        &file.tuple_files,
+        dir,
+    )?;
     let mut tests = Vec::new();
     for (i, t) in file.tests.iter().enumerate() {
         let name = if t.name.is_empty() {

@@ -123,25 +123,24 @@ impl Engine {
     pub async fn active_policies(&self, store: &str) -> Result<Arc<ActivePolicies>> {
         self.get_store(store).await?;
         let model = self.latest_model_opt(store).await?;
-        let model_id = model.as_ref().map(|m| m.id().to_string());
+        self.active_for(store, model.as_deref()).await
+    }
+
+    /// The active policies with the schema and hierarchy of `model` (the latest one).
+    async fn active_for(
+        &self,
+        store: &str,
+        model: Option<&CompiledModel>,
+    ) -> Result<Arc<ActivePolicies>> {
+        let model_id = model.map(|m| m.id().to_string());
         if let Some(p) = self.policies.get(store).filter(|p| p.model_id == model_id) {
             return Ok(p);
         }
         let active = match self.ds.active_policy_version(store).await? {
-            Some(v) => Self::compile_policies(
-                &v.id,
-                &v.policies,
-                &v.links,
-                v.schema.as_ref(),
-                model.as_deref(),
-            ),
-            None => Self::compile_policies(
-                BASELINE_VERSION,
-                policy::BASELINE,
-                &[],
-                None,
-                model.as_deref(),
-            ),
+            Some(v) => {
+                Self::compile_policies(&v.id, &v.policies, &v.links, v.schema.as_ref(), model)
+            }
+            None => Self::compile_policies(BASELINE_VERSION, policy::BASELINE, &[], None, model),
         };
         // A version validated against an older model's schema may no longer validate: the
         // store then decides with nothing permitted rather than with unchecked policies.
@@ -149,7 +148,7 @@ impl Engine {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(store.id = store, error = %e, "active policies no longer validate; denying");
-                Self::compile_policies("invalid", "", &[], None, model.as_deref())?
+                Self::compile_policies("invalid", "", &[], None, model)?
             }
         });
         self.policies.insert(store.to_string(), active.clone());
@@ -202,6 +201,8 @@ impl Engine {
         Ok(v)
     }
 
+    /// Another version became active: every node drops its compiled set and reads the active
+    /// one again (writes racing on one node cannot leave a stale set cached).
     fn policies_changed(&self, store: &str) {
         self.policies.invalidate(store);
         self.notify(store, StoreEvent::PoliciesChanged);
@@ -231,7 +232,6 @@ impl Engine {
 
     /// Decides a request at one revision.
     pub async fn decide(&self, store: &str, req: &DecisionRequest) -> Result<Decision> {
-        let active = self.active_policies(store).await?;
         // The caller's context also serves the model's conditions.
         let opts = QueryOptions {
             consistency: req.consistency,
@@ -239,6 +239,7 @@ impl Engine {
             ..QueryOptions::default()
         };
         let (model, rev, cached) = self.prepare(store, &opts).await?;
+        let active = self.active_for(store, Some(&model)).await?;
         let subject = ObjectRef::parse(&req.subject).ok_or_else(|| {
             Error::Validation(format!(
                 "invalid subject `{}`: expected `type:id`",
@@ -264,8 +265,7 @@ impl Engine {
         // condition without its parameters) is reported and not counted as held.
         let mut relations = Vec::new();
         let mut relation_errors = Vec::new();
-        // Conservative: any mention of `relations` in the policy text counts as a read.
-        let all_relations = !req.lean || active.compiled.text.contains("relations");
+        let all_relations = !req.lean || active.compiled.reads_relations;
         if !all_relations && !resource_type.relations.contains_key(&req.action) {
             return Err(Error::Validation(format!(
                 "`{}` is not a relation of type `{}`",

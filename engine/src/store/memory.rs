@@ -88,6 +88,17 @@ fn paginate<T>(items: Vec<T>, page: &Page) -> Result<Paged<T>> {
     })
 }
 
+/// A live (existing, not deleted) store, for writing.
+fn live_mut<'a>(
+    stores: &'a mut BTreeMap<String, StoreData>,
+    store: &str,
+) -> Result<&'a mut StoreData> {
+    stores
+        .get_mut(store)
+        .filter(|s| s.live_store())
+        .ok_or_else(|| Error::StoreNotFound(store.into()))
+}
+
 impl StoreData {
     fn live_store(&self) -> bool {
         self.info.is_some() && !self.deleted
@@ -146,10 +157,7 @@ impl Datastore for MemoryStore {
 
     async fn write_model(&self, store: &str, model: &AuthorizationModel) -> Result<()> {
         let mut stores = self.stores.write().map_err(|_| poisoned())?;
-        let s = stores
-            .get_mut(store)
-            .filter(|s| s.live_store())
-            .ok_or_else(|| Error::StoreNotFound(store.into()))?;
+        let s = live_mut(&mut stores, store)?;
         s.models.insert(model.id.clone(), model.clone());
         Ok(())
     }
@@ -184,10 +192,7 @@ impl Datastore for MemoryStore {
         opts: WriteOptions,
     ) -> Result<Revision> {
         let mut stores = self.stores.write().map_err(|_| poisoned())?;
-        let s = stores
-            .get_mut(store)
-            .filter(|s| s.live_store())
-            .ok_or_else(|| Error::StoreNotFound(store.into()))?;
+        let s = live_mut(&mut stores, store)?;
         let id = |k: &TupleKey| (k.object.clone(), k.relation.clone(), k.user.clone());
         // Validate everything before touching anything: all or nothing.
         let mut deleting = std::collections::HashSet::new();
@@ -365,10 +370,7 @@ impl Datastore for MemoryStore {
         assertions: &Assertions,
     ) -> Result<()> {
         let mut stores = self.stores.write().map_err(|_| poisoned())?;
-        let s = stores
-            .get_mut(store)
-            .filter(|s| s.live_store())
-            .ok_or_else(|| Error::StoreNotFound(store.into()))?;
+        let s = live_mut(&mut stores, store)?;
         s.assertions.insert(model_id.into(), assertions.clone());
         Ok(())
     }
@@ -389,10 +391,7 @@ impl Datastore for MemoryStore {
         activate: bool,
     ) -> Result<()> {
         let mut stores = self.stores.write().map_err(|_| poisoned())?;
-        let s = stores
-            .get_mut(store)
-            .filter(|s| s.live_store())
-            .ok_or_else(|| Error::StoreNotFound(store.into()))?;
+        let s = live_mut(&mut stores, store)?;
         if s.policies.contains_key(&version.id) {
             return Err(Error::Validation(format!(
                 "policy version `{}` already exists",
@@ -422,10 +421,7 @@ impl Datastore for MemoryStore {
 
     async fn activate_policy_version(&self, store: &str, id: &str) -> Result<bool> {
         let mut stores = self.stores.write().map_err(|_| poisoned())?;
-        let s = stores
-            .get_mut(store)
-            .filter(|s| s.live_store())
-            .ok_or_else(|| Error::StoreNotFound(store.into()))?;
+        let s = live_mut(&mut stores, store)?;
         if !s.policies.contains_key(id) {
             return Ok(false);
         }
