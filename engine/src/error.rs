@@ -57,6 +57,8 @@ pub enum Error {
     InvalidPolicySchema(String),
     #[error("policy version `{0}` not found")]
     PolicyVersionNotFound(String),
+    #[error("entity `{0}` has no stored attributes")]
+    EntityNotFound(String),
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("storage unavailable: {0}")]

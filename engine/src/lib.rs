@@ -7,6 +7,7 @@ pub mod error;
 pub mod graph;
 pub mod model;
 pub mod policy;
+pub mod risk;
 pub mod service;
 pub mod store;
 pub mod testfile;

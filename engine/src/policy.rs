@@ -122,6 +122,9 @@ pub struct CompiledPolicies {
     /// Whether any policy may read `context.relations` (conservatively: the text mentions
     /// `relations`), so that decisions which do not return them can skip computing them.
     pub reads_relations: bool,
+    /// Whether any policy may read `context.risk` (the text mentions `risk`): otherwise a
+    /// decision without risk signals skips loading the subject's history.
+    pub reads_risk: bool,
 }
 
 impl CompiledPolicies {
@@ -228,6 +231,7 @@ impl CompiledPolicies {
             validated: std::sync::RwLock::default(),
             contexts: moka::sync::Cache::new(10_000),
             reads_relations: text.contains("relations"),
+            reads_risk: text.contains("risk"),
         })
     }
 }
@@ -323,23 +327,8 @@ pub struct GraphContext {
     pub relations: Vec<String>,
 }
 
-/// The risk the request carries, as Cedar sees it in `context.risk`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Risk {
-    pub score: i64,
-    pub level: String,
-    pub signals: Vec<String>,
-}
-
-impl Default for Risk {
-    fn default() -> Self {
-        Self {
-            score: 0,
-            level: "low".into(),
-            signals: vec![],
-        }
-    }
-}
+/// The risk of the request (`context.risk`).
+pub use crate::risk::Assessment as Risk;
 
 /// One policy that determined a decision.
 #[derive(Debug, Clone, Serialize)]
@@ -502,20 +491,74 @@ fn gatehouse_context(graph: &GraphContext, risk: &Risk) -> Result<Context, Reque
     .map_err(|e| RequestError(e.to_string()))
 }
 
-/// Builds the entity set of a decision from hierarchy edges, checked against the schema.
+/// Attribute values of an entity, parsed against the schema.
+pub type Attributes = HashMap<String, cedar_policy::RestrictedExpression>;
+
+/// Parses stored attributes (`{"name": value}`) of `entity` against `schema`: the type must be
+/// declared and the attributes must match its shape (extension values such as `ipaddr` are
+/// written as strings).
+pub fn parse_attributes(
+    entity: &EntityUid,
+    attributes: &serde_json::Map<String, serde_json::Value>,
+    schema: &Schema,
+) -> Result<Attributes, String> {
+    let json = serde_json::json!({
+        "uid": { "type": entity.type_name().to_string(), "id": entity.id().unescaped() },
+        "attrs": attributes,
+        "parents": [],
+    });
+    let e = Entity::from_json_value(json, Some(schema)).map_err(|e| {
+        let mut msg = e.to_string();
+        if let Some(help) = miette::Diagnostic::help(&e) {
+            msg.push_str(&format!(" ({help})"));
+        }
+        msg
+    })?;
+    Ok(e.into_inner().1)
+}
+
+/// Builds the entity set of a decision from hierarchy edges and stored attributes.
 ///
 /// The hierarchy comes from the model's parent links, so it is not checked against the schema
-/// again on every request (that check was about half the cost of a decision); the schema's
-/// action entities, computed once per policy set, are added so that action groups work.
+/// again on every request (that check was about half the cost of a decision); attributes were
+/// parsed against the schema. The schema's action entities, computed once per policy set, are
+/// added so that action groups work.
 pub fn entities(
-    uids: impl IntoIterator<Item = (EntityUid, Vec<EntityUid>)>,
+    uids: impl IntoIterator<Item = (EntityUid, Vec<EntityUid>, Option<Attributes>)>,
     policies: &CompiledPolicies,
 ) -> Result<Entities, RequestError> {
     let list = uids
         .into_iter()
-        .map(|(uid, parents)| Entity::new_no_attrs(uid, parents.into_iter().collect()))
+        .map(|(uid, parents, attrs)| match attrs {
+            None => Ok(Entity::new_no_attrs(uid, parents.into_iter().collect())),
+            Some(a) => Entity::new(uid, a, parents.into_iter().collect())
+                .map_err(|e| RequestError(e.to_string())),
+        })
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
         .chain(policies.action_entities.iter().cloned());
     Entities::from_entities(list, None).map_err(|e| RequestError(e.to_string()))
+}
+
+/// Whether a schema (JSON) declares attributes for any entity type, so that decisions need to
+/// load stored attributes. A shape given by a common type counts as declaring some.
+pub fn schema_declares_attributes(schema: &serde_json::Value) -> bool {
+    let Some(namespaces) = schema.as_object() else {
+        return false;
+    };
+    namespaces.values().any(|ns| {
+        ns.get("entityTypes")
+            .and_then(|t| t.as_object())
+            .is_some_and(|types| {
+                types.values().any(|t| match t.get("shape") {
+                    None => false,
+                    Some(shape) => shape
+                        .get("attributes")
+                        .and_then(|a| a.as_object())
+                        .is_none_or(|a| !a.is_empty()),
+                })
+            })
+    })
 }
 
 #[cfg(test)]

@@ -75,6 +75,8 @@ pub enum StoreEvent {
     Deleted,
     /// Another policy version became active.
     PoliciesChanged,
+    /// Stored entity attributes changed.
+    AttributesChanged,
 }
 
 /// Told of every committed change, so other nodes learn of it at once (Redis pub/sub).
@@ -100,9 +102,15 @@ pub struct BatchItem {
     pub context: Option<ContextMap>,
 }
 
+mod attributes;
+mod decisions;
 mod policies;
+mod risk;
 
+pub use attributes::MAX_ATTRIBUTE_BYTES;
+pub use decisions::{DecisionLogSettings, DryRun, Flip, MAX_DRY_RUN, Skipped};
 pub use policies::{ActivePolicies, BASELINE_VERSION, Decision, DecisionRequest};
+pub use risk::take_signals;
 
 /// The engine service.
 pub struct Engine {
@@ -120,6 +128,17 @@ pub struct Engine {
     entity_sets: moka::sync::Cache<(String, String, String, String), Arc<cedar_policy::Entities>>,
     heads: Mutex<HashMap<String, (Revision, Instant)>>,
     notifier: Mutex<Option<Arc<dyn ChangeNotifier>>>,
+    /// Risk rules per store.
+    risk_rules: moka::sync::Cache<String, Arc<crate::risk::RiskRules>>,
+    /// Decision log settings per store.
+    log_settings: moka::sync::Cache<String, Arc<DecisionLogSettings>>,
+    /// Bumped on every change of stored attributes (here or, by pub/sub, on another node);
+    /// part of the entity set cache's key.
+    attributes_epoch: std::sync::atomic::AtomicU64,
+    /// Decision log entries waiting to be written.
+    decision_buffer: Mutex<Vec<crate::store::LoggedDecision>>,
+    decisions_dropped: std::sync::atomic::AtomicU64,
+    flush_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -188,6 +207,18 @@ impl Engine {
                 .build(),
             heads: Mutex::new(HashMap::new()),
             notifier: Mutex::new(None),
+            risk_rules: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+            log_settings: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+            attributes_epoch: std::sync::atomic::AtomicU64::new(0),
+            decision_buffer: Mutex::new(Vec::new()),
+            decisions_dropped: std::sync::atomic::AtomicU64::new(0),
+            flush_lock: tokio::sync::Mutex::new(()),
             cfg,
         }
     }
@@ -225,6 +256,10 @@ impl Engine {
             StoreEvent::Revision(rev) => self.observe_revision(store, rev),
             StoreEvent::ModelWritten | StoreEvent::Deleted => self.forget_store(store),
             StoreEvent::PoliciesChanged => self.policies.invalidate(store),
+            StoreEvent::AttributesChanged => {
+                self.attributes_epoch
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 

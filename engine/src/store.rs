@@ -123,6 +123,72 @@ pub struct PolicyVersion {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// One recorded decision (the decision log): what was asked, what was decided and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedDecision {
+    /// ULID: entries sort by time.
+    pub id: String,
+    pub store_id: String,
+    pub decided_at: chrono::DateTime<chrono::Utc>,
+    pub subject: String,
+    pub action: String,
+    pub resource: String,
+    /// The caller's context, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    pub allowed: bool,
+    /// Ids of the policies that determined the decision.
+    pub policies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    pub rebac: bool,
+    /// The risk the decision was made with.
+    pub risk: crate::risk::Assessment,
+    pub revision: Revision,
+    pub policy_version: String,
+    pub latency_us: u64,
+    /// When retention removes the entry.
+    #[serde(skip)]
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Which logged decisions to read; empty fields match anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecisionFilter {
+    pub subject: Option<String>,
+    pub action: Option<String>,
+    pub resource: Option<String>,
+    pub allowed: Option<bool>,
+    pub policy_version: Option<String>,
+    /// Decided at or after.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Decided before.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl DecisionFilter {
+    pub fn matches(&self, d: &LoggedDecision) -> bool {
+        self.subject.as_ref().is_none_or(|x| *x == d.subject)
+            && self.action.as_ref().is_none_or(|x| *x == d.action)
+            && self.resource.as_ref().is_none_or(|x| *x == d.resource)
+            && self.allowed.is_none_or(|x| x == d.allowed)
+            && self
+                .policy_version
+                .as_ref()
+                .is_none_or(|x| *x == d.policy_version)
+            && self.since.is_none_or(|x| d.decided_at >= x)
+            && self.until.is_none_or(|x| d.decided_at < x)
+    }
+}
+
+/// Attributes stored for one entity (`type:id`), as JSON validated against the store's schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityAttributes {
+    pub entity: String,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// A policy made from a template by filling its slots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateLink {
@@ -214,4 +280,61 @@ pub trait Datastore: Send + Sync + 'static {
     async fn activate_policy_version(&self, store: &str, id: &str) -> Result<bool>;
     /// The active version, if the store has one.
     async fn active_policy_version(&self, store: &str) -> Result<Option<PolicyVersion>>;
+
+    /// A store's settings of one kind (`risk`, `decision_log`), as JSON.
+    async fn read_setting(&self, store: &str, kind: &str) -> Result<Option<serde_json::Value>>;
+    async fn write_setting(&self, store: &str, kind: &str, value: &serde_json::Value)
+    -> Result<()>;
+
+    /// A subject's risk history (JSON), if any.
+    async fn read_risk_profile(
+        &self,
+        store: &str,
+        subject: &str,
+    ) -> Result<Option<serde_json::Value>>;
+    /// Saves a subject's risk history; retention removes it after `expires_at`.
+    async fn write_risk_profile(
+        &self,
+        store: &str,
+        subject: &str,
+        profile: &serde_json::Value,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()>;
+    /// Forgets a subject's risk history; false if there was none.
+    async fn delete_risk_profile(&self, store: &str, subject: &str) -> Result<bool>;
+
+    /// Appends entries to the decision log (of any stores; entries of deleted stores are
+    /// dropped).
+    async fn append_decisions(&self, entries: &[LoggedDecision]) -> Result<()>;
+    /// Logged decisions newest first.
+    async fn read_decisions(
+        &self,
+        store: &str,
+        filter: &DecisionFilter,
+        page: &Page,
+    ) -> Result<Paged<LoggedDecision>>;
+    /// Removes decisions and risk histories whose retention ended before `now`; returns how
+    /// many rows went.
+    async fn prune_expired(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64>;
+
+    /// Sets (or with `None` removes) the attributes of an entity; returns whether it had any.
+    async fn write_entity_attributes(
+        &self,
+        store: &str,
+        entity: &str,
+        attributes: Option<&EntityAttributes>,
+    ) -> Result<bool>;
+    /// The stored attributes of those of `entities` (`type:id`) that have any.
+    async fn read_entity_attributes(
+        &self,
+        store: &str,
+        entities: &[String],
+    ) -> Result<Vec<EntityAttributes>>;
+    /// Stored attributes ordered by entity, optionally of one type.
+    async fn list_entity_attributes(
+        &self,
+        store: &str,
+        entity_type: Option<&str>,
+        page: &Page,
+    ) -> Result<Paged<EntityAttributes>>;
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: OpenFGA-compatible store endpoints, health and metrics. Handlers are thin:
 //! parse, call the engine, map the answer; all errors go through [`ApiError`].
 
+mod decisions;
 pub mod error;
 mod openfga;
 mod policies;

@@ -42,6 +42,33 @@ pub async fn engine(config: &Config) -> Result<(Arc<Engine>, &'static str)> {
     Ok((engine, backend))
 }
 
+/// How often queued decision log entries are written.
+const LOG_FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// How often retention removes expired log entries and risk histories.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Writes the decision log in batches and applies retention, until the server stops.
+fn spawn_upkeep(engine: Arc<Engine>) {
+    tokio::spawn(async move {
+        let mut flush = tokio::time::interval(LOG_FLUSH_EVERY);
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tokio::select! {
+                _ = flush.tick() => {
+                    if let Err(e) = engine.flush_decision_log().await {
+                        tracing::warn!(error = %e, "cannot write the decision log; will retry");
+                    }
+                }
+                _ = prune.tick() => match engine.prune_expired().await {
+                    Ok(n) if n > 0 => tracing::info!(removed = n, "retention removed expired decisions and risk histories"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+                },
+            }
+        }
+    });
+}
+
 /// The accepted API key digests: configured keys, or the key generated on first start.
 fn api_keys(config: &Config) -> Result<Vec<[u8; 32]>> {
     if !config.api_keys.is_empty() {
@@ -80,8 +107,9 @@ fn api_keys(config: &Config) -> Result<Vec<[u8; 32]>> {
 pub async fn run(config: Config) -> Result<()> {
     let keys = api_keys(&config)?;
     let (engine, backend) = engine(&config).await?;
+    spawn_upkeep(engine.clone());
     let state = web::Data::new(AppState {
-        engine,
+        engine: engine.clone(),
         api_key_hashes: keys,
         metrics: Metrics::new()?,
         backend,
@@ -106,5 +134,9 @@ pub async fn run(config: Config) -> Result<()> {
         .with_context(|| format!("cannot listen on `{}`", config.addr))?;
     tracing::info!(addr = %config.addr, backend, "gatehouse listening");
     server.run().await?;
+    // What the log still holds is written before the process ends.
+    if let Err(e) = engine.flush_decision_log().await {
+        tracing::warn!(error = %e, "cannot write the last decision log entries");
+    }
     Ok(())
 }

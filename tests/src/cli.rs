@@ -385,10 +385,10 @@ async fn policy_validate_reports_policy_and_position() {
     assert!(!out.status.success());
 }
 
-#[tokio::test]
-async fn policy_library_validates_and_passes_its_tests() {
-    let lib = crate::harness::workspace_dir().join("policies/library");
-    let (cedar, schema) = (lib.join("templates.cedar"), lib.join("schema.json"));
+/// A policy directory's Cedar validates against its schema and its test file passes whole.
+async fn policy_dir_passes(dir: &str, cedar: &str, tests: &str, policies: usize, decisions: usize) {
+    let dir = crate::harness::workspace_dir().join(dir);
+    let (cedar, schema) = (dir.join(cedar), dir.join("schema.json"));
     let out = gatehouse(
         &[
             "policy",
@@ -402,10 +402,37 @@ async fn policy_library_validates_and_passes_its_tests() {
     .await;
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("9 policies valid"), "{stdout}");
-    let file = lib.join("templates.policy.yaml");
+    assert!(
+        stdout.contains(&format!("{policies} policies valid")),
+        "{stdout}"
+    );
+    let file = dir.join(tests);
     let out = gatehouse(&["policy", "test", file.to_str().unwrap()], &[]).await;
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert_eq!(summary(&stdout), Some((17, 0)), "{stdout}");
+    assert_eq!(summary(&stdout), Some((decisions, 0)), "{stdout}");
+}
+
+#[tokio::test]
+async fn policy_library_validates_and_passes_its_tests() {
+    policy_dir_passes(
+        "policies/library",
+        "templates.cedar",
+        "templates.policy.yaml",
+        9,
+        20,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn platform_policies_validate_and_pass_their_tests() {
+    policy_dir_passes(
+        "policies/platform",
+        "platform.cedar",
+        "platform.policy.yaml",
+        6,
+        54,
+    )
+    .await;
 }

@@ -14,6 +14,7 @@ mod api;
 mod bad_input;
 mod cli;
 mod consistency;
+mod decisions;
 mod harness;
 mod policies;
 mod sdk;

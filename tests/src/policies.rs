@@ -545,7 +545,7 @@ async fn decision_bad_input(backend: Backend) {
         ),
         (
             "undeclared context",
-            with("context", json!({ "ip": "1.2.3.4" })),
+            with("context", json!({ "colour": "blue" })),
             Some("validation_error"),
         ),
         (
@@ -597,7 +597,7 @@ async fn decision_bad_input(backend: Backend) {
         ),
         ("subject as a string", with("subject", json!("user:anne"))),
         (
-            "subject properties",
+            "subject properties the schema does not declare",
             with(
                 "subject",
                 json!({ "type": "user", "id": "anne", "properties": { "dept": "x" } }),

@@ -24,7 +24,11 @@ pub fn gatehouse_context() -> Value {
                     "level": { "type": "String" },
                     "signals": { "type": "Set", "element": { "type": "String" } }
                 }
-            }
+            },
+            // Risk signals callers send that policies may also read; `location` and `time`
+            // are consumed by the risk engine.
+            "ip": { "type": "Extension", "name": "ipaddr", "required": false },
+            "device_id": { "type": "String", "required": false }
         }
     })
 }

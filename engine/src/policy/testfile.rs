@@ -15,12 +15,17 @@
 //! schema_file: schema.json   # optional Cedar schema (JSON); generated from the model if absent
 //! tuples:             # or tuple_file / tuple_files
 //!   - { user: user:anne, relation: viewer, object: doc:1 }
+//! entities:           # stored attributes (the schema must declare them)
+//!   - { entity: doc:1, attributes: { classification: public } }
 //! tests:
 //!   - name: anne reads
 //!     tuples: []      # extra tuples for this test
+//!     entities: []    # extra attributes for this test
 //!     decisions:
 //!       - { subject: user:anne, action: viewer, resource: doc:1, expect: allow, policies: [policy0] }
 //!       - { subject: user:bob, action: viewer, resource: doc:1, context: {}, expect: deny }
+//!       # risk signals (device_id, ip, location, time) build the subject's history in order
+//!       - { subject: user:anne, action: viewer, resource: doc:1, context: { device_id: d1 }, expect: allow, risk_level: medium }
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -62,8 +67,19 @@ pub struct PolicyFile {
     pub tuple_file: Option<String>,
     #[serde(default)]
     pub tuple_files: Vec<String>,
+    /// Stored entity attributes.
+    #[serde(default)]
+    pub entities: Vec<EntityCase>,
     #[serde(default)]
     pub tests: Vec<PolicyTest>,
+}
+
+/// Attributes stored for one entity before the decisions run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityCase {
+    pub entity: String,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One named test: extra tuples and decisions.
@@ -74,6 +90,8 @@ pub struct PolicyTest {
     pub name: String,
     #[serde(default)]
     pub tuples: Vec<TupleKey>,
+    #[serde(default)]
+    pub entities: Vec<EntityCase>,
     #[serde(default)]
     pub decisions: Vec<DecisionCase>,
 }
@@ -99,6 +117,12 @@ pub struct DecisionCase {
     /// The determining policy ids, when the test pins them (in any order).
     #[serde(default)]
     pub policies: Option<Vec<String>>,
+    /// The risk level the decision should see, when the test pins it.
+    #[serde(default)]
+    pub risk_level: Option<String>,
+    /// The risk signals that should fire (in any order), when the test pins them.
+    #[serde(default)]
+    pub risk_signals: Option<Vec<String>>,
 }
 
 /// Loads a policy text and, if given, a schema, relative to `dir`.
@@ -159,6 +183,11 @@ pub async fn run_file(path: &Path) -> Result<FileReport> {
         engine
             .write_policies(&store, &policies, schema.clone(), file.links.clone(), true)
             .await?;
+        for e in file.entities.iter().chain(&t.entities) {
+            engine
+                .set_entity_attributes(&store, &e.entity, e.attributes.clone())
+                .await?;
+        }
         let mut assertions = Vec::new();
         for d in &t.decisions {
             let req = DecisionRequest {
@@ -190,11 +219,21 @@ pub async fn run_file(path: &Path) -> Result<FileReport> {
                         want.sort();
                         want == ids
                     });
+                    let level_ok = d.risk_level.as_ref().is_none_or(|l| *l == got.risk.level);
+                    let signals_ok = d.risk_signals.as_ref().is_none_or(|want| {
+                        let (mut want, mut got) = (want.clone(), got.risk.signals.clone());
+                        want.sort();
+                        got.sort();
+                        want == got
+                    });
                     (
-                        outcome_ok && ids_ok,
+                        outcome_ok && ids_ok && level_ok && signals_ok,
                         format!(
-                            "got {} by {ids:?}{}",
+                            "got {} by {ids:?}, risk {} {} {:?}{}",
                             if got.allowed { "allow" } else { "deny" },
+                            got.risk.score,
+                            got.risk.level,
+                            got.risk.signals,
                             if got.errors.is_empty() {
                                 String::new()
                             } else {

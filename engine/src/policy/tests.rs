@@ -87,7 +87,14 @@ fn hierarchy_edges_follow_tuplesets_and_membership() {
 #[test]
 fn baseline_compiles_and_lets_the_graph_decide() {
     let p = CompiledPolicies::compile(BASELINE, &[], schema()).unwrap();
-    let es = entities([(uid("user:anne"), vec![]), (uid("doc:1"), vec![])], &p).unwrap();
+    let es = entities(
+        [
+            (uid("user:anne"), vec![], None),
+            (uid("doc:1"), vec![], None),
+        ],
+        &p,
+    )
+    .unwrap();
     let yes = GraphContext {
         rebac: true,
         relations: vec!["viewer".into()],
@@ -137,10 +144,10 @@ permit (principal in group::"eng", action == Action::"viewer", resource in folde
     let p = CompiledPolicies::compile(text, &[], schema()).unwrap();
     let es = entities(
         [
-            (uid("user:anne"), vec![uid("group:eng")]),
-            (uid("group:eng"), vec![]),
-            (uid("doc:1"), vec![uid("folder:a")]),
-            (uid("folder:a"), vec![]),
+            (uid("user:anne"), vec![uid("group:eng")], None),
+            (uid("group:eng"), vec![], None),
+            (uid("doc:1"), vec![uid("folder:a")], None),
+            (uid("folder:a"), vec![], None),
         ],
         &p,
     )
@@ -218,10 +225,18 @@ fn invalid_policies_carry_id_and_position() {
 #[test]
 fn gatehouse_context_cannot_be_overridden_and_undeclared_context_is_refused() {
     let p = CompiledPolicies::compile(BASELINE, &[], schema()).unwrap();
-    let es = entities([(uid("user:anne"), vec![]), (uid("doc:1"), vec![])], &p).unwrap();
+    let es = entities(
+        [
+            (uid("user:anne"), vec![], None),
+            (uid("doc:1"), vec![], None),
+        ],
+        &p,
+    )
+    .unwrap();
     for ctx in [
         serde_json::json!({ "rebac": true }),
-        serde_json::json!({ "ip": "10.0.0.1" }),
+        serde_json::json!({ "colour": "blue" }),
+        serde_json::json!({ "ip": "not an address" }),
     ] {
         let r = evaluate(
             &p,
@@ -275,12 +290,12 @@ permit (principal == ?principal, action == Action::"viewer", resource == ?resour
     let p = CompiledPolicies::compile(text, &links, schema()).unwrap();
     let es = entities(
         [
-            (uid("user:anne"), vec![uid("group:eng")]),
-            (uid("user:bob"), vec![]),
-            (uid("group:eng"), vec![]),
-            (uid("doc:1"), vec![uid("folder:a")]),
-            (uid("doc:2"), vec![]),
-            (uid("folder:a"), vec![]),
+            (uid("user:anne"), vec![uid("group:eng")], None),
+            (uid("user:bob"), vec![], None),
+            (uid("group:eng"), vec![], None),
+            (uid("doc:1"), vec![uid("folder:a")], None),
+            (uid("doc:2"), vec![], None),
+            (uid("folder:a"), vec![], None),
         ],
         &p,
     )

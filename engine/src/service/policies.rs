@@ -35,6 +35,14 @@ pub struct ActivePolicies {
     /// Whether the schema was generated from the model (rather than supplied).
     pub generated_schema: bool,
     pub schema_json: serde_json::Value,
+    /// Whether the schema declares entity attributes (so decisions load stored ones).
+    pub declares_attributes: bool,
+}
+
+/// A request's target, checked against the model, and the relations of its resource's type.
+struct Checked {
+    target: policy::Target,
+    relations: Vec<String>,
 }
 
 /// A decision request: may `subject` do `action` (a relation) on `resource`?
@@ -52,6 +60,10 @@ pub struct DecisionRequest {
     /// checked only if a policy may read `context.relations`; otherwise only the action is,
     /// and `relations` holds just the action when granted.
     pub lean: bool,
+    /// Attributes of the subject or resource sent with this request (AuthZEN `properties`),
+    /// by entity; they replace stored ones for this decision and are checked against the
+    /// schema.
+    pub attributes: HashMap<String, serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A decision and what determined it.
@@ -66,6 +78,8 @@ pub struct Decision {
     pub rebac: bool,
     /// The relations the subject holds on the resource.
     pub relations: Vec<String>,
+    /// The risk the request was decided with (`context.risk`).
+    pub risk: Risk,
     pub revision: Revision,
     pub policy_version: String,
     /// With `explain`: one chain of tuples through the model that granted the action
@@ -85,7 +99,7 @@ impl From<PolicyError> for Error {
 
 impl Engine {
     /// The latest model of a store, if it has one.
-    async fn latest_model_opt(&self, store: &str) -> Result<Option<Arc<CompiledModel>>> {
+    pub(super) async fn latest_model_opt(&self, store: &str) -> Result<Option<Arc<CompiledModel>>> {
         match self.model(store, None).await {
             Ok(m) => Ok(Some(m)),
             Err(Error::LatestModelNotFound) => Ok(None),
@@ -95,7 +109,7 @@ impl Engine {
 
     /// Compiles a policy text against a supplied schema or the one generated from the latest
     /// model.
-    fn compile_policies(
+    pub(super) fn compile_policies(
         version: &str,
         text: &str,
         links: &[TemplateLink],
@@ -115,6 +129,7 @@ impl Engine {
             compiled,
             hierarchy: Hierarchy::new(m),
             generated_schema: supplied.is_none(),
+            declares_attributes: policy::schema_declares_attributes(&schema_json),
             schema_json,
         })
     }
@@ -230,16 +245,79 @@ impl Engine {
         self.ds.list_policy_versions(store, page).await
     }
 
-    /// Decides a request at one revision.
+    /// Decides a request at one revision: risk from the request's signals and the subject's
+    /// history, the graph's answer, the hydrated entities, then Cedar. The decision is logged
+    /// (as the store's sampling says) and the signals join the subject's history.
     pub async fn decide(&self, store: &str, req: &DecisionRequest) -> Result<Decision> {
+        let started = std::time::Instant::now();
+        let mut context = req.context.clone();
+        let signals = super::risk::take_signals(&mut context)?;
         // The caller's context also serves the model's conditions.
+        let opts = QueryOptions {
+            consistency: req.consistency,
+            context: context.clone().map(crate::tuple::ContextMap),
+            ..QueryOptions::default()
+        };
+        let (model, rev, cached) = self.prepare(store, &opts).await?;
+        let active = self.active_for(store, Some(&model)).await?;
+        let target = self.target(&model, req)?;
+        let loaded = if !signals.is_empty() || active.compiled.reads_risk {
+            Some(self.load_risk(store, &req.subject, &signals).await?)
+        } else {
+            None
+        };
+        let risk = loaded
+            .as_ref()
+            .map(|l| l.assessment.clone())
+            .unwrap_or_default();
+        let q = self.query(store, &model, rev, cached, &opts);
+        let d = self
+            .evaluate_with(store, &q, &active, target, req, context.as_ref(), risk)
+            .await?;
+        // Only an allowed request joins the history: a refused one (a step-up demanded, a
+        // login from far away) must not make the same request look familiar on retry.
+        if let Some(loaded) = loaded
+            && !signals.is_empty()
+            && d.allowed
+        {
+            self.record_risk(store, &req.subject, &signals, loaded)
+                .await?;
+        }
+        self.log_decision(store, req, context, &d, started.elapsed())
+            .await?;
+        Ok(d)
+    }
+
+    /// Replays a logged request (at its revision, with its risk) against `candidate`.
+    pub(super) async fn replay(
+        &self,
+        store: &str,
+        req: &DecisionRequest,
+        candidate: &ActivePolicies,
+        risk: &Risk,
+    ) -> Result<Decision> {
         let opts = QueryOptions {
             consistency: req.consistency,
             context: req.context.clone().map(crate::tuple::ContextMap),
             ..QueryOptions::default()
         };
         let (model, rev, cached) = self.prepare(store, &opts).await?;
-        let active = self.active_for(store, Some(&model)).await?;
+        let target = self.target(&model, req)?;
+        let q = self.query(store, &model, rev, cached, &opts);
+        self.evaluate_with(
+            store,
+            &q,
+            candidate,
+            target,
+            req,
+            req.context.as_ref(),
+            risk.clone(),
+        )
+        .await
+    }
+
+    /// Checks the request's subject, resource and action against the model.
+    fn target(&self, model: &CompiledModel, req: &DecisionRequest) -> Result<Checked> {
         let subject = ObjectRef::parse(&req.subject).ok_or_else(|| {
             Error::Validation(format!(
                 "invalid subject `{}`: expected `type:id`",
@@ -260,23 +338,48 @@ impl Engine {
         if req.action.is_empty() {
             return Err(Error::Validation("an action is required".into()));
         }
-        let q = self.query(store, &model, rev, cached, &opts);
+        let bad = |e: String| Error::Validation(e);
+        Ok(Checked {
+            relations: resource_type.relations.keys().cloned().collect(),
+            target: policy::Target {
+                principal: policy::entity_uid(&req.subject).map_err(bad)?,
+                action: policy::action_uid(&req.action).map_err(bad)?,
+                resource: policy::entity_uid(&req.resource).map_err(bad)?,
+            },
+        })
+    }
+
+    /// The graph's answers, the hydrated entities and Cedar's decision under `active`.
+    #[allow(clippy::too_many_arguments)]
+    async fn evaluate_with(
+        &self,
+        store: &str,
+        q: &graph::Query<'_>,
+        active: &ActivePolicies,
+        checked: Checked,
+        req: &DecisionRequest,
+        context: Option<&serde_json::Map<String, serde_json::Value>>,
+        risk: Risk,
+    ) -> Result<Decision> {
+        let rev = q.revision;
+        let cached = q.cache.is_some();
         // The action's own answer must be exact; another relation that cannot be decided (a
         // condition without its parameters) is reported and not counted as held.
         let mut relations = Vec::new();
         let mut relation_errors = Vec::new();
         let all_relations = !req.lean || active.compiled.reads_relations;
-        if !all_relations && !resource_type.relations.contains_key(&req.action) {
+        if !all_relations && !checked.relations.contains(&req.action) {
             return Err(Error::Validation(format!(
                 "`{}` is not a relation of type `{}`",
-                req.action, resource.object_type
+                req.action,
+                checked.target.resource.type_name()
             )));
         }
-        for rel in resource_type.relations.keys() {
+        for rel in &checked.relations {
             if !all_relations && *rel != req.action {
                 continue;
             }
-            match graph::check(&q, &req.resource, rel, &req.subject).await {
+            match graph::check(q, &req.resource, rel, &req.subject).await {
                 Ok(true) => relations.push(rel.clone()),
                 Ok(false) => {}
                 Err(e) if *rel == req.action => return Err(e),
@@ -285,76 +388,122 @@ impl Engine {
         }
         let rebac = relations.contains(&req.action);
         let rebac_path = if req.explain && rebac {
-            Some(graph::path(&q, &req.resource, &req.action, &req.subject).await?)
+            Some(graph::path(q, &req.resource, &req.action, &req.subject).await?)
         } else if req.explain {
             Some(None)
         } else {
             None
         };
-        let bad = |e: String| Error::Validation(e);
-        // The hydrated entity set of this subject and resource, cached like sub-results: the
-        // model, the revision and the policy version (its schema's actions) are in the key.
-        let key = (
-            store.to_string(),
-            format!("{}@{rev}/{}", active.hierarchy.model_id, active.version),
-            req.subject.clone(),
-            req.resource.clone(),
-        );
-        let entities = match self.entity_sets.get(&key).filter(|_| cached) {
-            Some(e) => e,
-            None => {
-                let edges = self
-                    .hydrate(
-                        store,
-                        rev,
-                        cached,
-                        &active.hierarchy,
-                        &[&req.subject, &req.resource],
-                    )
-                    .await?;
-                let mut uids = Vec::with_capacity(edges.len());
-                for (child, parents) in &edges {
-                    let parents = parents
-                        .iter()
-                        .map(|p| policy::entity_uid(p))
-                        .collect::<std::result::Result<Vec<_>, _>>()
-                        .map_err(bad)?;
-                    uids.push((policy::entity_uid(child).map_err(bad)?, parents));
-                }
-                let e = Arc::new(policy::entities(uids, &active.compiled).map_err(|e| bad(e.0))?);
-                if cached {
-                    self.entity_sets.insert(key, e.clone());
-                }
-                e
-            }
-        };
+        let entities = self.entity_set(store, rev, cached, active, req).await?;
         let graph_ctx = GraphContext {
             rebac,
             relations: relations.clone(),
         };
         let eval = policy::evaluate(
             &active.compiled,
-            policy::Target {
-                principal: policy::entity_uid(&req.subject).map_err(bad)?,
-                action: policy::action_uid(&req.action).map_err(bad)?,
-                resource: policy::entity_uid(&req.resource).map_err(bad)?,
-            },
-            req.context.as_ref(),
+            checked.target,
+            context,
             &graph_ctx,
-            &Risk::default(),
+            &risk,
             &entities,
         )
-        .map_err(|e| bad(e.0))?;
+        .map_err(|e| Error::Validation(e.0))?;
         Ok(Decision {
             allowed: eval.allowed,
             policies: eval.policies,
             errors: eval.errors.into_iter().chain(relation_errors).collect(),
             rebac,
             relations,
+            risk,
             revision: rev,
             policy_version: active.version.clone(),
             rebac_path,
         })
+    }
+
+    /// The hydrated entity set of a request's subject and resource (with stored attributes
+    /// when the schema declares any), cached like sub-results: the model, the revision, the
+    /// policy version (its schema) and the attributes epoch are in the key.
+    async fn entity_set(
+        &self,
+        store: &str,
+        rev: Revision,
+        cached: bool,
+        active: &ActivePolicies,
+        req: &DecisionRequest,
+    ) -> Result<Arc<cedar_policy::Entities>> {
+        let bad = |e: String| Error::Validation(e);
+        let epoch = self
+            .attributes_epoch
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let key = (
+            store.to_string(),
+            format!(
+                "{}@{rev}/{}/{epoch}",
+                active.hierarchy.model_id, active.version
+            ),
+            req.subject.clone(),
+            req.resource.clone(),
+        );
+        // Attributes sent with the request make the set this request's own.
+        let cached = cached && req.attributes.is_empty();
+        if cached && let Some(e) = self.entity_sets.get(&key) {
+            return Ok(e);
+        }
+        let edges = self
+            .hydrate(
+                store,
+                rev,
+                cached,
+                &active.hierarchy,
+                &[&req.subject, &req.resource],
+            )
+            .await?;
+        let mut attributes: HashMap<String, policy::Attributes> = HashMap::new();
+        if active.declares_attributes {
+            let names: Vec<String> = edges.iter().map(|(e, _)| e.clone()).collect();
+            for a in self.ds.read_entity_attributes(store, &names).await? {
+                let uid = policy::entity_uid(&a.entity).map_err(bad)?;
+                // Attributes that no longer match the schema are left out (policies reading
+                // them then fail to evaluate), never half-read.
+                match policy::parse_attributes(&uid, &a.attributes, &active.compiled.schema) {
+                    Ok(parsed) => {
+                        attributes.insert(a.entity, parsed);
+                    }
+                    Err(e) => {
+                        tracing::warn!(store.id = store, entity = %a.entity, error = %e, "stored attributes no longer match the schema");
+                    }
+                }
+            }
+        }
+        for (entity, sent) in &req.attributes {
+            let uid = policy::entity_uid(entity).map_err(bad)?;
+            let parsed =
+                policy::parse_attributes(&uid, sent, &active.compiled.schema).map_err(|e| {
+                    bad(format!(
+                        "properties of `{entity}` do not match the schema: {e}"
+                    ))
+                })?;
+            attributes.insert(entity.clone(), parsed);
+        }
+        let mut uids = Vec::with_capacity(edges.len());
+        for (child, parents) in &edges {
+            let parents = parents
+                .iter()
+                .map(|p| policy::entity_uid(p))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(bad)?;
+            uids.push((
+                policy::entity_uid(child).map_err(bad)?,
+                parents,
+                attributes.remove(child),
+            ));
+        }
+        let e = Arc::new(policy::entities(uids, &active.compiled).map_err(|e| bad(e.0))?);
+        if cached {
+            self.entity_sets.insert(key, e.clone());
+        }
+        Ok(e)
     }
 
     /// The entities `start` and all their ancestors through parent links of direct tuples at

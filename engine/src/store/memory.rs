@@ -7,8 +7,9 @@ use std::sync::RwLock;
 use async_trait::async_trait;
 
 use super::{
-    Assertions, ChangeFilter, Datastore, Operation, Page, Paged, PolicyVersion, Revision,
-    StoreInfo, TupleChange, TupleFilter, WriteOptions,
+    Assertions, ChangeFilter, Datastore, DecisionFilter, EntityAttributes, LoggedDecision,
+    Operation, Page, Paged, PolicyVersion, Revision, StoreInfo, TupleChange, TupleFilter,
+    WriteOptions,
 };
 use crate::error::{Error, Result};
 use crate::model::AuthorizationModel;
@@ -40,6 +41,12 @@ struct StoreData {
     assertions: HashMap<String, Assertions>,
     policies: BTreeMap<String, PolicyVersion>,
     active_policy: Option<String>,
+    settings: HashMap<String, serde_json::Value>,
+    /// Risk histories with when retention removes them.
+    risk: HashMap<String, (serde_json::Value, chrono::DateTime<chrono::Utc>)>,
+    /// The decision log, by id (ULIDs sort by time).
+    decisions: BTreeMap<String, LoggedDecision>,
+    attributes: BTreeMap<String, EntityAttributes>,
 }
 
 /// A datastore kept entirely in memory; data is lost when it is dropped.
@@ -437,5 +444,154 @@ impl Datastore for MemoryStore {
                 .and_then(|id| s.policies.get(id))
                 .cloned()
         }))
+    }
+
+    async fn read_setting(&self, store: &str, kind: &str) -> Result<Option<serde_json::Value>> {
+        let stores = self.stores.read().map_err(|_| poisoned())?;
+        Ok(stores
+            .get(store)
+            .and_then(|s| s.settings.get(kind))
+            .cloned())
+    }
+
+    async fn write_setting(
+        &self,
+        store: &str,
+        kind: &str,
+        value: &serde_json::Value,
+    ) -> Result<()> {
+        let mut stores = self.stores.write().map_err(|_| poisoned())?;
+        live_mut(&mut stores, store)?
+            .settings
+            .insert(kind.to_string(), value.clone());
+        Ok(())
+    }
+
+    async fn read_risk_profile(
+        &self,
+        store: &str,
+        subject: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let stores = self.stores.read().map_err(|_| poisoned())?;
+        Ok(stores
+            .get(store)
+            .and_then(|s| s.risk.get(subject))
+            .map(|(p, _)| p.clone()))
+    }
+
+    async fn write_risk_profile(
+        &self,
+        store: &str,
+        subject: &str,
+        profile: &serde_json::Value,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        let mut stores = self.stores.write().map_err(|_| poisoned())?;
+        live_mut(&mut stores, store)?
+            .risk
+            .insert(subject.to_string(), (profile.clone(), expires_at));
+        Ok(())
+    }
+
+    async fn delete_risk_profile(&self, store: &str, subject: &str) -> Result<bool> {
+        let mut stores = self.stores.write().map_err(|_| poisoned())?;
+        Ok(live_mut(&mut stores, store)?.risk.remove(subject).is_some())
+    }
+
+    async fn append_decisions(&self, entries: &[LoggedDecision]) -> Result<()> {
+        let mut stores = self.stores.write().map_err(|_| poisoned())?;
+        for e in entries {
+            if let Some(s) = stores.get_mut(&e.store_id).filter(|s| s.live_store()) {
+                s.decisions.insert(e.id.clone(), e.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_decisions(
+        &self,
+        store: &str,
+        filter: &DecisionFilter,
+        page: &Page,
+    ) -> Result<Paged<LoggedDecision>> {
+        let stores = self.stores.read().map_err(|_| poisoned())?;
+        let all: Vec<_> = stores
+            .get(store)
+            .map(|s| {
+                s.decisions
+                    .values()
+                    .rev()
+                    .filter(|d| filter.matches(d))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        paginate(all, page)
+    }
+
+    async fn prune_expired(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        let mut stores = self.stores.write().map_err(|_| poisoned())?;
+        let mut removed = 0;
+        for s in stores.values_mut() {
+            let before = s.decisions.len() + s.risk.len();
+            s.decisions.retain(|_, d| d.expires_at >= now);
+            s.risk.retain(|_, (_, expires)| *expires >= now);
+            removed += (before - s.decisions.len() - s.risk.len()) as u64;
+        }
+        Ok(removed)
+    }
+
+    async fn write_entity_attributes(
+        &self,
+        store: &str,
+        entity: &str,
+        attributes: Option<&EntityAttributes>,
+    ) -> Result<bool> {
+        let mut stores = self.stores.write().map_err(|_| poisoned())?;
+        let s = live_mut(&mut stores, store)?;
+        Ok(match attributes {
+            Some(a) => s.attributes.insert(entity.to_string(), a.clone()).is_some(),
+            None => s.attributes.remove(entity).is_some(),
+        })
+    }
+
+    async fn read_entity_attributes(
+        &self,
+        store: &str,
+        entities: &[String],
+    ) -> Result<Vec<EntityAttributes>> {
+        let stores = self.stores.read().map_err(|_| poisoned())?;
+        Ok(stores
+            .get(store)
+            .map(|s| {
+                entities
+                    .iter()
+                    .filter_map(|e| s.attributes.get(e).cloned())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn list_entity_attributes(
+        &self,
+        store: &str,
+        entity_type: Option<&str>,
+        page: &Page,
+    ) -> Result<Paged<EntityAttributes>> {
+        let stores = self.stores.read().map_err(|_| poisoned())?;
+        let all: Vec<_> = stores
+            .get(store)
+            .map(|s| {
+                s.attributes
+                    .values()
+                    .filter(|a| {
+                        entity_type
+                            .is_none_or(|t| a.entity.split_once(':').is_some_and(|(et, _)| et == t))
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        paginate(all, page)
     }
 }

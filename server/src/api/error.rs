@@ -96,6 +96,7 @@ impl From<Error> for ApiError {
             Error::InvalidPolicies(_) => (S::BAD_REQUEST, "invalid_policies"),
             Error::InvalidPolicySchema(_) => (S::BAD_REQUEST, "invalid_policy_schema"),
             Error::PolicyVersionNotFound(_) => (S::NOT_FOUND, "policy_version_not_found"),
+            Error::EntityNotFound(_) => (S::NOT_FOUND, "entity_not_found"),
             Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
             Error::Storage(_) => (S::INTERNAL_SERVER_ERROR, "internal_error"),
         };

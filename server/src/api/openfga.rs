@@ -130,10 +130,26 @@ async fn route(req: &HttpRequest, payload: &mut Payload) -> HttpResponse {
             }
         };
     }
+    use super::decisions as d;
     use super::policies as p;
     match (op, arg, sub) {
         (Some("policies"), None, None) => {
             on!(GET => p::active_policies, PUT => p::write_policies; "GET, PUT")
+        }
+        (Some("policies"), Some("dry-run"), None) => on!(POST => d::dry_run; "POST"),
+        (Some("decisions"), None, None) => on!(GET => d::list_decisions; "GET"),
+        (Some("decision-log"), Some("settings"), None) => {
+            on!(GET => d::log_settings, PUT => d::set_log_settings; "GET, PUT")
+        }
+        (Some("risk"), Some("rules"), None) => {
+            on!(GET => d::risk_rules, PUT => d::set_risk_rules; "GET, PUT")
+        }
+        (Some("risk"), Some("history"), None) => {
+            on!(GET => d::risk_history, DELETE => d::forget_risk_history; "GET, DELETE")
+        }
+        (Some("risk"), Some("failures"), None) => on!(POST => d::record_failure; "POST"),
+        (Some("entity-attributes"), None, None) => {
+            on!(GET => d::read_attributes, PUT => d::write_attributes, DELETE => d::delete_attributes; "GET, PUT, DELETE")
         }
         (Some("policy-versions"), None, None) => on!(GET => p::list_versions; "GET"),
         (Some("policy-versions"), Some(_), None) => on!(GET => p::read_version; "GET"),

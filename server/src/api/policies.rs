@@ -153,6 +153,9 @@ pub(super) struct DecideBody {
     /// Also return why: the tuples that granted `rebac`.
     #[serde(default)]
     explain: bool,
+    /// Attributes of the subject or the resource for this request only, by entity.
+    #[serde(default)]
+    attributes: std::collections::HashMap<String, Map<String, Value>>,
 }
 
 fn decision_json(d: &Decision) -> Value {
@@ -163,6 +166,7 @@ fn decision_json(d: &Decision) -> Value {
         "errors": d.errors,
         "rebac": d.rebac,
         "relations": d.relations,
+        "risk": d.risk,
         "policy_version": d.policy_version,
         "revision": d.revision,
     });
@@ -189,7 +193,17 @@ pub(super) async fn decide(
             return Err(ApiError::validation(format!("`{name}` is required")));
         }
     }
+    if let Some(other) = body
+        .attributes
+        .keys()
+        .find(|e| **e != body.subject && **e != body.resource)
+    {
+        return Err(ApiError::validation(format!(
+            "`attributes` may name the subject and the resource only, not `{other}`"
+        )));
+    }
     let req = DecisionRequest {
+        attributes: body.attributes,
         consistency: ConsistencyFields::of(&body.consistency, &body.consistency_token)
             .resolve(&store)?,
         subject: body.subject,
@@ -266,11 +280,6 @@ fn az_entity(e: Option<&AzEntity>, what: &str) -> ApiResult<String> {
             "`{what}` needs a non-empty `type` and `id`"
         )));
     };
-    if e.properties.as_ref().is_some_and(|p| !p.is_empty()) {
-        return Err(ApiError::validation(format!(
-            "`{what}.properties` are not supported: store entity attributes instead"
-        )));
-    }
     Ok(format!("{kind}:{id}"))
 }
 
@@ -289,12 +298,31 @@ async fn az_decide(state: &State, store: &str, e: &AzEvaluation) -> ApiResult<Va
             "`action.properties` are not supported",
         ));
     }
+    let subject = az_entity(e.subject.as_ref(), "subject")?;
+    let resource = az_entity(e.resource.as_ref(), "resource")?;
+    // `properties` are the entities' attributes for this request.
+    let mut attributes = std::collections::HashMap::new();
+    for (entity, sent) in [(&subject, &e.subject), (&resource, &e.resource)] {
+        if let Some(p) = sent
+            .as_ref()
+            .and_then(|s| s.properties.as_ref())
+            .filter(|p| !p.is_empty())
+        {
+            if attributes.contains_key(entity) {
+                return Err(ApiError::validation(
+                    "subject and resource are one entity: send its `properties` once",
+                ));
+            }
+            attributes.insert(entity.clone(), p.clone());
+        }
+    }
     let req = DecisionRequest {
-        subject: az_entity(e.subject.as_ref(), "subject")?,
+        subject,
         action: name.to_string(),
-        resource: az_entity(e.resource.as_ref(), "resource")?,
+        resource,
         context: e.context.clone(),
         lean: true,
+        attributes,
         ..DecisionRequest::default()
     };
     let d = state.engine.decide(store, &req).await?;

@@ -25,6 +25,7 @@ impl ChangeNotifier for RedisNotifier {
             StoreEvent::ModelWritten => format!("{store} model"),
             StoreEvent::Deleted => format!("{store} deleted"),
             StoreEvent::PoliciesChanged => format!("{store} policies"),
+            StoreEvent::AttributesChanged => format!("{store} attributes"),
         };
         tokio::spawn(async move {
             let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
@@ -97,6 +98,7 @@ fn parse_event(text: &str) -> Option<(&str, StoreEvent)> {
         ("model", None) => StoreEvent::ModelWritten,
         ("deleted", None) => StoreEvent::Deleted,
         ("policies", None) => StoreEvent::PoliciesChanged,
+        ("attributes", None) => StoreEvent::AttributesChanged,
         _ => return None,
     };
     Some((store, event))

@@ -14,19 +14,20 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use gatehouse_engine::model::AuthorizationModel;
 use gatehouse_engine::store::{
-    Assertions, ChangeFilter, Datastore, Operation, Page, Paged, PolicyVersion, Revision,
-    StoreInfo, TupleChange, TupleFilter, WriteOptions,
+    Assertions, ChangeFilter, Datastore, DecisionFilter, EntityAttributes, LoggedDecision,
+    Operation, Page, Paged, PolicyVersion, Revision, StoreInfo, TupleChange, TupleFilter,
+    WriteOptions,
 };
 use gatehouse_engine::tuple::{ContextMap, RelationshipCondition, Tuple, TupleKey};
 use gatehouse_engine::{Error, Result};
 
 use super::models::{
-    AssertionRow, ChangeRow, HeadRow, ModelRow, NewTuple, PolicyHeadRow, PolicyRow, StoreRow,
-    TupleRow,
+    AssertionRow, AttributesRow, ChangeRow, DecisionRow, HeadRow, ModelRow, NewTuple,
+    PolicyHeadRow, PolicyRow, RiskProfileRow, SettingRow, StoreRow, TupleRow,
 };
 use super::schema::{
-    assertions, authorization_models, changelog, policy_heads, policy_versions, store_revisions,
-    stores, tuples,
+    assertions, authorization_models, changelog, decision_log, entity_attributes, policy_heads,
+    policy_versions, risk_profiles, store_revisions, store_settings, stores, tuples,
 };
 use super::{Backend, SqlStore, SqliteConn};
 
@@ -419,6 +420,8 @@ const MODEL_TOKEN: &str = "model";
 const TUPLE_TOKEN: &str = "tuple";
 const CHANGE_TOKEN: &str = "change";
 const POLICY_TOKEN: &str = "policy";
+const DECISION_TOKEN: &str = "decision";
+const ATTRIBUTES_TOKEN: &str = "attributes";
 
 fn encode_token(kind: &str, position: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{kind}:{position}"))
@@ -1214,6 +1217,437 @@ impl Datastore for SqlStore {
                 .map_err(db_error)?
         });
         row.map(policy_from_row).transpose()
+    }
+
+    async fn read_setting(&self, store: &str, kind: &str) -> Result<Option<serde_json::Value>> {
+        self.read_setting_impl(store, kind).await
+    }
+
+    async fn write_setting(
+        &self,
+        store: &str,
+        kind: &str,
+        value: &serde_json::Value,
+    ) -> Result<()> {
+        self.write_setting_impl(store, kind, value).await
+    }
+
+    async fn read_risk_profile(
+        &self,
+        store: &str,
+        subject: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        self.read_risk_profile_impl(store, subject).await
+    }
+
+    async fn write_risk_profile(
+        &self,
+        store: &str,
+        subject: &str,
+        profile: &serde_json::Value,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        self.write_risk_profile_impl(store, subject, profile, expires_at)
+            .await
+    }
+
+    async fn delete_risk_profile(&self, store: &str, subject: &str) -> Result<bool> {
+        self.delete_risk_profile_impl(store, subject).await
+    }
+
+    async fn append_decisions(&self, entries: &[LoggedDecision]) -> Result<()> {
+        self.append_decisions_impl(entries).await
+    }
+
+    async fn read_decisions(
+        &self,
+        store: &str,
+        filter: &DecisionFilter,
+        page: &Page,
+    ) -> Result<Paged<LoggedDecision>> {
+        self.read_decisions_impl(store, filter, page).await
+    }
+
+    async fn prune_expired(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        self.prune_expired_impl(now).await
+    }
+
+    async fn write_entity_attributes(
+        &self,
+        store: &str,
+        entity: &str,
+        attributes: Option<&EntityAttributes>,
+    ) -> Result<bool> {
+        self.write_entity_attributes_impl(store, entity, attributes)
+            .await
+    }
+
+    async fn read_entity_attributes(
+        &self,
+        store: &str,
+        entities: &[String],
+    ) -> Result<Vec<EntityAttributes>> {
+        self.read_entity_attributes_impl(store, entities).await
+    }
+
+    async fn list_entity_attributes(
+        &self,
+        store: &str,
+        entity_type: Option<&str>,
+        page: &Page,
+    ) -> Result<Paged<EntityAttributes>> {
+        self.list_entity_attributes_impl(store, entity_type, page)
+            .await
+    }
+}
+
+fn json_text(what: &str, v: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Storage(format!("cannot serialize {what}: {e}")))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::Storage(format!("stored {what} does not parse: {e}")))
+}
+
+fn decision_from_row(r: DecisionRow) -> Result<LoggedDecision> {
+    let mut d: LoggedDecision = parse_json("decision log entry", &r.entry_json)?;
+    d.expires_at = utc(r.expires_at);
+    Ok(d)
+}
+
+fn attributes_from_row(r: AttributesRow) -> Result<EntityAttributes> {
+    Ok(EntityAttributes {
+        attributes: parse_json("entity attributes", &r.attributes_json)?,
+        entity: r.entity,
+        updated_at: utc(r.updated_at),
+    })
+}
+
+/// Settings, risk histories, the decision log and entity attributes.
+impl SqlStore {
+    pub(crate) async fn read_setting_impl(
+        &self,
+        store: &str,
+        kind: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let row: Option<String> = with_conn!(self, |conn| {
+            store_settings::table
+                .find((store, kind))
+                .select(store_settings::settings_json)
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(|t| parse_json("settings", &t)).transpose()
+    }
+
+    pub(crate) async fn write_setting_impl(
+        &self,
+        store: &str,
+        kind: &str,
+        value: &serde_json::Value,
+    ) -> Result<()> {
+        let row = SettingRow {
+            store_id: store.to_string(),
+            kind: kind.to_string(),
+            settings_json: json_text("settings", value)?,
+        };
+        write_tx!(self, |conn| {
+            require_live_store!(conn, store);
+            diesel::insert_into(store_settings::table)
+                .values(&row)
+                .on_conflict((store_settings::store_id, store_settings::kind))
+                .do_update()
+                .set(store_settings::settings_json.eq(&row.settings_json))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .map_err(Error::from)
+    }
+
+    pub(crate) async fn read_risk_profile_impl(
+        &self,
+        store: &str,
+        subject: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let row: Option<String> = with_conn!(self, |conn| {
+            risk_profiles::table
+                .find((store, subject))
+                .select(risk_profiles::profile_json)
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(|t| parse_json("risk profile", &t)).transpose()
+    }
+
+    pub(crate) async fn write_risk_profile_impl(
+        &self,
+        store: &str,
+        subject: &str,
+        profile: &serde_json::Value,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        let row = RiskProfileRow {
+            store_id: store.to_string(),
+            subject: subject.to_string(),
+            profile_json: json_text("risk profile", profile)?,
+            expires_at: expires_at.naive_utc(),
+        };
+        with_conn!(self, |conn| {
+            diesel::insert_into(risk_profiles::table)
+                .values(&row)
+                .on_conflict((risk_profiles::store_id, risk_profiles::subject))
+                .do_update()
+                .set((
+                    risk_profiles::profile_json.eq(&row.profile_json),
+                    risk_profiles::expires_at.eq(row.expires_at),
+                ))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn delete_risk_profile_impl(
+        &self,
+        store: &str,
+        subject: &str,
+    ) -> Result<bool> {
+        let n = with_conn!(self, |conn| {
+            diesel::delete(risk_profiles::table.find((store, subject)))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn append_decisions_impl(&self, entries: &[LoggedDecision]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<&str> = entries.iter().map(|e| e.store_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let live: Vec<String> = with_conn!(self, |conn| {
+            stores::table
+                .filter(stores::id.eq_any(&ids))
+                .filter(stores::deleted_at.is_null())
+                .select(stores::id)
+                .load(conn)
+                .await
+                .map_err(db_error)?
+        });
+        let rows = entries
+            .iter()
+            .filter(|e| live.contains(&e.store_id))
+            .map(|e| {
+                Ok(DecisionRow {
+                    store_id: e.store_id.clone(),
+                    id: e.id.clone(),
+                    decided_at: e.decided_at.naive_utc(),
+                    subject: e.subject.clone(),
+                    action: e.action.clone(),
+                    resource: e.resource.clone(),
+                    allowed: e.allowed,
+                    policy_version: e.policy_version.clone(),
+                    entry_json: json_text("decision log entry", e)?,
+                    expires_at: e.expires_at.naive_utc(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let conn: &mut AsyncPgConnection = &mut pooled;
+                for chunk in rows.chunks(INSERT_CHUNK / 10) {
+                    diesel::insert_into(decision_log::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await
+                        .map_err(db_error)?;
+                }
+                Ok(())
+            }
+            // SQLite: one statement per row (diesel's batch insert needs the sync connection),
+            // in one transaction, so a flush costs one commit.
+            Backend::Sqlite { .. } => write_tx!(self, |conn| {
+                for row in &rows {
+                    diesel::insert_into(decision_log::table)
+                        .values(row)
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(())
+            })
+            .map_err(Error::from),
+        }
+    }
+
+    pub(crate) async fn read_decisions_impl(
+        &self,
+        store: &str,
+        f: &DecisionFilter,
+        page: &Page,
+    ) -> Result<Paged<LoggedDecision>> {
+        let before = page_token(DECISION_TOKEN, page)?;
+        let rows: Vec<DecisionRow> = with_conn!(self, |conn| {
+            let mut q = decision_log::table
+                .select(DecisionRow::as_select())
+                .filter(decision_log::store_id.eq(store))
+                .into_boxed();
+            if let Some(b) = &before {
+                q = q.filter(decision_log::id.lt(b));
+            }
+            if let Some(x) = &f.subject {
+                q = q.filter(decision_log::subject.eq(x));
+            }
+            if let Some(x) = &f.action {
+                q = q.filter(decision_log::action.eq(x));
+            }
+            if let Some(x) = &f.resource {
+                q = q.filter(decision_log::resource.eq(x));
+            }
+            if let Some(x) = f.allowed {
+                q = q.filter(decision_log::allowed.eq(x));
+            }
+            if let Some(x) = &f.policy_version {
+                q = q.filter(decision_log::policy_version.eq(x));
+            }
+            if let Some(x) = f.since {
+                q = q.filter(decision_log::decided_at.ge(x.naive_utc()));
+            }
+            if let Some(x) = f.until {
+                q = q.filter(decision_log::decided_at.lt(x.naive_utc()));
+            }
+            q = q.order(decision_log::id.desc());
+            if page.size > 0 {
+                q = q.limit(limit_for(page.size));
+            }
+            q.load(conn).await.map_err(db_error)?
+        });
+        paged(
+            rows,
+            page.size,
+            |r| encode_token(DECISION_TOKEN, &r.id),
+            decision_from_row,
+        )
+    }
+
+    pub(crate) async fn prune_expired_impl(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64> {
+        let now = now.naive_utc();
+        let n = with_conn!(self, |conn| {
+            let a = diesel::delete(decision_log::table.filter(decision_log::expires_at.lt(now)))
+                .execute(conn)
+                .await
+                .map_err(db_error)?;
+            let b = diesel::delete(risk_profiles::table.filter(risk_profiles::expires_at.lt(now)))
+                .execute(conn)
+                .await
+                .map_err(db_error)?;
+            a + b
+        });
+        Ok(n as u64)
+    }
+
+    pub(crate) async fn write_entity_attributes_impl(
+        &self,
+        store: &str,
+        entity: &str,
+        attributes: Option<&EntityAttributes>,
+    ) -> Result<bool> {
+        let row = attributes
+            .map(|a| {
+                Ok::<_, Error>(AttributesRow {
+                    store_id: store.to_string(),
+                    entity: entity.to_string(),
+                    entity_type: entity
+                        .split_once(':')
+                        .map_or(entity, |(t, _)| t)
+                        .to_string(),
+                    attributes_json: json_text("entity attributes", &a.attributes)?,
+                    updated_at: a.updated_at.naive_utc(),
+                })
+            })
+            .transpose()?;
+        write_tx!(self, |conn| {
+            require_live_store!(conn, store);
+            let had = diesel::delete(entity_attributes::table.find((store, entity)))
+                .execute(conn)
+                .await?;
+            if let Some(row) = &row {
+                diesel::insert_into(entity_attributes::table)
+                    .values(row)
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(had > 0)
+        })
+        .map_err(Error::from)
+    }
+
+    pub(crate) async fn read_entity_attributes_impl(
+        &self,
+        store: &str,
+        entities: &[String],
+    ) -> Result<Vec<EntityAttributes>> {
+        let mut out = Vec::new();
+        for chunk in entities.chunks(KEY_CHUNK) {
+            let rows: Vec<AttributesRow> = with_conn!(self, |conn| {
+                entity_attributes::table
+                    .select(AttributesRow::as_select())
+                    .filter(entity_attributes::store_id.eq(store))
+                    .filter(entity_attributes::entity.eq_any(chunk))
+                    .load(conn)
+                    .await
+                    .map_err(db_error)?
+            });
+            for r in rows {
+                out.push(attributes_from_row(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn list_entity_attributes_impl(
+        &self,
+        store: &str,
+        entity_type: Option<&str>,
+        page: &Page,
+    ) -> Result<Paged<EntityAttributes>> {
+        let after = page_token(ATTRIBUTES_TOKEN, page)?;
+        let rows: Vec<AttributesRow> = with_conn!(self, |conn| {
+            let mut q = entity_attributes::table
+                .select(AttributesRow::as_select())
+                .filter(entity_attributes::store_id.eq(store))
+                .into_boxed();
+            if let Some(t) = entity_type {
+                q = q.filter(entity_attributes::entity_type.eq(t));
+            }
+            if let Some(a) = &after {
+                q = q.filter(entity_attributes::entity.gt(a));
+            }
+            q = q.order(entity_attributes::entity.asc());
+            if page.size > 0 {
+                q = q.limit(limit_for(page.size));
+            }
+            q.load(conn).await.map_err(db_error)?
+        });
+        paged(
+            rows,
+            page.size,
+            |r| encode_token(ATTRIBUTES_TOKEN, &r.entity),
+            attributes_from_row,
+        )
     }
 }
 

@@ -4,8 +4,8 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{
-    assertions, authorization_models, changelog, policy_heads, policy_versions, store_revisions,
-    stores, tuples,
+    assertions, authorization_models, changelog, decision_log, entity_attributes, policy_heads,
+    policy_versions, risk_profiles, store_revisions, store_settings, stores, tuples,
 };
 
 /// A row of `stores`.
@@ -113,4 +113,50 @@ pub(crate) struct PolicyRow {
 pub(crate) struct PolicyHeadRow {
     pub store_id: String,
     pub active_id: String,
+}
+
+/// A row of `store_settings`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = store_settings)]
+pub(crate) struct SettingRow {
+    pub store_id: String,
+    pub kind: String,
+    pub settings_json: String,
+}
+
+/// A row of `risk_profiles`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = risk_profiles)]
+pub(crate) struct RiskProfileRow {
+    pub store_id: String,
+    pub subject: String,
+    pub profile_json: String,
+    pub expires_at: NaiveDateTime,
+}
+
+/// A row of `decision_log`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = decision_log)]
+pub(crate) struct DecisionRow {
+    pub store_id: String,
+    pub id: String,
+    pub decided_at: NaiveDateTime,
+    pub subject: String,
+    pub action: String,
+    pub resource: String,
+    pub allowed: bool,
+    pub policy_version: String,
+    pub entry_json: String,
+    pub expires_at: NaiveDateTime,
+}
+
+/// A row of `entity_attributes`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = entity_attributes)]
+pub(crate) struct AttributesRow {
+    pub store_id: String,
+    pub entity: String,
+    pub entity_type: String,
+    pub attributes_json: String,
+    pub updated_at: NaiveDateTime,
 }

@@ -94,6 +94,52 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Per-store settings by kind, as JSON.
+    store_settings (store_id, kind) {
+        store_id -> Text,
+        kind -> Text,
+        settings_json -> Text,
+    }
+}
+
+diesel::table! {
+    /// Risk history per store and subject.
+    risk_profiles (store_id, subject) {
+        store_id -> Text,
+        subject -> Text,
+        profile_json -> Text,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// The decision log.
+    decision_log (store_id, id) {
+        store_id -> Text,
+        id -> Text,
+        decided_at -> Timestamp,
+        subject -> Text,
+        action -> Text,
+        resource -> Text,
+        allowed -> Bool,
+        policy_version -> Text,
+        entry_json -> Text,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Stored entity attributes.
+    entity_attributes (store_id, entity) {
+        store_id -> Text,
+        entity -> Text,
+        entity_type -> Text,
+        attributes_json -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     stores,
     store_revisions,
@@ -103,4 +149,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     assertions,
     policy_versions,
     policy_heads,
+    store_settings,
+    risk_profiles,
+    decision_log,
+    entity_attributes,
 );

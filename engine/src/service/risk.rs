@@ -1,0 +1,240 @@
+//! Risk of a store's decisions: its rules, its subjects' histories, and the signals a request
+//! carries in its context (`device_id`, `ip`, `location`, `time`).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::risk::{self, Assessment, Location, RiskProfile, RiskRules, Signals};
+
+/// The settings kind of a store's risk rules.
+pub const RISK_SETTINGS: &str = "risk";
+
+/// Context attributes the risk engine consumes and Cedar does not see: `location` (numbers
+/// Cedar cannot hold) and `time` (the request's time; now when absent).
+const CONSUMED: [&str; 2] = ["location", "time"];
+
+/// Reads the risk signals from a caller's context, removing those only the risk engine reads.
+/// `ip` and `device_id` stay: policies may read them (the generated schema declares both).
+pub fn take_signals(
+    context: &mut Option<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Signals> {
+    let mut s = Signals {
+        time: Utc::now(),
+        ..Signals::default()
+    };
+    let Some(ctx) = context.as_mut() else {
+        return Ok(s);
+    };
+    let bad = |m: String| Error::Validation(m);
+    if let Some(v) = ctx.get("device_id") {
+        let d = v
+            .as_str()
+            .filter(|d| !d.is_empty() && d.len() <= 256)
+            .ok_or_else(|| bad("context `device_id` must be a string of 1 to 256 bytes".into()))?;
+        s.device_id = Some(d.to_string());
+    }
+    if let Some(v) = ctx.get("ip") {
+        let ip: IpAddr = v
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| bad(format!("context `ip` must be an IP address, not {v}")))?;
+        s.ip = Some(ip);
+    }
+    if let Some(v) = ctx.get("location") {
+        let loc: Location = serde_json::from_value(v.clone()).map_err(|e| {
+            bad(format!(
+                "context `location` must be {{\"lat\": number, \"lon\": number}}: {e}"
+            ))
+        })?;
+        loc.validate()
+            .map_err(|e| bad(format!("context `location`: {e}")))?;
+        s.location = Some(loc);
+    }
+    if let Some(v) = ctx.get("time") {
+        s.time = v
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or_else(|| {
+                bad(format!(
+                    "context `time` must be an RFC 3339 timestamp, not {v}"
+                ))
+            })?;
+    }
+    for k in CONSUMED {
+        ctx.remove(k);
+    }
+    if ctx.is_empty() {
+        *context = None;
+    }
+    Ok(s)
+}
+
+/// A subject's history as loaded for one request, to be saved after the decision.
+#[derive(Debug)]
+pub struct LoadedRisk {
+    pub assessment: Assessment,
+    profile: RiskProfile,
+    rules: Arc<RiskRules>,
+}
+
+impl Engine {
+    /// A store's risk rules (the defaults until it sets its own).
+    pub async fn risk_rules(&self, store: &str) -> Result<Arc<RiskRules>> {
+        if let Some(r) = self.risk_rules.get(store) {
+            return Ok(r);
+        }
+        self.get_store(store).await?;
+        let rules = match self.ds.read_setting(store, RISK_SETTINGS).await? {
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| Error::Storage(format!("stored risk rules do not parse: {e}")))?,
+            None => RiskRules::default(),
+        };
+        let rules = Arc::new(rules);
+        self.risk_rules.insert(store.to_string(), rules.clone());
+        Ok(rules)
+    }
+
+    /// Replaces a store's risk rules after checking them.
+    pub async fn set_risk_rules(&self, store: &str, rules: RiskRules) -> Result<Arc<RiskRules>> {
+        rules.validate().map_err(Error::Validation)?;
+        self.get_store(store).await?;
+        let json = serde_json::to_value(&rules)
+            .map_err(|e| Error::Storage(format!("cannot serialize risk rules: {e}")))?;
+        self.ds.write_setting(store, RISK_SETTINGS, &json).await?;
+        self.risk_rules.invalidate(store);
+        Ok(Arc::new(rules))
+    }
+
+    async fn risk_profile(&self, store: &str, subject: &str) -> Result<RiskProfile> {
+        match self.ds.read_risk_profile(store, subject).await? {
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| Error::Storage(format!("stored risk history does not parse: {e}"))),
+            None => Ok(RiskProfile::default()),
+        }
+    }
+
+    async fn save_profile(
+        &self,
+        store: &str,
+        subject: &str,
+        profile: &mut RiskProfile,
+        rules: &RiskRules,
+    ) -> Result<()> {
+        let now = Utc::now();
+        profile.prune(now, rules);
+        let json = serde_json::to_value(&*profile)
+            .map_err(|e| Error::Storage(format!("cannot serialize risk history: {e}")))?;
+        let expires = now + chrono::Duration::days(i64::from(rules.retention_days));
+        self.ds
+            .write_risk_profile(store, subject, &json, expires)
+            .await
+    }
+
+    /// Scores a request against the subject's history (reads only).
+    pub(super) async fn load_risk(
+        &self,
+        store: &str,
+        subject: &str,
+        signals: &Signals,
+    ) -> Result<LoadedRisk> {
+        let rules = self.risk_rules(store).await?;
+        let profile = self.risk_profile(store, subject).await?;
+        Ok(LoadedRisk {
+            assessment: risk::assess(&profile, signals, &rules),
+            profile,
+            rules,
+        })
+    }
+
+    /// Adds a decided request to the subject's history, saving it when something a later
+    /// assessment reads changed. Concurrent requests of one subject may each save; the last
+    /// one wins (a sighting may be lost, never invented).
+    pub(super) async fn record_risk(
+        &self,
+        store: &str,
+        subject: &str,
+        signals: &Signals,
+        mut loaded: LoadedRisk,
+    ) -> Result<()> {
+        if loaded.profile.record(signals) {
+            self.save_profile(store, subject, &mut loaded.profile, &loaded.rules)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt of `subject` (a failed login, a rejected credential) at `at`.
+    pub async fn record_failure(
+        &self,
+        store: &str,
+        subject: &str,
+        at: DateTime<Utc>,
+    ) -> Result<RiskProfile> {
+        let rules = self.risk_rules(store).await?;
+        let mut profile = self.risk_profile(store, subject).await?;
+        profile.record_failure(at);
+        self.save_profile(store, subject, &mut profile, &rules)
+            .await?;
+        Ok(profile)
+    }
+
+    /// A subject's history in a store (empty when none is kept).
+    pub async fn subject_risk(&self, store: &str, subject: &str) -> Result<RiskProfile> {
+        self.get_store(store).await?;
+        self.risk_profile(store, subject).await
+    }
+
+    /// Forgets a subject's history.
+    pub async fn forget_subject_risk(&self, store: &str, subject: &str) -> Result<bool> {
+        self.get_store(store).await?;
+        self.ds.delete_risk_profile(store, subject).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_read_and_location_and_time_leave_the_context() {
+        let mut ctx = Some(
+            serde_json::json!({
+                "ip": "10.1.2.3", "device_id": "d1",
+                "location": {"lat": 1.5, "lon": 2.0}, "time": "2026-01-01T00:00:00Z"
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        );
+        let s = take_signals(&mut ctx).unwrap();
+        assert_eq!(s.device_id.as_deref(), Some("d1"));
+        assert_eq!(s.ip, Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(s.location, Some(Location { lat: 1.5, lon: 2.0 }));
+        assert_eq!(s.time.to_rfc3339(), "2026-01-01T00:00:00+00:00");
+        let ctx = ctx.unwrap();
+        assert!(ctx.contains_key("ip") && ctx.contains_key("device_id"));
+        assert!(!ctx.contains_key("location") && !ctx.contains_key("time"));
+    }
+
+    #[test]
+    fn malformed_signals_are_rejected() {
+        for bad in [
+            serde_json::json!({"ip": "not-an-ip"}),
+            serde_json::json!({"ip": 7}),
+            serde_json::json!({"device_id": ""}),
+            serde_json::json!({"location": {"lat": 91.0, "lon": 0.0}}),
+            serde_json::json!({"location": {"lat": "x", "lon": 0.0}}),
+            serde_json::json!({"time": "yesterday"}),
+        ] {
+            let mut ctx = bad.as_object().cloned();
+            let err = take_signals(&mut ctx).unwrap_err();
+            assert!(matches!(err, Error::Validation(_)), "{bad}: {err:?}");
+        }
+    }
+}
