@@ -342,6 +342,8 @@ pub struct DeterminingPolicy {
 pub struct Evaluation {
     pub allowed: bool,
     pub policies: Vec<DeterminingPolicy>,
+    /// With explain, on a deny: the permits that were satisfied but overridden by a forbid.
+    pub overridden: Vec<DeterminingPolicy>,
     pub errors: Vec<String>,
 }
 
@@ -367,6 +369,47 @@ pub fn evaluate(
     graph: &GraphContext,
     risk: &Risk,
     entities: &Entities,
+) -> Result<Evaluation, RequestError> {
+    evaluate_with(
+        policies,
+        target,
+        caller_context,
+        graph,
+        risk,
+        entities,
+        false,
+    )
+}
+
+/// [`evaluate`], and on a deny also the permits that were satisfied but overridden by a
+/// forbid (`explain`).
+pub fn evaluate_explained(
+    policies: &CompiledPolicies,
+    target: Target,
+    caller_context: Option<&serde_json::Map<String, serde_json::Value>>,
+    graph: &GraphContext,
+    risk: &Risk,
+    entities: &Entities,
+) -> Result<Evaluation, RequestError> {
+    evaluate_with(
+        policies,
+        target,
+        caller_context,
+        graph,
+        risk,
+        entities,
+        true,
+    )
+}
+
+fn evaluate_with(
+    policies: &CompiledPolicies,
+    target: Target,
+    caller_context: Option<&serde_json::Map<String, serde_json::Value>>,
+    graph: &GraphContext,
+    risk: &Risk,
+    entities: &Entities,
+    explain: bool,
 ) -> Result<Evaluation, RequestError> {
     let schema = policies.schema.as_ref();
     let Target {
@@ -450,10 +493,8 @@ pub fn evaluate(
         v.insert(shape);
     }
     let response = Authorizer::new().is_authorized(&request, &slice, entities);
-    let policies_out = response
-        .diagnostics()
-        .reason()
-        .map(|id| DeterminingPolicy {
+    let named = |ids: &mut dyn Iterator<Item = &PolicyId>| -> Vec<DeterminingPolicy> {
+        ids.map(|id| DeterminingPolicy {
             id: id.to_string(),
             annotations: policies
                 .annotations
@@ -461,10 +502,34 @@ pub fn evaluate(
                 .cloned()
                 .unwrap_or_default(),
         })
-        .collect();
+        .collect()
+    };
+    let allowed = response.decision() == Decision::Allow;
+    // The permits a forbid overrode: the same request against the slice without its forbids.
+    let overridden = if explain && !allowed {
+        let mut permits = (*slice).clone();
+        let forbids: Vec<(PolicyId, bool)> = permits
+            .policies()
+            .filter(|p| p.effect() == cedar_policy::Effect::Forbid)
+            .map(|p| (p.id().clone(), p.is_static()))
+            .collect();
+        for (id, is_static) in forbids {
+            let removed = if is_static {
+                permits.remove_static(id).map(|_| ())
+            } else {
+                permits.unlink(id).map(|_| ())
+            };
+            removed.map_err(|e| RequestError(e.to_string()))?;
+        }
+        let r = Authorizer::new().is_authorized(&request, &permits, entities);
+        named(&mut r.diagnostics().reason())
+    } else {
+        vec![]
+    };
     Ok(Evaluation {
-        allowed: response.decision() == Decision::Allow,
-        policies: policies_out,
+        allowed,
+        policies: named(&mut response.diagnostics().reason()),
+        overridden,
         errors: response
             .diagnostics()
             .errors()

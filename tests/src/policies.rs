@@ -760,6 +760,31 @@ async fn explain(backend: Backend) {
     // Without explain there is no explanation.
     let d = decide(&s, &store, "user:anne", "viewer", "document:1").await;
     assert!(d.get("explain").is_none(), "{d}");
+    // A deny by a forbid names the permits it overrode.
+    s.put(
+        &format!("/stores/{store}/policies"),
+        &json!({ "policies": POLICIES }),
+    )
+    .await
+    .ok();
+    let d = why("user:anne", "document:2").await;
+    assert_eq!(d["allowed"], false, "{d}");
+    assert_eq!(d["explain"]["policies"][0]["id"], "no-secret", "{d}");
+    assert_eq!(
+        d["explain"]["overridden_permits"][0]["id"], "baseline",
+        "{d}"
+    );
+    assert_eq!(
+        d["explain"]["overridden_permits"].as_array().map(Vec::len),
+        Some(1),
+        "{d}"
+    );
+    let d = why("user:bob", "document:1").await;
+    assert_eq!(
+        d["explain"]["overridden_permits"],
+        json!([]),
+        "a plain deny overrides nothing: {d}"
+    );
 }
 
 /// Templates with slots and the policies linked from them, through the API.

@@ -196,12 +196,11 @@ fn invalid_policies_carry_id_and_position() {
     assert!(i[0].message.contains("spaceship"), "{i:?}");
 
     // An attribute that the context does not declare.
-    let text =
-        "@id(\"uses-ip\")\npermit (principal, action, resource) when { context.ip == \"1\" };\n";
+    let text = "@id(\"uses-colour\")\npermit (principal, action, resource) when { context.colour == \"1\" };\n";
     let i = issues(CompiledPolicies::compile(text, &[], schema()));
-    assert_eq!(i[0].policy_id.as_deref(), Some("uses-ip"));
+    assert_eq!(i[0].policy_id.as_deref(), Some("uses-colour"));
     assert_eq!(i[0].line, 2, "{i:?}");
-    assert!(i[0].message.contains("uses-ip"), "{i:?}");
+    assert!(i[0].message.contains("uses-colour"), "{i:?}");
 
     // A syntax error.
     let i = issues(CompiledPolicies::compile(

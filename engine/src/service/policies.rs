@@ -72,6 +72,8 @@ pub struct Decision {
     pub allowed: bool,
     /// The policies that determined it: the satisfied forbids on a deny, else the permits.
     pub policies: Vec<DeterminingPolicy>,
+    /// With `explain`, on a deny: the permits that were satisfied but overridden by a forbid.
+    pub overridden: Vec<DeterminingPolicy>,
     /// Policies that failed to evaluate (they count as not satisfied).
     pub errors: Vec<String>,
     /// The graph's answer for the action.
@@ -399,7 +401,12 @@ impl Engine {
             rebac,
             relations: relations.clone(),
         };
-        let eval = policy::evaluate(
+        let evaluate = if req.explain {
+            policy::evaluate_explained
+        } else {
+            policy::evaluate
+        };
+        let eval = evaluate(
             &active.compiled,
             checked.target,
             context,
@@ -411,6 +418,7 @@ impl Engine {
         Ok(Decision {
             allowed: eval.allowed,
             policies: eval.policies,
+            overridden: eval.overridden,
             errors: eval.errors.into_iter().chain(relation_errors).collect(),
             rebac,
             relations,

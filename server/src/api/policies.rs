@@ -171,7 +171,11 @@ fn decision_json(d: &Decision) -> Value {
         "revision": d.revision,
     });
     if let Some(path) = &d.rebac_path {
-        v["explain"] = json!({ "rebac_path": path, "policies": d.policies });
+        v["explain"] = json!({
+            "rebac_path": path,
+            "policies": d.policies,
+            "overridden_permits": d.overridden,
+        });
     }
     v
 }
