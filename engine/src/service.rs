@@ -230,6 +230,11 @@ impl Engine {
         }
     }
 
+    /// Whether changes are announced to other nodes (pub/sub is configured).
+    pub fn has_notifier(&self) -> bool {
+        self.notifier.lock().is_ok_and(|g| g.is_some())
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }

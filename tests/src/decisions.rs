@@ -759,3 +759,56 @@ async fn entity_attributes_bad_input(backend: Backend) {
         .await
         .assert_error(400, None);
 }
+
+/// An attribute change through node A reaches node B's decisions: at once through Redis,
+/// within about a second without it.
+async fn attribute_change_reaches_another_node(redis: bool) {
+    let (a, b) = crate::consistency::two_nodes(redis).await;
+    let store = a.create_store("attribute-nodes").await;
+    a.write_model(&store, &crate::harness::sample_model()).await;
+    a.write_ok(&store, &[tk("user:bob", "viewer", "document:1")])
+        .await;
+    let schema = schema_with_attributes(&a, &store).await;
+    a.put(
+        &format!("/stores/{store}/policies"),
+        &json!({ "policies": CLASSIFIED, "schema": schema }),
+    )
+    .await
+    .ok();
+    let path = format!("/stores/{store}/entity-attributes");
+    let limit = std::time::Duration::from_secs(if redis { 2 } else { 3 });
+    for (round, classification) in ["secret", "public", "secret"].into_iter().enumerate() {
+        // B has decided (and cached) before the change.
+        decide_ctx(&b, &store, "user:bob", "document:1", json!({})).await;
+        a.put(
+            &path,
+            &json!({ "entity": "document:1", "attributes": { "classification": classification } }),
+        )
+        .await
+        .ok();
+        let want = classification != "secret";
+        let started = std::time::Instant::now();
+        loop {
+            let d = decide_ctx(&b, &store, "user:bob", "document:1", json!({})).await;
+            if d["allowed"] == want {
+                break;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "round {round}: node B still decides {} (redis: {redis}): {d}",
+                d["allowed"]
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attribute_change_reaches_another_node_with_redis() {
+    attribute_change_reaches_another_node(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attribute_change_reaches_another_node_without_redis() {
+    attribute_change_reaches_another_node(false).await;
+}

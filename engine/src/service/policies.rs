@@ -441,9 +441,14 @@ impl Engine {
         req: &DecisionRequest,
     ) -> Result<Arc<cedar_policy::Entities>> {
         let bad = |e: String| Error::Validation(e);
-        let epoch = self
+        let mut epoch = self
             .attributes_epoch
             .load(std::sync::atomic::Ordering::Relaxed);
+        // Without pub/sub, another node's attribute change is not announced: sets holding
+        // attributes then live at most about a second, as compiled policies do.
+        if active.declares_attributes && !self.has_notifier() {
+            epoch ^= chrono::Utc::now().timestamp().unsigned_abs() << 32;
+        }
         let key = (
             store.to_string(),
             format!(
