@@ -208,6 +208,11 @@ def main():
         az = {"subject": {"type": "user", "id": "u5"}, "action": {"name": "reader"}, "resource": {"type": "repo", "id": "r0"}}
         assert srv.call("POST", f"/stores/{store}/access/v1/evaluation", az)["decision"] is True
         authzen = oha(f"{srv.base}/stores/{store}/access/v1/evaluation", a.seconds, a.conns, az)
+        logged = srv.call("GET", f"/stores/{store}/decisions?page_size=1")["decisions"]
+        assert logged and logged[0]["action"] == "reader", logged
+        # The same with the decision log off (it records every decision by default).
+        srv.call("PUT", f"/stores/{store}/decision-log/settings", {"sample_rate": 0.0, "always_log_denies": False})
+        authzen_nolog = oha(f"{srv.base}/stores/{store}/access/v1/evaluation", a.seconds, a.conns, az)
         lo_body = {"type": "repo", "relation": "reader", "user": "user:lister"}
         n = len(srv.call("POST", f"/stores/{store}/list-objects", lo_body)["objects"])
         assert n == 10_000, n
@@ -223,6 +228,8 @@ def main():
     print(f"| check / healthz throughput | {chk['rps'] / health['rps'] * 100:.0f}% |")
     print(f"| AuthZEN evaluation, 100 policies, warm | {authzen['rps']:.0f} req/s (p50 {authzen['p50']:.2f} ms, p99 {authzen['p99']:.2f} ms) |")
     print(f"| AuthZEN / healthz throughput | {authzen['rps'] / health['rps'] * 100:.0f}% |")
+    print(f"| AuthZEN, decision log off | {authzen_nolog['rps']:.0f} req/s (p50 {authzen_nolog['p50']:.2f} ms, p99 {authzen_nolog['p99']:.2f} ms) |")
+    print(f"| AuthZEN (log off) / healthz throughput | {authzen_nolog['rps'] / health['rps'] * 100:.0f}% |")
     print(f"| check at half load ({int(chk['rps'] / 2)} req/s) | p50 {half['p50']:.2f} ms, p99 {half['p99']:.2f} ms |")
     print(f"| list objects, 10,000 results | p50 {lo['p50']:.1f} ms, p99 {lo['p99']:.1f} ms |")
     print(f"| RSS idle after start / after load | {idle:.1f} MB / {loaded:.1f} MB |")

@@ -184,6 +184,37 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { black_box(engine.decide(&store, &req).await.unwrap()) })
     });
+    // As AuthZEN asks: only the action's relation is checked unless a policy reads the others.
+    let lean = DecisionRequest {
+        lean: true,
+        ..req.clone()
+    };
+    c.bench_function("decide_warm_100_policies_lean", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(engine.decide(&store, &lean).await.unwrap()) })
+    });
+
+    // The same two without the decision memo: every decision runs the graph (cached
+    // sub-results), the hydrated entity set (cached) and Cedar.
+    let (unmemo, unmemo_store) = rt.block_on(github_store(EngineConfig {
+        decision_cache: false,
+        ..EngineConfig::default()
+    }));
+    rt.block_on(unmemo.write_policies(&unmemo_store, &policies, None, vec![], true))
+        .unwrap();
+    assert!(
+        rt.block_on(unmemo.decide(&unmemo_store, &req))
+            .unwrap()
+            .allowed
+    );
+    c.bench_function("decide_warm_100_policies_no_memo", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(unmemo.decide(&unmemo_store, &req).await.unwrap()) })
+    });
+    c.bench_function("decide_warm_100_policies_lean_no_memo", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(unmemo.decide(&unmemo_store, &lean).await.unwrap()) })
+    });
 
     let (cold, cold_store) = rt.block_on(github_store(EngineConfig {
         cache_enabled: false,

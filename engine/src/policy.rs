@@ -109,6 +109,8 @@ pub struct CompiledPolicies {
     pub schema: Arc<Schema>,
     /// Annotations of every policy, by id.
     pub annotations: HashMap<String, BTreeMap<String, String>>,
+    /// Every policy as a decision names it, built once.
+    determining: HashMap<PolicyId, Arc<DeterminingPolicy>>,
     /// Picks the policies whose scope can match a request.
     slicer: slice::Slicer,
     /// The schema's actions as entities (with their groups).
@@ -118,7 +120,7 @@ pub struct CompiledPolicies {
     validated:
         std::sync::RwLock<std::collections::HashSet<(EntityTypeName, EntityUid, EntityTypeName)>>,
     /// Gatehouse-only contexts already built, by their values (a `Context` clone is an `Arc`).
-    contexts: moka::sync::Cache<String, Context>,
+    contexts: moka::sync::Cache<u64, Arc<(GraphContext, Risk, Context)>>,
     /// Whether any policy may read `context.relations` (conservatively: the text mentions
     /// `relations`), so that decisions which do not return them can skip computing them.
     pub reads_relations: bool,
@@ -221,11 +223,24 @@ impl CompiledPolicies {
             .action_entities()
             .map(|es| es.iter().cloned().collect())
             .map_err(|e| PolicyError::InvalidSchema(e.to_string()))?;
+        let determining = annotations
+            .iter()
+            .map(|(id, a)| {
+                (
+                    PolicyId::new(id),
+                    Arc::new(DeterminingPolicy {
+                        id: id.clone(),
+                        annotations: a.clone(),
+                    }),
+                )
+            })
+            .collect();
         Ok(Self {
             text: text.to_string(),
             set,
             schema,
             annotations,
+            determining,
             slicer,
             action_entities,
             validated: std::sync::RwLock::default(),
@@ -300,26 +315,43 @@ pub fn entity_uid(object: &str) -> Result<EntityUid, String> {
         .split_once(':')
         .filter(|(t, id)| !t.is_empty() && !id.is_empty())
         .ok_or_else(|| format!("`{object}` is not `type:id`"))?;
-    let type_name =
-        EntityTypeName::from_str(t).map_err(|_| format!("type `{t}` is not a Cedar identifier"))?;
     Ok(EntityUid::from_type_name_and_id(
-        type_name,
+        type_name(t)?,
         EntityId::new(id),
     ))
 }
 
+/// Most type names remembered parsed (a type name is parsed by Cedar's grammar).
+const MAX_TYPE_NAMES: usize = 10_000;
+
+/// A Cedar type name, parsed once per process.
+fn type_name(t: &str) -> Result<EntityTypeName, String> {
+    use std::sync::{LazyLock, RwLock};
+    static PARSED: LazyLock<RwLock<HashMap<String, EntityTypeName>>> =
+        LazyLock::new(RwLock::default);
+    if let Some(n) = PARSED.read().ok().and_then(|m| m.get(t).cloned()) {
+        return Ok(n);
+    }
+    let n =
+        EntityTypeName::from_str(t).map_err(|_| format!("type `{t}` is not a Cedar identifier"))?;
+    if let Ok(mut m) = PARSED.write()
+        && m.len() < MAX_TYPE_NAMES
+    {
+        m.insert(t.to_string(), n.clone());
+    }
+    Ok(n)
+}
+
 /// `Action::"relation"`.
 pub fn action_uid(relation: &str) -> Result<EntityUid, String> {
-    let type_name = EntityTypeName::from_str("Action")
-        .map_err(|_| "the `Action` type name does not parse".to_string())?;
     Ok(EntityUid::from_type_name_and_id(
-        type_name,
+        type_name("Action")?,
         EntityId::new(relation),
     ))
 }
 
 /// What Gatehouse adds to the caller's context.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct GraphContext {
     /// The graph's answer for this action (relation) on the resource.
     pub rebac: bool,
@@ -341,9 +373,9 @@ pub struct DeterminingPolicy {
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
     pub allowed: bool,
-    pub policies: Vec<DeterminingPolicy>,
+    pub policies: Vec<Arc<DeterminingPolicy>>,
     /// With explain, on a deny: the permits that were satisfied but overridden by a forbid.
-    pub overridden: Vec<DeterminingPolicy>,
+    pub overridden: Vec<Arc<DeterminingPolicy>>,
     pub errors: Vec<String>,
 }
 
@@ -429,19 +461,18 @@ fn evaluate_with(
     let context = match caller_context.filter(|c| !c.is_empty()) {
         // Only Gatehouse's attributes: built directly, without a JSON round trip.
         None => {
-            let key = format!(
-                "{}|{}|{}|{}|{}",
-                graph.rebac,
-                graph.relations.join(","),
-                risk.score,
-                risk.level,
-                risk.signals.join(",")
-            );
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (graph, risk).hash(&mut h);
+            let key = h.finish();
+            // A hit is checked against the values: a hash collision builds afresh.
             match policies.contexts.get(&key) {
-                Some(c) => c,
-                None => {
+                Some(hit) if hit.0 == *graph && hit.1 == *risk => hit.2.clone(),
+                _ => {
                     let c = gatehouse_context(graph, risk)?;
-                    policies.contexts.insert(key, c.clone());
+                    policies
+                        .contexts
+                        .insert(key, Arc::new((graph.clone(), risk.clone(), c.clone())));
                     c
                 }
             }
@@ -462,21 +493,9 @@ fn evaluate_with(
                 .map_err(|e| RequestError(format!("invalid context: {e}")))?
         }
     };
-    let ancestors = |u: &EntityUid| -> std::collections::HashSet<EntityUid> {
-        entities
-            .ancestors(u)
-            .map(|it| it.cloned().collect())
-            .unwrap_or_default()
-    };
     let slice = policies
         .slicer
-        .slice(
-            &principal,
-            &ancestors(&principal),
-            &action,
-            &resource,
-            &ancestors(&resource),
-        )
+        .slice(&principal, &action, &resource, entities)
         .map_err(RequestError)?;
     let request = Request::new(
         principal,
@@ -493,14 +512,14 @@ fn evaluate_with(
         v.insert(shape);
     }
     let response = Authorizer::new().is_authorized(&request, &slice, entities);
-    let named = |ids: &mut dyn Iterator<Item = &PolicyId>| -> Vec<DeterminingPolicy> {
-        ids.map(|id| DeterminingPolicy {
-            id: id.to_string(),
-            annotations: policies
-                .annotations
-                .get(&id.to_string())
-                .cloned()
-                .unwrap_or_default(),
+    let named = |ids: &mut dyn Iterator<Item = &PolicyId>| -> Vec<Arc<DeterminingPolicy>> {
+        ids.map(|id| {
+            policies.determining.get(id).cloned().unwrap_or_else(|| {
+                Arc::new(DeterminingPolicy {
+                    id: id.to_string(),
+                    annotations: BTreeMap::new(),
+                })
+            })
         })
         .collect()
     };

@@ -234,7 +234,7 @@ pub struct RiskProfile {
 }
 
 /// The risk of one request, as Cedar sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Assessment {
     pub score: i64,
     pub level: String,

@@ -23,6 +23,9 @@ pub struct EngineConfig {
     pub max_depth: u32,
     /// Whether sub-results are cached across requests.
     pub cache_enabled: bool,
+    /// Whether decisions without caller context are memoised (under the revision, model,
+    /// policy version, attributes epoch and risk they depend on).
+    pub decision_cache: bool,
     pub cache_capacity: u64,
     pub cache_ttl: Duration,
     /// How old a node's knowledge of a store's head revision may be for `MINIMIZE_LATENCY`.
@@ -40,6 +43,7 @@ impl Default for EngineConfig {
         Self {
             max_depth: graph::DEFAULT_MAX_DEPTH,
             cache_enabled: true,
+            decision_cache: true,
             cache_capacity: 1_000_000,
             cache_ttl: Duration::from_secs(60),
             max_staleness: Duration::from_millis(500),
@@ -124,12 +128,17 @@ pub struct Engine {
     policies: moka::sync::Cache<String, Arc<ActivePolicies>>,
     /// Parents of an entity for Cedar's hierarchy: `(store, model id, revision, type:id)`.
     parents: moka::sync::Cache<(String, String, Revision, String), Arc<Vec<String>>>,
+    /// Memoised decisions (see [`EngineConfig::decision_cache`]).
+    decision_memo: moka::sync::Cache<policies::DecisionKey, Arc<Decision>>,
     /// Hydrated Cedar entity sets: `(store, model@revision/policy version, subject, resource)`.
     entity_sets: moka::sync::Cache<(String, String, String, String), Arc<cedar_policy::Entities>>,
     heads: Mutex<HashMap<String, (Revision, Instant)>>,
     notifier: Mutex<Option<Arc<dyn ChangeNotifier>>>,
     /// Risk rules per store.
     risk_rules: moka::sync::Cache<String, Arc<crate::risk::RiskRules>>,
+    /// Risk histories by `(store, subject)`, read through for a second: another node's
+    /// change (a recorded failure) shows within that.
+    risk_profiles: moka::sync::Cache<(String, String), Arc<crate::risk::RiskProfile>>,
     /// Decision log settings per store.
     log_settings: moka::sync::Cache<String, Arc<DecisionLogSettings>>,
     /// Bumped on every change of stored attributes (here or, by pub/sub, on another node);
@@ -201,6 +210,10 @@ impl Engine {
                 .max_capacity(cfg.cache_capacity)
                 .time_to_live(cfg.cache_ttl)
                 .build(),
+            decision_memo: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(cfg.cache_ttl)
+                .build(),
             entity_sets: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(cfg.cache_ttl)
@@ -209,6 +222,10 @@ impl Engine {
             notifier: Mutex::new(None),
             risk_rules: moka::sync::Cache::builder()
                 .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+            risk_profiles: moka::sync::Cache::builder()
+                .max_capacity(100_000)
                 .time_to_live(ttl)
                 .build(),
             log_settings: moka::sync::Cache::builder()

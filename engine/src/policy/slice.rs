@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cedar_policy::{
-    ActionConstraint, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint,
-    ResourceConstraint, Schema,
+    ActionConstraint, Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
+    PrincipalConstraint, ResourceConstraint, Schema,
 };
 
 /// A principal or resource scope, in one form for both.
@@ -48,8 +48,8 @@ impl From<ResourceConstraint> for Scope {
 
 impl Scope {
     /// Whether an entity with these ancestors can satisfy the scope.
-    fn admits(&self, uid: &EntityUid, ancestors: &HashSet<EntityUid>) -> bool {
-        let within = |u: &EntityUid| u == uid || ancestors.contains(u);
+    fn admits(&self, uid: &EntityUid, entities: &Entities) -> bool {
+        let within = |u: &EntityUid| u == uid || entities.is_ancestor_of(u, uid);
         match self {
             Scope::Any => true,
             Scope::Eq(u) => u == uid,
@@ -144,13 +144,13 @@ impl Slicer {
     pub fn slice(
         &self,
         principal: &EntityUid,
-        principal_ancestors: &HashSet<EntityUid>,
         action: &EntityUid,
         resource: &EntityUid,
-        resource_ancestors: &HashSet<EntityUid>,
+        entities: &Entities,
     ) -> Result<Arc<PolicySet>, String> {
         let mut candidates: Vec<u32> = self.open_principal.clone();
-        for u in std::iter::once(principal).chain(principal_ancestors) {
+        let ancestors = entities.ancestors(principal).into_iter().flatten();
+        for u in std::iter::once(principal).chain(ancestors) {
             if let Some(list) = self.by_principal.get(u) {
                 candidates.extend(list);
             }
@@ -165,8 +165,8 @@ impl Slicer {
                     .and_then(|i| self.entries.get(i))
                     .is_some_and(|e| {
                         self.action_admits(&e.action, action)
-                            && e.principal.admits(principal, principal_ancestors)
-                            && e.resource.admits(resource, resource_ancestors)
+                            && e.principal.admits(principal, entities)
+                            && e.resource.admits(resource, entities)
                     })
             })
             .collect();

@@ -66,7 +66,7 @@ pub struct Flip {
     pub was_policies: Vec<String>,
     pub now_allowed: bool,
     /// The candidate's determining policies (why it flips).
-    pub now_policies: Vec<DeterminingPolicy>,
+    pub now_policies: Vec<Arc<DeterminingPolicy>>,
     pub now_errors: Vec<String>,
 }
 

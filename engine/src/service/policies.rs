@@ -39,6 +39,21 @@ pub struct ActivePolicies {
     pub declares_attributes: bool,
 }
 
+/// What a decision without caller context depends on: store, model id, revision, policy
+/// version, attributes epoch, subject, action, resource, risk, and whether it is lean.
+pub(super) type DecisionKey = (
+    String,
+    String,
+    Revision,
+    String,
+    u64,
+    String,
+    String,
+    String,
+    Risk,
+    bool,
+);
+
 /// A request's target, checked against the model, and the relations of its resource's type.
 struct Checked {
     target: policy::Target,
@@ -71,9 +86,9 @@ pub struct DecisionRequest {
 pub struct Decision {
     pub allowed: bool,
     /// The policies that determined it: the satisfied forbids on a deny, else the permits.
-    pub policies: Vec<DeterminingPolicy>,
+    pub policies: Vec<Arc<DeterminingPolicy>>,
     /// With `explain`, on a deny: the permits that were satisfied but overridden by a forbid.
-    pub overridden: Vec<DeterminingPolicy>,
+    pub overridden: Vec<Arc<DeterminingPolicy>>,
     /// Policies that failed to evaluate (they count as not satisfied).
     pub errors: Vec<String>,
     /// The graph's answer for the action.
@@ -272,10 +287,40 @@ impl Engine {
             .as_ref()
             .map(|l| l.assessment.clone())
             .unwrap_or_default();
-        let q = self.query(store, &model, rev, cached, &opts);
-        let d = self
-            .evaluate_with(store, &q, &active, target, req, context.as_ref(), risk)
-            .await?;
+        // Without caller context, a decision is a function of the store's state at `rev` (model,
+        // tuples, policy version, attributes) and the risk: memoised under exactly those.
+        let memo = (cached
+            && self.cfg.decision_cache
+            && context.is_none()
+            && req.attributes.is_empty()
+            && !req.explain)
+            .then(|| {
+                (
+                    store.to_string(),
+                    active.hierarchy.model_id.clone(),
+                    rev,
+                    active.version.clone(),
+                    self.epoch_for(&active),
+                    req.subject.clone(),
+                    req.action.clone(),
+                    req.resource.clone(),
+                    risk.clone(),
+                    req.lean,
+                )
+            });
+        let d = match memo.as_ref().and_then(|k| self.decision_memo.get(k)) {
+            Some(d) => Decision::clone(&d),
+            None => {
+                let q = self.query(store, &model, rev, cached, &opts);
+                let d = self
+                    .evaluate_with(store, &q, &active, target, req, context.as_ref(), risk)
+                    .await?;
+                if let Some(k) = memo {
+                    self.decision_memo.insert(k, Arc::new(d.clone()));
+                }
+                d
+            }
+        };
         // Only an allowed request joins the history: a refused one (a step-up demanded, a
         // login from far away) must not make the same request look familiar on retry.
         if let Some(loaded) = loaded
@@ -441,14 +486,7 @@ impl Engine {
         req: &DecisionRequest,
     ) -> Result<Arc<cedar_policy::Entities>> {
         let bad = |e: String| Error::Validation(e);
-        let mut epoch = self
-            .attributes_epoch
-            .load(std::sync::atomic::Ordering::Relaxed);
-        // Without pub/sub, another node's attribute change is not announced: sets holding
-        // attributes then live at most about a second, as compiled policies do.
-        if active.declares_attributes && !self.has_notifier() {
-            epoch ^= chrono::Utc::now().timestamp().unsigned_abs() << 32;
-        }
+        let epoch = self.epoch_for(active);
         let key = (
             store.to_string(),
             format!(
@@ -517,6 +555,20 @@ impl Engine {
             self.entity_sets.insert(key, e.clone());
         }
         Ok(e)
+    }
+
+    /// The attributes epoch for cache keys of entity sets (and decisions) under `active`.
+    /// Without pub/sub, another node's attribute change is not announced: what holds
+    /// attributes then lives at most about a second, as compiled policies do.
+    fn epoch_for(&self, active: &ActivePolicies) -> u64 {
+        let epoch = self
+            .attributes_epoch
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if active.declares_attributes && !self.has_notifier() {
+            epoch ^ (chrono::Utc::now().timestamp().unsigned_abs() << 32)
+        } else {
+            epoch
+        }
     }
 
     /// The entities `start` and all their ancestors through parent links of direct tuples at

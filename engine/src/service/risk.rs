@@ -78,7 +78,7 @@ pub fn take_signals(
 #[derive(Debug)]
 pub struct LoadedRisk {
     pub assessment: Assessment,
-    profile: RiskProfile,
+    profile: Arc<RiskProfile>,
     rules: Arc<RiskRules>,
 }
 
@@ -110,12 +110,18 @@ impl Engine {
         Ok(Arc::new(rules))
     }
 
-    async fn risk_profile(&self, store: &str, subject: &str) -> Result<RiskProfile> {
-        match self.ds.read_risk_profile(store, subject).await? {
-            Some(v) => serde_json::from_value(v)
-                .map_err(|e| Error::Storage(format!("stored risk history does not parse: {e}"))),
-            None => Ok(RiskProfile::default()),
+    async fn risk_profile(&self, store: &str, subject: &str) -> Result<Arc<RiskProfile>> {
+        let key = (store.to_string(), subject.to_string());
+        if let Some(p) = self.risk_profiles.get(&key) {
+            return Ok(p);
         }
+        let p = Arc::new(match self.ds.read_risk_profile(store, subject).await? {
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| Error::Storage(format!("stored risk history does not parse: {e}")))?,
+            None => RiskProfile::default(),
+        });
+        self.risk_profiles.insert(key, p.clone());
+        Ok(p)
     }
 
     async fn save_profile(
@@ -130,9 +136,13 @@ impl Engine {
         let json = serde_json::to_value(&*profile)
             .map_err(|e| Error::Storage(format!("cannot serialize risk history: {e}")))?;
         let expires = now + chrono::Duration::days(i64::from(rules.retention_days));
+        let key = (store.to_string(), subject.to_string());
+        self.risk_profiles.invalidate(&key);
         self.ds
             .write_risk_profile(store, subject, &json, expires)
-            .await
+            .await?;
+        self.risk_profiles.insert(key, Arc::new(profile.clone()));
+        Ok(())
     }
 
     /// Scores a request against the subject's history (reads only).
@@ -159,10 +169,11 @@ impl Engine {
         store: &str,
         subject: &str,
         signals: &Signals,
-        mut loaded: LoadedRisk,
+        loaded: LoadedRisk,
     ) -> Result<()> {
-        if loaded.profile.record(signals) {
-            self.save_profile(store, subject, &mut loaded.profile, &loaded.rules)
+        let mut profile = Arc::unwrap_or_clone(loaded.profile);
+        if profile.record(signals) {
+            self.save_profile(store, subject, &mut profile, &loaded.rules)
                 .await?;
         }
         Ok(())
@@ -176,7 +187,7 @@ impl Engine {
         at: DateTime<Utc>,
     ) -> Result<RiskProfile> {
         let rules = self.risk_rules(store).await?;
-        let mut profile = self.risk_profile(store, subject).await?;
+        let mut profile = Arc::unwrap_or_clone(self.risk_profile(store, subject).await?);
         profile.record_failure(at);
         self.save_profile(store, subject, &mut profile, &rules)
             .await?;
@@ -184,7 +195,7 @@ impl Engine {
     }
 
     /// A subject's history in a store (empty when none is kept).
-    pub async fn subject_risk(&self, store: &str, subject: &str) -> Result<RiskProfile> {
+    pub async fn subject_risk(&self, store: &str, subject: &str) -> Result<Arc<RiskProfile>> {
         self.get_store(store).await?;
         self.risk_profile(store, subject).await
     }
@@ -192,6 +203,8 @@ impl Engine {
     /// Forgets a subject's history.
     pub async fn forget_subject_risk(&self, store: &str, subject: &str) -> Result<bool> {
         self.get_store(store).await?;
+        self.risk_profiles
+            .invalidate(&(store.to_string(), subject.to_string()));
         self.ds.delete_risk_profile(store, subject).await
     }
 }

@@ -35,7 +35,7 @@ CREATE TABLE decision_log (
     entry_json TEXT NOT NULL,
     expires_at TIMESTAMP NOT NULL,
     PRIMARY KEY (store_id, id)
-);
+) WITHOUT ROWID;
 
 CREATE INDEX decision_log_subject_idx ON decision_log (store_id, subject, id);
 CREATE INDEX decision_log_resource_idx ON decision_log (store_id, resource, id);

@@ -287,7 +287,36 @@ fn az_entity(e: Option<&AzEntity>, what: &str) -> ApiResult<String> {
     Ok(format!("{kind}:{id}"))
 }
 
-async fn az_decide(state: &State, store: &str, e: &AzEvaluation) -> ApiResult<Value> {
+/// An AuthZEN decision, serialized without building a JSON tree.
+#[derive(serde::Serialize)]
+struct AzDecision<'a> {
+    decision: bool,
+    context: AzReasons<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct AzReasons<'a> {
+    policies: Vec<&'a str>,
+    errors: &'a [String],
+    policy_version: &'a str,
+    revision: gatehouse_engine::store::Revision,
+}
+
+impl<'a> AzDecision<'a> {
+    fn of(d: &'a Decision) -> Self {
+        Self {
+            decision: d.allowed,
+            context: AzReasons {
+                policies: d.policies.iter().map(|p| p.id.as_str()).collect(),
+                errors: &d.errors,
+                policy_version: &d.policy_version,
+                revision: d.revision,
+            },
+        }
+    }
+}
+
+async fn az_decide(state: &State, store: &str, e: &AzEvaluation) -> ApiResult<Decision> {
     let action = e
         .action
         .as_ref()
@@ -329,17 +358,7 @@ async fn az_decide(state: &State, store: &str, e: &AzEvaluation) -> ApiResult<Va
         attributes,
         ..DecisionRequest::default()
     };
-    let d = state.engine.decide(store, &req).await?;
-    let ids: Vec<&str> = d.policies.iter().map(|p| p.id.as_str()).collect();
-    Ok(json!({
-        "decision": d.allowed,
-        "context": {
-            "policies": ids,
-            "errors": d.errors,
-            "policy_version": d.policy_version,
-            "revision": d.revision,
-        }
-    }))
+    Ok(state.engine.decide(store, &req).await?)
 }
 
 /// `POST /stores/{id}/access/v1/evaluation` (AuthZEN 1.0).
@@ -348,8 +367,8 @@ pub(super) async fn evaluation(
     store: StoreId,
     body: web::Json<AzEvaluation>,
 ) -> ApiResult<HttpResponse> {
-    let v = az_decide(&state, &store, &body.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(v))
+    let d = az_decide(&state, &store, &body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(AzDecision::of(&d)))
 }
 
 /// `POST /stores/{id}/access/v1/evaluations` (AuthZEN 1.0 batch): each evaluation inherits
@@ -379,12 +398,12 @@ pub(super) async fn evaluations(
     }
     let items = match body.evaluations {
         None => {
-            let v = az_decide(&state, &store, &body.defaults).await?;
-            return Ok(HttpResponse::Ok().json(v));
+            let d = az_decide(&state, &store, &body.defaults).await?;
+            return Ok(HttpResponse::Ok().json(AzDecision::of(&d)));
         }
         Some(items) if items.is_empty() => {
-            let v = az_decide(&state, &store, &body.defaults).await?;
-            return Ok(HttpResponse::Ok().json(v));
+            let d = az_decide(&state, &store, &body.defaults).await?;
+            return Ok(HttpResponse::Ok().json(AzDecision::of(&d)));
         }
         Some(items) => items,
     };
@@ -420,7 +439,8 @@ pub(super) async fn evaluations(
     let mut out = Vec::with_capacity(resolved.len());
     for e in &resolved {
         let v = match az_decide(&state, &store, e).await {
-            Ok(v) => v,
+            Ok(d) => serde_json::to_value(AzDecision::of(&d))
+                .map_err(|e| ApiError::from(gatehouse_engine::Error::Storage(e.to_string())))?,
             // An evaluation that cannot be decided is a deny with the reason, as AuthZEN's
             // batch semantics expect; the others still run.
             Err(err) => json!({

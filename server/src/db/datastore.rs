@@ -1310,10 +1310,45 @@ fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<
         .map_err(|e| Error::Storage(format!("stored {what} does not parse: {e}")))
 }
 
+/// What a decision log row keeps as JSON: everything but its columns.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EntryRest<C, P, E, R> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    context: Option<C>,
+    policies: P,
+    #[serde(default)]
+    errors: E,
+    rebac: bool,
+    risk: R,
+    revision: Revision,
+    latency_us: u64,
+}
+
 fn decision_from_row(r: DecisionRow) -> Result<LoggedDecision> {
-    let mut d: LoggedDecision = parse_json("decision log entry", &r.entry_json)?;
-    d.expires_at = utc(r.expires_at);
-    Ok(d)
+    let rest: EntryRest<
+        serde_json::Map<String, serde_json::Value>,
+        Vec<String>,
+        Vec<String>,
+        gatehouse_engine::risk::Assessment,
+    > = parse_json("decision log entry", &r.entry_json)?;
+    Ok(LoggedDecision {
+        id: r.id,
+        store_id: r.store_id,
+        decided_at: utc(r.decided_at),
+        subject: r.subject,
+        action: r.action,
+        resource: r.resource,
+        context: rest.context,
+        allowed: r.allowed,
+        policies: rest.policies,
+        errors: rest.errors,
+        rebac: rest.rebac,
+        risk: rest.risk,
+        revision: rest.revision,
+        policy_version: r.policy_version,
+        latency_us: rest.latency_us,
+        expires_at: utc(r.expires_at),
+    })
 }
 
 fn attributes_from_row(r: AttributesRow) -> Result<EntityAttributes> {
@@ -1457,7 +1492,18 @@ impl SqlStore {
                     resource: e.resource.clone(),
                     allowed: e.allowed,
                     policy_version: e.policy_version.clone(),
-                    entry_json: json_text("decision log entry", e)?,
+                    entry_json: json_text(
+                        "decision log entry",
+                        &EntryRest {
+                            context: e.context.as_ref(),
+                            policies: &e.policies,
+                            errors: &e.errors,
+                            rebac: e.rebac,
+                            risk: &e.risk,
+                            revision: e.revision,
+                            latency_us: e.latency_us,
+                        },
+                    )?,
                     expires_at: e.expires_at.naive_utc(),
                 })
             })
@@ -1475,18 +1521,30 @@ impl SqlStore {
                 }
                 Ok(())
             }
-            // SQLite: one statement per row (diesel's batch insert needs the sync connection),
-            // in one transaction, so a flush costs one commit.
-            Backend::Sqlite { .. } => write_tx!(self, |conn| {
-                for row in &rows {
-                    diesel::insert_into(decision_log::table)
-                        .values(row)
-                        .execute(conn)
-                        .await?;
-                }
-                Ok(())
-            })
-            .map_err(Error::from),
+            // SQLite: on diesel's sync connection, in one transaction, so a flush costs one
+            // commit.
+            Backend::Sqlite { pool, write_lock } => {
+                let _writer = write_lock.lock().await;
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let conn: &mut SqliteConn = &mut pooled;
+                conn.immediate_transaction(async |conn: &mut SqliteConn| -> QueryResult<()> {
+                    let rows = rows.clone();
+                    conn.spawn_blocking(move |c| {
+                        // One row per statement: its prepared statement is cached, which
+                        // costs less than building and preparing a many-row one per chunk.
+                        for row in &rows {
+                            diesel::RunQueryDsl::execute(
+                                diesel::insert_into(decision_log::table).values(row),
+                                c,
+                            )?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                })
+                .await
+                .map_err(db_error)
+            }
         }
     }
 
