@@ -21,8 +21,10 @@ CREATE TABLE risk_profiles (
 
 CREATE INDEX risk_profiles_expires_idx ON risk_profiles (expires_at);
 
+-- No foreign key: stores are only ever marked deleted, entries of deleted stores are not
+-- written, and a per-row check would cost every logged decision a lookup.
 CREATE TABLE decision_log (
-    store_id TEXT NOT NULL REFERENCES stores (id),
+    store_id TEXT NOT NULL,
     -- ULID: entries sort by time.
     id TEXT NOT NULL,
     decided_at TIMESTAMP NOT NULL,
