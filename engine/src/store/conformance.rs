@@ -9,8 +9,9 @@
 use std::collections::HashSet;
 
 use super::{
-    ChangeFilter, Datastore, Operation, Page, Paged, PolicyVersion, Revision, StoreInfo,
-    TemplateLink, TupleChange, TupleFilter, WriteOptions,
+    ChangeFilter, Datastore, DecisionFilter, EntityAttributes, LoggedDecision, Operation, Page,
+    Paged, PolicyVersion, Revision, StoreInfo, TemplateLink, TupleChange, TupleFilter,
+    WriteOptions,
 };
 use crate::error::Error;
 use crate::model::AuthorizationModel;
@@ -35,6 +36,9 @@ pub async fn run_all(ds: &dyn Datastore) {
     changes_since(ds).await;
     assertions(ds).await;
     policy_versions(ds).await;
+    settings_and_risk(ds).await;
+    decision_log(ds).await;
+    entity_attributes(ds).await;
     isolation(ds).await;
 }
 
@@ -1963,4 +1967,354 @@ mod tests {
     async fn memory_store_conforms() {
         run_all(&MemoryStore::new()).await;
     }
+}
+
+async fn settings_and_risk(ds: &dyn Datastore) {
+    let store = new_store(ds, "settings").await;
+    let other = new_store(ds, "settings-other").await;
+    assert_eq!(ds.read_setting(&store, "risk").await.unwrap(), None);
+    let v1 = serde_json::json!({ "high_at": 60 });
+    ds.write_setting(&store, "risk", &v1).await.unwrap();
+    let v2 = serde_json::json!({ "high_at": 80 });
+    ds.write_setting(&store, "risk", &v2).await.unwrap();
+    ds.write_setting(&store, "decision_log", &v1).await.unwrap();
+    assert_eq!(
+        ds.read_setting(&store, "risk").await.unwrap(),
+        Some(v2),
+        "settings: replaced"
+    );
+    assert_eq!(
+        ds.read_setting(&store, "decision_log").await.unwrap(),
+        Some(v1.clone())
+    );
+    assert_eq!(
+        ds.read_setting(&other, "risk").await.unwrap(),
+        None,
+        "settings: per store"
+    );
+    assert!(
+        matches!(
+            ds.write_setting("01J00000000000000000000000", "risk", &v1)
+                .await,
+            Err(Error::StoreNotFound(_))
+        ),
+        "settings: unknown store"
+    );
+
+    let later = now() + chrono::Duration::days(1);
+    assert_eq!(
+        ds.read_risk_profile(&store, "user:anne").await.unwrap(),
+        None
+    );
+    let p1 = serde_json::json!({ "devices": { "d1": 1 } });
+    ds.write_risk_profile(&store, "user:anne", &p1, later)
+        .await
+        .unwrap();
+    let p2 = serde_json::json!({ "devices": { "d1": 2 } });
+    ds.write_risk_profile(&store, "user:anne", &p2, later)
+        .await
+        .unwrap();
+    assert_eq!(
+        ds.read_risk_profile(&store, "user:anne").await.unwrap(),
+        Some(p2),
+        "risk: replaced"
+    );
+    assert_eq!(
+        ds.read_risk_profile(&other, "user:anne").await.unwrap(),
+        None,
+        "risk: per store"
+    );
+    // Retention: an expired history goes, a live one stays.
+    let past = now() - chrono::Duration::seconds(5);
+    ds.write_risk_profile(&store, "user:old", &p1, past)
+        .await
+        .unwrap();
+    ds.prune_expired(now()).await.unwrap();
+    assert_eq!(
+        ds.read_risk_profile(&store, "user:old").await.unwrap(),
+        None,
+        "risk: expired"
+    );
+    assert!(
+        ds.read_risk_profile(&store, "user:anne")
+            .await
+            .unwrap()
+            .is_some(),
+        "risk: kept"
+    );
+    assert!(ds.delete_risk_profile(&store, "user:anne").await.unwrap());
+    assert!(!ds.delete_risk_profile(&store, "user:anne").await.unwrap());
+    assert_eq!(
+        ds.read_risk_profile(&store, "user:anne").await.unwrap(),
+        None
+    );
+}
+
+fn logged(store: &str, subject: &str, resource: &str, allowed: bool) -> LoggedDecision {
+    let at = now();
+    LoggedDecision {
+        id: ulid::Ulid::new().to_string(),
+        store_id: store.to_string(),
+        decided_at: at,
+        subject: subject.into(),
+        action: "viewer".into(),
+        resource: resource.into(),
+        context: serde_json::json!({ "ip": "10.0.0.1" }).as_object().cloned(),
+        allowed,
+        policies: vec!["baseline".into()],
+        errors: vec![],
+        rebac: allowed,
+        risk: crate::risk::Assessment::default(),
+        revision: 3,
+        policy_version: "baseline".into(),
+        latency_us: 42,
+        expires_at: at + chrono::Duration::days(1),
+    }
+}
+
+async fn decision_log(ds: &dyn Datastore) {
+    let store = new_store(ds, "decisions").await;
+    let other = new_store(ds, "decisions-other").await;
+    let mut written = Vec::new();
+    for i in 0..5 {
+        let d = logged(
+            &store,
+            &format!("user:u{}", i % 2),
+            &format!("doc:{i}"),
+            i != 3,
+        );
+        written.push(d);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let mut expired = logged(&store, "user:u0", "doc:old", true);
+    expired.expires_at = now() - chrono::Duration::seconds(5);
+    let elsewhere = logged(&other, "user:u0", "doc:0", true);
+    let mut batch = written.clone();
+    batch.push(expired.clone());
+    batch.push(elsewhere);
+    ds.append_decisions(&batch).await.unwrap();
+    let all = ds
+        .read_decisions(&store, &DecisionFilter::default(), &Page::default())
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 6, "decisions: this store's only");
+    ds.prune_expired(now()).await.unwrap();
+    let all = ds
+        .read_decisions(&store, &DecisionFilter::default(), &Page::default())
+        .await
+        .unwrap();
+    let mut newest_first = written.clone();
+    newest_first.reverse();
+    assert_eq!(
+        all.items, newest_first,
+        "decisions: round trip, newest first, expired gone"
+    );
+    let f = DecisionFilter {
+        subject: Some("user:u0".into()),
+        ..DecisionFilter::default()
+    };
+    let got = ds
+        .read_decisions(&store, &f, &Page::default())
+        .await
+        .unwrap();
+    assert_eq!(got.items.len(), 3, "decisions: by subject");
+    let f = DecisionFilter {
+        allowed: Some(false),
+        ..DecisionFilter::default()
+    };
+    let got = ds
+        .read_decisions(&store, &f, &Page::default())
+        .await
+        .unwrap();
+    assert_eq!(got.items, vec![written[3].clone()], "decisions: denies");
+    let f = DecisionFilter {
+        resource: Some("doc:1".into()),
+        since: Some(written[0].decided_at),
+        until: Some(written[4].decided_at),
+        policy_version: Some("baseline".into()),
+        action: Some("viewer".into()),
+        ..DecisionFilter::default()
+    };
+    let got = ds
+        .read_decisions(&store, &f, &Page::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        got.items,
+        vec![written[1].clone()],
+        "decisions: combined filter"
+    );
+    let f = DecisionFilter {
+        until: Some(written[0].decided_at),
+        ..DecisionFilter::default()
+    };
+    assert!(
+        ds.read_decisions(&store, &f, &Page::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "decisions: until is exclusive"
+    );
+    // Pages of two cover everything once, in order.
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = ds
+            .read_decisions(
+                &store,
+                &DecisionFilter::default(),
+                &Page {
+                    size: 2,
+                    token: token.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        seen.extend(page.items);
+        match page.next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(seen, newest_first, "decisions: pages");
+    assert!(
+        matches!(
+            ds.read_decisions(
+                &store,
+                &DecisionFilter::default(),
+                &Page {
+                    size: 2,
+                    token: Some(BAD_TOKEN.into())
+                }
+            )
+            .await,
+            Err(Error::InvalidContinuationToken)
+        ),
+        "decisions: bad token"
+    );
+    // Entries of an unknown store are dropped, not an error.
+    ds.append_decisions(&[logged(
+        "01J00000000000000000000000",
+        "user:x",
+        "doc:x",
+        true,
+    )])
+    .await
+    .unwrap();
+}
+
+async fn entity_attributes(ds: &dyn Datastore) {
+    let store = new_store(ds, "attributes").await;
+    let other = new_store(ds, "attributes-other").await;
+    let attrs = |entity: &str, v: serde_json::Value| EntityAttributes {
+        entity: entity.into(),
+        attributes: v.as_object().cloned().unwrap(),
+        updated_at: now(),
+    };
+    let a = attrs("doc:1", serde_json::json!({ "classification": "secret" }));
+    assert!(
+        !ds.write_entity_attributes(&store, "doc:1", Some(&a))
+            .await
+            .unwrap(),
+        "attributes: new"
+    );
+    let a2 = attrs(
+        "doc:1",
+        serde_json::json!({ "classification": "public", "pages": 3 }),
+    );
+    assert!(
+        ds.write_entity_attributes(&store, "doc:1", Some(&a2))
+            .await
+            .unwrap(),
+        "attributes: replaced"
+    );
+    for e in ["doc:2", "doc:3", "user:anne"] {
+        let v = attrs(e, serde_json::json!({ "n": 1 }));
+        ds.write_entity_attributes(&store, e, Some(&v))
+            .await
+            .unwrap();
+    }
+    let o = attrs("doc:1", serde_json::json!({ "other": true }));
+    ds.write_entity_attributes(&other, "doc:1", Some(&o))
+        .await
+        .unwrap();
+    let got = ds
+        .read_entity_attributes(
+            &store,
+            &["doc:1".into(), "doc:9".into(), "user:anne".into()],
+        )
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = got.iter().map(|a| a.entity.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["doc:1", "user:anne"], "attributes: read many");
+    let doc1 = got.iter().find(|a| a.entity == "doc:1").unwrap();
+    assert_eq!(doc1.attributes, a2.attributes, "attributes: round trip");
+    assert_eq!(doc1.updated_at, a2.updated_at);
+    // Listing by type, in pages of two.
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = ds
+            .list_entity_attributes(
+                &store,
+                Some("doc"),
+                &Page {
+                    size: 2,
+                    token: token.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        seen.extend(page.items.into_iter().map(|a| a.entity));
+        match page.next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["doc:1", "doc:2", "doc:3"],
+        "attributes: list by type"
+    );
+    let all = ds
+        .list_entity_attributes(&store, None, &Page::default())
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 4, "attributes: list all");
+    assert!(
+        ds.write_entity_attributes(&store, "doc:1", None)
+            .await
+            .unwrap(),
+        "attributes: deleted"
+    );
+    assert!(
+        !ds.write_entity_attributes(&store, "doc:1", None)
+            .await
+            .unwrap(),
+        "attributes: gone"
+    );
+    assert!(
+        ds.read_entity_attributes(&store, &["doc:1".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ds.read_entity_attributes(&other, &["doc:1".into()])
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "attributes: per store"
+    );
+    assert!(
+        matches!(
+            ds.write_entity_attributes("01J00000000000000000000000", "doc:1", Some(&a))
+                .await,
+            Err(Error::StoreNotFound(_))
+        ),
+        "attributes: unknown store"
+    );
 }
