@@ -1958,17 +1958,6 @@ async fn policy_versions(ds: &dyn Datastore) {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::memory::MemoryStore;
-
-    #[tokio::test]
-    async fn memory_store_conforms() {
-        run_all(&MemoryStore::new()).await;
-    }
-}
-
 async fn settings_and_risk(ds: &dyn Datastore) {
     let store = new_store(ds, "settings").await;
     let other = new_store(ds, "settings-other").await;
@@ -2317,4 +2306,15 @@ async fn entity_attributes(ds: &dyn Datastore) {
         ),
         "attributes: unknown store"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn memory_store_conforms() {
+        run_all(&MemoryStore::new()).await;
+    }
 }
