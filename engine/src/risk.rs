@@ -77,6 +77,65 @@ pub struct RiskRules {
     /// Devices, addresses and locations not seen for this long are forgotten, and so is a
     /// subject's whole history.
     pub retention_days: u32,
+    /// A geolocation source: where the networks a store knows are. A request with an `ip`
+    /// and no `location` is placed at the most specific network holding its address.
+    pub geo: Vec<GeoNetwork>,
+    #[serde(skip)]
+    geo_index: GeoIndex,
+}
+
+/// Most networks in a store's geolocation source.
+pub const MAX_GEO_NETWORKS: usize = 10_000;
+
+/// A network (CIDR) and where it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoNetwork {
+    pub network: String,
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// The geolocation source by prefix length, longest first: a lookup masks the address once
+/// per length present.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct GeoIndex(Vec<(u8, bool, std::collections::HashMap<ipnet::IpNet, Location>)>);
+
+impl GeoIndex {
+    fn build(geo: &[GeoNetwork]) -> Self {
+        let mut by_len: BTreeMap<(u8, bool), std::collections::HashMap<ipnet::IpNet, Location>> =
+            BTreeMap::new();
+        for g in geo {
+            if let Ok(net) = g.network.parse::<ipnet::IpNet>() {
+                let net = net.trunc();
+                let v4 = matches!(net, ipnet::IpNet::V4(_));
+                by_len.entry((net.prefix_len(), v4)).or_default().insert(
+                    net,
+                    Location {
+                        lat: g.lat,
+                        lon: g.lon,
+                    },
+                );
+            }
+        }
+        Self(
+            by_len
+                .into_iter()
+                .rev()
+                .map(|((len, v4), m)| (len, v4, m))
+                .collect(),
+        )
+    }
+
+    fn locate(&self, ip: IpAddr) -> Option<Location> {
+        self.0.iter().find_map(|(len, v4, nets)| {
+            if *v4 != ip.is_ipv4() {
+                return None;
+            }
+            let net = ipnet::IpNet::new(ip, *len).ok()?.trunc();
+            nets.get(&net).copied()
+        })
+    }
 }
 
 impl Default for RiskRules {
@@ -91,11 +150,24 @@ impl Default for RiskRules {
             usual_hours_min_history: 20,
             unusual_hour_max_percent: 2,
             retention_days: 90,
+            geo: Vec::new(),
+            geo_index: GeoIndex::default(),
         }
     }
 }
 
 impl RiskRules {
+    /// Builds what lookups need (the geolocation index); call once after deserializing.
+    pub fn prepared(mut self) -> Self {
+        self.geo_index = GeoIndex::build(&self.geo);
+        self
+    }
+
+    /// Where the configured geolocation source places an address, if anywhere.
+    pub fn locate(&self, ip: IpAddr) -> Option<Location> {
+        self.geo_index.locate(ip)
+    }
+
     /// Checks the rules make sense; the message names the offending field.
     pub fn validate(&self) -> Result<(), String> {
         if self.medium_at == 0 || self.medium_at > self.high_at {
@@ -121,6 +193,23 @@ impl RiskRules {
         }
         if self.retention_days == 0 || self.retention_days > 3650 {
             return Err("`retention_days` must be between 1 and 3650".into());
+        }
+        if self.geo.len() > MAX_GEO_NETWORKS {
+            return Err(format!(
+                "`geo` has {} networks; at most {MAX_GEO_NETWORKS} are accepted",
+                self.geo.len()
+            ));
+        }
+        for (i, g) in self.geo.iter().enumerate() {
+            g.network
+                .parse::<ipnet::IpNet>()
+                .map_err(|_| format!("`geo[{i}].network` `{}` is not a CIDR network", g.network))?;
+            Location {
+                lat: g.lat,
+                lon: g.lon,
+            }
+            .validate()
+            .map_err(|e| format!("`geo[{i}]`: {e}"))?;
         }
         let w = &self.weights;
         for (name, v) in [
@@ -268,7 +357,8 @@ pub fn assess(profile: &RiskProfile, s: &Signals, rules: &RiskRules) -> Assessme
             fired.push((NEW_NETWORK, w.new_network));
         }
     }
-    if let (Some(here), Some(last)) = (&s.location, &profile.last_location) {
+    let here = s.location.or_else(|| s.ip.and_then(|ip| rules.locate(ip)));
+    if let (Some(here), Some(last)) = (&here, &profile.last_location) {
         let km = last.location.distance_km(here);
         let hours = (s.time - last.at).num_milliseconds() as f64 / 3_600_000.0;
         // Within a kilometre is the same place, whatever the clock says.
@@ -473,6 +563,61 @@ mod tests {
         // Fourteen hours later: ~690 km/h, a flight.
         s.time = at("2026-01-06T00:00:00Z");
         assert_eq!(assess(&p, &s, &rules).score, 0);
+    }
+
+    #[test]
+    fn a_configured_geo_source_places_addresses_by_the_most_specific_network() {
+        let rules = RiskRules {
+            geo: vec![
+                GeoNetwork {
+                    network: "10.0.0.0/8".into(),
+                    lat: 48.8566,
+                    lon: 2.3522,
+                },
+                GeoNetwork {
+                    network: "10.9.0.0/16".into(),
+                    lat: 35.6762,
+                    lon: 139.6503,
+                },
+            ],
+            ..RiskRules::default()
+        }
+        .prepared();
+        assert!(rules.validate().is_ok());
+        let paris = rules.locate("10.1.2.3".parse().unwrap()).unwrap();
+        assert!((paris.lat - 48.8566).abs() < 1e-9);
+        let tokyo = rules.locate("10.9.2.3".parse().unwrap()).unwrap();
+        assert!((tokyo.lon - 139.6503).abs() < 1e-9);
+        assert_eq!(rules.locate("192.168.0.1".parse().unwrap()), None);
+        assert_eq!(rules.locate("::1".parse().unwrap()), None);
+        // Paris then, minutes later, an address the source puts in Tokyo.
+        let mut p = RiskProfile::default();
+        let first = Signals {
+            ip: Some("10.1.2.3".parse().unwrap()),
+            location: rules.locate("10.1.2.3".parse().unwrap()),
+            time: at("2026-01-05T10:00:00Z"),
+            ..Signals::default()
+        };
+        p.record(&first);
+        let s = Signals {
+            ip: Some("10.9.2.3".parse().unwrap()),
+            time: at("2026-01-05T10:05:00Z"),
+            ..Signals::default()
+        };
+        assert!(
+            assess(&p, &s, &rules)
+                .signals
+                .contains(&IMPOSSIBLE_TRAVEL.to_string())
+        );
+        let bad = RiskRules {
+            geo: vec![GeoNetwork {
+                network: "10.0.0.0/33".into(),
+                lat: 0.0,
+                lon: 0.0,
+            }],
+            ..RiskRules::default()
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -23,6 +23,7 @@ async fn seeded(backend: Backend) -> (Server, String) {
         &[
             tk("user:anne", "owner", "document:1"),
             tk("user:bob", "viewer", "document:1"),
+            tk("user:erin", "viewer", "document:1"),
             tk("folder:secret", "parent", "document:2"),
             tk("user:anne", "owner", "document:2"),
         ],
@@ -201,6 +202,39 @@ forbid (principal, action, resource) when { context.risk.score > 70 };
     assert_eq!(d["risk"]["score"], 30, "{d}");
     assert_eq!(d["allowed"], true, "{d}");
 
+    // A configured geolocation source places addresses sent without a location.
+    s.put(
+        &format!("/stores/{store}/risk/rules"),
+        &json!({ "geo": [
+            { "network": "192.0.2.0/24", "lat": PARIS.0, "lon": PARIS.1 },
+            { "network": "198.51.100.0/24", "lat": TOKYO.0, "lon": TOKYO.1 }
+        ] }),
+    )
+    .await
+    .ok();
+    let d = decide_ctx(
+        &s,
+        &store,
+        "user:erin",
+        "document:1",
+        json!({ "ip": "192.0.2.7", "time": at(1, 9, 0) }),
+    )
+    .await;
+    assert_eq!(signals(&d), ["new_ip", "new_network"], "{d}");
+    let d = decide_ctx(
+        &s,
+        &store,
+        "user:erin",
+        "document:1",
+        json!({ "ip": "198.51.100.9", "time": at(1, 9, 30) }),
+    )
+    .await;
+    assert_eq!(
+        signals(&d),
+        ["new_ip", "new_network", "impossible_travel"],
+        "{d}"
+    );
+
     // Usual hours: after enough (allowed) history at 09:00, 03:00 is unusual.
     for day in 10..=30 {
         decide_ctx(
@@ -288,6 +322,9 @@ async fn risk_bad_input(backend: Backend) {
         json!({ "weights": { "new_device": 500 } }),
         json!({ "weights": { "teleport": 5 } }),
         json!({ "retention_days": 0 }),
+        json!({ "geo": [{ "network": "10.0.0.0/33", "lat": 0.0, "lon": 0.0 }] }),
+        json!({ "geo": [{ "network": "10.0.0.0/8", "lat": 95.0, "lon": 0.0 }] }),
+        json!({ "geo": [{ "network": "10.0.0.0/8" }] }),
         json!({ "max_travel_kmh": -1 }),
         json!({ "failure_threshold": "five" }),
         json!([1, 2]),
@@ -492,6 +529,9 @@ async fn decision_log_bad_input(backend: Backend) {
         json!({ "sample_rate": 1.5 }),
         json!({ "sample_rate": -0.1 }),
         json!({ "retention_days": 0 }),
+        json!({ "geo": [{ "network": "10.0.0.0/33", "lat": 0.0, "lon": 0.0 }] }),
+        json!({ "geo": [{ "network": "10.0.0.0/8", "lat": 95.0, "lon": 0.0 }] }),
+        json!({ "geo": [{ "network": "10.0.0.0/8" }] }),
         json!({ "retention": 3 }),
         json!("all"),
     ] {

@@ -268,7 +268,7 @@ impl Engine {
     pub async fn decide(&self, store: &str, req: &DecisionRequest) -> Result<Decision> {
         let started = std::time::Instant::now();
         let mut context = req.context.clone();
-        let signals = super::risk::take_signals(&mut context)?;
+        let mut signals = super::risk::take_signals(&mut context)?;
         // The caller's context also serves the model's conditions.
         let opts = QueryOptions {
             consistency: req.consistency,
@@ -279,7 +279,7 @@ impl Engine {
         let active = self.active_for(store, Some(&model)).await?;
         let target = self.target(&model, req)?;
         let loaded = if !signals.is_empty() || active.compiled.reads_risk {
-            Some(self.load_risk(store, &req.subject, &signals).await?)
+            Some(self.load_risk(store, &req.subject, &mut signals).await?)
         } else {
             None
         };

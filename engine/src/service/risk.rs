@@ -94,7 +94,7 @@ impl Engine {
                 .map_err(|e| Error::Storage(format!("stored risk rules do not parse: {e}")))?,
             None => RiskRules::default(),
         };
-        let rules = Arc::new(rules);
+        let rules = Arc::new(rules.prepared());
         self.risk_rules.insert(store.to_string(), rules.clone());
         Ok(rules)
     }
@@ -107,7 +107,7 @@ impl Engine {
             .map_err(|e| Error::Storage(format!("cannot serialize risk rules: {e}")))?;
         self.ds.write_setting(store, RISK_SETTINGS, &json).await?;
         self.risk_rules.invalidate(store);
-        Ok(Arc::new(rules))
+        Ok(Arc::new(rules.prepared()))
     }
 
     async fn risk_profile(&self, store: &str, subject: &str) -> Result<Arc<RiskProfile>> {
@@ -145,14 +145,18 @@ impl Engine {
         Ok(())
     }
 
-    /// Scores a request against the subject's history (reads only).
+    /// Scores a request against the subject's history (reads only). A request with an address
+    /// and no location is placed by the store's geolocation source, if it has one.
     pub(super) async fn load_risk(
         &self,
         store: &str,
         subject: &str,
-        signals: &Signals,
+        signals: &mut Signals,
     ) -> Result<LoadedRisk> {
         let rules = self.risk_rules(store).await?;
+        if signals.location.is_none() {
+            signals.location = signals.ip.and_then(|ip| rules.locate(ip));
+        }
         let profile = self.risk_profile(store, subject).await?;
         Ok(LoadedRisk {
             assessment: risk::assess(&profile, signals, &rules),
