@@ -435,6 +435,24 @@ fn remember(map: &mut BTreeMap<String, Seen>, key: String, at: DateTime<Utc>) ->
 }
 
 impl RiskProfile {
+    /// Whether [`RiskProfile::record`] would change anything a later assessment reads.
+    pub fn would_change(&self, s: &Signals) -> bool {
+        let new_device = s
+            .device_id
+            .as_ref()
+            .is_some_and(|d| !self.devices.contains_key(d));
+        let new_ip = s.ip.is_some_and(|ip| {
+            !self.ips.contains_key(&ip.to_string()) || !self.networks.contains_key(&network_of(ip))
+        });
+        let moved = s.location.is_some_and(|loc| {
+            self.last_location.as_ref().is_none_or(|l| {
+                l.location.distance_km(&loc) > 1.0 || s.time - l.at > chrono::Duration::minutes(10)
+            })
+        });
+        let hour = s.time.timestamp().div_euclid(3600);
+        new_device || new_ip || moved || self.last_hour.is_none_or(|h| hour > h)
+    }
+
     /// Adds a request to the history. Returns whether something a later assessment reads
     /// changed (a new device, address, network, location or clock hour), i.e. whether the
     /// profile is worth saving now.

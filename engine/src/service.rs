@@ -139,6 +139,7 @@ pub struct Engine {
     /// Risk histories by `(store, subject)`, read through for a second: another node's
     /// change (a recorded failure) shows within that.
     risk_profiles: moka::sync::Cache<(String, String), Arc<crate::risk::RiskProfile>>,
+    risk_locks: risk::RiskLocks,
     /// Decision log settings per store.
     log_settings: moka::sync::Cache<String, Arc<DecisionLogSettings>>,
     /// Bumped on every change of stored attributes (here or, by pub/sub, on another node);
@@ -228,6 +229,7 @@ impl Engine {
                 .max_capacity(100_000)
                 .time_to_live(ttl)
                 .build(),
+            risk_locks: risk::RiskLocks::default(),
             log_settings: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(ttl)

@@ -146,6 +146,12 @@ pub struct LoggedDecision {
     pub risk: crate::risk::Assessment,
     pub revision: Revision,
     pub policy_version: String,
+    /// Whether only the action's relation was checked (AuthZEN), for replays.
+    #[serde(default)]
+    pub lean: bool,
+    /// Whether the request sent entity attributes (not kept, so not replayable).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attributes_sent: bool,
     pub latency_us: u64,
     /// When retention removes the entry.
     #[serde(skip)]

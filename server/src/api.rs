@@ -235,8 +235,10 @@ async fn metrics(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
             )
         })?;
     let cache = format!(
-        "# HELP gatehouse_check_cache_entries Entries in the cross-request check cache\n# TYPE gatehouse_check_cache_entries gauge\ngatehouse_check_cache_entries {}\n",
-        state.engine.cache_entries()
+        "# HELP gatehouse_check_cache_entries Entries in the cross-request check cache\n# TYPE gatehouse_check_cache_entries gauge\ngatehouse_check_cache_entries {}\n\
+         # HELP gatehouse_decision_log_dropped_total Decisions not logged because the log's buffer was full\n# TYPE gatehouse_decision_log_dropped_total counter\ngatehouse_decision_log_dropped_total {}\n",
+        state.engine.cache_entries(),
+        state.engine.decisions_dropped()
     );
     buf.extend_from_slice(cache.as_bytes());
     Ok(HttpResponse::Ok()

@@ -1061,6 +1061,12 @@ async fn health_and_metrics(backend: Backend) {
         m.text
     );
     assert!(
+        m.text
+            .contains("\ngatehouse_decision_log_dropped_total 0\n"),
+        "{}",
+        m.text
+    );
+    assert!(
         m.text.contains("route=\"/stores/{store_id}\""),
         "requests are counted by route pattern: {}",
         m.text

@@ -133,13 +133,16 @@ forbid (principal, action, resource) when { context.risk.score > 70 };
     assert_eq!(d["risk"]["level"], "medium", "{d}");
     assert_eq!(d["allowed"], true, "{d}");
     // Five failed attempts, then Paris again minutes later on a new device: 50 + 20 + 30.
-    for m in 0..5u32 {
-        s.post(
-            &format!("/stores/{store}/risk/failures"),
-            &json!({ "subject": "user:anne", "time": at(0, 10, m) }),
-        )
-        .await
-        .ok();
+    // Recorded concurrently: none may overwrite another.
+    let failures = format!("/stores/{store}/risk/failures");
+    let sent = futures::future::join_all((0..5u32).map(|m| {
+        let body = json!({ "subject": "user:anne", "time": at(0, 10, m) });
+        let (s, failures) = (&s, &failures);
+        async move { s.post(failures, &body).await }
+    }))
+    .await;
+    for r in sent {
+        r.ok();
     }
     let d = decide_ctx(
         &s,
@@ -352,6 +355,7 @@ async fn risk_bad_input(backend: Backend) {
         json!({ "location": { "lat": 95.0, "lon": 0.0 } }),
         json!({ "location": "Paris" }),
         json!({ "time": "last tuesday" }),
+        json!({ "time": "2999-01-01T00:00:00Z" }),
         json!({ "device_id": "ok", "risk": { "score": 0 } }),
     ] {
         s.post(
@@ -382,6 +386,7 @@ async fn risk_bad_input(backend: Backend) {
         json!({}),
         json!({ "subject": "anne" }),
         json!({ "subject": "user:anne", "time": "soon" }),
+        json!({ "subject": "user:anne", "time": "2999-01-01T00:00:00Z" }),
         json!({ "subject": "user:anne", "extra": 1 }),
     ] {
         s.post(&failures, &bad).await.assert_error(400, None);

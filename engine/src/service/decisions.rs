@@ -151,6 +151,8 @@ impl Engine {
             risk: d.risk.clone(),
             revision: d.revision,
             policy_version: d.policy_version.clone(),
+            lean: req.lean,
+            attributes_sent: !req.attributes.is_empty(),
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             expires_at: now + chrono::Duration::days(i64::from(settings.retention_days)),
         };
@@ -203,7 +205,9 @@ impl Engine {
         page: &Page,
     ) -> Result<Paged<LoggedDecision>> {
         self.get_store(store).await?;
-        self.flush_decision_log().await?;
+        if let Err(e) = self.flush_decision_log().await {
+            tracing::warn!(error = %e, "cannot write the decision log before reading it");
+        }
         self.ds.read_decisions(store, filter, page).await
     }
 
@@ -230,8 +234,10 @@ impl Engine {
         }
         self.get_store(store).await?;
         let model = self.latest_model_opt(store).await?;
+        // A version id of its own: entity sets cached for one candidate are not another's.
+        let id = format!("candidate-{}", ulid::Ulid::new());
         let candidate: ActivePolicies =
-            Self::compile_policies("candidate", text, &links, schema.as_ref(), model.as_deref())?;
+            Self::compile_policies(&id, text, &links, schema.as_ref(), model.as_deref())?;
         let logged = self
             .decisions(
                 store,
@@ -248,6 +254,14 @@ impl Engine {
             skipped: vec![],
         };
         for entry in logged.items {
+            if entry.attributes_sent {
+                out.skipped.push(Skipped {
+                    decision_id: entry.id,
+                    reason: "the request sent entity attributes, which the log does not keep"
+                        .into(),
+                });
+                continue;
+            }
             let req = DecisionRequest {
                 subject: entry.subject.clone(),
                 action: entry.action.clone(),
@@ -255,7 +269,7 @@ impl Engine {
                 context: entry.context.clone(),
                 consistency: Consistency::AtRevision(entry.revision),
                 explain: false,
-                lean: true,
+                lean: entry.lean,
                 attributes: Default::default(),
             };
             match self.replay(store, &req, &candidate, &entry.risk).await {

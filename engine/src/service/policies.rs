@@ -330,8 +330,13 @@ impl Engine {
             self.record_risk(store, &req.subject, &signals, loaded)
                 .await?;
         }
-        self.log_decision(store, req, context, &d, started.elapsed())
-            .await?;
+        // The decision stands whether or not it can be logged.
+        if let Err(e) = self
+            .log_decision(store, req, context, &d, started.elapsed())
+            .await
+        {
+            tracing::warn!(store.id = store, error = %e, "cannot queue a decision for the log");
+        }
         Ok(d)
     }
 
@@ -559,16 +564,18 @@ impl Engine {
 
     /// The attributes epoch for cache keys of entity sets (and decisions) under `active`.
     /// Without pub/sub, another node's attribute change is not announced: what holds
-    /// attributes then lives at most about a second, as compiled policies do.
+    /// attributes then lives at most about a second, as compiled policies do; with it, at most
+    /// ten seconds should an announcement be lost.
     fn epoch_for(&self, active: &ActivePolicies) -> u64 {
         let epoch = self
             .attributes_epoch
             .load(std::sync::atomic::Ordering::Relaxed);
-        if active.declares_attributes && !self.has_notifier() {
-            epoch ^ (chrono::Utc::now().timestamp().unsigned_abs() << 32)
-        } else {
-            epoch
+        if !active.declares_attributes {
+            return epoch;
         }
+        // With pub/sub, a lost message still heals within ten seconds.
+        let bucket = if self.has_notifier() { 10 } else { 1 };
+        epoch ^ ((chrono::Utc::now().timestamp().unsigned_abs() / bucket) << 32)
     }
 
     /// The entities `start` and all their ancestors through parent links of direct tuples at

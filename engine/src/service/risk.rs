@@ -64,6 +64,7 @@ pub fn take_signals(
                     "context `time` must be an RFC 3339 timestamp, not {v}"
                 ))
             })?;
+        not_in_future(s.time).map_err(|e| bad(format!("context `time`: {e}")))?;
     }
     for k in CONSUMED {
         ctx.remove(k);
@@ -72,6 +73,48 @@ pub fn take_signals(
         *context = None;
     }
     Ok(s)
+}
+
+/// How far ahead of this node's clock a caller's time may be (clock skew).
+const MAX_CLOCK_SKEW_SECS: i64 = 300;
+
+/// Refuses a time in the future beyond clock skew: it would freeze a subject's history (its
+/// hours and last location would never be passed).
+pub fn not_in_future(t: DateTime<Utc>) -> std::result::Result<(), String> {
+    if t > Utc::now() + chrono::Duration::seconds(MAX_CLOCK_SKEW_SECS) {
+        return Err(format!(
+            "{} is more than {MAX_CLOCK_SKEW_SECS} s in the future",
+            t.to_rfc3339()
+        ));
+    }
+    Ok(())
+}
+
+/// Updates of one subject's history are serialized on a node by one of these locks (by hash).
+const RISK_LOCK_STRIPES: usize = 64;
+
+/// The locks that serialize read-modify-write of risk histories on this node.
+#[derive(Debug)]
+pub struct RiskLocks(Vec<tokio::sync::Mutex<()>>);
+
+impl Default for RiskLocks {
+    fn default() -> Self {
+        Self(
+            (0..RISK_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        )
+    }
+}
+
+impl RiskLocks {
+    fn of(&self, store: &str, subject: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (store, subject).hash(&mut h);
+        let i = usize::try_from(h.finish() % RISK_LOCK_STRIPES as u64).unwrap_or(0);
+        &self.0[i % self.0.len()]
+    }
 }
 
 /// A subject's history as loaded for one request, to be saved after the decision.
@@ -115,13 +158,18 @@ impl Engine {
         if let Some(p) = self.risk_profiles.get(&key) {
             return Ok(p);
         }
-        let p = Arc::new(match self.ds.read_risk_profile(store, subject).await? {
-            Some(v) => serde_json::from_value(v)
-                .map_err(|e| Error::Storage(format!("stored risk history does not parse: {e}")))?,
-            None => RiskProfile::default(),
-        });
+        let p = Arc::new(self.stored_profile(store, subject).await?);
         self.risk_profiles.insert(key, p.clone());
         Ok(p)
+    }
+
+    /// The history as stored now (no cache): what a read-modify-write starts from.
+    async fn stored_profile(&self, store: &str, subject: &str) -> Result<RiskProfile> {
+        match self.ds.read_risk_profile(store, subject).await? {
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| Error::Storage(format!("stored risk history does not parse: {e}"))),
+            None => Ok(RiskProfile::default()),
+        }
     }
 
     async fn save_profile(
@@ -175,7 +223,13 @@ impl Engine {
         signals: &Signals,
         loaded: LoadedRisk,
     ) -> Result<()> {
-        let mut profile = Arc::unwrap_or_clone(loaded.profile);
+        if !loaded.profile.would_change(signals) {
+            return Ok(());
+        }
+        // Serialized per subject on this node, from the stored history (not the cached
+        // snapshot), so that concurrent updates (failures above all) are not overwritten.
+        let _one = self.risk_locks.of(store, subject).lock().await;
+        let mut profile = self.stored_profile(store, subject).await?;
         if profile.record(signals) {
             self.save_profile(store, subject, &mut profile, &loaded.rules)
                 .await?;
@@ -190,8 +244,10 @@ impl Engine {
         subject: &str,
         at: DateTime<Utc>,
     ) -> Result<RiskProfile> {
+        not_in_future(at).map_err(Error::Validation)?;
         let rules = self.risk_rules(store).await?;
-        let mut profile = Arc::unwrap_or_clone(self.risk_profile(store, subject).await?);
+        let _one = self.risk_locks.of(store, subject).lock().await;
+        let mut profile = self.stored_profile(store, subject).await?;
         profile.record_failure(at);
         self.save_profile(store, subject, &mut profile, &rules)
             .await?;
@@ -207,9 +263,11 @@ impl Engine {
     /// Forgets a subject's history.
     pub async fn forget_subject_risk(&self, store: &str, subject: &str) -> Result<bool> {
         self.get_store(store).await?;
+        let _one = self.risk_locks.of(store, subject).lock().await;
+        let existed = self.ds.delete_risk_profile(store, subject).await?;
         self.risk_profiles
             .invalidate(&(store.to_string(), subject.to_string()));
-        self.ds.delete_risk_profile(store, subject).await
+        Ok(existed)
     }
 }
 

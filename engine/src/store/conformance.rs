@@ -2056,6 +2056,8 @@ fn logged(store: &str, subject: &str, resource: &str, allowed: bool) -> LoggedDe
         risk: crate::risk::Assessment::default(),
         revision: 3,
         policy_version: "baseline".into(),
+        lean: true,
+        attributes_sent: false,
         latency_us: 42,
         expires_at: at + chrono::Duration::days(1),
     }

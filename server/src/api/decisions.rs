@@ -25,10 +25,11 @@ fn timestamp(name: &str, v: Option<String>) -> ApiResult<Option<chrono::DateTime
         .transpose()
 }
 
+/// Checks a `type:id` reference as the engine parses objects.
 fn subject_ref(v: &str, what: &str) -> ApiResult<()> {
-    match v.split_once(':') {
-        Some((t, id)) if !t.is_empty() && !id.is_empty() && v.len() <= 512 => Ok(()),
-        _ => Err(ApiError::validation(format!(
+    match gatehouse_engine::tuple::ObjectRef::parse(v) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::validation(format!(
             "`{what}` must be `type:id`, got `{v}`"
         ))),
     }

@@ -1322,6 +1322,10 @@ struct EntryRest<C, P, E, R> {
     risk: R,
     revision: Revision,
     latency_us: u64,
+    #[serde(default)]
+    lean: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    attributes_sent: bool,
 }
 
 fn decision_from_row(r: DecisionRow) -> Result<LoggedDecision> {
@@ -1346,6 +1350,8 @@ fn decision_from_row(r: DecisionRow) -> Result<LoggedDecision> {
         risk: rest.risk,
         revision: rest.revision,
         policy_version: r.policy_version,
+        lean: rest.lean,
+        attributes_sent: rest.attributes_sent,
         latency_us: rest.latency_us,
         expires_at: utc(r.expires_at),
     })
@@ -1502,6 +1508,8 @@ impl SqlStore {
                             risk: &e.risk,
                             revision: e.revision,
                             latency_us: e.latency_us,
+                            lean: e.lean,
+                            attributes_sent: e.attributes_sent,
                         },
                     )?,
                     expires_at: e.expires_at.naive_utc(),
@@ -1509,17 +1517,23 @@ impl SqlStore {
             })
             .collect::<Result<Vec<_>>>()?;
         match &self.backend {
+            // PostgreSQL: batched inserts in one transaction; an entry already written (a
+            // retried batch) is skipped, so a retry can never jam on its own rows.
             Backend::Postgres(pool) => {
                 let mut pooled = pool.get().await.map_err(pool_error)?;
                 let conn: &mut AsyncPgConnection = &mut pooled;
-                for chunk in rows.chunks(INSERT_CHUNK / 10) {
-                    diesel::insert_into(decision_log::table)
-                        .values(chunk)
-                        .execute(conn)
-                        .await
-                        .map_err(db_error)?;
-                }
-                Ok(())
+                conn.transaction(async |conn: &mut AsyncPgConnection| -> QueryResult<()> {
+                    for chunk in rows.chunks(INSERT_CHUNK / 10) {
+                        diesel::insert_into(decision_log::table)
+                            .values(chunk)
+                            .on_conflict_do_nothing()
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(db_error)
             }
             // SQLite: on diesel's sync connection, in one transaction, so a flush costs one
             // commit.
