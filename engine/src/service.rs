@@ -134,6 +134,8 @@ pub struct Engine {
     entity_sets: moka::sync::Cache<(String, String, String, String), Arc<cedar_policy::Entities>>,
     heads: Mutex<HashMap<String, (Revision, Instant)>>,
     notifier: Mutex<Option<Arc<dyn ChangeNotifier>>>,
+    /// Whether `notifier` is set (read on every decision without taking the lock).
+    notified: std::sync::atomic::AtomicBool,
     /// Risk rules per store.
     risk_rules: moka::sync::Cache<String, Arc<crate::risk::RiskRules>>,
     /// Risk histories by `(store, subject)`, read through for a second: another node's
@@ -221,6 +223,7 @@ impl Engine {
                 .build(),
             heads: Mutex::new(HashMap::new()),
             notifier: Mutex::new(None),
+            notified: std::sync::atomic::AtomicBool::new(false),
             risk_rules: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(ttl)
@@ -246,12 +249,14 @@ impl Engine {
     pub fn set_notifier(&self, n: Arc<dyn ChangeNotifier>) {
         if let Ok(mut g) = self.notifier.lock() {
             *g = Some(n);
+            self.notified
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
     /// Whether changes are announced to other nodes (pub/sub is configured).
     pub fn has_notifier(&self) -> bool {
-        self.notifier.lock().is_ok_and(|g| g.is_some())
+        self.notified.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &EngineConfig {

@@ -753,6 +753,39 @@ async fn entity_attributes_are_validated_and_used(backend: Backend) {
     s.post(&az, &ask(wrong, doc))
         .await
         .assert_error(400, Some("validation_error"));
+
+    // Attributes stored under an older schema fail the decision rather than being ignored.
+    s.put(
+        &path,
+        &json!({ "entity": "user:bob", "attributes": { "clearance": 3, "office": "10.1.0.0/16" } }),
+    )
+    .await
+    .ok();
+    let mut narrower = schema_with_attributes(&s, &store).await;
+    narrower[""]["entityTypes"]["user"]["shape"]["attributes"]
+        .as_object_mut()
+        .unwrap()
+        .remove("office");
+    s.put(
+        &format!("/stores/{store}/policies"),
+        &json!({ "policies": CLASSIFIED, "schema": narrower }),
+    )
+    .await
+    .ok();
+    let r = s
+        .post(
+            &format!("/stores/{store}/decide"),
+            &json!({ "subject": "user:bob", "action": "viewer", "resource": "document:1" }),
+        )
+        .await;
+    let e = r.assert_error(400, Some("validation_error"));
+    assert!(e["message"].as_str().unwrap().contains("user:bob"), "{e}");
+    s.delete(&format!("{path}?entity=user:bob")).await;
+    let d = decide_ctx(&s, &store, "user:bob", "document:1", json!({})).await;
+    assert_eq!(
+        d["allowed"], false,
+        "secret, and no clearance any more: {d}"
+    );
 }
 
 async fn entity_attributes_bad_input(backend: Backend) {

@@ -520,16 +520,17 @@ impl Engine {
             let names: Vec<String> = edges.iter().map(|(e, _)| e.clone()).collect();
             for a in self.ds.read_entity_attributes(store, &names).await? {
                 let uid = policy::entity_uid(&a.entity).map_err(bad)?;
-                // Attributes that no longer match the schema are left out (policies reading
-                // them then fail to evaluate), never half-read.
-                match policy::parse_attributes(&uid, &a.attributes, &active.compiled.schema) {
-                    Ok(parsed) => {
-                        attributes.insert(a.entity, parsed);
-                    }
-                    Err(e) => {
-                        tracing::warn!(store.id = store, entity = %a.entity, error = %e, "stored attributes no longer match the schema");
-                    }
-                }
+                // Attributes that no longer match the schema (it changed since) fail the
+                // decision: left out, a forbid reading them would be skipped and allow.
+                let parsed = policy::parse_attributes(&uid, &a.attributes, &active.compiled.schema)
+                    .map_err(|e| {
+                        bad(format!(
+                            "the stored attributes of `{}` no longer match the store's Cedar \
+                             schema ({e}); update or delete them",
+                            a.entity
+                        ))
+                    })?;
+                attributes.insert(a.entity, parsed);
             }
         }
         for (entity, sent) in &req.attributes {
