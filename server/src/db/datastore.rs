@@ -421,6 +421,21 @@ const TUPLE_TOKEN: &str = "tuple";
 const CHANGE_TOKEN: &str = "change";
 const POLICY_TOKEN: &str = "policy";
 const DECISION_TOKEN: &str = "decision";
+/// Most expired rows one retention statement removes.
+const PRUNE_BATCH: i64 = 5_000;
+/// Retention statements (SQLite, PostgreSQL): expired rows, one batch at a time.
+const PRUNE_DECISIONS: (&str, &str) = (
+    "DELETE FROM decision_log WHERE (store_id, id) IN \
+     (SELECT store_id, id FROM decision_log WHERE expires_at < ? LIMIT ?)",
+    "DELETE FROM decision_log WHERE (store_id, id) IN \
+     (SELECT store_id, id FROM decision_log WHERE expires_at < $1 LIMIT $2)",
+);
+const PRUNE_PROFILES: (&str, &str) = (
+    "DELETE FROM risk_profiles WHERE (store_id, subject) IN \
+     (SELECT store_id, subject FROM risk_profiles WHERE expires_at < ? LIMIT ?)",
+    "DELETE FROM risk_profiles WHERE (store_id, subject) IN \
+     (SELECT store_id, subject FROM risk_profiles WHERE expires_at < $1 LIMIT $2)",
+);
 const ATTRIBUTES_TOKEN: &str = "attributes";
 
 fn encode_token(kind: &str, position: &str) -> String {
@@ -1617,18 +1632,41 @@ impl SqlStore {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<u64> {
         let now = now.naive_utc();
-        let n = with_conn!(self, |conn| {
-            let a = diesel::delete(decision_log::table.filter(decision_log::expires_at.lt(now)))
-                .execute(conn)
-                .await
-                .map_err(db_error)?;
-            let b = diesel::delete(risk_profiles::table.filter(risk_profiles::expires_at.lt(now)))
-                .execute(conn)
-                .await
-                .map_err(db_error)?;
-            a + b
-        });
-        Ok(n as u64)
+        // In batches, each its own statement (on SQLite, under the writers' lock), so that a
+        // large backlog never holds the database's write lock for long.
+        let mut removed = 0u64;
+        for (sqlite, postgres) in [PRUNE_DECISIONS, PRUNE_PROFILES] {
+            loop {
+                let n = match &self.backend {
+                    Backend::Postgres(pool) => {
+                        let mut pooled = pool.get().await.map_err(pool_error)?;
+                        let conn: &mut AsyncPgConnection = &mut pooled;
+                        diesel::sql_query(postgres)
+                            .bind::<diesel::sql_types::Timestamp, _>(now)
+                            .bind::<diesel::sql_types::BigInt, _>(PRUNE_BATCH)
+                            .execute(conn)
+                            .await
+                            .map_err(db_error)?
+                    }
+                    Backend::Sqlite { pool, write_lock } => {
+                        let _writer = write_lock.lock().await;
+                        let mut pooled = pool.get().await.map_err(pool_error)?;
+                        let conn: &mut SqliteConn = &mut pooled;
+                        diesel::sql_query(sqlite)
+                            .bind::<diesel::sql_types::Timestamp, _>(now)
+                            .bind::<diesel::sql_types::BigInt, _>(PRUNE_BATCH)
+                            .execute(conn)
+                            .await
+                            .map_err(db_error)?
+                    }
+                };
+                removed += n as u64;
+                if (n as i64) < PRUNE_BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     pub(crate) async fn write_entity_attributes_impl(
