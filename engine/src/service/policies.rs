@@ -57,7 +57,8 @@ pub(super) type DecisionKey = (
 /// A request's target, checked against the model, and the relations of its resource's type.
 struct Checked {
     target: policy::Target,
-    relations: Vec<String>,
+    /// The resource's type name (its relations are looked up in the query's model).
+    resource_type: String,
 }
 
 /// A decision request: may `subject` do `action` (a relation) on `resource`?
@@ -277,7 +278,6 @@ impl Engine {
         };
         let (model, rev, cached) = self.prepare(store, &opts).await?;
         let active = self.active_for(store, Some(&model)).await?;
-        let target = self.target(&model, req)?;
         let loaded = if !signals.is_empty() || active.compiled.reads_risk {
             Some(self.load_risk(store, &req.subject, &mut signals).await?)
         } else {
@@ -310,7 +310,9 @@ impl Engine {
             });
         let d = match memo.as_ref().and_then(|k| self.decision_memo.get(k)) {
             Some(d) => Decision::clone(&d),
+            // A hit needs no checking of the request: the same one passed under this model.
             None => {
+                let target = self.target(&model, req)?;
                 let q = self.query(store, &model, rev, cached, &opts);
                 let d = self
                     .evaluate_with(store, &q, &active, target, req, context.as_ref(), risk)
@@ -392,7 +394,7 @@ impl Engine {
         }
         let bad = |e: String| Error::Validation(e);
         Ok(Checked {
-            relations: resource_type.relations.keys().cloned().collect(),
+            resource_type: resource_type.type_name.clone(),
             target: policy::Target {
                 principal: policy::entity_uid(&req.subject).map_err(bad)?,
                 action: policy::action_uid(&req.action).map_err(bad)?,
@@ -420,14 +422,18 @@ impl Engine {
         let mut relations = Vec::new();
         let mut relation_errors = Vec::new();
         let all_relations = !req.lean || active.compiled.reads_relations;
-        if !all_relations && !checked.relations.contains(&req.action) {
+        let type_def = q
+            .model
+            .model
+            .type_def(&checked.resource_type)
+            .ok_or_else(|| Error::TypeNotFound(checked.resource_type.clone()))?;
+        if !all_relations && !type_def.relations.contains_key(&req.action) {
             return Err(Error::Validation(format!(
                 "`{}` is not a relation of type `{}`",
-                req.action,
-                checked.target.resource.type_name()
+                req.action, checked.resource_type
             )));
         }
-        for rel in &checked.relations {
+        for rel in type_def.relations.keys() {
             if !all_relations && *rel != req.action {
                 continue;
             }
