@@ -1235,158 +1235,6 @@ impl Datastore for SqlStore {
     }
 
     async fn read_setting(&self, store: &str, kind: &str) -> Result<Option<serde_json::Value>> {
-        self.read_setting_impl(store, kind).await
-    }
-
-    async fn write_setting(
-        &self,
-        store: &str,
-        kind: &str,
-        value: &serde_json::Value,
-    ) -> Result<()> {
-        self.write_setting_impl(store, kind, value).await
-    }
-
-    async fn read_risk_profile(
-        &self,
-        store: &str,
-        subject: &str,
-    ) -> Result<Option<serde_json::Value>> {
-        self.read_risk_profile_impl(store, subject).await
-    }
-
-    async fn write_risk_profile(
-        &self,
-        store: &str,
-        subject: &str,
-        profile: &serde_json::Value,
-        expires_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<()> {
-        self.write_risk_profile_impl(store, subject, profile, expires_at)
-            .await
-    }
-
-    async fn delete_risk_profile(&self, store: &str, subject: &str) -> Result<bool> {
-        self.delete_risk_profile_impl(store, subject).await
-    }
-
-    async fn append_decisions(&self, entries: &[LoggedDecision]) -> Result<()> {
-        self.append_decisions_impl(entries).await
-    }
-
-    async fn read_decisions(
-        &self,
-        store: &str,
-        filter: &DecisionFilter,
-        page: &Page,
-    ) -> Result<Paged<LoggedDecision>> {
-        self.read_decisions_impl(store, filter, page).await
-    }
-
-    async fn prune_expired(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
-        self.prune_expired_impl(now).await
-    }
-
-    async fn write_entity_attributes(
-        &self,
-        store: &str,
-        entity: &str,
-        attributes: Option<&EntityAttributes>,
-    ) -> Result<bool> {
-        self.write_entity_attributes_impl(store, entity, attributes)
-            .await
-    }
-
-    async fn read_entity_attributes(
-        &self,
-        store: &str,
-        entities: &[String],
-    ) -> Result<Vec<EntityAttributes>> {
-        self.read_entity_attributes_impl(store, entities).await
-    }
-
-    async fn list_entity_attributes(
-        &self,
-        store: &str,
-        entity_type: Option<&str>,
-        page: &Page,
-    ) -> Result<Paged<EntityAttributes>> {
-        self.list_entity_attributes_impl(store, entity_type, page)
-            .await
-    }
-}
-
-fn json_text(what: &str, v: &impl serde::Serialize) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::Storage(format!("cannot serialize {what}: {e}")))
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
-    serde_json::from_str(text)
-        .map_err(|e| Error::Storage(format!("stored {what} does not parse: {e}")))
-}
-
-/// What a decision log row keeps as JSON: everything but its columns.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct EntryRest<C, P, E, R> {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    context: Option<C>,
-    policies: P,
-    #[serde(default)]
-    errors: E,
-    rebac: bool,
-    risk: R,
-    revision: Revision,
-    latency_us: u64,
-    #[serde(default)]
-    lean: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    attributes_sent: bool,
-}
-
-fn decision_from_row(r: DecisionRow) -> Result<LoggedDecision> {
-    let rest: EntryRest<
-        serde_json::Map<String, serde_json::Value>,
-        Vec<String>,
-        Vec<String>,
-        gatehouse_engine::risk::Assessment,
-    > = parse_json("decision log entry", &r.entry_json)?;
-    Ok(LoggedDecision {
-        id: r.id,
-        store_id: r.store_id,
-        decided_at: utc(r.decided_at),
-        subject: r.subject,
-        action: r.action,
-        resource: r.resource,
-        context: rest.context,
-        allowed: r.allowed,
-        policies: rest.policies,
-        errors: rest.errors,
-        rebac: rest.rebac,
-        risk: rest.risk,
-        revision: rest.revision,
-        policy_version: r.policy_version,
-        lean: rest.lean,
-        attributes_sent: rest.attributes_sent,
-        latency_us: rest.latency_us,
-        expires_at: utc(r.expires_at),
-    })
-}
-
-fn attributes_from_row(r: AttributesRow) -> Result<EntityAttributes> {
-    Ok(EntityAttributes {
-        attributes: parse_json("entity attributes", &r.attributes_json)?,
-        entity: r.entity,
-        updated_at: utc(r.updated_at),
-    })
-}
-
-/// Settings, risk histories, the decision log and entity attributes.
-impl SqlStore {
-    pub(crate) async fn read_setting_impl(
-        &self,
-        store: &str,
-        kind: &str,
-    ) -> Result<Option<serde_json::Value>> {
         let row: Option<String> = with_conn!(self, |conn| {
             store_settings::table
                 .find((store, kind))
@@ -1399,7 +1247,7 @@ impl SqlStore {
         row.map(|t| parse_json("settings", &t)).transpose()
     }
 
-    pub(crate) async fn write_setting_impl(
+    async fn write_setting(
         &self,
         store: &str,
         kind: &str,
@@ -1424,7 +1272,7 @@ impl SqlStore {
         .map_err(Error::from)
     }
 
-    pub(crate) async fn read_risk_profile_impl(
+    async fn read_risk_profile(
         &self,
         store: &str,
         subject: &str,
@@ -1441,7 +1289,7 @@ impl SqlStore {
         row.map(|t| parse_json("risk profile", &t)).transpose()
     }
 
-    pub(crate) async fn write_risk_profile_impl(
+    async fn write_risk_profile(
         &self,
         store: &str,
         subject: &str,
@@ -1470,11 +1318,7 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(crate) async fn delete_risk_profile_impl(
-        &self,
-        store: &str,
-        subject: &str,
-    ) -> Result<bool> {
+    async fn delete_risk_profile(&self, store: &str, subject: &str) -> Result<bool> {
         let n = with_conn!(self, |conn| {
             diesel::delete(risk_profiles::table.find((store, subject)))
                 .execute(conn)
@@ -1484,7 +1328,7 @@ impl SqlStore {
         Ok(n > 0)
     }
 
-    pub(crate) async fn append_decisions_impl(&self, entries: &[LoggedDecision]) -> Result<()> {
+    async fn append_decisions(&self, entries: &[LoggedDecision]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -1577,7 +1421,7 @@ impl SqlStore {
         }
     }
 
-    pub(crate) async fn read_decisions_impl(
+    async fn read_decisions(
         &self,
         store: &str,
         f: &DecisionFilter,
@@ -1627,10 +1471,7 @@ impl SqlStore {
         )
     }
 
-    pub(crate) async fn prune_expired_impl(
-        &self,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<u64> {
+    async fn prune_expired(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
         let now = now.naive_utc();
         // In batches, each its own statement (on SQLite, under the writers' lock), so that a
         // large backlog never holds the database's write lock for long.
@@ -1669,7 +1510,7 @@ impl SqlStore {
         Ok(removed)
     }
 
-    pub(crate) async fn write_entity_attributes_impl(
+    async fn write_entity_attributes(
         &self,
         store: &str,
         entity: &str,
@@ -1705,7 +1546,7 @@ impl SqlStore {
         .map_err(Error::from)
     }
 
-    pub(crate) async fn read_entity_attributes_impl(
+    async fn read_entity_attributes(
         &self,
         store: &str,
         entities: &[String],
@@ -1728,7 +1569,7 @@ impl SqlStore {
         Ok(out)
     }
 
-    pub(crate) async fn list_entity_attributes_impl(
+    async fn list_entity_attributes(
         &self,
         store: &str,
         entity_type: Option<&str>,
@@ -1759,6 +1600,70 @@ impl SqlStore {
             attributes_from_row,
         )
     }
+}
+
+fn json_text(what: &str, v: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Storage(format!("cannot serialize {what}: {e}")))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::Storage(format!("stored {what} does not parse: {e}")))
+}
+
+/// What a decision log row keeps as JSON: everything but its columns.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EntryRest<C, P, E, R> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    context: Option<C>,
+    policies: P,
+    #[serde(default)]
+    errors: E,
+    rebac: bool,
+    risk: R,
+    revision: Revision,
+    latency_us: u64,
+    #[serde(default)]
+    lean: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    attributes_sent: bool,
+}
+
+fn decision_from_row(r: DecisionRow) -> Result<LoggedDecision> {
+    let rest: EntryRest<
+        serde_json::Map<String, serde_json::Value>,
+        Vec<String>,
+        Vec<String>,
+        gatehouse_engine::risk::Assessment,
+    > = parse_json("decision log entry", &r.entry_json)?;
+    Ok(LoggedDecision {
+        id: r.id,
+        store_id: r.store_id,
+        decided_at: utc(r.decided_at),
+        subject: r.subject,
+        action: r.action,
+        resource: r.resource,
+        context: rest.context,
+        allowed: r.allowed,
+        policies: rest.policies,
+        errors: rest.errors,
+        rebac: rest.rebac,
+        risk: rest.risk,
+        revision: rest.revision,
+        policy_version: r.policy_version,
+        lean: rest.lean,
+        attributes_sent: rest.attributes_sent,
+        latency_us: rest.latency_us,
+        expires_at: utc(r.expires_at),
+    })
+}
+
+fn attributes_from_row(r: AttributesRow) -> Result<EntityAttributes> {
+    Ok(EntityAttributes {
+        attributes: parse_json("entity attributes", &r.attributes_json)?,
+        entity: r.entity,
+        updated_at: utc(r.updated_at),
+    })
 }
 
 fn policy_from_row(r: PolicyRow) -> Result<PolicyVersion> {
