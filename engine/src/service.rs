@@ -144,9 +144,9 @@ pub struct Engine {
     risk_locks: risk::RiskLocks,
     /// Decision log settings per store.
     log_settings: moka::sync::Cache<String, Arc<DecisionLogSettings>>,
-    /// Bumped on every change of stored attributes (here or, by pub/sub, on another node);
-    /// part of the entity set cache's key.
-    attributes_epoch: std::sync::atomic::AtomicU64,
+    /// Bumped on every change of a store's stored attributes (here or, by pub/sub, on another
+    /// node); part of the keys of entity sets and memoised decisions.
+    attributes_epochs: AttributeEpochs,
     /// Decision log entries waiting to be written.
     decision_buffer: Mutex<Vec<crate::store::LoggedDecision>>,
     decisions_dropped: std::sync::atomic::AtomicU64,
@@ -237,7 +237,7 @@ impl Engine {
                 .max_capacity(10_000)
                 .time_to_live(ttl)
                 .build(),
-            attributes_epoch: std::sync::atomic::AtomicU64::new(0),
+            attributes_epochs: AttributeEpochs::default(),
             decision_buffer: Mutex::new(Vec::new()),
             decisions_dropped: std::sync::atomic::AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
@@ -285,10 +285,7 @@ impl Engine {
             StoreEvent::Revision(rev) => self.observe_revision(store, rev),
             StoreEvent::ModelWritten | StoreEvent::Deleted => self.forget_store(store),
             StoreEvent::PoliciesChanged => self.policies.invalidate(store),
-            StoreEvent::AttributesChanged => {
-                self.attributes_epoch
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            StoreEvent::AttributesChanged => self.attributes_epochs.bump(store),
         }
     }
 
@@ -885,6 +882,44 @@ fn decode_page_token(token: &str) -> Result<(Revision, String)> {
         .ok_or(Error::InvalidContinuationToken)?;
     let rev = r.parse().map_err(|_| Error::InvalidContinuationToken)?;
     Ok((rev, after.to_string()))
+}
+
+/// Stripes of the attributes epoch, shared by the stores hashed to them: a change of one
+/// store's attributes invalidates what holds attributes for the stores of its stripe only.
+const EPOCH_STRIPES: usize = 256;
+
+/// Attribute epochs per store (by stripe).
+#[derive(Debug)]
+struct AttributeEpochs(Vec<std::sync::atomic::AtomicU64>);
+
+impl Default for AttributeEpochs {
+    fn default() -> Self {
+        Self(
+            (0..EPOCH_STRIPES)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        )
+    }
+}
+
+impl AttributeEpochs {
+    fn stripe(&self, store: &str) -> &std::sync::atomic::AtomicU64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        store.hash(&mut h);
+        let i = usize::try_from(h.finish() % EPOCH_STRIPES as u64).unwrap_or(0);
+        &self.0[i % self.0.len()]
+    }
+
+    fn of(&self, store: &str) -> u64 {
+        self.stripe(store)
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn bump(&self, store: &str) {
+        self.stripe(store)
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

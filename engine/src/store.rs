@@ -123,6 +123,13 @@ pub struct PolicyVersion {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A subject's stored risk history and its version, which every save increments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRisk {
+    pub profile: serde_json::Value,
+    pub version: i64,
+}
+
 /// One recorded decision (the decision log): what was asked, what was decided and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoggedDecision {
@@ -149,9 +156,16 @@ pub struct LoggedDecision {
     /// Whether only the action's relation was checked (AuthZEN), for replays.
     #[serde(default)]
     pub lean: bool,
-    /// Whether the request sent entity attributes (not kept, so not replayable).
+    /// Whether the request sent entity attributes (AuthZEN `properties`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attributes_sent: bool,
+    /// The attributes it sent, by entity, as a replay needs them (empty in entries logged
+    /// before they were kept).
+    #[serde(default, skip_serializing_if = "std::collections::HashMap::is_empty")]
+    pub attributes: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// Context attributes whose values the store's log settings redact (not replayable).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
     pub latency_us: u64,
     /// When retention removes the entry.
     #[serde(skip)]
@@ -292,20 +306,19 @@ pub trait Datastore: Send + Sync + 'static {
     async fn write_setting(&self, store: &str, kind: &str, value: &serde_json::Value)
     -> Result<()>;
 
-    /// A subject's risk history (JSON), if any.
-    async fn read_risk_profile(
-        &self,
-        store: &str,
-        subject: &str,
-    ) -> Result<Option<serde_json::Value>>;
-    /// Saves a subject's risk history; retention removes it after `expires_at`.
+    /// A subject's risk history (JSON) and its version, if any.
+    async fn read_risk_profile(&self, store: &str, subject: &str) -> Result<Option<StoredRisk>>;
+    /// Saves a subject's risk history if the stored one is still at version `expected` (`None`:
+    /// none is stored), as a compare-and-swap between nodes; false, and nothing written, when
+    /// another writer got there first. Retention removes it after `expires_at`.
     async fn write_risk_profile(
         &self,
         store: &str,
         subject: &str,
         profile: &serde_json::Value,
         expires_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<()>;
+        expected: Option<i64>,
+    ) -> Result<bool>;
     /// Forgets a subject's risk history; false if there was none.
     async fn delete_risk_profile(&self, store: &str, subject: &str) -> Result<bool>;
 

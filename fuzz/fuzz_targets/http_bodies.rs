@@ -1,5 +1,6 @@
 //! Arbitrary request bodies through the real actix-web app, in process. The first byte picks the
-//! endpoint and which store (and model) the path names; the rest is the JSON body. No answer may
+//! endpoint (the OpenFGA API, policies, decisions, attributes, risk, the decision log) and which
+//! store (and model) the path names; the rest is the JSON body. No answer may
 //! be a 5xx, and every 4xx must be a JSON body with a `code`.
 //!
 //! The app, the engine, its in-memory store, one store with a model that has conditions (and a few
@@ -231,6 +232,15 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "list-users"),
     ("POST", "authorization-models"),
     ("PUT", "assertions"),
+    ("PUT", "policies"),
+    ("POST", "policies/dry-run"),
+    ("POST", "decide"),
+    ("POST", "access/v1/evaluation"),
+    ("POST", "access/v1/evaluations"),
+    ("PUT", "entity-attributes"),
+    ("PUT", "risk/rules"),
+    ("POST", "risk/failures"),
+    ("PUT", "decision-log/settings"),
 ];
 
 /// The method and path an input's first byte selects. Half the selectors name the seeded store

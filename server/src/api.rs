@@ -169,6 +169,16 @@ fn route_label(path: &str) -> &'static str {
             "policy-versions" => "/stores/{store_id}/policy-versions",
             "policy-schema" => "/stores/{store_id}/policy-schema",
             "decide" => "/stores/{store_id}/decide",
+            "decisions" => "/stores/{store_id}/decisions",
+            "entity-attributes" => "/stores/{store_id}/entity-attributes",
+            _ => "other",
+        },
+        ["stores", _, "policies", "dry-run"] => "/stores/{store_id}/policies/dry-run",
+        ["stores", _, "decision-log", "settings"] => "/stores/{store_id}/decision-log/settings",
+        ["stores", _, "risk", sub] => match *sub {
+            "rules" => "/stores/{store_id}/risk/rules",
+            "history" => "/stores/{store_id}/risk/history",
+            "failures" => "/stores/{store_id}/risk/failures",
             _ => "other",
         },
         ["stores", _, "authorization-models", _] => {
@@ -332,6 +342,15 @@ mod tests {
             route_label("/stores/01ABC/access/v1/evaluations"),
             "/stores/{store_id}/access/v1/evaluations"
         );
+        assert_eq!(
+            route_label("/stores/01ABC/risk/rules"),
+            "/stores/{store_id}/risk/rules"
+        );
+        assert_eq!(
+            route_label("/stores/01ABC/policies/dry-run"),
+            "/stores/{store_id}/policies/dry-run"
+        );
+        assert_eq!(route_label("/stores/01ABC/risk/else"), "other");
         assert_eq!(
             route_label("/stores/01ABC/access/v1/evaluations/x"),
             "other"

@@ -495,13 +495,46 @@ async fn decision_log_filters_pages_and_samples(backend: Backend) {
     let got = s.get(&settings).await.ok();
     assert_eq!(
         got,
-        json!({ "sample_rate": 1.0, "always_log_denies": true, "retention_days": 30 })
+        json!({ "sample_rate": 1.0, "always_log_denies": true, "retention_days": 30, "redact": [] })
     );
+
+    // Redaction: the value of a named context attribute is not kept, and a dry run does not
+    // replay what it cannot know.
+    s.put(&settings, &json!({ "redact": ["ip"] })).await.ok();
+    decide_ctx(
+        &s,
+        &store,
+        "user:anne",
+        "document:1",
+        json!({ "ip": "192.0.2.7" }),
+    )
+    .await;
+    let entry = logged(&decisions(&s, &store, "page_size=1").await)[0].clone();
+    assert_eq!(entry["context"]["ip"], "[redacted]", "{entry}");
+    assert_eq!(entry["redacted"], json!(["ip"]), "{entry}");
+    let dry = s
+        .post(
+            &format!("/stores/{store}/policies/dry-run"),
+            &json!({ "policies": "permit (principal, action, resource) when { context.rebac };", "limit": 1 }),
+        )
+        .await
+        .ok();
+    assert_eq!(dry["replayed"], 0, "{dry}");
+    assert_eq!(dry["skipped"][0]["decision_id"], entry["id"], "{dry}");
+    assert!(
+        dry["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("redacts"),
+        "{dry}"
+    );
+    s.put(&settings, &json!({})).await.ok();
+    let all = logged(&decisions(&s, &store, "").await);
     s.put(&settings, &json!({ "sample_rate": 0.0 })).await.ok();
     decide_ctx(&s, &store, "user:anne", "document:1", json!({})).await;
     decide_ctx(&s, &store, "user:carl", "document:1", json!({})).await;
     let now = logged(&decisions(&s, &store, "").await);
-    assert_eq!(now.len(), 5, "{now:?}");
+    assert_eq!(now.len(), all.len() + 1, "{now:?}");
     assert_eq!(now[0]["subject"], "user:carl");
     s.put(
         &settings,
@@ -510,7 +543,10 @@ async fn decision_log_filters_pages_and_samples(backend: Backend) {
     .await
     .ok();
     decide_ctx(&s, &store, "user:carl", "document:1", json!({})).await;
-    assert_eq!(logged(&decisions(&s, &store, "").await).len(), 5);
+    assert_eq!(
+        logged(&decisions(&s, &store, "").await).len(),
+        all.len() + 1
+    );
 }
 
 async fn decision_log_bad_input(backend: Backend) {
@@ -538,6 +574,10 @@ async fn decision_log_bad_input(backend: Backend) {
         json!({ "geo": [{ "network": "10.0.0.0/8", "lat": 95.0, "lon": 0.0 }] }),
         json!({ "geo": [{ "network": "10.0.0.0/8" }] }),
         json!({ "retention": 3 }),
+        json!({ "redact": [""] }),
+        json!({ "redact": ["x".repeat(257)] }),
+        json!({ "redact": (0..101).map(|i| format!("k{i}")).collect::<Vec<_>>() }),
+        json!({ "redact": "ip" }),
         json!("all"),
     ] {
         s.put(&settings, &bad).await.assert_error(400, None);
@@ -753,6 +793,29 @@ async fn entity_attributes_are_validated_and_used(backend: Backend) {
     s.post(&az, &ask(wrong, doc))
         .await
         .assert_error(400, Some("validation_error"));
+    // The log keeps sent properties, so a dry run replays those four decisions with them:
+    // the same policies flip none (without them, the cleared and the public one would flip).
+    let dry = s
+        .post(
+            &format!("/stores/{store}/policies/dry-run"),
+            &json!({ "policies": CLASSIFIED, "schema": schema, "limit": 4 }),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        (
+            dry["replayed"].as_u64(),
+            dry["flipped"].as_array().map(Vec::len)
+        ),
+        (Some(4), Some(0)),
+        "{dry}"
+    );
+    let sent = logged(&decisions(&s, &store, "page_size=4").await);
+    assert!(
+        sent.iter()
+            .any(|d| d["attributes"]["user:bob"]["clearance"] == 5),
+        "{sent:?}"
+    );
 
     // Attributes stored under an older schema fail the decision rather than being ignored.
     s.put(
@@ -889,4 +952,45 @@ async fn attribute_change_reaches_another_node_with_redis() {
 #[tokio::test(flavor = "multi_thread")]
 async fn attribute_change_reaches_another_node_without_redis() {
     attribute_change_reaches_another_node(false).await;
+}
+
+/// Two nodes on one PostgreSQL database record failures of one subject at the same time: each
+/// save is a compare-and-swap on the history's version, so none overwrites another.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_failures_on_two_nodes_are_all_kept() {
+    let (a, b) = crate::consistency::two_nodes(false).await;
+    let store = a.create_store("risk-nodes").await;
+    let failures = format!("/stores/{store}/risk/failures");
+    let per_node = 40u32;
+    let sent = futures::future::join_all((0..per_node * 2).map(|i| {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let body = json!({ "subject": "user:anne", "time": at(0, 10, i % 60) });
+        let failures = &failures;
+        async move { node.post(failures, &body).await }
+    }))
+    .await;
+    for r in sent {
+        r.ok();
+    }
+    // Each node reads histories through a one-second cache: both show every failure within
+    // about that.
+    let started = std::time::Instant::now();
+    for node in [&a, &b] {
+        loop {
+            let h = node
+                .get(&format!("/stores/{store}/risk/history?subject=user:anne"))
+                .await
+                .ok();
+            let kept = h["history"]["failures"].as_array().map_or(0, Vec::len);
+            if kept == (per_node * 2) as usize {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(3),
+                "{kept} of {} failures kept: {h}",
+                per_node * 2
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }

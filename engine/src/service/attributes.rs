@@ -1,8 +1,6 @@
 //! Entity attributes: JSON stored per entity, validated against the store's Cedar schema and
 //! hydrated with the entity for Cedar (`principal.department`, `resource.classification`).
 
-use std::sync::atomic::Ordering;
-
 use super::{Engine, StoreEvent};
 use crate::error::{Error, Result};
 use crate::policy;
@@ -81,7 +79,7 @@ impl Engine {
 
     /// Hydrated entity sets hold attributes: a change makes every node build them again.
     fn attributes_changed(&self, store: &str) {
-        self.attributes_epoch.fetch_add(1, Ordering::Relaxed);
+        self.attributes_epochs.bump(store);
         self.notify(store, StoreEvent::AttributesChanged);
     }
 }

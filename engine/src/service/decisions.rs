@@ -15,6 +15,10 @@ use crate::store::{DecisionFilter, LoggedDecision, Page, Paged, TemplateLink};
 pub const LOG_SETTINGS: &str = "decision_log";
 /// Most entries waiting to be written; beyond it new entries are dropped (and counted).
 pub const MAX_BUFFERED: usize = 50_000;
+/// Most context attributes a store's log redacts.
+pub const MAX_REDACTED: usize = 100;
+/// What a redacted value is logged as.
+pub const REDACTED: &str = "[redacted]";
 /// Most logged decisions one dry run replays.
 pub const MAX_DRY_RUN: usize = 1_000;
 
@@ -28,6 +32,9 @@ pub struct DecisionLogSettings {
     pub always_log_denies: bool,
     /// Days an entry is kept.
     pub retention_days: u32,
+    /// Context attributes (top-level names) whose values the log does not keep (tokens,
+    /// personal data): each is logged as `"[redacted]"`, and a dry run skips the entry.
+    pub redact: Vec<String>,
 }
 
 impl Default for DecisionLogSettings {
@@ -36,6 +43,7 @@ impl Default for DecisionLogSettings {
             sample_rate: 1.0,
             always_log_denies: true,
             retention_days: 30,
+            redact: Vec::new(),
         }
     }
 }
@@ -50,6 +58,17 @@ impl DecisionLogSettings {
         }
         if self.retention_days == 0 || self.retention_days > 3650 {
             return Err("`retention_days` must be between 1 and 3650".into());
+        }
+        if self.redact.len() > MAX_REDACTED {
+            return Err(format!(
+                "`redact` names {} attributes; at most {MAX_REDACTED} are accepted",
+                self.redact.len()
+            ));
+        }
+        if let Some(bad) = self.redact.iter().find(|n| n.is_empty() || n.len() > 256) {
+            return Err(format!(
+                "`redact` names must be 1 to 256 bytes, got `{bad}`"
+            ));
         }
         Ok(())
     }
@@ -135,6 +154,16 @@ impl Engine {
         if !sampled {
             return Ok(());
         }
+        let mut context = context;
+        let mut redacted = Vec::new();
+        if let Some(ctx) = context.as_mut() {
+            for name in &settings.redact {
+                if let Some(v) = ctx.get_mut(name) {
+                    *v = serde_json::Value::String(REDACTED.into());
+                    redacted.push(name.clone());
+                }
+            }
+        }
         let now = chrono::Utc::now();
         let entry = LoggedDecision {
             id: id.to_string(),
@@ -153,6 +182,8 @@ impl Engine {
             policy_version: d.policy_version.clone(),
             lean: req.lean,
             attributes_sent: !req.attributes.is_empty(),
+            attributes: req.attributes.clone(),
+            redacted,
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             expires_at: now + chrono::Duration::days(i64::from(settings.retention_days)),
         };
@@ -254,11 +285,20 @@ impl Engine {
             skipped: vec![],
         };
         for entry in logged.items {
-            if entry.attributes_sent {
+            let unreplayable = if !entry.redacted.is_empty() {
+                Some(format!(
+                    "the log redacts the context attributes it depends on ({})",
+                    entry.redacted.join(", ")
+                ))
+            } else if entry.attributes_sent && entry.attributes.is_empty() {
+                Some("the request sent entity attributes, which the log did not keep".into())
+            } else {
+                None
+            };
+            if let Some(reason) = unreplayable {
                 out.skipped.push(Skipped {
                     decision_id: entry.id,
-                    reason: "the request sent entity attributes, which the log does not keep"
-                        .into(),
+                    reason,
                 });
                 continue;
             }
@@ -270,7 +310,7 @@ impl Engine {
                 consistency: Consistency::AtRevision(entry.revision),
                 explain: false,
                 lean: entry.lean,
-                attributes: Default::default(),
+                attributes: entry.attributes.clone(),
             };
             match self.replay(store, &req, &candidate, &entry.risk).await {
                 Ok(now) => {

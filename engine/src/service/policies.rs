@@ -300,7 +300,7 @@ impl Engine {
                     active.hierarchy.model_id.clone(),
                     rev,
                     active.version.clone(),
-                    self.epoch_for(&active),
+                    self.epoch_for(store, &active),
                     req.subject.clone(),
                     req.action.clone(),
                     req.resource.clone(),
@@ -329,8 +329,14 @@ impl Engine {
             && !signals.is_empty()
             && d.allowed
         {
-            self.record_risk(store, &req.subject, &signals, loaded)
-                .await?;
+            // The decision stands if the sighting cannot be saved: the next request then
+            // scores it as new again, which errs on the side of caution.
+            if let Err(e) = self
+                .record_risk(store, &req.subject, &signals, loaded)
+                .await
+            {
+                tracing::warn!(store.id = store, error = %e, "cannot save a risk history");
+            }
         }
         // The decision stands whether or not it can be logged.
         if let Err(e) = self
@@ -497,7 +503,7 @@ impl Engine {
         req: &DecisionRequest,
     ) -> Result<Arc<cedar_policy::Entities>> {
         let bad = |e: String| Error::Validation(e);
-        let epoch = self.epoch_for(active);
+        let epoch = self.epoch_for(store, active);
         let key = (
             store.to_string(),
             format!(
@@ -573,10 +579,8 @@ impl Engine {
     /// Without pub/sub, another node's attribute change is not announced: what holds
     /// attributes then lives at most about a second, as compiled policies do; with it, at most
     /// ten seconds should an announcement be lost.
-    fn epoch_for(&self, active: &ActivePolicies) -> u64 {
-        let epoch = self
-            .attributes_epoch
-            .load(std::sync::atomic::Ordering::Relaxed);
+    fn epoch_for(&self, store: &str, active: &ActivePolicies) -> u64 {
+        let epoch = self.attributes_epochs.of(store);
         if !active.declares_attributes {
             return epoch;
         }

@@ -93,6 +93,9 @@ pub fn not_in_future(t: DateTime<Utc>) -> std::result::Result<(), String> {
 /// Updates of one subject's history are serialized on a node by one of these locks (by hash).
 const RISK_LOCK_STRIPES: usize = 64;
 
+/// How often a save of a risk history is tried again after losing a compare-and-swap.
+const RISK_SAVE_ATTEMPTS: usize = 8;
+
 /// The locks that serialize read-modify-write of risk histories on this node.
 #[derive(Debug)]
 pub struct RiskLocks(Vec<tokio::sync::Mutex<()>>);
@@ -158,39 +161,69 @@ impl Engine {
         if let Some(p) = self.risk_profiles.get(&key) {
             return Ok(p);
         }
-        let p = Arc::new(self.stored_profile(store, subject).await?);
+        let p = Arc::new(self.stored_profile(store, subject).await?.0);
         self.risk_profiles.insert(key, p.clone());
         Ok(p)
     }
 
-    /// The history as stored now (no cache): what a read-modify-write starts from.
-    async fn stored_profile(&self, store: &str, subject: &str) -> Result<RiskProfile> {
-        match self.ds.read_risk_profile(store, subject).await? {
-            Some(v) => serde_json::from_value(v)
-                .map_err(|e| Error::Storage(format!("stored risk history does not parse: {e}"))),
-            None => Ok(RiskProfile::default()),
-        }
-    }
-
-    async fn save_profile(
+    /// The history as stored now (no cache) and its version: what a read-modify-write starts
+    /// from.
+    async fn stored_profile(
         &self,
         store: &str,
         subject: &str,
-        profile: &mut RiskProfile,
+    ) -> Result<(RiskProfile, Option<i64>)> {
+        match self.ds.read_risk_profile(store, subject).await? {
+            Some(s) => Ok((
+                serde_json::from_value(s.profile).map_err(|e| {
+                    Error::Storage(format!("stored risk history does not parse: {e}"))
+                })?,
+                Some(s.version),
+            )),
+            None => Ok((RiskProfile::default(), None)),
+        }
+    }
+
+    /// Applies `change` to the subject's stored history and saves it, by compare-and-swap on
+    /// its version: when another node saved in between, the change is applied again to what
+    /// it saved, so that no update is lost. `change` returns whether anything changed.
+    async fn update_profile(
+        &self,
+        store: &str,
+        subject: &str,
         rules: &RiskRules,
-    ) -> Result<()> {
-        let now = Utc::now();
-        profile.prune(now, rules);
-        let json = serde_json::to_value(&*profile)
-            .map_err(|e| Error::Storage(format!("cannot serialize risk history: {e}")))?;
-        let expires = now + chrono::Duration::days(i64::from(rules.retention_days));
+        change: impl Fn(&mut RiskProfile) -> bool,
+    ) -> Result<RiskProfile> {
+        // Serialized per subject on this node; between nodes the version decides.
+        let _one = self.risk_locks.of(store, subject).lock().await;
         let key = (store.to_string(), subject.to_string());
-        self.risk_profiles.invalidate(&key);
-        self.ds
-            .write_risk_profile(store, subject, &json, expires)
-            .await?;
-        self.risk_profiles.insert(key, Arc::new(profile.clone()));
-        Ok(())
+        for attempt in 0..RISK_SAVE_ATTEMPTS {
+            let (mut profile, version) = self.stored_profile(store, subject).await?;
+            if !change(&mut profile) {
+                return Ok(profile);
+            }
+            let now = Utc::now();
+            profile.prune(now, rules);
+            let json = serde_json::to_value(&profile)
+                .map_err(|e| Error::Storage(format!("cannot serialize risk history: {e}")))?;
+            let expires = now + chrono::Duration::days(i64::from(rules.retention_days));
+            self.risk_profiles.invalidate(&key);
+            if self
+                .ds
+                .write_risk_profile(store, subject, &json, expires, version)
+                .await?
+            {
+                self.risk_profiles.insert(key, Arc::new(profile.clone()));
+                return Ok(profile);
+            }
+            // Another node saved in between: back off a little (randomly, so that two nodes
+            // do not keep colliding) and start again from what it saved.
+            let ms = rand::random::<u64>() % (2 << attempt);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        Err(Error::Unavailable(format!(
+            "the risk history of `{subject}` is being updated concurrently; try again"
+        )))
     }
 
     /// Scores a request against the subject's history (reads only). A request with an address
@@ -214,8 +247,7 @@ impl Engine {
     }
 
     /// Adds a decided request to the subject's history, saving it when something a later
-    /// assessment reads changed. Concurrent requests of one subject may each save; the last
-    /// one wins (a sighting may be lost, never invented).
+    /// assessment reads changed.
     pub(super) async fn record_risk(
         &self,
         store: &str,
@@ -226,14 +258,8 @@ impl Engine {
         if !loaded.profile.would_change(signals) {
             return Ok(());
         }
-        // Serialized per subject on this node, from the stored history (not the cached
-        // snapshot), so that concurrent updates (failures above all) are not overwritten.
-        let _one = self.risk_locks.of(store, subject).lock().await;
-        let mut profile = self.stored_profile(store, subject).await?;
-        if profile.record(signals) {
-            self.save_profile(store, subject, &mut profile, &loaded.rules)
-                .await?;
-        }
+        self.update_profile(store, subject, &loaded.rules, |p| p.record(signals))
+            .await?;
         Ok(())
     }
 
@@ -246,12 +272,11 @@ impl Engine {
     ) -> Result<RiskProfile> {
         not_in_future(at).map_err(Error::Validation)?;
         let rules = self.risk_rules(store).await?;
-        let _one = self.risk_locks.of(store, subject).lock().await;
-        let mut profile = self.stored_profile(store, subject).await?;
-        profile.record_failure(at);
-        self.save_profile(store, subject, &mut profile, &rules)
-            .await?;
-        Ok(profile)
+        self.update_profile(store, subject, &rules, |p| {
+            p.record_failure(at);
+            true
+        })
+        .await
     }
 
     /// A subject's history in a store (empty when none is kept).

@@ -1996,17 +1996,59 @@ async fn settings_and_risk(ds: &dyn Datastore) {
         None
     );
     let p1 = serde_json::json!({ "devices": { "d1": 1 } });
-    ds.write_risk_profile(&store, "user:anne", &p1, later)
+    assert!(
+        ds.write_risk_profile(&store, "user:anne", &p1, later, None)
+            .await
+            .unwrap(),
+        "risk: first save"
+    );
+    let v1 = ds
+        .read_risk_profile(&store, "user:anne")
         .await
+        .unwrap()
         .unwrap();
+    assert_eq!(v1.profile, p1);
+    // Compare-and-swap: a second first save, or a save from a stale version, loses.
     let p2 = serde_json::json!({ "devices": { "d1": 2 } });
-    ds.write_risk_profile(&store, "user:anne", &p2, later)
+    assert!(
+        !ds.write_risk_profile(&store, "user:anne", &p2, later, None)
+            .await
+            .unwrap(),
+        "risk: a concurrent first save loses"
+    );
+    assert!(
+        !ds.write_risk_profile(&store, "user:anne", &p2, later, Some(v1.version + 1))
+            .await
+            .unwrap(),
+        "risk: a save from a version never read loses"
+    );
+    assert!(
+        ds.write_risk_profile(&store, "user:anne", &p2, later, Some(v1.version))
+            .await
+            .unwrap(),
+        "risk: a save from the version read wins"
+    );
+    let v2 = ds
+        .read_risk_profile(&store, "user:anne")
         .await
+        .unwrap()
         .unwrap();
+    assert_eq!(v2.profile, p2, "risk: replaced");
+    assert!(v2.version > v1.version, "risk: the version moves on");
+    let p3 = serde_json::json!({ "devices": { "d1": 3 } });
+    assert!(
+        !ds.write_risk_profile(&store, "user:anne", &p3, later, Some(v1.version))
+            .await
+            .unwrap(),
+        "risk: a save from the old version loses"
+    );
     assert_eq!(
-        ds.read_risk_profile(&store, "user:anne").await.unwrap(),
+        ds.read_risk_profile(&store, "user:anne")
+            .await
+            .unwrap()
+            .map(|s| s.profile),
         Some(p2),
-        "risk: replaced"
+        "risk: a lost save changes nothing"
     );
     assert_eq!(
         ds.read_risk_profile(&other, "user:anne").await.unwrap(),
@@ -2015,9 +2057,11 @@ async fn settings_and_risk(ds: &dyn Datastore) {
     );
     // Retention: an expired history goes, a live one stays.
     let past = now() - chrono::Duration::seconds(5);
-    ds.write_risk_profile(&store, "user:old", &p1, past)
-        .await
-        .unwrap();
+    assert!(
+        ds.write_risk_profile(&store, "user:old", &p1, past, None)
+            .await
+            .unwrap()
+    );
     ds.prune_expired(now()).await.unwrap();
     assert_eq!(
         ds.read_risk_profile(&store, "user:old").await.unwrap(),
@@ -2057,7 +2101,16 @@ fn logged(store: &str, subject: &str, resource: &str, allowed: bool) -> LoggedDe
         revision: 3,
         policy_version: "baseline".into(),
         lean: true,
-        attributes_sent: false,
+        attributes_sent: true,
+        attributes: [(
+            subject.to_string(),
+            serde_json::json!({ "department": "eng" })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        )]
+        .into(),
+        redacted: vec!["token".into()],
         latency_us: 42,
         expires_at: at + chrono::Duration::days(1),
     }

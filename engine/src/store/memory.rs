@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::{
     Assertions, ChangeFilter, Datastore, DecisionFilter, EntityAttributes, LoggedDecision,
-    Operation, Page, Paged, PolicyVersion, Revision, StoreInfo, TupleChange, TupleFilter,
-    WriteOptions,
+    Operation, Page, Paged, PolicyVersion, Revision, StoreInfo, StoredRisk, TupleChange,
+    TupleFilter, WriteOptions,
 };
 use crate::error::{Error, Result};
 use crate::model::AuthorizationModel;
@@ -43,7 +43,7 @@ struct StoreData {
     active_policy: Option<String>,
     settings: HashMap<String, serde_json::Value>,
     /// Risk histories with when retention removes them.
-    risk: HashMap<String, (serde_json::Value, chrono::DateTime<chrono::Utc>)>,
+    risk: HashMap<String, (StoredRisk, chrono::DateTime<chrono::Utc>)>,
     /// The decision log, by id (ULIDs sort by time).
     decisions: BTreeMap<String, LoggedDecision>,
     attributes: BTreeMap<String, EntityAttributes>,
@@ -467,11 +467,7 @@ impl Datastore for MemoryStore {
         Ok(())
     }
 
-    async fn read_risk_profile(
-        &self,
-        store: &str,
-        subject: &str,
-    ) -> Result<Option<serde_json::Value>> {
+    async fn read_risk_profile(&self, store: &str, subject: &str) -> Result<Option<StoredRisk>> {
         let stores = self.stores.read().map_err(|_| poisoned())?;
         Ok(stores
             .get(store)
@@ -485,12 +481,20 @@ impl Datastore for MemoryStore {
         subject: &str,
         profile: &serde_json::Value,
         expires_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<()> {
+        expected: Option<i64>,
+    ) -> Result<bool> {
         let mut stores = self.stores.write().map_err(|_| poisoned())?;
-        live_mut(&mut stores, store)?
-            .risk
-            .insert(subject.to_string(), (profile.clone(), expires_at));
-        Ok(())
+        let risk = &mut live_mut(&mut stores, store)?.risk;
+        let current = risk.get(subject).map(|(p, _)| p.version);
+        if current != expected {
+            return Ok(false);
+        }
+        let stored = StoredRisk {
+            profile: profile.clone(),
+            version: expected.map_or(1, |v| v + 1),
+        };
+        risk.insert(subject.to_string(), (stored, expires_at));
+        Ok(true)
     }
 
     async fn delete_risk_profile(&self, store: &str, subject: &str) -> Result<bool> {

@@ -15,8 +15,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use gatehouse_engine::model::AuthorizationModel;
 use gatehouse_engine::store::{
     Assertions, ChangeFilter, Datastore, DecisionFilter, EntityAttributes, LoggedDecision,
-    Operation, Page, Paged, PolicyVersion, Revision, StoreInfo, TupleChange, TupleFilter,
-    WriteOptions,
+    Operation, Page, Paged, PolicyVersion, Revision, StoreInfo, StoredRisk, TupleChange,
+    TupleFilter, WriteOptions,
 };
 use gatehouse_engine::tuple::{ContextMap, RelationshipCondition, Tuple, TupleKey};
 use gatehouse_engine::{Error, Result};
@@ -1272,21 +1272,23 @@ impl Datastore for SqlStore {
         .map_err(Error::from)
     }
 
-    async fn read_risk_profile(
-        &self,
-        store: &str,
-        subject: &str,
-    ) -> Result<Option<serde_json::Value>> {
-        let row: Option<String> = with_conn!(self, |conn| {
+    async fn read_risk_profile(&self, store: &str, subject: &str) -> Result<Option<StoredRisk>> {
+        let row: Option<(String, i64)> = with_conn!(self, |conn| {
             risk_profiles::table
                 .find((store, subject))
-                .select(risk_profiles::profile_json)
+                .select((risk_profiles::profile_json, risk_profiles::version))
                 .first(conn)
                 .await
                 .optional()
                 .map_err(db_error)?
         });
-        row.map(|t| parse_json("risk profile", &t)).transpose()
+        row.map(|(t, version)| {
+            Ok(StoredRisk {
+                profile: parse_json("risk profile", &t)?,
+                version,
+            })
+        })
+        .transpose()
     }
 
     async fn write_risk_profile(
@@ -1295,27 +1297,43 @@ impl Datastore for SqlStore {
         subject: &str,
         profile: &serde_json::Value,
         expires_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<()> {
+        expected: Option<i64>,
+    ) -> Result<bool> {
         let row = RiskProfileRow {
             store_id: store.to_string(),
             subject: subject.to_string(),
             profile_json: json_text("risk profile", profile)?,
             expires_at: expires_at.naive_utc(),
+            version: expected.map_or(1, |v| v + 1),
         };
-        with_conn!(self, |conn| {
-            diesel::insert_into(risk_profiles::table)
-                .values(&row)
-                .on_conflict((risk_profiles::store_id, risk_profiles::subject))
-                .do_update()
+        // A compare-and-swap: the first save inserts (losing to a concurrent insert), later
+        // ones update only the version they read.
+        let n = match expected {
+            None => with_conn!(self, |conn| {
+                diesel::insert_into(risk_profiles::table)
+                    .values(&row)
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+            }),
+            Some(v) => with_conn!(self, |conn| {
+                diesel::update(
+                    risk_profiles::table
+                        .find((store, subject))
+                        .filter(risk_profiles::version.eq(v)),
+                )
                 .set((
                     risk_profiles::profile_json.eq(&row.profile_json),
                     risk_profiles::expires_at.eq(row.expires_at),
+                    risk_profiles::version.eq(row.version),
                 ))
                 .execute(conn)
                 .await
                 .map_err(db_error)?
-        });
-        Ok(())
+            }),
+        };
+        Ok(n == 1)
     }
 
     async fn delete_risk_profile(&self, store: &str, subject: &str) -> Result<bool> {
@@ -1369,6 +1387,8 @@ impl Datastore for SqlStore {
                             latency_us: e.latency_us,
                             lean: e.lean,
                             attributes_sent: e.attributes_sent,
+                            attributes: &e.attributes,
+                            redacted: &e.redacted,
                         },
                     )?,
                     expires_at: e.expires_at.naive_utc(),
@@ -1613,7 +1633,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<
 
 /// What a decision log row keeps as JSON: everything but its columns.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct EntryRest<C, P, E, R> {
+struct EntryRest<C, P, E, R, A, D> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     context: Option<C>,
     policies: P,
@@ -1627,15 +1647,24 @@ struct EntryRest<C, P, E, R> {
     lean: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     attributes_sent: bool,
+    #[serde(default)]
+    attributes: A,
+    #[serde(default)]
+    redacted: D,
 }
 
+/// [`EntryRest`] as read back.
+type StoredEntryRest = EntryRest<
+    serde_json::Map<String, serde_json::Value>,
+    Vec<String>,
+    Vec<String>,
+    gatehouse_engine::risk::Assessment,
+    std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
+    Vec<String>,
+>;
+
 fn decision_from_row(r: DecisionRow) -> Result<LoggedDecision> {
-    let rest: EntryRest<
-        serde_json::Map<String, serde_json::Value>,
-        Vec<String>,
-        Vec<String>,
-        gatehouse_engine::risk::Assessment,
-    > = parse_json("decision log entry", &r.entry_json)?;
+    let rest: StoredEntryRest = parse_json("decision log entry", &r.entry_json)?;
     Ok(LoggedDecision {
         id: r.id,
         store_id: r.store_id,
@@ -1653,6 +1682,8 @@ fn decision_from_row(r: DecisionRow) -> Result<LoggedDecision> {
         policy_version: r.policy_version,
         lean: rest.lean,
         attributes_sent: rest.attributes_sent,
+        attributes: rest.attributes,
+        redacted: rest.redacted,
         latency_us: rest.latency_us,
         expires_at: utc(r.expires_at),
     })

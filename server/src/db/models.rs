@@ -132,6 +132,8 @@ pub(crate) struct RiskProfileRow {
     pub subject: String,
     pub profile_json: String,
     pub expires_at: NaiveDateTime,
+    /// Incremented by every save (compare-and-swap between nodes).
+    pub version: i64,
 }
 
 /// A row of `decision_log`.

@@ -110,6 +110,7 @@ diesel::table! {
         subject -> Text,
         profile_json -> Text,
         expires_at -> Timestamp,
+        version -> BigInt,
     }
 }
 

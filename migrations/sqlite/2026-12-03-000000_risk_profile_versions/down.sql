@@ -1,0 +1,1 @@
+ALTER TABLE risk_profiles DROP COLUMN version;
