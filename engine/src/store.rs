@@ -168,7 +168,6 @@ pub struct LoggedDecision {
     pub redacted: Vec<String>,
     pub latency_us: u64,
     /// When retention removes the entry.
-    #[serde(skip)]
     pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 

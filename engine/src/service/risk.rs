@@ -94,7 +94,7 @@ pub fn not_in_future(t: DateTime<Utc>) -> std::result::Result<(), String> {
 const RISK_LOCK_STRIPES: usize = 64;
 
 /// How often a save of a risk history is tried again after losing a compare-and-swap.
-const RISK_SAVE_ATTEMPTS: usize = 8;
+const RISK_SAVE_ATTEMPTS: u32 = 32;
 
 /// The locks that serialize read-modify-write of risk histories on this node.
 #[derive(Debug)]
@@ -218,7 +218,7 @@ impl Engine {
             }
             // Another node saved in between: back off a little (randomly, so that two nodes
             // do not keep colliding) and start again from what it saved.
-            let ms = rand::random::<u64>() % (2 << attempt);
+            let ms = rand::random::<u64>() % (2u64 << attempt.min(5));
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
         Err(Error::Unavailable(format!(

@@ -518,6 +518,7 @@ impl Datastore for MemoryStore {
         filter: &DecisionFilter,
         page: &Page,
     ) -> Result<Paged<LoggedDecision>> {
+        let now = chrono::Utc::now();
         let stores = self.stores.read().map_err(|_| poisoned())?;
         let all: Vec<_> = stores
             .get(store)
@@ -525,7 +526,7 @@ impl Datastore for MemoryStore {
                 s.decisions
                     .values()
                     .rev()
-                    .filter(|d| filter.matches(d))
+                    .filter(|d| d.expires_at >= now && filter.matches(d))
                     .cloned()
                     .collect()
             })

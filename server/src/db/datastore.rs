@@ -22,12 +22,13 @@ use gatehouse_engine::tuple::{ContextMap, RelationshipCondition, Tuple, TupleKey
 use gatehouse_engine::{Error, Result};
 
 use super::models::{
-    AssertionRow, AttributesRow, ChangeRow, DecisionRow, HeadRow, ModelRow, NewTuple,
-    PolicyHeadRow, PolicyRow, RiskProfileRow, SettingRow, StoreRow, TupleRow,
+    AssertionRow, AttributesRow, ChangeRow, DecisionBlockRow, DecisionKeyRow, HeadRow, ModelRow,
+    NewTuple, PolicyHeadRow, PolicyRow, RiskProfileRow, SettingRow, StoreRow, TupleRow,
 };
 use super::schema::{
-    assertions, authorization_models, changelog, decision_log, entity_attributes, policy_heads,
-    policy_versions, risk_profiles, store_revisions, store_settings, stores, tuples,
+    assertions, authorization_models, changelog, decision_block_keys, decision_blocks,
+    entity_attributes, policy_heads, policy_versions, risk_profiles, store_revisions,
+    store_settings, stores, tuples,
 };
 use super::{Backend, SqlStore, SqliteConn};
 
@@ -423,13 +424,9 @@ const POLICY_TOKEN: &str = "policy";
 const DECISION_TOKEN: &str = "decision";
 /// Most expired rows one retention statement removes.
 const PRUNE_BATCH: i64 = 5_000;
+/// Most expired decision log blocks one retention transaction removes.
+const PRUNE_BLOCKS: i64 = 200;
 /// Retention statements (SQLite, PostgreSQL): expired rows, one batch at a time.
-const PRUNE_DECISIONS: (&str, &str) = (
-    "DELETE FROM decision_log WHERE (store_id, id) IN \
-     (SELECT store_id, id FROM decision_log WHERE expires_at < ? LIMIT ?)",
-    "DELETE FROM decision_log WHERE (store_id, id) IN \
-     (SELECT store_id, id FROM decision_log WHERE expires_at < $1 LIMIT $2)",
-);
 const PRUNE_PROFILES: (&str, &str) = (
     "DELETE FROM risk_profiles WHERE (store_id, subject) IN \
      (SELECT store_id, subject FROM risk_profiles WHERE expires_at < ? LIMIT ?)",
@@ -615,6 +612,133 @@ impl LiveMatching for SqliteConn {
             }
             q.load(self).await
         }
+    }
+}
+
+impl SqlStore {
+    /// Removes the decision log's expired blocks and their key rows, a batch per
+    /// transaction; returns how many entries went.
+    async fn prune_decision_blocks(&self, now: NaiveDateTime) -> Result<u64> {
+        let mut removed = 0u64;
+        loop {
+            let expired: Vec<(String, String, String, String)> = with_conn!(self, |conn| {
+                decision_blocks::table
+                    .filter(decision_blocks::expires_at.lt(now))
+                    .select((
+                        decision_blocks::store_id,
+                        decision_blocks::first_id,
+                        decision_blocks::keys_json,
+                        decision_blocks::entries_json,
+                    ))
+                    .limit(PRUNE_BLOCKS)
+                    .load(conn)
+                    .await
+                    .map_err(db_error)?
+            });
+            let n = expired.len();
+            let mut doomed = Vec::with_capacity(n);
+            for (store, first, keys, entries) in expired {
+                let keys: Vec<String> = parse_json("decision log keys", &keys)?;
+                let entries: Vec<serde::de::IgnoredAny> =
+                    parse_json("decision log block", &entries)?;
+                removed += entries.len() as u64;
+                doomed.push((store, first, keys));
+            }
+            if !doomed.is_empty() {
+                write_tx!(self, |conn| {
+                    for (store, first, keys) in &doomed {
+                        for key in keys {
+                            diesel::delete(decision_block_keys::table.find((store, key, first)))
+                                .execute(conn)
+                                .await?;
+                        }
+                        diesel::delete(decision_blocks::table.find((store, first)))
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+                .map_err(Error::from)?;
+            }
+            if (n as i64) < PRUNE_BLOCKS {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Up to [`BLOCK_READ_BATCH`] blocks of a store's decision log, newest (by first entry)
+    /// first, before `cursor` and not before `lower`; with `key`, those its key rows point to
+    /// (`None` for a block retention removed in between).
+    async fn decision_block_batch(
+        &self,
+        store: &str,
+        key: Option<&str>,
+        cursor: Option<&str>,
+        lower: Option<&str>,
+    ) -> Result<Vec<(String, Option<DecisionBlockRow>)>> {
+        let batch = i64::try_from(BLOCK_READ_BATCH).unwrap_or(8);
+        let Some(key) = key else {
+            let rows: Vec<DecisionBlockRow> = with_conn!(self, |conn| {
+                let mut q = decision_blocks::table
+                    .select(DecisionBlockRow::as_select())
+                    .filter(decision_blocks::store_id.eq(store))
+                    .into_boxed();
+                if let Some(c) = cursor {
+                    q = q.filter(decision_blocks::first_id.lt(c));
+                }
+                if let Some(l) = lower {
+                    q = q.filter(decision_blocks::first_id.ge(l));
+                }
+                q.order(decision_blocks::first_id.desc())
+                    .limit(batch)
+                    .load(conn)
+                    .await
+                    .map_err(db_error)?
+            });
+            return Ok(rows
+                .into_iter()
+                .map(|r| (r.first_id.clone(), Some(r)))
+                .collect());
+        };
+        let ids: Vec<String> = with_conn!(self, |conn| {
+            let mut q = decision_block_keys::table
+                .select(decision_block_keys::first_id)
+                .filter(decision_block_keys::store_id.eq(store))
+                .filter(decision_block_keys::key.eq(key))
+                .into_boxed();
+            if let Some(c) = cursor {
+                q = q.filter(decision_block_keys::first_id.lt(c));
+            }
+            if let Some(l) = lower {
+                q = q.filter(decision_block_keys::first_id.ge(l));
+            }
+            q.order(decision_block_keys::first_id.desc())
+                .limit(batch)
+                .load(conn)
+                .await
+                .map_err(db_error)?
+        });
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<DecisionBlockRow> = with_conn!(self, |conn| {
+            decision_blocks::table
+                .select(DecisionBlockRow::as_select())
+                .filter(decision_blocks::store_id.eq(store))
+                .filter(decision_blocks::first_id.eq_any(&ids))
+                .load(conn)
+                .await
+                .map_err(db_error)?
+        });
+        let mut by_id: std::collections::HashMap<String, DecisionBlockRow> =
+            rows.into_iter().map(|r| (r.first_id.clone(), r)).collect();
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let row = by_id.remove(&id);
+                (id, row)
+            })
+            .collect())
     }
 }
 
@@ -1362,48 +1486,31 @@ impl Datastore for SqlStore {
                 .await
                 .map_err(db_error)?
         });
-        let rows = entries
+        let live: std::collections::HashSet<&str> = live.iter().map(String::as_str).collect();
+        let entries: Vec<&LoggedDecision> = entries
             .iter()
-            .filter(|e| live.contains(&e.store_id))
-            .map(|e| {
-                Ok(DecisionRow {
-                    store_id: e.store_id.clone(),
-                    id: e.id.clone(),
-                    decided_at: e.decided_at.naive_utc(),
-                    subject: e.subject.clone(),
-                    action: e.action.clone(),
-                    resource: e.resource.clone(),
-                    allowed: e.allowed,
-                    policy_version: e.policy_version.clone(),
-                    entry_json: json_text(
-                        "decision log entry",
-                        &EntryRest {
-                            context: e.context.as_ref(),
-                            policies: &e.policies,
-                            errors: &e.errors,
-                            rebac: e.rebac,
-                            risk: &e.risk,
-                            revision: e.revision,
-                            latency_us: e.latency_us,
-                            lean: e.lean,
-                            attributes_sent: e.attributes_sent,
-                            attributes: &e.attributes,
-                            redacted: &e.redacted,
-                        },
-                    )?,
-                    expires_at: e.expires_at.naive_utc(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+            .filter(|e| live.contains(e.store_id.as_str()))
+            .collect();
+        let (blocks, keys) = decision_blocks_of(entries)?;
+        if blocks.is_empty() {
+            return Ok(());
+        }
         match &self.backend {
-            // PostgreSQL: batched inserts in one transaction; an entry already written (a
+            // PostgreSQL: batched inserts in one transaction; a block already written (a
             // retried batch) is skipped, so a retry can never jam on its own rows.
             Backend::Postgres(pool) => {
                 let mut pooled = pool.get().await.map_err(pool_error)?;
                 let conn: &mut AsyncPgConnection = &mut pooled;
                 conn.transaction(async |conn: &mut AsyncPgConnection| -> QueryResult<()> {
-                    for chunk in rows.chunks(INSERT_CHUNK / 10) {
-                        diesel::insert_into(decision_log::table)
+                    for chunk in blocks.chunks(50) {
+                        diesel::insert_into(decision_blocks::table)
+                            .values(chunk)
+                            .on_conflict_do_nothing()
+                            .execute(conn)
+                            .await?;
+                    }
+                    for chunk in keys.chunks(INSERT_CHUNK) {
+                        diesel::insert_into(decision_block_keys::table)
                             .values(chunk)
                             .on_conflict_do_nothing()
                             .execute(conn)
@@ -1415,19 +1522,24 @@ impl Datastore for SqlStore {
                 .map_err(db_error)
             }
             // SQLite: on diesel's sync connection, in one transaction, so a flush costs one
-            // commit.
+            // commit; one row per statement, whose prepared statement is cached.
             Backend::Sqlite { pool, write_lock } => {
                 let _writer = write_lock.lock().await;
                 let mut pooled = pool.get().await.map_err(pool_error)?;
                 let conn: &mut SqliteConn = &mut pooled;
+                let rows = std::sync::Arc::new((blocks, keys));
                 conn.immediate_transaction(async |conn: &mut SqliteConn| -> QueryResult<()> {
                     let rows = rows.clone();
                     conn.spawn_blocking(move |c| {
-                        // One row per statement: its prepared statement is cached, which
-                        // costs less than building and preparing a many-row one per chunk.
-                        for row in &rows {
+                        for b in &rows.0 {
                             diesel::RunQueryDsl::execute(
-                                diesel::insert_into(decision_log::table).values(row),
+                                diesel::insert_or_ignore_into(decision_blocks::table).values(b),
+                                c,
+                            )?;
+                        }
+                        for k in &rows.1 {
+                            diesel::RunQueryDsl::execute(
+                                diesel::insert_or_ignore_into(decision_block_keys::table).values(k),
                                 c,
                             )?;
                         }
@@ -1448,46 +1560,71 @@ impl Datastore for SqlStore {
         page: &Page,
     ) -> Result<Paged<LoggedDecision>> {
         let before = page_token(DECISION_TOKEN, page)?;
-        let rows: Vec<DecisionRow> = with_conn!(self, |conn| {
-            let mut q = decision_log::table
-                .select(DecisionRow::as_select())
-                .filter(decision_log::store_id.eq(store))
-                .into_boxed();
-            if let Some(b) = &before {
-                q = q.filter(decision_log::id.lt(b));
+        let now = chrono::Utc::now();
+        // Entries are read block by block, newest block (by first entry) first. A block
+        // spans at most BLOCK_SPAN_MS, so every entry of the blocks not read yet is older
+        // than `ceiling_after(first id of the next block)`.
+        let mut upper = before.clone();
+        if let Some(until) = f.until {
+            let u = ulid_at(until.timestamp_millis(), 0);
+            upper = Some(upper.map_or(u.clone(), |b| b.min(u)));
+        }
+        // Blocks whose first entry is older than this cannot hold an entry since `since`.
+        let lower = f
+            .since
+            .map(|s| ulid_at(s.timestamp_millis() - BLOCK_SPAN_MS, 0));
+        let key = f
+            .subject
+            .as_ref()
+            .map(|s| format!("s:{s}"))
+            .or_else(|| f.resource.as_ref().map(|r| format!("r:{r}")));
+        let want = if page.size > 0 {
+            page.size + 1
+        } else {
+            usize::MAX
+        };
+        let mut found: Vec<LoggedDecision> = Vec::new();
+        let mut cursor = upper.clone();
+        'blocks: loop {
+            let batch = self
+                .decision_block_batch(store, key.as_deref(), cursor.as_deref(), lower.as_deref())
+                .await?;
+            let n = batch.len();
+            for (first_id, block) in batch {
+                // Enough entries newer than anything left to read: done.
+                if found.len() >= want {
+                    found.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+                    found.truncate(want);
+                    if found
+                        .last()
+                        .is_some_and(|e| e.id >= ceiling_after(&first_id))
+                    {
+                        break 'blocks;
+                    }
+                }
+                cursor = Some(first_id);
+                let Some(block) = block else { continue };
+                if block.expires_at.and_utc() < now {
+                    continue;
+                }
+                let entries: Vec<LoggedDecision> =
+                    parse_json("decision log block", &block.entries_json)?;
+                // An entry expires on its own (its store's retention when it was logged);
+                // the block goes when its last entry has.
+                found.extend(entries.into_iter().filter(|e| {
+                    e.expires_at >= now && f.matches(e) && before.as_ref().is_none_or(|b| e.id < *b)
+                }));
             }
-            if let Some(x) = &f.subject {
-                q = q.filter(decision_log::subject.eq(x));
+            if n < BLOCK_READ_BATCH {
+                break;
             }
-            if let Some(x) = &f.action {
-                q = q.filter(decision_log::action.eq(x));
-            }
-            if let Some(x) = &f.resource {
-                q = q.filter(decision_log::resource.eq(x));
-            }
-            if let Some(x) = f.allowed {
-                q = q.filter(decision_log::allowed.eq(x));
-            }
-            if let Some(x) = &f.policy_version {
-                q = q.filter(decision_log::policy_version.eq(x));
-            }
-            if let Some(x) = f.since {
-                q = q.filter(decision_log::decided_at.ge(x.naive_utc()));
-            }
-            if let Some(x) = f.until {
-                q = q.filter(decision_log::decided_at.lt(x.naive_utc()));
-            }
-            q = q.order(decision_log::id.desc());
-            if page.size > 0 {
-                q = q.limit(limit_for(page.size));
-            }
-            q.load(conn).await.map_err(db_error)?
-        });
+        }
+        found.sort_unstable_by(|a, b| b.id.cmp(&a.id));
         paged(
-            rows,
+            found,
             page.size,
-            |r| encode_token(DECISION_TOKEN, &r.id),
-            decision_from_row,
+            |e| encode_token(DECISION_TOKEN, &e.id),
+            Ok,
         )
     }
 
@@ -1495,8 +1632,8 @@ impl Datastore for SqlStore {
         let now = now.naive_utc();
         // In batches, each its own statement (on SQLite, under the writers' lock), so that a
         // large backlog never holds the database's write lock for long.
-        let mut removed = 0u64;
-        for (sqlite, postgres) in [PRUNE_DECISIONS, PRUNE_PROFILES] {
+        let mut removed = self.prune_decision_blocks(now).await?;
+        for (sqlite, postgres) in [PRUNE_PROFILES] {
             loop {
                 let n = match &self.backend {
                     Backend::Postgres(pool) => {
@@ -1622,6 +1759,89 @@ impl Datastore for SqlStore {
     }
 }
 
+/// Most entries in one block of the decision log.
+const BLOCK_MAX_ENTRIES: usize = 1_000;
+/// Most bytes of one block's entries (a block holds at least one entry).
+const BLOCK_MAX_BYTES: usize = 1 << 20;
+/// Most milliseconds between the first and the last entry of a block (by their ULIDs), which
+/// bounds how far a read must look past a block.
+const BLOCK_SPAN_MS: i64 = 1_000;
+/// Blocks fetched per query of a read.
+const BLOCK_READ_BATCH: usize = 8;
+
+/// The ULID string at `ms` (milliseconds since the epoch) with `random` bits.
+fn ulid_at(ms: i64, random: u128) -> String {
+    ulid::Ulid::from_parts(u64::try_from(ms).unwrap_or(0), random).to_string()
+}
+
+fn ulid_ms(id: &str) -> Result<i64> {
+    ulid::Ulid::from_string(id)
+        .map(|u| i64::try_from(u.timestamp_ms()).unwrap_or(i64::MAX))
+        .map_err(|_| Error::Storage(format!("decision log id `{id}` is not a ULID")))
+}
+
+/// An id above every entry of a block whose first entry is `first_id`.
+fn ceiling_after(first_id: &str) -> String {
+    let ms = ulid_ms(first_id).unwrap_or(i64::MAX - BLOCK_SPAN_MS - 1);
+    ulid_at(ms + BLOCK_SPAN_MS + 1, 0)
+}
+
+/// Cuts entries (of live stores) into blocks per store, oldest first, each with its key rows.
+fn decision_blocks_of(
+    mut entries: Vec<&LoggedDecision>,
+) -> Result<(Vec<DecisionBlockRow>, Vec<DecisionKeyRow>)> {
+    entries.sort_unstable_by(|a, b| (&a.store_id, &a.id).cmp(&(&b.store_id, &b.id)));
+    let mut blocks = Vec::new();
+    let mut keys = Vec::new();
+    let mut i = 0;
+    while i < entries.len() {
+        let first = entries[i];
+        let first_ms = ulid_ms(&first.id)?;
+        let mut json = String::from("[");
+        let mut block_keys = std::collections::BTreeSet::new();
+        let mut expires = first.expires_at;
+        let mut last = first;
+        let mut j = i;
+        while j < entries.len() {
+            let e = entries[j];
+            if j > i
+                && (e.store_id != first.store_id
+                    || j - i >= BLOCK_MAX_ENTRIES
+                    || json.len() >= BLOCK_MAX_BYTES
+                    || ulid_ms(&e.id)? - first_ms > BLOCK_SPAN_MS)
+            {
+                break;
+            }
+            if j > i {
+                json.push(',');
+            }
+            json.push_str(&json_text("decision log entry", e)?);
+            block_keys.insert(format!("s:{}", e.subject));
+            block_keys.insert(format!("r:{}", e.resource));
+            expires = expires.max(e.expires_at);
+            last = e;
+            j += 1;
+        }
+        json.push(']');
+        let block_keys: Vec<String> = block_keys.into_iter().collect();
+        keys.extend(block_keys.iter().map(|k| DecisionKeyRow {
+            store_id: first.store_id.clone(),
+            key: k.clone(),
+            first_id: first.id.clone(),
+        }));
+        blocks.push(DecisionBlockRow {
+            store_id: first.store_id.clone(),
+            first_id: first.id.clone(),
+            last_id: last.id.clone(),
+            entries_json: json,
+            keys_json: json_text("decision log keys", &block_keys)?,
+            expires_at: expires.naive_utc(),
+        });
+        i = j;
+    }
+    Ok((blocks, keys))
+}
+
 fn json_text(what: &str, v: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Storage(format!("cannot serialize {what}: {e}")))
 }
@@ -1629,64 +1849,6 @@ fn json_text(what: &str, v: &impl serde::Serialize) -> Result<String> {
 fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
     serde_json::from_str(text)
         .map_err(|e| Error::Storage(format!("stored {what} does not parse: {e}")))
-}
-
-/// What a decision log row keeps as JSON: everything but its columns.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct EntryRest<C, P, E, R, A, D> {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    context: Option<C>,
-    policies: P,
-    #[serde(default)]
-    errors: E,
-    rebac: bool,
-    risk: R,
-    revision: Revision,
-    latency_us: u64,
-    #[serde(default)]
-    lean: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    attributes_sent: bool,
-    #[serde(default)]
-    attributes: A,
-    #[serde(default)]
-    redacted: D,
-}
-
-/// [`EntryRest`] as read back.
-type StoredEntryRest = EntryRest<
-    serde_json::Map<String, serde_json::Value>,
-    Vec<String>,
-    Vec<String>,
-    gatehouse_engine::risk::Assessment,
-    std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
-    Vec<String>,
->;
-
-fn decision_from_row(r: DecisionRow) -> Result<LoggedDecision> {
-    let rest: StoredEntryRest = parse_json("decision log entry", &r.entry_json)?;
-    Ok(LoggedDecision {
-        id: r.id,
-        store_id: r.store_id,
-        decided_at: utc(r.decided_at),
-        subject: r.subject,
-        action: r.action,
-        resource: r.resource,
-        context: rest.context,
-        allowed: r.allowed,
-        policies: rest.policies,
-        errors: rest.errors,
-        rebac: rest.rebac,
-        risk: rest.risk,
-        revision: rest.revision,
-        policy_version: r.policy_version,
-        lean: rest.lean,
-        attributes_sent: rest.attributes_sent,
-        attributes: rest.attributes,
-        redacted: rest.redacted,
-        latency_us: rest.latency_us,
-        expires_at: utc(r.expires_at),
-    })
 }
 
 fn attributes_from_row(r: AttributesRow) -> Result<EntityAttributes> {

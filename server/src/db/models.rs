@@ -4,8 +4,9 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{
-    assertions, authorization_models, changelog, decision_log, entity_attributes, policy_heads,
-    policy_versions, risk_profiles, store_revisions, store_settings, stores, tuples,
+    assertions, authorization_models, changelog, decision_block_keys, decision_blocks,
+    entity_attributes, policy_heads, policy_versions, risk_profiles, store_revisions,
+    store_settings, stores, tuples,
 };
 
 /// A row of `stores`.
@@ -136,20 +137,25 @@ pub(crate) struct RiskProfileRow {
     pub version: i64,
 }
 
-/// A row of `decision_log`.
+/// A row of `decision_blocks`: entries of the decision log.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = decision_log)]
-pub(crate) struct DecisionRow {
+#[diesel(table_name = decision_blocks)]
+pub(crate) struct DecisionBlockRow {
     pub store_id: String,
-    pub id: String,
-    pub decided_at: NaiveDateTime,
-    pub subject: String,
-    pub action: String,
-    pub resource: String,
-    pub allowed: bool,
-    pub policy_version: String,
-    pub entry_json: String,
+    pub first_id: String,
+    pub last_id: String,
+    pub entries_json: String,
+    pub keys_json: String,
     pub expires_at: NaiveDateTime,
+}
+
+/// A row of `decision_block_keys`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = decision_block_keys)]
+pub(crate) struct DecisionKeyRow {
+    pub store_id: String,
+    pub key: String,
+    pub first_id: String,
 }
 
 /// A row of `entity_attributes`.

@@ -115,18 +115,23 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// The decision log.
-    decision_log (store_id, id) {
+    /// The decision log, in blocks of entries.
+    decision_blocks (store_id, first_id) {
         store_id -> Text,
-        id -> Text,
-        decided_at -> Timestamp,
-        subject -> Text,
-        action -> Text,
-        resource -> Text,
-        allowed -> Bool,
-        policy_version -> Text,
-        entry_json -> Text,
+        first_id -> Text,
+        last_id -> Text,
+        entries_json -> Text,
+        keys_json -> Text,
         expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Which blocks hold entries of a subject (`s:…`) or resource (`r:…`).
+    decision_block_keys (store_id, key, first_id) {
+        store_id -> Text,
+        key -> Text,
+        first_id -> Text,
     }
 }
 
@@ -152,6 +157,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     policy_heads,
     store_settings,
     risk_profiles,
-    decision_log,
+    decision_blocks,
+    decision_block_keys,
     entity_attributes,
 );
