@@ -145,6 +145,7 @@ fn setup() -> Fixture {
         api_key_hashes: vec![hash_key(API_KEY)],
         metrics,
         backend: "memory",
+        keys: None,
     });
     let app = runner.block_on(async move {
         let app = test::init_service(

@@ -27,6 +27,8 @@ pub struct AppState {
     pub api_key_hashes: Vec<[u8; 32]>,
     pub metrics: Metrics,
     pub backend: &'static str,
+    /// The token signing keys (absent where no OpenID provider runs, e.g. in-process tests).
+    pub keys: Option<Arc<crate::oidc::keys::KeyRing>>,
 }
 
 /// Prometheus metrics of the HTTP layer.
@@ -152,6 +154,7 @@ fn route_label(path: &str) -> &'static str {
     match parts.get(..n).unwrap_or_default() {
         ["healthz"] => "/healthz",
         ["metrics"] => "/metrics",
+        [".well-known", "jwks.json"] => "/.well-known/jwks.json",
         ["stores"] => "/stores",
         ["stores", _] => "/stores/{store_id}",
         ["stores", _, op] => match *op {
@@ -230,6 +233,34 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "SERVING", "backend": state.backend }))
 }
 
+/// The public keys tokens are signed with (RFC 7517), including the next key before it signs
+/// and past keys while what they signed is valid. Public; cacheable for an hour (keys are
+/// published a day before they sign).
+async fn jwks(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let ring = state.keys.as_ref().ok_or_else(|| {
+        ApiError::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "not_found",
+            "this server does not issue tokens",
+        )
+    })?;
+    let jwks = ring.jwks().map_err(|e| {
+        tracing::error!(error = %e, "cannot read the key ring");
+        ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the signing keys are not available",
+        )
+    })?;
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            actix_web::http::header::CACHE_CONTROL,
+            "public, max-age=3600",
+        ))
+        .content_type("application/jwk-set+json")
+        .body(jwks.to_string()))
+}
+
 async fn metrics(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     use prometheus::Encoder;
     let mut buf = Vec::new();
@@ -302,6 +333,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
         .service(
             web::resource("/metrics")
                 .get(metrics)
+                .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+        )
+        .service(
+            web::resource("/.well-known/jwks.json")
+                .get(jwks)
                 .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
         )
         .service(

@@ -32,6 +32,9 @@ pub struct Config {
     pub workers: usize,
     /// Database connections in the pool (`GATEHOUSE_DB_POOL`).
     pub db_pool: usize,
+    /// The algorithm tokens are signed with: `RS256`, `ES256` or `EdDSA`
+    /// (`GATEHOUSE_SIGNING_ALG`).
+    pub signing_alg: String,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             log_json: false,
             workers: 0,
             db_pool: 16,
+            signing_alg: "RS256".into(),
         }
     }
 }
@@ -126,6 +130,10 @@ impl Config {
                 .parse()
                 .with_context(|| format!("`GATEHOUSE_DB_POOL` is not a number: `{v}`"))?;
         }
+        if let Some(v) = env("GATEHOUSE_SIGNING_ALG") {
+            c.signing_alg = v;
+        }
+        crate::oidc::keys::parse_alg(&c.signing_alg).context("`signing_alg`")?;
         if c.max_depth == 0 || c.max_depth > 100 {
             anyhow::bail!("`max_depth` must be between 1 and 100");
         }

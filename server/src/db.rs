@@ -5,11 +5,30 @@
 //! deadpool pool, or SQLite through diesel-async's sync wrapper (WAL mode, one in-process writer
 //! at a time). Migrations are embedded (`gatehouse-migrations`) and run on connect.
 
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend the store uses.
+macro_rules! with_conn {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Postgres(pool) => {
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let $conn: &mut AsyncPgConnection = &mut pooled;
+                $body
+            }
+            Backend::Sqlite { pool, .. } => {
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let $conn: &mut SqliteConn = &mut pooled;
+                $body
+            }
+        }
+    };
+}
+
 mod datastore;
+pub mod keys;
 mod models;
 pub mod schema;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::Path;
 use std::time::Duration;

@@ -5,4 +5,6 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod oidc;
+pub mod secrets;
 pub mod serve;

@@ -13,9 +13,18 @@ use rand::RngCore;
 use crate::api::{self, AppState, Metrics, hash_key};
 use crate::config::Config;
 use crate::db::SqlStore;
+use crate::oidc::keys::{KeyRing, RotationPolicy, parse_alg};
+use crate::secrets::MasterKey;
 
 /// Opens the configured database (running migrations) and builds the engine on it.
 pub async fn engine(config: &Config) -> Result<(Arc<Engine>, &'static str)> {
+    let (engine, backend, _) = open(config).await?;
+    Ok((engine, backend))
+}
+
+/// Opens the configured database (running migrations): the engine on it, the backend's name
+/// and the store itself (for what lives beside the engine: signing keys).
+async fn open(config: &Config) -> Result<(Arc<Engine>, &'static str, Arc<SqlStore>)> {
     let url = config.database();
     let backend = if url.starts_with("postgres") {
         "postgres"
@@ -26,20 +35,56 @@ pub async fn engine(config: &Config) -> Result<(Arc<Engine>, &'static str)> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir `{}`", config.data_dir.display()))?;
     }
-    let store = SqlStore::connect(&url)
-        .await
-        .context("cannot open the database")?;
+    let store = Arc::new(
+        SqlStore::connect(&url)
+            .await
+            .context("cannot open the database")?,
+    );
     let cfg = EngineConfig {
         max_depth: config.max_depth,
         cache_enabled: config.check_cache,
         ..EngineConfig::default()
     };
-    let engine = Arc::new(Engine::new(Arc::new(store), cfg));
+    let engine = Arc::new(Engine::new(store.clone(), cfg));
     if let Some(redis_url) = &config.redis_url {
         let prefix = std::env::var("GATEHOUSE_REDIS_PREFIX").unwrap_or_else(|_| "gatehouse".into());
         crate::cache::redis::connect(redis_url, &prefix, engine.clone()).await?;
     }
-    Ok((engine, backend))
+    Ok((engine, backend, store))
+}
+
+/// How often the key ring checks its rotation schedule.
+const ROTATE_EVERY: Duration = Duration::from_secs(600);
+
+/// The signing keys: loaded (and created on first start) before the server listens, then
+/// rotated on schedule.
+async fn key_ring(config: &Config, store: Arc<SqlStore>) -> Result<Arc<KeyRing>> {
+    let env_key = std::env::var("GATEHOUSE_MASTER_KEY").ok();
+    let master = Arc::new(MasterKey::load(
+        env_key.as_deref().filter(|k| !k.trim().is_empty()),
+        &config.data_dir,
+    )?);
+    let ring = Arc::new(KeyRing::new(
+        store,
+        master,
+        parse_alg(&config.signing_alg)?,
+        RotationPolicy::default(),
+    ));
+    ring.rotate(chrono::Utc::now())
+        .await
+        .context("cannot prepare the signing keys")?;
+    let r = ring.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ROTATE_EVERY);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = r.rotate(chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "signing key rotation failed; will retry");
+            }
+        }
+    });
+    Ok(ring)
 }
 
 /// How often queued decision log entries are written.
@@ -106,13 +151,15 @@ fn api_keys(config: &Config) -> Result<Vec<[u8; 32]>> {
 /// Runs the HTTP server until it is stopped.
 pub async fn run(config: Config) -> Result<()> {
     let keys = api_keys(&config)?;
-    let (engine, backend) = engine(&config).await?;
+    let (engine, backend, store) = open(&config).await?;
+    let ring = key_ring(&config, store).await?;
     spawn_upkeep(engine.clone());
     let state = web::Data::new(AppState {
         engine: engine.clone(),
         api_key_hashes: keys,
         metrics: Metrics::new()?,
         backend,
+        keys: Some(ring),
     });
     let max_body = config.max_body_bytes;
     let mut server = HttpServer::new(move || {

@@ -104,6 +104,11 @@ pub(crate) async fn two_nodes(redis: bool) -> (Server, Server) {
             format!("gh_test_{}", ulid::Ulid::new().to_string().to_lowercase()),
         ));
     }
+    // Nodes of one deployment share the master key that seals the signing keys.
+    opts.env.push((
+        "GATEHOUSE_MASTER_KEY".into(),
+        crate::oidc::TEST_MASTER_KEY.into(),
+    ));
     let a = Server::start_with(opts.clone()).await;
     opts.database = a.database.clone();
     let b = Server::start_with(opts).await;

@@ -395,6 +395,11 @@ impl Server {
     }
 
     /// What the server printed so far.
+    /// The server's data dir (`GATEHOUSE_DATA_DIR`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }

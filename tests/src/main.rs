@@ -16,5 +16,6 @@ mod cli;
 mod consistency;
 mod decisions;
 mod harness;
+mod oidc;
 mod policies;
 mod sdk;

@@ -41,24 +41,6 @@ const INSERT_CHUNK: usize = 500;
 const WRITE: &str = "write";
 const DELETE: &str = "delete";
 
-/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend the store uses.
-macro_rules! with_conn {
-    ($store:expr, |$conn:ident| $body:expr) => {
-        match &$store.backend {
-            Backend::Postgres(pool) => {
-                let mut pooled = pool.get().await.map_err(pool_error)?;
-                let $conn: &mut AsyncPgConnection = &mut pooled;
-                $body
-            }
-            Backend::Sqlite { pool, .. } => {
-                let mut pooled = pool.get().await.map_err(pool_error)?;
-                let $conn: &mut SqliteConn = &mut pooled;
-                $body
-            }
-        }
-    };
-}
-
 /// Runs `$body` (returning `Result<_, TxError>`) in a write transaction, all or nothing.
 macro_rules! write_tx {
     ($store:expr, |$conn:ident| $body:expr) => {
@@ -114,12 +96,12 @@ impl From<TxError> for Error {
     }
 }
 
-fn pool_error(e: diesel_async::pooled_connection::deadpool::PoolError) -> Error {
+pub(super) fn pool_error(e: diesel_async::pooled_connection::deadpool::PoolError) -> Error {
     Error::Unavailable(format!("no database connection: {e}"))
 }
 
 /// Maps a database error; connection trouble and lock contention are "unavailable" (retryable).
-fn db_error(e: DieselError) -> Error {
+pub(super) fn db_error(e: DieselError) -> Error {
     match e {
         DieselError::DatabaseError(kind, info) => match kind {
             DatabaseErrorKind::ClosedConnection
@@ -291,7 +273,7 @@ fn limit_for(size: usize) -> i64 {
     i64::try_from(size.saturating_add(1)).unwrap_or(i64::MAX)
 }
 
-fn utc(t: NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
+pub(super) fn utc(t: NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
     t.and_utc()
 }
 

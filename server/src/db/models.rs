@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use super::schema::{
     assertions, authorization_models, changelog, decision_block_keys, decision_blocks,
-    entity_attributes, policy_heads, policy_versions, risk_profiles, store_revisions,
+    entity_attributes, policy_heads, policy_versions, risk_profiles, signing_keys, store_revisions,
     store_settings, stores, tuples,
 };
 
@@ -167,4 +167,20 @@ pub(crate) struct AttributesRow {
     pub entity_type: String,
     pub attributes_json: String,
     pub updated_at: NaiveDateTime,
+}
+
+/// A row of `signing_keys`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = signing_keys)]
+pub(crate) struct SigningKeyRow {
+    pub kid: String,
+    pub alg: String,
+    pub generation: i64,
+    /// Sealed under the master key (never the key itself).
+    pub private_key: String,
+    pub public_jwk: String,
+    pub created_at: NaiveDateTime,
+    pub signs_from: NaiveDateTime,
+    pub signs_until: NaiveDateTime,
+    pub published_until: NaiveDateTime,
 }

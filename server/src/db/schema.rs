@@ -146,6 +146,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Token signing keys, private halves sealed under the master key.
+    signing_keys (kid) {
+        kid -> Text,
+        alg -> Text,
+        generation -> BigInt,
+        private_key -> Text,
+        public_jwk -> Text,
+        created_at -> Timestamp,
+        signs_from -> Timestamp,
+        signs_until -> Timestamp,
+        published_until -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     stores,
     store_revisions,
@@ -160,4 +175,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     decision_blocks,
     decision_block_keys,
     entity_attributes,
+    signing_keys,
 );

@@ -65,7 +65,7 @@ impl PgDb {
 }
 
 /// Runs `test` against a fresh PostgreSQL database and drops it afterwards, even on failure.
-async fn with_pg<F, Fut>(test: F)
+pub(crate) async fn with_pg<F, Fut>(test: F)
 where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = ()>,
@@ -79,7 +79,7 @@ where
 }
 
 /// A SQLite database file of its own under the temp dir, removed by [`with_sqlite`].
-async fn with_sqlite<F, Fut>(test: F)
+pub(crate) async fn with_sqlite<F, Fut>(test: F)
 where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = ()>,

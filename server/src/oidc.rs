@@ -1,0 +1,3 @@
+//! The OpenID provider: signing keys and their publication (JWKS).
+
+pub mod keys;
