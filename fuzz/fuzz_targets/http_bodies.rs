@@ -146,6 +146,8 @@ fn setup() -> Fixture {
         metrics,
         backend: "memory",
         keys: None,
+        identity: None,
+        issuer: "http://127.0.0.1".into(),
     });
     let app = runner.block_on(async move {
         let app = test::init_service(

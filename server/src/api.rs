@@ -3,6 +3,7 @@
 
 mod decisions;
 pub mod error;
+mod oauth;
 mod openfga;
 mod policies;
 
@@ -29,6 +30,10 @@ pub struct AppState {
     pub backend: &'static str,
     /// The token signing keys (absent where no OpenID provider runs, e.g. in-process tests).
     pub keys: Option<Arc<crate::oidc::keys::KeyRing>>,
+    /// Organizations and services (absent with the keys).
+    pub identity: Option<Arc<crate::identity::Identity>>,
+    /// The issuer URL of tokens (`GATEHOUSE_ISSUER`).
+    pub issuer: String,
 }
 
 /// Prometheus metrics of the HTTP layer.
@@ -155,6 +160,8 @@ fn route_label(path: &str) -> &'static str {
         ["healthz"] => "/healthz",
         ["metrics"] => "/metrics",
         [".well-known", "jwks.json"] => "/.well-known/jwks.json",
+        [".well-known", "openid-configuration"] => "/.well-known/openid-configuration",
+        ["oauth2", "token"] => "/oauth2/token",
         ["stores"] => "/stores",
         ["stores", _] => "/stores/{store_id}",
         ["stores", _, op] => match *op {
@@ -334,6 +341,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
             web::resource("/metrics")
                 .get(metrics)
                 .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+        )
+        .service(
+            web::resource("/.well-known/openid-configuration")
+                .get(oauth::discovery)
+                .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+        )
+        .service(
+            web::resource("/oauth2/token")
+                .post(oauth::token)
+                .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
         )
         .service(
             web::resource("/.well-known/jwks.json")

@@ -35,6 +35,59 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Manage organizations (prints JSON).
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// Manage services, the OIDC clients of organizations (prints JSON).
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Register an organization (pending until approved).
+    Create {
+        #[arg(long)]
+        slug: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        tier: Option<String>,
+    },
+    /// Approve a pending organization.
+    Approve { slug: String },
+    /// Reject a pending organization.
+    Reject { slug: String },
+    /// Suspend an organization: its services refuse every sign-in and token.
+    Suspend { slug: String },
+    /// Lift an organization's suspension.
+    Unsuspend { slug: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Add a service to an active organization; prints its client_id and, for a confidential
+    /// client, its secret (shown this once).
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        name: String,
+        /// A grant type (repeatable): authorization_code, client_credentials, refresh_token,
+        /// urn:ietf:params:oauth:grant-type:device_code.
+        #[arg(long = "grant", required = true)]
+        grants: Vec<String>,
+        /// An exact redirect URI (repeatable).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// A public client (no secret; PKCE required).
+        #[arg(long)]
+        public: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +142,50 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
             let config = Config::load(cli.config.as_deref())?;
             init_tracing(config.log_json);
             crate::serve::run(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Org { command } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let id = crate::serve::identity(&config).await?;
+            let out = match command {
+                OrgCommand::Create { slug, name, tier } => serde_json::to_value(
+                    id.create_organization(&slug, &name, tier.as_deref())
+                        .await?,
+                )?,
+                OrgCommand::Approve { slug } => {
+                    serde_json::to_value(id.decide_organization(&slug, true).await?)?
+                }
+                OrgCommand::Reject { slug } => {
+                    serde_json::to_value(id.decide_organization(&slug, false).await?)?
+                }
+                OrgCommand::Suspend { slug } => serde_json::json!({
+                    "organization": id.suspend_organization(&slug, true).await?,
+                    "suspended": true,
+                }),
+                OrgCommand::Unsuspend { slug } => serde_json::json!({
+                    "organization": id.suspend_organization(&slug, false).await?,
+                    "suspended": false,
+                }),
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Service {
+            command:
+                ServiceCommand::Create {
+                    org,
+                    name,
+                    grants,
+                    redirect_uris,
+                    public,
+                },
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let id = crate::serve::identity(&config).await?;
+            let created = id
+                .create_service(&org, &name, grants, redirect_uris, public)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&created)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

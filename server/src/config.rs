@@ -35,6 +35,9 @@ pub struct Config {
     /// The algorithm tokens are signed with: `RS256`, `ES256` or `EdDSA`
     /// (`GATEHOUSE_SIGNING_ALG`).
     pub signing_alg: String,
+    /// The issuer of tokens, the public base URL (`GATEHOUSE_ISSUER`; default
+    /// `http://<addr>`).
+    pub issuer: Option<String>,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             workers: 0,
             db_pool: 16,
             signing_alg: "RS256".into(),
+            issuer: None,
         }
     }
 }
@@ -130,6 +134,19 @@ impl Config {
                 .parse()
                 .with_context(|| format!("`GATEHOUSE_DB_POOL` is not a number: `{v}`"))?;
         }
+        if let Some(v) = env("GATEHOUSE_ISSUER") {
+            c.issuer = Some(v);
+        }
+        if let Some(i) = &c.issuer {
+            let ok = (i.starts_with("https://") || i.starts_with("http://"))
+                && !i.ends_with('/')
+                && !i.contains(['?', '#']);
+            if !ok {
+                anyhow::bail!(
+                    "`issuer` must be an http(s) URL without a trailing slash, query or fragment, got `{i}`"
+                );
+            }
+        }
         if let Some(v) = env("GATEHOUSE_SIGNING_ALG") {
             c.signing_alg = v;
         }
@@ -138,6 +155,13 @@ impl Config {
             anyhow::bail!("`max_depth` must be between 1 and 100");
         }
         Ok(c)
+    }
+
+    /// The issuer of tokens.
+    pub fn issuer(&self) -> String {
+        self.issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.addr))
     }
 
     /// The database to use: `DATABASE_URL`, or SQLite under the data dir.

@@ -27,6 +27,7 @@ mod datastore;
 pub mod keys;
 mod models;
 pub mod schema;
+pub mod tenancy;
 #[cfg(test)]
 pub(crate) mod tests;
 

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod identity;
 pub mod oidc;
 pub mod secrets;
 pub mod serve;

@@ -13,6 +13,7 @@ use rand::RngCore;
 use crate::api::{self, AppState, Metrics, hash_key};
 use crate::config::Config;
 use crate::db::SqlStore;
+use crate::identity::Identity;
 use crate::oidc::keys::{KeyRing, RotationPolicy, parse_alg};
 use crate::secrets::MasterKey;
 
@@ -51,6 +52,12 @@ async fn open(config: &Config) -> Result<(Arc<Engine>, &'static str, Arc<SqlStor
         crate::cache::redis::connect(redis_url, &prefix, engine.clone()).await?;
     }
     Ok((engine, backend, store))
+}
+
+/// The platform's tenancy on the configured database (the admin commands use it).
+pub async fn identity(config: &Config) -> Result<Identity> {
+    let (engine, _, store) = open(config).await?;
+    Identity::bootstrap(store, engine).await
 }
 
 /// How often the key ring checks its rotation schedule.
@@ -152,7 +159,8 @@ fn api_keys(config: &Config) -> Result<Vec<[u8; 32]>> {
 pub async fn run(config: Config) -> Result<()> {
     let keys = api_keys(&config)?;
     let (engine, backend, store) = open(&config).await?;
-    let ring = key_ring(&config, store).await?;
+    let ring = key_ring(&config, store.clone()).await?;
+    let identity = Arc::new(Identity::bootstrap(store, engine.clone()).await?);
     spawn_upkeep(engine.clone());
     let state = web::Data::new(AppState {
         engine: engine.clone(),
@@ -160,6 +168,8 @@ pub async fn run(config: Config) -> Result<()> {
         metrics: Metrics::new()?,
         backend,
         keys: Some(ring),
+        identity: Some(identity),
+        issuer: config.issuer(),
     });
     let max_body = config.max_body_bytes;
     let mut server = HttpServer::new(move || {

@@ -103,3 +103,344 @@ async fn an_unknown_signing_algorithm_or_master_key_stops_the_server_at_start() 
         );
     }
 }
+
+/// Runs an admin command of the binary against `s`'s database; its JSON output, or the error
+/// it printed.
+async fn admin(s: &Server, args: &[&str]) -> Result<serde_json::Value, String> {
+    let bin = tokio::task::spawn_blocking(crate::harness::binary)
+        .await
+        .unwrap();
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(args)
+        .env_clear()
+        .env("GATEHOUSE_DATA_DIR", s.data_dir())
+        .env("GATEHOUSE_LOG", "warn");
+    if let Some(db) = &s.database {
+        cmd.env("DATABASE_URL", &db.url);
+    }
+    let out = cmd.output().await.unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        }))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A form POST to the token endpoint, optionally with HTTP Basic client authentication.
+async fn token_req(
+    s: &Server,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+    let mut req = s
+        .client
+        .post(format!("{}/oauth2/token", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            form.iter()
+                .map(|(k, v)| format!("{k}={}", urlencode(v)))
+                .collect::<Vec<_>>()
+                .join("&"),
+        );
+    if let Some((id, secret)) = basic {
+        req = req.basic_auth(id, Some(secret));
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, r.json().await.unwrap_or_default(), headers)
+}
+
+fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Verifies an access token against the server's JWKS as a resource server would.
+async fn verify(s: &Server, token: &str) -> serde_json::Value {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    let jwks: jsonwebtoken::jwk::JwkSet = s
+        .client
+        .get(format!("{}/.well-known/jwks.json", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kid = header.kid.unwrap();
+    let jwk = jwks
+        .find(&kid)
+        .unwrap_or_else(|| panic!("kid {kid} is not published"));
+    let mut v = jsonwebtoken::Validation::new(header.alg);
+    v.set_issuer(&[s.base.as_str()]);
+    v.set_audience(&[s.base.as_str()]);
+    jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .unwrap()
+    .claims
+}
+
+for_each_backend!(client_credentials_after_a_policy_decision);
+
+async fn client_credentials_after_a_policy_decision(backend: Backend) {
+    // The issuer defaults to the server's own address, which is the harness's base URL.
+    let s = Server::start(backend).await;
+    let base = s.base.clone();
+
+    // Discovery says where the token endpoint and the keys are.
+    let d = s.get("/.well-known/openid-configuration").await.ok();
+    assert_eq!(d["issuer"], base.as_str(), "{d}");
+    assert_eq!(d["token_endpoint"], format!("{base}/oauth2/token"));
+    assert_eq!(d["jwks_uri"], format!("{base}/.well-known/jwks.json"));
+    assert_eq!(
+        d["grant_types_supported"],
+        serde_json::json!(["client_credentials"])
+    );
+
+    // An organization is pending until approved; services come after.
+    let org = admin(&s, &["org", "create", "--slug", "acme", "--name", "Acme"])
+        .await
+        .unwrap();
+    assert_eq!(org["status"], "pending", "{org}");
+    let err = admin(
+        &s,
+        &[
+            "service",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "api",
+            "--grant",
+            "client_credentials",
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("pending"), "{err}");
+    let err = admin(&s, &["org", "create", "--slug", "acme", "--name", "Again"])
+        .await
+        .unwrap_err();
+    assert!(err.contains("exists already"), "{err}");
+    for bad in [
+        &["org", "create", "--slug", "Not A Slug", "--name", "x"][..],
+        &["org", "approve", "nope"],
+    ] {
+        assert!(admin(&s, bad).await.is_err(), "{bad:?}");
+    }
+    let org = admin(&s, &["org", "approve", "acme"]).await.unwrap();
+    assert_eq!(org["status"], "active", "{org}");
+    let svc = admin(
+        &s,
+        &[
+            "service",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "api",
+            "--grant",
+            "client_credentials",
+        ],
+    )
+    .await
+    .unwrap();
+    let client_id = svc["client_id"].as_str().unwrap().to_string();
+    let secret = svc["client_secret"].as_str().unwrap().to_string();
+    assert!(
+        client_id.starts_with("svc_") && secret.starts_with("cs_"),
+        "{svc}"
+    );
+    assert!(svc.get("secret_sha256").is_none(), "{svc}");
+
+    // client_secret_basic and client_secret_post both work; the token verifies against the
+    // JWKS and names the client.
+    let grant = [("grant_type", "client_credentials")];
+    let (status, body, headers) = token_req(&s, &grant, Some((&client_id, &secret))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert_eq!(headers["cache-control"], "no-store");
+    let claims = verify(&s, body["access_token"].as_str().unwrap()).await;
+    assert_eq!(claims["sub"], client_id.as_str(), "{claims}");
+    assert_eq!(claims["client_id"], client_id.as_str());
+    assert!(claims["jti"].is_string());
+    let post = [
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id.as_str()),
+        ("client_secret", secret.as_str()),
+    ];
+    let (status, body, _) = token_req(&s, &post, None).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Bad credentials and bad requests: RFC 6749 errors, nothing issued.
+    let (status, body, headers) = token_req(&s, &grant, Some((&client_id, "cs_wrong"))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    assert!(body.get("access_token").is_none());
+    let (status, body, _) = token_req(&s, &grant, Some(("svc_nobody", &secret))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    let (status, body, _) = token_req(&s, &grant, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    let (status, body, _) = token_req(&s, &post, Some((&client_id, &secret))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "two methods: {body}"
+    );
+    for (form, code) in [
+        (
+            vec![
+                ("client_id", client_id.as_str()),
+                ("client_secret", secret.as_str()),
+            ],
+            "invalid_request",
+        ),
+        (vec![("grant_type", "password")], "unsupported_grant_type"),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("grant_type", "client_credentials"),
+            ],
+            "invalid_request",
+        ),
+        (
+            vec![("grant_type", "client_credentials"), ("scope", "admin")],
+            "invalid_scope",
+        ),
+    ] {
+        let (status, body, _) = token_req(&s, &form, Some((&client_id, &secret))).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some(code)),
+            "{form:?}: {body}"
+        );
+    }
+    let r = s
+        .client
+        .post(format!("{base}/oauth2/token"))
+        .basic_auth(&client_id, Some(&secret))
+        .json(&serde_json::json!({ "grant_type": "client_credentials" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "invalid_request"
+    );
+
+    // A client without the grant may not use it.
+    let web = admin(
+        &s,
+        &[
+            "service",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "web",
+            "--grant",
+            "authorization_code",
+            "--redirect-uri",
+            "https://app.example/cb",
+        ],
+    )
+    .await
+    .unwrap();
+    let (status, body, _) = token_req(
+        &s,
+        &grant,
+        Some((
+            web["client_id"].as_str().unwrap(),
+            web["client_secret"].as_str().unwrap(),
+        )),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unauthorized_client")),
+        "{body}"
+    );
+
+    // The platform's policies decide before anything is issued: suspending the organization
+    // refuses its services' tokens, with the reason; lifting it lets them through again.
+    // The platform's store itself is not reachable through the store API.
+    let stores = s.get("/stores").await.ok();
+    assert!(
+        stores["stores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|st| st["name"] != "gatehouse-platform"),
+        "{stores}"
+    );
+    if let Some(db) = &s.database {
+        let platform = db.query("SELECT store_id FROM platform");
+        let platform = platform.trim();
+        assert!(!platform.is_empty());
+        for path in [
+            format!("/stores/{platform}"),
+            format!("/stores/{platform}/read"),
+        ] {
+            let r = if path.ends_with("read") {
+                s.post(&path, &serde_json::json!({})).await
+            } else {
+                s.get(&path).await
+            };
+            r.assert_error(404, Some("store_id_not_found"));
+        }
+    }
+    let suspended = admin(&s, &["org", "suspend", "acme"]).await.unwrap();
+    assert_eq!(suspended["suspended"], true, "{suspended}");
+    let (status, body, _) = token_req(&s, &grant, Some((&client_id, &secret))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("access_denied")),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("suspended"),
+        "{body}"
+    );
+    assert!(body.get("access_token").is_none());
+    admin(&s, &["org", "unsuspend", "acme"]).await.unwrap();
+    let (status, body, _) = token_req(&s, &grant, Some((&client_id, &secret))).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -117,6 +117,17 @@ async fn route(req: &HttpRequest, payload: &mut Payload) -> HttpResponse {
     {
         return not_found();
     }
+    // The platform's own store answers as if it did not exist: it is managed through the
+    // organization and service commands, not the store API.
+    let platform = req
+        .app_data::<web::Data<super::AppState>>()
+        .and_then(|s| s.identity.as_ref())
+        .is_some_and(|i| i.platform_store == store);
+    if platform {
+        use actix_web::ResponseError;
+        return super::ApiError::from(gatehouse_engine::Error::StoreNotFound(store.to_owned()))
+            .error_response();
+    }
     req.extensions_mut().insert(PathIds {
         store: store.to_owned(),
         model: arg.map(str::to_owned),
@@ -515,10 +526,14 @@ async fn create_store(state: State, body: web::Json<CreateStore>) -> ApiResult<H
 async fn list_stores(state: State, q: web::Query<ListQuery>) -> ApiResult<HttpResponse> {
     let q = q.into_inner();
     let p = page(q.page_size, q.continuation_token, 50)?;
-    let res = state
+    let mut res = state
         .engine
         .list_stores(q.name.as_deref().filter(|n| !n.is_empty()), &p)
         .await?;
+    // The platform's own store is not a tenant's.
+    if let Some(id) = state.identity.as_ref() {
+        res.items.retain(|s| s.id != id.platform_store);
+    }
     Ok(HttpResponse::Ok()
         .json(json!({ "stores": res.items, "continuation_token": next_token(res.next) })))
 }

@@ -5,8 +5,8 @@ use diesel::prelude::*;
 
 use super::schema::{
     assertions, authorization_models, changelog, decision_block_keys, decision_blocks,
-    entity_attributes, policy_heads, policy_versions, risk_profiles, signing_keys, store_revisions,
-    store_settings, stores, tuples,
+    entity_attributes, organizations, policy_heads, policy_versions, risk_profiles, services,
+    signing_keys, store_revisions, store_settings, stores, tuples,
 };
 
 /// A row of `stores`.
@@ -183,4 +183,30 @@ pub(crate) struct SigningKeyRow {
     pub signs_from: NaiveDateTime,
     pub signs_until: NaiveDateTime,
     pub published_until: NaiveDateTime,
+}
+
+/// A row of `organizations`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = organizations)]
+pub(crate) struct OrganizationRow {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub tier: String,
+    pub status: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// A row of `services`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = services)]
+pub(crate) struct ServiceRow {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub secret_sha256: Option<String>,
+    pub redirect_uris: String,
+    pub grant_types: String,
+    pub created_at: NaiveDateTime,
 }

@@ -161,6 +161,51 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// The platform's own authorization store.
+    platform (id) {
+        id -> Integer,
+        store_id -> Text,
+    }
+}
+
+diesel::table! {
+    /// Tiers and their limits.
+    tiers (name) {
+        name -> Text,
+        max_users -> BigInt,
+        max_services -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Organizations (tenants).
+    organizations (id) {
+        id -> Text,
+        slug -> Text,
+        name -> Text,
+        tier -> Text,
+        status -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Services (OIDC clients) of organizations.
+    services (id) {
+        id -> Text,
+        organization_id -> Text,
+        name -> Text,
+        secret_sha256 -> Nullable<Text>,
+        redirect_uris -> Text,
+        grant_types -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(services -> organizations (organization_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     stores,
     store_revisions,
@@ -176,4 +221,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     decision_block_keys,
     entity_attributes,
     signing_keys,
+    platform,
+    tiers,
+    organizations,
+    services,
 );

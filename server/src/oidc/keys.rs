@@ -277,6 +277,11 @@ impl KeyRing {
             .map_err(|_| anyhow!("key ring lock poisoned"))
     }
 
+    /// The name of the algorithm new tokens are signed with.
+    pub fn algorithm_name(&self) -> &'static str {
+        alg_name(self.alg)
+    }
+
     /// The published public keys, as a JWKS document.
     pub fn jwks(&self) -> Result<Arc<serde_json::Value>> {
         Ok(self.snapshot()?.jwks.clone())

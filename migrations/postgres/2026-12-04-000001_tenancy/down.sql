@@ -1,0 +1,4 @@
+DROP TABLE services;
+DROP TABLE organizations;
+DROP TABLE tiers;
+DROP TABLE platform;

@@ -1,0 +1,254 @@
+//! Storage of the platform's tenancy: its own store, tiers, organizations and services.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use gatehouse_engine::Result;
+
+use super::datastore::{db_error, pool_error, utc};
+use super::models::{OrganizationRow, ServiceRow};
+use super::schema::{organizations, platform, services, tiers};
+use super::{Backend, SqlStore, SqliteConn};
+
+/// An organization (tenant).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Organization {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub tier: String,
+    /// `pending`, `active` or `rejected`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<OrganizationRow> for Organization {
+    fn from(r: OrganizationRow) -> Self {
+        Self {
+            id: r.id,
+            slug: r.slug,
+            name: r.name,
+            tier: r.tier,
+            status: r.status,
+            created_at: utc(r.created_at),
+            updated_at: utc(r.updated_at),
+        }
+    }
+}
+
+/// A service: an OIDC client of an organization.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Service {
+    pub client_id: String,
+    pub organization_id: String,
+    pub name: String,
+    /// SHA-256 of the secret (hex); `None` for a public client.
+    #[serde(skip)]
+    pub secret_sha256: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Service {
+    pub fn is_public(&self) -> bool {
+        self.secret_sha256.is_none()
+    }
+}
+
+fn service_from(r: ServiceRow) -> Result<Service> {
+    let parse = |what: &str, t: &str| {
+        serde_json::from_str::<Vec<String>>(t).map_err(|e| {
+            gatehouse_engine::Error::Storage(format!("stored {what} do not parse: {e}"))
+        })
+    };
+    Ok(Service {
+        redirect_uris: parse("redirect URIs", &r.redirect_uris)?,
+        grant_types: parse("grant types", &r.grant_types)?,
+        client_id: r.id,
+        organization_id: r.organization_id,
+        name: r.name,
+        secret_sha256: r.secret_sha256,
+        created_at: utc(r.created_at),
+    })
+}
+
+/// A tier's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierLimits {
+    pub max_users: i64,
+    pub max_services: i64,
+}
+
+impl SqlStore {
+    /// The platform's store, once it was created.
+    pub async fn platform_store(&self) -> Result<Option<String>> {
+        with_conn!(self, |conn| {
+            platform::table
+                .filter(platform::id.eq(1))
+                .select(platform::store_id)
+                .first::<String>(conn)
+                .await
+                .optional()
+                .map_err(db_error)
+        })
+    }
+
+    /// Records the platform's store unless one is recorded already; returns the recorded one.
+    pub async fn claim_platform_store(&self, store: &str) -> Result<String> {
+        with_conn!(self, |conn| {
+            diesel::insert_into(platform::table)
+                .values((platform::id.eq(1), platform::store_id.eq(store)))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        self.platform_store().await.map(|s| s.unwrap_or_default())
+    }
+
+    /// Adds a tier unless it exists.
+    pub async fn ensure_tier(&self, name: &str, limits: TierLimits) -> Result<()> {
+        with_conn!(self, |conn| {
+            diesel::insert_into(tiers::table)
+                .values((
+                    tiers::name.eq(name),
+                    tiers::max_users.eq(limits.max_users),
+                    tiers::max_services.eq(limits.max_services),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(())
+    }
+
+    pub async fn tier(&self, name: &str) -> Result<Option<TierLimits>> {
+        let row: Option<(i64, i64)> = with_conn!(self, |conn| {
+            tiers::table
+                .find(name)
+                .select((tiers::max_users, tiers::max_services))
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        Ok(row.map(|(max_users, max_services)| TierLimits {
+            max_users,
+            max_services,
+        }))
+    }
+
+    /// Adds an organization; false if the slug is taken.
+    pub async fn insert_organization(&self, o: &Organization) -> Result<bool> {
+        let row = OrganizationRow {
+            id: o.id.clone(),
+            slug: o.slug.clone(),
+            name: o.name.clone(),
+            tier: o.tier.clone(),
+            status: o.status.clone(),
+            created_at: o.created_at.naive_utc(),
+            updated_at: o.updated_at.naive_utc(),
+        };
+        let n = with_conn!(self, |conn| {
+            diesel::insert_into(organizations::table)
+                .values(&row)
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    pub async fn organization_by_slug(&self, slug: &str) -> Result<Option<Organization>> {
+        let row: Option<OrganizationRow> = with_conn!(self, |conn| {
+            organizations::table
+                .filter(organizations::slug.eq(slug))
+                .select(OrganizationRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        Ok(row.map(Organization::from))
+    }
+
+    pub async fn organization(&self, id: &str) -> Result<Option<Organization>> {
+        let row: Option<OrganizationRow> = with_conn!(self, |conn| {
+            organizations::table
+                .find(id)
+                .select(OrganizationRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        Ok(row.map(Organization::from))
+    }
+
+    pub async fn set_organization_status(&self, id: &str, status: &str) -> Result<bool> {
+        let now = Utc::now().naive_utc();
+        let n = with_conn!(self, |conn| {
+            diesel::update(organizations::table.find(id))
+                .set((
+                    organizations::status.eq(status),
+                    organizations::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    pub async fn count_services(&self, organization: &str) -> Result<i64> {
+        with_conn!(self, |conn| {
+            services::table
+                .filter(services::organization_id.eq(organization))
+                .count()
+                .get_result::<i64>(conn)
+                .await
+                .map_err(db_error)
+        })
+    }
+
+    pub async fn insert_service(&self, s: &Service) -> Result<()> {
+        let json = |v: &Vec<String>| {
+            serde_json::to_string(v)
+                .map_err(|e| gatehouse_engine::Error::Storage(format!("cannot serialize: {e}")))
+        };
+        let row = ServiceRow {
+            id: s.client_id.clone(),
+            organization_id: s.organization_id.clone(),
+            name: s.name.clone(),
+            secret_sha256: s.secret_sha256.clone(),
+            redirect_uris: json(&s.redirect_uris)?,
+            grant_types: json(&s.grant_types)?,
+            created_at: s.created_at.naive_utc(),
+        };
+        with_conn!(self, |conn| {
+            diesel::insert_into(services::table)
+                .values(&row)
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(())
+    }
+
+    pub async fn service(&self, client_id: &str) -> Result<Option<Service>> {
+        let row: Option<ServiceRow> = with_conn!(self, |conn| {
+            services::table
+                .find(client_id)
+                .select(ServiceRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(service_from).transpose()
+    }
+}

@@ -1,0 +1,400 @@
+//! Tenancy: the platform's own authorization store, organizations and their services (OIDC
+//! clients), and the decision that precedes every token.
+//!
+//! Management and sign-in permissions live in the platform store (`policies/platform/`): an
+//! ordinary Gatehouse store with the platform's model and Cedar policies, created on first
+//! start. Creating an organization or a service writes the tuples that place it in that graph.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use gatehouse_engine::service::{Consistency, Decision, DecisionRequest, Engine};
+use gatehouse_engine::tuple::TupleKey;
+use gatehouse_engine::{Error, Result};
+use sha2::{Digest, Sha256};
+
+use crate::db::SqlStore;
+use crate::db::tenancy::{Organization, Service, TierLimits};
+
+const PLATFORM_MODEL: &str = include_str!("../../policies/platform/model.fga");
+const PLATFORM_POLICIES: &str = include_str!("../../policies/platform/platform.cedar");
+const PLATFORM_SCHEMA: &str = include_str!("../../policies/platform/schema.json");
+/// The platform object of the platform store.
+const PLATFORM: &str = "platform:gatehouse";
+/// The tier every organization starts on unless told otherwise.
+pub const FREE_TIER: &str = "free";
+const FREE_LIMITS: TierLimits = TierLimits {
+    max_users: 50,
+    max_services: 5,
+};
+/// The grant types a service may be given.
+pub const GRANT_TYPES: [&str; 4] = [
+    "authorization_code",
+    "client_credentials",
+    "refresh_token",
+    "urn:ietf:params:oauth:grant-type:device_code",
+];
+
+/// Organizations, services and the platform store.
+pub struct Identity {
+    pub store: Arc<SqlStore>,
+    pub engine: Arc<Engine>,
+    /// The platform's authorization store.
+    pub platform_store: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("platform_store", &self.platform_store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new service and its secret, which is shown this once and stored only as a hash.
+#[derive(Debug, serde::Serialize)]
+pub struct CreatedService {
+    #[serde(flatten)]
+    pub service: Service,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    let mut b = vec![0u8; bytes];
+    getrandom::fill(&mut b).map_err(|e| Error::Storage(format!("no randomness: {e}")))?;
+    Ok(hex::encode(b))
+}
+
+/// Slugs: 2 to 63 of `a-z`, `0-9` and `-`, not starting or ending with `-`.
+fn valid_slug(s: &str) -> bool {
+    (2..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn valid_name(s: &str) -> bool {
+    let n = s.trim().chars().count();
+    (1..=200).contains(&n) && !s.chars().any(char::is_control)
+}
+
+impl Identity {
+    /// Opens the platform: creates the free tier and the platform store (model and policies)
+    /// on first start; nodes starting together agree on one store.
+    pub async fn bootstrap(store: Arc<SqlStore>, engine: Arc<Engine>) -> anyhow::Result<Self> {
+        store.ensure_tier(FREE_TIER, FREE_LIMITS).await?;
+        let platform_store = match store.platform_store().await? {
+            Some(s) => s,
+            None => {
+                let created = engine.create_store("gatehouse-platform").await?;
+                let model = gatehouse_engine::model::parse_dsl(PLATFORM_MODEL)?;
+                engine.write_model(&created.id, model).await?;
+                let schema: serde_json::Value = serde_json::from_str(PLATFORM_SCHEMA)?;
+                engine
+                    .write_policies(&created.id, PLATFORM_POLICIES, Some(schema), vec![], true)
+                    .await?;
+                let claimed = store.claim_platform_store(&created.id).await?;
+                if claimed != created.id {
+                    // Another node created it first.
+                    engine.delete_store(&created.id).await?;
+                }
+                claimed
+            }
+        };
+        Ok(Self {
+            store,
+            engine,
+            platform_store,
+        })
+    }
+
+    async fn write_tuples(&self, tuples: &[TupleKey]) -> Result<()> {
+        self.engine
+            .write(
+                &self.platform_store,
+                None,
+                tuples,
+                &[],
+                gatehouse_engine::store::WriteOptions {
+                    ignore_duplicates: true,
+                    ignore_missing: false,
+                },
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Registers an organization, `pending` until the platform owner approves it.
+    pub async fn create_organization(
+        &self,
+        slug: &str,
+        name: &str,
+        tier: Option<&str>,
+    ) -> Result<Organization> {
+        if !valid_slug(slug) {
+            return Err(Error::Validation(format!(
+                "`slug` must be 2 to 63 of a-z, 0-9 and `-` (not at either end), got `{slug}`"
+            )));
+        }
+        if !valid_name(name) {
+            return Err(Error::Validation(
+                "`name` must be 1 to 200 characters without control characters".into(),
+            ));
+        }
+        let tier = tier.unwrap_or(FREE_TIER);
+        if self.store.tier(tier).await?.is_none() {
+            return Err(Error::Validation(format!("tier `{tier}` does not exist")));
+        }
+        let now = Utc::now();
+        let org = Organization {
+            id: ulid::Ulid::new().to_string().to_lowercase(),
+            slug: slug.into(),
+            name: name.trim().into(),
+            tier: tier.into(),
+            status: "pending".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        // The tuple first: an organization row never exists outside the graph.
+        self.write_tuples(&[TupleKey::new(
+            PLATFORM,
+            "platform",
+            format!("organization:{}", org.id),
+        )])
+        .await?;
+        if !self.store.insert_organization(&org).await? {
+            return Err(Error::Validation(format!(
+                "an organization with slug `{slug}` exists already"
+            )));
+        }
+        Ok(org)
+    }
+
+    pub async fn organization_by_slug(&self, slug: &str) -> Result<Organization> {
+        self.store
+            .organization_by_slug(slug)
+            .await?
+            .ok_or_else(|| Error::EntityNotFound(format!("organization:{slug}")))
+    }
+
+    /// Approves (`active`) or rejects a pending organization.
+    pub async fn decide_organization(&self, slug: &str, approve: bool) -> Result<Organization> {
+        let org = self.organization_by_slug(slug).await?;
+        if org.status != "pending" {
+            return Err(Error::Validation(format!(
+                "organization `{slug}` is {}, not pending",
+                org.status
+            )));
+        }
+        let status = if approve { "active" } else { "rejected" };
+        self.store.set_organization_status(&org.id, status).await?;
+        self.organization_by_slug(slug).await
+    }
+
+    /// Suspends an organization and its services (for people and for services signing in
+    /// as themselves), or lifts the suspension.
+    pub async fn suspend_organization(&self, slug: &str, suspend: bool) -> Result<Organization> {
+        let org = self.organization_by_slug(slug).await?;
+        let object = format!("organization:{}", org.id);
+        let tuples = [
+            TupleKey::new("user:*", "suspended", &object),
+            TupleKey::new("service:*", "suspended", &object),
+        ];
+        let opts = gatehouse_engine::store::WriteOptions {
+            ignore_duplicates: true,
+            ignore_missing: true,
+        };
+        let (writes, deletes): (&[TupleKey], &[TupleKey]) = if suspend {
+            (&tuples, &[])
+        } else {
+            (&[], &tuples)
+        };
+        self.engine
+            .write(&self.platform_store, None, writes, deletes, opts)
+            .await?;
+        Ok(org)
+    }
+
+    /// Adds a service to an active organization within its tier's limit. A confidential
+    /// client gets a secret (returned once, stored as its SHA-256); a public one (PKCE) none.
+    pub async fn create_service(
+        &self,
+        org_slug: &str,
+        name: &str,
+        grant_types: Vec<String>,
+        redirect_uris: Vec<String>,
+        public: bool,
+    ) -> Result<CreatedService> {
+        let org = self.organization_by_slug(org_slug).await?;
+        if org.status != "active" {
+            return Err(Error::Validation(format!(
+                "organization `{org_slug}` is {}: services can be added once it is active",
+                org.status
+            )));
+        }
+        if !valid_name(name) {
+            return Err(Error::Validation(
+                "`name` must be 1 to 200 characters without control characters".into(),
+            ));
+        }
+        if grant_types.is_empty() {
+            return Err(Error::Validation(
+                "at least one grant type is required".into(),
+            ));
+        }
+        if let Some(g) = grant_types
+            .iter()
+            .find(|g| !GRANT_TYPES.contains(&g.as_str()))
+        {
+            return Err(Error::Validation(format!(
+                "grant type `{g}` is not supported ({})",
+                GRANT_TYPES.join(", ")
+            )));
+        }
+        if public && grant_types.iter().any(|g| g == "client_credentials") {
+            return Err(Error::Validation(
+                "a public client cannot use client_credentials (it holds no secret)".into(),
+            ));
+        }
+        for uri in &redirect_uris {
+            let ok = uri.len() <= 2000
+                && (uri.starts_with("https://")
+                    || uri.starts_with("http://127.0.0.1")
+                    || uri.starts_with("http://localhost"))
+                && !uri.contains('#');
+            if !ok {
+                return Err(Error::Validation(format!(
+                    "redirect URI `{uri}` must be an absolute https URL (http only on loopback) without a fragment"
+                )));
+            }
+        }
+        if grant_types.iter().any(|g| g == "authorization_code") && redirect_uris.is_empty() {
+            return Err(Error::Validation(
+                "authorization_code needs at least one redirect URI".into(),
+            ));
+        }
+        let limits = self
+            .store
+            .tier(&org.tier)
+            .await?
+            .ok_or_else(|| Error::Storage(format!("tier `{}` is missing", org.tier)))?;
+        if self.store.count_services(&org.id).await? >= limits.max_services {
+            return Err(Error::Validation(format!(
+                "organization `{org_slug}` has reached its tier's limit of {} services",
+                limits.max_services
+            )));
+        }
+        let client_id = format!("svc_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let secret = if public {
+            None
+        } else {
+            Some(format!("cs_{}", random_hex(32)?))
+        };
+        let service = Service {
+            client_id: client_id.clone(),
+            organization_id: org.id.clone(),
+            name: name.trim().into(),
+            secret_sha256: secret.as_deref().map(sha256_hex),
+            redirect_uris,
+            grant_types,
+            created_at: Utc::now(),
+        };
+        let object = format!("service:{client_id}");
+        self.write_tuples(&[
+            TupleKey::new(format!("organization:{}", org.id), "organization", &object),
+            TupleKey::new(&object, "authenticate", &object),
+        ])
+        .await?;
+        self.store.insert_service(&service).await?;
+        Ok(CreatedService {
+            service,
+            client_secret: secret,
+        })
+    }
+
+    /// The service `client_id` if `secret` is its secret (compared as SHA-256 digests, in
+    /// constant time); `None` otherwise, whatever the reason.
+    pub async fn authenticate_client(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<Option<Service>> {
+        let Some(service) = self.store.service(client_id).await? else {
+            return Ok(None);
+        };
+        let Some(stored) = service.secret_sha256.as_deref() else {
+            return Ok(None);
+        };
+        let given = sha256_hex(secret);
+        let same = stored.len() == given.len()
+            && stored
+                .bytes()
+                .zip(given.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        Ok(same.then_some(service))
+    }
+
+    /// Asks the platform store whether `principal` may sign in to `service` now, with
+    /// `context` (`amr`, `ip`, …).
+    pub async fn authorize_sign_in(
+        &self,
+        principal: &str,
+        service: &Service,
+        context: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Decision> {
+        let org = self.store.organization(&service.organization_id).await?;
+        if org.as_ref().is_none_or(|o| o.status != "active") {
+            return Err(Error::Validation(
+                "the service's organization is not active".into(),
+            ));
+        }
+        self.engine
+            .decide(
+                &self.platform_store,
+                &DecisionRequest {
+                    subject: principal.into(),
+                    action: "authenticate".into(),
+                    resource: format!("service:{}", service.client_id),
+                    context: Some(context),
+                    // A sign-in reads the newest state: a suspension or a revoked grant
+                    // (written by any node or by the admin commands) takes effect at once.
+                    consistency: Consistency::HigherConsistency,
+                    explain: false,
+                    lean: true,
+                    attributes: Default::default(),
+                },
+            )
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        for ok in ["acme", "a1", "acme-corp", "x2-y3"] {
+            assert!(valid_slug(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "-acme",
+            "acme-",
+            "Acme",
+            "ac me",
+            "acme_corp",
+            &"a".repeat(64),
+        ] {
+            assert!(!valid_slug(bad), "{bad}");
+        }
+    }
+}
