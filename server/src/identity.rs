@@ -180,7 +180,7 @@ impl Identity {
         self.store
             .organization_by_slug(slug)
             .await?
-            .ok_or_else(|| Error::EntityNotFound(format!("organization:{slug}")))
+            .ok_or_else(|| Error::Validation(format!("organization `{slug}` does not exist")))
     }
 
     /// Approves (`active`) or rejects a pending organization.

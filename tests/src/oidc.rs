@@ -444,3 +444,90 @@ async fn client_credentials_after_a_policy_decision(backend: Backend) {
     let (status, body, _) = token_req(&s, &grant, Some((&client_id, &secret))).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Services are refused with a clear error for bad input and beyond the tier's limit; nothing
+/// is created then.
+#[tokio::test(flavor = "multi_thread")]
+async fn service_creation_refuses_bad_input_and_enforces_the_tier_limit() {
+    let s = Server::start(Backend::Sqlite).await;
+    admin(&s, &["org", "create", "--slug", "lim", "--name", "Limits"])
+        .await
+        .unwrap();
+    for (args, says) in [
+        (
+            &["org", "create", "--slug", "x", "--name", "short slug"][..],
+            "slug",
+        ),
+        (
+            &[
+                "org", "create", "--slug", "ok-slug", "--name", "x", "--tier", "gold",
+            ],
+            "tier `gold`",
+        ),
+        (&["org", "approve", "missing"], "`missing` does not exist"),
+    ] {
+        let err = admin(&s, args).await.unwrap_err();
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    admin(&s, &["org", "approve", "lim"]).await.unwrap();
+    let err = admin(&s, &["org", "approve", "lim"]).await.unwrap_err();
+    assert!(err.contains("not pending"), "{err}");
+    let create = |extra: &'static [&'static str]| {
+        let mut args = vec!["service", "create", "--org", "lim", "--name", "svc"];
+        args.extend_from_slice(extra);
+        args
+    };
+    for (extra, says) in [
+        (&["--grant", "password"][..], "not supported"),
+        (
+            &["--grant", "client_credentials", "--public"],
+            "public client",
+        ),
+        (&["--grant", "authorization_code"], "redirect URI"),
+        (
+            &[
+                "--grant",
+                "authorization_code",
+                "--redirect-uri",
+                "http://app.example/cb",
+            ],
+            "https",
+        ),
+        (
+            &[
+                "--grant",
+                "authorization_code",
+                "--redirect-uri",
+                "https://app.example/cb#x",
+            ],
+            "fragment",
+        ),
+    ] {
+        let err = admin(&s, &create(extra)).await.unwrap_err();
+        assert!(err.contains(says), "{extra:?}: {err}");
+    }
+    // A public client gets no secret.
+    let public = admin(
+        &s,
+        &create(&[
+            "--grant",
+            "authorization_code",
+            "--redirect-uri",
+            "http://127.0.0.1:9/cb",
+            "--public",
+        ]),
+    )
+    .await
+    .unwrap();
+    assert!(public.get("client_secret").is_none(), "{public}");
+    // The free tier allows five services: four more, then a clear refusal.
+    for _ in 0..4 {
+        admin(&s, &create(&["--grant", "client_credentials"]))
+            .await
+            .unwrap();
+    }
+    let err = admin(&s, &create(&["--grant", "client_credentials"]))
+        .await
+        .unwrap_err();
+    assert!(err.contains("limit of 5 services"), "{err}");
+}
