@@ -162,6 +162,8 @@ fn route_label(path: &str) -> &'static str {
         [".well-known", "jwks.json"] => "/.well-known/jwks.json",
         [".well-known", "openid-configuration"] => "/.well-known/openid-configuration",
         ["oauth2", "token"] => "/oauth2/token",
+        ["oauth2", "introspect"] => "/oauth2/introspect",
+        ["oauth2", "revoke"] => "/oauth2/revoke",
         ["stores"] => "/stores",
         ["stores", _] => "/stores/{store_id}",
         ["stores", _, op] => match *op {
@@ -350,6 +352,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
         .service(
             web::resource("/oauth2/token")
                 .post(oauth::token)
+                .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
+        )
+        .service(
+            web::resource("/oauth2/introspect")
+                .post(oauth::introspect)
+                .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
+        )
+        .service(
+            web::resource("/oauth2/revoke")
+                .post(oauth::revoke)
                 .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
         )
         .service(

@@ -89,6 +89,9 @@ async fn key_ring(config: &Config, store: Arc<SqlStore>) -> Result<Arc<KeyRing>>
             if let Err(e) = r.rotate(chrono::Utc::now()).await {
                 tracing::warn!(error = %e, "signing key rotation failed; will retry");
             }
+            if let Err(e) = r.store().prune_revocations(chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "cannot forget expired revocations; will retry");
+            }
         }
     });
     Ok(ring)

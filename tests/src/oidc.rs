@@ -137,9 +137,19 @@ async fn token_req(
     form: &[(&str, &str)],
     basic: Option<(&str, &str)>,
 ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+    post_form(s, "/oauth2/token", form, basic).await
+}
+
+/// A form POST to an OAuth endpoint, optionally with HTTP Basic client authentication.
+async fn post_form(
+    s: &Server,
+    path: &str,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
     let mut req = s
         .client
-        .post(format!("{}/oauth2/token", s.base))
+        .post(format!("{}{path}", s.base))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(
             form.iter()
@@ -530,4 +540,180 @@ async fn service_creation_refuses_bad_input_and_enforces_the_tier_limit() {
         .await
         .unwrap_err();
     assert!(err.contains("limit of 5 services"), "{err}");
+}
+
+/// An active organization with services, each `(client_id, secret)`.
+async fn org_with_services(s: &Server, slug: &str, n: usize) -> Vec<(String, String)> {
+    admin(s, &["org", "create", "--slug", slug, "--name", slug])
+        .await
+        .unwrap();
+    admin(s, &["org", "approve", slug]).await.unwrap();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let svc = admin(
+            s,
+            &[
+                "service",
+                "create",
+                "--org",
+                slug,
+                "--name",
+                "svc",
+                "--grant",
+                "client_credentials",
+            ],
+        )
+        .await
+        .unwrap();
+        out.push((
+            svc["client_id"].as_str().unwrap().to_string(),
+            svc["client_secret"].as_str().unwrap().to_string(),
+        ));
+    }
+    out
+}
+
+for_each_backend!(introspection_and_revocation);
+
+async fn introspection_and_revocation(backend: Backend) {
+    let s = Server::start(backend).await;
+    let acme = org_with_services(&s, "acme", 2).await;
+    let other = org_with_services(&s, "other", 1).await;
+    let (a, b, c) = (&acme[0], &acme[1], &other[0]);
+    let grant = [("grant_type", "client_credentials")];
+    let (_, body, _) = token_req(&s, &grant, Some((&a.0, &a.1))).await;
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let introspect = |who: &(String, String), token: String| {
+        let s = &s;
+        let who = who.clone();
+        async move {
+            post_form(
+                s,
+                "/oauth2/introspect",
+                &[("token", &token)],
+                Some((&who.0, &who.1)),
+            )
+            .await
+        }
+    };
+
+    // Another client of the same organization sees it active, with its claims.
+    let (status, r, headers) = introspect(b, token.clone()).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(r["active"], true, "{r}");
+    assert_eq!(r["client_id"], a.0.as_str());
+    assert_eq!(r["iss"], s.base.as_str());
+    assert!(r["exp"].as_i64().unwrap() > chrono::Utc::now().timestamp());
+    // A client of another organization learns nothing.
+    let (_, r, _) = introspect(c, token.clone()).await;
+    assert_eq!(r, serde_json::json!({ "active": false }));
+
+    // Tampered, unsigned and foreign tokens are inactive.
+    let mut tampered = token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let parts: Vec<&str> = token.split('.').collect();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, parts[0])
+            .unwrap(),
+    )
+    .unwrap();
+    let none_header = serde_json::json!({ "alg": "none", "typ": "at+jwt", "kid": header["kid"] });
+    let b64 = |v: &serde_json::Value| {
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            serde_json::to_vec(v).unwrap(),
+        )
+    };
+    let unsigned = format!("{}.{}.", b64(&none_header), parts[1]);
+    let mut other_kid = header.clone();
+    other_kid["kid"] = "no-such-key".into();
+    let unknown_kid = format!("{}.{}.{}", b64(&other_kid), parts[1], parts[2]);
+    for bad in [tampered, unsigned, unknown_kid, "not-a-jwt".to_string()] {
+        let (status, r, _) = introspect(b, bad.clone()).await;
+        assert_eq!(
+            (status, r["active"].as_bool()),
+            (200, Some(false)),
+            "{bad}: {r}"
+        );
+    }
+
+    // Bad requests.
+    let (status, r, _) = post_form(&s, "/oauth2/introspect", &[("token", &token)], None).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{r}"
+    );
+    let (status, r, _) = post_form(&s, "/oauth2/introspect", &[], Some((&b.0, &b.1))).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{r}"
+    );
+    let (status, r, _) = post_form(
+        &s,
+        "/oauth2/introspect",
+        &[("token", &token)],
+        Some((&b.0, "cs_wrong")),
+    )
+    .await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{r}"
+    );
+
+    // Revocation: only by the client it was issued to; then it is inactive everywhere.
+    let revoke = |who: &(String, String), form: Vec<(&'static str, String)>| {
+        let s = &s;
+        let who = who.clone();
+        async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post_form(s, "/oauth2/revoke", &form, Some((&who.0, &who.1))).await
+        }
+    };
+    let (status, r, _) = revoke(c, vec![("token", token.clone())]).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (400, Some("unauthorized_client")),
+        "{r}"
+    );
+    let (status, r, _) = revoke(
+        a,
+        vec![
+            ("token", token.clone()),
+            ("token_type_hint", "id_token".into()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (400, Some("unsupported_token_type")),
+        "{r}"
+    );
+    let (_, r, _) = introspect(b, token.clone()).await;
+    assert_eq!(
+        r["active"], true,
+        "not revoked by the refused requests: {r}"
+    );
+    let (status, _, _) = revoke(a, vec![("token", "garbage".into())]).await;
+    assert_eq!(status, 200, "an invalid token is not an error");
+    let (status, _, _) = revoke(
+        a,
+        vec![
+            ("token", token.clone()),
+            ("token_type_hint", "access_token".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, r, _) = introspect(b, token.clone()).await;
+    assert_eq!(r, serde_json::json!({ "active": false }));
+    // A new token of the same client is unaffected.
+    let (_, body, _) = token_req(&s, &grant, Some((&a.0, &a.1))).await;
+    let fresh = body["access_token"].as_str().unwrap().to_string();
+    let (_, r, _) = introspect(b, fresh).await;
+    assert_eq!(r["active"], true, "{r}");
 }

@@ -4,7 +4,8 @@
 //!
 //! Built so far: the client credentials grant (RFC 6749 §4.4), with client authentication by
 //! `client_secret_basic` or `client_secret_post`, and a decision of the platform store
-//! (`Action::"authenticate"` on the service) before any token is issued.
+//! (`Action::"authenticate"` on the service) before any token is issued; introspection
+//! (RFC 7662) and revocation (RFC 7009) of the access tokens.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -66,6 +67,10 @@ pub(super) async fn discovery(state: web::Data<AppState>) -> HttpResponse {
         .json(json!({
             "issuer": issuer,
             "token_endpoint": format!("{issuer}/oauth2/token"),
+            "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
+            "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
             "grant_types_supported": ["client_credentials"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
@@ -105,6 +110,101 @@ fn basic_credentials(req: &HttpRequest) -> Result<Option<(String, String)>, BadB
     Ok(Some((unescape(id)?, unescape(secret)?)))
 }
 
+/// An OAuth error response, boxed (it is large) for early returns.
+type Refusal = Box<HttpResponse>;
+
+/// The form body of an OAuth request: `application/x-www-form-urlencoded`, bounded, no
+/// parameter repeated (RFC 6749 §3.2).
+fn parse_form(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<std::collections::HashMap<String, String>, Refusal> {
+    let form_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if !form_type {
+        return Err(Box::new(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        )));
+    }
+    if body.len() > MAX_FORM_BYTES {
+        return Err(Box::new(oauth_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "the request body is too large",
+        )));
+    }
+    let pairs = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).map_err(|_| {
+        Box::new(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body does not parse as a form",
+        ))
+    })?;
+    let mut form = std::collections::HashMap::new();
+    for (k, v) in pairs {
+        if form.insert(k.clone(), v).is_some() {
+            return Err(Box::new(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("`{k}` is repeated"),
+            )));
+        }
+    }
+    Ok(form)
+}
+
+/// The confidential client making the request, authenticated by `client_secret_basic` or
+/// `client_secret_post` (one of them, not both).
+async fn authenticate_client(
+    identity: &crate::identity::Identity,
+    req: &HttpRequest,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<crate::db::tenancy::Service, Refusal> {
+    let Ok(basic) = basic_credentials(req) else {
+        return Err(Box::new(invalid_client(true)));
+    };
+    let auth = match (basic, form.get("client_id"), form.get("client_secret")) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(Box::new(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "use one client authentication method, not two",
+            )));
+        }
+        (Some((id, secret)), None, None) => ClientAuth::Basic(id, secret),
+        (None, Some(id), Some(secret)) => ClientAuth::Post(id.clone(), secret.clone()),
+        _ => return Err(Box::new(invalid_client(false))),
+    };
+    let (client_id, secret, is_basic) = match auth {
+        ClientAuth::Basic(i, s) => (i, s, true),
+        ClientAuth::Post(i, s) => (i, s, false),
+    };
+    if client_id.len() > 200 || secret.len() > 512 {
+        return Err(Box::new(invalid_client(is_basic)));
+    }
+    match identity.authenticate_client(&client_id, &secret).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => {
+            tracing::info!(client_id = %client_id, "client authentication failed");
+            Err(Box::new(invalid_client(is_basic)))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot authenticate a client");
+            Err(Box::new(unavailable()))
+        }
+    }
+}
+
 /// `POST /oauth2/token`.
 pub(super) async fn token(
     state: web::Data<AppState>,
@@ -118,48 +218,10 @@ pub(super) async fn token(
             "this server does not issue tokens",
         );
     };
-    let form_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';').next().is_some_and(|t| {
-                t.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            })
-        });
-    if !form_type {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body must be application/x-www-form-urlencoded",
-        );
-    }
-    if body.len() > MAX_FORM_BYTES {
-        return oauth_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
-            "the request body is too large",
-        );
-    }
-    let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body does not parse as a form",
-        );
+    let form = match parse_form(&req, &body) {
+        Ok(f) => f,
+        Err(res) => return *res,
     };
-    // RFC 6749 §3.2: parameters must not be repeated.
-    let mut form = std::collections::HashMap::new();
-    for (k, v) in pairs {
-        if form.insert(k.clone(), v).is_some() {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &format!("`{k}` is repeated"),
-            );
-        }
-    }
     let Some(grant_type) = form.get("grant_type").filter(|g| !g.is_empty()) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -174,38 +236,9 @@ pub(super) async fn token(
             &format!("grant type `{grant_type}` is not supported here"),
         );
     }
-    let Ok(basic) = basic_credentials(&req) else {
-        return invalid_client(true);
-    };
-    let auth = match (basic, form.get("client_id"), form.get("client_secret")) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "use one client authentication method, not two",
-            );
-        }
-        (Some((id, secret)), None, None) => ClientAuth::Basic(id, secret),
-        (None, Some(id), Some(secret)) => ClientAuth::Post(id.clone(), secret.clone()),
-        _ => return invalid_client(false),
-    };
-    let (client_id, secret, is_basic) = match auth {
-        ClientAuth::Basic(i, s) => (i, s, true),
-        ClientAuth::Post(i, s) => (i, s, false),
-    };
-    if client_id.len() > 200 || secret.len() > 512 {
-        return invalid_client(is_basic);
-    }
-    let service = match identity.authenticate_client(&client_id, &secret).await {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            tracing::info!(client_id = %client_id, "client authentication failed");
-            return invalid_client(is_basic);
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot authenticate a client");
-            return unavailable();
-        }
+    let service = match authenticate_client(identity, &req, &form).await {
+        Ok(s) => s,
+        Err(res) => return *res,
     };
     if !service
         .grant_types
@@ -288,4 +321,157 @@ pub(super) async fn token(
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
         .json(body)
+}
+
+fn no_store(body: Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(body)
+}
+
+/// The `token` parameter of introspection and revocation.
+fn token_param(form: &std::collections::HashMap<String, String>) -> Result<&str, Refusal> {
+    form.get("token")
+        .map(String::as_str)
+        .filter(|t| !t.is_empty() && t.len() <= 8 * 1024)
+        .ok_or_else(|| {
+            Box::new(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "`token` is required",
+            ))
+        })
+}
+
+/// `POST /oauth2/introspect` (RFC 7662): whether an access token is active, for a confidential
+/// client of the same organization as the token's client; any other token, or a caller of
+/// another organization, gets `{"active": false}`.
+pub(super) async fn introspect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (Some(identity), Some(keys)) = (state.identity.as_ref(), state.keys.as_ref()) else {
+        return oauth_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server does not issue tokens",
+        );
+    };
+    let form = match parse_form(&req, &body) {
+        Ok(f) => f,
+        Err(res) => return *res,
+    };
+    let caller = match authenticate_client(identity, &req, &form).await {
+        Ok(s) => s,
+        Err(res) => return *res,
+    };
+    let token = match token_param(&form) {
+        Ok(t) => t,
+        Err(res) => return *res,
+    };
+    let inactive = || no_store(json!({ "active": false }));
+    let Some(claims) = keys.verify(token, &state.issuer) else {
+        return inactive();
+    };
+    let (Some(jti), Some(client_id)) = (claims["jti"].as_str(), claims["client_id"].as_str())
+    else {
+        return inactive();
+    };
+    match identity.store.is_revoked(jti).await {
+        Ok(false) => {}
+        Ok(true) => return inactive(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read revocations");
+            return unavailable();
+        }
+    }
+    match identity.store.service(client_id).await {
+        Ok(Some(owner)) if owner.organization_id == caller.organization_id => {}
+        Ok(_) => return inactive(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a service");
+            return unavailable();
+        }
+    }
+    let mut out = json!({ "active": true, "token_type": "Bearer" });
+    for k in [
+        "iss",
+        "sub",
+        "aud",
+        "client_id",
+        "exp",
+        "iat",
+        "jti",
+        "scope",
+    ] {
+        if let Some(v) = claims.get(k) {
+            out[k] = v.clone();
+        }
+    }
+    no_store(out)
+}
+
+/// `POST /oauth2/revoke` (RFC 7009): revokes an access token issued to the calling client.
+/// An invalid or unknown token is not an error (200, nothing done).
+pub(super) async fn revoke(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (Some(identity), Some(keys)) = (state.identity.as_ref(), state.keys.as_ref()) else {
+        return oauth_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server does not issue tokens",
+        );
+    };
+    let form = match parse_form(&req, &body) {
+        Ok(f) => f,
+        Err(res) => return *res,
+    };
+    let caller = match authenticate_client(identity, &req, &form).await {
+        Ok(s) => s,
+        Err(res) => return *res,
+    };
+    let token = match token_param(&form) {
+        Ok(t) => t,
+        Err(res) => return *res,
+    };
+    if let Some(hint) = form.get("token_type_hint")
+        && hint != "access_token"
+        && hint != "refresh_token"
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_token_type",
+            &format!("token type `{hint}` is not supported"),
+        );
+    }
+    let done = || no_store(json!({}));
+    let Some(claims) = keys.verify(token, &state.issuer) else {
+        return done();
+    };
+    let (Some(jti), Some(client_id), Some(exp)) = (
+        claims["jti"].as_str(),
+        claims["client_id"].as_str(),
+        claims["exp"].as_i64(),
+    ) else {
+        return done();
+    };
+    if client_id != caller.client_id {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "the token was not issued to this client",
+        );
+    }
+    let expires = chrono::DateTime::from_timestamp(exp, 0).unwrap_or_else(chrono::Utc::now);
+    if let Err(e) = identity.store.revoke_token(jti, expires).await {
+        tracing::error!(error = %e, "cannot record a revocation");
+        return unavailable();
+    }
+    tracing::info!(client_id = %client_id, jti, "access token revoked");
+    done()
 }

@@ -7,7 +7,7 @@ use gatehouse_engine::{Error, Result};
 
 use super::datastore::{db_error, pool_error, utc};
 use super::models::SigningKeyRow;
-use super::schema::signing_keys;
+use super::schema::{revoked_tokens, signing_keys};
 use super::{Backend, SqlStore, SqliteConn};
 
 /// A stored signing key (its private half still sealed).
@@ -103,5 +103,45 @@ impl SqlStore {
                 .map_err(db_error)
         })
         .map_err(|e: Error| e)
+    }
+
+    /// Records that the token `jti` is revoked until `expires_at`.
+    pub async fn revoke_token(&self, jti: &str, expires_at: DateTime<Utc>) -> Result<()> {
+        let exp = expires_at.naive_utc();
+        with_conn!(self, |conn| {
+            diesel::insert_into(revoked_tokens::table)
+                .values((
+                    revoked_tokens::jti.eq(jti),
+                    revoked_tokens::expires_at.eq(exp),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(())
+    }
+
+    pub async fn is_revoked(&self, jti: &str) -> Result<bool> {
+        let n: i64 = with_conn!(self, |conn| {
+            revoked_tokens::table
+                .filter(revoked_tokens::jti.eq(jti))
+                .count()
+                .get_result(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(n > 0)
+    }
+
+    /// Forgets revocations of tokens that have expired anyway.
+    pub async fn prune_revocations(&self, now: DateTime<Utc>) -> Result<usize> {
+        let now = now.naive_utc();
+        with_conn!(self, |conn| {
+            diesel::delete(revoked_tokens::table.filter(revoked_tokens::expires_at.lt(now)))
+                .execute(conn)
+                .await
+                .map_err(db_error)
+        })
     }
 }

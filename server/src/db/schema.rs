@@ -206,6 +206,14 @@ diesel::table! {
 
 diesel::joinable!(services -> organizations (organization_id));
 
+diesel::table! {
+    /// Revoked access tokens, until they expire.
+    revoked_tokens (jti) {
+        jti -> Text,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     stores,
     store_revisions,
@@ -225,4 +233,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     tiers,
     organizations,
     services,
+    revoked_tokens,
 );

@@ -127,6 +127,7 @@ struct LoadedKey {
     signs_until: DateTime<Utc>,
     jwk: serde_json::Value,
     encoding: Option<EncodingKey>,
+    decoding: jsonwebtoken::DecodingKey,
 }
 
 #[derive(Default)]
@@ -251,8 +252,13 @@ impl KeyRing {
             } else {
                 None
             };
+            let parsed: Jwk = serde_json::from_value(jwk.clone())
+                .with_context(|| format!("stored public key `{}` is not a JWK", k.kid))?;
+            let decoding = jsonwebtoken::DecodingKey::from_jwk(&parsed)
+                .with_context(|| format!("stored public key `{}` is not usable", k.kid))?;
             published.push(jwk.clone());
             keys.push(LoadedKey {
+                decoding,
                 kid: k.kid,
                 alg,
                 signs_from: k.signs_from,
@@ -275,6 +281,11 @@ impl KeyRing {
             .read()
             .map(|g| g.clone())
             .map_err(|_| anyhow!("key ring lock poisoned"))
+    }
+
+    /// The database the keys live in.
+    pub fn store(&self) -> &SqlStore {
+        &self.store
     }
 
     /// The name of the algorithm new tokens are signed with.
@@ -323,6 +334,24 @@ impl KeyRing {
         header.kid = Some(key.0.kid.clone());
         header.typ = Some(typ.into());
         jsonwebtoken::encode(&header, claims, key.1).context("cannot sign a token")
+    }
+
+    /// The claims of a token this server signed with a published key, if its signature,
+    /// issuer and expiry check out (with a minute of leeway); `None` for any other token.
+    pub fn verify(&self, token: &str, issuer: &str) -> Option<serde_json::Value> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let kid = header.kid?;
+        let loaded = self.snapshot().ok()?;
+        let key = loaded.keys.iter().find(|k| k.kid == kid)?;
+        if header.alg != key.alg {
+            return None;
+        }
+        let mut v = jsonwebtoken::Validation::new(key.alg);
+        v.set_issuer(&[issuer]);
+        v.validate_aud = false;
+        jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &v)
+            .ok()
+            .map(|d| d.claims)
     }
 
     /// The published JWK of `kid`, if it is published.
