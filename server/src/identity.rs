@@ -169,6 +169,23 @@ impl Identity {
         )])
         .await?;
         if !self.store.insert_organization(&org).await? {
+            // Take back the tuple of the organization that was not created.
+            self.engine
+                .write(
+                    &self.platform_store,
+                    None,
+                    &[],
+                    &[TupleKey::new(
+                        PLATFORM,
+                        "platform",
+                        format!("organization:{}", org.id),
+                    )],
+                    gatehouse_engine::store::WriteOptions {
+                        ignore_duplicates: false,
+                        ignore_missing: true,
+                    },
+                )
+                .await?;
             return Err(Error::Validation(format!(
                 "an organization with slug `{slug}` exists already"
             )));
@@ -325,13 +342,14 @@ impl Identity {
         client_id: &str,
         secret: &str,
     ) -> Result<Option<Service>> {
+        // Hashed first, so that an unknown client costs as much as a known one.
+        let given = sha256_hex(secret);
         let Some(service) = self.store.service(client_id).await? else {
             return Ok(None);
         };
         let Some(stored) = service.secret_sha256.as_deref() else {
             return Ok(None);
         };
-        let given = sha256_hex(secret);
         let same = stored.len() == given.len()
             && stored
                 .bytes()

@@ -106,6 +106,12 @@ fn generate_der(alg: Algorithm) -> Result<Zeroizing<Vec<u8>>> {
     }
 }
 
+/// A fresh signing key for `alg`, unsealed and unpublished: what benchmarks of the raw
+/// signing rate use.
+pub fn throwaway_signing_key(alg: Algorithm) -> Result<EncodingKey> {
+    Ok(encoding_key(alg, &generate_der(alg)?))
+}
+
 fn encoding_key(alg: Algorithm, der: &[u8]) -> EncodingKey {
     match alg {
         Algorithm::ES256 => EncodingKey::from_ec_der(der),

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Token issuance and introspection load on a release `gatehouse`, driven with `oha`.
+
+    cargo build --release -p gatehouse-server --bin gatehouse -p gatehouse-benches --bin sign_rate
+    python3 benches/oidc_load.py
+
+For each signing algorithm (RS256, ES256, EdDSA), in one run: the raw signing rate of this
+machine on all cores (`sign_rate`, the floor), then client-credentials issuance over HTTP
+(`POST /oauth2/token`, client_secret_basic) against a server on the embedded default, and the
+ratio of the two. For RS256 also introspection (`POST /oauth2/introspect`): its throughput, and
+its latency at half of it. Idle RSS right after start. Prints Markdown for benches/RESULTS.md.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import load  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIGN_RATE = os.path.join(ROOT, "target", "release", "sign_rate")
+
+
+def admin(data, *args):
+    env = dict(os.environ, GATEHOUSE_DATA_DIR=data, GATEHOUSE_LOG="warn")
+    out = subprocess.run([load.BIN, *args], env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def oha_form(url, seconds, conns, auth, body, rate=None):
+    cmd = ["oha", "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", str(conns),
+           "-m", "POST", "-T", "application/x-www-form-urlencoded", "-a", auth, "-d", body]
+    if rate:
+        cmd += ["-q", str(rate)]
+    r = json.loads(subprocess.run(cmd + [url], check=True, capture_output=True, text=True).stdout)
+    bad = {k: v for k, v in r.get("statusCodeDistribution", {}).items() if k != "200"}
+    if bad:
+        raise SystemExit(f"non-200 answers from {url}: {bad}")
+    p = r["latencyPercentiles"]
+    return {"rps": r["summary"]["requestsPerSec"], "p50": p["p50"] * 1000, "p99": p["p99"] * 1000}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--conns", type=int, default=32)
+    a = ap.parse_args()
+    for b in (load.BIN, SIGN_RATE):
+        if not os.path.exists(b):
+            raise SystemExit("build first: cargo build --release -p gatehouse-server --bin gatehouse -p gatehouse-benches --bin sign_rate")
+    rows = []
+    introspection = None
+    idle = None
+    for alg in ("RS256", "ES256", "EdDSA"):
+        os.environ["GATEHOUSE_SIGNING_ALG"] = alg
+        srv = load.Server("sqlite")
+        try:
+            if idle is None:
+                idle = srv.rss_mb()
+            admin(srv.data, "org", "create", "--slug", "bench", "--name", "Bench")
+            admin(srv.data, "org", "approve", "bench")
+            svc = admin(srv.data, "service", "create", "--org", "bench", "--name", "api", "--grant", "client_credentials")
+            auth = f"{svc['client_id']}:{svc['client_secret']}"
+            issue = oha_form(srv.base + "/oauth2/token", a.seconds, a.conns, auth, "grant_type=client_credentials")
+            if alg == "RS256":
+                tok = subprocess.run(["curl", "-s", "-u", auth, "-d", "grant_type=client_credentials", srv.base + "/oauth2/token"],
+                                     check=True, capture_output=True, text=True).stdout
+                token = json.loads(tok)["access_token"]
+                body = f"token={token}"
+                full = oha_form(srv.base + "/oauth2/introspect", a.seconds, a.conns, auth, body)
+                half = oha_form(srv.base + "/oauth2/introspect", a.seconds, a.conns, auth, body, rate=int(full["rps"] / 2))
+                introspection = (full, half)
+        finally:
+            srv.stop()
+        raw = json.loads(subprocess.run([SIGN_RATE, alg, str(a.seconds)], check=True, capture_output=True, text=True).stdout)
+        rows.append((alg, raw["per_second"], issue))
+    print(f"## Token issuance, client credentials, SQLite ({a.conns} connections, {a.seconds}s each)\n")
+    print("| algorithm | raw signing, all cores | issued over HTTP | ratio |")
+    print("| --- | --- | --- | --- |")
+    for alg, raw, issue in rows:
+        print(f"| {alg} | {raw:.0f}/s | {issue['rps']:.0f}/s (p99 {issue['p99']:.2f} ms) | {issue['rps'] / raw * 100:.0f} % |")
+    rs = rows[0][2]["rps"]
+    for alg, _, issue in rows[1:]:
+        print(f"\n{alg} issuance / RS256 issuance: {issue['rps'] / rs:.1f}x")
+    full, half = introspection
+    print(f"\nIntrospection: {full['rps']:.0f} req/s; at half that ({int(full['rps'] / 2)} req/s) p50 {half['p50']:.2f} ms, p99 {half['p99']:.2f} ms")
+    print(f"\nIdle RSS after start: {idle:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
