@@ -1589,13 +1589,20 @@ impl Datastore for SqlStore {
                 if block.expires_at.and_utc() < now {
                     continue;
                 }
-                let entries: Vec<LoggedDecision> =
+                let entries: Vec<BlockEntry<'_>> =
                     parse_json("decision log block", &block.entries_json)?;
                 // An entry expires on its own (its store's retention when it was logged);
                 // the block goes when its last entry has.
-                found.extend(entries.into_iter().filter(|e| {
-                    e.expires_at >= now && f.matches(e) && before.as_ref().is_none_or(|b| e.id < *b)
-                }));
+                found.extend(
+                    entries
+                        .into_iter()
+                        .map(|e| e.into_logged(store))
+                        .filter(|e| {
+                            e.expires_at >= now
+                                && f.matches(e)
+                                && before.as_ref().is_none_or(|b| e.id < *b)
+                        }),
+                );
             }
             if n < BLOCK_READ_BATCH {
                 break;
@@ -1768,6 +1775,110 @@ fn ceiling_after(first_id: &str) -> String {
     ulid_at(ms + BLOCK_SPAN_MS + 1, 0)
 }
 
+/// One entry as a block keeps it: the store is the block's, times are integers, short keys,
+/// and what is empty or default is left out (about half the bytes of the API's form, which
+/// the log's writer moves at tens of thousands of entries a second).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BlockEntry<'a> {
+    i: std::borrow::Cow<'a, str>,
+    /// Decided at, microseconds since the epoch.
+    t: i64,
+    s: std::borrow::Cow<'a, str>,
+    a: std::borrow::Cow<'a, str>,
+    r: std::borrow::Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    c: Option<std::borrow::Cow<'a, serde_json::Map<String, serde_json::Value>>>,
+    ok: bool,
+    p: std::borrow::Cow<'a, [String]>,
+    #[serde(default, skip_serializing_if = "<[String]>::is_empty")]
+    e: std::borrow::Cow<'a, [String]>,
+    rb: bool,
+    #[serde(default, skip_serializing_if = "is_default_risk")]
+    k: std::borrow::Cow<'a, gatehouse_engine::risk::Assessment>,
+    rev: Revision,
+    pv: std::borrow::Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    l: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    sent: bool,
+    #[serde(default, skip_serializing_if = "is_empty_map")]
+    at: std::borrow::Cow<
+        'a,
+        std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
+    >,
+    #[serde(default, skip_serializing_if = "<[String]>::is_empty")]
+    rd: std::borrow::Cow<'a, [String]>,
+    us: u64,
+    /// Expires at, microseconds since the epoch.
+    x: i64,
+}
+
+fn is_default_risk(r: &std::borrow::Cow<'_, gatehouse_engine::risk::Assessment>) -> bool {
+    **r == gatehouse_engine::risk::Assessment::default()
+}
+
+fn is_empty_map(
+    m: &std::borrow::Cow<
+        '_,
+        std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
+    >,
+) -> bool {
+    m.is_empty()
+}
+
+impl<'a> BlockEntry<'a> {
+    fn of(d: &'a LoggedDecision) -> Self {
+        use std::borrow::Cow::Borrowed;
+        Self {
+            i: Borrowed(&d.id),
+            t: d.decided_at.timestamp_micros(),
+            s: Borrowed(&d.subject),
+            a: Borrowed(&d.action),
+            r: Borrowed(&d.resource),
+            c: d.context.as_ref().map(Borrowed),
+            ok: d.allowed,
+            p: Borrowed(&d.policies),
+            e: Borrowed(&d.errors),
+            rb: d.rebac,
+            k: Borrowed(&d.risk),
+            rev: d.revision,
+            pv: Borrowed(&d.policy_version),
+            l: d.lean,
+            sent: d.attributes_sent,
+            at: Borrowed(&d.attributes),
+            rd: Borrowed(&d.redacted),
+            us: d.latency_us,
+            x: d.expires_at.timestamp_micros(),
+        }
+    }
+
+    fn into_logged(self, store: &str) -> LoggedDecision {
+        let at = |t: Option<chrono::DateTime<chrono::Utc>>| t.unwrap_or_default();
+        LoggedDecision {
+            id: self.i.into_owned(),
+            store_id: store.to_string(),
+            decided_at: at(chrono::DateTime::from_timestamp_micros(self.t)),
+            subject: self.s.into_owned(),
+            action: self.a.into_owned(),
+            resource: self.r.into_owned(),
+            context: self.c.map(std::borrow::Cow::into_owned),
+            allowed: self.ok,
+            policies: self.p.into_owned(),
+            errors: self.e.into_owned(),
+            rebac: self.rb,
+            risk: self.k.into_owned(),
+            revision: self.rev,
+            policy_version: self.pv.into_owned(),
+            lean: self.l,
+            attributes_sent: self.sent,
+            attributes: self.at.into_owned(),
+            redacted: self.rd.into_owned(),
+            latency_us: self.us,
+            expires_at: at(chrono::DateTime::from_timestamp_micros(self.x)),
+        }
+    }
+}
+
 /// Cuts entries (of live stores) into blocks per store, oldest first, each with its key rows.
 fn decision_blocks_of(
     mut entries: Vec<&LoggedDecision>,
@@ -1797,7 +1908,7 @@ fn decision_blocks_of(
             if j > i {
                 json.push(',');
             }
-            json.push_str(&json_text("decision log entry", e)?);
+            json.push_str(&json_text("decision log entry", &BlockEntry::of(e))?);
             block_keys.insert(format!("s:{}", e.subject));
             block_keys.insert(format!("r:{}", e.resource));
             expires = expires.max(e.expires_at);
