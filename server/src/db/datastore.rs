@@ -1813,15 +1813,12 @@ struct BlockEntry<'a> {
     x: i64,
 }
 
-fn is_default_risk(r: &std::borrow::Cow<'_, gatehouse_engine::risk::Assessment>) -> bool {
-    **r == gatehouse_engine::risk::Assessment::default()
+fn is_default_risk(r: &gatehouse_engine::risk::Assessment) -> bool {
+    *r == gatehouse_engine::risk::Assessment::default()
 }
 
 fn is_empty_map(
-    m: &std::borrow::Cow<
-        '_,
-        std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
-    >,
+    m: &std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
 ) -> bool {
     m.is_empty()
 }
