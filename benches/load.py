@@ -144,11 +144,15 @@ def t(user, rel, obj):
     return {"user": user, "relation": rel, "object": obj}
 
 
-def oha(url, seconds, conns, body=None, rate=None):
-    cmd = ["oha", "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", str(conns),
-           "-H", f"Authorization: Bearer {KEY}"]
+def oha(url, seconds, conns, body=None, rate=None, form=None, basic=None):
+    """POSTs `body` as JSON (or `form`, already encoded, as a form) with the API key, or with
+    HTTP Basic `basic` ("id:secret") instead; GET without either."""
+    cmd = ["oha", "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", str(conns)]
+    cmd += ["-a", basic] if basic else ["-H", f"Authorization: Bearer {KEY}"]
     if body is not None:
         cmd += ["-m", "POST", "-T", "application/json", "-d", json.dumps(body)]
+    if form is not None:
+        cmd += ["-m", "POST", "-T", "application/x-www-form-urlencoded", "-d", form]
     if rate:
         cmd += ["-q", str(rate)]
     out = subprocess.run(cmd + [url], check=True, capture_output=True, text=True).stdout

@@ -13,10 +13,8 @@ its latency at half of it. Idle RSS right after start. Prints Markdown for bench
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import load  # noqa: E402
@@ -29,19 +27,6 @@ def admin(data, *args):
     env = dict(os.environ, GATEHOUSE_DATA_DIR=data, GATEHOUSE_LOG="warn")
     out = subprocess.run([load.BIN, *args], env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out)
-
-
-def oha_form(url, seconds, conns, auth, body, rate=None):
-    cmd = ["oha", "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", str(conns),
-           "-m", "POST", "-T", "application/x-www-form-urlencoded", "-a", auth, "-d", body]
-    if rate:
-        cmd += ["-q", str(rate)]
-    r = json.loads(subprocess.run(cmd + [url], check=True, capture_output=True, text=True).stdout)
-    bad = {k: v for k, v in r.get("statusCodeDistribution", {}).items() if k != "200"}
-    if bad:
-        raise SystemExit(f"non-200 answers from {url}: {bad}")
-    p = r["latencyPercentiles"]
-    return {"rps": r["summary"]["requestsPerSec"], "p50": p["p50"] * 1000, "p99": p["p99"] * 1000}
 
 
 def main():
@@ -65,14 +50,14 @@ def main():
             admin(srv.data, "org", "approve", "bench")
             svc = admin(srv.data, "service", "create", "--org", "bench", "--name", "api", "--grant", "client_credentials")
             auth = f"{svc['client_id']}:{svc['client_secret']}"
-            issue = oha_form(srv.base + "/oauth2/token", a.seconds, a.conns, auth, "grant_type=client_credentials")
+            issue = load.oha(srv.base + "/oauth2/token", a.seconds, a.conns, form="grant_type=client_credentials", basic=auth)
             if alg == "RS256":
                 tok = subprocess.run(["curl", "-s", "-u", auth, "-d", "grant_type=client_credentials", srv.base + "/oauth2/token"],
                                      check=True, capture_output=True, text=True).stdout
                 token = json.loads(tok)["access_token"]
                 body = f"token={token}"
-                full = oha_form(srv.base + "/oauth2/introspect", a.seconds, a.conns, auth, body)
-                half = oha_form(srv.base + "/oauth2/introspect", a.seconds, a.conns, auth, body, rate=int(full["rps"] / 2))
+                full = load.oha(srv.base + "/oauth2/introspect", a.seconds, a.conns, form=body, basic=auth)
+                half = load.oha(srv.base + "/oauth2/introspect", a.seconds, a.conns, form=body, basic=auth, rate=int(full["rps"] / 2))
                 introspection = (full, half)
         finally:
             srv.stop()

@@ -344,7 +344,41 @@ fn token_param(form: &std::collections::HashMap<String, String>) -> Result<&str,
         })
 }
 
-/// `POST /oauth2/introspect` (RFC 7662): whether an access token is active, for a confidential
+/// What introspection and revocation start from: the provider, the authenticated calling
+/// client, the form and its `token`.
+struct TokenRequest<'a> {
+    identity: &'a crate::identity::Identity,
+    keys: &'a crate::oidc::keys::KeyRing,
+    caller: crate::db::tenancy::Service,
+    form: std::collections::HashMap<String, String>,
+    token: String,
+}
+
+async fn token_request<'a>(
+    state: &'a AppState,
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<TokenRequest<'a>, Refusal> {
+    let (Some(identity), Some(keys)) = (state.identity.as_deref(), state.keys.as_deref()) else {
+        return Err(Box::new(oauth_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server does not issue tokens",
+        )));
+    };
+    let form = parse_form(req, body)?;
+    let caller = authenticate_client(identity, req, &form).await?;
+    let token = token_param(&form)?.to_string();
+    Ok(TokenRequest {
+        identity,
+        keys,
+        caller,
+        form,
+        token,
+    })
+}
+
+/// `POST /oauth2/introspect` (RFC 7662)/// `POST /oauth2/introspect` (RFC 7662): whether an access token is active, for a confidential
 /// client of the same organization as the token's client; any other token, or a caller of
 /// another organization, gets `{"active": false}`.
 pub(super) async fn introspect(
@@ -352,25 +386,11 @@ pub(super) async fn introspect(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let (Some(identity), Some(keys)) = (state.identity.as_ref(), state.keys.as_ref()) else {
-        return oauth_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "this server does not issue tokens",
-        );
-    };
-    let form = match parse_form(&req, &body) {
-        Ok(f) => f,
+    let r = match token_request(&state, &req, &body).await {
+        Ok(r) => r,
         Err(res) => return *res,
     };
-    let caller = match authenticate_client(identity, &req, &form).await {
-        Ok(s) => s,
-        Err(res) => return *res,
-    };
-    let token = match token_param(&form) {
-        Ok(t) => t,
-        Err(res) => return *res,
-    };
+    let (identity, keys, caller, token) = (r.identity, r.keys, r.caller, r.token.as_str());
     let inactive = || no_store(json!({ "active": false }));
     let Some(claims) = keys.verify(token, &state.issuer) else {
         return inactive();
@@ -420,26 +440,12 @@ pub(super) async fn revoke(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let (Some(identity), Some(keys)) = (state.identity.as_ref(), state.keys.as_ref()) else {
-        return oauth_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "this server does not issue tokens",
-        );
-    };
-    let form = match parse_form(&req, &body) {
-        Ok(f) => f,
+    let r = match token_request(&state, &req, &body).await {
+        Ok(r) => r,
         Err(res) => return *res,
     };
-    let caller = match authenticate_client(identity, &req, &form).await {
-        Ok(s) => s,
-        Err(res) => return *res,
-    };
-    let token = match token_param(&form) {
-        Ok(t) => t,
-        Err(res) => return *res,
-    };
-    if let Some(hint) = form.get("token_type_hint")
+    let (identity, keys, caller, token) = (r.identity, r.keys, r.caller, r.token.as_str());
+    if let Some(hint) = r.form.get("token_type_hint")
         && hint != "access_token"
         && hint != "refresh_token"
     {
