@@ -884,6 +884,15 @@ fn decode_page_token(token: &str) -> Result<(Revision, String)> {
     Ok((rev, after.to_string()))
 }
 
+/// The element of `stripes` that `key` hashes to (`stripes` is never empty).
+pub(crate) fn stripe_of<'a, T, K: std::hash::Hash + ?Sized>(stripes: &'a [T], key: &K) -> &'a T {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    let i = usize::try_from(h.finish() % stripes.len().max(1) as u64).unwrap_or(0);
+    &stripes[i % stripes.len()]
+}
+
 /// Stripes of the attributes epoch, shared by the stores hashed to them: a change of one
 /// store's attributes invalidates what holds attributes for the stores of its stripe only.
 const EPOCH_STRIPES: usize = 256;
@@ -904,11 +913,7 @@ impl Default for AttributeEpochs {
 
 impl AttributeEpochs {
     fn stripe(&self, store: &str) -> &std::sync::atomic::AtomicU64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        store.hash(&mut h);
-        let i = usize::try_from(h.finish() % EPOCH_STRIPES as u64).unwrap_or(0);
-        &self.0[i % self.0.len()]
+        stripe_of(&self.0, store)
     }
 
     fn of(&self, store: &str) -> u64 {

@@ -114,16 +114,18 @@ impl Identity {
         })
     }
 
-    async fn write_tuples(&self, tuples: &[TupleKey]) -> Result<()> {
+    /// Writes and deletes platform tuples; writing one that exists or deleting one that does
+    /// not is not an error.
+    async fn write_tuples(&self, writes: &[TupleKey], deletes: &[TupleKey]) -> Result<()> {
         self.engine
             .write(
                 &self.platform_store,
                 None,
-                tuples,
-                &[],
+                writes,
+                deletes,
                 gatehouse_engine::store::WriteOptions {
                     ignore_duplicates: true,
-                    ignore_missing: false,
+                    ignore_missing: true,
                 },
             )
             .await
@@ -162,30 +164,12 @@ impl Identity {
             updated_at: now,
         };
         // The tuple first: an organization row never exists outside the graph.
-        self.write_tuples(&[TupleKey::new(
-            PLATFORM,
-            "platform",
-            format!("organization:{}", org.id),
-        )])
-        .await?;
+        let org_tuple = TupleKey::new(PLATFORM, "platform", format!("organization:{}", org.id));
+        self.write_tuples(std::slice::from_ref(&org_tuple), &[])
+            .await?;
         if !self.store.insert_organization(&org).await? {
             // Take back the tuple of the organization that was not created.
-            self.engine
-                .write(
-                    &self.platform_store,
-                    None,
-                    &[],
-                    &[TupleKey::new(
-                        PLATFORM,
-                        "platform",
-                        format!("organization:{}", org.id),
-                    )],
-                    gatehouse_engine::store::WriteOptions {
-                        ignore_duplicates: false,
-                        ignore_missing: true,
-                    },
-                )
-                .await?;
+            self.write_tuples(&[], &[org_tuple]).await?;
             return Err(Error::Validation(format!(
                 "an organization with slug `{slug}` exists already"
             )));
@@ -223,18 +207,11 @@ impl Identity {
             TupleKey::new("user:*", "suspended", &object),
             TupleKey::new("service:*", "suspended", &object),
         ];
-        let opts = gatehouse_engine::store::WriteOptions {
-            ignore_duplicates: true,
-            ignore_missing: true,
-        };
-        let (writes, deletes): (&[TupleKey], &[TupleKey]) = if suspend {
-            (&tuples, &[])
+        if suspend {
+            self.write_tuples(&tuples, &[]).await?;
         } else {
-            (&[], &tuples)
-        };
-        self.engine
-            .write(&self.platform_store, None, writes, deletes, opts)
-            .await?;
+            self.write_tuples(&[], &tuples).await?;
+        }
         Ok(org)
     }
 
@@ -323,10 +300,13 @@ impl Identity {
             created_at: Utc::now(),
         };
         let object = format!("service:{client_id}");
-        self.write_tuples(&[
-            TupleKey::new(format!("organization:{}", org.id), "organization", &object),
-            TupleKey::new(&object, "authenticate", &object),
-        ])
+        self.write_tuples(
+            &[
+                TupleKey::new(format!("organization:{}", org.id), "organization", &object),
+                TupleKey::new(&object, "authenticate", &object),
+            ],
+            &[],
+        )
         .await?;
         self.store.insert_service(&service).await?;
         Ok(CreatedService {

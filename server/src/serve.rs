@@ -17,14 +17,8 @@ use crate::identity::Identity;
 use crate::oidc::keys::{KeyRing, RotationPolicy, parse_alg};
 use crate::secrets::MasterKey;
 
-/// Opens the configured database (running migrations) and builds the engine on it.
-pub async fn engine(config: &Config) -> Result<(Arc<Engine>, &'static str)> {
-    let (engine, backend, _) = open(config).await?;
-    Ok((engine, backend))
-}
-
 /// Opens the configured database (running migrations): the engine on it, the backend's name
-/// and the store itself (for what lives beside the engine: signing keys).
+/// and the store itself (for what lives beside the engine: signing keys, tenancy).
 async fn open(config: &Config) -> Result<(Arc<Engine>, &'static str, Arc<SqlStore>)> {
     let url = config.database();
     let backend = if url.starts_with("postgres") {

@@ -112,11 +112,7 @@ impl Default for RiskLocks {
 
 impl RiskLocks {
     fn of(&self, store: &str, subject: &str) -> &tokio::sync::Mutex<()> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (store, subject).hash(&mut h);
-        let i = usize::try_from(h.finish() % RISK_LOCK_STRIPES as u64).unwrap_or(0);
-        &self.0[i % self.0.len()]
+        super::stripe_of(&self.0, &(store, subject))
     }
 }
 

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use gatehouse_engine::{Error, Result};
+use gatehouse_engine::Result;
 
 use super::datastore::{db_error, pool_error, utc};
 use super::models::SigningKeyRow;
@@ -102,7 +102,6 @@ impl SqlStore {
                 .await
                 .map_err(db_error)
         })
-        .map_err(|e: Error| e)
     }
 
     /// Records that the token `jti` is revoked until `expires_at`.

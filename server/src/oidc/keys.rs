@@ -304,20 +304,24 @@ impl KeyRing {
         Ok(self.snapshot()?.jwks.clone())
     }
 
-    /// The kid of the key that signs at `now` (the newest of the configured algorithm).
-    pub fn signing_kid(&self, now: DateTime<Utc>) -> Result<Option<String>> {
-        let loaded = self.snapshot()?;
-        Ok(loaded
+    /// The key that signs at `now`: the newest of the configured algorithm in its period.
+    fn signer<'a>(
+        &self,
+        loaded: &'a Loaded,
+        now: DateTime<Utc>,
+    ) -> Option<(&'a LoadedKey, &'a EncodingKey)> {
+        loaded
             .keys
             .iter()
-            .filter(|k| {
-                k.alg == self.alg
-                    && k.encoding.is_some()
-                    && k.signs_from <= now
-                    && now < k.signs_until
-            })
-            .max_by_key(|k| k.signs_from)
-            .map(|k| k.kid.clone()))
+            .filter(|k| k.alg == self.alg && k.signs_from <= now && now < k.signs_until)
+            .filter_map(|k| k.encoding.as_ref().map(|e| (k, e)))
+            .max_by_key(|(k, _)| k.signs_from)
+    }
+
+    /// The kid of the key that signs at `now`.
+    pub fn signing_kid(&self, now: DateTime<Utc>) -> Result<Option<String>> {
+        let loaded = self.snapshot()?;
+        Ok(self.signer(&loaded, now).map(|(k, _)| k.kid.clone()))
     }
 
     /// Signs `claims` as a JWT with the key that signs at `now`; `typ` is the header's type
@@ -329,12 +333,8 @@ impl KeyRing {
         now: DateTime<Utc>,
     ) -> Result<String> {
         let loaded = self.snapshot()?;
-        let key = loaded
-            .keys
-            .iter()
-            .filter(|k| k.alg == self.alg && k.signs_from <= now && now < k.signs_until)
-            .filter_map(|k| k.encoding.as_ref().map(|e| (k, e)))
-            .max_by_key(|(k, _)| k.signs_from)
+        let key = self
+            .signer(&loaded, now)
             .ok_or_else(|| anyhow!("no signing key is active; the key ring was not rotated"))?;
         let mut header = Header::new(self.alg);
         header.kid = Some(key.0.kid.clone());
