@@ -80,6 +80,11 @@ pub struct RiskRules {
     /// A geolocation source: where the networks a store knows are. A request with an `ip`
     /// and no `location` is placed at the most specific network holding its address.
     pub geo: Vec<GeoNetwork>,
+    /// Whether a subject never seen before scores as new on every count (`new_device`,
+    /// `new_ip`, `new_network`). With false, the first sighting is the baseline the later
+    /// ones are compared with (the platform's sign-ins: a new account's first login is not
+    /// suspicious for being first).
+    pub score_first_sighting: bool,
     #[serde(skip)]
     geo_index: GeoIndex,
 }
@@ -151,6 +156,7 @@ impl Default for RiskRules {
             unusual_hour_max_percent: 2,
             retention_days: 90,
             geo: Vec::new(),
+            score_first_sighting: true,
             geo_index: GeoIndex::default(),
         }
     }
@@ -344,12 +350,17 @@ impl Default for Assessment {
 pub fn assess(profile: &RiskProfile, s: &Signals, rules: &RiskRules) -> Assessment {
     let w = &rules.weights;
     let mut fired: Vec<(&'static str, u32)> = Vec::new();
+    let novelty = rules.score_first_sighting
+        || !(profile.devices.is_empty() && profile.ips.is_empty() && profile.networks.is_empty());
     if let Some(d) = &s.device_id
+        && novelty
         && !profile.devices.contains_key(d)
     {
         fired.push((NEW_DEVICE, w.new_device));
     }
-    if let Some(ip) = s.ip {
+    if let Some(ip) = s.ip
+        && novelty
+    {
         if !profile.ips.contains_key(&ip.to_string()) {
             fired.push((NEW_IP, w.new_ip));
         }
@@ -532,6 +543,22 @@ mod tests {
             location: None,
             time: at(time),
         }
+    }
+
+    #[test]
+    fn without_first_sighting_scoring_the_first_sighting_is_the_baseline() {
+        let rules = RiskRules {
+            score_first_sighting: false,
+            ..RiskRules::default()
+        };
+        let mut p = RiskProfile::default();
+        let first = signals("d1", "10.0.0.1", "2026-01-05T10:00:00Z");
+        assert_eq!(assess(&p, &first, &rules), Assessment::default());
+        p.record(&first);
+        let other = signals("d2", "192.168.0.1", "2026-01-05T10:05:00Z");
+        let a = assess(&p, &other, &rules);
+        assert_eq!(a.signals, vec![NEW_DEVICE, NEW_IP, NEW_NETWORK]);
+        assert_eq!(a.level, "medium");
     }
 
     #[test]

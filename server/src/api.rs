@@ -3,8 +3,11 @@
 
 mod decisions;
 pub mod error;
+mod login;
+mod manage;
 mod oauth;
 mod openfga;
+mod pages;
 mod policies;
 
 use std::sync::Arc;
@@ -34,6 +37,8 @@ pub struct AppState {
     pub identity: Option<Arc<crate::identity::Identity>>,
     /// The issuer URL of tokens (`GATEHOUSE_ISSUER`).
     pub issuer: String,
+    /// Login sessions, pending authorization requests and codes (absent with the keys).
+    pub sessions: Option<crate::oidc::sessions::Sessions>,
 }
 
 /// Prometheus metrics of the HTTP layer.
@@ -164,6 +169,13 @@ fn route_label(path: &str) -> &'static str {
         ["oauth2", "token"] => "/oauth2/token",
         ["oauth2", "introspect"] => "/oauth2/introspect",
         ["oauth2", "revoke"] => "/oauth2/revoke",
+        ["oauth2", "authorize"] => "/oauth2/authorize",
+        ["oauth2", "logout"] => "/oauth2/logout",
+        ["oauth2", "userinfo"] => "/oauth2/userinfo",
+        ["login"] => "/login",
+        ["api", "me", "sessions"] => "/api/me/sessions",
+        ["api", "me", "sessions", _] => "/api/me/sessions/{id}",
+        ["api", "organizations", _, "audit"] => "/api/organizations/{slug}/audit",
         ["stores"] => "/stores",
         ["stores", _] => "/stores/{store_id}",
         ["stores", _, op] => match *op {
@@ -363,6 +375,56 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
             web::resource("/oauth2/revoke")
                 .post(oauth::revoke)
                 .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
+        )
+        .service(
+            web::resource("/oauth2/authorize")
+                .get(login::authorize)
+                .post(login::authorize)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
+        )
+        .service(
+            web::resource("/login")
+                .get(login::login_page)
+                .post(login::login_submit)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
+        )
+        .service(
+            web::resource("/oauth2/logout")
+                .get(login::logout)
+                .post(login::logout)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
+        )
+        .service(
+            web::resource("/oauth2/userinfo")
+                .get(login::userinfo)
+                .post(login::userinfo)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
+        )
+        .service(
+            web::resource("/api/me/sessions")
+                .get(login::my_sessions)
+                .delete(login::end_all_my_sessions)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, DELETE")
+                })),
+        )
+        .service(
+            web::resource("/api/organizations/{slug}/audit")
+                .get(manage::audit)
+                .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+        )
+        .service(
+            web::resource("/api/me/sessions/{id}")
+                .delete(login::end_my_session)
+                .default_service(web::to(|| async { openfga::method_not_allowed("DELETE") })),
         )
         .service(
             web::resource("/.well-known/jwks.json")

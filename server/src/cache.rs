@@ -1,3 +1,4 @@
 //! Cache coordination between nodes.
 
+pub mod ephemeral;
 pub mod redis;

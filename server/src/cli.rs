@@ -45,6 +45,35 @@ pub enum Command {
         #[command(subcommand)]
         command: ServiceCommand,
     },
+    /// Manage users (prints JSON).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user, optionally a member of an organization.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Read the password from the first line of standard input (never from the command
+        /// line, where other users of the machine could see it).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Mark the email address verified.
+        #[arg(long)]
+        verified: bool,
+        /// Make the user a member of this organization (by slug)…
+        #[arg(long)]
+        org: Option<String>,
+        /// …with this role: owner, admin, member or viewer.
+        #[arg(long, default_value = "member", requires = "org")]
+        role: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +95,16 @@ pub enum OrgCommand {
     Suspend { slug: String },
     /// Lift an organization's suspension.
     Unsuspend { slug: String },
+    /// Set the branding of an organization's login pages.
+    Brand {
+        slug: String,
+        /// An https URL of the logo.
+        #[arg(long)]
+        logo_url: Option<String>,
+        /// The primary color, `#rrggbb`.
+        #[arg(long)]
+        primary_color: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +205,14 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
                     "organization": id.suspend_organization(&slug, false).await?,
                     "suspended": false,
                 }),
+                OrgCommand::Brand {
+                    slug,
+                    logo_url,
+                    primary_color,
+                } => serde_json::to_value(
+                    id.brand_organization(&slug, logo_url.as_deref(), primary_color.as_deref())
+                        .await?,
+                )?,
             };
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
@@ -186,6 +233,55 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
                 .create_service(&org, &name, grants, redirect_uris, public)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&created)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command:
+                UserCommand::Create {
+                    email,
+                    name,
+                    password_stdin,
+                    verified,
+                    org,
+                    role,
+                },
+        } => {
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                Some(zeroize::Zeroizing::new(
+                    line.trim_end_matches(['\r', '\n']).to_string(),
+                ))
+            } else {
+                None
+            };
+            let config = Config::load(cli.config.as_deref())?;
+            let id = crate::serve::identity(&config).await?;
+            if let Some(slug) = &org {
+                // Checked before the user exists, so that a bad organization or role creates
+                // nothing.
+                id.organization_by_slug(slug).await?;
+                if crate::identity::users::role_rank(&role).is_none() {
+                    anyhow::bail!(
+                        "role `{role}` is not one of {}",
+                        crate::identity::users::ROLES.join(", ")
+                    );
+                }
+            }
+            let user = id
+                .create_user(
+                    &email,
+                    &name,
+                    password.as_deref().map(|p| p.as_str()),
+                    verified,
+                )
+                .await?;
+            let membership = match &org {
+                Some(slug) => Some(id.add_member(slug, &user.id, &role).await?),
+                None => None,
+            };
+            let out = serde_json::json!({ "user": user, "membership": membership });
+            println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

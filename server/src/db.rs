@@ -23,6 +23,33 @@ macro_rules! with_conn {
     };
 }
 
+/// Runs `$body` (returning `Result<_, TxError>`) in a write transaction, all or nothing.
+macro_rules! write_tx {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Postgres(pool) => {
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let conn: &mut AsyncPgConnection = &mut pooled;
+                conn.transaction(
+                    async |$conn: &mut AsyncPgConnection| -> std::result::Result<_, TxError> {
+                        $body
+                    },
+                )
+                .await
+            }
+            Backend::Sqlite { pool, write_lock } => {
+                let _writer = write_lock.lock().await;
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let conn: &mut SqliteConn = &mut pooled;
+                conn.immediate_transaction(
+                    async |$conn: &mut SqliteConn| -> std::result::Result<_, TxError> { $body },
+                )
+                .await
+            }
+        }
+    };
+}
+
 mod datastore;
 pub mod keys;
 mod models;
@@ -30,6 +57,7 @@ pub mod schema;
 pub mod tenancy;
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod users;
 
 use std::path::Path;
 use std::time::Duration;

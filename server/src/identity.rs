@@ -16,11 +16,16 @@ use sha2::{Digest, Sha256};
 use crate::db::SqlStore;
 use crate::db::tenancy::{Organization, Service, TierLimits};
 
+pub mod login;
+pub mod users;
+
 const PLATFORM_MODEL: &str = include_str!("../../policies/platform/model.fga");
 const PLATFORM_POLICIES: &str = include_str!("../../policies/platform/platform.cedar");
 const PLATFORM_SCHEMA: &str = include_str!("../../policies/platform/schema.json");
 /// The platform object of the platform store.
 const PLATFORM: &str = "platform:gatehouse";
+/// The actor of management changes made by the platform's operator (the admin commands).
+pub const OPERATOR: &str = "operator";
 /// The tier every organization starts on unless told otherwise.
 pub const FREE_TIER: &str = "free";
 const FREE_LIMITS: TierLimits = TierLimits {
@@ -84,6 +89,23 @@ fn valid_name(s: &str) -> bool {
     (1..=200).contains(&n) && !s.chars().any(char::is_control)
 }
 
+/// `#rgb` or `#rrggbb`.
+pub fn valid_color(c: &str) -> bool {
+    c.strip_prefix('#')
+        .is_some_and(|h| (h.len() == 3 || h.len() == 6) && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// An absolute https URL (http on loopback), without quotes or spaces.
+pub fn valid_logo_url(u: &str) -> bool {
+    u.len() <= 2000
+        && (u.starts_with("https://")
+            || u.starts_with("http://127.0.0.1")
+            || u.starts_with("http://localhost"))
+        && !u
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '<')
+}
+
 impl Identity {
     /// Opens the platform: creates the free tier and the platform store (model and policies)
     /// on first start; nodes starting together agree on one store.
@@ -99,6 +121,10 @@ impl Identity {
                 engine
                     .write_policies(&created.id, PLATFORM_POLICIES, Some(schema), vec![], true)
                     .await?;
+                // A new account's first login is the baseline of its history, not a risk.
+                let mut rules = gatehouse_engine::risk::RiskRules::default();
+                rules.score_first_sighting = false;
+                engine.set_risk_rules(&created.id, rules).await?;
                 let claimed = store.claim_platform_store(&created.id).await?;
                 if claimed != created.id {
                     // Another node created it first.
@@ -162,6 +188,8 @@ impl Identity {
             status: "pending".into(),
             created_at: now,
             updated_at: now,
+            logo_url: None,
+            primary_color: None,
         };
         // The tuple first: an organization row never exists outside the graph.
         let org_tuple = TupleKey::new(PLATFORM, "platform", format!("organization:{}", org.id));
@@ -174,6 +202,14 @@ impl Identity {
                 "an organization with slug `{slug}` exists already"
             )));
         }
+        self.audit(
+            Some(&org.id),
+            OPERATOR,
+            None,
+            "organization.created",
+            serde_json::json!({ "slug": org.slug, "tier": org.tier }),
+        )
+        .await;
         Ok(org)
     }
 
@@ -195,6 +231,50 @@ impl Identity {
         }
         let status = if approve { "active" } else { "rejected" };
         self.store.set_organization_status(&org.id, status).await?;
+        self.audit(
+            Some(&org.id),
+            OPERATOR,
+            None,
+            &format!("organization.{status}"),
+            serde_json::json!({ "slug": slug }),
+        )
+        .await;
+        self.organization_by_slug(slug).await
+    }
+
+    /// Sets the branding of an organization's login pages (logo URL, primary color).
+    pub async fn brand_organization(
+        &self,
+        slug: &str,
+        logo_url: Option<&str>,
+        primary_color: Option<&str>,
+    ) -> Result<Organization> {
+        if let Some(u) = logo_url
+            && !valid_logo_url(u)
+        {
+            return Err(Error::Validation(format!(
+                "`logo_url` must be an https URL (http only on loopback), got `{u}`"
+            )));
+        }
+        if let Some(c) = primary_color
+            && !valid_color(c)
+        {
+            return Err(Error::Validation(format!(
+                "`primary_color` must be `#rgb` or `#rrggbb`, got `{c}`"
+            )));
+        }
+        let org = self.organization_by_slug(slug).await?;
+        self.store
+            .set_organization_branding(&org.id, logo_url, primary_color)
+            .await?;
+        self.audit(
+            Some(&org.id),
+            OPERATOR,
+            None,
+            "organization.branded",
+            serde_json::json!({ "logo_url": logo_url, "primary_color": primary_color }),
+        )
+        .await;
         self.organization_by_slug(slug).await
     }
 
@@ -212,6 +292,19 @@ impl Identity {
         } else {
             self.write_tuples(&[], &tuples).await?;
         }
+        let kind = if suspend {
+            "organization.suspended"
+        } else {
+            "organization.unsuspended"
+        };
+        self.audit(
+            Some(&org.id),
+            OPERATOR,
+            None,
+            kind,
+            serde_json::json!({ "slug": slug }),
+        )
+        .await;
         Ok(org)
     }
 
@@ -309,6 +402,14 @@ impl Identity {
         )
         .await?;
         self.store.insert_service(&service).await?;
+        self.audit(
+            Some(&org.id),
+            OPERATOR,
+            None,
+            "service.created",
+            serde_json::json!({ "client_id": service.client_id, "name": service.name, "grant_types": service.grant_types, "redirect_uris": service.redirect_uris }),
+        )
+        .await;
         Ok(CreatedService {
             service,
             client_secret: secret,
@@ -370,6 +471,82 @@ impl Identity {
                 },
             )
             .await
+    }
+}
+
+/// What a sign-in decision comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignIn {
+    Allowed,
+    /// Refused now, allowed with one of these extra factors: every rule that refused it
+    /// names a `@challenge`, and the graph grants it.
+    StepUp {
+        methods: Vec<String>,
+        reasons: Vec<String>,
+    },
+    Denied {
+        reasons: Vec<String>,
+    },
+}
+
+/// The reasons of the policies that determined a decision (their `@reason`, else their id).
+pub fn reasons(d: &Decision) -> Vec<String> {
+    d.policies
+        .iter()
+        .map(|p| {
+            p.annotations
+                .get("reason")
+                .cloned()
+                .unwrap_or_else(|| p.id.clone())
+        })
+        .collect()
+}
+
+/// Reads a sign-in decision: allowed, a step-up challenge, or a denial.
+pub fn sign_in_outcome(d: &Decision) -> SignIn {
+    if d.allowed {
+        return SignIn::Allowed;
+    }
+    let challenges: Vec<&String> = d
+        .policies
+        .iter()
+        .filter_map(|p| p.annotations.get("challenge"))
+        .collect();
+    if d.rebac && !d.policies.is_empty() && challenges.len() == d.policies.len() {
+        let mut methods: Vec<String> = Vec::new();
+        for m in challenges.iter().flat_map(|c| c.split_whitespace()) {
+            if !methods.iter().any(|x| x == m) {
+                methods.push(m.to_string());
+            }
+        }
+        return SignIn::StepUp {
+            methods,
+            reasons: reasons(d),
+        };
+    }
+    SignIn::Denied {
+        reasons: reasons(d),
+    }
+}
+
+impl Identity {
+    /// Appends to the audit log. A failure to write is logged, not returned: the event it
+    /// records has happened.
+    pub async fn audit(
+        &self,
+        organization: Option<&str>,
+        actor: &str,
+        ip: Option<&str>,
+        kind: &str,
+        details: serde_json::Value,
+    ) {
+        if let Err(e) = self
+            .store
+            .append_audit(organization, actor, ip, kind, &details)
+            .await
+        {
+            tracing::error!(error = %e, kind, "cannot write an audit event");
+        }
     }
 }
 

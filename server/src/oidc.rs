@@ -1,3 +1,5 @@
-//! The OpenID provider: signing keys and their publication (JWKS).
+//! The OpenID provider: signing keys and their publication (JWKS), login sessions,
+//! pending authorization requests and codes.
 
 pub mod keys;
+pub mod sessions;

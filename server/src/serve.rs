@@ -11,10 +11,12 @@ use gatehouse_engine::service::{Engine, EngineConfig};
 use rand::RngCore;
 
 use crate::api::{self, AppState, Metrics, hash_key};
+use crate::cache::ephemeral::{Ephemeral, InProcess, InRedis};
 use crate::config::Config;
 use crate::db::SqlStore;
 use crate::identity::Identity;
 use crate::oidc::keys::{KeyRing, RotationPolicy, parse_alg};
+use crate::oidc::sessions::Sessions;
 use crate::secrets::MasterKey;
 
 /// Opens the configured database (running migrations): the engine on it, the backend's name
@@ -54,6 +56,25 @@ pub async fn identity(config: &Config) -> Result<Identity> {
     Identity::bootstrap(store, engine).await
 }
 
+/// The platform owner from `PLATFORM_OWNER_EMAIL` and `PLATFORM_OWNER_PASSWORD`, when both
+/// are set: created on first start, made owner of the platform on every start.
+async fn bootstrap_owner(identity: &Identity) -> Result<()> {
+    let email = std::env::var("PLATFORM_OWNER_EMAIL").unwrap_or_default();
+    let password = std::env::var("PLATFORM_OWNER_PASSWORD").unwrap_or_default();
+    match (email.trim().is_empty(), password.is_empty()) {
+        (true, true) => Ok(()),
+        (false, false) => {
+            let owner = identity
+                .bootstrap_owner(&email, &password)
+                .await
+                .context("cannot set up the platform owner (PLATFORM_OWNER_EMAIL)")?;
+            tracing::info!(user = %owner.id, "platform owner ready");
+            Ok(())
+        }
+        _ => anyhow::bail!("set both PLATFORM_OWNER_EMAIL and PLATFORM_OWNER_PASSWORD, or neither"),
+    }
+}
+
 /// How often the key ring checks its rotation schedule.
 const ROTATE_EVERY: Duration = Duration::from_secs(600);
 
@@ -85,6 +106,9 @@ async fn key_ring(config: &Config, store: Arc<SqlStore>) -> Result<Arc<KeyRing>>
             }
             if let Err(e) = r.store().prune_revocations(chrono::Utc::now()).await {
                 tracing::warn!(error = %e, "cannot forget expired revocations; will retry");
+            }
+            if let Err(e) = r.store().prune_families(chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "cannot forget expired refresh tokens; will retry");
             }
         }
     });
@@ -158,6 +182,15 @@ pub async fn run(config: Config) -> Result<()> {
     let (engine, backend, store) = open(&config).await?;
     let ring = key_ring(&config, store.clone()).await?;
     let identity = Arc::new(Identity::bootstrap(store, engine.clone()).await?);
+    bootstrap_owner(&identity).await?;
+    let kv: Arc<dyn Ephemeral> = match &config.redis_url {
+        Some(url) => {
+            let prefix =
+                std::env::var("GATEHOUSE_REDIS_PREFIX").unwrap_or_else(|_| "gatehouse".into());
+            Arc::new(InRedis::connect(url, &format!("{prefix}:kv")).await?)
+        }
+        None => Arc::new(InProcess::default()),
+    };
     spawn_upkeep(engine.clone());
     let state = web::Data::new(AppState {
         engine: engine.clone(),
@@ -167,6 +200,7 @@ pub async fn run(config: Config) -> Result<()> {
         keys: Some(ring),
         identity: Some(identity),
         issuer: config.issuer(),
+        sessions: Some(Sessions::new(kv)),
     });
     let max_body = config.max_body_bytes;
     let mut server = HttpServer::new(move || {

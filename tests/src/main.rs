@@ -16,6 +16,7 @@ mod cli;
 mod consistency;
 mod decisions;
 mod harness;
+mod login;
 mod oidc;
 mod policies;
 mod sdk;

@@ -220,7 +220,15 @@ async fn client_credentials_after_a_policy_decision(backend: Backend) {
     assert_eq!(d["jwks_uri"], format!("{base}/.well-known/jwks.json"));
     assert_eq!(
         d["grant_types_supported"],
-        serde_json::json!(["client_credentials"])
+        serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
+    );
+    assert_eq!(
+        d["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(
+        d["authorization_endpoint"],
+        format!("{base}/oauth2/authorize")
     );
 
     // An organization is pending until approved; services come after.

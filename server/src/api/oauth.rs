@@ -22,7 +22,7 @@ pub const ACCESS_TOKEN_SECONDS: i64 = 3600;
 const MAX_FORM_BYTES: usize = 8 * 1024;
 
 /// An RFC 6749 §5.2 error.
-fn oauth_error(status: StatusCode, code: &str, description: &str) -> HttpResponse {
+pub(super) fn oauth_error(status: StatusCode, code: &str, description: &str) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
@@ -62,21 +62,35 @@ pub(super) async fn discovery(state: web::Data<AppState>) -> HttpResponse {
         );
     };
     let issuer = &state.issuer;
+    let alg = keys.algorithm_name();
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
         .json(json!({
             "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/oauth2/authorize"),
             "token_endpoint": format!("{issuer}/oauth2/token"),
+            "userinfo_endpoint": format!("{issuer}/oauth2/userinfo"),
+            "end_session_endpoint": format!("{issuer}/oauth2/logout"),
             "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
             "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
-            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-            "grant_types_supported": ["client_credentials"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "response_types_supported": [],
+            "scopes_supported": super::login::SCOPES,
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": [keys.algorithm_name()],
+            "id_token_signing_alg_values_supported": [alg],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "at_hash", "sid", "email", "email_verified", "name"],
+            "acr_values_supported": ["1", "2"],
+            "prompt_values_supported": ["none", "login", "consent", "select_account"],
+            "authorization_response_iss_parameter_supported": true,
+            "claims_parameter_supported": false,
+            "request_parameter_supported": false,
+            "request_uri_parameter_supported": false,
         }))
 }
 
@@ -111,14 +125,14 @@ fn basic_credentials(req: &HttpRequest) -> Result<Option<(String, String)>, BadB
 }
 
 /// An OAuth error response, boxed (it is large) for early returns.
-type Refusal = Box<HttpResponse>;
+pub(super) type Refusal = Box<HttpResponse>;
 
-/// The form body of an OAuth request: `application/x-www-form-urlencoded`, bounded, no
-/// parameter repeated (RFC 6749 §3.2).
-fn parse_form(
+/// The pairs of a form body: `application/x-www-form-urlencoded`, bounded. The error is
+/// the status and a description.
+pub(super) fn form_pairs(
     req: &HttpRequest,
     body: &[u8],
-) -> Result<std::collections::HashMap<String, String>, Refusal> {
+) -> Result<Vec<(String, String)>, (StatusCode, &'static str)> {
     let form_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -130,26 +144,29 @@ fn parse_form(
             })
         });
     if !form_type {
-        return Err(Box::new(oauth_error(
+        return Err((
             StatusCode::BAD_REQUEST,
-            "invalid_request",
             "the body must be application/x-www-form-urlencoded",
-        )));
+        ));
     }
     if body.len() > MAX_FORM_BYTES {
-        return Err(Box::new(oauth_error(
+        return Err((
             StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
             "the request body is too large",
-        )));
+        ));
     }
-    let pairs = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).map_err(|_| {
-        Box::new(oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body does not parse as a form",
-        ))
-    })?;
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .map_err(|_| (StatusCode::BAD_REQUEST, "the body does not parse as a form"))
+}
+
+/// The form body of an OAuth request: `application/x-www-form-urlencoded`, bounded, no
+/// parameter repeated (RFC 6749 §3.2).
+pub(super) fn parse_form(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<std::collections::HashMap<String, String>, Refusal> {
+    let pairs = form_pairs(req, body)
+        .map_err(|(status, m)| Box::new(oauth_error(status, "invalid_request", m)))?;
     let mut form = std::collections::HashMap::new();
     for (k, v) in pairs {
         if form.insert(k.clone(), v).is_some() {
@@ -211,12 +228,9 @@ pub(super) async fn token(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let (Some(identity), Some(keys)) = (state.identity.as_ref(), state.keys.as_ref()) else {
-        return oauth_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "this server does not issue tokens",
-        );
+    let p = match super::login::provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
     };
     let form = match parse_form(&req, &body) {
         Ok(f) => f,
@@ -229,34 +243,45 @@ pub(super) async fn token(
             "`grant_type` is required",
         );
     };
-    if grant_type != "client_credentials" {
-        return oauth_error(
+    let result = match grant_type.as_str() {
+        "client_credentials" => client_credentials(&p, &req, &form).await,
+        "authorization_code" => authorization_code(&p, &req, &form).await,
+        "refresh_token" => refresh(&p, &req, &form).await,
+        other => Err(Box::new(oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
-            &format!("grant type `{grant_type}` is not supported here"),
-        );
-    }
-    let service = match authenticate_client(identity, &req, &form).await {
-        Ok(s) => s,
-        Err(res) => return *res,
+            &format!("grant type `{other}` is not supported here"),
+        ))),
     };
-    if !service
-        .grant_types
-        .iter()
-        .any(|g| g == "client_credentials")
-    {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unauthorized_client",
-            "this client may not use the client_credentials grant",
-        );
+    result.unwrap_or_else(|r| *r)
+}
+
+fn grant_allowed(service: &crate::db::tenancy::Service, grant: &str) -> Result<(), Refusal> {
+    if service.grant_types.iter().any(|g| g == grant) {
+        return Ok(());
     }
+    Err(Box::new(oauth_error(
+        StatusCode::BAD_REQUEST,
+        "unauthorized_client",
+        &format!("this client may not use the {grant} grant"),
+    )))
+}
+
+/// The client credentials grant (RFC 6749 §4.4): a confidential client signs in as itself.
+async fn client_credentials(
+    p: &super::login::Provider<'_>,
+    req: &HttpRequest,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<HttpResponse, Refusal> {
+    let (identity, keys) = (p.identity, p.keys);
+    let service = authenticate_client(identity, req, form).await?;
+    grant_allowed(&service, "client_credentials")?;
     if form.get("scope").is_some_and(|s| !s.is_empty()) {
-        return oauth_error(
+        return Err(Box::new(oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
             "this client has no scopes to request",
-        );
+        )));
     }
     // The platform decides before anything is issued.
     let mut ctx = serde_json::Map::new();
@@ -266,61 +291,531 @@ pub(super) async fn token(
         ctx.insert("ip".into(), json!(ip.to_string()));
     }
     let principal = format!("service:{}", service.client_id);
-    match identity.authorize_sign_in(&principal, &service, ctx).await {
-        Ok(d) if d.allowed => {}
-        Ok(d) => {
-            let reasons: Vec<String> = d
-                .policies
-                .iter()
-                .map(|p| {
-                    p.annotations
-                        .get("reason")
-                        .cloned()
-                        .unwrap_or_else(|| p.id.clone())
-                })
-                .collect();
-            tracing::warn!(client_id = %service.client_id, policies = ?reasons, "token refused by policy");
-            let why = if reasons.is_empty() {
-                "the platform's policies do not allow this client to sign in".to_string()
-            } else {
-                format!("refused: {}", reasons.join("; "))
-            };
-            return oauth_error(StatusCode::BAD_REQUEST, "access_denied", &why);
-        }
-        Err(gatehouse_engine::Error::Validation(m)) => {
-            return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", &m);
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot decide a client's sign-in");
-            return unavailable();
-        }
-    }
+    decide_sign_in(identity, &principal, &service, ctx).await?;
     let now = chrono::Utc::now();
     let claims = json!({
-        "iss": state.issuer,
+        "iss": p.issuer,
         "sub": service.client_id,
-        "aud": state.issuer,
+        "aud": p.issuer,
         "client_id": service.client_id,
         "iat": now.timestamp(),
         "exp": now.timestamp() + ACCESS_TOKEN_SECONDS,
         "jti": ulid::Ulid::new().to_string(),
     });
-    let token = match keys.sign(&claims, "at+jwt", now) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot sign an access token");
-            return unavailable();
-        }
-    };
-    let body: Value = json!({
+    let token = keys.sign(&claims, "at+jwt", now).map_err(|e| {
+        tracing::error!(error = %e, "cannot sign an access token");
+        Box::new(unavailable())
+    })?;
+    Ok(no_store(json!({
         "access_token": token,
         "token_type": "Bearer",
         "expires_in": ACCESS_TOKEN_SECONDS,
+    })))
+}
+
+/// The platform's decision before a token is issued: a refusal is `access_denied` with the
+/// policies' reasons.
+async fn decide_sign_in(
+    identity: &crate::identity::Identity,
+    principal: &str,
+    service: &crate::db::tenancy::Service,
+    ctx: serde_json::Map<String, Value>,
+) -> Result<(), Refusal> {
+    match identity.authorize_sign_in(principal, service, ctx).await {
+        Ok(d) if d.allowed => Ok(()),
+        Ok(d) => {
+            let reasons = crate::identity::reasons(&d);
+            tracing::warn!(client_id = %service.client_id, principal, policies = ?reasons, "token refused by policy");
+            let why = if reasons.is_empty() {
+                "the platform's policies do not allow this sign-in".to_string()
+            } else {
+                format!("refused: {}", reasons.join("; "))
+            };
+            Err(Box::new(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "access_denied",
+                &why,
+            )))
+        }
+        Err(gatehouse_engine::Error::Validation(m)) => Err(Box::new(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            &m,
+        ))),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot decide a sign-in");
+            Err(Box::new(unavailable()))
+        }
+    }
+}
+
+/// How long a refresh token family lives at most (and never beyond its session).
+pub const REFRESH_SECONDS: i64 = 30 * 86400;
+/// Lifetime of an ID token, in seconds.
+pub const ID_TOKEN_SECONDS: i64 = 3600;
+
+fn invalid_grant(desc: &str) -> Refusal {
+    Box::new(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", desc))
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> Refusal {
+    tracing::error!(error = %e, "{what}");
+    Box::new(unavailable())
+}
+
+/// The client of a code or refresh request: a confidential client authenticates; a public
+/// one (PKCE) names itself with `client_id` and nothing else.
+async fn grant_client(
+    identity: &crate::identity::Identity,
+    req: &HttpRequest,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<crate::db::tenancy::Service, Refusal> {
+    let confidential =
+        req.headers().contains_key(header::AUTHORIZATION) || form.contains_key("client_secret");
+    if confidential {
+        return authenticate_client(identity, req, form).await;
+    }
+    let Some(id) = form.get("client_id").filter(|c| c.len() <= 200) else {
+        return Err(Box::new(invalid_client(false)));
+    };
+    match identity.store.service(id).await {
+        Ok(Some(s)) if s.is_public() => Ok(s),
+        Ok(_) => Err(Box::new(invalid_client(false))),
+        Err(e) => Err(internal("cannot read a service", e)),
+    }
+}
+
+/// `at_hash` (OpenID Connect Core §3.1.3.6): the left half of the access token's hash, with
+/// the hash of the signing algorithm (SHA-512 for Ed25519).
+pub fn at_hash(alg: &str, access_token: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use sha2::Digest;
+    let digest: Vec<u8> = if alg == "EdDSA" {
+        sha2::Sha512::digest(access_token.as_bytes()).to_vec()
+    } else {
+        sha2::Sha256::digest(access_token.as_bytes()).to_vec()
+    };
+    URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+}
+
+/// The claims of a user that `scopes` release.
+pub fn add_user_claims(out: &mut Value, user: &crate::db::users::User, scopes: &[&str]) {
+    if scopes.contains(&"email") {
+        out["email"] = json!(user.email);
+        out["email_verified"] = json!(user.email_verified);
+    }
+    if scopes.contains(&"profile") && !user.name.is_empty() {
+        out["name"] = json!(user.name);
+    }
+}
+
+/// `acr`: `1` for a single factor, `2` for several (at least one not a password).
+fn acr(amr: &[String]) -> &'static str {
+    if amr.len() > 1
+        || amr
+            .iter()
+            .any(|m| m == "otp" || m == "webauthn" || m == "mfa")
+    {
+        "2"
+    } else {
+        "1"
+    }
+}
+
+/// What the tokens of a user's grant are issued from.
+struct UserGrant<'a> {
+    service: &'a crate::db::tenancy::Service,
+    user: &'a crate::db::users::User,
+    scope: &'a str,
+    session_id: &'a str,
+    auth_time: chrono::DateTime<chrono::Utc>,
+    amr: &'a [String],
+    nonce: Option<&'a str>,
+    /// The refresh token family and the new refresh token, when one is issued.
+    refresh: Option<(&'a str, &'a str)>,
+}
+
+/// Signs the access token (and the ID token with `openid`) of a user's grant.
+fn user_tokens(p: &super::login::Provider<'_>, g: &UserGrant<'_>) -> Result<HttpResponse, Refusal> {
+    let now = chrono::Utc::now();
+    let mut at = json!({
+        "iss": p.issuer,
+        "sub": g.user.id,
+        "aud": p.issuer,
+        "client_id": g.service.client_id,
+        "scope": g.scope,
+        "sid": g.session_id,
+        "iat": now.timestamp(),
+        "exp": now.timestamp() + ACCESS_TOKEN_SECONDS,
+        "jti": ulid::Ulid::new().to_string(),
     });
-    HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::PRAGMA, "no-cache"))
-        .json(body)
+    if let Some((family, _)) = g.refresh {
+        at["fid"] = json!(family);
+    }
+    let access = p
+        .keys
+        .sign(&at, "at+jwt", now)
+        .map_err(|e| internal("cannot sign an access token", e))?;
+    let mut body = json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": ACCESS_TOKEN_SECONDS,
+        "scope": g.scope,
+    });
+    if let Some((_, refresh)) = g.refresh {
+        body["refresh_token"] = json!(refresh);
+    }
+    let scopes: Vec<&str> = g.scope.split(' ').collect();
+    if scopes.contains(&"openid") {
+        let mut id = json!({
+            "iss": p.issuer,
+            "sub": g.user.id,
+            "aud": g.service.client_id,
+            "azp": g.service.client_id,
+            "iat": now.timestamp(),
+            "exp": now.timestamp() + ID_TOKEN_SECONDS,
+            "auth_time": g.auth_time.timestamp(),
+            "amr": g.amr,
+            "acr": acr(g.amr),
+            "sid": g.session_id,
+            "at_hash": at_hash(p.keys.algorithm_name(), &access),
+        });
+        if let Some(n) = g.nonce {
+            id["nonce"] = json!(n);
+        }
+        add_user_claims(&mut id, g.user, &scopes);
+        let id_token = p
+            .keys
+            .sign(&id, "JWT", now)
+            .map_err(|e| internal("cannot sign an ID token", e))?;
+        body["id_token"] = json!(id_token);
+    }
+    Ok(no_store(body))
+}
+
+/// The context of a user's sign-in decision at the token endpoint.
+fn user_context(
+    req: &HttpRequest,
+    client_id: &str,
+    amr: &[String],
+) -> serde_json::Map<String, Value> {
+    let mut ctx = serde_json::Map::new();
+    ctx.insert("amr".into(), json!(amr));
+    ctx.insert(
+        "mfa".into(),
+        json!(
+            amr.iter()
+                .any(|m| m == "otp" || m == "webauthn" || m == "mfa")
+        ),
+    );
+    ctx.insert("client_id".into(), json!(client_id));
+    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
+        ctx.insert("ip".into(), json!(ip.to_string()));
+    }
+    ctx
+}
+
+/// Starts a refresh token family for a grant when the client may refresh; returns the
+/// family's id and its first token.
+async fn new_family(
+    p: &super::login::Provider<'_>,
+    service: &crate::db::tenancy::Service,
+    code: &crate::oidc::sessions::Code,
+) -> Result<Option<(String, String)>, Refusal> {
+    if !service.grant_types.iter().any(|g| g == "refresh_token") {
+        return Ok(None);
+    }
+    let now = chrono::Utc::now();
+    let session_end = match p.sessions.by_id(&code.session_id).await {
+        Ok(Some(s)) => s.expires_at,
+        Ok(None) => return Err(invalid_grant("the login session has ended")),
+        Err(e) => return Err(internal("cannot read a session", e)),
+    };
+    let family = crate::db::users::TokenFamily {
+        id: ulid::Ulid::new().to_string().to_lowercase(),
+        client_id: service.client_id.clone(),
+        user_id: code.user_id.clone(),
+        session_id: code.session_id.clone(),
+        scope: code.scope.clone(),
+        amr: code.amr.clone(),
+        auth_time: code.auth_time,
+        created_at: now,
+        expires_at: session_end.min(now + chrono::Duration::seconds(REFRESH_SECONDS)),
+        revoked_at: None,
+    };
+    let token = crate::oidc::sessions::secret("rt_").map_err(|e| internal("no randomness", e))?;
+    p.identity
+        .store
+        .insert_family(&family, &crate::oidc::sessions::sha256_hex(&token))
+        .await
+        .map_err(|e| internal("cannot store a refresh token", e))?;
+    Ok(Some((family.id, token)))
+}
+
+/// The authorization code grant (RFC 6749 §4.1.3) with PKCE (RFC 7636).
+async fn authorization_code(
+    p: &super::login::Provider<'_>,
+    req: &HttpRequest,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<HttpResponse, Refusal> {
+    let service = grant_client(p.identity, req, form).await?;
+    grant_allowed(&service, "authorization_code")?;
+    let Some(code) = form.get("code").filter(|c| !c.is_empty()) else {
+        return Err(Box::new(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "`code` is required",
+        )));
+    };
+    let ip = req.peer_addr().map(|a| a.ip().to_string());
+    let org = Some(service.organization_id.as_str());
+    let actor = format!("service:{}", service.client_id);
+    let Some(c) = p
+        .sessions
+        .take_code(code)
+        .await
+        .map_err(|e| internal("cannot read a code", e))?
+    else {
+        // A code presented twice: what it issued is revoked (RFC 6749 §4.1.2).
+        if let Ok(Some(issued)) = p.sessions.redeemed(code).await {
+            if issued != "-" {
+                let _ = p
+                    .identity
+                    .store
+                    .revoke_family(&issued, chrono::Utc::now())
+                    .await;
+            }
+            p.identity
+                .audit(
+                    org,
+                    &actor,
+                    ip.as_deref(),
+                    "token.code_replayed",
+                    json!({ "token_family": issued }),
+                )
+                .await;
+        }
+        return Err(invalid_grant("the code is invalid, expired or used"));
+    };
+    if c.client_id != service.client_id {
+        return Err(invalid_grant("the code was issued to another client"));
+    }
+    if form.get("redirect_uri") != Some(&c.redirect_uri) {
+        return Err(invalid_grant(
+            "`redirect_uri` differs from the authorization request's",
+        ));
+    }
+    let Some(verifier) = form
+        .get("code_verifier")
+        .filter(|v| super::login::pkce_shaped(v))
+    else {
+        return Err(invalid_grant("a valid `code_verifier` is required (PKCE)"));
+    };
+    {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use sha2::Digest;
+        let computed = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+        if computed != c.code_challenge {
+            return Err(invalid_grant(
+                "the `code_verifier` does not match the challenge",
+            ));
+        }
+    }
+    let user = match p.identity.store.user(&c.user_id).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return Err(invalid_grant("the user no longer exists")),
+        Err(e) => return Err(internal("cannot read a user", e)),
+    };
+    let family = new_family(p, &service, &c).await?;
+    if let Err(e) = p
+        .sessions
+        .mark_redeemed(code, family.as_ref().map(|f| f.0.as_str()).unwrap_or("-"))
+        .await
+    {
+        tracing::warn!(error = %e, "cannot remember a redeemed code");
+    }
+    let res = user_tokens(
+        p,
+        &UserGrant {
+            service: &service,
+            user: &user,
+            scope: &c.scope,
+            session_id: &c.session_id,
+            auth_time: c.auth_time,
+            amr: &c.amr,
+            nonce: c.nonce.as_deref(),
+            refresh: family.as_ref().map(|(f, t)| (f.as_str(), t.as_str())),
+        },
+    )?;
+    p.identity
+        .audit(
+            org,
+            &format!("user:{}", user.id),
+            ip.as_deref(),
+            "token.issued",
+            json!({ "client_id": service.client_id, "grant_type": "authorization_code", "scope": c.scope, "token_family": family.as_ref().map(|f| &f.0) }),
+        )
+        .await;
+    Ok(res)
+}
+
+/// The refresh token grant (RFC 6749 §6), rotating: each refresh token works once, and a
+/// second use revokes its whole family.
+async fn refresh(
+    p: &super::login::Provider<'_>,
+    req: &HttpRequest,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<HttpResponse, Refusal> {
+    let service = grant_client(p.identity, req, form).await?;
+    grant_allowed(&service, "refresh_token")?;
+    let Some(old) = form
+        .get("refresh_token")
+        .filter(|t| !t.is_empty() && t.len() <= 256)
+    else {
+        return Err(Box::new(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "`refresh_token` is required",
+        )));
+    };
+    let old_sha = crate::oidc::sessions::sha256_hex(old);
+    let family = match p.identity.store.family_of_token(&old_sha).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(invalid_grant("the refresh token is invalid")),
+        Err(e) => return Err(internal("cannot read a refresh token", e)),
+    };
+    if family.client_id != service.client_id {
+        return Err(invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    let granted: Vec<&str> = family.scope.split(' ').collect();
+    let scope = match form.get("scope").filter(|s| !s.is_empty()) {
+        None => family.scope.clone(),
+        Some(asked) => {
+            if asked
+                .split(' ')
+                .any(|s| !s.is_empty() && !granted.contains(&s))
+            {
+                return Err(Box::new(oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    "a refresh can only narrow the scope granted",
+                )));
+            }
+            asked
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    };
+    let ip = req.peer_addr().map(|a| a.ip().to_string());
+    let org = Some(service.organization_id.as_str());
+    let session_live = matches!(p.sessions.by_id(&family.session_id).await, Ok(Some(_)));
+    if family.revoked_at.is_none() && family.expires_at > chrono::Utc::now() && !session_live {
+        let _ = p
+            .identity
+            .store
+            .revoke_family(&family.id, chrono::Utc::now())
+            .await;
+        return Err(invalid_grant("the login session has ended"));
+    }
+    let user = match p.identity.store.user(&family.user_id).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return Err(invalid_grant("the user no longer exists")),
+        Err(e) => return Err(internal("cannot read a user", e)),
+    };
+    // Reuse is detected before anything else is asked, so that it always revokes.
+    let new = crate::oidc::sessions::secret("rt_").map_err(|e| internal("no randomness", e))?;
+    let new_sha = crate::oidc::sessions::sha256_hex(&new);
+    if family.revoked_at.is_none() && family.expires_at > chrono::Utc::now() {
+        // Tokens are issued only after a decision: a suspension or a lost grant ends refresh.
+        let principal = format!("user:{}", user.id);
+        decide_sign_in(
+            p.identity,
+            &principal,
+            &service,
+            user_context(req, &service.client_id, &family.amr),
+        )
+        .await?;
+    }
+    match p
+        .identity
+        .store
+        .rotate_refresh(&old_sha, &new_sha, chrono::Utc::now())
+        .await
+        .map_err(|e| internal("cannot rotate a refresh token", e))?
+    {
+        crate::db::users::Refresh::Rotated(_) => {}
+        crate::db::users::Refresh::Reused(f) => {
+            tracing::warn!(client_id = %service.client_id, family = %f.id, "refresh token reused: family revoked");
+            p.identity
+                .audit(
+                    org,
+                    &format!("user:{}", f.user_id),
+                    ip.as_deref(),
+                    "token.refresh_reused",
+                    json!({ "client_id": service.client_id, "token_family": f.id }),
+                )
+                .await;
+            return Err(invalid_grant(
+                "the refresh token was used before: its grant is revoked",
+            ));
+        }
+        crate::db::users::Refresh::Dead(_) | crate::db::users::Refresh::Unknown => {
+            return Err(invalid_grant("the refresh token is revoked or expired"));
+        }
+    }
+    let res = user_tokens(
+        p,
+        &UserGrant {
+            service: &service,
+            user: &user,
+            scope: &scope,
+            session_id: &family.session_id,
+            auth_time: family.auth_time,
+            amr: &family.amr,
+            nonce: None,
+            refresh: Some((&family.id, &new)),
+        },
+    )?;
+    p.identity
+        .audit(
+            org,
+            &format!("user:{}", user.id),
+            ip.as_deref(),
+            "token.refreshed",
+            json!({ "client_id": service.client_id, "token_family": family.id }),
+        )
+        .await;
+    Ok(res)
+}
+
+/// Whether a verified access token is still live: not revoked by `jti`, its refresh family
+/// not revoked, its login session (`sid`) not ended.
+pub(super) async fn token_live(
+    p: &super::login::Provider<'_>,
+    claims: &Value,
+) -> gatehouse_engine::Result<bool> {
+    let Some(jti) = claims["jti"].as_str() else {
+        return Ok(false);
+    };
+    if p.identity.store.is_revoked(jti).await? {
+        return Ok(false);
+    }
+    if let Some(fid) = claims["fid"].as_str() {
+        match p.identity.store.family(fid).await? {
+            Some(f) if f.revoked_at.is_none() => {}
+            _ => return Ok(false),
+        }
+    }
+    if let Some(sid) = claims["sid"].as_str()
+        && p.sessions.by_id(sid).await?.is_none()
+    {
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 fn no_store(body: Value) -> HttpResponse {
@@ -344,76 +839,105 @@ fn token_param(form: &std::collections::HashMap<String, String>) -> Result<&str,
         })
 }
 
-/// What introspection and revocation start from: the provider, the authenticated calling
-/// client, the form and its `token`.
+/// What introspection and revocation start from: the provider, the calling client, the form
+/// and its `token`.
 struct TokenRequest<'a> {
-    identity: &'a crate::identity::Identity,
-    keys: &'a crate::oidc::keys::KeyRing,
+    p: super::login::Provider<'a>,
     caller: crate::db::tenancy::Service,
     form: std::collections::HashMap<String, String>,
     token: String,
 }
 
+/// Introspection needs a confidential client; revocation also takes a public one
+/// (RFC 7009 §2.1).
 async fn token_request<'a>(
     state: &'a AppState,
     req: &HttpRequest,
     body: &[u8],
+    public_ok: bool,
 ) -> Result<TokenRequest<'a>, Refusal> {
-    let (Some(identity), Some(keys)) = (state.identity.as_deref(), state.keys.as_deref()) else {
-        return Err(Box::new(oauth_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "this server does not issue tokens",
-        )));
-    };
+    let p = super::login::provider(state)?;
     let form = parse_form(req, body)?;
-    let caller = authenticate_client(identity, req, &form).await?;
+    let caller = if public_ok {
+        grant_client(p.identity, req, &form).await?
+    } else {
+        authenticate_client(p.identity, req, &form).await?
+    };
     let token = token_param(&form)?.to_string();
     Ok(TokenRequest {
-        identity,
-        keys,
+        p,
         caller,
         form,
         token,
     })
 }
 
-/// `POST /oauth2/introspect` (RFC 7662)/// `POST /oauth2/introspect` (RFC 7662): whether an access token is active, for a confidential
-/// client of the same organization as the token's client; any other token, or a caller of
-/// another organization, gets `{"active": false}`.
+/// `POST /oauth2/introspect` (RFC 7662): whether an access or refresh token is active, for a
+/// confidential client of the same organization as the token's client; any other token, or
+/// a caller of another organization, gets `{"active": false}`.
 pub(super) async fn introspect(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let r = match token_request(&state, &req, &body).await {
+    let r = match token_request(&state, &req, &body, false).await {
         Ok(r) => r,
         Err(res) => return *res,
     };
-    let (identity, keys, caller, token) = (r.identity, r.keys, r.caller, r.token.as_str());
+    let (p, caller, token) = (&r.p, &r.caller, r.token.as_str());
     let inactive = || no_store(json!({ "active": false }));
-    let Some(claims) = keys.verify(token, &state.issuer) else {
-        return inactive();
-    };
-    let (Some(jti), Some(client_id)) = (claims["jti"].as_str(), claims["client_id"].as_str())
-    else {
-        return inactive();
-    };
-    match identity.store.is_revoked(jti).await {
-        Ok(false) => {}
-        Ok(true) => return inactive(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read revocations");
-            return unavailable();
+    let same_org = |client_id: String| async move {
+        match p.identity.store.service(&client_id).await {
+            Ok(Some(owner)) => Ok(owner.organization_id == caller.organization_id),
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
         }
+    };
+    if token.starts_with("rt_") {
+        let family = match p
+            .identity
+            .store
+            .family_of_token(&crate::oidc::sessions::sha256_hex(token))
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => return *internal("cannot read a refresh token", e),
+        };
+        let Some(f) =
+            family.filter(|f| f.revoked_at.is_none() && f.expires_at > chrono::Utc::now())
+        else {
+            return inactive();
+        };
+        match same_org(f.client_id.clone()).await {
+            Ok(true) => {}
+            Ok(false) => return inactive(),
+            Err(e) => return *internal("cannot read a service", e),
+        }
+        return no_store(json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "client_id": f.client_id,
+            "sub": f.user_id,
+            "scope": f.scope,
+            "exp": f.expires_at.timestamp(),
+            "iss": p.issuer,
+        }));
     }
-    match identity.store.service(client_id).await {
-        Ok(Some(owner)) if owner.organization_id == caller.organization_id => {}
-        Ok(_) => return inactive(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read a service");
-            return unavailable();
-        }
+    let Some(claims) = p.keys.verify(token, p.issuer) else {
+        return inactive();
+    };
+    let Some(client_id) = claims["client_id"].as_str() else {
+        return inactive();
+    };
+    match token_live(p, &claims).await {
+        Ok(true) => {}
+        Ok(false) => return inactive(),
+        Err(e) => return *internal("cannot check a token", e),
+    }
+    match same_org(client_id.to_string()).await {
+        Ok(true) => {}
+        Ok(false) => return inactive(),
+        Err(e) => return *internal("cannot read a service", e),
     }
     let mut out = json!({ "active": true, "token_type": "Bearer" });
     for k in [
@@ -425,6 +949,7 @@ pub(super) async fn introspect(
         "iat",
         "jti",
         "scope",
+        "sid",
     ] {
         if let Some(v) = claims.get(k) {
             out[k] = v.clone();
@@ -433,18 +958,19 @@ pub(super) async fn introspect(
     no_store(out)
 }
 
-/// `POST /oauth2/revoke` (RFC 7009): revokes an access token issued to the calling client.
-/// An invalid or unknown token is not an error (200, nothing done).
+/// `POST /oauth2/revoke` (RFC 7009): revokes an access token, or a refresh token with its
+/// whole family (and the access tokens the family issued), issued to the calling client. An
+/// invalid or unknown token is not an error (200, nothing done).
 pub(super) async fn revoke(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let r = match token_request(&state, &req, &body).await {
+    let r = match token_request(&state, &req, &body, true).await {
         Ok(r) => r,
         Err(res) => return *res,
     };
-    let (identity, keys, caller, token) = (r.identity, r.keys, r.caller, r.token.as_str());
+    let (p, caller, token) = (&r.p, &r.caller, r.token.as_str());
     if let Some(hint) = r.form.get("token_type_hint")
         && hint != "access_token"
         && hint != "refresh_token"
@@ -456,7 +982,51 @@ pub(super) async fn revoke(
         );
     }
     let done = || no_store(json!({}));
-    let Some(claims) = keys.verify(token, &state.issuer) else {
+    let not_yours = || {
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "the token was not issued to this client",
+        )
+    };
+    let ip = req.peer_addr().map(|a| a.ip().to_string());
+    if token.starts_with("rt_") {
+        let family = match p
+            .identity
+            .store
+            .family_of_token(&crate::oidc::sessions::sha256_hex(token))
+            .await
+        {
+            Ok(Some(f)) => f,
+            Ok(None) => return done(),
+            Err(e) => return *internal("cannot read a refresh token", e),
+        };
+        if family.client_id != caller.client_id {
+            return not_yours();
+        }
+        match p
+            .identity
+            .store
+            .revoke_family(&family.id, chrono::Utc::now())
+            .await
+        {
+            Ok(true) => {
+                p.identity
+                    .audit(
+                        Some(&caller.organization_id),
+                        &format!("service:{}", caller.client_id),
+                        ip.as_deref(),
+                        "token.revoked",
+                        json!({ "token_type": "refresh_token", "token_family": family.id, "user": family.user_id }),
+                    )
+                    .await;
+            }
+            Ok(false) => {}
+            Err(e) => return *internal("cannot revoke a refresh token", e),
+        }
+        return done();
+    }
+    let Some(claims) = p.keys.verify(token, p.issuer) else {
         return done();
     };
     let (Some(jti), Some(client_id), Some(exp)) = (
@@ -467,17 +1037,20 @@ pub(super) async fn revoke(
         return done();
     };
     if client_id != caller.client_id {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unauthorized_client",
-            "the token was not issued to this client",
-        );
+        return not_yours();
     }
     let expires = chrono::DateTime::from_timestamp(exp, 0).unwrap_or_else(chrono::Utc::now);
-    if let Err(e) = identity.store.revoke_token(jti, expires).await {
-        tracing::error!(error = %e, "cannot record a revocation");
-        return unavailable();
+    if let Err(e) = p.identity.store.revoke_token(jti, expires).await {
+        return *internal("cannot record a revocation", e);
     }
-    tracing::info!(client_id = %client_id, jti, "access token revoked");
+    p.identity
+        .audit(
+            Some(&caller.organization_id),
+            &format!("service:{}", caller.client_id),
+            ip.as_deref(),
+            "token.revoked",
+            json!({ "token_type": "access_token", "jti": jti }),
+        )
+        .await;
     done()
 }

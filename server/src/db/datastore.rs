@@ -41,36 +41,9 @@ const INSERT_CHUNK: usize = 500;
 const WRITE: &str = "write";
 const DELETE: &str = "delete";
 
-/// Runs `$body` (returning `Result<_, TxError>`) in a write transaction, all or nothing.
-macro_rules! write_tx {
-    ($store:expr, |$conn:ident| $body:expr) => {
-        match &$store.backend {
-            Backend::Postgres(pool) => {
-                let mut pooled = pool.get().await.map_err(pool_error)?;
-                let conn: &mut AsyncPgConnection = &mut pooled;
-                conn.transaction(
-                    async |$conn: &mut AsyncPgConnection| -> std::result::Result<_, TxError> {
-                        $body
-                    },
-                )
-                .await
-            }
-            Backend::Sqlite { pool, write_lock } => {
-                let _writer = write_lock.lock().await;
-                let mut pooled = pool.get().await.map_err(pool_error)?;
-                let conn: &mut SqliteConn = &mut pooled;
-                conn.immediate_transaction(
-                    async |$conn: &mut SqliteConn| -> std::result::Result<_, TxError> { $body },
-                )
-                .await
-            }
-        }
-    };
-}
-
 /// An error inside a transaction: from the database, or a rule of the datastore.
 #[derive(Debug)]
-enum TxError {
+pub(super) enum TxError {
     Db(DieselError),
     Engine(Error),
 }

@@ -196,6 +196,8 @@ pub(crate) struct OrganizationRow {
     pub status: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub logo_url: Option<String>,
+    pub primary_color: Option<String>,
 }
 
 /// A row of `services`.

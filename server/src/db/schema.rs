@@ -188,6 +188,8 @@ diesel::table! {
         status -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        logo_url -> Nullable<Text>,
+        primary_color -> Nullable<Text>,
     }
 }
 
@@ -214,6 +216,74 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Users (global).
+    users (id) {
+        id -> Text,
+        email -> Text,
+        email_verified -> Bool,
+        name -> Text,
+        password_hash -> Nullable<Text>,
+        failed_logins -> Integer,
+        locked_until -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Users' roles in organizations.
+    memberships (organization_id, user_id) {
+        organization_id -> Text,
+        user_id -> Text,
+        role -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Refresh token families.
+    token_families (id) {
+        id -> Text,
+        client_id -> Text,
+        user_id -> Text,
+        session_id -> Text,
+        scope -> Text,
+        amr -> Text,
+        auth_time -> Timestamp,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// Refresh tokens by digest.
+    refresh_tokens (token_sha256) {
+        token_sha256 -> Text,
+        family_id -> Text,
+        created_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// The audit log.
+    audit_events (id) {
+        id -> BigInt,
+        at -> Timestamp,
+        organization_id -> Nullable<Text>,
+        actor -> Text,
+        ip -> Nullable<Text>,
+        kind -> Text,
+        details -> Text,
+    }
+}
+
+diesel::joinable!(memberships -> users (user_id));
+diesel::joinable!(memberships -> organizations (organization_id));
+diesel::joinable!(refresh_tokens -> token_families (family_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     stores,
     store_revisions,
@@ -234,4 +304,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     services,
     revoked_tokens,
+    users,
+    memberships,
+    token_families,
+    refresh_tokens,
+    audit_events,
 );

@@ -21,6 +21,9 @@ pub struct Organization {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Branding of the hosted login pages.
+    pub logo_url: Option<String>,
+    pub primary_color: Option<String>,
 }
 
 impl From<OrganizationRow> for Organization {
@@ -33,6 +36,8 @@ impl From<OrganizationRow> for Organization {
             status: r.status,
             created_at: utc(r.created_at),
             updated_at: utc(r.updated_at),
+            logo_url: r.logo_url,
+            primary_color: r.primary_color,
         }
     }
 }
@@ -151,6 +156,8 @@ impl SqlStore {
             status: o.status.clone(),
             created_at: o.created_at.naive_utc(),
             updated_at: o.updated_at.naive_utc(),
+            logo_url: o.logo_url.clone(),
+            primary_color: o.primary_color.clone(),
         };
         let n = with_conn!(self, |conn| {
             diesel::insert_into(organizations::table)
@@ -195,6 +202,28 @@ impl SqlStore {
             diesel::update(organizations::table.find(id))
                 .set((
                     organizations::status.eq(status),
+                    organizations::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    /// Sets the branding of an organization's login pages.
+    pub async fn set_organization_branding(
+        &self,
+        id: &str,
+        logo_url: Option<&str>,
+        primary_color: Option<&str>,
+    ) -> Result<bool> {
+        let now = Utc::now().naive_utc();
+        let n = with_conn!(self, |conn| {
+            diesel::update(organizations::table.find(id))
+                .set((
+                    organizations::logo_url.eq(logo_url),
+                    organizations::primary_color.eq(primary_color),
                     organizations::updated_at.eq(now),
                 ))
                 .execute(conn)

@@ -1,0 +1,1097 @@
+//! The browser side of the OpenID provider: the authorization endpoint (code flow with PKCE),
+//! the hosted login pages, RP-initiated logout, userinfo, and a user's own sessions.
+//!
+//! Every sign-in ends in a decision of the platform store, `Action::"authenticate"` on
+//! `Service::"<client_id>"` with `{amr, ip, device_id, …}`; only a permit yields a code. A
+//! denial that a second factor would lift is shown as a step-up `challenge`.
+
+use std::collections::HashMap;
+
+use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use chrono::Utc;
+use serde_json::json;
+
+use super::AppState;
+use super::oauth::{Refusal, oauth_error, parse_form};
+use super::pages::{error_page, login_form, page};
+use crate::db::tenancy::{Organization, Service};
+use crate::identity::login::{Failure, Password, Strategy};
+use crate::identity::{Identity, SignIn, sign_in_outcome};
+use crate::oidc::sessions::{Code, Pending, SESSION_SECONDS, Session, Sessions, sha256_hex};
+
+pub const SESSION_COOKIE: &str = "gh_session";
+const BINDING_COOKIE: &str = "gh_login";
+const DEVICE_COOKIE: &str = "gh_device";
+
+/// The scopes a client may ask for.
+pub const SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+
+/// Password attempts one address may make per minute, over all accounts.
+const LOGIN_ATTEMPTS_PER_IP_MINUTE: u64 = 30;
+
+/// The pieces every handler here needs.
+pub(super) struct Provider<'a> {
+    pub identity: &'a Identity,
+    pub keys: &'a crate::oidc::keys::KeyRing,
+    pub sessions: &'a Sessions,
+    pub issuer: &'a str,
+    pub secure: bool,
+}
+
+pub(super) fn provider(state: &AppState) -> Result<Provider<'_>, Refusal> {
+    match (
+        state.identity.as_deref(),
+        state.keys.as_deref(),
+        state.sessions.as_ref(),
+    ) {
+        (Some(identity), Some(keys), Some(sessions)) => Ok(Provider {
+            identity,
+            keys,
+            sessions,
+            issuer: &state.issuer,
+            secure: state.issuer.starts_with("https://"),
+        }),
+        _ => Err(Box::new(oauth_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server does not issue tokens",
+        ))),
+    }
+}
+
+fn cookie<'c>(name: &'c str, value: String, path: &'c str, secs: i64, secure: bool) -> Cookie<'c> {
+    Cookie::build(name, value)
+        .path(path)
+        .http_only(true)
+        .secure(secure)
+        .same_site(SameSite::Lax)
+        .max_age(CookieDuration::seconds(secs))
+        .finish()
+}
+
+fn removal(name: &str, path: &str) -> Cookie<'static> {
+    let mut c = Cookie::build(name.to_string(), "")
+        .path(path.to_string())
+        .finish();
+    c.make_removal();
+    c
+}
+
+fn client_ip(req: &HttpRequest) -> Option<String> {
+    req.peer_addr().map(|a| a.ip().to_string())
+}
+
+fn api_unavailable() -> HttpResponse {
+    super::error::ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the session store cannot be reached; try again",
+    )
+    .error_response()
+}
+
+fn unavailable_page() -> HttpResponse {
+    error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Something went wrong",
+        "Signing in is not possible right now. Please try again in a moment.",
+        None,
+    )
+}
+
+/// Query or form parameters, none repeated.
+fn params(pairs: Vec<(String, String)>) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    for (k, v) in pairs {
+        if out.insert(k.clone(), v).is_some() {
+            return Err(format!("the parameter `{k}` is repeated"));
+        }
+    }
+    Ok(out)
+}
+
+/// The parameters of a request that may come as a query (GET) or a form (POST).
+fn request_params(req: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    if req.method() == actix_web::http::Method::POST {
+        super::oauth::form_pairs(req, body).map_err(|(_, m)| m.to_string())
+    } else {
+        serde_urlencoded::from_str(req.query_string())
+            .map_err(|_| "the request does not parse".to_string())
+    }
+}
+
+/// `redirect_uri` with the parameters added to its query.
+fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
+    let encoded = serde_urlencoded::to_string(pairs).unwrap_or_default();
+    let sep = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{sep}{encoded}")
+}
+
+fn redirect(to: &str) -> actix_web::HttpResponseBuilder {
+    let mut b = HttpResponse::SeeOther();
+    b.insert_header((header::LOCATION, to.to_string()))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    b
+}
+
+/// An error sent back to the client's (verified) redirect URI (RFC 6749 §4.1.2.1).
+fn redirect_error(
+    p: &Provider,
+    uri: &str,
+    state: Option<&str>,
+    code: &str,
+    desc: &str,
+) -> HttpResponse {
+    let mut pairs = vec![
+        ("error", code),
+        ("error_description", desc),
+        ("iss", p.issuer),
+    ];
+    if let Some(s) = state {
+        pairs.push(("state", s));
+    }
+    redirect(&with_query(uri, &pairs)).finish()
+}
+
+/// PKCE `code_challenge` and `code_verifier` share one alphabet (RFC 7636 §4.1).
+pub fn pkce_shaped(s: &str) -> bool {
+    (43..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+async fn organization_of(identity: &Identity, service: &Service) -> Option<Organization> {
+    identity
+        .store
+        .organization(&service.organization_id)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `GET|POST /oauth2/authorize`.
+pub(super) async fn authorize(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let p = match provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let bad = |m: &str| {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in link is not valid",
+            m,
+            None,
+        )
+    };
+    let q = match request_params(&req, &body).and_then(params) {
+        Ok(q) => q,
+        Err(m) => return bad(&m),
+    };
+    // Until the client and its redirect URI are known to match, errors are shown here and
+    // never sent anywhere (RFC 6749 §4.1.2.1).
+    let Some(client_id) = q
+        .get("client_id")
+        .filter(|c| !c.is_empty() && c.len() <= 200)
+    else {
+        return bad("The request names no application (`client_id`).");
+    };
+    let service = match p.identity.store.service(client_id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return bad("The application (`client_id`) is not known here."),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a service");
+            return unavailable_page();
+        }
+    };
+    let org = organization_of(p.identity, &service).await;
+    let Some(redirect_uri) = q.get("redirect_uri") else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in link is not valid",
+            "The request names no return address (`redirect_uri`).",
+            org.as_ref(),
+        );
+    };
+    if !service.redirect_uris.iter().any(|u| u == redirect_uri) {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in link is not valid",
+            "The return address (`redirect_uri`) is not registered for this application.",
+            org.as_ref(),
+        );
+    }
+    let st = q.get("state").map(String::as_str);
+    let fail = |code: &str, desc: &str| redirect_error(&p, redirect_uri, st, code, desc);
+    if q.contains_key("request") || q.contains_key("request_uri") {
+        return fail("request_not_supported", "request objects are not supported");
+    }
+    if q.get("response_type").map(String::as_str) != Some("code") {
+        return fail(
+            "unsupported_response_type",
+            "only `response_type=code` is supported",
+        );
+    }
+    if !service
+        .grant_types
+        .iter()
+        .any(|g| g == "authorization_code")
+    {
+        return fail(
+            "unauthorized_client",
+            "this client may not use the authorization code flow",
+        );
+    }
+    if let Some(m) = q.get("response_mode")
+        && m != "query"
+    {
+        return fail("invalid_request", "only `response_mode=query` is supported");
+    }
+    let scope = q.get("scope").map(String::as_str).unwrap_or_default();
+    let mut scopes: Vec<&str> = Vec::new();
+    for s in scope.split(' ').filter(|s| !s.is_empty()) {
+        if !SCOPES.contains(&s) {
+            return fail("invalid_scope", &format!("scope `{s}` is not supported"));
+        }
+        if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
+    let Some(challenge) = q.get("code_challenge") else {
+        return fail(
+            "invalid_request",
+            "PKCE is required: send `code_challenge` (S256)",
+        );
+    };
+    if q.get("code_challenge_method").map(String::as_str) != Some("S256") {
+        return fail("invalid_request", "`code_challenge_method` must be S256");
+    }
+    if !pkce_shaped(challenge) {
+        return fail(
+            "invalid_request",
+            "`code_challenge` is not a valid S256 challenge",
+        );
+    }
+    let prompt: Vec<&str> = q
+        .get("prompt")
+        .map(|v| v.split(' ').filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    if prompt
+        .iter()
+        .any(|v| !["none", "login", "consent", "select_account"].contains(v))
+    {
+        return fail("invalid_request", "`prompt` has an unknown value");
+    }
+    if prompt.contains(&"none") && prompt.len() > 1 {
+        return fail(
+            "invalid_request",
+            "`prompt=none` cannot be combined with other values",
+        );
+    }
+    let max_age = match q.get("max_age").map(|m| m.parse::<i64>()) {
+        None => None,
+        Some(Ok(m)) if m >= 0 => Some(m),
+        Some(_) => {
+            return fail(
+                "invalid_request",
+                "`max_age` must be a non-negative integer",
+            );
+        }
+    };
+    if q.get("nonce").is_some_and(|n| n.len() > 512) || st.is_some_and(|s| s.len() > 2048) {
+        return fail("invalid_request", "`nonce` or `state` is too long");
+    }
+    let pending = Pending {
+        client_id: service.client_id.clone(),
+        redirect_uri: redirect_uri.clone(),
+        scope: scopes.join(" "),
+        state: st.map(str::to_string),
+        nonce: q.get("nonce").cloned(),
+        code_challenge: challenge.clone(),
+        max_age,
+        binding: String::new(),
+    };
+    // A live session that satisfies `prompt` and `max_age` signs in without a form.
+    let session = match current_session(&p, &req).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a session");
+            return unavailable_page();
+        }
+    };
+    let fresh_enough =
+        |s: &Session| max_age.is_none_or(|m| (Utc::now() - s.auth_time).num_seconds() <= m);
+    if let Some(s) = session.filter(|s| !prompt.contains(&"login") && fresh_enough(s)) {
+        return finish(&p, &req, &service, org.as_ref(), &pending, &s, None).await;
+    }
+    if prompt.contains(&"none") {
+        return fail("login_required", "the user is not signed in");
+    }
+    let binding = match crate::oidc::sessions::secret("") {
+        Ok(b) => b,
+        Err(_) => return unavailable_page(),
+    };
+    let pending = Pending {
+        binding: sha256_hex(&binding),
+        ..pending
+    };
+    let id = match p.sessions.put_pending(&pending).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot keep an authorization request");
+            return unavailable_page();
+        }
+    };
+    redirect(&format!("/login?request={id}"))
+        .cookie(cookie(
+            BINDING_COOKIE,
+            binding,
+            "/login",
+            crate::oidc::sessions::PENDING_SECONDS as i64,
+            p.secure,
+        ))
+        .finish()
+}
+
+async fn current_session(
+    p: &Provider<'_>,
+    req: &HttpRequest,
+) -> gatehouse_engine::Result<Option<Session>> {
+    match req.cookie(SESSION_COOKIE) {
+        Some(c) => p.sessions.from_cookie(c.value()).await,
+        None => Ok(None),
+    }
+}
+
+/// Decides the sign-in of a session's user to a service and, on a permit, sends the browser
+/// back with a code. `set_cookie` is a new session's cookie, set on the way.
+async fn finish(
+    p: &Provider<'_>,
+    req: &HttpRequest,
+    service: &Service,
+    org: Option<&Organization>,
+    pending: &Pending,
+    session: &Session,
+    set_cookie: Option<Cookie<'static>>,
+) -> HttpResponse {
+    let ip = client_ip(req);
+    let device = req.cookie(DEVICE_COOKIE).map(|c| c.value().to_string());
+    let new_device = match &device {
+        Some(d) if d.len() == 64 => None,
+        _ => crate::oidc::sessions::secret("").ok(),
+    };
+    let device_id = device
+        .filter(|d| d.len() == 64)
+        .or_else(|| new_device.clone());
+    let mut ctx = serde_json::Map::new();
+    ctx.insert("amr".into(), json!(session.amr));
+    ctx.insert(
+        "mfa".into(),
+        json!(
+            session
+                .amr
+                .iter()
+                .any(|m| m == "otp" || m == "webauthn" || m == "mfa")
+        ),
+    );
+    ctx.insert("client_id".into(), json!(service.client_id));
+    if let Some(ip) = &ip {
+        ctx.insert("ip".into(), json!(ip));
+    }
+    if let Some(d) = &device_id {
+        ctx.insert("device_id".into(), json!(d));
+    }
+    let principal = format!("user:{}", session.user_id);
+    let outcome = match p.identity.authorize_sign_in(&principal, service, ctx).await {
+        Ok(d) => sign_in_outcome(&d),
+        Err(gatehouse_engine::Error::Validation(m)) => SignIn::Denied { reasons: vec![m] },
+        Err(e) => {
+            tracing::error!(error = %e, "cannot decide a sign-in");
+            return unavailable_page();
+        }
+    };
+    let org_id = Some(service.organization_id.as_str());
+    let mut res = match outcome {
+        SignIn::Allowed => {
+            let code = Code {
+                client_id: service.client_id.clone(),
+                redirect_uri: pending.redirect_uri.clone(),
+                user_id: session.user_id.clone(),
+                session_id: session.id.clone(),
+                scope: pending.scope.clone(),
+                nonce: pending.nonce.clone(),
+                code_challenge: pending.code_challenge.clone(),
+                auth_time: session.auth_time,
+                amr: session.amr.clone(),
+            };
+            let code = match p.sessions.put_code(&code).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot keep an authorization code");
+                    return unavailable_page();
+                }
+            };
+            let mut pairs = vec![("code", code.as_str()), ("iss", p.issuer)];
+            if let Some(s) = &pending.state {
+                pairs.push(("state", s));
+            }
+            redirect(&with_query(&pending.redirect_uri, &pairs)).finish()
+        }
+        SignIn::StepUp { methods, reasons } => {
+            p.identity
+                .audit(
+                    org_id,
+                    &principal,
+                    ip.as_deref(),
+                    "login.step_up_required",
+                    json!({ "client_id": service.client_id, "challenge": methods, "reasons": reasons }),
+                )
+                .await;
+            let mut r = error_page(
+                StatusCode::FORBIDDEN,
+                "A second factor is needed",
+                &format!(
+                    "To continue, confirm it is you with one of: {}. ({})",
+                    methods.join(", "),
+                    reasons.join("; ")
+                ),
+                org,
+            );
+            if let Ok(v) =
+                header::HeaderValue::from_str(&json!({ "challenge": methods }).to_string())
+            {
+                r.headers_mut()
+                    .insert(header::HeaderName::from_static("gatehouse-challenge"), v);
+            }
+            r
+        }
+        SignIn::Denied { reasons } => {
+            p.identity
+                .audit(
+                    org_id,
+                    &principal,
+                    ip.as_deref(),
+                    "login.denied",
+                    json!({ "client_id": service.client_id, "reasons": reasons }),
+                )
+                .await;
+            error_page(
+                StatusCode::FORBIDDEN,
+                "You cannot sign in to this application",
+                &if reasons.is_empty() {
+                    "Your account does not have access to this application.".to_string()
+                } else {
+                    format!("Access was refused: {}.", reasons.join("; "))
+                },
+                org,
+            )
+        }
+    };
+    if let Some(c) = set_cookie {
+        let _ = res.add_cookie(&c);
+    }
+    if let Some(d) = new_device {
+        let _ = res.add_cookie(&cookie(DEVICE_COOKIE, d, "/", 400 * 86400, p.secure));
+    }
+    res
+}
+
+/// The pending request a login page belongs to, with its service and organization.
+async fn pending_request(
+    p: &Provider<'_>,
+    id: &str,
+) -> Result<(Pending, Service, Option<Organization>), HttpResponse> {
+    let expired = || {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in page has expired",
+            "Go back to the application and start signing in again.",
+            None,
+        )
+    };
+    let pending = match p.sessions.pending(id).await {
+        Ok(Some(x)) => x,
+        Ok(None) => return Err(expired()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read an authorization request");
+            return Err(unavailable_page());
+        }
+    };
+    let service = match p.identity.store.service(&pending.client_id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(expired()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a service");
+            return Err(unavailable_page());
+        }
+    };
+    let org = organization_of(p.identity, &service).await;
+    Ok((pending, service, org))
+}
+
+/// `GET /login?request=…`: the login form of a pending authorization request.
+pub(super) async fn login_page(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let p = match provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let q: HashMap<String, String> =
+        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let id = q.get("request").map(String::as_str).unwrap_or_default();
+    let (_, service, org) = match pending_request(&p, id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    login_form(StatusCode::OK, id, org.as_ref(), &service.name, "", None)
+}
+
+/// `POST /login`: a submitted login form.
+pub(super) async fn login_submit(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let p = match provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let form = match parse_form(&req, &body) {
+        Ok(f) => f,
+        Err(_) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "The form could not be read",
+                "Go back to the application and start signing in again.",
+                None,
+            );
+        }
+    };
+    let id = form.get("request").map(String::as_str).unwrap_or_default();
+    let (pending, service, org) = match pending_request(&p, id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    // Only the browser that started this sign-in may complete it.
+    let bound = req
+        .cookie(BINDING_COOKIE)
+        .is_some_and(|c| sha256_hex(c.value()) == pending.binding);
+    if !bound {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in page has expired",
+            "Go back to the application and start signing in again (cookies must be enabled).",
+            org.as_ref(),
+        );
+    }
+    let ip = client_ip(&req);
+    let email = form.get("email").cloned().unwrap_or_default();
+    let again = |status: StatusCode, message: &str| {
+        login_form(
+            status,
+            id,
+            org.as_ref(),
+            &service.name,
+            &email,
+            Some(message),
+        )
+    };
+    if let Some(ip) = &ip {
+        match p
+            .sessions
+            .kv()
+            .incr(
+                &format!("rate:login:{ip}"),
+                std::time::Duration::from_secs(60),
+            )
+            .await
+        {
+            Ok(n) if n > LOGIN_ATTEMPTS_PER_IP_MINUTE => {
+                return again(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many sign-in attempts from your network. Wait a minute and try again.",
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot count sign-in attempts");
+                return unavailable_page();
+            }
+        }
+    }
+    let strategy: &dyn Strategy = match form.get("method").map(String::as_str) {
+        None | Some("password") => &Password,
+        Some(_) => {
+            return again(
+                StatusCode::BAD_REQUEST,
+                "This sign-in method is not available.",
+            );
+        }
+    };
+    let org_id = Some(service.organization_id.as_str());
+    let assertion = match strategy.complete(p.identity, &form).await {
+        Ok(a) => a,
+        Err(Failure::BadRequest(m)) => return again(StatusCode::BAD_REQUEST, &m),
+        Err(Failure::InvalidCredentials { user }) => {
+            let actor = user.as_deref().map(|u| format!("user:{u}"));
+            p.identity
+                .audit(
+                    org_id,
+                    actor.as_deref().unwrap_or("anonymous"),
+                    ip.as_deref(),
+                    "login.failed",
+                    json!({ "client_id": service.client_id, "method": strategy.id(), "email": email }),
+                )
+                .await;
+            return again(
+                StatusCode::UNAUTHORIZED,
+                "Incorrect email address or password.",
+            );
+        }
+        Err(Failure::Locked { user, until }) => {
+            p.identity
+                .audit(
+                    org_id,
+                    &format!("user:{user}"),
+                    ip.as_deref(),
+                    "login.locked",
+                    json!({ "client_id": service.client_id, "until": until }),
+                )
+                .await;
+            let minutes = ((until - Utc::now()).num_seconds() + 59) / 60;
+            return again(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "Too many failed attempts: this account is locked. Try again in {} minute{}.",
+                    minutes.max(1),
+                    if minutes > 1 { "s" } else { "" }
+                ),
+            );
+        }
+        Err(Failure::Unavailable(m)) => {
+            tracing::error!(error = %m, "a sign-in method failed");
+            return unavailable_page();
+        }
+    };
+    let user = match p.identity.user_for(&assertion).await {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            return again(
+                StatusCode::UNAUTHORIZED,
+                "Incorrect email address or password.",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a user");
+            return unavailable_page();
+        }
+    };
+    let ua = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (secret, session) = match p
+        .sessions
+        .create(&user.id, assertion.methods.clone(), ip.clone(), ua)
+        .await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open a session");
+            return unavailable_page();
+        }
+    };
+    if let Err(e) = p.sessions.drop_pending(id).await {
+        tracing::warn!(error = %e, "cannot drop a finished authorization request");
+    }
+    p.identity
+        .audit(
+            org_id,
+            &format!("user:{}", user.id),
+            ip.as_deref(),
+            "login.succeeded",
+            json!({ "client_id": service.client_id, "amr": assertion.methods, "session": session.id }),
+        )
+        .await;
+    let session_cookie = cookie(SESSION_COOKIE, secret, "/", SESSION_SECONDS, p.secure);
+    let mut res = finish(
+        &p,
+        &req,
+        &service,
+        org.as_ref(),
+        &pending,
+        &session,
+        Some(session_cookie),
+    )
+    .await;
+    let _ = res.add_cookie(&removal(BINDING_COOKIE, "/login"));
+    res
+}
+
+/// Ends a session and revokes the refresh tokens issued under it.
+pub(super) async fn end_session(
+    p: &Provider<'_>,
+    session: &Session,
+    ip: Option<&str>,
+    why: &str,
+) -> gatehouse_engine::Result<()> {
+    p.sessions.end(session).await?;
+    let families = p
+        .identity
+        .store
+        .revoke_session_families(&session.id, Utc::now())
+        .await?;
+    p.identity
+        .audit(
+            None,
+            &format!("user:{}", session.user_id),
+            ip,
+            "session.ended",
+            json!({ "session": session.id, "why": why, "token_families_revoked": families }),
+        )
+        .await;
+    Ok(())
+}
+
+/// `GET|POST /oauth2/logout`: RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
+pub(super) async fn logout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let p = match provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let bad = |m: &str| error_page(StatusCode::BAD_REQUEST, "Signing out failed", m, None);
+    let q = match request_params(&req, &body).and_then(params) {
+        Ok(q) => q,
+        Err(m) => return bad(&m),
+    };
+    let hint = match q.get("id_token_hint") {
+        Some(t) => match p.keys.verify_ignoring_expiry(t, p.issuer) {
+            Some(c) => Some(c),
+            None => return bad("The `id_token_hint` is not an ID token of this server."),
+        },
+        None => None,
+    };
+    let client_id = q.get("client_id").cloned().or_else(|| {
+        hint.as_ref()
+            .and_then(|c| c["aud"].as_str().map(str::to_string))
+    });
+    if let (Some(h), Some(c)) = (hint.as_ref(), q.get("client_id"))
+        && h["aud"].as_str() != Some(c)
+    {
+        return bad("`client_id` and the `id_token_hint` name different applications.");
+    }
+    let back = match q.get("post_logout_redirect_uri") {
+        None => None,
+        Some(uri) => {
+            let Some(cid) = client_id.as_deref() else {
+                return bad("A return address needs `client_id` or `id_token_hint`.");
+            };
+            match p.identity.store.service(cid).await {
+                Ok(Some(s)) if s.redirect_uris.iter().any(|u| u == uri) => Some(uri.clone()),
+                Ok(_) => {
+                    return bad("The return address is not registered for this application.");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read a service");
+                    return unavailable_page();
+                }
+            }
+        }
+    };
+    let ip = client_ip(&req);
+    let mut ended = Vec::new();
+    match current_session(&p, &req).await {
+        Ok(Some(s)) => ended.push(s),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a session");
+            return unavailable_page();
+        }
+    }
+    if let Some(sid) = hint.as_ref().and_then(|c| c["sid"].as_str())
+        && !ended.iter().any(|s| s.id == sid)
+        && let Ok(Some(s)) = p.sessions.by_id(sid).await
+        && hint.as_ref().and_then(|c| c["sub"].as_str()) == Some(s.user_id.as_str())
+    {
+        ended.push(s);
+    }
+    for s in &ended {
+        if let Err(e) = end_session(&p, s, ip.as_deref(), "logout").await {
+            tracing::error!(error = %e, "cannot end a session");
+            return unavailable_page();
+        }
+    }
+    let mut res = match back {
+        Some(uri) => {
+            let pairs: Vec<(&str, &str)> = q
+                .get("state")
+                .map(|s| vec![("state", s.as_str())])
+                .unwrap_or_default();
+            let to = if pairs.is_empty() {
+                uri
+            } else {
+                with_query(&uri, &pairs)
+            };
+            redirect(&to).finish()
+        }
+        None => page(
+            StatusCode::OK,
+            "You are signed out",
+            None,
+            "<p>You can close this window.</p>",
+        ),
+    };
+    let _ = res.add_cookie(&removal(SESSION_COOKIE, "/"));
+    res
+}
+
+/// The user access token of a request (`Authorization: Bearer`), verified and live: not
+/// revoked, its refresh family not revoked, its session not ended.
+pub(super) async fn user_token(
+    p: &Provider<'_>,
+    req: &HttpRequest,
+) -> Result<serde_json::Value, HttpResponse> {
+    let invalid = |desc: &str| {
+        let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", desc);
+        if let Ok(v) = header::HeaderValue::from_str(&format!(
+            "Bearer error=\"invalid_token\", error_description=\"{desc}\""
+        )) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        r
+    };
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        let mut r = oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request",
+            "send an access token as `Authorization: Bearer`",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return Err(r);
+    };
+    let Some(claims) = p.keys.verify(token, p.issuer) else {
+        return Err(invalid("the access token is invalid or expired"));
+    };
+    match super::oauth::token_live(p, &claims).await {
+        Ok(true) => {}
+        Ok(false) => return Err(invalid("the access token has been revoked")),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot check a token");
+            return Err(oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "try again later",
+            ));
+        }
+    }
+    if claims["sid"].as_str().is_none() {
+        return Err(invalid("the access token does not stand for a user"));
+    }
+    Ok(claims)
+}
+
+/// `GET|POST /oauth2/userinfo`: claims about the user an access token stands for.
+pub(super) async fn userinfo(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let p = match provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let claims = match user_token(&p, &req).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let scopes: Vec<&str> = claims["scope"]
+        .as_str()
+        .unwrap_or_default()
+        .split(' ')
+        .collect();
+    if !scopes.contains(&"openid") {
+        let mut r = oauth_error(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "userinfo needs the `openid` scope",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static(
+                "Bearer error=\"insufficient_scope\", scope=\"openid\"",
+            ),
+        );
+        return r;
+    }
+    let sub = claims["sub"].as_str().unwrap_or_default();
+    let user = match p.identity.store.user(sub).await {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the user no longer exists",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a user");
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "try again later",
+            );
+        }
+    };
+    let mut out = json!({ "sub": user.id });
+    super::oauth::add_user_claims(&mut out, &user, &scopes);
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(out)
+}
+
+/// `GET /api/me/sessions`: the caller's live login sessions.
+pub(super) async fn my_sessions(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let p = match provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let claims = match user_token(&p, &req).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let user = claims["sub"].as_str().unwrap_or_default();
+    match p.sessions.list(user).await {
+        Ok(list) => {
+            let current = claims["sid"].as_str();
+            let items: Vec<serde_json::Value> = list
+                .iter()
+                .map(|s| {
+                    json!({
+                        "id": s.id,
+                        "created_at": s.created_at,
+                        "expires_at": s.expires_at,
+                        "auth_time": s.auth_time,
+                        "amr": s.amr,
+                        "ip": s.ip,
+                        "user_agent": s.user_agent,
+                        "current": Some(s.id.as_str()) == current,
+                    })
+                })
+                .collect();
+            HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .json(json!({ "sessions": items }))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list sessions");
+            api_unavailable()
+        }
+    }
+}
+
+/// `DELETE /api/me/sessions/{id}`: ends one of the caller's sessions.
+pub(super) async fn end_my_session(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let p = match provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let claims = match user_token(&p, &req).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let user = claims["sub"].as_str().unwrap_or_default();
+    let id = path.into_inner();
+    let session = match p.sessions.by_id(&id).await {
+        Ok(s) => s.filter(|s| s.user_id == user),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a session");
+            return api_unavailable();
+        }
+    };
+    let Some(session) = session else {
+        return super::error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such session")
+            .error_response();
+    };
+    match end_session(
+        &p,
+        &session,
+        client_ip(&req).as_deref(),
+        "revoked by the user",
+    )
+    .await
+    {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot end a session");
+            api_unavailable()
+        }
+    }
+}
+
+/// `DELETE /api/me/sessions`: signs the caller out everywhere: every session ends and every
+/// refresh token of the user is revoked.
+pub(super) async fn end_all_my_sessions(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> HttpResponse {
+    let p = match provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let claims = match user_token(&p, &req).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let user = claims["sub"].as_str().unwrap_or_default().to_string();
+    let ip = client_ip(&req);
+    let result: gatehouse_engine::Result<usize> = async {
+        let ended = p.sessions.end_all(&user).await?;
+        let families = p
+            .identity
+            .store
+            .revoke_user_families(&user, Utc::now())
+            .await?;
+        p.identity
+            .audit(
+                None,
+                &format!("user:{user}"),
+                ip.as_deref(),
+                "session.signed_out_everywhere",
+                json!({ "sessions": ended, "token_families_revoked": families }),
+            )
+            .await;
+        Ok(ended.len())
+    }
+    .await;
+    match result {
+        Ok(n) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(json!({ "sessions_ended": n })),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot sign out everywhere");
+            api_unavailable()
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Server-rendered pages of the hosted login: plain HTML forms that work without JavaScript,
+//! labelled for assistive technology, in the organization's branding.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+
+use crate::db::tenancy::Organization;
+use crate::identity::{valid_color, valid_logo_url};
+
+/// Escapes text for HTML content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const DEFAULT_COLOR: &str = "#1f4fd1";
+
+/// A whole page: `title` in the heading, `body` (already HTML) below it.
+pub fn page(
+    status: StatusCode,
+    title: &str,
+    org: Option<&Organization>,
+    body: &str,
+) -> HttpResponse {
+    let color = org
+        .and_then(|o| o.primary_color.as_deref())
+        .filter(|c| valid_color(c))
+        .unwrap_or(DEFAULT_COLOR);
+    let brand = org.map(|o| o.name.as_str()).unwrap_or("Gatehouse");
+    let logo = org
+        .and_then(|o| o.logo_url.as_deref())
+        .filter(|u| valid_logo_url(u))
+        .map(|u| {
+            format!(
+                r#"<img src="{}" alt="{} logo" height="48">"#,
+                escape(u),
+                escape(brand)
+            )
+        })
+        .unwrap_or_default();
+    let html = format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>{title} · {brand}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; background: #f4f5f7; color: #1a1a1a; margin: 0; }}
+main {{ max-width: 26rem; margin: 4rem auto; background: #fff; padding: 2rem; border-radius: 8px; box-shadow: 0 1px 4px rgba(0,0,0,.15); }}
+h1 {{ font-size: 1.4rem; }}
+label {{ display: block; margin-top: 1rem; font-weight: 600; }}
+input[type=email], input[type=password], input[type=text] {{ width: 100%; box-sizing: border-box; padding: .6rem; margin-top: .3rem; border: 1px solid #767676; border-radius: 4px; font-size: 1rem; }}
+input:focus, button:focus {{ outline: 3px solid {color}; outline-offset: 2px; }}
+button {{ margin-top: 1.5rem; width: 100%; padding: .7rem; font-size: 1rem; color: #fff; background: {color}; border: 0; border-radius: 4px; cursor: pointer; }}
+.error {{ color: #a4000f; background: #fdecee; border: 1px solid #a4000f; padding: .7rem; border-radius: 4px; }}
+.brand {{ display: flex; align-items: center; gap: .7rem; }}
+</style>
+</head>
+<body>
+<main>
+<div class="brand">{logo}<span>{brand_html}</span></div>
+<h1>{title}</h1>
+{body}
+</main>
+</body>
+</html>
+"#,
+        title = escape(title),
+        brand = escape(brand),
+        brand_html = escape(brand),
+    );
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'; img-src https: http://127.0.0.1:* http://localhost:*; form-action 'self' https: http://127.0.0.1:* http://localhost:*; frame-ancestors 'none'",
+        ))
+        .body(html)
+}
+
+/// An error page: what went wrong, in words a person can act on.
+pub fn error_page(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    org: Option<&Organization>,
+) -> HttpResponse {
+    page(
+        status,
+        title,
+        org,
+        &format!(r#"<p class="error" role="alert">{}</p>"#, escape(message)),
+    )
+}
+
+/// The password login form of a pending authorization request.
+pub fn login_form(
+    status: StatusCode,
+    request: &str,
+    org: Option<&Organization>,
+    service_name: &str,
+    email: &str,
+    error: Option<&str>,
+) -> HttpResponse {
+    let error = error
+        .map(|e| {
+            format!(
+                r#"<p class="error" role="alert" id="login-error">{}</p>"#,
+                escape(e)
+            )
+        })
+        .unwrap_or_default();
+    let described = if error.is_empty() {
+        ""
+    } else {
+        r#" aria-describedby="login-error""#
+    };
+    let body = format!(
+        r#"<p>to continue to {service}</p>
+{error}<form method="post" action="/login">
+<input type="hidden" name="request" value="{request}">
+<input type="hidden" name="method" value="password">
+<label for="email">Email address</label>
+<input id="email" name="email" type="email" autocomplete="username" required value="{email}"{described}>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required{described}>
+<button type="submit">Sign in</button>
+</form>"#,
+        service = escape(service_name),
+        request = escape(request),
+        email = escape(email),
+    );
+    page(status, "Sign in", org, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_and_branding_rules() {
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+        assert!(valid_color("#fff") && valid_color("#12ab9F"));
+        assert!(!valid_color("red") && !valid_color("#12345") && !valid_color("#ggg"));
+        assert!(valid_logo_url("https://cdn.example.com/logo.png"));
+        assert!(!valid_logo_url("javascript:alert(1)"));
+        assert!(!valid_logo_url("https://x.io/a\"onerror=1"));
+    }
+}

@@ -1,0 +1,603 @@
+//! Storage of users, memberships, refresh token families and the audit log.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use gatehouse_engine::{Error, Result};
+
+use super::datastore::{TxError, db_error, pool_error, utc};
+use super::schema::{audit_events, memberships, refresh_tokens, token_families, users};
+use super::{Backend, SqlStore, SqliteConn};
+
+/// A user: global, joined to organizations by memberships.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct User {
+    pub id: String,
+    /// Lowercased.
+    pub email: String,
+    pub email_verified: bool,
+    pub name: String,
+    /// Argon2id, PHC string form.
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+    #[serde(skip)]
+    pub failed_logins: i32,
+    #[serde(skip)]
+    pub locked_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = users)]
+struct UserRow {
+    id: String,
+    email: String,
+    email_verified: bool,
+    name: String,
+    password_hash: Option<String>,
+    failed_logins: i32,
+    locked_until: Option<NaiveDateTime>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        Self {
+            id: r.id,
+            email: r.email,
+            email_verified: r.email_verified,
+            name: r.name,
+            password_hash: r.password_hash,
+            failed_logins: r.failed_logins,
+            locked_until: r.locked_until.map(utc),
+            created_at: utc(r.created_at),
+            updated_at: utc(r.updated_at),
+        }
+    }
+}
+
+/// A user's role in an organization.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Queryable, Selectable, Insertable)]
+#[diesel(table_name = memberships)]
+pub struct Membership {
+    pub organization_id: String,
+    pub user_id: String,
+    pub role: String,
+    #[serde(serialize_with = "as_utc")]
+    pub created_at: NaiveDateTime,
+}
+
+fn as_utc<S: serde::Serializer>(t: &NaiveDateTime, s: S) -> std::result::Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&utc(*t), s)
+}
+
+/// A refresh token family: the tokens rotated from one authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFamily {
+    pub id: String,
+    pub client_id: String,
+    pub user_id: String,
+    /// The login session's public id.
+    pub session_id: String,
+    pub scope: String,
+    pub amr: Vec<String>,
+    pub auth_time: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = token_families)]
+struct FamilyRow {
+    id: String,
+    client_id: String,
+    user_id: String,
+    session_id: String,
+    scope: String,
+    amr: String,
+    auth_time: NaiveDateTime,
+    created_at: NaiveDateTime,
+    expires_at: NaiveDateTime,
+    revoked_at: Option<NaiveDateTime>,
+}
+
+fn family_from(r: FamilyRow) -> Result<TokenFamily> {
+    Ok(TokenFamily {
+        amr: serde_json::from_str(&r.amr)
+            .map_err(|e| Error::Storage(format!("stored amr does not parse: {e}")))?,
+        id: r.id,
+        client_id: r.client_id,
+        user_id: r.user_id,
+        session_id: r.session_id,
+        scope: r.scope,
+        auth_time: utc(r.auth_time),
+        created_at: utc(r.created_at),
+        expires_at: utc(r.expires_at),
+        revoked_at: r.revoked_at.map(utc),
+    })
+}
+
+fn family_row(f: &TokenFamily) -> Result<FamilyRow> {
+    Ok(FamilyRow {
+        id: f.id.clone(),
+        client_id: f.client_id.clone(),
+        user_id: f.user_id.clone(),
+        session_id: f.session_id.clone(),
+        scope: f.scope.clone(),
+        amr: serde_json::to_string(&f.amr)
+            .map_err(|e| Error::Storage(format!("cannot serialize amr: {e}")))?,
+        auth_time: f.auth_time.naive_utc(),
+        created_at: f.created_at.naive_utc(),
+        expires_at: f.expires_at.naive_utc(),
+        revoked_at: f.revoked_at.map(|t| t.naive_utc()),
+    })
+}
+
+/// What presenting a refresh token came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refresh {
+    /// It was current: it is now used and the new token replaces it.
+    Rotated(TokenFamily),
+    /// No such token.
+    Unknown,
+    /// It had been exchanged before: the family is now revoked.
+    Reused(TokenFamily),
+    /// Its family was revoked or has expired.
+    Dead(TokenFamily),
+}
+
+/// An audit log entry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub organization_id: Option<String>,
+    pub actor: String,
+    pub ip: Option<String>,
+    pub kind: String,
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = audit_events)]
+struct NewAuditRow {
+    at: NaiveDateTime,
+    organization_id: Option<String>,
+    actor: String,
+    ip: Option<String>,
+    kind: String,
+    details: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = audit_events)]
+struct AuditRow {
+    id: i64,
+    at: NaiveDateTime,
+    organization_id: Option<String>,
+    actor: String,
+    ip: Option<String>,
+    kind: String,
+    details: String,
+}
+
+/// A page of an organization's audit log, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub organization_id: String,
+    pub kind: Option<String>,
+    pub actor: Option<String>,
+    /// Entries older than this id (the previous page's last).
+    pub before: Option<i64>,
+    pub since: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+impl SqlStore {
+    /// Adds a user; false if the email is taken.
+    pub async fn insert_user(&self, u: &User) -> Result<bool> {
+        let row = UserRow {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            email_verified: u.email_verified,
+            name: u.name.clone(),
+            password_hash: u.password_hash.clone(),
+            failed_logins: u.failed_logins,
+            locked_until: u.locked_until.map(|t| t.naive_utc()),
+            created_at: u.created_at.naive_utc(),
+            updated_at: u.updated_at.naive_utc(),
+        };
+        let n = with_conn!(self, |conn| {
+            diesel::insert_into(users::table)
+                .values(&row)
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    pub async fn user(&self, id: &str) -> Result<Option<User>> {
+        let row: Option<UserRow> = with_conn!(self, |conn| {
+            users::table
+                .find(id)
+                .select(UserRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        Ok(row.map(User::from))
+    }
+
+    /// The user with this (lowercased) email.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let row: Option<UserRow> = with_conn!(self, |conn| {
+            users::table
+                .filter(users::email.eq(email))
+                .select(UserRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        Ok(row.map(User::from))
+    }
+
+    /// Counts a failed login and sets the lockout it earns; returns the count now stored.
+    /// The count is incremented in the database, so that failures on several nodes add up.
+    pub async fn record_login_failure(
+        &self,
+        id: &str,
+        lockout: impl Fn(i32) -> Option<DateTime<Utc>>,
+    ) -> Result<i32> {
+        let now = Utc::now().naive_utc();
+        let count: i32 = with_conn!(self, |conn| {
+            diesel::update(users::table.find(id))
+                .set((
+                    users::failed_logins.eq(users::failed_logins + 1),
+                    users::updated_at.eq(now),
+                ))
+                .returning(users::failed_logins)
+                .get_result(conn)
+                .await
+                .map_err(db_error)?
+        });
+        if let Some(until) = lockout(count) {
+            let until = until.naive_utc();
+            with_conn!(self, |conn| {
+                diesel::update(users::table.find(id))
+                    .set(users::locked_until.eq(Some(until)))
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+            });
+        }
+        Ok(count)
+    }
+
+    /// Clears the failed login count and any lockout after a successful login.
+    pub async fn clear_login_failures(&self, id: &str) -> Result<()> {
+        with_conn!(self, |conn| {
+            diesel::update(users::table.find(id))
+                .set((
+                    users::failed_logins.eq(0),
+                    users::locked_until.eq(None::<NaiveDateTime>),
+                ))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(())
+    }
+
+    pub async fn count_members(&self, organization: &str) -> Result<i64> {
+        with_conn!(self, |conn| {
+            memberships::table
+                .filter(memberships::organization_id.eq(organization))
+                .count()
+                .get_result::<i64>(conn)
+                .await
+                .map_err(db_error)
+        })
+    }
+
+    /// Adds a membership; false if the user is a member already.
+    pub async fn insert_membership(&self, m: &Membership) -> Result<bool> {
+        let n = with_conn!(self, |conn| {
+            diesel::insert_into(memberships::table)
+                .values(m)
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    pub async fn membership(&self, organization: &str, user: &str) -> Result<Option<Membership>> {
+        with_conn!(self, |conn| {
+            memberships::table
+                .find((organization, user))
+                .select(Membership::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)
+        })
+    }
+
+    /// Starts a refresh token family with its first token.
+    pub async fn insert_family(&self, f: &TokenFamily, token_sha256: &str) -> Result<()> {
+        let row = family_row(f)?;
+        let token = (
+            refresh_tokens::token_sha256.eq(token_sha256.to_string()),
+            refresh_tokens::family_id.eq(f.id.clone()),
+            refresh_tokens::created_at.eq(f.created_at.naive_utc()),
+        );
+        write_tx!(self, |conn| {
+            diesel::insert_into(token_families::table)
+                .values(&row)
+                .execute(conn)
+                .await?;
+            diesel::insert_into(refresh_tokens::table)
+                .values(token.clone())
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .map_err(Error::from)
+    }
+
+    /// Exchanges the refresh token `old` for `new`, in one transaction: a current token is
+    /// marked used and `new` joins its family; a used one revokes its family (reuse).
+    pub async fn rotate_refresh(
+        &self,
+        old: &str,
+        new: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Refresh> {
+        let at = now.naive_utc();
+        let (old, new) = (old.to_string(), new.to_string());
+        let outcome: (u8, Option<FamilyRow>) = write_tx!(self, |conn| {
+            let found: Option<(Option<NaiveDateTime>, FamilyRow)> = refresh_tokens::table
+                .inner_join(token_families::table)
+                .filter(refresh_tokens::token_sha256.eq(&old))
+                .select((refresh_tokens::used_at, FamilyRow::as_select()))
+                .first(conn)
+                .await
+                .optional()?;
+            let Some((used_at, fam)) = found else {
+                return Ok((0, None));
+            };
+            if fam.revoked_at.is_some() || fam.expires_at <= at {
+                return Ok((3, Some(fam)));
+            }
+            if used_at.is_some() {
+                diesel::update(token_families::table.find(&fam.id))
+                    .set(token_families::revoked_at.eq(Some(at)))
+                    .execute(conn)
+                    .await?;
+                return Ok((2, Some(fam)));
+            }
+            diesel::update(refresh_tokens::table.find(&old))
+                .set(refresh_tokens::used_at.eq(Some(at)))
+                .execute(conn)
+                .await?;
+            diesel::insert_into(refresh_tokens::table)
+                .values((
+                    refresh_tokens::token_sha256.eq(&new),
+                    refresh_tokens::family_id.eq(&fam.id),
+                    refresh_tokens::created_at.eq(at),
+                ))
+                .execute(conn)
+                .await?;
+            Ok((1, Some(fam)))
+        })
+        .map_err(Error::from)?;
+        Ok(match outcome {
+            (1, Some(f)) => Refresh::Rotated(family_from(f)?),
+            (2, Some(f)) => Refresh::Reused(family_from(f)?),
+            (3, Some(f)) => Refresh::Dead(family_from(f)?),
+            _ => Refresh::Unknown,
+        })
+    }
+
+    /// The family of a refresh token (current or used).
+    pub async fn family_of_token(&self, token_sha256: &str) -> Result<Option<TokenFamily>> {
+        let row: Option<FamilyRow> = with_conn!(self, |conn| {
+            refresh_tokens::table
+                .inner_join(token_families::table)
+                .filter(refresh_tokens::token_sha256.eq(token_sha256))
+                .select(FamilyRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(family_from).transpose()
+    }
+
+    pub async fn family(&self, id: &str) -> Result<Option<TokenFamily>> {
+        let row: Option<FamilyRow> = with_conn!(self, |conn| {
+            token_families::table
+                .find(id)
+                .select(FamilyRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(family_from).transpose()
+    }
+
+    /// Revokes a family; returns whether it was live.
+    pub async fn revoke_family(&self, id: &str, now: DateTime<Utc>) -> Result<bool> {
+        let at = now.naive_utc();
+        let n = with_conn!(self, |conn| {
+            diesel::update(
+                token_families::table
+                    .find(id)
+                    .filter(token_families::revoked_at.is_null()),
+            )
+            .set(token_families::revoked_at.eq(Some(at)))
+            .execute(conn)
+            .await
+            .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    /// Revokes every live family of a login session; returns how many.
+    pub async fn revoke_session_families(
+        &self,
+        session: &str,
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        let at = now.naive_utc();
+        with_conn!(self, |conn| {
+            diesel::update(
+                token_families::table
+                    .filter(token_families::session_id.eq(session))
+                    .filter(token_families::revoked_at.is_null()),
+            )
+            .set(token_families::revoked_at.eq(Some(at)))
+            .execute(conn)
+            .await
+            .map_err(db_error)
+        })
+    }
+
+    /// Revokes every live family of a user; returns how many.
+    pub async fn revoke_user_families(&self, user: &str, now: DateTime<Utc>) -> Result<usize> {
+        let at = now.naive_utc();
+        with_conn!(self, |conn| {
+            diesel::update(
+                token_families::table
+                    .filter(token_families::user_id.eq(user))
+                    .filter(token_families::revoked_at.is_null()),
+            )
+            .set(token_families::revoked_at.eq(Some(at)))
+            .execute(conn)
+            .await
+            .map_err(db_error)
+        })
+    }
+
+    /// Removes families (and their tokens) that expired before `now`.
+    pub async fn prune_families(&self, now: DateTime<Utc>) -> Result<usize> {
+        let at = now.naive_utc();
+        let ids: Vec<String> = with_conn!(self, |conn| {
+            token_families::table
+                .filter(token_families::expires_at.lt(at))
+                .select(token_families::id)
+                .limit(1000)
+                .load(conn)
+                .await
+                .map_err(db_error)?
+        });
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        write_tx!(self, |conn| {
+            diesel::delete(refresh_tokens::table.filter(refresh_tokens::family_id.eq_any(&ids)))
+                .execute(conn)
+                .await?;
+            Ok(
+                diesel::delete(token_families::table.filter(token_families::id.eq_any(&ids)))
+                    .execute(conn)
+                    .await?,
+            )
+        })
+        .map_err(Error::from)
+    }
+
+    /// Appends an event to the audit log.
+    pub async fn append_audit(
+        &self,
+        organization_id: Option<&str>,
+        actor: &str,
+        ip: Option<&str>,
+        kind: &str,
+        details: &serde_json::Value,
+    ) -> Result<()> {
+        let row = NewAuditRow {
+            at: Utc::now().naive_utc(),
+            organization_id: organization_id.map(str::to_string),
+            actor: actor.to_string(),
+            ip: ip.map(str::to_string),
+            kind: kind.to_string(),
+            details: details.to_string(),
+        };
+        with_conn!(self, |conn| {
+            diesel::insert_into(audit_events::table)
+                .values(&row)
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(())
+    }
+
+    /// A page of an organization's audit log, newest first.
+    pub async fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        // The boxed query names its backend, so it is spelled once per backend.
+        macro_rules! page {
+            ($db:ty) => {{
+                let mut query = audit_events::table
+                    .filter(audit_events::organization_id.eq(q.organization_id.clone()))
+                    .select(AuditRow::as_select())
+                    .order(audit_events::id.desc())
+                    .limit(q.limit)
+                    .into_boxed::<$db>();
+                if let Some(k) = &q.kind {
+                    query = query.filter(audit_events::kind.eq(k.clone()));
+                }
+                if let Some(a) = &q.actor {
+                    query = query.filter(audit_events::actor.eq(a.clone()));
+                }
+                if let Some(b) = q.before {
+                    query = query.filter(audit_events::id.lt(b));
+                }
+                if let Some(s) = q.since {
+                    query = query.filter(audit_events::at.ge(s.naive_utc()));
+                }
+                query
+            }};
+        }
+        let rows: Vec<AuditRow> = match &self.backend {
+            Backend::Postgres(pool) => {
+                let mut c = pool.get().await.map_err(pool_error)?;
+                let conn: &mut AsyncPgConnection = &mut c;
+                page!(diesel::pg::Pg).load(conn).await.map_err(db_error)?
+            }
+            Backend::Sqlite { pool, .. } => {
+                let mut c = pool.get().await.map_err(pool_error)?;
+                let conn: &mut SqliteConn = &mut c;
+                page!(diesel::sqlite::Sqlite)
+                    .load(conn)
+                    .await
+                    .map_err(db_error)?
+            }
+        };
+        rows.into_iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    id: r.id,
+                    at: utc(r.at),
+                    organization_id: r.organization_id,
+                    actor: r.actor,
+                    ip: r.ip,
+                    kind: r.kind,
+                    details: serde_json::from_str(&r.details).map_err(|e| {
+                        Error::Storage(format!("stored audit details do not parse: {e}"))
+                    })?,
+                })
+            })
+            .collect()
+    }
+}

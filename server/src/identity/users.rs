@@ -1,0 +1,357 @@
+//! Users, passwords (Argon2id), memberships and the platform owner.
+
+use std::sync::OnceLock;
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use chrono::{DateTime, Utc};
+use gatehouse_engine::tuple::TupleKey;
+use gatehouse_engine::{Error, Result};
+
+use super::{Identity, PLATFORM};
+use crate::db::users::{Membership, User};
+
+/// Roles in an organization, lowest first.
+pub const ROLES: [&str; 4] = ["viewer", "member", "admin", "owner"];
+
+/// The rank of a role (higher grants more); `None` for an unknown role.
+pub fn role_rank(role: &str) -> Option<usize> {
+    ROLES.iter().position(|r| *r == role)
+}
+
+/// Consecutive failures before an account locks.
+pub const LOCK_AFTER: i32 = 5;
+/// The first lockout; each further failure doubles it, up to [`MAX_LOCK_SECS`].
+const FIRST_LOCK_SECS: i64 = 30;
+const MAX_LOCK_SECS: i64 = 3600;
+
+/// How long an account stays locked after `failures` consecutive failures.
+pub fn lockout_for(failures: i32) -> Option<chrono::Duration> {
+    if failures < LOCK_AFTER {
+        return None;
+    }
+    let doublings = u32::try_from(failures - LOCK_AFTER).unwrap_or(0).min(16);
+    let secs = (FIRST_LOCK_SECS << doublings).min(MAX_LOCK_SECS);
+    Some(chrono::Duration::seconds(secs))
+}
+
+/// Shortest and longest password accepted (NIST SP 800-63B: at least 8, allow long ones).
+const MIN_PASSWORD_CHARS: usize = 8;
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Emails: one `@`, a non-empty local part and a dotted domain, no spaces, at most 254 bytes.
+/// Stored lowercased.
+pub fn normalize_email(email: &str) -> Option<String> {
+    let e = email.trim();
+    let (local, domain) = e.split_once('@')?;
+    let ok = e.len() <= 254
+        && !local.is_empty()
+        && local.len() <= 64
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then(|| e.to_lowercase())
+}
+
+fn check_password_rules(password: &str) -> Result<()> {
+    if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
+        return Err(Error::Validation(format!(
+            "a password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} bytes long"
+        )));
+    }
+    Ok(())
+}
+
+/// Hashes a password with Argon2id at OWASP's parameters (19 MiB, 2 passes, 1 lane), off the
+/// async workers.
+pub async fn hash_password(password: &str) -> Result<String> {
+    let pw = zeroize::Zeroizing::new(password.as_bytes().to_vec());
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(&pw)
+            .map(|h| h.to_string())
+            .map_err(|e| Error::Storage(format!("cannot hash a password: {e}")))
+    })
+    .await
+    .map_err(|e| Error::Storage(format!("password hashing stopped: {e}")))?
+}
+
+/// Whether `password` matches the PHC string `hash`, off the async workers.
+pub async fn verify_password(password: &str, hash: &str) -> bool {
+    let pw = zeroize::Zeroizing::new(password.as_bytes().to_vec());
+    let hash = hash.to_string();
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .verify_password(&pw, hash.as_str())
+            .is_ok()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A hash no password matches, verified against for unknown accounts so that they take as
+/// long as known ones.
+async fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    if let Some(h) = DECOY.get() {
+        return h;
+    }
+    let mut raw = [0u8; 32];
+    let _ = getrandom::fill(&mut raw);
+    let h = hash_password(&hex::encode(raw)).await.unwrap_or_default();
+    DECOY.get_or_init(|| h)
+}
+
+/// What a password login came to.
+#[derive(Debug)]
+pub enum PasswordCheck {
+    Valid(User),
+    /// Unknown account or wrong password (the caller cannot tell which).
+    Invalid {
+        /// The account, when the email is known (for the audit log).
+        user: Option<User>,
+    },
+    /// Too many failures: refused without looking at the password.
+    Locked {
+        user: User,
+        until: DateTime<Utc>,
+    },
+}
+
+impl Identity {
+    /// Creates a user. The email is stored lowercased and must be new.
+    pub async fn create_user(
+        &self,
+        email: &str,
+        name: &str,
+        password: Option<&str>,
+        verified: bool,
+    ) -> Result<User> {
+        let Some(email) = normalize_email(email) else {
+            return Err(Error::Validation(format!(
+                "`{}` is not an email address",
+                email.chars().take(100).collect::<String>()
+            )));
+        };
+        if !name.is_empty() && !super::valid_name(name) {
+            return Err(Error::Validation(
+                "`name` must be at most 200 characters without control characters".into(),
+            ));
+        }
+        let password_hash = match password {
+            Some(p) => {
+                check_password_rules(p)?;
+                Some(hash_password(p).await?)
+            }
+            None => None,
+        };
+        let now = Utc::now();
+        let user = User {
+            id: ulid::Ulid::new().to_string().to_lowercase(),
+            email: email.clone(),
+            email_verified: verified,
+            name: name.trim().to_string(),
+            password_hash,
+            failed_logins: 0,
+            locked_until: None,
+            created_at: now,
+            updated_at: now,
+        };
+        if !self.store.insert_user(&user).await? {
+            return Err(Error::Validation(format!(
+                "a user with email `{email}` exists already"
+            )));
+        }
+        self.audit(
+            None,
+            super::OPERATOR,
+            None,
+            "user.created",
+            serde_json::json!({ "user": user.id, "email": user.email }),
+        )
+        .await;
+        Ok(user)
+    }
+
+    /// The user with this email, if any.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        match normalize_email(email) {
+            Some(e) => self.store.user_by_email(&e).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Makes a user a member of an organization with `role`, within its tier's user limit,
+    /// and writes the tuple that gives the role its permissions.
+    pub async fn add_member(
+        &self,
+        org_slug: &str,
+        user_id: &str,
+        role: &str,
+    ) -> Result<Membership> {
+        if role_rank(role).is_none() {
+            return Err(Error::Validation(format!(
+                "role `{role}` is not one of {}",
+                ROLES.join(", ")
+            )));
+        }
+        let org = self.organization_by_slug(org_slug).await?;
+        if self.store.user(user_id).await?.is_none() {
+            return Err(Error::Validation(format!(
+                "user `{user_id}` does not exist"
+            )));
+        }
+        if self.store.membership(&org.id, user_id).await?.is_some() {
+            return Err(Error::Validation(format!(
+                "user `{user_id}` is a member of `{org_slug}` already"
+            )));
+        }
+        let limits = self
+            .store
+            .tier(&org.tier)
+            .await?
+            .ok_or_else(|| Error::Storage(format!("tier `{}` is missing", org.tier)))?;
+        if self.store.count_members(&org.id).await? >= limits.max_users {
+            return Err(Error::Validation(format!(
+                "organization `{org_slug}` has reached its tier's limit of {} users",
+                limits.max_users
+            )));
+        }
+        let m = Membership {
+            organization_id: org.id.clone(),
+            user_id: user_id.to_string(),
+            role: role.to_string(),
+            created_at: Utc::now().naive_utc(),
+        };
+        let tuple = TupleKey::new(
+            format!("user:{user_id}"),
+            role,
+            format!("organization:{}", org.id),
+        );
+        self.write_tuples(std::slice::from_ref(&tuple), &[]).await?;
+        if !self.store.insert_membership(&m).await? {
+            self.write_tuples(&[], &[tuple]).await?;
+            return Err(Error::Validation(format!(
+                "user `{user_id}` is a member of `{org_slug}` already"
+            )));
+        }
+        self.audit(
+            Some(&org.id),
+            super::OPERATOR,
+            None,
+            "membership.created",
+            serde_json::json!({ "user": user_id, "role": role }),
+        )
+        .await;
+        Ok(m)
+    }
+
+    /// The platform owner from `PLATFORM_OWNER_EMAIL` / `PLATFORM_OWNER_PASSWORD`: created
+    /// (email verified) on first start, and made owner of the platform. Idempotent: an
+    /// existing account keeps its password.
+    pub async fn bootstrap_owner(&self, email: &str, password: &str) -> Result<User> {
+        let user = match self.user_by_email(email).await? {
+            Some(u) => u,
+            None => match self.create_user(email, "", Some(password), true).await {
+                Ok(u) => u,
+                // Another node created it in between.
+                Err(Error::Validation(_)) => self.user_by_email(email).await?.ok_or_else(|| {
+                    Error::Storage("the platform owner could not be created".into())
+                })?,
+                Err(e) => return Err(e),
+            },
+        };
+        self.write_tuples(
+            &[TupleKey::new(
+                format!("user:{}", user.id),
+                "owner",
+                PLATFORM,
+            )],
+            &[],
+        )
+        .await?;
+        Ok(user)
+    }
+
+    /// Checks a password login. Failures count towards a lockout that grows with each one;
+    /// a locked account is refused without its password being looked at.
+    pub async fn check_password(&self, email: &str, password: &str) -> Result<PasswordCheck> {
+        let user = self.user_by_email(email).await?;
+        let now = Utc::now();
+        let Some(user) = user else {
+            let _ = verify_password(password, decoy_hash().await).await;
+            return Ok(PasswordCheck::Invalid { user: None });
+        };
+        if let Some(until) = user.locked_until
+            && until > now
+        {
+            return Ok(PasswordCheck::Locked { user, until });
+        }
+        let ok = match user.password_hash.as_deref() {
+            Some(h) if password.len() <= MAX_PASSWORD_BYTES => verify_password(password, h).await,
+            _ => {
+                let _ = verify_password(password, decoy_hash().await).await;
+                false
+            }
+        };
+        if ok {
+            if user.failed_logins > 0 {
+                self.store.clear_login_failures(&user.id).await?;
+            }
+            return Ok(PasswordCheck::Valid(user));
+        }
+        let failures = self
+            .store
+            .record_login_failure(&user.id, |n| lockout_for(n).map(|d| now + d))
+            .await?;
+        if let Some(d) = lockout_for(failures) {
+            return Ok(PasswordCheck::Locked {
+                user,
+                until: now + d,
+            });
+        }
+        Ok(PasswordCheck::Invalid { user: Some(user) })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            normalize_email(" Ada@Example.COM ").as_deref(),
+            Some("ada@example.com")
+        );
+        for bad in [
+            "",
+            "ada",
+            "@example.com",
+            "ada@",
+            "ada@example",
+            "a da@x.io",
+            "a@b@c.io",
+        ] {
+            assert_eq!(normalize_email(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn lockout_doubles_and_is_capped() {
+        assert_eq!(lockout_for(4), None);
+        assert_eq!(lockout_for(5), Some(chrono::Duration::seconds(30)));
+        assert_eq!(lockout_for(6), Some(chrono::Duration::seconds(60)));
+        assert_eq!(lockout_for(50), Some(chrono::Duration::seconds(3600)));
+    }
+
+    #[tokio::test]
+    async fn argon2id_at_owasp_parameters() {
+        let h = hash_password("correct horse").await.unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        assert!(verify_password("correct horse", &h).await);
+        assert!(!verify_password("correct horsf", &h).await);
+    }
+}

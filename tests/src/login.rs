@@ -1,0 +1,1232 @@
+//! The OpenID provider's browser flows through the real binary, driven by a real relying
+//! party (the `openidconnect` crate): discovery, authorization code with PKCE through the
+//! hosted login page, ID token validation, userinfo, refresh rotation and reuse detection,
+//! logout; and every way these can be misused.
+
+use std::collections::HashMap;
+
+use openidconnect::core::{CoreClient, CoreProviderMetadata, CoreUserInfoClaims};
+use openidconnect::{
+    AccessTokenHash, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+};
+use serde_json::Value;
+
+use crate::harness::{Backend, Server, ServerOptions, for_each_backend};
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+const PASSWORD: &str = "correct horse battery";
+
+/// Runs an admin command against `s`'s database, with `stdin` as its input.
+async fn admin(s: &Server, args: &[&str], stdin: &str) -> Result<Value, String> {
+    use tokio::io::AsyncWriteExt;
+    let bin = tokio::task::spawn_blocking(crate::harness::binary)
+        .await
+        .unwrap();
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(args)
+        .env_clear()
+        .env("GATEHOUSE_DATA_DIR", s.data_dir())
+        .env("GATEHOUSE_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(db) = &s.database {
+        cmd.env("DATABASE_URL", &db.url);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        }))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// An active organization with a confidential code + refresh client, and a member with a
+/// password. Returns (client_id, client_secret, email).
+async fn tenant(s: &Server, slug: &str) -> (String, String, String) {
+    admin(s, &["org", "create", "--slug", slug, "--name", "Acme"], "")
+        .await
+        .unwrap();
+    admin(s, &["org", "approve", slug], "").await.unwrap();
+    let svc = admin(
+        s,
+        &[
+            "service",
+            "create",
+            "--org",
+            slug,
+            "--name",
+            "Web app",
+            "--grant",
+            "authorization_code",
+            "--grant",
+            "refresh_token",
+            "--redirect-uri",
+            REDIRECT,
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    let email = format!("ada@{slug}.example.com");
+    admin(
+        s,
+        &[
+            "user",
+            "create",
+            "--email",
+            &email,
+            "--name",
+            "Ada Lovelace",
+            "--verified",
+            "--password-stdin",
+            "--org",
+            slug,
+            "--role",
+            "member",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await
+    .unwrap();
+    (
+        svc["client_id"].as_str().unwrap().to_string(),
+        svc["client_secret"].as_str().unwrap().to_string(),
+        email,
+    )
+}
+
+/// A browser: no redirects followed, cookies kept.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: HashMap<String, String>,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    body: String,
+    headers: reqwest::header::HeaderMap,
+}
+
+impl Browser {
+    fn new(s: &Server) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: s.base.clone(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let req = if cookie.is_empty() {
+            req
+        } else {
+            req.header("cookie", cookie)
+        };
+        let r = req.send().await.unwrap();
+        for c in r.headers().get_all("set-cookie") {
+            let text = c.to_str().unwrap();
+            let (pair, attrs) = text.split_once(';').unwrap_or((text, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            if v.is_empty() || attrs.contains("Max-Age=0") {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_string(), v.to_string());
+            }
+        }
+        Page {
+            status: r.status().as_u16(),
+            location: r
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_string()),
+            headers: r.headers().clone(),
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, url: &str) -> Page {
+        let url = if url.starts_with('/') {
+            format!("{}{url}", self.base)
+        } else {
+            url.to_string()
+        };
+        let req = self.http.get(url);
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(form).unwrap());
+        self.send(req).await
+    }
+
+    /// Follows an authorization URL to the login form, submits it, and returns the answer.
+    async fn sign_in(&mut self, authorize_url: &str, email: &str, password: &str) -> Page {
+        let start = self.get(authorize_url).await;
+        assert_eq!(start.status, 303, "{}", start.body);
+        let login = start.location.unwrap();
+        assert!(login.starts_with("/login?request="), "{login}");
+        let form = self.get(&login).await;
+        assert_eq!(form.status, 200, "{}", form.body);
+        assert!(
+            form.body.contains(r#"<label for="password">"#),
+            "{}",
+            form.body
+        );
+        let request = login.trim_start_matches("/login?request=").to_string();
+        self.post(
+            "/login",
+            &[
+                ("request", request.as_str()),
+                ("email", email),
+                ("password", password),
+            ],
+        )
+        .await
+    }
+}
+
+/// The query parameters of a redirect.
+fn query_of(location: &str) -> HashMap<String, String> {
+    let q = location.split_once('?').map(|(_, q)| q).unwrap_or("");
+    serde_urlencoded::from_str(q).unwrap()
+}
+
+fn http_client() -> openidconnect::reqwest::Client {
+    openidconnect::reqwest::Client::builder()
+        .redirect(openidconnect::reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+for_each_backend!(a_relying_party_signs_in_with_code_and_pkce);
+
+async fn a_relying_party_signs_in_with_code_and_pkce(backend: Backend) {
+    let mut opts = ServerOptions::new(backend);
+    if backend == Backend::Postgres {
+        // Sessions, pending requests and codes in Redis.
+        opts.redis = Some((
+            "redis://127.0.0.1:6379".into(),
+            format!("test-login-{}", ulid::Ulid::new()),
+        ));
+    }
+    let s = Server::start_with(opts).await;
+    let (client_id, secret, email) = tenant(&s, "acme").await;
+    let http = http_client();
+    let meta = CoreProviderMetadata::discover_async(IssuerUrl::new(s.base.clone()).unwrap(), &http)
+        .await
+        .unwrap();
+    let client = CoreClient::from_provider_metadata(
+        meta,
+        ClientId::new(client_id.clone()),
+        Some(ClientSecret::new(secret.clone())),
+    )
+    .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state, nonce) = client
+        .authorize_url(
+            AuthenticationFlow::<openidconnect::core::CoreResponseType>::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("email".into()))
+        .add_scope(Scope::new("profile".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+
+    let mut browser = Browser::new(&s);
+    // A wrong password shows the form again with an error, and no code.
+    let wrong = browser
+        .sign_in(url.as_str(), &email, "not the password")
+        .await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert!(
+        wrong.body.contains("Incorrect email address or password"),
+        "{}",
+        wrong.body
+    );
+    assert!(wrong.location.is_none());
+    assert!(!browser.cookies.contains_key("gh_session"));
+
+    let done = browser.sign_in(url.as_str(), &email, PASSWORD).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let back = done.location.unwrap();
+    assert!(back.starts_with(REDIRECT), "{back}");
+    let q = query_of(&back);
+    assert_eq!(q.get("state"), Some(state.secret()), "{back}");
+    assert_eq!(q.get("iss"), Some(&s.base), "{back}");
+    assert!(browser.cookies.contains_key("gh_session"));
+
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(q["code"].clone()))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .unwrap();
+    // The relying party's own validation: signature against the JWKS, issuer, audience,
+    // expiry, nonce; then at_hash.
+    let id_token = tokens.id_token().expect("an ID token");
+    let id_verifier = client.id_token_verifier();
+    let claims = id_token.claims(&id_verifier, &nonce).unwrap();
+    assert_eq!(claims.email().map(|e| e.as_str()), Some(email.as_str()));
+    assert_eq!(claims.email_verified(), Some(true));
+    assert!(claims.auth_time().is_some());
+    assert_eq!(
+        claims
+            .auth_method_refs()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>(),
+        vec!["pwd"]
+    );
+    assert_eq!(claims.auth_context_ref().map(|a| a.as_str()), Some("1"));
+    let expected = AccessTokenHash::from_token(
+        tokens.access_token(),
+        id_token.signing_alg().unwrap(),
+        id_token.signing_key(&id_verifier).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims.access_token_hash(), Some(&expected));
+    // A wrong nonce fails the relying party's check.
+    assert!(
+        id_token
+            .claims(&id_verifier, &Nonce::new("other".into()))
+            .is_err()
+    );
+
+    // userinfo releases the claims of the granted scopes.
+    let info: CoreUserInfoClaims = client
+        .user_info(tokens.access_token().clone(), None)
+        .unwrap()
+        .request_async(&http)
+        .await
+        .unwrap();
+    assert_eq!(info.subject(), claims.subject());
+    assert_eq!(info.email().map(|e| e.as_str()), Some(email.as_str()));
+    assert_eq!(
+        info.name().and_then(|n| n.get(None)).map(|n| n.as_str()),
+        Some("Ada Lovelace")
+    );
+
+    // Refresh rotates: the new token works, the old one is spent.
+    let first = tokens.refresh_token().expect("a refresh token").clone();
+    let refreshed = client
+        .exchange_refresh_token(&first)
+        .unwrap()
+        .request_async(&http)
+        .await
+        .unwrap();
+    let second = refreshed.refresh_token().unwrap().clone();
+    assert_ne!(first.secret(), second.secret());
+    let refreshed_id = refreshed
+        .id_token()
+        .unwrap()
+        .claims(&id_verifier, |_: Option<&Nonce>| Ok(()))
+        .unwrap();
+    assert_eq!(refreshed_id.subject(), claims.subject());
+
+    // Single sign-on: the session signs the next authorization in without the form.
+    let (challenge2, _) = PkceCodeChallenge::new_random_sha256();
+    let (url2, _, _) = client
+        .authorize_url(
+            AuthenticationFlow::<openidconnect::core::CoreResponseType>::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge2)
+        .url();
+    let sso = browser.get(url2.as_str()).await;
+    assert_eq!(sso.status, 303);
+    assert!(
+        sso.location.as_deref().unwrap().starts_with(REDIRECT),
+        "{:?}",
+        sso.location
+    );
+    assert!(query_of(sso.location.as_deref().unwrap()).contains_key("code"));
+
+    // Reusing the spent refresh token revokes the whole family: the current one too, and
+    // the access tokens it issued.
+    let reuse = client
+        .exchange_refresh_token(&first)
+        .unwrap()
+        .request_async(&http)
+        .await;
+    assert!(reuse.is_err(), "a spent refresh token was accepted");
+    let after = client
+        .exchange_refresh_token(&second)
+        .unwrap()
+        .request_async(&http)
+        .await;
+    assert!(after.is_err(), "the family survived a reuse");
+    let r = s
+        .client
+        .get(format!("{}/oauth2/userinfo", s.base))
+        .bearer_auth(refreshed.access_token().secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "an access token of a revoked family still works"
+    );
+
+    // RP-initiated logout ends the session and returns to the registered URI with state.
+    let logout = browser
+        .get(&format!(
+            "/oauth2/logout?{}",
+            serde_urlencoded::to_string([
+                ("id_token_hint", id_token.to_string().as_str()),
+                ("post_logout_redirect_uri", REDIRECT),
+                ("state", "bye"),
+            ])
+            .unwrap()
+        ))
+        .await;
+    assert_eq!(logout.status, 303, "{}", logout.body);
+    assert_eq!(
+        logout.location.as_deref(),
+        Some(format!("{REDIRECT}?state=bye").as_str())
+    );
+    assert!(!browser.cookies.contains_key("gh_session"));
+    // The first access token belonged to the ended session.
+    let r = s
+        .client
+        .get(format!("{}/oauth2/userinfo", s.base))
+        .bearer_auth(tokens.access_token().secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "an access token outlived its session");
+    // With no session, prompt=none cannot sign in.
+    let (challenge3, _) = PkceCodeChallenge::new_random_sha256();
+    let (url3, _, _) = client
+        .authorize_url(
+            AuthenticationFlow::<openidconnect::core::CoreResponseType>::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_prompt(openidconnect::core::CoreAuthPrompt::None)
+        .set_pkce_challenge(challenge3)
+        .url();
+    let none = browser.get(url3.as_str()).await;
+    assert_eq!(none.status, 303);
+    assert_eq!(
+        query_of(none.location.as_deref().unwrap())
+            .get("error")
+            .map(String::as_str),
+        Some("login_required")
+    );
+}
+
+/// A PKCE pair: (verifier, S256 challenge).
+fn pkce() -> (String, String) {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    (verifier.secret().clone(), challenge.as_str().to_string())
+}
+
+fn authorize_path(
+    client_id: &str,
+    redirect: &str,
+    challenge: &str,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut q: Vec<(&str, &str)> = vec![
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", redirect),
+        ("scope", "openid"),
+        ("state", "st"),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    for (k, v) in extra {
+        q.retain(|(x, _)| x != k);
+        if !v.is_empty() {
+            q.push((k, v));
+        }
+    }
+    format!(
+        "/oauth2/authorize?{}",
+        serde_urlencoded::to_string(&q).unwrap()
+    )
+}
+
+/// Signs in through the form (or the browser's session) and returns the code.
+async fn code_for(b: &mut Browser, client_id: &str, challenge: &str, email: &str) -> String {
+    let path = authorize_path(client_id, REDIRECT, challenge, &[]);
+    let page = if b.cookies.contains_key("gh_session") {
+        b.get(&path).await
+    } else {
+        b.sign_in(&path, email, PASSWORD).await
+    };
+    assert_eq!(page.status, 303, "{}", page.body);
+    query_of(&page.location.unwrap())["code"].clone()
+}
+
+async fn token(s: &Server, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> (u16, Value) {
+    let mut req = s
+        .client
+        .post(format!("{}/oauth2/token", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(form).unwrap());
+    if let Some((id, secret)) = basic {
+        req = req.basic_auth(id, Some(secret));
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_authorization_requests_are_refused_and_never_redirected_blindly() {
+    let s = Server::start(Backend::Sqlite).await;
+    let (client_id, _, _) = tenant(&s, "acme").await;
+    let (_, challenge) = pkce();
+    let mut b = Browser::new(&s);
+    // Unknown client, wrong or partial redirect URIs: an error page, no redirect.
+    for (cid, redirect) in [
+        ("svc_unknown", REDIRECT),
+        (client_id.as_str(), "http://127.0.0.1:9/callback/extra"),
+        (client_id.as_str(), "http://127.0.0.1:9/"),
+        (client_id.as_str(), "https://evil.example.com/callback"),
+    ] {
+        let p = b.get(&authorize_path(cid, redirect, &challenge, &[])).await;
+        assert_eq!(p.status, 400, "{cid} {redirect}: {}", p.body);
+        assert!(p.location.is_none());
+        assert!(
+            p.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(p.body.contains(r#"role="alert""#), "{}", p.body);
+    }
+    // Errors after the redirect URI is verified go back to it, with state and iss.
+    for (extra, error) in [
+        (vec![("code_challenge", "")], "invalid_request"),
+        (vec![("code_challenge_method", "plain")], "invalid_request"),
+        (vec![("code_challenge", "short")], "invalid_request"),
+        (
+            vec![("response_type", "token")],
+            "unsupported_response_type",
+        ),
+        (vec![("scope", "openid admin")], "invalid_scope"),
+        (vec![("prompt", "none")], "login_required"),
+        (vec![("prompt", "none login")], "invalid_request"),
+        (vec![("max_age", "-1")], "invalid_request"),
+        (vec![("request", "eyJ")], "request_not_supported"),
+    ] {
+        let p = b
+            .get(&authorize_path(&client_id, REDIRECT, &challenge, &extra))
+            .await;
+        assert_eq!(p.status, 303, "{extra:?}: {}", p.body);
+        let loc = p.location.unwrap();
+        assert!(loc.starts_with(REDIRECT), "{loc}");
+        let q = query_of(&loc);
+        assert_eq!(
+            q.get("error").map(String::as_str),
+            Some(error),
+            "{extra:?}: {loc}"
+        );
+        assert_eq!(q.get("state").map(String::as_str), Some("st"));
+        assert!(!q.contains_key("code"));
+    }
+    // A repeated parameter is refused outright.
+    let p = b
+        .get(&format!(
+            "{}&client_id={client_id}",
+            authorize_path(&client_id, REDIRECT, &challenge, &[])
+        ))
+        .await;
+    assert_eq!(p.status, 400);
+    // A login form from another browser (no binding cookie) is refused.
+    let start = b
+        .get(&authorize_path(&client_id, REDIRECT, &challenge, &[]))
+        .await;
+    let request = start
+        .location
+        .unwrap()
+        .trim_start_matches("/login?request=")
+        .to_string();
+    let mut other = Browser::new(&s);
+    let p = other
+        .post(
+            "/login",
+            &[
+                ("request", &request),
+                ("email", "a@b.io"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 400, "{}", p.body);
+    assert!(p.location.is_none());
+    // An unknown login request.
+    let p = b.get("/login?request=nope").await;
+    assert_eq!(p.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn codes_are_bound_to_pkce_client_and_redirect_and_work_once() {
+    let s = Server::start(Backend::Sqlite).await;
+    let (client_id, secret, email) = tenant(&s, "acme").await;
+    let basic = Some((client_id.as_str(), secret.as_str()));
+    let mut b = Browser::new(&s);
+
+    // PKCE mismatch.
+    let (_, challenge) = pkce();
+    let code = code_for(&mut b, &client_id, &challenge, &email).await;
+    let (other_verifier, _) = pkce();
+    let (st, body) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &other_verifier),
+        ],
+        basic,
+    )
+    .await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    // The code is spent by the failed attempt.
+    let (verifier, challenge) = pkce();
+    let code = code_for(&mut b, &client_id, &challenge, &email).await;
+    // Wrong redirect URI, missing verifier, wrong secret: refused, nothing issued.
+    let (st, body) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:9/other"),
+            ("code_verifier", &verifier),
+        ],
+        basic,
+    )
+    .await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let (verifier, challenge) = pkce();
+    let code = code_for(&mut b, &client_id, &challenge, &email).await;
+    let (st, body) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+        Some((&client_id, "cs_wrong")),
+    )
+    .await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    let (st, body) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "a confidential client without its secret: {body}"
+    );
+    // The right request works once; a replay is refused and revokes what the code issued.
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (st, first) = token(&s, &form, basic).await;
+    assert_eq!(st, 200, "{first}");
+    let (st, body) = token(&s, &form, basic).await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let rt = first["refresh_token"].as_str().unwrap();
+    let (st, body) = token(
+        &s,
+        &[("grant_type", "refresh_token"), ("refresh_token", rt)],
+        basic,
+    )
+    .await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "replay did not revoke: {body}"
+    );
+    let r = s
+        .client
+        .get(format!("{}/oauth2/userinfo", s.base))
+        .bearer_auth(first["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_tokens_are_refused_at_userinfo() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let s = Server::start(Backend::Sqlite).await;
+    let (client_id, secret, email) = tenant(&s, "acme").await;
+    let mut b = Browser::new(&s);
+    let (verifier, challenge) = pkce();
+    let code = code_for(&mut b, &client_id, &challenge, &email).await;
+    let (_, t) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+        Some((&client_id, &secret)),
+    )
+    .await;
+    let at = t["access_token"].as_str().unwrap();
+    let userinfo = |tok: String| {
+        let s = &s;
+        async move {
+            s.client
+                .get(format!("{}/oauth2/userinfo", s.base))
+                .bearer_auth(tok)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let ok = userinfo(at.to_string()).await;
+    assert_eq!(ok.status(), 200);
+    let parts: Vec<&str> = at.split('.').collect();
+    let mut payload: Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+    payload["sub"] = "someone-else".into();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(payload.to_string()),
+        parts[2]
+    );
+    let none_header = B64.encode(r#"{"alg":"none","typ":"at+jwt"}"#);
+    let alg_none = format!("{none_header}.{}.", parts[1]);
+    let mut header: Value = serde_json::from_slice(&B64.decode(parts[0]).unwrap()).unwrap();
+    header["kid"] = "unknown-kid".into();
+    let unknown_kid = format!(
+        "{}.{}.{}",
+        B64.encode(header.to_string()),
+        parts[1],
+        parts[2]
+    );
+    for (what, tok) in [
+        ("tampered", tampered),
+        ("alg none", alg_none),
+        ("unknown kid", unknown_kid),
+    ] {
+        let r = userinfo(tok).await;
+        assert_eq!(r.status(), 401, "{what}");
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token"),
+            "{what}"
+        );
+    }
+    let r = s
+        .client
+        .get(format!("{}/oauth2/userinfo", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_failures_lock_the_account() {
+    let s = Server::start(Backend::Sqlite).await;
+    let (client_id, _, email) = tenant(&s, "acme").await;
+    let (_, challenge) = pkce();
+    let mut b = Browser::new(&s);
+    let path = authorize_path(&client_id, REDIRECT, &challenge, &[]);
+    for i in 0..4 {
+        let p = b.sign_in(&path, &email, "wrong password").await;
+        assert_eq!(p.status, 401, "attempt {i}: {}", p.body);
+    }
+    let p = b.sign_in(&path, &email, "wrong password").await;
+    assert_eq!(p.status, 429, "{}", p.body);
+    assert!(p.body.contains("locked"), "{}", p.body);
+    // Locked: even the right password is refused, and no code is issued.
+    let p = b.sign_in(&path, &email, PASSWORD).await;
+    assert_eq!(p.status, 429, "{}", p.body);
+    assert!(p.location.is_none());
+    // An unknown account looks like a wrong password.
+    let p = b.sign_in(&path, "nobody@acme.example.com", PASSWORD).await;
+    assert_eq!(p.status, 401, "{}", p.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_members_sign_in_and_suspension_stops_refresh() {
+    let s = Server::start(Backend::Sqlite).await;
+    let (client_id, secret, email) = tenant(&s, "acme").await;
+    // A member of another organization cannot sign in to acme's service.
+    let (_, _, other_email) = tenant(&s, "globex").await;
+    let (_, challenge) = pkce();
+    let mut b = Browser::new(&s);
+    let path = authorize_path(&client_id, REDIRECT, &challenge, &[]);
+    let p = b.sign_in(&path, &other_email, PASSWORD).await;
+    assert_eq!(p.status, 403, "{}", p.body);
+    assert!(p.body.contains("cannot sign in"), "{}", p.body);
+    assert!(p.location.is_none());
+
+    // A member signs in; once the organization is suspended, refresh stops.
+    let mut b = Browser::new(&s);
+    let (verifier, challenge) = pkce();
+    let code = code_for(&mut b, &client_id, &challenge, &email).await;
+    let basic = Some((client_id.as_str(), secret.as_str()));
+    let (st, t) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+        basic,
+    )
+    .await;
+    assert_eq!(st, 200, "{t}");
+    admin(&s, &["org", "suspend", "acme"], "").await.unwrap();
+    let (st, body) = token(
+        &s,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ],
+        basic,
+    )
+    .await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (400, Some("access_denied")),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn public_clients_use_pkce_without_a_secret() {
+    let s = Server::start(Backend::Sqlite).await;
+    let (_, _, email) = tenant(&s, "acme").await;
+    let svc = admin(
+        &s,
+        &[
+            "service",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "SPA",
+            "--grant",
+            "authorization_code",
+            "--redirect-uri",
+            REDIRECT,
+            "--public",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    let client_id = svc["client_id"].as_str().unwrap();
+    assert!(svc.get("client_secret").is_none());
+    let mut b = Browser::new(&s);
+    let (verifier, challenge) = pkce();
+    let code = code_for(&mut b, client_id, &challenge, &email).await;
+    let (st, t) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+            ("client_id", client_id),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{t}");
+    assert!(t["id_token"].is_string());
+    assert!(
+        t.get("refresh_token").is_none(),
+        "no refresh grant, no refresh token: {t}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_list_their_sessions_and_sign_out_everywhere() {
+    let s = Server::start(Backend::Sqlite).await;
+    let (client_id, secret, email) = tenant(&s, "acme").await;
+    let basic = Some((client_id.as_str(), secret.as_str()));
+    let mut grants = Vec::new();
+    for _ in 0..2 {
+        let mut b = Browser::new(&s);
+        let (verifier, challenge) = pkce();
+        let code = code_for(&mut b, &client_id, &challenge, &email).await;
+        let (st, t) = token(
+            &s,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", &verifier),
+            ],
+            basic,
+        )
+        .await;
+        assert_eq!(st, 200, "{t}");
+        grants.push(t);
+    }
+    let at = grants[0]["access_token"].as_str().unwrap();
+    let r = s
+        .client
+        .get(format!("{}/api/me/sessions", s.base))
+        .bearer_auth(at)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let list: Value = r.json().await.unwrap();
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{list}");
+    assert_eq!(
+        sessions.iter().filter(|s| s["current"] == true).count(),
+        1,
+        "{list}"
+    );
+    // Ending the other session revokes its refresh tokens.
+    let other = sessions.iter().find(|s| s["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap();
+    let r = s
+        .client
+        .delete(format!("{}/api/me/sessions/{other}", s.base))
+        .bearer_auth(at)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = s
+        .client
+        .delete(format!("{}/api/me/sessions/{other}", s.base))
+        .bearer_auth(at)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let (st, _) = token(
+        &s,
+        &[
+            ("grant_type", "refresh_token"),
+            (
+                "refresh_token",
+                grants[1]["refresh_token"].as_str().unwrap(),
+            ),
+        ],
+        basic,
+    )
+    .await;
+    assert_eq!(st, 400);
+    // Sign out everywhere: the caller's own session and tokens end too.
+    let r = s
+        .client
+        .delete(format!("{}/api/me/sessions", s.base))
+        .bearer_auth(at)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (st, _) = token(
+        &s,
+        &[
+            ("grant_type", "refresh_token"),
+            (
+                "refresh_token",
+                grants[0]["refresh_token"].as_str().unwrap(),
+            ),
+        ],
+        basic,
+    )
+    .await;
+    assert_eq!(st, 400);
+    let r = s
+        .client
+        .get(format!("{}/api/me/sessions", s.base))
+        .bearer_auth(at)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_commands_refuse_bad_input_and_create_nothing() {
+    let s = Server::start(Backend::Sqlite).await;
+    tenant(&s, "acme").await;
+    for (args, stdin, says) in [
+        (
+            vec![
+                "user",
+                "create",
+                "--email",
+                "not-an-email",
+                "--password-stdin",
+            ],
+            "long enough pw\n",
+            "not an email",
+        ),
+        (
+            vec![
+                "user",
+                "create",
+                "--email",
+                "bo@acme.io",
+                "--password-stdin",
+            ],
+            "short\n",
+            "password",
+        ),
+        (
+            vec![
+                "user",
+                "create",
+                "--email",
+                "bo@acme.io",
+                "--password-stdin",
+                "--org",
+                "nope",
+            ],
+            "long enough pw\n",
+            "does not exist",
+        ),
+        (
+            vec![
+                "user",
+                "create",
+                "--email",
+                "bo@acme.io",
+                "--org",
+                "acme",
+                "--role",
+                "emperor",
+            ],
+            "",
+            "role",
+        ),
+        (
+            vec!["user", "create", "--email", "ADA@acme.example.com"],
+            "",
+            "exists already",
+        ),
+    ] {
+        let err = admin(&s, &args, stdin).await.unwrap_err();
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // None of them left a user behind: the address is still free.
+    let ok = admin(&s, &["user", "create", "--email", "bo@acme.io"], "")
+        .await
+        .unwrap();
+    assert_eq!(ok["user"]["email"], "bo@acme.io");
+    assert!(ok["user"].get("password_hash").is_none(), "{ok}");
+}
+
+/// Signs `email` in to the client and returns its token response.
+async fn tokens_for(s: &Server, client_id: &str, secret: &str, email: &str) -> Value {
+    let mut b = Browser::new(s);
+    let (verifier, challenge) = pkce();
+    let code = code_for(&mut b, client_id, &challenge, email).await;
+    let (st, t) = token(
+        s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+        Some((client_id, secret)),
+    )
+    .await;
+    assert_eq!(st, 200, "{t}");
+    t
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn organization_admins_read_the_audit_log() {
+    let s = Server::start(Backend::Sqlite).await;
+    let (client_id, secret, member) = tenant(&s, "acme").await;
+    tenant(&s, "globex").await;
+    admin(
+        &s,
+        &[
+            "user",
+            "create",
+            "--email",
+            "root@acme.example.com",
+            "--password-stdin",
+            "--org",
+            "acme",
+            "--role",
+            "admin",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await
+    .unwrap();
+    // A failed login, then the admin's successful one.
+    let (_, challenge) = pkce();
+    let mut b = Browser::new(&s);
+    let p = b
+        .sign_in(
+            &authorize_path(&client_id, REDIRECT, &challenge, &[]),
+            &member,
+            "wrong password",
+        )
+        .await;
+    assert_eq!(p.status, 401);
+    let t = tokens_for(&s, &client_id, &secret, "root@acme.example.com").await;
+    let at = t["access_token"].as_str().unwrap();
+    let get = |path: String, tok: Option<String>| {
+        let s = &s;
+        async move {
+            let mut r = s.client.get(format!("{}{path}", s.base));
+            if let Some(t) = tok {
+                r = r.bearer_auth(t);
+            }
+            let r = r.send().await.unwrap();
+            let st = r.status().as_u16();
+            (st, r.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let (st, log) = get("/api/organizations/acme/audit".into(), Some(at.into())).await;
+    assert_eq!(st, 200, "{log}");
+    let kinds: Vec<&str> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "organization.created",
+        "organization.active",
+        "service.created",
+        "membership.created",
+        "login.failed",
+        "login.succeeded",
+        "token.issued",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    // Newest first; every event names its actor.
+    let ids: Vec<i64> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+    // Filters and pages.
+    let (_, failed) = get(
+        "/api/organizations/acme/audit?kind=login.failed".into(),
+        Some(at.into()),
+    )
+    .await;
+    let failed = failed["events"].as_array().unwrap().clone();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["details"]["email"], member.as_str());
+    let (_, page1) = get(
+        "/api/organizations/acme/audit?limit=2".into(),
+        Some(at.into()),
+    )
+    .await;
+    let next = page1["next_before"].as_i64().unwrap();
+    let (_, page2) = get(
+        format!("/api/organizations/acme/audit?limit=2&before={next}"),
+        Some(at.into()),
+    )
+    .await;
+    assert_eq!(page2["events"][0]["id"].as_i64().unwrap(), ids[2]);
+    // Bad input, and callers who may not read it.
+    for q in [
+        "limit=0",
+        "limit=201",
+        "since=yesterday",
+        "before=x",
+        "color=red",
+    ] {
+        let (st, body) = get(
+            format!("/api/organizations/acme/audit?{q}"),
+            Some(at.into()),
+        )
+        .await;
+        assert_eq!(st, 400, "{q}: {body}");
+    }
+    let (st, _) = get("/api/organizations/acme/audit".into(), None).await;
+    assert_eq!(st, 401);
+    let (st, _) = get("/api/organizations/globex/audit".into(), Some(at.into())).await;
+    assert_eq!(st, 403, "an admin of acme read globex's log");
+    let (st, _) = get("/api/organizations/nope/audit".into(), Some(at.into())).await;
+    assert_eq!(st, 404);
+    let mt = tokens_for(&s, &client_id, &secret, &member).await;
+    let (st, _) = get(
+        "/api/organizations/acme/audit".into(),
+        Some(mt["access_token"].as_str().unwrap().into()),
+    )
+    .await;
+    assert_eq!(st, 403, "a member read the audit log");
+}
