@@ -2,6 +2,7 @@
 //! parse, call the engine, map the answer; all errors go through [`ApiError`].
 
 mod decisions;
+mod device;
 pub mod error;
 mod login;
 mod manage;
@@ -173,6 +174,8 @@ fn route_label(path: &str) -> &'static str {
         ["oauth2", "logout"] => "/oauth2/logout",
         ["oauth2", "userinfo"] => "/oauth2/userinfo",
         ["login"] => "/login",
+        ["device"] => "/device",
+        ["oauth2", "device_authorization"] => "/oauth2/device_authorization",
         ["api", "me", "sessions"] => "/api/me/sessions",
         ["api", "me", "sessions", _] => "/api/me/sessions/{id}",
         ["api", "organizations", _, "audit"] => "/api/organizations/{slug}/audit",
@@ -388,6 +391,19 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
             web::resource("/login")
                 .get(login::login_page)
                 .post(login::login_submit)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
+        )
+        .service(
+            web::resource("/oauth2/device_authorization")
+                .post(device::authorization)
+                .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
+        )
+        .service(
+            web::resource("/device")
+                .get(device::page_get)
+                .post(device::page_post)
                 .default_service(web::to(|| async {
                     openfga::method_not_allowed("GET, POST")
                 })),

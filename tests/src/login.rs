@@ -1230,3 +1230,184 @@ async fn organization_admins_read_the_audit_log() {
     .await;
     assert_eq!(st, 403, "a member read the audit log");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_signs_in_with_the_device_grant() {
+    use openidconnect::DeviceAuthorizationUrl;
+    use openidconnect::core::CoreDeviceAuthorizationResponse;
+    let s = Server::start(Backend::Sqlite).await;
+    let (web_client, web_secret, email) = tenant(&s, "acme").await;
+    let tv = admin(
+        &s,
+        &[
+            "service",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "TV app",
+            "--public",
+            "--grant",
+            "urn:ietf:params:oauth:grant-type:device_code",
+            "--grant",
+            "refresh_token",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    let tv_id = tv["client_id"].as_str().unwrap().to_string();
+    let http = http_client();
+    let meta = CoreProviderMetadata::discover_async(IssuerUrl::new(s.base.clone()).unwrap(), &http)
+        .await
+        .unwrap();
+    let client = CoreClient::from_provider_metadata(meta, ClientId::new(tv_id.clone()), None)
+        .set_device_authorization_url(
+            DeviceAuthorizationUrl::new(format!("{}/oauth2/device_authorization", s.base)).unwrap(),
+        );
+    let details: CoreDeviceAuthorizationResponse = client
+        .exchange_device_code()
+        .add_scope(Scope::new("email".into()))
+        .request_async(&http)
+        .await
+        .unwrap();
+    let user_code = details.user_code().secret().clone();
+    assert_eq!(user_code.len(), 9, "{user_code}");
+    assert_eq!(
+        details.verification_uri().as_str(),
+        format!("{}/device", s.base)
+    );
+    let device_code = details.device_code().secret().clone();
+    // Before the user acts: pending, and polling too fast is told to slow down.
+    let poll = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("device_code", device_code.as_str()),
+        ("client_id", tv_id.as_str()),
+    ];
+    let (st, body) = token(&s, &poll, None).await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (400, Some("authorization_pending")),
+        "{body}"
+    );
+    let (_, body) = token(&s, &poll, None).await;
+    assert_eq!(body["error"], "slow_down", "{body}");
+    // Another client cannot redeem it.
+    let (_, body) = token(
+        &s,
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device_code.as_str()),
+        ],
+        Some((&web_client, &web_secret)),
+    )
+    .await;
+    assert_eq!(body["error"], "unauthorized_client", "{body}");
+
+    // The user opens the page on a phone, signs in and allows the device; the code may be
+    // typed in any case, without its dash.
+    let mut phone = Browser::new(&s);
+    let page = phone.get(&format!("/device?user_code={user_code}")).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(r#"<label for="user_code">"#),
+        "{}",
+        page.body
+    );
+    let csrf = phone.cookies["gh_csrf"].clone();
+    let wrong = phone
+        .post(
+            "/device",
+            &[
+                ("csrf", &csrf),
+                ("user_code", "BBBB-BBBB"),
+                ("email", &email),
+                ("password", PASSWORD),
+                ("action", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 400, "{}", wrong.body);
+    let no_csrf = phone
+        .post(
+            "/device",
+            &[
+                ("csrf", "forged"),
+                ("user_code", &user_code),
+                ("email", &email),
+                ("password", PASSWORD),
+                ("action", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(no_csrf.status, 400, "{}", no_csrf.body);
+    let typed = user_code.replace('-', "").to_lowercase();
+    let ok = phone
+        .post(
+            "/device",
+            &[
+                ("csrf", &csrf),
+                ("user_code", &typed),
+                ("email", &email),
+                ("password", PASSWORD),
+                ("action", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.body.contains("Device connected"), "{}", ok.body);
+
+    // The relying party's own polling now gets the tokens.
+    let tokens = client
+        .exchange_device_access_token(&details)
+        .unwrap()
+        .request_async(&http, tokio::time::sleep, None)
+        .await
+        .unwrap();
+    let id_token = tokens.id_token().expect("an ID token");
+    let claims = id_token
+        .claims(&client.id_token_verifier(), |_: Option<&Nonce>| Ok(()))
+        .unwrap();
+    assert_eq!(claims.email().map(|e| e.as_str()), Some(email.as_str()));
+    assert!(tokens.refresh_token().is_some());
+    // A device code works once.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let (_, body) = token(&s, &poll, None).await;
+    assert_eq!(body["error"], "expired_token", "{body}");
+
+    // A denial reaches the device as access_denied.
+    let details: CoreDeviceAuthorizationResponse = client
+        .exchange_device_code()
+        .request_async(&http)
+        .await
+        .unwrap();
+    let page = phone.get("/device").await;
+    assert!(
+        !page.body.contains(r#"name="password""#),
+        "signed in already: {}",
+        page.body
+    );
+    let csrf = phone.cookies["gh_csrf"].clone();
+    let denied = phone
+        .post(
+            "/device",
+            &[
+                ("csrf", &csrf),
+                ("user_code", details.user_code().secret()),
+                ("action", "deny"),
+            ],
+        )
+        .await;
+    assert_eq!(denied.status, 200, "{}", denied.body);
+    let (_, body) = token(
+        &s,
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", details.device_code().secret()),
+            ("client_id", tv_id.as_str()),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(body["error"], "access_denied", "{body}");
+}

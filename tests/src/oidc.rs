@@ -220,7 +220,12 @@ async fn client_credentials_after_a_policy_decision(backend: Backend) {
     assert_eq!(d["jwks_uri"], format!("{base}/.well-known/jwks.json"));
     assert_eq!(
         d["grant_types_supported"],
-        serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
+        serde_json::json!([
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ])
     );
     assert_eq!(
         d["code_challenge_methods_supported"],

@@ -62,7 +62,13 @@ pub(super) fn provider(state: &AppState) -> Result<Provider<'_>, Refusal> {
     }
 }
 
-fn cookie<'c>(name: &'c str, value: String, path: &'c str, secs: i64, secure: bool) -> Cookie<'c> {
+pub(super) fn cookie<'c>(
+    name: &'c str,
+    value: String,
+    path: &'c str,
+    secs: i64,
+    secure: bool,
+) -> Cookie<'c> {
     Cookie::build(name, value)
         .path(path)
         .http_only(true)
@@ -80,7 +86,7 @@ fn removal(name: &str, path: &str) -> Cookie<'static> {
     c
 }
 
-fn client_ip(req: &HttpRequest) -> Option<String> {
+pub(super) fn client_ip(req: &HttpRequest) -> Option<String> {
     req.peer_addr().map(|a| a.ip().to_string())
 }
 
@@ -93,7 +99,7 @@ fn api_unavailable() -> HttpResponse {
     .error_response()
 }
 
-fn unavailable_page() -> HttpResponse {
+pub(super) fn unavailable_page() -> HttpResponse {
     error_page(
         StatusCode::SERVICE_UNAVAILABLE,
         "Something went wrong",
@@ -163,7 +169,10 @@ pub fn pkce_shaped(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
-async fn organization_of(identity: &Identity, service: &Service) -> Option<Organization> {
+pub(super) async fn organization_of(
+    identity: &Identity,
+    service: &Service,
+) -> Option<Organization> {
     identity
         .store
         .organization(&service.organization_id)
@@ -359,7 +368,7 @@ pub(super) async fn authorize(
         .finish()
 }
 
-async fn current_session(
+pub(super) async fn current_session(
     p: &Provider<'_>,
     req: &HttpRequest,
 ) -> gatehouse_engine::Result<Option<Session>> {
@@ -369,17 +378,16 @@ async fn current_session(
     }
 }
 
-/// Decides the sign-in of a session's user to a service and, on a permit, sends the browser
-/// back with a code. `set_cookie` is a new session's cookie, set on the way.
-async fn finish(
+/// Decides the sign-in of a session's user to a service (`Action::"authenticate"`): on a
+/// permit, the device cookie to set (for a browser seen the first time); otherwise the page
+/// that says why (a step-up `challenge`, or a denial), audited.
+pub(super) async fn authorize_session(
     p: &Provider<'_>,
     req: &HttpRequest,
     service: &Service,
     org: Option<&Organization>,
-    pending: &Pending,
     session: &Session,
-    set_cookie: Option<Cookie<'static>>,
-) -> HttpResponse {
+) -> Result<Option<Cookie<'static>>, HttpResponse> {
     let ip = client_ip(req);
     let device = req.cookie(DEVICE_COOKIE).map(|c| c.value().to_string());
     let new_device = match &device {
@@ -389,6 +397,7 @@ async fn finish(
     let device_id = device
         .filter(|d| d.len() == 64)
         .or_else(|| new_device.clone());
+    let device_cookie = new_device.map(|d| cookie(DEVICE_COOKIE, d, "/", 400 * 86400, p.secure));
     let mut ctx = serde_json::Map::new();
     ctx.insert("amr".into(), json!(session.amr));
     ctx.insert(
@@ -413,36 +422,12 @@ async fn finish(
         Err(gatehouse_engine::Error::Validation(m)) => SignIn::Denied { reasons: vec![m] },
         Err(e) => {
             tracing::error!(error = %e, "cannot decide a sign-in");
-            return unavailable_page();
+            return Err(unavailable_page());
         }
     };
     let org_id = Some(service.organization_id.as_str());
     let mut res = match outcome {
-        SignIn::Allowed => {
-            let code = Code {
-                client_id: service.client_id.clone(),
-                redirect_uri: pending.redirect_uri.clone(),
-                user_id: session.user_id.clone(),
-                session_id: session.id.clone(),
-                scope: pending.scope.clone(),
-                nonce: pending.nonce.clone(),
-                code_challenge: pending.code_challenge.clone(),
-                auth_time: session.auth_time,
-                amr: session.amr.clone(),
-            };
-            let code = match p.sessions.put_code(&code).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot keep an authorization code");
-                    return unavailable_page();
-                }
-            };
-            let mut pairs = vec![("code", code.as_str()), ("iss", p.issuer)];
-            if let Some(s) = &pending.state {
-                pairs.push(("state", s));
-            }
-            redirect(&with_query(&pending.redirect_uri, &pairs)).finish()
-        }
+        SignIn::Allowed => return Ok(device_cookie),
         SignIn::StepUp { methods, reasons } => {
             p.identity
                 .audit(
@@ -493,11 +478,57 @@ async fn finish(
             )
         }
     };
-    if let Some(c) = set_cookie {
+    if let Some(c) = device_cookie {
         let _ = res.add_cookie(&c);
     }
-    if let Some(d) = new_device {
-        let _ = res.add_cookie(&cookie(DEVICE_COOKIE, d, "/", 400 * 86400, p.secure));
+    Err(res)
+}
+
+/// Decides the sign-in of a session's user to a service and, on a permit, sends the browser
+/// back with a code. `set_cookie` is a new session's cookie, set on the way.
+async fn finish(
+    p: &Provider<'_>,
+    req: &HttpRequest,
+    service: &Service,
+    org: Option<&Organization>,
+    pending: &Pending,
+    session: &Session,
+    set_cookie: Option<Cookie<'static>>,
+) -> HttpResponse {
+    let mut res = match authorize_session(p, req, service, org, session).await {
+        Ok(device_cookie) => {
+            let code = Code {
+                client_id: service.client_id.clone(),
+                redirect_uri: pending.redirect_uri.clone(),
+                user_id: session.user_id.clone(),
+                session_id: session.id.clone(),
+                scope: pending.scope.clone(),
+                nonce: pending.nonce.clone(),
+                code_challenge: pending.code_challenge.clone(),
+                auth_time: session.auth_time,
+                amr: session.amr.clone(),
+            };
+            let code = match p.sessions.put_code(&code).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot keep an authorization code");
+                    return unavailable_page();
+                }
+            };
+            let mut pairs = vec![("code", code.as_str()), ("iss", p.issuer)];
+            if let Some(s) = &pending.state {
+                pairs.push(("state", s));
+            }
+            let mut r = redirect(&with_query(&pending.redirect_uri, &pairs)).finish();
+            if let Some(c) = device_cookie {
+                let _ = r.add_cookie(&c);
+            }
+            r
+        }
+        Err(page) => page,
+    };
+    if let Some(c) = set_cookie {
+        let _ = res.add_cookie(&c);
     }
     res
 }

@@ -77,7 +77,8 @@ pub(super) async fn discovery(state: web::Data<AppState>) -> HttpResponse {
             "scopes_supported": super::login::SCOPES,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+            "device_authorization_endpoint": format!("{issuer}/oauth2/device_authorization"),
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", super::device::DEVICE_GRANT],
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
@@ -247,6 +248,7 @@ pub(super) async fn token(
         "client_credentials" => client_credentials(&p, &req, &form).await,
         "authorization_code" => authorization_code(&p, &req, &form).await,
         "refresh_token" => refresh(&p, &req, &form).await,
+        super::device::DEVICE_GRANT => super::device::token(&p, &req, &form).await,
         other => Err(Box::new(oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -256,7 +258,10 @@ pub(super) async fn token(
     result.unwrap_or_else(|r| *r)
 }
 
-fn grant_allowed(service: &crate::db::tenancy::Service, grant: &str) -> Result<(), Refusal> {
+pub(super) fn grant_allowed(
+    service: &crate::db::tenancy::Service,
+    grant: &str,
+) -> Result<(), Refusal> {
     if service.grant_types.iter().any(|g| g == grant) {
         return Ok(());
     }
@@ -354,18 +359,18 @@ pub const REFRESH_SECONDS: i64 = 30 * 86400;
 /// Lifetime of an ID token, in seconds.
 pub const ID_TOKEN_SECONDS: i64 = 3600;
 
-fn invalid_grant(desc: &str) -> Refusal {
+pub(super) fn invalid_grant(desc: &str) -> Refusal {
     Box::new(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", desc))
 }
 
-fn internal(what: &str, e: impl std::fmt::Display) -> Refusal {
+pub(super) fn internal(what: &str, e: impl std::fmt::Display) -> Refusal {
     tracing::error!(error = %e, "{what}");
     Box::new(unavailable())
 }
 
 /// The client of a code or refresh request: a confidential client authenticates; a public
 /// one (PKCE) names itself with `client_id` and nothing else.
-async fn grant_client(
+pub(super) async fn grant_client(
     identity: &crate::identity::Identity,
     req: &HttpRequest,
     form: &std::collections::HashMap<String, String>,
@@ -423,20 +428,23 @@ fn acr(amr: &[String]) -> &'static str {
 }
 
 /// What the tokens of a user's grant are issued from.
-struct UserGrant<'a> {
-    service: &'a crate::db::tenancy::Service,
-    user: &'a crate::db::users::User,
-    scope: &'a str,
-    session_id: &'a str,
-    auth_time: chrono::DateTime<chrono::Utc>,
-    amr: &'a [String],
-    nonce: Option<&'a str>,
+pub(super) struct UserGrant<'a> {
+    pub(super) service: &'a crate::db::tenancy::Service,
+    pub(super) user: &'a crate::db::users::User,
+    pub(super) scope: &'a str,
+    pub(super) session_id: &'a str,
+    pub(super) auth_time: chrono::DateTime<chrono::Utc>,
+    pub(super) amr: &'a [String],
+    pub(super) nonce: Option<&'a str>,
     /// The refresh token family and the new refresh token, when one is issued.
-    refresh: Option<(&'a str, &'a str)>,
+    pub(super) refresh: Option<(&'a str, &'a str)>,
 }
 
 /// Signs the access token (and the ID token with `openid`) of a user's grant.
-fn user_tokens(p: &super::login::Provider<'_>, g: &UserGrant<'_>) -> Result<HttpResponse, Refusal> {
+pub(super) fn user_tokens(
+    p: &super::login::Provider<'_>,
+    g: &UserGrant<'_>,
+) -> Result<HttpResponse, Refusal> {
     let now = chrono::Utc::now();
     let mut at = json!({
         "iss": p.issuer,
@@ -517,7 +525,7 @@ fn user_context(
 
 /// Starts a refresh token family for a grant when the client may refresh; returns the
 /// family's id and its first token.
-async fn new_family(
+pub(super) async fn new_family(
     p: &super::login::Provider<'_>,
     service: &crate::db::tenancy::Service,
     code: &crate::oidc::sessions::Code,
@@ -818,7 +826,7 @@ pub(super) async fn token_live(
     Ok(true)
 }
 
-fn no_store(body: Value) -> HttpResponse {
+pub(super) fn no_store(body: Value) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))

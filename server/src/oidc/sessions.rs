@@ -65,6 +65,38 @@ pub struct Code {
     pub amr: Vec<String>,
 }
 
+/// How long a device authorization waits for its user (RFC 8628 `expires_in`).
+pub const DEVICE_SECONDS: u64 = 600;
+/// The least time between two polls of a device (RFC 8628 `interval`).
+pub const DEVICE_INTERVAL: u64 = 5;
+/// The alphabet of user codes: consonants only (no vowels, so no words; no look-alikes).
+const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
+
+/// A device authorization (RFC 8628) waiting for, or given, its user's approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceGrant {
+    pub client_id: String,
+    pub scope: String,
+    pub user_code: String,
+    pub expires_at: DateTime<Utc>,
+    /// `None` while pending; the approval (what a code would carry) or a denial after.
+    pub decision: Option<DeviceDecision>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceDecision {
+    Approved(Code),
+    Denied,
+}
+
+/// A user code as typed: case, spaces and dashes do not matter.
+pub fn normalize_user_code(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
 /// A random secret for a cookie or code: 32 bytes, hex.
 pub fn secret(prefix: &str) -> Result<String> {
     let mut b = [0u8; 32];
@@ -219,6 +251,106 @@ impl Sessions {
         Ok(decode(
             self.kv.take(&format!("code:{}", sha256_hex(code))).await?,
         ))
+    }
+
+    /// Starts a device authorization; returns the device code and the user code (`XXXX-XXXX`).
+    pub async fn put_device(&self, client_id: &str, scope: &str) -> Result<(String, String)> {
+        let device_code = secret("dc_")?;
+        let mut raw = [0u8; 8];
+        getrandom::fill(&mut raw).map_err(|e| Error::Unavailable(format!("no randomness: {e}")))?;
+        let letters: String = raw
+            .iter()
+            .map(|b| USER_CODE_ALPHABET[usize::from(*b) % USER_CODE_ALPHABET.len()] as char)
+            .collect();
+        let user_code = format!("{}-{}", &letters[..4], &letters[4..]);
+        let grant = DeviceGrant {
+            client_id: client_id.to_string(),
+            scope: scope.to_string(),
+            user_code: user_code.clone(),
+            expires_at: Utc::now() + chrono::Duration::seconds(DEVICE_SECONDS as i64),
+            decision: None,
+        };
+        let ttl = Duration::from_secs(DEVICE_SECONDS);
+        let key = sha256_hex(&device_code);
+        self.kv
+            .put(&format!("device:{key}"), &encode(&grant)?, ttl)
+            .await?;
+        self.kv
+            .put(
+                &format!("user-code:{}", normalize_user_code(&user_code)),
+                &key,
+                ttl,
+            )
+            .await?;
+        Ok((device_code, user_code))
+    }
+
+    /// The device authorization a user code names (its key and the grant), while it waits.
+    pub async fn device_by_user_code(
+        &self,
+        user_code: &str,
+    ) -> Result<Option<(String, DeviceGrant)>> {
+        let code = normalize_user_code(user_code);
+        if code.len() != 8 {
+            return Ok(None);
+        }
+        let Some(key) = self.kv.get(&format!("user-code:{code}")).await? else {
+            return Ok(None);
+        };
+        let grant: Option<DeviceGrant> = decode(self.kv.get(&format!("device:{key}")).await?);
+        Ok(grant.filter(|g| g.decision.is_none()).map(|g| (key, g)))
+    }
+
+    /// Records the user's decision on a device authorization; the user code stops working.
+    pub async fn decide_device(
+        &self,
+        key: &str,
+        mut grant: DeviceGrant,
+        decision: DeviceDecision,
+    ) -> Result<()> {
+        let left = (grant.expires_at - Utc::now()).num_seconds();
+        if left <= 0 {
+            return Ok(());
+        }
+        self.kv
+            .delete(&format!(
+                "user-code:{}",
+                normalize_user_code(&grant.user_code)
+            ))
+            .await?;
+        grant.decision = Some(decision);
+        self.kv
+            .put(
+                &format!("device:{key}"),
+                &encode(&grant)?,
+                Duration::from_secs(left as u64),
+            )
+            .await
+    }
+
+    /// A device's poll: the grant (taken, when decided: a decision is collected once), and
+    /// whether the device polled again within the interval.
+    pub async fn poll_device(&self, device_code: &str) -> Result<(Option<DeviceGrant>, bool)> {
+        if device_code.len() > 128 {
+            return Ok((None, false));
+        }
+        let key = sha256_hex(device_code);
+        let polls = self
+            .kv
+            .incr(
+                &format!("device-poll:{key}"),
+                Duration::from_secs(DEVICE_INTERVAL),
+            )
+            .await?;
+        let grant: Option<DeviceGrant> = decode(self.kv.get(&format!("device:{key}")).await?);
+        match grant {
+            Some(g) if g.decision.is_some() => {
+                let taken: Option<DeviceGrant> =
+                    decode(self.kv.take(&format!("device:{key}")).await?);
+                Ok((taken, false))
+            }
+            other => Ok((other, polls > 1)),
+        }
     }
 
     /// Records what a redeemed code issued (a token family id, or `-` for none).

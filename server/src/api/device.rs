@@ -1,0 +1,442 @@
+//! The device authorization grant (RFC 8628): a device without a browser shows a short code,
+//! its user approves it at `/device` on another screen, and the device polls the token
+//! endpoint until the approval comes. The approval is a sign-in like any other: the platform
+//! decides `Action::"authenticate"` on the service before the device gets a token.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
+
+use super::AppState;
+use super::login::{
+    Provider, SESSION_COOKIE, authorize_session, client_ip, cookie, current_session,
+    organization_of, provider, unavailable_page,
+};
+use super::oauth::{
+    Refusal, UserGrant, grant_allowed, grant_client, internal, invalid_grant, new_family, no_store,
+    oauth_error, parse_form, user_tokens,
+};
+use super::pages::{error_page, escape, page};
+use crate::identity::login::{Failure, Password, Strategy};
+use crate::oidc::sessions::{
+    Code, DEVICE_INTERVAL, DEVICE_SECONDS, DeviceDecision, SESSION_SECONDS,
+};
+
+pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+const CSRF_COOKIE: &str = "gh_csrf";
+/// Code entries one address may make per minute (user codes are short: guessing is slowed).
+const DEVICE_ATTEMPTS_PER_IP_MINUTE: u64 = 20;
+
+/// `POST /oauth2/device_authorization` (RFC 8628 §3.1).
+pub(super) async fn authorization(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let run = async {
+        let p = provider(&state)?;
+        let form = parse_form(&req, &body)?;
+        let service = grant_client(p.identity, &req, &form).await?;
+        grant_allowed(&service, DEVICE_GRANT)?;
+        let mut scopes: Vec<&str> = Vec::new();
+        for s in form
+            .get("scope")
+            .map(String::as_str)
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|s| !s.is_empty())
+        {
+            if !super::login::SCOPES.contains(&s) {
+                return Err(Box::new(oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    &format!("scope `{s}` is not supported"),
+                )));
+            }
+            if !scopes.contains(&s) {
+                scopes.push(s);
+            }
+        }
+        let (device_code, user_code) = p
+            .sessions
+            .put_device(&service.client_id, &scopes.join(" "))
+            .await
+            .map_err(|e| internal("cannot start a device authorization", e))?;
+        let uri = format!("{}/device", p.issuer);
+        Ok::<_, Refusal>(no_store(json!({
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": uri,
+            "verification_uri_complete": format!("{uri}?user_code={user_code}"),
+            "expires_in": DEVICE_SECONDS,
+            "interval": DEVICE_INTERVAL,
+        })))
+    };
+    run.await.unwrap_or_else(|r| *r)
+}
+
+/// The device grant at the token endpoint (RFC 8628 §3.4, §3.5).
+pub(super) async fn token(
+    p: &Provider<'_>,
+    req: &HttpRequest,
+    form: &HashMap<String, String>,
+) -> Result<HttpResponse, Refusal> {
+    let service = grant_client(p.identity, req, form).await?;
+    grant_allowed(&service, DEVICE_GRANT)?;
+    let Some(device_code) = form.get("device_code").filter(|c| !c.is_empty()) else {
+        return Err(Box::new(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "`device_code` is required",
+        )));
+    };
+    let (grant, too_fast) = p
+        .sessions
+        .poll_device(device_code)
+        .await
+        .map_err(|e| internal("cannot read a device authorization", e))?;
+    let Some(grant) = grant else {
+        return Err(Box::new(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "expired_token",
+            "the device code is unknown or has expired; start again",
+        )));
+    };
+    if grant.client_id != service.client_id {
+        return Err(invalid_grant(
+            "the device code was issued to another client",
+        ));
+    }
+    let approved = match grant.decision {
+        None if too_fast => {
+            return Err(Box::new(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "slow_down",
+                &format!("poll at most every {DEVICE_INTERVAL} seconds"),
+            )));
+        }
+        None => {
+            return Err(Box::new(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "authorization_pending",
+                "the user has not yet approved this device",
+            )));
+        }
+        Some(DeviceDecision::Denied) => {
+            return Err(Box::new(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "access_denied",
+                "the user denied this device",
+            )));
+        }
+        Some(DeviceDecision::Approved(c)) => c,
+    };
+    let user = match p.identity.store.user(&approved.user_id).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return Err(invalid_grant("the user no longer exists")),
+        Err(e) => return Err(internal("cannot read a user", e)),
+    };
+    let family = new_family(p, &service, &approved).await?;
+    let res = user_tokens(
+        p,
+        &UserGrant {
+            service: &service,
+            user: &user,
+            scope: &approved.scope,
+            session_id: &approved.session_id,
+            auth_time: approved.auth_time,
+            amr: &approved.amr,
+            nonce: None,
+            refresh: family.as_ref().map(|(f, t)| (f.as_str(), t.as_str())),
+        },
+    )?;
+    p.identity
+        .audit(
+            Some(&service.organization_id),
+            &format!("user:{}", user.id),
+            client_ip(req).as_deref(),
+            "token.issued",
+            json!({ "client_id": service.client_id, "grant_type": DEVICE_GRANT, "scope": approved.scope, "token_family": family.as_ref().map(|f| &f.0) }),
+        )
+        .await;
+    Ok(res)
+}
+
+/// The code entry form; with the password fields when the browser has no session.
+fn device_form(
+    status: StatusCode,
+    csrf: &str,
+    user_code: &str,
+    signed_in: bool,
+    error: Option<&str>,
+) -> HttpResponse {
+    let error = error
+        .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e)))
+        .unwrap_or_default();
+    let login = if signed_in {
+        String::new()
+    } else {
+        r#"<label for="email">Email address</label>
+<input id="email" name="email" type="email" autocomplete="username" required>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+"#
+        .to_string()
+    };
+    let body = format!(
+        r#"<p>Enter the code shown on your device.</p>
+{error}<form method="post" action="/device">
+<input type="hidden" name="csrf" value="{csrf}">
+<label for="user_code">Code</label>
+<input id="user_code" name="user_code" type="text" autocomplete="one-time-code" autocapitalize="characters" required value="{code}">
+{login}<button type="submit" name="action" value="allow">Allow this device</button>
+<button type="submit" name="action" value="deny">Deny</button>
+</form>"#,
+        csrf = escape(csrf),
+        code = escape(user_code),
+    );
+    page(status, "Connect a device", None, &body)
+}
+
+/// `GET /device`: the page where the user enters (or confirms) a device's code.
+pub(super) async fn page_get(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let p = match provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let q: HashMap<String, String> =
+        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let signed_in = matches!(current_session(&p, &req).await, Ok(Some(_)));
+    let Ok(csrf) = crate::oidc::sessions::secret("") else {
+        return unavailable_page();
+    };
+    let code = q.get("user_code").map(String::as_str).unwrap_or_default();
+    let mut res = device_form(StatusCode::OK, &csrf, code, signed_in, None);
+    let _ = res.add_cookie(&cookie(CSRF_COOKIE, csrf, "/device", 3600, p.secure));
+    res
+}
+
+/// `POST /device`: a code entered, with the user's credentials when not signed in, and the
+/// user's answer.
+pub(super) async fn page_post(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let p = match provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let Ok(form) = parse_form(&req, &body) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "The form could not be read",
+            "Open the device page again and enter the code.",
+            None,
+        );
+    };
+    let csrf = form.get("csrf").map(String::as_str).unwrap_or_default();
+    let bound = !csrf.is_empty() && req.cookie(CSRF_COOKIE).is_some_and(|c| c.value() == csrf);
+    if !bound {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This page has expired",
+            "Open the device page again and enter the code (cookies must be enabled).",
+            None,
+        );
+    }
+    let session = match current_session(&p, &req).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a session");
+            return unavailable_page();
+        }
+    };
+    let user_code = form.get("user_code").cloned().unwrap_or_default();
+    let again = |status: StatusCode, m: &str| {
+        device_form(status, csrf, &user_code, session.is_some(), Some(m))
+    };
+    let ip = client_ip(&req);
+    if let Some(ip) = &ip {
+        match p
+            .sessions
+            .kv()
+            .incr(
+                &format!("rate:device:{ip}"),
+                std::time::Duration::from_secs(60),
+            )
+            .await
+        {
+            Ok(n) if n > DEVICE_ATTEMPTS_PER_IP_MINUTE => {
+                return again(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many attempts from your network. Wait a minute and try again.",
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot count device attempts");
+                return unavailable_page();
+            }
+        }
+    }
+    let (key, grant) = match p.sessions.device_by_user_code(&user_code).await {
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            return again(
+                StatusCode::BAD_REQUEST,
+                "That code is not valid or has expired. Check the code on your device.",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a device authorization");
+            return unavailable_page();
+        }
+    };
+    let service = match p.identity.store.service(&grant.client_id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return again(StatusCode::BAD_REQUEST, "That code is not valid."),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a service");
+            return unavailable_page();
+        }
+    };
+    let org = organization_of(p.identity, &service).await;
+    // Not signed in: the credentials on this form sign the user in first.
+    let mut new_session_cookie = None;
+    let session = match session {
+        Some(s) => s,
+        None => {
+            let assertion = match Password.complete(p.identity, &form).await {
+                Ok(a) => a,
+                Err(Failure::BadRequest(m)) => return again(StatusCode::BAD_REQUEST, &m),
+                Err(Failure::InvalidCredentials { user }) => {
+                    let actor = user.map(|u| format!("user:{u}"));
+                    p.identity
+                        .audit(
+                            Some(&service.organization_id),
+                            actor.as_deref().unwrap_or("anonymous"),
+                            ip.as_deref(),
+                            "login.failed",
+                            json!({ "client_id": service.client_id, "method": "password", "flow": "device" }),
+                        )
+                        .await;
+                    return again(
+                        StatusCode::UNAUTHORIZED,
+                        "Incorrect email address or password.",
+                    );
+                }
+                Err(Failure::Locked { .. }) => {
+                    return again(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "Too many failed attempts: this account is locked for a while.",
+                    );
+                }
+                Err(Failure::Unavailable(m)) => {
+                    tracing::error!(error = %m, "a sign-in method failed");
+                    return unavailable_page();
+                }
+            };
+            let ua = req
+                .headers()
+                .get(actix_web::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            match p
+                .sessions
+                .create(
+                    &assertion.subject,
+                    assertion.methods.clone(),
+                    ip.clone(),
+                    ua,
+                )
+                .await
+            {
+                Ok((secret, s)) => {
+                    p.identity
+                        .audit(
+                            Some(&service.organization_id),
+                            &format!("user:{}", s.user_id),
+                            ip.as_deref(),
+                            "login.succeeded",
+                            json!({ "client_id": service.client_id, "amr": s.amr, "session": s.id, "flow": "device" }),
+                        )
+                        .await;
+                    new_session_cookie = Some(cookie(
+                        SESSION_COOKIE,
+                        secret,
+                        "/",
+                        SESSION_SECONDS,
+                        p.secure,
+                    ));
+                    s
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open a session");
+                    return unavailable_page();
+                }
+            }
+        }
+    };
+    let deny = form.get("action").map(String::as_str) == Some("deny");
+    let mut res = if deny {
+        if let Err(e) = p
+            .sessions
+            .decide_device(&key, grant, DeviceDecision::Denied)
+            .await
+        {
+            tracing::error!(error = %e, "cannot record a device decision");
+            return unavailable_page();
+        }
+        page(
+            StatusCode::OK,
+            "Device denied",
+            org.as_ref(),
+            "<p>The device was not connected. You can close this window.</p>",
+        )
+    } else {
+        match authorize_session(&p, &req, &service, org.as_ref(), &session).await {
+            Ok(device_cookie) => {
+                let code = Code {
+                    client_id: service.client_id.clone(),
+                    redirect_uri: String::new(),
+                    user_id: session.user_id.clone(),
+                    session_id: session.id.clone(),
+                    scope: grant.scope.clone(),
+                    nonce: None,
+                    code_challenge: String::new(),
+                    auth_time: session.auth_time,
+                    amr: session.amr.clone(),
+                };
+                if let Err(e) = p
+                    .sessions
+                    .decide_device(&key, grant, DeviceDecision::Approved(code))
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot record a device decision");
+                    return unavailable_page();
+                }
+                let mut r = page(
+                    StatusCode::OK,
+                    "Device connected",
+                    org.as_ref(),
+                    &format!(
+                        "<p>{} is now signed in. You can return to your device.</p>",
+                        escape(&service.name)
+                    ),
+                );
+                if let Some(c) = device_cookie {
+                    let _ = r.add_cookie(&c);
+                }
+                r
+            }
+            Err(refusal) => refusal,
+        }
+    };
+    if let Some(c) = new_session_cookie {
+        let _ = res.add_cookie(&c);
+    }
+    res
+}
