@@ -131,7 +131,7 @@ pub(super) async fn token(
                 "the user denied this device",
             )));
         }
-        Some(DeviceDecision::Approved(c)) => c,
+        Some(DeviceDecision::Approved(c)) => *c,
     };
     let user = match p.identity.store.user(&approved.user_id).await {
         Ok(Some(u)) => u,
@@ -412,7 +412,7 @@ pub(super) async fn page_post(
                 };
                 if let Err(e) = p
                     .sessions
-                    .decide_device(&key, grant, DeviceDecision::Approved(code))
+                    .decide_device(&key, grant, DeviceDecision::Approved(Box::new(code)))
                     .await
                 {
                     tracing::error!(error = %e, "cannot record a device decision");

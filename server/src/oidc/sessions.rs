@@ -85,7 +85,7 @@ pub struct DeviceGrant {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeviceDecision {
-    Approved(Code),
+    Approved(Box<Code>),
     Denied,
 }
 
