@@ -40,6 +40,8 @@ pub struct AppState {
     pub issuer: String,
     /// Login sessions, pending authorization requests and codes (absent with the keys).
     pub sessions: Option<crate::oidc::sessions::Sessions>,
+    /// Service API keys looked up recently.
+    pub api_keys: ApiKeyCache,
 }
 
 /// Prometheus metrics of the HTTP layer.
@@ -178,7 +180,19 @@ fn route_label(path: &str) -> &'static str {
         ["oauth2", "device_authorization"] => "/oauth2/device_authorization",
         ["api", "me", "sessions"] => "/api/me/sessions",
         ["api", "me", "sessions", _] => "/api/me/sessions/{id}",
-        ["api", "organizations", _, "audit"] => "/api/organizations/{slug}/audit",
+        ["api", "organizations"] => "/api/organizations",
+        ["api", "organizations", _] => "/api/organizations/{slug}",
+        ["api", "organizations", _, sub] => match *sub {
+            "audit" => "/api/organizations/{slug}/audit",
+            "members" => "/api/organizations/{slug}/members",
+            "services" => "/api/organizations/{slug}/services",
+            "approve" => "/api/organizations/{slug}/approve",
+            "reject" => "/api/organizations/{slug}/reject",
+            _ => "other",
+        },
+        ["api", "organizations", _, "members", _] => "/api/organizations/{slug}/members/{user_id}",
+        ["api", "services", _, "api-keys"] => "/api/services/{client_id}/api-keys",
+        ["api", "services", _, "api-keys", _] => "/api/services/{client_id}/api-keys/{id}",
         ["stores"] => "/stores",
         ["stores", _] => "/stores/{store_id}",
         ["stores", _, op] => match *op {
@@ -222,22 +236,58 @@ fn route_label(path: &str) -> &'static str {
     }
 }
 
-/// Requires `Authorization: Bearer <key>` with a configured API key.
+/// How long this node trusts what it learned of a service API key (a revocation on another
+/// node takes effect here within this; on this node at once).
+const API_KEY_CACHE_SECS: u64 = 10;
+
+/// Service API keys this node has looked up: digest -> live or not.
+pub type ApiKeyCache = moka::sync::Cache<[u8; 32], bool>;
+
+pub fn api_key_cache() -> ApiKeyCache {
+    moka::sync::Cache::builder()
+        .max_capacity(100_000)
+        .time_to_live(std::time::Duration::from_secs(API_KEY_CACHE_SECS))
+        .build()
+}
+
+/// Requires `Authorization: Bearer <key>` with a configured API key or a live service API key
+/// (`ak_live_…`).
 async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let ok = req.app_data::<web::Data<AppState>>().is_some_and(|state| {
-        req.headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(|key| hash_key(key.trim()))
-            .is_some_and(|h| state.api_key_hashes.iter().any(|k| constant_eq(k, &h)))
-    });
+    let key = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|k| k.trim().to_string());
+    let mut ok = false;
+    if let (Some(state), Some(key)) = (req.app_data::<web::Data<AppState>>(), key.as_deref()) {
+        let h = hash_key(key);
+        ok = state.api_key_hashes.iter().any(|k| constant_eq(k, &h));
+        if !ok
+            && key.starts_with("ak_live_")
+            && let Some(identity) = state.identity.as_deref()
+        {
+            ok = match state.api_keys.get(&h) {
+                Some(live) => live,
+                None => match identity.authenticate_api_key(key).await {
+                    Ok(found) => {
+                        state.api_keys.insert(h, found.is_some());
+                        found.is_some()
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot look up an API key");
+                        false
+                    }
+                },
+            };
+        }
+    }
     if !ok {
         // Answered here as a response, not an error, so the outer middleware still stamps it.
         return Ok(req
@@ -433,9 +483,64 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 })),
         )
         .service(
+            web::resource("/api/organizations")
+                .get(manage::list_organizations)
+                .post(manage::create_organization)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
+        )
+        .service(
+            web::resource("/api/organizations/{slug}")
+                .get(manage::get_organization)
+                .patch(manage::patch_organization)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, PATCH")
+                })),
+        )
+        .service(
             web::resource("/api/organizations/{slug}/audit")
                 .get(manage::audit)
                 .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+        )
+        .service(
+            web::resource("/api/organizations/{slug}/members")
+                .get(manage::list_members)
+                .post(manage::add_member)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
+        )
+        .service(
+            web::resource("/api/organizations/{slug}/members/{user_id}")
+                .delete(manage::remove_member)
+                .default_service(web::to(|| async { openfga::method_not_allowed("DELETE") })),
+        )
+        .service(
+            web::resource("/api/organizations/{slug}/services")
+                .get(manage::list_services)
+                .post(manage::create_service)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
+        )
+        .service(
+            web::resource("/api/organizations/{slug}/{verb}")
+                .post(manage::decide_organization)
+                .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
+        )
+        .service(
+            web::resource("/api/services/{client_id}/api-keys")
+                .get(manage::list_api_keys)
+                .post(manage::create_api_key)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
+        )
+        .service(
+            web::resource("/api/services/{client_id}/api-keys/{id}")
+                .delete(manage::revoke_api_key)
+                .default_service(web::to(|| async { openfga::method_not_allowed("DELETE") })),
         )
         .service(
             web::resource("/api/me/sessions/{id}")

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::identity::OPERATOR;
 
 /// Gatehouse: relationship-based authorization with an OpenFGA-compatible API.
 #[derive(Debug, Parser)]
@@ -45,10 +46,27 @@ pub enum Command {
         #[command(subcommand)]
         command: ServiceCommand,
     },
+    /// Manage service API keys (prints JSON).
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
     /// Manage users (prints JSON).
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Create an API key for a service; prints it (shown this once, stored as SHA-256).
+    Create {
+        /// The service's client_id.
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -188,21 +206,21 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
             let id = crate::serve::identity(&config).await?;
             let out = match command {
                 OrgCommand::Create { slug, name, tier } => serde_json::to_value(
-                    id.create_organization(&slug, &name, tier.as_deref())
+                    id.create_organization(OPERATOR, &slug, &name, tier.as_deref())
                         .await?,
                 )?,
                 OrgCommand::Approve { slug } => {
-                    serde_json::to_value(id.decide_organization(&slug, true).await?)?
+                    serde_json::to_value(id.decide_organization(OPERATOR, &slug, true).await?)?
                 }
                 OrgCommand::Reject { slug } => {
-                    serde_json::to_value(id.decide_organization(&slug, false).await?)?
+                    serde_json::to_value(id.decide_organization(OPERATOR, &slug, false).await?)?
                 }
                 OrgCommand::Suspend { slug } => serde_json::json!({
-                    "organization": id.suspend_organization(&slug, true).await?,
+                    "organization": id.suspend_organization(OPERATOR, &slug, true).await?,
                     "suspended": true,
                 }),
                 OrgCommand::Unsuspend { slug } => serde_json::json!({
-                    "organization": id.suspend_organization(&slug, false).await?,
+                    "organization": id.suspend_organization(OPERATOR, &slug, false).await?,
                     "suspended": false,
                 }),
                 OrgCommand::Brand {
@@ -210,8 +228,13 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
                     logo_url,
                     primary_color,
                 } => serde_json::to_value(
-                    id.brand_organization(&slug, logo_url.as_deref(), primary_color.as_deref())
-                        .await?,
+                    id.brand_organization(
+                        OPERATOR,
+                        &slug,
+                        logo_url.as_deref(),
+                        primary_color.as_deref(),
+                    )
+                    .await?,
                 )?,
             };
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -230,7 +253,7 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
             let config = Config::load(cli.config.as_deref())?;
             let id = crate::serve::identity(&config).await?;
             let created = id
-                .create_service(&org, &name, grants, redirect_uris, public)
+                .create_service(OPERATOR, &org, &name, grants, redirect_uris, public)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&created)?);
             Ok(ExitCode::SUCCESS)
@@ -270,6 +293,7 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
             }
             let user = id
                 .create_user(
+                    OPERATOR,
                     &email,
                     &name,
                     password.as_deref().map(|p| p.as_str()),
@@ -277,10 +301,21 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
                 )
                 .await?;
             let membership = match &org {
-                Some(slug) => Some(id.add_member(slug, &user.id, &role).await?),
+                Some(slug) => Some(id.add_member(OPERATOR, slug, &user.id, &role).await?),
                 None => None,
             };
             let out = serde_json::json!({ "user": user, "membership": membership });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apikey {
+            command: ApikeyCommand::Create { service, name },
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let id = crate::serve::identity(&config).await?;
+            let (k, key) = id.create_api_key(OPERATOR, &service, &name).await?;
+            let mut out = serde_json::to_value(&k)?;
+            out["key"] = serde_json::json!(key);
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -161,6 +161,7 @@ impl Identity {
     /// Registers an organization, `pending` until the platform owner approves it.
     pub async fn create_organization(
         &self,
+        actor: &str,
         slug: &str,
         name: &str,
         tier: Option<&str>,
@@ -204,7 +205,7 @@ impl Identity {
         }
         self.audit(
             Some(&org.id),
-            OPERATOR,
+            actor,
             None,
             "organization.created",
             serde_json::json!({ "slug": org.slug, "tier": org.tier }),
@@ -221,7 +222,12 @@ impl Identity {
     }
 
     /// Approves (`active`) or rejects a pending organization.
-    pub async fn decide_organization(&self, slug: &str, approve: bool) -> Result<Organization> {
+    pub async fn decide_organization(
+        &self,
+        actor: &str,
+        slug: &str,
+        approve: bool,
+    ) -> Result<Organization> {
         let org = self.organization_by_slug(slug).await?;
         if org.status != "pending" {
             return Err(Error::Validation(format!(
@@ -233,7 +239,7 @@ impl Identity {
         self.store.set_organization_status(&org.id, status).await?;
         self.audit(
             Some(&org.id),
-            OPERATOR,
+            actor,
             None,
             &format!("organization.{status}"),
             serde_json::json!({ "slug": slug }),
@@ -245,6 +251,7 @@ impl Identity {
     /// Sets the branding of an organization's login pages (logo URL, primary color).
     pub async fn brand_organization(
         &self,
+        actor: &str,
         slug: &str,
         logo_url: Option<&str>,
         primary_color: Option<&str>,
@@ -269,7 +276,7 @@ impl Identity {
             .await?;
         self.audit(
             Some(&org.id),
-            OPERATOR,
+            actor,
             None,
             "organization.branded",
             serde_json::json!({ "logo_url": logo_url, "primary_color": primary_color }),
@@ -280,7 +287,12 @@ impl Identity {
 
     /// Suspends an organization and its services (for people and for services signing in
     /// as themselves), or lifts the suspension.
-    pub async fn suspend_organization(&self, slug: &str, suspend: bool) -> Result<Organization> {
+    pub async fn suspend_organization(
+        &self,
+        actor: &str,
+        slug: &str,
+        suspend: bool,
+    ) -> Result<Organization> {
         let org = self.organization_by_slug(slug).await?;
         let object = format!("organization:{}", org.id);
         let tuples = [
@@ -299,7 +311,7 @@ impl Identity {
         };
         self.audit(
             Some(&org.id),
-            OPERATOR,
+            actor,
             None,
             kind,
             serde_json::json!({ "slug": slug }),
@@ -312,6 +324,7 @@ impl Identity {
     /// client gets a secret (returned once, stored as its SHA-256); a public one (PKCE) none.
     pub async fn create_service(
         &self,
+        actor: &str,
         org_slug: &str,
         name: &str,
         grant_types: Vec<String>,
@@ -404,7 +417,7 @@ impl Identity {
         self.store.insert_service(&service).await?;
         self.audit(
             Some(&org.id),
-            OPERATOR,
+            actor,
             None,
             "service.created",
             serde_json::json!({ "client_id": service.client_id, "name": service.name, "grant_types": service.grant_types, "redirect_uris": service.redirect_uris }),

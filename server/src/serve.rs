@@ -201,6 +201,7 @@ pub async fn run(config: Config) -> Result<()> {
         identity: Some(identity),
         issuer: config.issuer(),
         sessions: Some(Sessions::new(kv)),
+        api_keys: api::api_key_cache(),
     });
     let max_body = config.max_body_bytes;
     let mut server = HttpServer::new(move || {

@@ -15,10 +15,10 @@ use serde_json::Value;
 use crate::harness::{Backend, Server, ServerOptions, for_each_backend};
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
-const PASSWORD: &str = "correct horse battery";
+pub const PASSWORD: &str = "correct horse battery";
 
 /// Runs an admin command against `s`'s database, with `stdin` as its input.
-async fn admin(s: &Server, args: &[&str], stdin: &str) -> Result<Value, String> {
+pub async fn admin(s: &Server, args: &[&str], stdin: &str) -> Result<Value, String> {
     use tokio::io::AsyncWriteExt;
     let bin = tokio::task::spawn_blocking(crate::harness::binary)
         .await
@@ -53,7 +53,7 @@ async fn admin(s: &Server, args: &[&str], stdin: &str) -> Result<Value, String> 
 
 /// An active organization with a confidential code + refresh client, and a member with a
 /// password. Returns (client_id, client_secret, email).
-async fn tenant(s: &Server, slug: &str) -> (String, String, String) {
+pub async fn tenant(s: &Server, slug: &str) -> (String, String, String) {
     admin(s, &["org", "create", "--slug", slug, "--name", "Acme"], "")
         .await
         .unwrap();
@@ -1087,7 +1087,7 @@ async fn user_commands_refuse_bad_input_and_create_nothing() {
 }
 
 /// Signs `email` in to the client and returns its token response.
-async fn tokens_for(s: &Server, client_id: &str, secret: &str, email: &str) -> Value {
+pub async fn tokens_for(s: &Server, client_id: &str, secret: &str, email: &str) -> Value {
     let mut b = Browser::new(s);
     let (verifier, challenge) = pkce();
     let code = code_for(&mut b, client_id, &challenge, email).await;

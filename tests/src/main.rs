@@ -17,6 +17,7 @@ mod consistency;
 mod decisions;
 mod harness;
 mod login;
+mod manage;
 mod oidc;
 mod policies;
 mod sdk;

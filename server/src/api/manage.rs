@@ -1,5 +1,8 @@
-//! The management API under `/api/`, authenticated by a user's access token and authorized by
-//! the engine on the platform's model (DESIGN.md, "Tenancy"): no role checks in handlers.
+//! The management API under `/api/`: organizations, members, services and their API keys, and
+//! the audit log. Callers authenticate with a user's access token (or a service API key);
+//! every permission is decided by the engine on the platform's model (DESIGN.md, "Tenancy"),
+//! with no role checks in handlers. The one rule beside the model is that nobody grants or
+//! removes a role at or above their own (platform owners excepted).
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -9,10 +12,695 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
+use super::login::{Provider, provider};
+use crate::db::tenancy::{Organization, Service};
 use crate::db::users::AuditQuery;
+use crate::identity::users::role_rank;
 
 /// Most audit events one page returns.
 const MAX_AUDIT_PAGE: i64 = 200;
+
+type Answer = Result<HttpResponse, Refusal>;
+use super::oauth::Refusal;
+
+/// Who is calling.
+pub(super) struct Caller {
+    /// `user:<id>` or `service:<client_id>`.
+    principal: String,
+    user_id: Option<String>,
+    amr: Vec<String>,
+}
+
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+    Box::new(ApiError::new(status, code, message).error_response())
+}
+
+fn engine_error(e: gatehouse_engine::Error) -> Refusal {
+    Box::new(ApiError::from(e).error_response())
+}
+
+fn unauthenticated(message: &str) -> Refusal {
+    let mut r = error(StatusCode::UNAUTHORIZED, "unauthenticated", message);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+/// The caller of a management request: a user's access token, or a service API key.
+async fn caller(p: &Provider<'_>, req: &HttpRequest) -> Result<Caller, Refusal> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            unauthenticated("send an access token or API key as `Authorization: Bearer`")
+        })?;
+    if token.starts_with("ak_live_") {
+        return match p.identity.authenticate_api_key(token).await {
+            Ok(Some((_, service))) => Ok(Caller {
+                principal: format!("service:{}", service.client_id),
+                user_id: None,
+                amr: vec!["api_key".into()],
+            }),
+            Ok(None) => Err(unauthenticated("the API key is not valid")),
+            Err(e) => Err(engine_error(e)),
+        };
+    }
+    let Some(claims) = p.keys.verify(token, p.issuer) else {
+        return Err(unauthenticated("the access token is invalid or expired"));
+    };
+    match super::oauth::token_live(p, &claims).await {
+        Ok(true) => {}
+        Ok(false) => return Err(unauthenticated("the access token has been revoked")),
+        Err(e) => return Err(engine_error(e)),
+    }
+    let (Some(sub), Some(_)) = (claims["sub"].as_str(), claims["sid"].as_str()) else {
+        return Err(unauthenticated(
+            "the access token does not stand for a user",
+        ));
+    };
+    Ok(Caller {
+        principal: format!("user:{sub}"),
+        user_id: Some(sub.to_string()),
+        amr: claims["amr"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+/// Asks the engine whether the caller may do `action` on `object` of the platform store;
+/// a refusal is a 403 with the policies' reasons.
+async fn require(p: &Provider<'_>, c: &Caller, action: &str, object: &str) -> Result<(), Refusal> {
+    if allowed(p, c, action, object).await? {
+        return Ok(());
+    }
+    Err(error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("you may not do `{action}` on `{object}`"),
+    ))
+}
+
+async fn allowed(
+    p: &Provider<'_>,
+    c: &Caller,
+    action: &str,
+    object: &str,
+) -> Result<bool, Refusal> {
+    let mfa = c
+        .amr
+        .iter()
+        .any(|m| m == "otp" || m == "webauthn" || m == "mfa");
+    let mut ctx = serde_json::Map::new();
+    ctx.insert("mfa".into(), json!(mfa));
+    // No second factor can be enrolled yet: management changes need one once it can.
+    ctx.insert("mfa_enrolled".into(), json!(false));
+    ctx.insert("amr".into(), json!(c.amr));
+    let d = p
+        .identity
+        .engine
+        .decide(
+            &p.identity.platform_store,
+            &DecisionRequest {
+                subject: c.principal.clone(),
+                action: action.into(),
+                resource: object.into(),
+                context: Some(ctx),
+                consistency: Consistency::HigherConsistency,
+                explain: false,
+                lean: true,
+                attributes: Default::default(),
+            },
+        )
+        .await
+        .map_err(engine_error)?;
+    Ok(d.allowed)
+}
+
+async fn organization(p: &Provider<'_>, slug: &str) -> Result<Organization, Refusal> {
+    match p.identity.store.organization_by_slug(slug).await {
+        Ok(Some(o)) => Ok(o),
+        Ok(None) => Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("organization `{slug}` does not exist"),
+        )),
+        Err(e) => Err(engine_error(e)),
+    }
+}
+
+async fn service(p: &Provider<'_>, client_id: &str) -> Result<Service, Refusal> {
+    match p.identity.store.service(client_id).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("service `{client_id}` does not exist"),
+        )),
+        Err(e) => Err(engine_error(e)),
+    }
+}
+
+fn provider_or_404(state: &AppState) -> Result<Provider<'_>, Refusal> {
+    provider(state).map_err(|_| {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server has no identity provider",
+        )
+    })
+}
+
+fn done(r: Answer) -> HttpResponse {
+    r.unwrap_or_else(|e| *e)
+}
+
+fn user_only(c: &Caller) -> Result<&str, Refusal> {
+    c.user_id.as_deref().ok_or_else(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs a user's access token, not an API key",
+        )
+    })
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewOrganization {
+    slug: String,
+    name: String,
+}
+
+/// `POST /api/organizations`: registers an organization, `pending` until the platform owner
+/// approves it, with the caller as its owner.
+pub(super) async fn create_organization(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<NewOrganization>,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let user = user_only(&c)?;
+            let org = p
+                .identity
+                .create_organization(&c.principal, &body.slug, &body.name, None)
+                .await
+                .map_err(engine_error)?;
+            let m = p
+                .identity
+                .add_member(&c.principal, &org.slug, user, "owner")
+                .await
+                .map_err(engine_error)?;
+            Ok(HttpResponse::Created().json(json!({ "organization": org, "membership": m })))
+        }
+        .await,
+    )
+}
+
+/// `GET /api/organizations`: the organizations the caller belongs to, with its role.
+pub(super) async fn list_organizations(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let user = user_only(&c)?;
+            let rows = p
+                .identity
+                .store
+                .memberships_of(user)
+                .await
+                .map_err(engine_error)?;
+            let items: Vec<_> = rows
+                .into_iter()
+                .map(|(id, slug, name, status, role)| {
+                    json!({ "id": id, "slug": slug, "name": name, "status": status, "role": role })
+                })
+                .collect();
+            Ok(HttpResponse::Ok().json(json!({ "organizations": items })))
+        }
+        .await,
+    )
+}
+
+/// `GET /api/organizations/{slug}`.
+pub(super) async fn get_organization(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let org = organization(&p, &path).await?;
+            require(&p, &c, "viewer", &format!("organization:{}", org.id)).await?;
+            Ok(HttpResponse::Ok().json(org))
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OrganizationPatch {
+    logo_url: Option<String>,
+    primary_color: Option<String>,
+}
+
+/// `PATCH /api/organizations/{slug}`: the branding of its login pages.
+pub(super) async fn patch_organization(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<OrganizationPatch>,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let org = organization(&p, &path).await?;
+            require(
+                &p,
+                &c,
+                "can_manage_settings",
+                &format!("organization:{}", org.id),
+            )
+            .await?;
+            let org = p
+                .identity
+                .brand_organization(
+                    &c.principal,
+                    &org.slug,
+                    body.logo_url.as_deref(),
+                    body.primary_color.as_deref(),
+                )
+                .await
+                .map_err(engine_error)?;
+            Ok(HttpResponse::Ok().json(org))
+        }
+        .await,
+    )
+}
+
+/// `POST /api/organizations/{slug}/approve` and `/reject`: the platform owner's decision.
+pub(super) async fn decide_organization(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    done(
+        async {
+            let (slug, verb) = path.into_inner();
+            let approve = match verb.as_str() {
+                "approve" => true,
+                "reject" => false,
+                _ => {
+                    return Err(error(
+                        StatusCode::NOT_FOUND,
+                        "undefined_endpoint",
+                        "no such endpoint",
+                    ));
+                }
+            };
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let org = organization(&p, &slug).await?;
+            require(&p, &c, "can_approve", &format!("organization:{}", org.id)).await?;
+            let org = p
+                .identity
+                .decide_organization(&c.principal, &slug, approve)
+                .await
+                .map_err(engine_error)?;
+            Ok(HttpResponse::Ok().json(org))
+        }
+        .await,
+    )
+}
+
+/// `GET /api/organizations/{slug}/members`.
+pub(super) async fn list_members(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let org = organization(&p, &path).await?;
+            require(&p, &c, "viewer", &format!("organization:{}", org.id)).await?;
+            let members = p.identity.store.members(&org.id).await.map_err(engine_error)?;
+            let items: Vec<_> = members
+                .into_iter()
+                .map(|(m, u)| {
+                    json!({ "user_id": u.id, "email": u.email, "name": u.name, "role": m.role, "joined_at": chrono::DateTime::<chrono::Utc>::from_naive_utc_and_offset(m.created_at, chrono::Utc) })
+                })
+                .collect();
+            Ok(HttpResponse::Ok().json(json!({ "members": items })))
+        }
+        .await,
+    )
+}
+
+/// The rank the caller may grant below: its own role's, or above every role for a platform
+/// owner.
+async fn caller_rank(p: &Provider<'_>, c: &Caller, org: &Organization) -> Result<usize, Refusal> {
+    let object = format!("organization:{}", org.id);
+    if allowed(p, c, "platform_owner", &object).await? {
+        return Ok(usize::MAX);
+    }
+    let Some(user) = c.user_id.as_deref() else {
+        return Ok(0);
+    };
+    let m = p
+        .identity
+        .store
+        .membership(&org.id, user)
+        .await
+        .map_err(engine_error)?;
+    Ok(m.and_then(|m| role_rank(&m.role)).unwrap_or(0))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewMember {
+    email: String,
+    role: String,
+}
+
+/// `POST /api/organizations/{slug}/members`: adds an existing user with a role below the
+/// caller's own.
+pub(super) async fn add_member(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<NewMember>,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let org = organization(&p, &path).await?;
+            require(
+                &p,
+                &c,
+                "can_manage_members",
+                &format!("organization:{}", org.id),
+            )
+            .await?;
+            let Some(rank) = role_rank(&body.role) else {
+                return Err(Box::new(
+                    ApiError::validation(format!(
+                        "role `{}` is not one of {}",
+                        body.role,
+                        crate::identity::users::ROLES.join(", ")
+                    ))
+                    .error_response(),
+                ));
+            };
+            if rank >= caller_rank(&p, &c, &org).await? {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "you can only grant roles below your own",
+                ));
+            }
+            let user = match p.identity.user_by_email(&body.email).await {
+                Ok(Some(u)) => u,
+                Ok(None) => {
+                    return Err(Box::new(
+                        ApiError::validation(format!(
+                            "no user has the email `{}`",
+                            body.email.chars().take(254).collect::<String>()
+                        ))
+                        .error_response(),
+                    ));
+                }
+                Err(e) => return Err(engine_error(e)),
+            };
+            let m = p
+                .identity
+                .add_member(&c.principal, &org.slug, &user.id, &body.role)
+                .await
+                .map_err(engine_error)?;
+            Ok(HttpResponse::Created().json(m))
+        }
+        .await,
+    )
+}
+
+/// `DELETE /api/organizations/{slug}/members/{user_id}`: removes a member whose role is
+/// below the caller's own.
+pub(super) async fn remove_member(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    done(
+        async {
+            let (slug, user_id) = path.into_inner();
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let org = organization(&p, &slug).await?;
+            require(
+                &p,
+                &c,
+                "can_manage_members",
+                &format!("organization:{}", org.id),
+            )
+            .await?;
+            let target = p
+                .identity
+                .store
+                .membership(&org.id, &user_id)
+                .await
+                .map_err(engine_error)?
+                .ok_or_else(|| {
+                    error(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("`{user_id}` is not a member"),
+                    )
+                })?;
+            if role_rank(&target.role).unwrap_or(usize::MAX) >= caller_rank(&p, &c, &org).await? {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "you can only remove members whose role is below your own",
+                ));
+            }
+            p.identity
+                .remove_member(&c.principal, &slug, &user_id)
+                .await
+                .map_err(engine_error)?;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        .await,
+    )
+}
+
+/// `GET /api/organizations/{slug}/services`.
+pub(super) async fn list_services(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let org = organization(&p, &path).await?;
+            require(&p, &c, "member", &format!("organization:{}", org.id)).await?;
+            let mut out = Vec::new();
+            for id in p
+                .identity
+                .store
+                .service_ids(&org.id)
+                .await
+                .map_err(engine_error)?
+            {
+                if let Some(s) = p.identity.store.service(&id).await.map_err(engine_error)? {
+                    out.push(s);
+                }
+            }
+            Ok(HttpResponse::Ok().json(json!({ "services": out })))
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewService {
+    name: String,
+    grant_types: Vec<String>,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    public: bool,
+}
+
+/// `POST /api/organizations/{slug}/services`: a new OIDC client; its secret is in this answer
+/// only.
+pub(super) async fn create_service(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<NewService>,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let org = organization(&p, &path).await?;
+            require(
+                &p,
+                &c,
+                "can_manage_services",
+                &format!("organization:{}", org.id),
+            )
+            .await?;
+            let body = body.into_inner();
+            let created = p
+                .identity
+                .create_service(
+                    &c.principal,
+                    &org.slug,
+                    &body.name,
+                    body.grant_types,
+                    body.redirect_uris,
+                    body.public,
+                )
+                .await
+                .map_err(engine_error)?;
+            Ok(HttpResponse::Created()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .json(created))
+        }
+        .await,
+    )
+}
+
+/// `GET /api/services/{client_id}/api-keys`.
+pub(super) async fn list_api_keys(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let s = service(&p, &path).await?;
+            require(&p, &c, "member", &format!("service:{}", s.client_id)).await?;
+            let keys = p
+                .identity
+                .store
+                .api_keys_of(&s.client_id)
+                .await
+                .map_err(engine_error)?;
+            Ok(HttpResponse::Ok().json(json!({ "api_keys": keys })))
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewApiKey {
+    name: String,
+}
+
+/// `POST /api/services/{client_id}/api-keys`: a new key, in this answer only.
+pub(super) async fn create_api_key(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<NewApiKey>,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let s = service(&p, &path).await?;
+            require(&p, &c, "can_manage", &format!("service:{}", s.client_id)).await?;
+            let (k, key) = p
+                .identity
+                .create_api_key(&c.principal, &s.client_id, &body.name)
+                .await
+                .map_err(engine_error)?;
+            let mut out = serde_json::to_value(&k).unwrap_or_default();
+            out["key"] = json!(key);
+            Ok(HttpResponse::Created()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .json(out))
+        }
+        .await,
+    )
+}
+
+/// `DELETE /api/services/{client_id}/api-keys/{id}`: revokes a key at once on this node,
+/// and on the others within the key cache's lifetime.
+pub(super) async fn revoke_api_key(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    done(
+        async {
+            let (client_id, id) = path.into_inner();
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let s = service(&p, &client_id).await?;
+            require(&p, &c, "can_manage", &format!("service:{}", s.client_id)).await?;
+            let keys = p
+                .identity
+                .store
+                .api_keys_of(&s.client_id)
+                .await
+                .map_err(engine_error)?;
+            let revoked = p
+                .identity
+                .revoke_api_key(&c.principal, &s, &id)
+                .await
+                .map_err(engine_error)?;
+            if !revoked {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no live API key `{id}`"),
+                ));
+            }
+            if let Some(k) = keys.iter().find(|k| k.id == id)
+                && let Ok(digest) = hex::decode(&k.key_sha256)
+                && let Ok(digest) = <[u8; 32]>::try_from(digest)
+            {
+                state.api_keys.invalidate(&digest);
+            }
+            Ok(HttpResponse::NoContent().finish())
+        }
+        .await,
+    )
+}
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,41 +714,6 @@ pub(super) struct AuditParams {
     limit: Option<i64>,
 }
 
-/// Whether the user may do `action` on `object` of the platform store, as the engine decides.
-async fn permitted(
-    state: &AppState,
-    user: &str,
-    action: &str,
-    object: &str,
-) -> Result<bool, HttpResponse> {
-    let Some(identity) = state.identity.as_deref() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no identity provider here",
-        )
-        .error_response());
-    };
-    let d = identity
-        .engine
-        .decide(
-            &identity.platform_store,
-            &DecisionRequest {
-                subject: format!("user:{user}"),
-                action: action.into(),
-                resource: object.into(),
-                context: None,
-                consistency: Consistency::HigherConsistency,
-                explain: false,
-                lean: true,
-                attributes: Default::default(),
-            },
-        )
-        .await
-        .map_err(|e| ApiError::from(e).error_response())?;
-    Ok(d.allowed)
-}
-
 /// `GET /api/organizations/{slug}/audit`: the organization's audit log, newest first, with
 /// filters and pagination; for its admins (and the platform's owners).
 pub(super) async fn audit(
@@ -69,85 +722,67 @@ pub(super) async fn audit(
     path: web::Path<String>,
     params: web::Query<AuditParams>,
 ) -> HttpResponse {
-    let p = match super::login::provider(&state) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    let claims = match super::login::user_token(&p, &req).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let user = claims["sub"].as_str().unwrap_or_default();
-    let limit = params.limit.unwrap_or(50);
-    if !(1..=MAX_AUDIT_PAGE).contains(&limit) {
-        return ApiError::validation(format!("`limit` must be 1 to {MAX_AUDIT_PAGE}"))
-            .error_response();
-    }
-    let since = match params
-        .since
-        .as_deref()
-        .map(chrono::DateTime::parse_from_rfc3339)
-    {
-        None => None,
-        Some(Ok(t)) => Some(t.with_timezone(&chrono::Utc)),
-        Some(Err(_)) => {
-            return ApiError::validation("`since` must be an RFC 3339 timestamp").error_response();
-        }
-    };
-    if params.kind.as_ref().is_some_and(|k| k.len() > 100)
-        || params.actor.as_ref().is_some_and(|a| a.len() > 300)
-    {
-        return ApiError::validation("`kind` or `actor` is too long").error_response();
-    }
-    let slug = path.into_inner();
-    let org = match p.identity.store.organization_by_slug(&slug).await {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            return ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("organization `{slug}` does not exist"),
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let limit = params.limit.unwrap_or(50);
+            if !(1..=MAX_AUDIT_PAGE).contains(&limit) {
+                return Err(Box::new(
+                    ApiError::validation(format!("`limit` must be 1 to {MAX_AUDIT_PAGE}"))
+                        .error_response(),
+                ));
+            }
+            let since = match params
+                .since
+                .as_deref()
+                .map(chrono::DateTime::parse_from_rfc3339)
+            {
+                None => None,
+                Some(Ok(t)) => Some(t.with_timezone(&chrono::Utc)),
+                Some(Err(_)) => {
+                    return Err(Box::new(
+                        ApiError::validation("`since` must be an RFC 3339 timestamp")
+                            .error_response(),
+                    ));
+                }
+            };
+            if params.kind.as_ref().is_some_and(|k| k.len() > 100)
+                || params.actor.as_ref().is_some_and(|a| a.len() > 300)
+            {
+                return Err(Box::new(
+                    ApiError::validation("`kind` or `actor` is too long").error_response(),
+                ));
+            }
+            let org = organization(&p, &path).await?;
+            require(
+                &p,
+                &c,
+                "can_read_audit",
+                &format!("organization:{}", org.id),
             )
-            .error_response();
-        }
-        Err(e) => return ApiError::from(e).error_response(),
-    };
-    match permitted(
-        &state,
-        user,
-        "can_read_audit",
-        &format!("organization:{}", org.id),
-    )
-    .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "you may not read this organization's audit log",
-            )
-            .error_response();
-        }
-        Err(r) => return r,
-    }
-    let q = AuditQuery {
-        organization_id: org.id,
-        kind: params.kind.clone(),
-        actor: params.actor.clone(),
-        before: params.before,
-        since,
-        limit,
-    };
-    match p.identity.store.audit_events(&q).await {
-        Ok(events) => {
+            .await?;
+            let q = AuditQuery {
+                organization_id: org.id,
+                kind: params.kind.clone(),
+                actor: params.actor.clone(),
+                before: params.before,
+                since,
+                limit,
+            };
+            let events = p
+                .identity
+                .store
+                .audit_events(&q)
+                .await
+                .map_err(engine_error)?;
             let next = (events.len() as i64 == limit)
                 .then(|| events.last().map(|e| e.id))
                 .flatten();
-            HttpResponse::Ok()
+            Ok(HttpResponse::Ok()
                 .insert_header((header::CACHE_CONTROL, "no-store"))
-                .json(json!({ "events": events, "next_before": next }))
+                .json(json!({ "events": events, "next_before": next })))
         }
-        Err(e) => ApiError::from(e).error_response(),
-    }
+        .await,
+    )
 }

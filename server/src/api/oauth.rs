@@ -453,6 +453,8 @@ pub(super) fn user_tokens(
         "client_id": g.service.client_id,
         "scope": g.scope,
         "sid": g.session_id,
+        "amr": g.amr,
+        "auth_time": g.auth_time.timestamp(),
         "iat": now.timestamp(),
         "exp": now.timestamp() + ACCESS_TOKEN_SECONDS,
         "jti": ulid::Ulid::new().to_string(),

@@ -280,6 +280,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Service API keys.
+    api_keys (id) {
+        id -> Text,
+        service_id -> Text,
+        name -> Text,
+        prefix -> Text,
+        key_sha256 -> Text,
+        created_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(api_keys -> services (service_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(memberships -> organizations (organization_id));
 diesel::joinable!(refresh_tokens -> token_families (family_id));
@@ -309,4 +323,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     token_families,
     refresh_tokens,
     audit_events,
+    api_keys,
 );

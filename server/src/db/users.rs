@@ -6,7 +6,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use gatehouse_engine::{Error, Result};
 
 use super::datastore::{TxError, db_error, pool_error, utc};
-use super::schema::{audit_events, memberships, refresh_tokens, token_families, users};
+use super::schema::{
+    api_keys, audit_events, memberships, organizations, refresh_tokens, services, token_families,
+    users,
+};
 use super::{Backend, SqlStore, SqliteConn};
 
 /// A user: global, joined to organizations by memberships.
@@ -71,6 +74,29 @@ pub struct Membership {
 
 fn as_utc<S: serde::Serializer>(t: &NaiveDateTime, s: S) -> std::result::Result<S::Ok, S::Error> {
     serde::Serialize::serialize(&utc(*t), s)
+}
+
+/// A service API key (without the key, which is shown once).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Queryable, Selectable, Insertable)]
+#[diesel(table_name = api_keys)]
+pub struct ApiKey {
+    pub id: String,
+    pub service_id: String,
+    pub name: String,
+    pub prefix: String,
+    #[serde(skip)]
+    pub key_sha256: String,
+    #[serde(serialize_with = "as_utc")]
+    pub created_at: NaiveDateTime,
+    #[serde(serialize_with = "as_utc_opt")]
+    pub revoked_at: Option<NaiveDateTime>,
+}
+
+fn as_utc_opt<S: serde::Serializer>(
+    t: &Option<NaiveDateTime>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&t.map(utc), s)
 }
 
 /// A refresh token family: the tokens rotated from one authorization.
@@ -329,6 +355,123 @@ impl SqlStore {
                 .optional()
                 .map_err(db_error)
         })
+    }
+
+    /// Removes a membership; returns whether there was one.
+    pub async fn delete_membership(&self, organization: &str, user: &str) -> Result<bool> {
+        let n = with_conn!(self, |conn| {
+            diesel::delete(memberships::table.find((organization, user)))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    /// An organization's members with their users, oldest membership first.
+    pub async fn members(&self, organization: &str) -> Result<Vec<(Membership, User)>> {
+        let rows: Vec<(Membership, UserRow)> = with_conn!(self, |conn| {
+            memberships::table
+                .inner_join(users::table)
+                .filter(memberships::organization_id.eq(organization))
+                .order(memberships::created_at.asc())
+                .select((Membership::as_select(), UserRow::as_select()))
+                .load(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(rows.into_iter().map(|(m, u)| (m, User::from(u))).collect())
+    }
+
+    /// The organizations a user belongs to: (organization id, slug, name, status, role).
+    pub async fn memberships_of(
+        &self,
+        user: &str,
+    ) -> Result<Vec<(String, String, String, String, String)>> {
+        with_conn!(self, |conn| {
+            memberships::table
+                .inner_join(organizations::table)
+                .filter(memberships::user_id.eq(user))
+                .order(organizations::slug.asc())
+                .select((
+                    organizations::id,
+                    organizations::slug,
+                    organizations::name,
+                    organizations::status,
+                    memberships::role,
+                ))
+                .load(conn)
+                .await
+                .map_err(db_error)
+        })
+    }
+
+    /// The client ids of an organization's services.
+    pub async fn service_ids(&self, organization: &str) -> Result<Vec<String>> {
+        with_conn!(self, |conn| {
+            services::table
+                .filter(services::organization_id.eq(organization))
+                .order(services::created_at.asc())
+                .select(services::id)
+                .load(conn)
+                .await
+                .map_err(db_error)
+        })
+    }
+
+    pub async fn insert_api_key(&self, k: &ApiKey) -> Result<()> {
+        with_conn!(self, |conn| {
+            diesel::insert_into(api_keys::table)
+                .values(k)
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(())
+    }
+
+    /// The live (not revoked) key with this digest.
+    pub async fn api_key_by_hash(&self, sha256: &str) -> Result<Option<ApiKey>> {
+        with_conn!(self, |conn| {
+            api_keys::table
+                .filter(api_keys::key_sha256.eq(sha256))
+                .filter(api_keys::revoked_at.is_null())
+                .select(ApiKey::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)
+        })
+    }
+
+    pub async fn api_keys_of(&self, service: &str) -> Result<Vec<ApiKey>> {
+        with_conn!(self, |conn| {
+            api_keys::table
+                .filter(api_keys::service_id.eq(service))
+                .order(api_keys::created_at.asc())
+                .select(ApiKey::as_select())
+                .load(conn)
+                .await
+                .map_err(db_error)
+        })
+    }
+
+    /// Revokes a key of a service; returns whether a live one was revoked.
+    pub async fn revoke_api_key(&self, service: &str, id: &str) -> Result<bool> {
+        let now = Utc::now().naive_utc();
+        let n = with_conn!(self, |conn| {
+            diesel::update(
+                api_keys::table
+                    .filter(api_keys::id.eq(id))
+                    .filter(api_keys::service_id.eq(service))
+                    .filter(api_keys::revoked_at.is_null()),
+            )
+            .set(api_keys::revoked_at.eq(Some(now)))
+            .execute(conn)
+            .await
+            .map_err(db_error)?
+        });
+        Ok(n == 1)
     }
 
     /// Starts a refresh token family with its first token.

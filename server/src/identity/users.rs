@@ -8,7 +8,8 @@ use gatehouse_engine::tuple::TupleKey;
 use gatehouse_engine::{Error, Result};
 
 use super::{Identity, PLATFORM};
-use crate::db::users::{Membership, User};
+use crate::db::tenancy::Service;
+use crate::db::users::{ApiKey, Membership, User};
 
 /// Roles in an organization, lowest first.
 pub const ROLES: [&str; 4] = ["viewer", "member", "admin", "owner"];
@@ -123,6 +124,7 @@ impl Identity {
     /// Creates a user. The email is stored lowercased and must be new.
     pub async fn create_user(
         &self,
+        actor: &str,
         email: &str,
         name: &str,
         password: Option<&str>,
@@ -165,7 +167,7 @@ impl Identity {
         }
         self.audit(
             None,
-            super::OPERATOR,
+            actor,
             None,
             "user.created",
             serde_json::json!({ "user": user.id, "email": user.email }),
@@ -186,6 +188,7 @@ impl Identity {
     /// and writes the tuple that gives the role its permissions.
     pub async fn add_member(
         &self,
+        actor: &str,
         org_slug: &str,
         user_id: &str,
         role: &str,
@@ -238,7 +241,7 @@ impl Identity {
         }
         self.audit(
             Some(&org.id),
-            super::OPERATOR,
+            actor,
             None,
             "membership.created",
             serde_json::json!({ "user": user_id, "role": role }),
@@ -247,13 +250,113 @@ impl Identity {
         Ok(m)
     }
 
+    /// Removes a user from an organization, and the role's tuple with it.
+    pub async fn remove_member(
+        &self,
+        actor: &str,
+        org_slug: &str,
+        user_id: &str,
+    ) -> Result<Membership> {
+        let org = self.organization_by_slug(org_slug).await?;
+        let Some(m) = self.store.membership(&org.id, user_id).await? else {
+            return Err(Error::Validation(format!(
+                "user `{user_id}` is not a member of `{org_slug}`"
+            )));
+        };
+        let tuple = TupleKey::new(
+            format!("user:{user_id}"),
+            m.role.as_str(),
+            format!("organization:{}", org.id),
+        );
+        // The tuple first: a membership row never grants more than the graph.
+        self.write_tuples(&[], std::slice::from_ref(&tuple)).await?;
+        self.store.delete_membership(&org.id, user_id).await?;
+        self.audit(
+            Some(&org.id),
+            actor,
+            None,
+            "membership.removed",
+            serde_json::json!({ "user": user_id, "role": m.role }),
+        )
+        .await;
+        Ok(m)
+    }
+
+    /// Creates an API key for a service; returns it with the key itself, shown this once.
+    pub async fn create_api_key(
+        &self,
+        actor: &str,
+        client_id: &str,
+        name: &str,
+    ) -> Result<(ApiKey, String)> {
+        if !super::valid_name(name) {
+            return Err(Error::Validation(
+                "`name` must be 1 to 200 characters without control characters".into(),
+            ));
+        }
+        let service =
+            self.store.service(client_id).await?.ok_or_else(|| {
+                Error::Validation(format!("service `{client_id}` does not exist"))
+            })?;
+        let key = format!("ak_live_{}", super::random_hex(32)?);
+        let k = ApiKey {
+            id: format!("key_{}", ulid::Ulid::new().to_string().to_lowercase()),
+            service_id: service.client_id.clone(),
+            name: name.trim().to_string(),
+            prefix: key.chars().take(16).collect(),
+            key_sha256: super::sha256_hex(&key),
+            created_at: Utc::now().naive_utc(),
+            revoked_at: None,
+        };
+        self.store.insert_api_key(&k).await?;
+        self.audit(
+            Some(&service.organization_id),
+            actor,
+            None,
+            "api_key.created",
+            serde_json::json!({ "client_id": service.client_id, "key": k.id, "name": k.name }),
+        )
+        .await;
+        Ok((k, key))
+    }
+
+    /// Revokes an API key of a service.
+    pub async fn revoke_api_key(&self, actor: &str, service: &Service, id: &str) -> Result<bool> {
+        let done = self.store.revoke_api_key(&service.client_id, id).await?;
+        if done {
+            self.audit(
+                Some(&service.organization_id),
+                actor,
+                None,
+                "api_key.revoked",
+                serde_json::json!({ "client_id": service.client_id, "key": id }),
+            )
+            .await;
+        }
+        Ok(done)
+    }
+
+    /// The live API key `key` and its service.
+    pub async fn authenticate_api_key(&self, key: &str) -> Result<Option<(ApiKey, Service)>> {
+        if !key.starts_with("ak_live_") || key.len() > 100 {
+            return Ok(None);
+        }
+        let Some(k) = self.store.api_key_by_hash(&super::sha256_hex(key)).await? else {
+            return Ok(None);
+        };
+        Ok(self.store.service(&k.service_id).await?.map(|s| (k, s)))
+    }
+
     /// The platform owner from `PLATFORM_OWNER_EMAIL` / `PLATFORM_OWNER_PASSWORD`: created
     /// (email verified) on first start, and made owner of the platform. Idempotent: an
     /// existing account keeps its password.
     pub async fn bootstrap_owner(&self, email: &str, password: &str) -> Result<User> {
         let user = match self.user_by_email(email).await? {
             Some(u) => u,
-            None => match self.create_user(email, "", Some(password), true).await {
+            None => match self
+                .create_user(super::OPERATOR, email, "", Some(password), true)
+                .await
+            {
                 Ok(u) => u,
                 // Another node created it in between.
                 Err(Error::Validation(_)) => self.user_by_email(email).await?.ok_or_else(|| {
