@@ -1,6 +1,7 @@
 //! The HTTP API: OpenFGA-compatible store endpoints, health and metrics. Handlers are thin:
 //! parse, call the engine, map the answer; all errors go through [`ApiError`].
 
+mod account;
 mod decisions;
 mod device;
 pub mod error;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub sessions: Option<crate::oidc::sessions::Sessions>,
     /// Service API keys looked up recently.
     pub api_keys: ApiKeyCache,
+    /// Outgoing mail (absent with the keys).
+    pub mailer: Option<Arc<crate::mail::Mailer>>,
 }
 
 /// Prometheus metrics of the HTTP layer.
@@ -186,10 +189,19 @@ fn route_label(path: &str) -> &'static str {
             "audit" => "/api/organizations/{slug}/audit",
             "members" => "/api/organizations/{slug}/members",
             "services" => "/api/organizations/{slug}/services",
+            "invitations" => "/api/organizations/{slug}/invitations",
             "approve" => "/api/organizations/{slug}/approve",
             "reject" => "/api/organizations/{slug}/reject",
             _ => "other",
         },
+        ["api", "organizations", _, "invitations", _] => {
+            "/api/organizations/{slug}/invitations/{id}"
+        }
+        ["api", "me", "verify-email"] => "/api/me/verify-email",
+        ["verify-email"] => "/verify-email",
+        ["password", "forgot"] => "/password/forgot",
+        ["password", "reset"] => "/password/reset",
+        ["invitations", "accept"] => "/invitations/accept",
         ["api", "organizations", _, "members", _] => "/api/organizations/{slug}/members/{user_id}",
         ["api", "services", _, "api-keys"] => "/api/services/{client_id}/api-keys",
         ["api", "services", _, "api-keys", _] => "/api/services/{client_id}/api-keys/{id}",
@@ -515,6 +527,53 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
             web::resource("/api/organizations/{slug}/members/{user_id}")
                 .delete(manage::remove_member)
                 .default_service(web::to(|| async { openfga::method_not_allowed("DELETE") })),
+        )
+        .service(
+            web::resource("/api/organizations/{slug}/invitations")
+                .get(manage::list_invitations)
+                .post(manage::invite)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
+        )
+        .service(
+            web::resource("/api/organizations/{slug}/invitations/{id}")
+                .delete(manage::withdraw_invitation)
+                .default_service(web::to(|| async { openfga::method_not_allowed("DELETE") })),
+        )
+        .service(
+            web::resource("/api/me/verify-email")
+                .post(account::resend_verification)
+                .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
+        )
+        .service(
+            web::resource("/verify-email")
+                .get(account::verify_email)
+                .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+        )
+        .service(
+            web::resource("/password/forgot")
+                .get(account::forgot_get)
+                .post(account::forgot_post)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
+        )
+        .service(
+            web::resource("/password/reset")
+                .get(account::reset_get)
+                .post(account::reset_post)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
+        )
+        .service(
+            web::resource("/invitations/accept")
+                .get(account::accept_get)
+                .post(account::accept_post)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
         )
         .service(
             web::resource("/api/organizations/{slug}/services")

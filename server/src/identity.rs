@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::db::SqlStore;
 use crate::db::tenancy::{Organization, Service, TierLimits};
 
+pub mod email;
 pub mod login;
 pub mod users;
 

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod identity;
+pub mod mail;
 pub mod oidc;
 pub mod secrets;
 pub mod serve;

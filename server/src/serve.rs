@@ -75,6 +75,20 @@ async fn bootstrap_owner(identity: &Identity) -> Result<()> {
     }
 }
 
+/// Outgoing mail: SMTP at `GATEHOUSE_SMTP_URL`, else the outbox in the data dir.
+fn mailer(config: &Config) -> Result<crate::mail::Mailer> {
+    let url = std::env::var("GATEHOUSE_SMTP_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    let from = std::env::var("GATEHOUSE_MAIL_FROM")
+        .unwrap_or_else(|_| "Gatehouse <no-reply@localhost>".into());
+    let m = crate::mail::Mailer::new(url.as_deref(), &config.data_dir, &from)?;
+    if let Some(dir) = m.outbox() {
+        tracing::info!(outbox = %dir.display(), "no GATEHOUSE_SMTP_URL: outgoing mail goes to the outbox");
+    }
+    Ok(m)
+}
+
 /// How often the key ring checks its rotation schedule.
 const ROTATE_EVERY: Duration = Duration::from_secs(600);
 
@@ -202,6 +216,7 @@ pub async fn run(config: Config) -> Result<()> {
         issuer: config.issuer(),
         sessions: Some(Sessions::new(kv)),
         api_keys: api::api_key_cache(),
+        mailer: Some(Arc::new(mailer(&config)?)),
     });
     let max_body = config.max_body_bytes;
     let mut server = HttpServer::new(move || {

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::harness::{Backend, Server, ServerOptions, for_each_backend};
 
-const REDIRECT: &str = "http://127.0.0.1:9/callback";
+pub const REDIRECT: &str = "http://127.0.0.1:9/callback";
 pub const PASSWORD: &str = "correct horse battery";
 
 /// Runs an admin command against `s`'s database, with `stdin` as its input.
@@ -107,21 +107,21 @@ pub async fn tenant(s: &Server, slug: &str) -> (String, String, String) {
 }
 
 /// A browser: no redirects followed, cookies kept.
-struct Browser {
+pub struct Browser {
     http: reqwest::Client,
     base: String,
-    cookies: HashMap<String, String>,
+    pub cookies: HashMap<String, String>,
 }
 
-struct Page {
-    status: u16,
-    location: Option<String>,
-    body: String,
-    headers: reqwest::header::HeaderMap,
+pub struct Page {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Browser {
-    fn new(s: &Server) -> Self {
+    pub fn new(s: &Server) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -166,7 +166,7 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, url: &str) -> Page {
+    pub async fn get(&mut self, url: &str) -> Page {
         let url = if url.starts_with('/') {
             format!("{}{url}", self.base)
         } else {
@@ -176,7 +176,7 @@ impl Browser {
         self.send(req).await
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let req = self
             .http
             .post(format!("{}{path}", self.base))
@@ -186,7 +186,7 @@ impl Browser {
     }
 
     /// Follows an authorization URL to the login form, submits it, and returns the answer.
-    async fn sign_in(&mut self, authorize_url: &str, email: &str, password: &str) -> Page {
+    pub async fn sign_in(&mut self, authorize_url: &str, email: &str, password: &str) -> Page {
         let start = self.get(authorize_url).await;
         assert_eq!(start.status, 303, "{}", start.body);
         let login = start.location.unwrap();
@@ -447,12 +447,12 @@ async fn a_relying_party_signs_in_with_code_and_pkce(backend: Backend) {
 }
 
 /// A PKCE pair: (verifier, S256 challenge).
-fn pkce() -> (String, String) {
+pub fn pkce() -> (String, String) {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     (verifier.secret().clone(), challenge.as_str().to_string())
 }
 
-fn authorize_path(
+pub fn authorize_path(
     client_id: &str,
     redirect: &str,
     challenge: &str,
@@ -491,7 +491,7 @@ async fn code_for(b: &mut Browser, client_id: &str, challenge: &str, email: &str
     query_of(&page.location.unwrap())["code"].clone()
 }
 
-async fn token(s: &Server, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> (u16, Value) {
+pub async fn token(s: &Server, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> (u16, Value) {
     let mut req = s
         .client
         .post(format!("{}/oauth2/token", s.base))

@@ -10,6 +10,7 @@
 
 mod conformance;
 
+mod account;
 mod api;
 mod bad_input;
 mod cli;

@@ -90,7 +90,7 @@ pub(super) fn client_ip(req: &HttpRequest) -> Option<String> {
     req.peer_addr().map(|a| a.ip().to_string())
 }
 
-fn api_unavailable() -> HttpResponse {
+pub(super) fn api_unavailable() -> HttpResponse {
     super::error::ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",

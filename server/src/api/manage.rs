@@ -518,6 +518,138 @@ pub(super) async fn remove_member(
     )
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewInvitation {
+    email: String,
+    role: String,
+}
+
+/// `POST /api/organizations/{slug}/invitations`: emails a single-use link; the role must be
+/// below the caller's own.
+pub(super) async fn invite(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<NewInvitation>,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let org = organization(&p, &path).await?;
+            require(&p, &c, "can_manage_members", &format!("organization:{}", org.id)).await?;
+            if let Some(rank) = role_rank(&body.role)
+                && rank >= caller_rank(&p, &c, &org).await?
+            {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "you can only invite to roles below your own",
+                ));
+            }
+            let (inv, token) = p
+                .identity
+                .invite(&c.principal, &org, &body.email, &body.role)
+                .await
+                .map_err(engine_error)?;
+            if let Some(m) = &state.mailer {
+                m.send(
+                    "invitation",
+                    inv.email.clone(),
+                    format!("You are invited to join {}", org.name),
+                    format!(
+                        "You are invited to join {} on Gatehouse as {}. To accept, open this link within {} days:\n\n{}/invitations/accept?token={token}\n",
+                        org.name,
+                        body.role,
+                        crate::identity::email::INVITE_DAYS,
+                        p.issuer
+                    ),
+                );
+            }
+            Ok(HttpResponse::Created().json(inv))
+        }
+        .await,
+    )
+}
+
+/// `GET /api/organizations/{slug}/invitations`: the open ones.
+pub(super) async fn list_invitations(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let org = organization(&p, &path).await?;
+            require(
+                &p,
+                &c,
+                "can_manage_members",
+                &format!("organization:{}", org.id),
+            )
+            .await?;
+            let list = p
+                .identity
+                .store
+                .invitations(&org.id)
+                .await
+                .map_err(engine_error)?;
+            Ok(HttpResponse::Ok().json(json!({ "invitations": list })))
+        }
+        .await,
+    )
+}
+
+/// `DELETE /api/organizations/{slug}/invitations/{id}`: withdraws an open invitation.
+pub(super) async fn withdraw_invitation(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    done(
+        async {
+            let (slug, id) = path.into_inner();
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let org = organization(&p, &slug).await?;
+            require(
+                &p,
+                &c,
+                "can_manage_members",
+                &format!("organization:{}", org.id),
+            )
+            .await?;
+            if !p
+                .identity
+                .store
+                .withdraw_invitation(&org.id, &id)
+                .await
+                .map_err(engine_error)?
+            {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no such open invitation",
+                ));
+            }
+            p.identity
+                .audit(
+                    Some(&org.id),
+                    &c.principal,
+                    None,
+                    "invitation.withdrawn",
+                    json!({ "id": id }),
+                )
+                .await;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        .await,
+    )
+}
+
 /// `GET /api/organizations/{slug}/services`.
 pub(super) async fn list_services(
     state: web::Data<AppState>,

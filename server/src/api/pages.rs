@@ -108,6 +108,69 @@ pub fn error_page(
     )
 }
 
+/// A field of a [`form`].
+pub struct Field<'a> {
+    pub name: &'a str,
+    pub label: &'a str,
+    /// `email`, `password` or `text`.
+    pub kind: &'a str,
+    pub value: &'a str,
+    pub autocomplete: &'a str,
+}
+
+/// A page with one form: an introduction, an error if any, the fields, one submit button.
+#[allow(clippy::too_many_arguments, reason = "a page is all of these")]
+pub fn form(
+    status: StatusCode,
+    title: &str,
+    org: Option<&Organization>,
+    intro: &str,
+    error: Option<&str>,
+    action: &str,
+    hidden: &[(&str, &str)],
+    fields: &[Field<'_>],
+    submit: &str,
+) -> HttpResponse {
+    let mut body = format!("<p>{}</p>\n", escape(intro));
+    if let Some(e) = error {
+        body.push_str(&format!(
+            r#"<p class="error" role="alert" id="form-error">{}</p>"#,
+            escape(e)
+        ));
+    }
+    body.push_str(&format!(
+        r#"<form method="post" action="{}">"#,
+        escape(action)
+    ));
+    for (name, value) in hidden {
+        body.push_str(&format!(
+            r#"<input type="hidden" name="{}" value="{}">"#,
+            escape(name),
+            escape(value)
+        ));
+    }
+    let described = if error.is_some() {
+        r#" aria-describedby="form-error""#
+    } else {
+        ""
+    };
+    for f in fields {
+        body.push_str(&format!(
+            r#"<label for="{n}">{l}</label><input id="{n}" name="{n}" type="{k}" autocomplete="{a}" required value="{v}"{described}>"#,
+            n = escape(f.name),
+            l = escape(f.label),
+            k = escape(f.kind),
+            a = escape(f.autocomplete),
+            v = escape(f.value),
+        ));
+    }
+    body.push_str(&format!(
+        r#"<button type="submit">{}</button></form>"#,
+        escape(submit)
+    ));
+    page(status, title, org, &body)
+}
+
 /// The password login form of a pending authorization request.
 pub fn login_form(
     status: StatusCode,
@@ -140,7 +203,8 @@ pub fn login_form(
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password" required{described}>
 <button type="submit">Sign in</button>
-</form>"#,
+</form>
+<p><a href="/password/forgot">Forgot your password?</a></p>"#,
         service = escape(service_name),
         request = escape(request),
         email = escape(email),

@@ -293,6 +293,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Single-use tokens sent by email.
+    email_tokens (token_sha256) {
+        token_sha256 -> Text,
+        purpose -> Text,
+        email -> Text,
+        user_id -> Nullable<Text>,
+        organization_id -> Nullable<Text>,
+        role -> Nullable<Text>,
+        invited_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(api_keys -> services (service_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(memberships -> organizations (organization_id));
@@ -324,4 +340,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     audit_events,
     api_keys,
+    email_tokens,
 );

@@ -7,8 +7,8 @@ use gatehouse_engine::{Error, Result};
 
 use super::datastore::{TxError, db_error, pool_error, utc};
 use super::schema::{
-    api_keys, audit_events, memberships, organizations, refresh_tokens, services, token_families,
-    users,
+    api_keys, audit_events, email_tokens, memberships, organizations, refresh_tokens, services,
+    token_families, users,
 };
 use super::{Backend, SqlStore, SqliteConn};
 
@@ -97,6 +97,27 @@ fn as_utc_opt<S: serde::Serializer>(
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
     serde::Serialize::serialize(&t.map(utc), s)
+}
+
+/// A single-use token sent by email (verification, password reset, invitation).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Queryable, Selectable, Insertable)]
+#[diesel(table_name = email_tokens)]
+pub struct EmailToken {
+    /// The SHA-256 of the token (not the token): an invitation's id.
+    #[serde(rename = "id")]
+    pub token_sha256: String,
+    pub purpose: String,
+    pub email: String,
+    pub user_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub role: Option<String>,
+    pub invited_by: Option<String>,
+    #[serde(serialize_with = "as_utc")]
+    pub created_at: NaiveDateTime,
+    #[serde(serialize_with = "as_utc")]
+    pub expires_at: NaiveDateTime,
+    #[serde(serialize_with = "as_utc_opt")]
+    pub used_at: Option<NaiveDateTime>,
 }
 
 /// A refresh token family: the tokens rotated from one authorization.
@@ -353,6 +374,118 @@ impl SqlStore {
                 .first(conn)
                 .await
                 .optional()
+                .map_err(db_error)
+        })
+    }
+
+    /// Replaces a user's password hash; clears failures and lockout.
+    pub async fn set_password_hash(&self, id: &str, hash: &str) -> Result<bool> {
+        let now = Utc::now().naive_utc();
+        let n = with_conn!(self, |conn| {
+            diesel::update(users::table.find(id))
+                .set((
+                    users::password_hash.eq(Some(hash)),
+                    users::failed_logins.eq(0),
+                    users::locked_until.eq(None::<NaiveDateTime>),
+                    users::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    pub async fn set_email_verified(&self, id: &str) -> Result<bool> {
+        let now = Utc::now().naive_utc();
+        let n = with_conn!(self, |conn| {
+            diesel::update(users::table.find(id))
+                .set((users::email_verified.eq(true), users::updated_at.eq(now)))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    pub async fn insert_email_token(&self, t: &EmailToken) -> Result<()> {
+        with_conn!(self, |conn| {
+            diesel::insert_into(email_tokens::table)
+                .values(t)
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(())
+    }
+
+    /// The unused, unexpired token with this digest and purpose.
+    pub async fn email_token(&self, sha256: &str, purpose: &str) -> Result<Option<EmailToken>> {
+        let now = Utc::now().naive_utc();
+        with_conn!(self, |conn| {
+            email_tokens::table
+                .find(sha256)
+                .filter(email_tokens::purpose.eq(purpose))
+                .filter(email_tokens::used_at.is_null())
+                .filter(email_tokens::expires_at.gt(now))
+                .select(EmailToken::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)
+        })
+    }
+
+    /// Marks a token used; false if it was used (or expired) already: of two uses, one wins.
+    pub async fn use_email_token(&self, sha256: &str) -> Result<bool> {
+        let now = Utc::now().naive_utc();
+        let n = with_conn!(self, |conn| {
+            diesel::update(
+                email_tokens::table
+                    .find(sha256)
+                    .filter(email_tokens::used_at.is_null())
+                    .filter(email_tokens::expires_at.gt(now)),
+            )
+            .set(email_tokens::used_at.eq(Some(now)))
+            .execute(conn)
+            .await
+            .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    /// Withdraws an open invitation of an organization; false if there was none.
+    pub async fn withdraw_invitation(&self, organization: &str, sha256: &str) -> Result<bool> {
+        let now = Utc::now().naive_utc();
+        let n = with_conn!(self, |conn| {
+            diesel::update(
+                email_tokens::table
+                    .find(sha256)
+                    .filter(email_tokens::organization_id.eq(organization))
+                    .filter(email_tokens::purpose.eq("invite"))
+                    .filter(email_tokens::used_at.is_null()),
+            )
+            .set(email_tokens::used_at.eq(Some(now)))
+            .execute(conn)
+            .await
+            .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    /// An organization's open invitations, oldest first.
+    pub async fn invitations(&self, organization: &str) -> Result<Vec<EmailToken>> {
+        let now = Utc::now().naive_utc();
+        with_conn!(self, |conn| {
+            email_tokens::table
+                .filter(email_tokens::organization_id.eq(organization))
+                .filter(email_tokens::purpose.eq("invite"))
+                .filter(email_tokens::used_at.is_null())
+                .filter(email_tokens::expires_at.gt(now))
+                .order(email_tokens::created_at.asc())
+                .select(EmailToken::as_select())
+                .load(conn)
+                .await
                 .map_err(db_error)
         })
     }

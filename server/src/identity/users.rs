@@ -55,7 +55,7 @@ pub fn normalize_email(email: &str) -> Option<String> {
     ok.then(|| e.to_lowercase())
 }
 
-fn check_password_rules(password: &str) -> Result<()> {
+pub fn check_password_rules(password: &str) -> Result<()> {
     if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
         return Err(Error::Validation(format!(
             "a password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} bytes long"
