@@ -5,6 +5,7 @@ mod account;
 mod decisions;
 mod device;
 pub mod error;
+mod limits;
 mod login;
 mod manage;
 mod oauth;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub sessions: Option<crate::oidc::sessions::Sessions>,
     /// Service API keys looked up recently.
     pub api_keys: ApiKeyCache,
+    /// Requests per minute one address may make to the token endpoints (0: no limit).
+    pub token_rate_per_ip: u64,
     /// Outgoing mail (absent with the keys).
     pub mailer: Option<Arc<crate::mail::Mailer>>,
 }

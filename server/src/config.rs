@@ -38,6 +38,12 @@ pub struct Config {
     /// The issuer of tokens, the public base URL (`GATEHOUSE_ISSUER`; default
     /// `http://<addr>`).
     pub issuer: Option<String>,
+    /// Requests one address may make per minute to the token, introspection, revocation and
+    /// device endpoints, 0 for no limit (`GATEHOUSE_TOKEN_RATE_PER_IP`).
+    pub token_rate_per_ip: u64,
+    /// How long an authorization code may wait to be redeemed, in seconds, 1 to 600
+    /// (`GATEHOUSE_CODE_TTL_SECS`).
+    pub code_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -56,6 +62,8 @@ impl Default for Config {
             db_pool: 16,
             signing_alg: "RS256".into(),
             issuer: None,
+            token_rate_per_ip: 6000,
+            code_ttl_secs: 60,
         }
     }
 }
@@ -146,6 +154,19 @@ impl Config {
                     "`issuer` must be an http(s) URL without a trailing slash, query or fragment, got `{i}`"
                 );
             }
+        }
+        if let Some(v) = env("GATEHOUSE_TOKEN_RATE_PER_IP") {
+            c.token_rate_per_ip = v
+                .parse()
+                .with_context(|| format!("`GATEHOUSE_TOKEN_RATE_PER_IP` is not a number: `{v}`"))?;
+        }
+        if let Some(v) = env("GATEHOUSE_CODE_TTL_SECS") {
+            c.code_ttl_secs = v
+                .parse()
+                .with_context(|| format!("`GATEHOUSE_CODE_TTL_SECS` is not a number: `{v}`"))?;
+        }
+        if !(1..=600).contains(&c.code_ttl_secs) {
+            anyhow::bail!("`code_ttl_secs` must be between 1 and 600");
         }
         if let Some(v) = env("GATEHOUSE_SIGNING_ALG") {
             c.signing_alg = v;

@@ -113,7 +113,10 @@ impl Identity {
     pub async fn bootstrap(store: Arc<SqlStore>, engine: Arc<Engine>) -> anyhow::Result<Self> {
         store.ensure_tier(FREE_TIER, FREE_LIMITS).await?;
         let platform_store = match store.platform_store().await? {
-            Some(s) => s,
+            Some(s) => {
+                upgrade_platform(&engine, &s).await?;
+                s
+            }
             None => {
                 let created = engine.create_store("gatehouse-platform").await?;
                 let model = gatehouse_engine::model::parse_dsl(PLATFORM_MODEL)?;
@@ -488,6 +491,34 @@ impl Identity {
     }
 }
 
+/// Brings an existing platform store up to this build's model and policies: a new release
+/// may add relations (and the actions of its schema) or change rules. Unchanged ones are left
+/// alone, so that restarts write nothing.
+async fn upgrade_platform(engine: &Engine, store: &str) -> anyhow::Result<()> {
+    let bundled = gatehouse_engine::model::parse_dsl(PLATFORM_MODEL)?;
+    let current = engine.model(store, None).await?;
+    let same_model = serde_json::to_value(&current.model.type_definitions)?
+        == serde_json::to_value(&bundled.type_definitions)?
+        && current.model.conditions.len() == bundled.conditions.len();
+    if !same_model {
+        engine.write_model(store, bundled).await?;
+        tracing::info!("platform model upgraded");
+    }
+    let schema: serde_json::Value = serde_json::from_str(PLATFORM_SCHEMA)?;
+    let active = engine.active_policies(store).await?;
+    let same_policies = match engine.policy_version(store, &active.version).await {
+        Ok(v) => v.policies == PLATFORM_POLICIES && v.schema.as_ref() == Some(&schema),
+        Err(_) => false,
+    };
+    if !same_policies {
+        engine
+            .write_policies(store, PLATFORM_POLICIES, Some(schema), vec![], true)
+            .await?;
+        tracing::info!("platform policies upgraded");
+    }
+    Ok(())
+}
+
 /// What a sign-in decision comes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignIn {
@@ -565,8 +596,84 @@ impl Identity {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use gatehouse_engine::service::EngineConfig;
+    use gatehouse_engine::store::Page;
+
+    async fn versions(engine: &Engine, store: &str) -> usize {
+        let page = Page {
+            size: 100,
+            token: None,
+        };
+        engine
+            .list_policy_versions(store, &page)
+            .await
+            .unwrap()
+            .items
+            .len()
+    }
+
+    /// A platform store written by an older release gets this build's model and policies at
+    /// the next start; a start with nothing new writes nothing.
+    #[tokio::test]
+    async fn an_old_platform_store_is_upgraded_at_start() {
+        let dir = std::env::temp_dir().join(format!("gh-upgrade-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("db.sqlite").display());
+        let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+        let engine = Arc::new(Engine::new(store.clone(), EngineConfig::default()));
+        let id = Identity::bootstrap(store.clone(), engine.clone())
+            .await
+            .unwrap();
+        let platform = id.platform_store.clone();
+        // What an older release had: no audit relation, and older rules.
+        let old = PLATFORM_MODEL.replace("    define can_read_audit: admin\n", "");
+        assert_ne!(old, PLATFORM_MODEL);
+        engine
+            .write_model(&platform, gatehouse_engine::model::parse_dsl(&old).unwrap())
+            .await
+            .unwrap();
+        engine
+            .write_policies(
+                &platform,
+                "permit (principal, action, resource) when { context.rebac };",
+                None,
+                vec![],
+                true,
+            )
+            .await
+            .unwrap();
+        let before = versions(&engine, &platform).await;
+        let again = Identity::bootstrap(store.clone(), engine.clone())
+            .await
+            .unwrap();
+        assert_eq!(again.platform_store, platform);
+        let model = engine.model(&platform, None).await.unwrap();
+        let org = model
+            .model
+            .type_definitions
+            .iter()
+            .find(|t| t.type_name == "organization")
+            .unwrap();
+        assert!(
+            serde_json::to_string(org)
+                .unwrap()
+                .contains("can_read_audit"),
+            "the model was not upgraded"
+        );
+        assert_eq!(versions(&engine, &platform).await, before + 1);
+        Identity::bootstrap(store.clone(), engine.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            versions(&engine, &platform).await,
+            before + 1,
+            "a restart wrote again"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn slugs() {

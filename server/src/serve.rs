@@ -214,7 +214,8 @@ pub async fn run(config: Config) -> Result<()> {
         keys: Some(ring),
         identity: Some(identity),
         issuer: config.issuer(),
-        sessions: Some(Sessions::new(kv)),
+        sessions: Some(Sessions::new(kv).with_code_ttl(Duration::from_secs(config.code_ttl_secs))),
+        token_rate_per_ip: config.token_rate_per_ip,
         api_keys: api::api_key_cache(),
         mailer: Some(Arc::new(mailer(&config)?)),
     });

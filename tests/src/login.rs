@@ -1411,3 +1411,105 @@ async fn a_device_signs_in_with_the_device_grant() {
     .await;
     assert_eq!(body["error"], "access_denied", "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_code_is_refused() {
+    let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.env
+        .push(("GATEHOUSE_CODE_TTL_SECS".into(), "1".into()));
+    let s = Server::start_with(opts).await;
+    let (client_id, secret, email) = tenant(&s, "acme").await;
+    let mut b = Browser::new(&s);
+    let (verifier, challenge) = pkce();
+    let code = code_for(&mut b, &client_id, &challenge, &email).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (st, body) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+        Some((&client_id, &secret)),
+    )
+    .await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guessing_client_secrets_locks_the_client_out() {
+    let s = Server::start(Backend::Sqlite).await;
+    tenant(&s, "acme").await;
+    let cc = admin(
+        &s,
+        &[
+            "service",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "Backend",
+            "--grant",
+            "client_credentials",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    let (cc_id, cc_secret) = (
+        cc["client_id"].as_str().unwrap(),
+        cc["client_secret"].as_str().unwrap(),
+    );
+    let form = [("grant_type", "client_credentials")];
+    let (st, _) = token(&s, &form, Some((cc_id, cc_secret))).await;
+    assert_eq!(st, 200);
+    for i in 0..10 {
+        let (st, body) = token(&s, &form, Some((cc_id, &format!("cs_guess{i}")))).await;
+        assert_eq!(
+            (st, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "guess {i}"
+        );
+    }
+    // Locked: even the right secret is refused now, with a time to come back.
+    let r = s
+        .client
+        .post(format!("{}/oauth2/token", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .basic_auth(cc_id, Some(cc_secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_endpoints_limit_requests_per_address() {
+    let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.env
+        .push(("GATEHOUSE_TOKEN_RATE_PER_IP".into(), "5".into()));
+    let s = Server::start_with(opts).await;
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let (st, _) = token(
+            &s,
+            &[("grant_type", "client_credentials")],
+            Some(("svc_x", "cs_y")),
+        )
+        .await;
+        statuses.push(st);
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429, 429]);
+}

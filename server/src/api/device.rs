@@ -37,8 +37,9 @@ pub(super) async fn authorization(
 ) -> HttpResponse {
     let run = async {
         let p = provider(&state)?;
+        super::oauth::rate_limited(&p, state.token_rate_per_ip, &req).await?;
         let form = parse_form(&req, &body)?;
-        let service = grant_client(p.identity, &req, &form).await?;
+        let service = grant_client(&p, &req, &form).await?;
         grant_allowed(&service, DEVICE_GRANT)?;
         let mut scopes: Vec<&str> = Vec::new();
         for s in form
@@ -83,7 +84,7 @@ pub(super) async fn token(
     req: &HttpRequest,
     form: &HashMap<String, String>,
 ) -> Result<HttpResponse, Refusal> {
-    let service = grant_client(p.identity, req, form).await?;
+    let service = grant_client(p, req, form).await?;
     grant_allowed(&service, DEVICE_GRANT)?;
     let Some(device_code) = form.get("device_code").filter(|c| !c.is_empty()) else {
         return Err(Box::new(oauth_error(

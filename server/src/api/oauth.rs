@@ -44,6 +44,37 @@ fn invalid_client(basic: bool) -> HttpResponse {
     res
 }
 
+/// 429 with `Retry-After`.
+pub(super) fn too_many(secs: u64) -> HttpResponse {
+    let mut r = oauth_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "slow_down",
+        &format!("too many requests; try again in {secs} s"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// The per-address request limit of the token endpoints.
+pub(super) async fn rate_limited(
+    p: &super::login::Provider<'_>,
+    limit: u64,
+    req: &HttpRequest,
+) -> Result<(), Refusal> {
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    match super::limits::over_rate(p.sessions.kv().as_ref(), &format!("token-ip:{ip}"), limit).await
+    {
+        Ok(None) => Ok(()),
+        Ok(Some(secs)) => Err(Box::new(too_many(secs))),
+        Err(e) => Err(internal("cannot count requests", e)),
+    }
+}
+
 fn unavailable() -> HttpResponse {
     oauth_error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -184,10 +215,11 @@ pub(super) fn parse_form(
 /// The confidential client making the request, authenticated by `client_secret_basic` or
 /// `client_secret_post` (one of them, not both).
 async fn authenticate_client(
-    identity: &crate::identity::Identity,
+    p: &super::login::Provider<'_>,
     req: &HttpRequest,
     form: &std::collections::HashMap<String, String>,
 ) -> Result<crate::db::tenancy::Service, Refusal> {
+    let identity = p.identity;
     let Ok(basic) = basic_credentials(req) else {
         return Err(Box::new(invalid_client(true)));
     };
@@ -210,10 +242,30 @@ async fn authenticate_client(
     if client_id.len() > 200 || secret.len() > 512 {
         return Err(Box::new(invalid_client(is_basic)));
     }
+    // Guessing secrets: a client or an address with too many failures is locked out, with a
+    // lockout that doubles, before its secret is looked at.
+    let kv = p.sessions.kv().as_ref();
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let (by_client, by_ip) = (format!("client:{client_id}"), format!("client-ip:{ip}"));
+    for key in [&by_client, &by_ip] {
+        match super::limits::locked(kv, key).await {
+            Ok(None) => {}
+            Ok(Some(secs)) => return Err(Box::new(too_many(secs))),
+            Err(e) => return Err(internal("cannot read a lockout", e)),
+        }
+    }
     match identity.authenticate_client(&client_id, &secret).await {
         Ok(Some(s)) => Ok(s),
         Ok(None) => {
             tracing::info!(client_id = %client_id, "client authentication failed");
+            for key in [&by_client, &by_ip] {
+                if let Err(e) = super::limits::failed(kv, key).await {
+                    tracing::error!(error = %e, "cannot count a failed client authentication");
+                }
+            }
             Err(Box::new(invalid_client(is_basic)))
         }
         Err(e) => {
@@ -233,6 +285,9 @@ pub(super) async fn token(
         Ok(p) => p,
         Err(r) => return *r,
     };
+    if let Err(r) = rate_limited(&p, state.token_rate_per_ip, &req).await {
+        return *r;
+    }
     let form = match parse_form(&req, &body) {
         Ok(f) => f,
         Err(res) => return *res,
@@ -279,7 +334,7 @@ async fn client_credentials(
     form: &std::collections::HashMap<String, String>,
 ) -> Result<HttpResponse, Refusal> {
     let (identity, keys) = (p.identity, p.keys);
-    let service = authenticate_client(identity, req, form).await?;
+    let service = authenticate_client(p, req, form).await?;
     grant_allowed(&service, "client_credentials")?;
     if form.get("scope").is_some_and(|s| !s.is_empty()) {
         return Err(Box::new(oauth_error(
@@ -371,14 +426,15 @@ pub(super) fn internal(what: &str, e: impl std::fmt::Display) -> Refusal {
 /// The client of a code or refresh request: a confidential client authenticates; a public
 /// one (PKCE) names itself with `client_id` and nothing else.
 pub(super) async fn grant_client(
-    identity: &crate::identity::Identity,
+    p: &super::login::Provider<'_>,
     req: &HttpRequest,
     form: &std::collections::HashMap<String, String>,
 ) -> Result<crate::db::tenancy::Service, Refusal> {
+    let identity = p.identity;
     let confidential =
         req.headers().contains_key(header::AUTHORIZATION) || form.contains_key("client_secret");
     if confidential {
-        return authenticate_client(identity, req, form).await;
+        return authenticate_client(p, req, form).await;
     }
     let Some(id) = form.get("client_id").filter(|c| c.len() <= 200) else {
         return Err(Box::new(invalid_client(false)));
@@ -568,7 +624,7 @@ async fn authorization_code(
     req: &HttpRequest,
     form: &std::collections::HashMap<String, String>,
 ) -> Result<HttpResponse, Refusal> {
-    let service = grant_client(p.identity, req, form).await?;
+    let service = grant_client(p, req, form).await?;
     grant_allowed(&service, "authorization_code")?;
     let Some(code) = form.get("code").filter(|c| !c.is_empty()) else {
         return Err(Box::new(oauth_error(
@@ -676,7 +732,7 @@ async fn refresh(
     req: &HttpRequest,
     form: &std::collections::HashMap<String, String>,
 ) -> Result<HttpResponse, Refusal> {
-    let service = grant_client(p.identity, req, form).await?;
+    let service = grant_client(p, req, form).await?;
     grant_allowed(&service, "refresh_token")?;
     let Some(old) = form
         .get("refresh_token")
@@ -867,11 +923,12 @@ async fn token_request<'a>(
     public_ok: bool,
 ) -> Result<TokenRequest<'a>, Refusal> {
     let p = super::login::provider(state)?;
+    rate_limited(&p, state.token_rate_per_ip, req).await?;
     let form = parse_form(req, body)?;
     let caller = if public_ok {
-        grant_client(p.identity, req, &form).await?
+        grant_client(&p, req, &form).await?
     } else {
-        authenticate_client(p.identity, req, &form).await?
+        authenticate_client(&p, req, &form).await?
     };
     let token = token_param(&form)?.to_string();
     Ok(TokenRequest {

@@ -19,7 +19,8 @@ use crate::cache::ephemeral::Ephemeral;
 pub const SESSION_SECONDS: i64 = 12 * 3600;
 /// How long a login page may sit before it is submitted.
 pub const PENDING_SECONDS: u64 = 600;
-/// How long an authorization code may wait to be redeemed (RFC 6749 §4.1.2: short).
+/// How long an authorization code may wait to be redeemed by default (RFC 6749 §4.1.2:
+/// short).
 pub const CODE_SECONDS: u64 = 60;
 
 /// A login session.
@@ -120,11 +121,23 @@ fn decode<T: for<'de> Deserialize<'de>>(s: Option<String>) -> Option<T> {
 #[derive(Debug, Clone)]
 pub struct Sessions {
     kv: Arc<dyn Ephemeral>,
+    code_ttl: Duration,
 }
 
 impl Sessions {
     pub fn new(kv: Arc<dyn Ephemeral>) -> Self {
-        Self { kv }
+        Self {
+            kv,
+            code_ttl: Duration::from_secs(CODE_SECONDS),
+        }
+    }
+
+    /// With codes living `ttl` instead of [`CODE_SECONDS`].
+    pub fn with_code_ttl(self, ttl: Duration) -> Self {
+        Self {
+            code_ttl: ttl,
+            ..self
+        }
     }
 
     pub fn kv(&self) -> &Arc<dyn Ephemeral> {
@@ -236,7 +249,7 @@ impl Sessions {
             .put(
                 &format!("code:{}", sha256_hex(&code)),
                 &encode(c)?,
-                Duration::from_secs(CODE_SECONDS),
+                self.code_ttl,
             )
             .await?;
         Ok(code)
