@@ -46,6 +46,8 @@ pub struct AppState {
     pub api_keys: ApiKeyCache,
     /// Requests per minute one address may make to the token endpoints (0: no limit).
     pub token_rate_per_ip: u64,
+    /// Password attempts per minute one address may make on the login pages (0: no limit).
+    pub login_rate_per_ip: u64,
     /// Outgoing mail (absent with the keys).
     pub mailer: Option<Arc<crate::mail::Mailer>>,
 }

@@ -41,6 +41,9 @@ pub struct Config {
     /// Requests one address may make per minute to the token, introspection, revocation and
     /// device endpoints, 0 for no limit (`GATEHOUSE_TOKEN_RATE_PER_IP`).
     pub token_rate_per_ip: u64,
+    /// Password attempts one address may make per minute on the login pages, 0 for no limit
+    /// (`GATEHOUSE_LOGIN_RATE_PER_IP`).
+    pub login_rate_per_ip: u64,
     /// How long an authorization code may wait to be redeemed, in seconds, 1 to 600
     /// (`GATEHOUSE_CODE_TTL_SECS`).
     pub code_ttl_secs: u64,
@@ -63,6 +66,7 @@ impl Default for Config {
             signing_alg: "RS256".into(),
             issuer: None,
             token_rate_per_ip: 6000,
+            login_rate_per_ip: 30,
             code_ttl_secs: 60,
         }
     }
@@ -159,6 +163,11 @@ impl Config {
             c.token_rate_per_ip = v
                 .parse()
                 .with_context(|| format!("`GATEHOUSE_TOKEN_RATE_PER_IP` is not a number: `{v}`"))?;
+        }
+        if let Some(v) = env("GATEHOUSE_LOGIN_RATE_PER_IP") {
+            c.login_rate_per_ip = v
+                .parse()
+                .with_context(|| format!("`GATEHOUSE_LOGIN_RATE_PER_IP` is not a number: `{v}`"))?;
         }
         if let Some(v) = env("GATEHOUSE_CODE_TTL_SECS") {
             c.code_ttl_secs = v

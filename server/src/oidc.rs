@@ -2,4 +2,5 @@
 //! pending authorization requests and codes.
 
 pub mod keys;
+pub mod revocations;
 pub mod sessions;

@@ -845,6 +845,9 @@ async fn only_members_sign_in_and_suspension_stops_refresh() {
     .await;
     assert_eq!(st, 200, "{t}");
     admin(&s, &["org", "suspend", "acme"], "").await.unwrap();
+    // The token endpoint decides at this node's cached revision, which trails a change made
+    // by another process (the admin command) by at most the staleness bound (0.5 s).
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let (st, body) = token(
         &s,
         &[
@@ -1512,4 +1515,76 @@ async fn token_endpoints_limit_requests_per_address() {
         statuses.push(st);
     }
     assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429, 429]);
+}
+
+/// Revocations are held in memory on each node: one made on a node counts there at once and
+/// on the other nodes within a second or two (they reload the set from the database).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_reaches_the_other_nodes() {
+    // Two nodes of one deployment: one database, one master key, one public issuer URL.
+    let mut opts = ServerOptions::new(Backend::Postgres);
+    opts.env.push((
+        "GATEHOUSE_MASTER_KEY".into(),
+        crate::oidc::TEST_MASTER_KEY.into(),
+    ));
+    opts.env.push((
+        "GATEHOUSE_ISSUER".into(),
+        "https://login.gatehouse.test".into(),
+    ));
+    let a = Server::start_with(opts.clone()).await;
+    opts.database = a.database.clone();
+    let b = Server::start_with(opts).await;
+    tenant(&a, "acme").await;
+    let cc = admin(
+        &a,
+        &[
+            "service",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "api",
+            "--grant",
+            "client_credentials",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    let auth = (
+        cc["client_id"].as_str().unwrap(),
+        cc["client_secret"].as_str().unwrap(),
+    );
+    let (_, t) = token(&a, &[("grant_type", "client_credentials")], Some(auth)).await;
+    let at = t["access_token"].as_str().unwrap();
+    let introspect = |s: &Server| {
+        let req = s
+            .client
+            .post(format!("{}/oauth2/introspect", s.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={at}"))
+            .basic_auth(auth.0, Some(auth.1));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap()["active"] == true }
+    };
+    assert!(introspect(&a).await);
+    assert!(introspect(&b).await);
+    let r = a
+        .client
+        .post(format!("{}/oauth2/revoke", a.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={at}"))
+        .basic_auth(auth.0, Some(auth.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!introspect(&a).await, "not revoked at once on its own node");
+    let started = std::time::Instant::now();
+    while introspect(&b).await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the other node never learned of it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -449,6 +449,9 @@ async fn client_credentials_after_a_policy_decision(backend: Backend) {
     }
     let suspended = admin(&s, &["org", "suspend", "acme"]).await.unwrap();
     assert_eq!(suspended["suspended"], true, "{suspended}");
+    // The token endpoint decides at this node's cached revision, which trails a change made
+    // by another process (the admin command) by at most the staleness bound (0.5 s).
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let (status, body, _) = token_req(&s, &grant, Some((&client_id, &secret))).await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -464,6 +467,7 @@ async fn client_credentials_after_a_policy_decision(backend: Backend) {
     );
     assert!(body.get("access_token").is_none());
     admin(&s, &["org", "unsuspend", "acme"]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let (status, body, _) = token_req(&s, &grant, Some((&client_id, &secret))).await;
     assert_eq!(status, 200, "{body}");
 }

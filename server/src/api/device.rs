@@ -296,7 +296,7 @@ pub(super) async fn page_post(
             return unavailable_page();
         }
     };
-    let service = match p.identity.store.service(&grant.client_id).await {
+    let service = match p.identity.service(&grant.client_id).await {
         Ok(Some(s)) => s,
         Ok(None) => return again(StatusCode::BAD_REQUEST, "That code is not valid."),
         Err(e) => {

@@ -29,9 +29,6 @@ const DEVICE_COOKIE: &str = "gh_device";
 /// The scopes a client may ask for.
 pub const SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 
-/// Password attempts one address may make per minute, over all accounts.
-const LOGIN_ATTEMPTS_PER_IP_MINUTE: u64 = 30;
-
 /// The pieces every handler here needs.
 pub(super) struct Provider<'a> {
     pub identity: &'a Identity,
@@ -211,7 +208,7 @@ pub(super) async fn authorize(
     else {
         return bad("The request names no application (`client_id`).");
     };
-    let service = match p.identity.store.service(client_id).await {
+    let service = match p.identity.service(client_id).await {
         Ok(Some(s)) => s,
         Ok(None) => return bad("The application (`client_id`) is not known here."),
         Err(e) => {
@@ -417,7 +414,11 @@ pub(super) async fn authorize_session(
         ctx.insert("device_id".into(), json!(d));
     }
     let principal = format!("user:{}", session.user_id);
-    let outcome = match p.identity.authorize_sign_in(&principal, service, ctx).await {
+    let outcome = match p
+        .identity
+        .authorize_sign_in(&principal, service, ctx, true)
+        .await
+    {
         Ok(d) => sign_in_outcome(&d),
         Err(gatehouse_engine::Error::Validation(m)) => SignIn::Denied { reasons: vec![m] },
         Err(e) => {
@@ -554,7 +555,7 @@ async fn pending_request(
             return Err(unavailable_page());
         }
     };
-    let service = match p.identity.store.service(&pending.client_id).await {
+    let service = match p.identity.service(&pending.client_id).await {
         Ok(Some(s)) => s,
         Ok(None) => return Err(expired()),
         Err(e) => {
@@ -633,16 +634,14 @@ pub(super) async fn login_submit(
         )
     };
     if let Some(ip) = &ip {
-        match p
-            .sessions
-            .kv()
-            .incr(
-                &format!("rate:login:{ip}"),
-                std::time::Duration::from_secs(60),
-            )
-            .await
+        match super::limits::over_rate(
+            p.sessions.kv().as_ref(),
+            &format!("login:{ip}"),
+            state.login_rate_per_ip,
+        )
+        .await
         {
-            Ok(n) if n > LOGIN_ATTEMPTS_PER_IP_MINUTE => {
+            Ok(Some(_)) => {
                 return again(
                     StatusCode::TOO_MANY_REQUESTS,
                     "Too many sign-in attempts from your network. Wait a minute and try again.",
@@ -827,7 +826,7 @@ pub(super) async fn logout(
             let Some(cid) = client_id.as_deref() else {
                 return bad("A return address needs `client_id` or `id_token_hint`.");
             };
-            match p.identity.store.service(cid).await {
+            match p.identity.service(cid).await {
                 Ok(Some(s)) if s.redirect_uris.iter().any(|u| u == uri) => Some(uri.clone()),
                 Ok(_) => {
                     return bad("The return address is not registered for this application.");

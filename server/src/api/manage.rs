@@ -163,7 +163,7 @@ async fn organization(p: &Provider<'_>, slug: &str) -> Result<Organization, Refu
 }
 
 async fn service(p: &Provider<'_>, client_id: &str) -> Result<Service, Refusal> {
-    match p.identity.store.service(client_id).await {
+    match p.identity.service(client_id).await {
         Ok(Some(s)) => Ok(s),
         Ok(None) => Err(error(
             StatusCode::NOT_FOUND,
@@ -670,7 +670,7 @@ pub(super) async fn list_services(
                 .await
                 .map_err(engine_error)?
             {
-                if let Some(s) = p.identity.store.service(&id).await.map_err(engine_error)? {
+                if let Some(s) = p.identity.service(&id).await.map_err(engine_error)? {
                     out.push(s);
                 }
             }

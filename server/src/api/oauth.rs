@@ -381,7 +381,10 @@ async fn decide_sign_in(
     service: &crate::db::tenancy::Service,
     ctx: serde_json::Map<String, Value>,
 ) -> Result<(), Refusal> {
-    match identity.authorize_sign_in(principal, service, ctx).await {
+    match identity
+        .authorize_sign_in(principal, service, ctx, false)
+        .await
+    {
         Ok(d) if d.allowed => Ok(()),
         Ok(d) => {
             let reasons = crate::identity::reasons(&d);
@@ -439,7 +442,7 @@ pub(super) async fn grant_client(
     let Some(id) = form.get("client_id").filter(|c| c.len() <= 200) else {
         return Err(Box::new(invalid_client(false)));
     };
-    match identity.store.service(id).await {
+    match identity.service(id).await {
         Ok(Some(s)) if s.is_public() => Ok(s),
         Ok(_) => Err(Box::new(invalid_client(false))),
         Err(e) => Err(internal("cannot read a service", e)),
@@ -644,12 +647,14 @@ async fn authorization_code(
     else {
         // A code presented twice: what it issued is revoked (RFC 6749 §4.1.2).
         if let Ok(Some(issued)) = p.sessions.redeemed(code).await {
-            if issued != "-" {
-                let _ = p
-                    .identity
+            if issued != "-"
+                && p.identity
                     .store
                     .revoke_family(&issued, chrono::Utc::now())
-                    .await;
+                    .await
+                    .is_ok()
+            {
+                p.identity.revocations.note_family(&issued);
             }
             p.identity
                 .audit(
@@ -780,11 +785,14 @@ async fn refresh(
     let org = Some(service.organization_id.as_str());
     let session_live = matches!(p.sessions.by_id(&family.session_id).await, Ok(Some(_)));
     if family.revoked_at.is_none() && family.expires_at > chrono::Utc::now() && !session_live {
-        let _ = p
-            .identity
+        if p.identity
             .store
             .revoke_family(&family.id, chrono::Utc::now())
-            .await;
+            .await
+            .is_ok()
+        {
+            p.identity.revocations.note_family(&family.id);
+        }
         return Err(invalid_grant("the login session has ended"));
     }
     let user = match p.identity.store.user(&family.user_id).await {
@@ -815,6 +823,7 @@ async fn refresh(
     {
         crate::db::users::Refresh::Rotated(_) => {}
         crate::db::users::Refresh::Reused(f) => {
+            p.identity.revocations.note_family(&f.id);
             tracing::warn!(client_id = %service.client_id, family = %f.id, "refresh token reused: family revoked");
             p.identity
                 .audit(
@@ -867,14 +876,13 @@ pub(super) async fn token_live(
     let Some(jti) = claims["jti"].as_str() else {
         return Ok(false);
     };
-    if p.identity.store.is_revoked(jti).await? {
+    let revoked = &p.identity.revocations;
+    if revoked.jti_revoked(jti)
+        || claims["fid"]
+            .as_str()
+            .is_some_and(|f| revoked.family_revoked(f))
+    {
         return Ok(false);
-    }
-    if let Some(fid) = claims["fid"].as_str() {
-        match p.identity.store.family(fid).await? {
-            Some(f) if f.revoked_at.is_none() => {}
-            _ => return Ok(false),
-        }
     }
     if let Some(sid) = claims["sid"].as_str()
         && p.sessions.by_id(sid).await?.is_none()
@@ -954,7 +962,7 @@ pub(super) async fn introspect(
     let (p, caller, token) = (&r.p, &r.caller, r.token.as_str());
     let inactive = || no_store(json!({ "active": false }));
     let same_org = |client_id: String| async move {
-        match p.identity.store.service(&client_id).await {
+        match p.identity.service(&client_id).await {
             Ok(Some(owner)) => Ok(owner.organization_id == caller.organization_id),
             Ok(None) => Ok(false),
             Err(e) => Err(e),
@@ -1078,6 +1086,7 @@ pub(super) async fn revoke(
             .await
         {
             Ok(true) => {
+                p.identity.revocations.note_family(&family.id);
                 p.identity
                     .audit(
                         Some(&caller.organization_id),
@@ -1110,6 +1119,7 @@ pub(super) async fn revoke(
     if let Err(e) = p.identity.store.revoke_token(jti, expires).await {
         return *internal("cannot record a revocation", e);
     }
+    p.identity.revocations.note_jti(jti);
     p.identity
         .audit(
             Some(&caller.organization_id),

@@ -133,6 +133,19 @@ impl SqlStore {
         Ok(n > 0)
     }
 
+    /// The `jti`s of revoked tokens that have not expired.
+    pub async fn live_revocations(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+        let now = now.naive_utc();
+        with_conn!(self, |conn| {
+            revoked_tokens::table
+                .filter(revoked_tokens::expires_at.gt(now))
+                .select(revoked_tokens::jti)
+                .load(conn)
+                .await
+                .map_err(db_error)
+        })
+    }
+
     /// Forgets revocations of tokens that have expired anyway.
     pub async fn prune_revocations(&self, now: DateTime<Utc>) -> Result<usize> {
         let now = now.naive_utc();

@@ -711,6 +711,20 @@ impl SqlStore {
         row.map(family_from).transpose()
     }
 
+    /// The ids of revoked families that have not expired.
+    pub async fn revoked_families(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+        let at = now.naive_utc();
+        with_conn!(self, |conn| {
+            token_families::table
+                .filter(token_families::revoked_at.is_not_null())
+                .filter(token_families::expires_at.gt(at))
+                .select(token_families::id)
+                .load(conn)
+                .await
+                .map_err(db_error)
+        })
+    }
+
     /// Revokes a family; returns whether it was live.
     pub async fn revoke_family(&self, id: &str, now: DateTime<Utc>) -> Result<bool> {
         let at = now.naive_utc();

@@ -64,31 +64,35 @@ pub fn check_password_rules(password: &str) -> Result<()> {
     Ok(())
 }
 
-/// Hashes a password with Argon2id at OWASP's parameters (19 MiB, 2 passes, 1 lane), off the
-/// async workers.
-pub async fn hash_password(password: &str) -> Result<String> {
-    let pw = zeroize::Zeroizing::new(password.as_bytes().to_vec());
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(&pw)
-            .map(|h| h.to_string())
-            .map_err(|e| Error::Storage(format!("cannot hash a password: {e}")))
-    })
-    .await
-    .map_err(|e| Error::Storage(format!("password hashing stopped: {e}")))?
+/// Hashes a password with Argon2id at OWASP's parameters (19 MiB, 2 passes, 1 lane), on the
+/// calling thread.
+pub fn hash_password_blocking(password: &[u8]) -> Result<String> {
+    Argon2::default()
+        .hash_password(password)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Storage(format!("cannot hash a password: {e}")))
 }
 
-/// Whether `password` matches the PHC string `hash`, off the async workers.
+/// Whether `password` matches the PHC string `hash`, on the calling thread.
+pub fn verify_password_blocking(password: &[u8], hash: &str) -> bool {
+    Argon2::default().verify_password(password, hash).is_ok()
+}
+
+/// [`hash_password_blocking`] off the async workers.
+pub async fn hash_password(password: &str) -> Result<String> {
+    let pw = zeroize::Zeroizing::new(password.as_bytes().to_vec());
+    tokio::task::spawn_blocking(move || hash_password_blocking(&pw))
+        .await
+        .map_err(|e| Error::Storage(format!("password hashing stopped: {e}")))?
+}
+
+/// [`verify_password_blocking`] off the async workers.
 pub async fn verify_password(password: &str, hash: &str) -> bool {
     let pw = zeroize::Zeroizing::new(password.as_bytes().to_vec());
     let hash = hash.to_string();
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .verify_password(&pw, hash.as_str())
-            .is_ok()
-    })
-    .await
-    .unwrap_or(false)
+    tokio::task::spawn_blocking(move || verify_password_blocking(&pw, &hash))
+        .await
+        .unwrap_or(false)
 }
 
 /// A hash no password matches, verified against for unknown accounts so that they take as
@@ -294,10 +298,10 @@ impl Identity {
                 "`name` must be 1 to 200 characters without control characters".into(),
             ));
         }
-        let service =
-            self.store.service(client_id).await?.ok_or_else(|| {
-                Error::Validation(format!("service `{client_id}` does not exist"))
-            })?;
+        let service = self
+            .service(client_id)
+            .await?
+            .ok_or_else(|| Error::Validation(format!("service `{client_id}` does not exist")))?;
         let key = format!("ak_live_{}", super::random_hex(32)?);
         let k = ApiKey {
             id: format!("key_{}", ulid::Ulid::new().to_string().to_lowercase()),
@@ -344,7 +348,7 @@ impl Identity {
         let Some(k) = self.store.api_key_by_hash(&super::sha256_hex(key)).await? else {
             return Ok(None);
         };
-        Ok(self.store.service(&k.service_id).await?.map(|s| (k, s)))
+        Ok(self.service(&k.service_id).await?.map(|s| (k, s)))
     }
 
     /// The platform owner from `PLATFORM_OWNER_EMAIL` / `PLATFORM_OWNER_PASSWORD`: created
