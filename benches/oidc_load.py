@@ -7,8 +7,8 @@
 For each signing algorithm (RS256, ES256, EdDSA), in one run: the raw signing rate of this
 machine on all cores (`sign_rate`, the floor), then client-credentials issuance over HTTP
 (`POST /oauth2/token`, client_secret_basic) against a server on the embedded default, and the
-ratio of the two. For RS256 also introspection (`POST /oauth2/introspect`): its throughput, and
-its latency at half of it. Idle RSS right after start. Prints Markdown for benches/RESULTS.md.
+ratio of the two. For RS256 also introspection (`POST /oauth2/introspect`): its throughput, its
+latency at half and a quarter of it, and at 1,000 and 2,000 req/s. Idle RSS right after start. Prints Markdown for benches/RESULTS.md.
 """
 import argparse
 import json
@@ -37,6 +37,8 @@ def main():
     for b in (load.BIN, SIGN_RATE):
         if not os.path.exists(b):
             raise SystemExit("build first: cargo build --release -p gatehouse-server --bin gatehouse -p gatehouse-benches --bin sign_rate")
+    # The per-address limit of the token endpoints would cap a load from one address.
+    os.environ["GATEHOUSE_TOKEN_RATE_PER_IP"] = "0"
     rows = []
     introspection = None
     idle = None
@@ -58,7 +60,9 @@ def main():
                 body = f"token={token}"
                 full = load.oha(srv.base + "/oauth2/introspect", a.seconds, a.conns, form=body, basic=auth)
                 half = load.oha(srv.base + "/oauth2/introspect", a.seconds, a.conns, form=body, basic=auth, rate=int(full["rps"] / 2))
-                introspection = (full, half)
+                quarter = load.oha(srv.base + "/oauth2/introspect", a.seconds, a.conns, form=body, basic=auth, rate=int(full["rps"] / 4))
+                fixed = [(r, load.oha(srv.base + "/oauth2/introspect", a.seconds, 8, form=body, basic=auth, rate=r)) for r in (1000, 2000)]
+                introspection = (full, half, quarter, fixed)
         finally:
             srv.stop()
         raw = json.loads(subprocess.run([SIGN_RATE, alg, str(a.seconds)], check=True, capture_output=True, text=True).stdout)
@@ -71,9 +75,42 @@ def main():
     rs = rows[0][2]["rps"]
     for alg, _, issue in rows[1:]:
         print(f"\n{alg} issuance / RS256 issuance: {issue['rps'] / rs:.1f}x")
-    full, half = introspection
-    print(f"\nIntrospection: {full['rps']:.0f} req/s; at half that ({int(full['rps'] / 2)} req/s) p50 {half['p50']:.2f} ms, p99 {half['p99']:.2f} ms")
+    full, half, quarter, fixed = introspection
+    print(f"\nIntrospection: {full['rps']:.0f} req/s; at half that ({int(full['rps'] / 2)} req/s) p50 {half['p50']:.2f} ms, p99 {half['p99']:.2f} ms; "
+          f"at a quarter ({int(full['rps'] / 4)} req/s) p50 {quarter['p50']:.2f} ms, p99 {quarter['p99']:.2f} ms")
+    for rate, r in fixed:
+        print(f"\nIntrospection at {rate} req/s (8 connections): p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms")
     print(f"\nIdle RSS after start: {idle:.1f} MB")
+    op = oidc_provider(a)
+    if op is None:
+        print("\noidc-provider comparison skipped: run `npm ci --prefix benches/oidc-provider` first")
+    else:
+        print(f"\nnpm oidc-provider 9 (client credentials, RS256 JWT access tokens, Node cluster with one worker per core): "
+              f"{op['rps']:.0f}/s (p99 {op['p99']:.2f} ms); Gatehouse RS256: {rs:.0f}/s ({rs / op['rps']:.1f}x)")
+
+
+def oidc_provider(a):
+    """Client-credentials issuance of the npm oidc-provider under the same load."""
+    here = os.path.join(ROOT, "benches", "oidc-provider")
+    if not os.path.isdir(os.path.join(here, "node_modules")):
+        return None
+    port = load.free_port()
+    cores = os.cpu_count() or 1
+    proc = subprocess.Popen(["node", os.path.join(here, "server.mjs"), str(port), str(cores)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                load.urllib.request.urlopen(base + "/.well-known/openid-configuration", timeout=1)
+                break
+            except OSError:
+                load.time.sleep(0.05)
+        return load.oha(base + "/token", a.seconds, a.conns, form="grant_type=client_credentials",
+                        basic="bench:bench-secret-bench-secret-bench-secret")
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 if __name__ == "__main__":

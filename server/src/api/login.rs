@@ -414,9 +414,11 @@ pub(super) async fn authorize_session(
         ctx.insert("device_id".into(), json!(d));
     }
     let principal = format!("user:{}", session.user_id);
+    // At this node's cached revision, like the token endpoint: a change made through this
+    // node (or announced over Redis) counts at once, one made elsewhere within 0.5 s.
     let outcome = match p
         .identity
-        .authorize_sign_in(&principal, service, ctx, true)
+        .authorize_sign_in(&principal, service, ctx, false)
         .await
     {
         Ok(d) => sign_in_outcome(&d),

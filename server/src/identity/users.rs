@@ -78,18 +78,34 @@ pub fn verify_password_blocking(password: &[u8], hash: &str) -> bool {
     Argon2::default().verify_password(password, hash).is_ok()
 }
 
-/// [`hash_password_blocking`] off the async workers.
+/// Argon2id computations at once: one per core. Each holds 19 MiB; more at once than cores
+/// only share the cores and thrash their caches (and a flood of logins could take memory).
+fn argon2_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
+}
+
+/// [`hash_password_blocking`] off the async workers, one per core at a time.
 pub async fn hash_password(password: &str) -> Result<String> {
     let pw = zeroize::Zeroizing::new(password.as_bytes().to_vec());
+    let _slot = argon2_slots()
+        .acquire()
+        .await
+        .map_err(|e| Error::Storage(format!("password hashing stopped: {e}")))?;
     tokio::task::spawn_blocking(move || hash_password_blocking(&pw))
         .await
         .map_err(|e| Error::Storage(format!("password hashing stopped: {e}")))?
 }
 
-/// [`verify_password_blocking`] off the async workers.
+/// [`verify_password_blocking`] off the async workers, one per core at a time.
 pub async fn verify_password(password: &str, hash: &str) -> bool {
     let pw = zeroize::Zeroizing::new(password.as_bytes().to_vec());
     let hash = hash.to_string();
+    let Ok(_slot) = argon2_slots().acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || verify_password_blocking(&pw, &hash))
         .await
         .unwrap_or(false)
