@@ -15,7 +15,9 @@ fn cookie_pairs(resp: &reqwest::Response, jar: &mut Vec<(String, String)>) {
     for v in resp.headers().get_all(reqwest::header::SET_COOKIE) {
         let Ok(text) = v.to_str() else { continue };
         let pair = text.split(';').next().unwrap_or_default();
-        let Some((k, val)) = pair.split_once('=') else { continue };
+        let Some((k, val)) = pair.split_once('=') else {
+            continue;
+        };
         jar.retain(|(n, _)| n != k);
         if !val.is_empty() {
             jar.push((k.to_string(), val.to_string()));
@@ -44,7 +46,10 @@ async fn main() -> anyhow::Result<()> {
         ("redirect_uri", REDIRECT),
         ("scope", "openid"),
         ("state", "s"),
-        ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
+        (
+            "code_challenge",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        ),
         ("code_challenge_method", "S256"),
     ])?;
     let counting = Arc::new(AtomicBool::new(false));

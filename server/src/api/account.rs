@@ -37,6 +37,20 @@ fn csrf_ok(req: &HttpRequest, form: &HashMap<String, String>) -> bool {
     !given.is_empty() && req.cookie(CSRF_COOKIE).is_some_and(|c| c.value() == given)
 }
 
+/// The provider and a posted form whose double-submit token matches its cookie.
+fn posted<'a>(
+    state: &'a AppState,
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<(Provider<'a>, HashMap<String, String>), Box<HttpResponse>> {
+    let p = provider(state)?;
+    let f = parse_form(req, body).map_err(|_| Box::new(expired_form()))?;
+    if !csrf_ok(req, &f) {
+        return Err(Box::new(expired_form()));
+    }
+    Ok((p, f))
+}
+
 fn expired_form() -> HttpResponse {
     error_page(
         StatusCode::BAD_REQUEST,
@@ -182,16 +196,10 @@ pub(super) async fn forgot_post(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let p = match provider(&state) {
-        Ok(p) => p,
+    let (p, f) = match posted(&state, &req, &body) {
+        Ok(x) => x,
         Err(r) => return *r,
     };
-    let Ok(f) = parse_form(&req, &body) else {
-        return expired_form();
-    };
-    if !csrf_ok(&req, &f) {
-        return expired_form();
-    }
     let csrf = f.get("csrf").cloned().unwrap_or_default();
     let email = f.get("email").map(|e| e.trim()).unwrap_or_default();
     if crate::identity::users::normalize_email(email).is_none() {
@@ -316,16 +324,10 @@ pub(super) async fn reset_post(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let p = match provider(&state) {
-        Ok(p) => p,
+    let (p, f) = match posted(&state, &req, &body) {
+        Ok(x) => x,
         Err(r) => return *r,
     };
-    let Ok(f) = parse_form(&req, &body) else {
-        return expired_form();
-    };
-    if !csrf_ok(&req, &f) {
-        return expired_form();
-    }
     let (csrf, token) = (
         f.get("csrf").cloned().unwrap_or_default(),
         f.get("token").cloned().unwrap_or_default(),
@@ -476,16 +478,10 @@ pub(super) async fn accept_post(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let p = match provider(&state) {
-        Ok(p) => p,
+    let (p, f) = match posted(&state, &req, &body) {
+        Ok(x) => x,
         Err(r) => return *r,
     };
-    let Ok(f) = parse_form(&req, &body) else {
-        return expired_form();
-    };
-    if !csrf_ok(&req, &f) {
-        return expired_form();
-    }
     let (csrf, token) = (
         f.get("csrf").cloned().unwrap_or_default(),
         f.get("token").cloned().unwrap_or_default(),

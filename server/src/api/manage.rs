@@ -174,6 +174,36 @@ async fn service(p: &Provider<'_>, client_id: &str) -> Result<Service, Refusal> 
     }
 }
 
+/// The provider, the caller and the organization `slug`, once the engine allows the caller
+/// `action` on it.
+async fn on_organization<'a>(
+    state: &'a AppState,
+    req: &HttpRequest,
+    slug: &str,
+    action: &str,
+) -> Result<(Provider<'a>, Caller, Organization), Refusal> {
+    let p = provider_or_404(state)?;
+    let c = caller(&p, req).await?;
+    let org = organization(&p, slug).await?;
+    require(&p, &c, action, &format!("organization:{}", org.id)).await?;
+    Ok((p, c, org))
+}
+
+/// The provider, the caller and the service `client_id`, once the engine allows the caller
+/// `action` on it.
+async fn on_service<'a>(
+    state: &'a AppState,
+    req: &HttpRequest,
+    client_id: &str,
+    action: &str,
+) -> Result<(Provider<'a>, Caller, Service), Refusal> {
+    let p = provider_or_404(state)?;
+    let c = caller(&p, req).await?;
+    let s = service(&p, client_id).await?;
+    require(&p, &c, action, &format!("service:{}", s.client_id)).await?;
+    Ok((p, c, s))
+}
+
 fn provider_or_404(state: &AppState) -> Result<Provider<'_>, Refusal> {
     provider(state).map_err(|_| {
         error(
@@ -269,10 +299,7 @@ pub(super) async fn get_organization(
 ) -> HttpResponse {
     done(
         async {
-            let p = provider_or_404(&state)?;
-            let c = caller(&p, &req).await?;
-            let org = organization(&p, &path).await?;
-            require(&p, &c, "viewer", &format!("organization:{}", org.id)).await?;
+            let (_, _, org) = on_organization(&state, &req, &path, "viewer").await?;
             Ok(HttpResponse::Ok().json(org))
         }
         .await,
@@ -295,16 +322,7 @@ pub(super) async fn patch_organization(
 ) -> HttpResponse {
     done(
         async {
-            let p = provider_or_404(&state)?;
-            let c = caller(&p, &req).await?;
-            let org = organization(&p, &path).await?;
-            require(
-                &p,
-                &c,
-                "can_manage_settings",
-                &format!("organization:{}", org.id),
-            )
-            .await?;
+            let (p, c, org) = on_organization(&state, &req, &path, "can_manage_settings").await?;
             let org = p
                 .identity
                 .brand_organization(
@@ -341,10 +359,7 @@ pub(super) async fn decide_organization(
                     ));
                 }
             };
-            let p = provider_or_404(&state)?;
-            let c = caller(&p, &req).await?;
-            let org = organization(&p, &slug).await?;
-            require(&p, &c, "can_approve", &format!("organization:{}", org.id)).await?;
+            let (p, c, _) = on_organization(&state, &req, &slug, "can_approve").await?;
             let org = p
                 .identity
                 .decide_organization(&c.principal, &slug, approve)
@@ -364,10 +379,7 @@ pub(super) async fn list_members(
 ) -> HttpResponse {
     done(
         async {
-            let p = provider_or_404(&state)?;
-            let c = caller(&p, &req).await?;
-            let org = organization(&p, &path).await?;
-            require(&p, &c, "viewer", &format!("organization:{}", org.id)).await?;
+            let (p, _, org) = on_organization(&state, &req, &path, "viewer").await?;
             let members = p.identity.store.members(&org.id).await.map_err(engine_error)?;
             let items: Vec<_> = members
                 .into_iter()
@@ -417,16 +429,7 @@ pub(super) async fn add_member(
 ) -> HttpResponse {
     done(
         async {
-            let p = provider_or_404(&state)?;
-            let c = caller(&p, &req).await?;
-            let org = organization(&p, &path).await?;
-            require(
-                &p,
-                &c,
-                "can_manage_members",
-                &format!("organization:{}", org.id),
-            )
-            .await?;
+            let (p, c, org) = on_organization(&state, &req, &path, "can_manage_members").await?;
             let Some(rank) = role_rank(&body.role) else {
                 return Err(Box::new(
                     ApiError::validation(format!(
@@ -478,16 +481,7 @@ pub(super) async fn remove_member(
     done(
         async {
             let (slug, user_id) = path.into_inner();
-            let p = provider_or_404(&state)?;
-            let c = caller(&p, &req).await?;
-            let org = organization(&p, &slug).await?;
-            require(
-                &p,
-                &c,
-                "can_manage_members",
-                &format!("organization:{}", org.id),
-            )
-            .await?;
+            let (p, c, org) = on_organization(&state, &req, &slug, "can_manage_members").await?;
             let target = p
                 .identity
                 .store
@@ -535,10 +529,7 @@ pub(super) async fn invite(
 ) -> HttpResponse {
     done(
         async {
-            let p = provider_or_404(&state)?;
-            let c = caller(&p, &req).await?;
-            let org = organization(&p, &path).await?;
-            require(&p, &c, "can_manage_members", &format!("organization:{}", org.id)).await?;
+            let (p, c, org) = on_organization(&state, &req, &path, "can_manage_members").await?;
             if let Some(rank) = role_rank(&body.role)
                 && rank >= caller_rank(&p, &c, &org).await?
             {
@@ -581,16 +572,7 @@ pub(super) async fn list_invitations(
 ) -> HttpResponse {
     done(
         async {
-            let p = provider_or_404(&state)?;
-            let c = caller(&p, &req).await?;
-            let org = organization(&p, &path).await?;
-            require(
-                &p,
-                &c,
-                "can_manage_members",
-                &format!("organization:{}", org.id),
-            )
-            .await?;
+            let (p, _, org) = on_organization(&state, &req, &path, "can_manage_members").await?;
             let list = p
                 .identity
                 .store
@@ -612,16 +594,7 @@ pub(super) async fn withdraw_invitation(
     done(
         async {
             let (slug, id) = path.into_inner();
-            let p = provider_or_404(&state)?;
-            let c = caller(&p, &req).await?;
-            let org = organization(&p, &slug).await?;
-            require(
-                &p,
-                &c,
-                "can_manage_members",
-                &format!("organization:{}", org.id),
-            )
-            .await?;
+            let (p, c, org) = on_organization(&state, &req, &slug, "can_manage_members").await?;
             if !p
                 .identity
                 .store
@@ -658,10 +631,7 @@ pub(super) async fn list_services(
 ) -> HttpResponse {
     done(
         async {
-            let p = provider_or_404(&state)?;
-            let c = caller(&p, &req).await?;
-            let org = organization(&p, &path).await?;
-            require(&p, &c, "member", &format!("organization:{}", org.id)).await?;
+            let (p, _, org) = on_organization(&state, &req, &path, "member").await?;
             let mut out = Vec::new();
             for id in p
                 .identity
@@ -701,16 +671,7 @@ pub(super) async fn create_service(
 ) -> HttpResponse {
     done(
         async {
-            let p = provider_or_404(&state)?;
-            let c = caller(&p, &req).await?;
-            let org = organization(&p, &path).await?;
-            require(
-                &p,
-                &c,
-                "can_manage_services",
-                &format!("organization:{}", org.id),
-            )
-            .await?;
+            let (p, c, org) = on_organization(&state, &req, &path, "can_manage_services").await?;
             let body = body.into_inner();
             let created = p
                 .identity
@@ -740,10 +701,7 @@ pub(super) async fn list_api_keys(
 ) -> HttpResponse {
     done(
         async {
-            let p = provider_or_404(&state)?;
-            let c = caller(&p, &req).await?;
-            let s = service(&p, &path).await?;
-            require(&p, &c, "member", &format!("service:{}", s.client_id)).await?;
+            let (p, _, s) = on_service(&state, &req, &path, "member").await?;
             let keys = p
                 .identity
                 .store
@@ -771,10 +729,7 @@ pub(super) async fn create_api_key(
 ) -> HttpResponse {
     done(
         async {
-            let p = provider_or_404(&state)?;
-            let c = caller(&p, &req).await?;
-            let s = service(&p, &path).await?;
-            require(&p, &c, "can_manage", &format!("service:{}", s.client_id)).await?;
+            let (p, c, s) = on_service(&state, &req, &path, "can_manage").await?;
             let (k, key) = p
                 .identity
                 .create_api_key(&c.principal, &s.client_id, &body.name)
@@ -800,10 +755,7 @@ pub(super) async fn revoke_api_key(
     done(
         async {
             let (client_id, id) = path.into_inner();
-            let p = provider_or_404(&state)?;
-            let c = caller(&p, &req).await?;
-            let s = service(&p, &client_id).await?;
-            require(&p, &c, "can_manage", &format!("service:{}", s.client_id)).await?;
+            let (p, c, s) = on_service(&state, &req, &client_id, "can_manage").await?;
             let keys = p
                 .identity
                 .store
