@@ -1588,3 +1588,90 @@ async fn a_revocation_reaches_the_other_nodes() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Logout without an ID token naming the session asks the user first, and only a confirmation
+/// from the same browser ends the session.
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_without_a_hint_asks_first() {
+    let s = Server::start(Backend::Sqlite).await;
+    let (client_id, _, email) = tenant(&s, "acme").await;
+    let mut b = Browser::new(&s);
+    let (_, challenge) = pkce();
+    code_for(&mut b, &client_id, &challenge, &email).await;
+    let path = format!(
+        "/oauth2/logout?{}",
+        serde_urlencoded::to_string([
+            ("client_id", client_id.as_str()),
+            ("post_logout_redirect_uri", REDIRECT),
+            ("state", "x")
+        ])
+        .unwrap()
+    );
+    let page = b.get(&path).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Sign out?"), "{}", page.body);
+    assert!(
+        b.cookies.contains_key("gh_session"),
+        "a link signed the user out"
+    );
+    // Still signed in: the next authorization needs no form.
+    let (_, challenge) = pkce();
+    let sso = b
+        .get(&authorize_path(&client_id, REDIRECT, &challenge, &[]))
+        .await;
+    assert!(
+        sso.location
+            .as_deref()
+            .is_some_and(|l| l.starts_with(REDIRECT)),
+        "{:?}",
+        sso.location
+    );
+    // A forged confirmation does nothing (it asks again); the real one ends the session and
+    // goes back.
+    let forged = b
+        .post(
+            "/oauth2/logout",
+            &[
+                ("confirm", "forged"),
+                ("client_id", &client_id),
+                ("post_logout_redirect_uri", REDIRECT),
+                ("state", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, 200, "{}", forged.body);
+    assert!(b.cookies.contains_key("gh_session"));
+    let token = b.cookies["gh_logout"].clone();
+    let done = b
+        .post(
+            "/oauth2/logout",
+            &[
+                ("confirm", &token),
+                ("client_id", &client_id),
+                ("post_logout_redirect_uri", REDIRECT),
+                ("state", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(
+        done.location.as_deref(),
+        Some(format!("{REDIRECT}?state=x").as_str())
+    );
+    assert!(!b.cookies.contains_key("gh_session"));
+    let (_, challenge) = pkce();
+    let again = b
+        .get(&authorize_path(
+            &client_id,
+            REDIRECT,
+            &challenge,
+            &[("prompt", "none")],
+        ))
+        .await;
+    assert_eq!(
+        query_of(again.location.as_deref().unwrap())
+            .get("error")
+            .map(String::as_str),
+        Some("login_required")
+    );
+}

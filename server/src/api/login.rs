@@ -25,6 +25,8 @@ use crate::oidc::sessions::{Code, Pending, SESSION_SECONDS, Session, Sessions, s
 pub const SESSION_COOKIE: &str = "gh_session";
 const BINDING_COOKIE: &str = "gh_login";
 const DEVICE_COOKIE: &str = "gh_device";
+/// The double-submit token of the logout confirmation.
+const LOGOUT_COOKIE: &str = "gh_logout";
 
 /// The scopes a client may ask for.
 pub const SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
@@ -849,6 +851,43 @@ pub(super) async fn logout(
             tracing::error!(error = %e, "cannot read a session");
             return unavailable_page();
         }
+    }
+    // Without an ID token of ours naming the session, the user confirms first: a link on
+    // another site must not sign them out (OpenID Connect RP-Initiated Logout §2).
+    let confirmed = q.get("confirm").is_some_and(|c| {
+        !c.is_empty()
+            && req.method() == actix_web::http::Method::POST
+            && req.cookie(LOGOUT_COOKIE).is_some_and(|k| k.value() == c)
+    });
+    if hint.is_none() && !ended.is_empty() && !confirmed {
+        let Ok(token) = crate::oidc::sessions::secret("") else {
+            return unavailable_page();
+        };
+        let mut hidden: Vec<(&str, &str)> = vec![("confirm", token.as_str())];
+        for k in ["post_logout_redirect_uri", "state", "client_id"] {
+            if let Some(v) = q.get(k) {
+                hidden.push((k, v.as_str()));
+            }
+        }
+        let mut r = super::pages::form(
+            StatusCode::OK,
+            "Sign out?",
+            None,
+            "Do you want to sign out of your account on this browser?",
+            None,
+            "/oauth2/logout",
+            &hidden,
+            &[],
+            "Sign out",
+        );
+        let _ = r.add_cookie(&cookie(
+            LOGOUT_COOKIE,
+            token,
+            "/oauth2/logout",
+            600,
+            p.secure,
+        ));
+        return r;
     }
     if let Some(sid) = hint.as_ref().and_then(|c| c["sid"].as_str())
         && !ended.iter().any(|s| s.id == sid)
