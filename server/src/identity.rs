@@ -442,15 +442,18 @@ impl Identity {
             created_at: Utc::now(),
         };
         let object = format!("service:{client_id}");
-        self.write_tuples(
-            &[
-                TupleKey::new(format!("organization:{}", org.id), "organization", &object),
-                TupleKey::new(&object, "authenticate", &object),
-            ],
-            &[],
-        )
-        .await?;
-        self.store.insert_service(&service).await?;
+        let tuples = [
+            TupleKey::new(format!("organization:{}", org.id), "organization", &object),
+            TupleKey::new(&object, "authenticate", &object),
+        ];
+        self.write_tuples(&tuples, &[]).await?;
+        if let Err(e) = self.store.insert_service(&service).await {
+            // Take back the tuples of the service that was not created.
+            if let Err(undo) = self.write_tuples(&[], &tuples).await {
+                tracing::error!(error = %undo, client_id, "cannot remove the tuples of a service that was not created");
+            }
+            return Err(e);
+        }
         self.audit(
             Some(&org.id),
             actor,
