@@ -267,21 +267,26 @@ pub fn api_key_cache() -> ApiKeyCache {
         .build()
 }
 
-/// Requires `Authorization: Bearer <key>` with a configured API key or a live service API key
-/// (`ak_live_…`).
-async fn authenticate(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let key = req
-        .headers()
+/// The credential of `Authorization: Bearer <credential>`, if any.
+pub(crate) fn bearer(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
+    headers
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(|k| k.trim().to_string());
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Requires `Authorization: Bearer <key>` with a configured API key or a live service API key
+/// (`ak_live_…`).
+async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let key = bearer(req.headers()).map(str::to_string);
     let mut ok = false;
     if let (Some(state), Some(key)) = (req.app_data::<web::Data<AppState>>(), key.as_deref()) {
         let h = hash_key(key);

@@ -11,7 +11,6 @@ use chrono::Utc;
 use gatehouse_engine::service::{Consistency, Decision, DecisionRequest, Engine};
 use gatehouse_engine::tuple::TupleKey;
 use gatehouse_engine::{Error, Result};
-use sha2::{Digest, Sha256};
 
 use crate::db::SqlStore;
 use crate::db::tenancy::{Organization, Service, TierLimits};
@@ -76,15 +75,7 @@ pub struct CreatedService {
     pub client_secret: Option<String>,
 }
 
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
-
-fn random_hex(bytes: usize) -> Result<String> {
-    let mut b = vec![0u8; bytes];
-    getrandom::fill(&mut b).map_err(|e| Error::Storage(format!("no randomness: {e}")))?;
-    Ok(hex::encode(b))
-}
+use crate::secrets::{random_token, sha256_hex};
 
 /// Slugs: 2 to 63 of `a-z`, `0-9` and `-`, not starting or ending with `-`.
 fn valid_slug(s: &str) -> bool {
@@ -430,7 +421,7 @@ impl Identity {
         let secret = if public {
             None
         } else {
-            Some(format!("cs_{}", random_hex(32)?))
+            Some(random_token("cs_")?)
         };
         let service = Service {
             client_id: client_id.clone(),
@@ -577,6 +568,12 @@ pub enum SignIn {
     Denied {
         reasons: Vec<String>,
     },
+}
+
+/// Whether the authentication methods (`amr`) include a second factor.
+pub fn is_multi_factor(amr: &[String]) -> bool {
+    amr.iter()
+        .any(|m| m == "otp" || m == "webauthn" || m == "mfa")
 }
 
 /// The reasons of the policies that determined a decision (their `@reason`, else their id).

@@ -165,6 +165,20 @@ impl MasterKey {
     }
 }
 
+/// A random secret for a cookie, code or token: `prefix` and 32 random bytes in hex.
+pub fn random_token(prefix: &str) -> gatehouse_engine::Result<String> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b)
+        .map_err(|e| gatehouse_engine::Error::Unavailable(format!("no randomness: {e}")))?;
+    Ok(format!("{prefix}{}", hex::encode(b)))
+}
+
+/// SHA-256 (hex) of a token: what is stored of secrets that are shown once.
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

@@ -9,7 +9,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
-use super::login::{Provider, SESSION_COOKIE, client_ip, cookie, provider, unavailable_page};
+use super::login::{
+    Provider, SESSION_COOKIE, client_ip, cookie, form_token, form_token_ok, provider,
+    unavailable_page,
+};
 use super::oauth::parse_form;
 use super::pages::{Field, error_page, form, page};
 use crate::identity::users::PasswordCheck;
@@ -28,13 +31,15 @@ fn csrf(
     p: &Provider<'_>,
     path: &'static str,
 ) -> Option<(String, actix_web::cookie::Cookie<'static>)> {
-    let t = crate::oidc::sessions::secret("").ok()?;
-    Some((t.clone(), cookie(CSRF_COOKIE, t, path, 3600, p.secure)))
+    form_token(p, CSRF_COOKIE, path, 3600)
 }
 
 fn csrf_ok(req: &HttpRequest, form: &HashMap<String, String>) -> bool {
-    let given = form.get("csrf").map(String::as_str).unwrap_or_default();
-    !given.is_empty() && req.cookie(CSRF_COOKIE).is_some_and(|c| c.value() == given)
+    form_token_ok(
+        req,
+        CSRF_COOKIE,
+        form.get("csrf").map(String::as_str).unwrap_or_default(),
+    )
 }
 
 /// The provider and a posted form whose double-submit token matches its cookie.

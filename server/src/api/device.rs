@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::AppState;
 use super::login::{
-    Provider, SESSION_COOKIE, authorize_session, client_ip, cookie, current_session,
-    organization_of, provider, unavailable_page,
+    Provider, SESSION_COOKIE, authorize_session, client_ip, cookie, current_session, form_token,
+    form_token_ok, organization_of, provider, unavailable_page,
 };
 use super::oauth::{
     Refusal, UserGrant, grant_allowed, grant_client, internal, invalid_grant, new_family, no_store,
@@ -210,12 +210,12 @@ pub(super) async fn page_get(state: web::Data<AppState>, req: HttpRequest) -> Ht
     let q: HashMap<String, String> =
         serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     let signed_in = matches!(current_session(&p, &req).await, Ok(Some(_)));
-    let Ok(csrf) = crate::oidc::sessions::secret("") else {
+    let Some((csrf, csrf_cookie)) = form_token(&p, CSRF_COOKIE, "/device", 3600) else {
         return unavailable_page();
     };
     let code = q.get("user_code").map(String::as_str).unwrap_or_default();
     let mut res = device_form(StatusCode::OK, &csrf, code, signed_in, None);
-    let _ = res.add_cookie(&cookie(CSRF_COOKIE, csrf, "/device", 3600, p.secure));
+    let _ = res.add_cookie(&csrf_cookie);
     res
 }
 
@@ -239,8 +239,7 @@ pub(super) async fn page_post(
         );
     };
     let csrf = form.get("csrf").map(String::as_str).unwrap_or_default();
-    let bound = !csrf.is_empty() && req.cookie(CSRF_COOKIE).is_some_and(|c| c.value() == csrf);
-    if !bound {
+    if !form_token_ok(&req, CSRF_COOKIE, csrf) {
         return error_page(
             StatusCode::BAD_REQUEST,
             "This page has expired",

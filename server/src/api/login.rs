@@ -85,6 +85,23 @@ fn removal(name: &str, path: &str) -> Cookie<'static> {
     c
 }
 
+/// A double-submit token: a fresh random value, and the cookie `name` on `path` that carries
+/// it; the form carries it too, and [`form_token_ok`] compares the two.
+pub(super) fn form_token(
+    p: &Provider<'_>,
+    name: &'static str,
+    path: &'static str,
+    secs: i64,
+) -> Option<(String, Cookie<'static>)> {
+    let t = crate::oidc::sessions::secret("").ok()?;
+    Some((t.clone(), cookie(name, t, path, secs, p.secure)))
+}
+
+/// Whether a form's token `given` is the one of the cookie `name`.
+pub(super) fn form_token_ok(req: &HttpRequest, name: &str, given: &str) -> bool {
+    !given.is_empty() && req.cookie(name).is_some_and(|c| c.value() == given)
+}
+
 pub(super) fn client_ip(req: &HttpRequest) -> Option<String> {
     req.peer_addr().map(|a| a.ip().to_string())
 }
@@ -401,12 +418,7 @@ pub(super) async fn authorize_session(
     ctx.insert("amr".into(), json!(session.amr));
     ctx.insert(
         "mfa".into(),
-        json!(
-            session
-                .amr
-                .iter()
-                .any(|m| m == "otp" || m == "webauthn" || m == "mfa")
-        ),
+        json!(crate::identity::is_multi_factor(&session.amr)),
     );
     ctx.insert("client_id".into(), json!(service.client_id));
     if let Some(ip) = &ip {
@@ -854,13 +866,12 @@ pub(super) async fn logout(
     }
     // Without an ID token of ours naming the session, the user confirms first: a link on
     // another site must not sign them out (OpenID Connect RP-Initiated Logout §2).
-    let confirmed = q.get("confirm").is_some_and(|c| {
-        !c.is_empty()
-            && req.method() == actix_web::http::Method::POST
-            && req.cookie(LOGOUT_COOKIE).is_some_and(|k| k.value() == c)
-    });
+    let confirmed = req.method() == actix_web::http::Method::POST
+        && q.get("confirm")
+            .is_some_and(|c| form_token_ok(&req, LOGOUT_COOKIE, c));
     if hint.is_none() && !ended.is_empty() && !confirmed {
-        let Ok(token) = crate::oidc::sessions::secret("") else {
+        let Some((token, token_cookie)) = form_token(&p, LOGOUT_COOKIE, "/oauth2/logout", 600)
+        else {
             return unavailable_page();
         };
         let mut hidden: Vec<(&str, &str)> = vec![("confirm", token.as_str())];
@@ -880,13 +891,7 @@ pub(super) async fn logout(
             &[],
             "Sign out",
         );
-        let _ = r.add_cookie(&cookie(
-            LOGOUT_COOKIE,
-            token,
-            "/oauth2/logout",
-            600,
-            p.secure,
-        ));
+        let _ = r.add_cookie(&token_cookie);
         return r;
     }
     if let Some(sid) = hint.as_ref().and_then(|c| c["sid"].as_str())
@@ -941,16 +946,7 @@ pub(super) async fn user_token(
         }
         r
     };
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
+    let Some(token) = super::bearer(req.headers()) else {
         let mut r = oauth_error(
             StatusCode::UNAUTHORIZED,
             "invalid_request",

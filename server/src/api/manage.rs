@@ -50,19 +50,9 @@ fn unauthenticated(message: &str) -> Refusal {
 
 /// The caller of a management request: a user's access token, or a service API key.
 async fn caller(p: &Provider<'_>, req: &HttpRequest) -> Result<Caller, Refusal> {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            unauthenticated("send an access token or API key as `Authorization: Bearer`")
-        })?;
+    let token = super::bearer(req.headers()).ok_or_else(|| {
+        unauthenticated("send an access token or API key as `Authorization: Bearer`")
+    })?;
     if token.starts_with("ak_live_") {
         return match p.identity.authenticate_api_key(token).await {
             Ok(Some((_, service))) => Ok(Caller {
@@ -120,10 +110,7 @@ async fn allowed(
     action: &str,
     object: &str,
 ) -> Result<bool, Refusal> {
-    let mfa = c
-        .amr
-        .iter()
-        .any(|m| m == "otp" || m == "webauthn" || m == "mfa");
+    let mfa = crate::identity::is_multi_factor(&c.amr);
     let mut ctx = serde_json::Map::new();
     ctx.insert("mfa".into(), json!(mfa));
     // No second factor can be enrolled yet: management changes need one once it can.

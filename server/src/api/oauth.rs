@@ -475,11 +475,7 @@ pub fn add_user_claims(out: &mut Value, user: &crate::db::users::User, scopes: &
 
 /// `acr`: `1` for a single factor, `2` for several (at least one not a password).
 fn acr(amr: &[String]) -> &'static str {
-    if amr.len() > 1
-        || amr
-            .iter()
-            .any(|m| m == "otp" || m == "webauthn" || m == "mfa")
-    {
+    if amr.len() > 1 || crate::identity::is_multi_factor(amr) {
         "2"
     } else {
         "1"
@@ -570,13 +566,7 @@ fn user_context(
 ) -> serde_json::Map<String, Value> {
     let mut ctx = serde_json::Map::new();
     ctx.insert("amr".into(), json!(amr));
-    ctx.insert(
-        "mfa".into(),
-        json!(
-            amr.iter()
-                .any(|m| m == "otp" || m == "webauthn" || m == "mfa")
-        ),
-    );
+    ctx.insert("mfa".into(), json!(crate::identity::is_multi_factor(amr)));
     ctx.insert("client_id".into(), json!(client_id));
     if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
         ctx.insert("ip".into(), json!(ip.to_string()));
@@ -636,7 +626,7 @@ async fn authorization_code(
             "`code` is required",
         )));
     };
-    let ip = req.peer_addr().map(|a| a.ip().to_string());
+    let ip = super::login::client_ip(req);
     let org = Some(service.organization_id.as_str());
     let actor = format!("service:{}", service.client_id);
     let Some(c) = p
@@ -781,7 +771,7 @@ async fn refresh(
                 .join(" ")
         }
     };
-    let ip = req.peer_addr().map(|a| a.ip().to_string());
+    let ip = super::login::client_ip(req);
     let org = Some(service.organization_id.as_str());
     let session_live = matches!(p.sessions.by_id(&family.session_id).await, Ok(Some(_)));
     if family.revoked_at.is_none() && family.expires_at > chrono::Utc::now() && !session_live {
@@ -1064,7 +1054,7 @@ pub(super) async fn revoke(
             "the token was not issued to this client",
         )
     };
-    let ip = req.peer_addr().map(|a| a.ip().to_string());
+    let ip = super::login::client_ip(&req);
     if token.starts_with("rt_") {
         let family = match p
             .identity

@@ -121,18 +121,6 @@ impl SqlStore {
         Ok(())
     }
 
-    pub async fn is_revoked(&self, jti: &str) -> Result<bool> {
-        let n: i64 = with_conn!(self, |conn| {
-            revoked_tokens::table
-                .filter(revoked_tokens::jti.eq(jti))
-                .count()
-                .get_result(conn)
-                .await
-                .map_err(db_error)?
-        });
-        Ok(n > 0)
-    }
-
     /// The `jti`s of revoked tokens that have not expired.
     pub async fn live_revocations(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
         let now = now.naive_utc();

@@ -698,19 +698,6 @@ impl SqlStore {
         row.map(family_from).transpose()
     }
 
-    pub async fn family(&self, id: &str) -> Result<Option<TokenFamily>> {
-        let row: Option<FamilyRow> = with_conn!(self, |conn| {
-            token_families::table
-                .find(id)
-                .select(FamilyRow::as_select())
-                .first(conn)
-                .await
-                .optional()
-                .map_err(db_error)?
-        });
-        row.map(family_from).transpose()
-    }
-
     /// The ids of revoked families that have not expired.
     pub async fn revoked_families(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
         let at = now.naive_utc();

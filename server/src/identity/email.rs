@@ -25,7 +25,7 @@ impl Identity {
         invitation: Option<(&str, &str, &str)>,
         ttl: Duration,
     ) -> Result<(EmailToken, String)> {
-        let token = format!("et_{}", super::random_hex(32)?);
+        let token = super::random_token("et_")?;
         let now = Utc::now();
         let t = EmailToken {
             token_sha256: super::sha256_hex(&token),

@@ -318,7 +318,7 @@ impl Identity {
             .service(client_id)
             .await?
             .ok_or_else(|| Error::Validation(format!("service `{client_id}` does not exist")))?;
-        let key = format!("ak_live_{}", super::random_hex(32)?);
+        let key = super::random_token("ak_live_")?;
         let k = ApiKey {
             id: format!("key_{}", ulid::Ulid::new().to_string().to_lowercase()),
             service_id: service.client_id.clone(),

@@ -11,7 +11,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use gatehouse_engine::{Error, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::cache::ephemeral::Ephemeral;
 
@@ -98,16 +97,7 @@ pub fn normalize_user_code(s: &str) -> String {
         .collect()
 }
 
-/// A random secret for a cookie or code: 32 bytes, hex.
-pub fn secret(prefix: &str) -> Result<String> {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).map_err(|e| Error::Unavailable(format!("no randomness: {e}")))?;
-    Ok(format!("{prefix}{}", hex::encode(b)))
-}
-
-pub fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
+pub use crate::secrets::{random_token as secret, sha256_hex};
 
 fn encode<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Storage(format!("cannot serialize: {e}")))
