@@ -197,6 +197,8 @@ fn route_label(path: &str) -> &'static str {
             "invitations" => "/api/organizations/{slug}/invitations",
             "approve" => "/api/organizations/{slug}/approve",
             "reject" => "/api/organizations/{slug}/reject",
+            "suspend" => "/api/organizations/{slug}/suspend",
+            "unsuspend" => "/api/organizations/{slug}/unsuspend",
             _ => "other",
         },
         ["api", "organizations", _, "invitations", _] => {
@@ -208,6 +210,10 @@ fn route_label(path: &str) -> &'static str {
         ["password", "reset"] => "/password/reset",
         ["invitations", "accept"] => "/invitations/accept",
         ["api", "organizations", _, "members", _] => "/api/organizations/{slug}/members/{user_id}",
+        ["api", "services", _] => "/api/services/{client_id}",
+        ["api", "services", _, "secret"] => "/api/services/{client_id}/secret",
+        ["api", "tiers"] => "/api/tiers",
+        ["api", "tiers", _] => "/api/tiers/{name}",
         ["api", "services", _, "api-keys"] => "/api/services/{client_id}/api-keys",
         ["api", "services", _, "api-keys", _] => "/api/services/{client_id}/api-keys/{id}",
         ["stores"] => "/stores",
@@ -282,6 +288,16 @@ pub(crate) fn bearer(headers: &actix_web::http::header::HeaderMap) -> Option<&st
 
 /// Requires `Authorization: Bearer <key>` with a configured API key or a live service API key
 /// (`ak_live_…`).
+/// Serves the request with its client's address in [`crate::identity::REQUEST_IP`], for the
+/// audit events written on its behalf.
+async fn with_request_ip(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let ip = req.peer_addr().map(|a| a.ip().to_string());
+    crate::identity::REQUEST_IP.scope(ip, next.call(req)).await
+}
+
 async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -497,66 +513,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 })),
         )
         .service(
-            web::resource("/api/me/sessions")
-                .get(login::my_sessions)
-                .delete(login::end_all_my_sessions)
-                .default_service(web::to(|| async {
-                    openfga::method_not_allowed("GET, DELETE")
-                })),
-        )
-        .service(
-            web::resource("/api/organizations")
-                .get(manage::list_organizations)
-                .post(manage::create_organization)
-                .default_service(web::to(|| async {
-                    openfga::method_not_allowed("GET, POST")
-                })),
-        )
-        .service(
-            web::resource("/api/organizations/{slug}")
-                .get(manage::get_organization)
-                .patch(manage::patch_organization)
-                .default_service(web::to(|| async {
-                    openfga::method_not_allowed("GET, PATCH")
-                })),
-        )
-        .service(
-            web::resource("/api/organizations/{slug}/audit")
-                .get(manage::audit)
-                .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
-        )
-        .service(
-            web::resource("/api/organizations/{slug}/members")
-                .get(manage::list_members)
-                .post(manage::add_member)
-                .default_service(web::to(|| async {
-                    openfga::method_not_allowed("GET, POST")
-                })),
-        )
-        .service(
-            web::resource("/api/organizations/{slug}/members/{user_id}")
-                .delete(manage::remove_member)
-                .default_service(web::to(|| async { openfga::method_not_allowed("DELETE") })),
-        )
-        .service(
-            web::resource("/api/organizations/{slug}/invitations")
-                .get(manage::list_invitations)
-                .post(manage::invite)
-                .default_service(web::to(|| async {
-                    openfga::method_not_allowed("GET, POST")
-                })),
-        )
-        .service(
-            web::resource("/api/organizations/{slug}/invitations/{id}")
-                .delete(manage::withdraw_invitation)
-                .default_service(web::to(|| async { openfga::method_not_allowed("DELETE") })),
-        )
-        .service(
-            web::resource("/api/me/verify-email")
-                .post(account::resend_verification)
-                .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
-        )
-        .service(
             web::resource("/verify-email")
                 .get(account::verify_email)
                 .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
@@ -586,35 +542,134 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 })),
         )
         .service(
-            web::resource("/api/organizations/{slug}/services")
-                .get(manage::list_services)
-                .post(manage::create_service)
-                .default_service(web::to(|| async {
-                    openfga::method_not_allowed("GET, POST")
-                })),
-        )
-        .service(
-            web::resource("/api/organizations/{slug}/{verb}")
-                .post(manage::decide_organization)
-                .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
-        )
-        .service(
-            web::resource("/api/services/{client_id}/api-keys")
-                .get(manage::list_api_keys)
-                .post(manage::create_api_key)
-                .default_service(web::to(|| async {
-                    openfga::method_not_allowed("GET, POST")
-                })),
-        )
-        .service(
-            web::resource("/api/services/{client_id}/api-keys/{id}")
-                .delete(manage::revoke_api_key)
-                .default_service(web::to(|| async { openfga::method_not_allowed("DELETE") })),
-        )
-        .service(
-            web::resource("/api/me/sessions/{id}")
-                .delete(login::end_my_session)
-                .default_service(web::to(|| async { openfga::method_not_allowed("DELETE") })),
+            // The management API: audit events written while serving it carry the client's
+            // address.
+            web::scope("/api")
+                .wrap(actix_web::middleware::from_fn(with_request_ip))
+                .service(
+                    web::resource("/me/sessions")
+                        .get(login::my_sessions)
+                        .delete(login::end_all_my_sessions)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("GET, DELETE")
+                        })),
+                )
+                .service(
+                    web::resource("/organizations")
+                        .get(manage::list_organizations)
+                        .post(manage::create_organization)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("GET, POST")
+                        })),
+                )
+                .service(
+                    web::resource("/organizations/{slug}")
+                        .get(manage::get_organization)
+                        .patch(manage::patch_organization)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("GET, PATCH")
+                        })),
+                )
+                .service(
+                    web::resource("/organizations/{slug}/audit")
+                        .get(manage::audit)
+                        .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+                )
+                .service(
+                    web::resource("/organizations/{slug}/members")
+                        .get(manage::list_members)
+                        .post(manage::add_member)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("GET, POST")
+                        })),
+                )
+                .service(
+                    web::resource("/organizations/{slug}/members/{user_id}")
+                        .delete(manage::remove_member)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("DELETE")
+                        })),
+                )
+                .service(
+                    web::resource("/organizations/{slug}/invitations")
+                        .get(manage::list_invitations)
+                        .post(manage::invite)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("GET, POST")
+                        })),
+                )
+                .service(
+                    web::resource("/organizations/{slug}/invitations/{id}")
+                        .delete(manage::withdraw_invitation)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("DELETE")
+                        })),
+                )
+                .service(
+                    web::resource("/me/verify-email")
+                        .post(account::resend_verification)
+                        .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
+                )
+                .service(
+                    web::resource("/organizations/{slug}/services")
+                        .get(manage::list_services)
+                        .post(manage::create_service)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("GET, POST")
+                        })),
+                )
+                .service(
+                    web::resource("/organizations/{slug}/{verb}")
+                        .post(manage::decide_organization)
+                        .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
+                )
+                .service(
+                    web::resource("/services/{client_id}")
+                        .get(manage::get_service)
+                        .patch(manage::patch_service)
+                        .delete(manage::delete_service)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("GET, PATCH, DELETE")
+                        })),
+                )
+                .service(
+                    web::resource("/services/{client_id}/secret")
+                        .post(manage::rotate_service_secret)
+                        .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
+                )
+                .service(
+                    web::resource("/tiers")
+                        .get(manage::list_tiers)
+                        .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+                )
+                .service(
+                    web::resource("/tiers/{name}")
+                        .put(manage::put_tier)
+                        .default_service(web::to(|| async { openfga::method_not_allowed("PUT") })),
+                )
+                .service(
+                    web::resource("/services/{client_id}/api-keys")
+                        .get(manage::list_api_keys)
+                        .post(manage::create_api_key)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("GET, POST")
+                        })),
+                )
+                .service(
+                    web::resource("/services/{client_id}/api-keys/{id}")
+                        .delete(manage::revoke_api_key)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("DELETE")
+                        })),
+                )
+                .service(
+                    web::resource("/me/sessions/{id}")
+                        .delete(login::end_my_session)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("DELETE")
+                        })),
+                )
+                .default_service(web::to(not_found)),
         )
         .service(
             web::resource("/.well-known/jwks.json")

@@ -56,6 +56,25 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage tiers, the limits organizations are held to (prints JSON).
+    Tier {
+        #[command(subcommand)]
+        command: TierCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TierCommand {
+    /// List the tiers and their limits.
+    List,
+    /// Add a tier or change its limits.
+    Set {
+        name: String,
+        #[arg(long)]
+        max_users: i64,
+        #[arg(long)]
+        max_services: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +132,12 @@ pub enum OrgCommand {
     Suspend { slug: String },
     /// Lift an organization's suspension.
     Unsuspend { slug: String },
+    /// Move an organization to another tier (what it has must fit the tier's limits).
+    Tier {
+        slug: String,
+        #[arg(long)]
+        tier: String,
+    },
     /// Set the branding of an organization's login pages.
     Brand {
         slug: String,
@@ -145,6 +170,11 @@ pub enum ServiceCommand {
         #[arg(long)]
         public: bool,
     },
+    /// Give a confidential service a new secret; prints it (shown this once). The old one
+    /// stops working.
+    RotateSecret { client_id: String },
+    /// Delete a service: it signs nobody in, its API keys are revoked, its tokens die.
+    Delete { client_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,6 +253,9 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
                     "organization": id.suspend_organization(OPERATOR, &slug, false).await?,
                     "suspended": false,
                 }),
+                OrgCommand::Tier { slug, tier } => {
+                    serde_json::to_value(id.change_tier(OPERATOR, &slug, &tier).await?)?
+                }
                 OrgCommand::Brand {
                     slug,
                     logo_url,
@@ -240,22 +273,61 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Service {
-            command:
+        Command::Service { command } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let id = crate::serve::identity(&config).await?;
+            let out = match command {
                 ServiceCommand::Create {
                     org,
                     name,
                     grants,
                     redirect_uris,
                     public,
-                },
-        } => {
+                } => serde_json::to_value(
+                    id.create_service(OPERATOR, &org, &name, grants, redirect_uris, public)
+                        .await?,
+                )?,
+                ServiceCommand::RotateSecret { client_id } => {
+                    serde_json::to_value(id.rotate_service_secret(OPERATOR, &client_id).await?)?
+                }
+                ServiceCommand::Delete { client_id } => serde_json::json!({
+                    "service": id.delete_service(OPERATOR, &client_id).await?,
+                    "deleted": true,
+                }),
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tier { command } => {
             let config = Config::load(cli.config.as_deref())?;
             let id = crate::serve::identity(&config).await?;
-            let created = id
-                .create_service(OPERATOR, &org, &name, grants, redirect_uris, public)
+            if let TierCommand::Set {
+                name,
+                max_users,
+                max_services,
+            } = &command
+            {
+                id.set_tier(
+                    OPERATOR,
+                    name,
+                    crate::db::tenancy::TierLimits {
+                        max_users: *max_users,
+                        max_services: *max_services,
+                    },
+                )
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&created)?);
+            }
+            let tiers: Vec<_> = id
+                .store
+                .tiers()
+                .await?
+                .into_iter()
+                .map(|(name, l)| serde_json::json!({ "name": name, "max_users": l.max_users, "max_services": l.max_services }))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "tiers": tiers }))?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::User {

@@ -23,7 +23,7 @@ const PLATFORM_MODEL: &str = include_str!("../../policies/platform/model.fga");
 const PLATFORM_POLICIES: &str = include_str!("../../policies/platform/platform.cedar");
 const PLATFORM_SCHEMA: &str = include_str!("../../policies/platform/schema.json");
 /// The platform object of the platform store.
-const PLATFORM: &str = "platform:gatehouse";
+pub const PLATFORM: &str = "platform:gatehouse";
 /// The actor of management changes made by the platform's operator (the admin commands).
 pub const OPERATOR: &str = "operator";
 /// The tier every organization starts on unless told otherwise.
@@ -48,11 +48,35 @@ pub struct Identity {
     pub platform_store: String,
     /// Revoked tokens and refresh families, in memory.
     pub revocations: Arc<crate::oidc::revocations::Revocations>,
-    /// Services by client_id, read on every token request (they do not change once created).
+    /// Services by client_id, read on every token request. A change made on this node drops
+    /// its entry at once; one made on another node, within [`Identity::spawn_refresh`]'s
+    /// period (1 s), when this node reads which services changed.
     services: moka::sync::Cache<String, Service>,
     /// Organizations known to be active (an organization leaves `active` only by suspension,
     /// which the graph carries).
     active_orgs: moka::sync::Cache<String, ()>,
+}
+
+/// How far back each read of changed services reaches before the previous one: longer than a
+/// write transaction takes to commit after taking its timestamp.
+const SERVICE_CHANGE_OVERLAP: chrono::Duration = chrono::Duration::seconds(5);
+
+/// Largest limit a tier may set.
+const MAX_TIER_LIMIT: i64 = 10_000_000;
+
+/// What a service update changes.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceChange {
+    pub name: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub grant_types: Option<Vec<String>>,
+}
+
+tokio::task_local! {
+    /// The address of the client a request is served for: audit events written while it is
+    /// served carry it when their caller gives none (the management API sets it).
+    pub static REQUEST_IP: Option<String>;
 }
 
 /// How long a node keeps a service or an organization's status it has read.
@@ -97,15 +121,90 @@ pub fn valid_color(c: &str) -> bool {
         .is_some_and(|h| (h.len() == 3 || h.len() == 6) && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// An absolute https URL (http on loopback), without quotes or spaces.
+/// An absolute https URL, or http to a loopback host (`127.0.0.1`, `[::1]`, `localhost`), of
+/// at most 2000 bytes, without a fragment, credentials, quotes or spaces.
+pub fn https_or_loopback(u: &str) -> bool {
+    if u.len() > 2000
+        || u.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '<' | '>'))
+    {
+        return false;
+    }
+    let Ok(parsed) = url::Url::parse(u) else {
+        return false;
+    };
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    let scheme_ok = match parsed.scheme() {
+        "https" => parsed.host().is_some(),
+        "http" => loopback,
+        _ => false,
+    };
+    scheme_ok
+        && parsed.fragment().is_none()
+        && !u.contains('#')
+        && parsed.username().is_empty()
+        && parsed.password().is_none()
+}
+
+/// A logo URL: [`https_or_loopback`].
 pub fn valid_logo_url(u: &str) -> bool {
-    u.len() <= 2000
-        && (u.starts_with("https://")
-            || u.starts_with("http://127.0.0.1")
-            || u.starts_with("http://localhost"))
-        && !u
-            .chars()
-            .any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '<')
+    https_or_loopback(u)
+}
+
+/// Checks a service's fields: a name, known grant types (no client credentials for a public
+/// client), and absolute https redirect URIs (http only on loopback) without fragments, at
+/// least one for the authorization code grant.
+fn validate_service(
+    name: &str,
+    grant_types: &[String],
+    redirect_uris: &[String],
+    public: bool,
+) -> Result<()> {
+    if !valid_name(name) {
+        return Err(Error::Validation(
+            "`name` must be 1 to 200 characters without control characters".into(),
+        ));
+    }
+    if grant_types.is_empty() {
+        return Err(Error::Validation(
+            "at least one grant type is required".into(),
+        ));
+    }
+    if let Some(g) = grant_types
+        .iter()
+        .find(|g| !GRANT_TYPES.contains(&g.as_str()))
+    {
+        return Err(Error::Validation(format!(
+            "grant type `{g}` is not supported ({})",
+            GRANT_TYPES.join(", ")
+        )));
+    }
+    if public && grant_types.iter().any(|g| g == "client_credentials") {
+        return Err(Error::Validation(
+            "a public client cannot use client_credentials (it holds no secret)".into(),
+        ));
+    }
+    if redirect_uris.len() > 20 {
+        return Err(Error::Validation(
+            "at most 20 redirect URIs per service".into(),
+        ));
+    }
+    if let Some(uri) = redirect_uris.iter().find(|u| !https_or_loopback(u)) {
+        return Err(Error::Validation(format!(
+            "redirect URI `{uri}` must be an absolute https URL (http only on loopback) without a fragment or credentials"
+        )));
+    }
+    if grant_types.iter().any(|g| g == "authorization_code") && redirect_uris.is_empty() {
+        return Err(Error::Validation(
+            "authorization_code needs at least one redirect URI".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Identity {
@@ -365,47 +464,7 @@ impl Identity {
                 org.status
             )));
         }
-        if !valid_name(name) {
-            return Err(Error::Validation(
-                "`name` must be 1 to 200 characters without control characters".into(),
-            ));
-        }
-        if grant_types.is_empty() {
-            return Err(Error::Validation(
-                "at least one grant type is required".into(),
-            ));
-        }
-        if let Some(g) = grant_types
-            .iter()
-            .find(|g| !GRANT_TYPES.contains(&g.as_str()))
-        {
-            return Err(Error::Validation(format!(
-                "grant type `{g}` is not supported ({})",
-                GRANT_TYPES.join(", ")
-            )));
-        }
-        if public && grant_types.iter().any(|g| g == "client_credentials") {
-            return Err(Error::Validation(
-                "a public client cannot use client_credentials (it holds no secret)".into(),
-            ));
-        }
-        for uri in &redirect_uris {
-            let ok = uri.len() <= 2000
-                && (uri.starts_with("https://")
-                    || uri.starts_with("http://127.0.0.1")
-                    || uri.starts_with("http://localhost"))
-                && !uri.contains('#');
-            if !ok {
-                return Err(Error::Validation(format!(
-                    "redirect URI `{uri}` must be an absolute https URL (http only on loopback) without a fragment"
-                )));
-            }
-        }
-        if grant_types.iter().any(|g| g == "authorization_code") && redirect_uris.is_empty() {
-            return Err(Error::Validation(
-                "authorization_code needs at least one redirect URI".into(),
-            ));
-        }
+        validate_service(name, &grant_types, &redirect_uris, public)?;
         let limits = self
             .store
             .tier(&org.tier)
@@ -431,6 +490,7 @@ impl Identity {
             redirect_uris,
             grant_types,
             created_at: Utc::now(),
+            updated_at: Utc::now(),
         };
         let object = format!("service:{client_id}");
         let tuples = [
@@ -457,6 +517,221 @@ impl Identity {
             service,
             client_secret: secret,
         })
+    }
+
+    /// Changes a service's name, redirect URIs or grant types (what is `None` stays). Sessions
+    /// and tokens issued before stay valid; a redirect URI that is removed is refused from now
+    /// on.
+    pub async fn update_service(
+        &self,
+        actor: &str,
+        client_id: &str,
+        change: ServiceChange,
+    ) -> Result<Service> {
+        let mut s =
+            self.store.service(client_id).await?.ok_or_else(|| {
+                Error::Validation(format!("service `{client_id}` does not exist"))
+            })?;
+        if let Some(name) = change.name {
+            s.name = name.trim().into();
+        }
+        if let Some(uris) = change.redirect_uris {
+            s.redirect_uris = uris;
+        }
+        if let Some(grants) = change.grant_types {
+            s.grant_types = grants;
+        }
+        validate_service(&s.name, &s.grant_types, &s.redirect_uris, s.is_public())?;
+        if !self.store.update_service(&s).await? {
+            return Err(Error::Validation(format!(
+                "service `{client_id}` does not exist"
+            )));
+        }
+        self.services.invalidate(client_id);
+        self.audit(
+            Some(&s.organization_id),
+            actor,
+            None,
+            "service.updated",
+            serde_json::json!({ "client_id": client_id, "name": s.name, "grant_types": s.grant_types, "redirect_uris": s.redirect_uris }),
+        )
+        .await;
+        self.store
+            .service(client_id)
+            .await?
+            .ok_or_else(|| Error::Validation(format!("service `{client_id}` does not exist")))
+    }
+
+    /// Gives a confidential service a new secret (returned once, stored as its SHA-256); the
+    /// old one stops working at once on this node and within 1 s on the others.
+    pub async fn rotate_service_secret(
+        &self,
+        actor: &str,
+        client_id: &str,
+    ) -> Result<CreatedService> {
+        let s =
+            self.store.service(client_id).await?.ok_or_else(|| {
+                Error::Validation(format!("service `{client_id}` does not exist"))
+            })?;
+        if s.is_public() {
+            return Err(Error::Validation(format!(
+                "service `{client_id}` is a public client: it has no secret"
+            )));
+        }
+        let secret = random_token("cs_")?;
+        if !self
+            .store
+            .set_service_secret(client_id, &sha256_hex(&secret))
+            .await?
+        {
+            return Err(Error::Validation(format!(
+                "service `{client_id}` does not exist"
+            )));
+        }
+        self.services.invalidate(client_id);
+        self.audit(
+            Some(&s.organization_id),
+            actor,
+            None,
+            "service.secret_rotated",
+            serde_json::json!({ "client_id": client_id }),
+        )
+        .await;
+        let service =
+            self.store.service(client_id).await?.ok_or_else(|| {
+                Error::Validation(format!("service `{client_id}` does not exist"))
+            })?;
+        Ok(CreatedService {
+            service,
+            client_secret: Some(secret),
+        })
+    }
+
+    /// Deletes a service: it stops authenticating and signing anyone in, its API keys are
+    /// revoked, and the tokens it was issued stop being active (at once on this node, within
+    /// 1 s on the others). Its row stays, marked deleted, for the audit log.
+    pub async fn delete_service(&self, actor: &str, client_id: &str) -> Result<Service> {
+        let s =
+            self.store.service(client_id).await?.ok_or_else(|| {
+                Error::Validation(format!("service `{client_id}` does not exist"))
+            })?;
+        if !self.store.delete_service(client_id).await? {
+            return Err(Error::Validation(format!(
+                "service `{client_id}` does not exist"
+            )));
+        }
+        self.services.invalidate(client_id);
+        let object = format!("service:{client_id}");
+        let tuples = [
+            TupleKey::new(
+                format!("organization:{}", s.organization_id),
+                "organization",
+                &object,
+            ),
+            TupleKey::new(&object, "authenticate", &object),
+        ];
+        if let Err(e) = self.write_tuples(&[], &tuples).await {
+            // The row is what counts: a deleted service is never found, whatever the graph says.
+            tracing::warn!(error = %e, client_id, "cannot remove the tuples of a deleted service");
+        }
+        self.audit(
+            Some(&s.organization_id),
+            actor,
+            None,
+            "service.deleted",
+            serde_json::json!({ "client_id": client_id, "name": s.name }),
+        )
+        .await;
+        Ok(s)
+    }
+
+    /// Adds a tier or changes its limits. Organizations already over a lowered limit keep
+    /// what they have and cannot add more.
+    pub async fn set_tier(&self, actor: &str, name: &str, limits: TierLimits) -> Result<()> {
+        if !valid_slug(name) {
+            return Err(Error::Validation(format!(
+                "a tier's name must be 2 to 63 of a-z, 0-9 and `-` (not at either end), got `{name}`"
+            )));
+        }
+        for (what, n) in [
+            ("max_users", limits.max_users),
+            ("max_services", limits.max_services),
+        ] {
+            if !(1..=MAX_TIER_LIMIT).contains(&n) {
+                return Err(Error::Validation(format!(
+                    "`{what}` must be 1 to {MAX_TIER_LIMIT}, got {n}"
+                )));
+            }
+        }
+        self.store.set_tier(name, limits).await?;
+        self.audit(
+            None,
+            actor,
+            None,
+            "tier.set",
+            serde_json::json!({ "name": name, "max_users": limits.max_users, "max_services": limits.max_services }),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Moves an organization to another tier, if what it has fits the tier's limits.
+    pub async fn change_tier(&self, actor: &str, slug: &str, tier: &str) -> Result<Organization> {
+        let org = self.organization_by_slug(slug).await?;
+        let limits = self
+            .store
+            .tier(tier)
+            .await?
+            .ok_or_else(|| Error::Validation(format!("tier `{tier}` does not exist")))?;
+        let users = self.store.count_members(&org.id).await?;
+        let services = self.store.count_services(&org.id).await?;
+        if users > limits.max_users || services > limits.max_services {
+            return Err(Error::Validation(format!(
+                "organization `{slug}` has {users} members and {services} services; tier `{tier}` allows {} and {}",
+                limits.max_users, limits.max_services
+            )));
+        }
+        self.store.set_organization_tier(&org.id, tier).await?;
+        self.audit(
+            Some(&org.id),
+            actor,
+            None,
+            "organization.tier_changed",
+            serde_json::json!({ "slug": slug, "from": org.tier, "to": tier }),
+        )
+        .await;
+        self.organization_by_slug(slug).await
+    }
+
+    /// Keeps this node's views of other nodes' changes current until the process ends: the
+    /// revocations, and which services changed (their cache entries are dropped), every
+    /// second.
+    pub fn spawn_refresh(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::oidc::revocations::REFRESH_EVERY);
+            // Read from a little before the last read: a change committed while it ran, with
+            // an earlier timestamp, is read again rather than missed.
+            let mut since = Utc::now() - SERVICE_CHANGE_OVERLAP;
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.revocations.reload().await {
+                    tracing::warn!(error = %e, "cannot reload revocations; will retry");
+                }
+                let started = Utc::now();
+                match me.store.services_changed_since(since).await {
+                    Ok(ids) => {
+                        for id in ids {
+                            me.services.invalidate(&id);
+                        }
+                        since = started - SERVICE_CHANGE_OVERLAP;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read changed services; will retry")
+                    }
+                }
+            }
+        });
     }
 
     /// The service `client_id` if `secret` is its secret (compared as SHA-256 digests, in
@@ -627,6 +902,8 @@ impl Identity {
         kind: &str,
         details: serde_json::Value,
     ) {
+        let scoped = REQUEST_IP.try_with(Clone::clone).ok().flatten();
+        let ip = ip.or(scoped.as_deref());
         if let Err(e) = self
             .store
             .append_audit(organization, actor, ip, kind, &details)

@@ -197,7 +197,7 @@ pub async fn run(config: Config) -> Result<()> {
     let ring = key_ring(&config, store.clone()).await?;
     let identity = Arc::new(Identity::bootstrap(store, engine.clone()).await?);
     bootstrap_owner(&identity).await?;
-    identity.revocations.spawn_refresh();
+    identity.spawn_refresh();
     let kv: Arc<dyn Ephemeral> = match &config.redis_url {
         Some(url) => {
             let prefix =

@@ -1589,6 +1589,105 @@ async fn a_revocation_reaches_the_other_nodes() {
     }
 }
 
+/// A service's changes made elsewhere (here by the admin commands, another process) reach
+/// every node within a second or two, though each has the service cached: a rotated secret
+/// stops working, and a deleted service's tokens stop being active.
+#[tokio::test(flavor = "multi_thread")]
+async fn service_changes_reach_every_node() {
+    let mut opts = ServerOptions::new(Backend::Postgres);
+    opts.env.push((
+        "GATEHOUSE_MASTER_KEY".into(),
+        crate::oidc::TEST_MASTER_KEY.into(),
+    ));
+    opts.env.push((
+        "GATEHOUSE_ISSUER".into(),
+        "https://login.gatehouse.test".into(),
+    ));
+    let a = Server::start_with(opts.clone()).await;
+    opts.database = a.database.clone();
+    let b = Server::start_with(opts).await;
+    let (web, web_secret, _) = tenant(&a, "acme").await;
+    let cc = admin(
+        &a,
+        &[
+            "service",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "api",
+            "--grant",
+            "client_credentials",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    let id = cc["client_id"].as_str().unwrap().to_string();
+    let old = cc["client_secret"].as_str().unwrap().to_string();
+    async fn works(s: &Server, id: &str, secret: &str) -> bool {
+        token(
+            s,
+            &[("grant_type", "client_credentials")],
+            Some((id, secret)),
+        )
+        .await
+        .0 == 200
+    }
+    let until = |what: &'static str| {
+        let started = std::time::Instant::now();
+        move || {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "{what} never reached the node"
+            );
+        }
+    };
+    // Both nodes cache the service.
+    assert!(works(&a, &id, &old).await && works(&b, &id, &old).await);
+    let rotated = admin(&a, &["service", "rotate-secret", &id], "")
+        .await
+        .unwrap();
+    let new = rotated["client_secret"].as_str().unwrap().to_string();
+    for node in [&a, &b] {
+        let check = until("the rotation");
+        while works(node, &id, &old).await {
+            check();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(works(node, &id, &new).await);
+    }
+    let (_, t) = token(
+        &b,
+        &[("grant_type", "client_credentials")],
+        Some((&id, &new)),
+    )
+    .await;
+    let at = t["access_token"].as_str().unwrap().to_string();
+    let active = |s: &Server| {
+        let req = s
+            .client
+            .post(format!("{}/oauth2/introspect", s.base))
+            .form(&[("token", at.as_str())])
+            .basic_auth(&web, Some(&web_secret));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap()["active"] == true }
+    };
+    assert!(active(&a).await && active(&b).await);
+    admin(&a, &["service", "delete", &id], "").await.unwrap();
+    assert!(
+        admin(&a, &["service", "delete", &id], "").await.is_err(),
+        "deleted twice"
+    );
+    for node in [&a, &b] {
+        let check = until("the deletion");
+        while active(node).await {
+            check();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(!works(node, &id, &new).await);
+    }
+}
+
 /// Logout without an ID token naming the session asks the user first, and only a confirmation
 /// from the same browser ends the session.
 #[tokio::test(flavor = "multi_thread")]

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::harness::{Backend, Server, ServerOptions, for_each_backend};
-use crate::login::{PASSWORD, admin, tenant, tokens_for};
+use crate::login::{PASSWORD, REDIRECT, admin, tenant, token, tokens_for};
 
 struct Api<'a> {
     s: &'a Server,
@@ -41,6 +41,16 @@ impl Api<'_> {
 
     async fn post(&self, path: &str, t: &str, body: Value) -> (u16, Value) {
         self.call(reqwest::Method::POST, path, Some(t), Some(body))
+            .await
+    }
+
+    async fn patch(&self, path: &str, t: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::PATCH, path, Some(t), Some(body))
+            .await
+    }
+
+    async fn put(&self, path: &str, t: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::PUT, path, Some(t), Some(body))
             .await
     }
 
@@ -399,4 +409,549 @@ async fn the_cli_creates_api_keys() {
     .await
     .unwrap_err();
     assert!(err.contains("does not exist"), "{err}");
+}
+
+/// Waits out the staleness bound of sign-in decisions (0.5 s): the admin commands write from
+/// another process, and a node that decided something just before may answer from the
+/// revision it had then for that long.
+async fn settle() {
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+}
+
+/// A server with a platform owner (`root@gatehouse.test`).
+async fn with_owner(backend: Backend) -> Server {
+    let mut opts = ServerOptions::new(backend);
+    opts.env
+        .push(("PLATFORM_OWNER_EMAIL".into(), "root@gatehouse.test".into()));
+    opts.env
+        .push(("PLATFORM_OWNER_PASSWORD".into(), PASSWORD.into()));
+    Server::start_with(opts).await
+}
+
+async fn access_token(s: &Server, client: &str, secret: &str, email: &str) -> String {
+    tokens_for(s, client, secret, email).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Whether `token` is active, asked by the confidential client `(client, secret)`.
+async fn active(s: &Server, client: &str, secret: &str, token: &str) -> bool {
+    let r = s
+        .client
+        .post(format!("{}/oauth2/introspect", s.base))
+        .basic_auth(client, Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json::<Value>().await.unwrap()["active"] == true
+}
+
+for_each_backend!(services_are_changed_rotated_and_deleted);
+
+async fn services_are_changed_rotated_and_deleted(backend: Backend) {
+    let s = with_owner(backend).await;
+    let api = Api { s: &s };
+    let (web, secret, _) = tenant(&s, "acme").await;
+    let (g_web, g_secret, _) = tenant(&s, "globex").await;
+    user(&s, "alice@acme.io", "acme", "admin").await;
+    user(&s, "mel@acme.io", "acme", "member").await;
+    user(&s, "bob@globex.io", "globex", "admin").await;
+    settle().await;
+    let alice = access_token(&s, &web, &secret, "alice@acme.io").await;
+    let mel = access_token(&s, &web, &secret, "mel@acme.io").await;
+    let bob = access_token(&s, &g_web, &g_secret, "bob@globex.io").await;
+
+    // A machine client, made through the API, gets tokens.
+    let (st, m) = api
+        .post(
+            "/api/organizations/acme/services",
+            &alice,
+            json!({ "name": "worker", "grant_types": ["client_credentials"] }),
+        )
+        .await;
+    assert_eq!(st, 201, "{m}");
+    let id = m["client_id"].as_str().unwrap().to_string();
+    let first_secret = m["client_secret"].as_str().unwrap().to_string();
+    let cc = |secret: String| {
+        let (s, id) = (&s, id.clone());
+        async move {
+            token(
+                s,
+                &[("grant_type", "client_credentials")],
+                Some((&id, &secret)),
+            )
+            .await
+        }
+    };
+    let (st, t) = cc(first_secret.clone()).await;
+    assert_eq!(st, 200, "{t}");
+    let machine_token = t["access_token"].as_str().unwrap().to_string();
+    assert!(active(&s, &web, &secret, &machine_token).await);
+    let path = format!("/api/services/{id}");
+
+    // Reading: the organization's members; not another organization's admin.
+    let (st, got) = api.get(&path, &mel).await;
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got["name"], "worker");
+    assert!(got.get("secret_sha256").is_none() && got.get("client_secret").is_none());
+    assert_eq!(api.get(&path, &bob).await.0, 403);
+    let (st, e) = api.get("/api/services/svc_nope", &alice).await;
+    assert_eq!((st, e["code"].as_str()), (404, Some("not_found")));
+
+    // Bad changes are refused and change nothing.
+    for (body, why) in [
+        (json!({ "name": "" }), "empty name"),
+        (json!({ "name": "a\u{7}b" }), "control character"),
+        (json!({ "grant_types": [] }), "no grant type"),
+        (json!({ "grant_types": ["password"] }), "unknown grant"),
+        (
+            json!({ "grant_types": ["authorization_code"] }),
+            "code grant without redirect URI",
+        ),
+        (
+            json!({ "redirect_uris": ["http://worker.example.com/cb"] }),
+            "plain http",
+        ),
+        (
+            json!({ "redirect_uris": ["http://127.0.0.1.evil.example/cb"] }),
+            "loopback look-alike",
+        ),
+        (
+            json!({ "redirect_uris": ["https://user:pw@worker.example.com/cb"] }),
+            "credentials",
+        ),
+        (
+            json!({ "redirect_uris": ["https://worker.example.com/cb#x"] }),
+            "fragment",
+        ),
+        (
+            json!({ "redirect_uris": "https://x.example" }),
+            "not a list",
+        ),
+        (json!({ "colour": "blue" }), "unknown field"),
+    ] {
+        let (st, e) = api.patch(&path, &alice, body).await;
+        assert_eq!(st, 400, "{why}: {e}");
+        assert!(e["message"].is_string(), "{why}: {e}");
+    }
+    assert_eq!(
+        api.get(&path, &alice).await.1,
+        got,
+        "a refused change changed the service"
+    );
+    let change = json!({ "name": "Worker 2" });
+    assert_eq!(api.patch(&path, &mel, change.clone()).await.0, 403);
+    assert_eq!(api.patch(&path, &bob, change.clone()).await.0, 403);
+    let (st, changed) = api
+        .patch(
+            &path,
+            &alice,
+            json!({
+                "name": "Worker 2",
+                "grant_types": ["client_credentials", "authorization_code"],
+                "redirect_uris": ["https://worker.example.com/cb"],
+            }),
+        )
+        .await;
+    assert_eq!(st, 200, "{changed}");
+    assert_eq!(changed["name"], "Worker 2");
+    assert_eq!(
+        changed["redirect_uris"],
+        json!(["https://worker.example.com/cb"])
+    );
+    assert_eq!(api.get(&path, &mel).await.1["name"], "Worker 2");
+
+    // A redirect URI taken off a service is refused from then on.
+    let authorize = |client: &str| {
+        format!(
+            "{}/oauth2/authorize?response_type=code&client_id={client}&redirect_uri={}&scope=openid&code_challenge=E9Melhoa2OwvFrEMTJguCQVkjoLl8lKAuELuhC4PZnU&code_challenge_method=S256&state=s",
+            s.base,
+            urlencode(REDIRECT)
+        )
+    };
+    let r = s.client.get(authorize(&web)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (st, _) = api
+        .patch(
+            &format!("/api/services/{web}"),
+            &alice,
+            json!({ "redirect_uris": ["https://app.acme.example/cb"] }),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let r = s.client.get(authorize(&web)).send().await.unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        400,
+        "a removed redirect URI still works"
+    );
+
+    // Secret rotation: the old secret stops working, the new one works.
+    assert_eq!(
+        api.post(&format!("{path}/secret"), &mel, json!({})).await.0,
+        403
+    );
+    let (st, rotated) = api.post(&format!("{path}/secret"), &alice, json!({})).await;
+    assert_eq!(st, 200, "{rotated}");
+    let new_secret = rotated["client_secret"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, first_secret);
+    assert_eq!(
+        cc(first_secret.clone()).await.0,
+        401,
+        "the old secret still works"
+    );
+    assert_eq!(cc(new_secret.clone()).await.0, 200);
+    let (st, public) = api
+        .post(
+            "/api/organizations/acme/services",
+            &alice,
+            json!({ "name": "spa", "grant_types": ["authorization_code"], "redirect_uris": ["https://spa.example/cb"], "public": true }),
+        )
+        .await;
+    assert_eq!(st, 201, "{public}");
+    let public_id = public["client_id"].as_str().unwrap();
+    let (st, e) = api
+        .post(
+            &format!("/api/services/{public_id}/secret"),
+            &alice,
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, 400, "{e}");
+
+    // Deletion: its API keys, tokens and secret all stop working.
+    let (st, k) = api
+        .post(&format!("{path}/api-keys"), &alice, json!({ "name": "ci" }))
+        .await;
+    assert_eq!(st, 201, "{k}");
+    let key = k["key"].as_str().unwrap().to_string();
+    assert_eq!(api.get("/api/tiers", &key).await.0, 200);
+    assert_eq!(api.delete(&path, &mel).await.0, 403);
+    assert_eq!(api.delete(&path, &bob).await.0, 403);
+    let (st, _) = api.delete(&path, &alice).await;
+    assert_eq!(st, 204);
+    assert_eq!(api.get(&path, &alice).await.0, 404);
+    assert_eq!(api.delete(&path, &alice).await.0, 404);
+    assert_eq!(
+        cc(new_secret).await.0,
+        401,
+        "a deleted service still gets tokens"
+    );
+    assert!(
+        !active(&s, &web, &secret, &machine_token).await,
+        "a deleted service's token is still active"
+    );
+    assert_eq!(
+        api.get("/api/tiers", &key).await.0,
+        401,
+        "a deleted service's key still works"
+    );
+    let (_, list) = api.get("/api/organizations/acme/services", &alice).await;
+    assert!(
+        list["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["client_id"] != id.as_str()),
+        "{list}"
+    );
+
+    // Each change is audited with its actor and address.
+    for kind in [
+        "service.updated",
+        "service.secret_rotated",
+        "service.deleted",
+    ] {
+        let (_, log) = api
+            .get(
+                &format!("/api/organizations/acme/audit?kind={kind}"),
+                &alice,
+            )
+            .await;
+        let e = &log["events"][0];
+        assert!(e["details"]["client_id"].is_string(), "{kind}: {log}");
+        assert_eq!(e["ip"], "127.0.0.1", "{kind}: {log}");
+        assert!(
+            e["actor"].as_str().unwrap().starts_with("user:"),
+            "{kind}: {log}"
+        );
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)]).unwrap()[1..].to_string()
+}
+
+for_each_backend!(tiers_and_suspension);
+
+async fn tiers_and_suspension(backend: Backend) {
+    let s = with_owner(backend).await;
+    let api = Api { s: &s };
+    let (web, secret, _) = tenant(&s, "acme").await;
+    user(&s, "alice@acme.io", "acme", "owner").await;
+    settle().await;
+    let root = access_token(&s, &web, &secret, "root@gatehouse.test").await;
+    let alice = access_token(&s, &web, &secret, "alice@acme.io").await;
+
+    // Tiers: anyone signed in reads them; changing them is platform administration, which
+    // needs the platform's owner with a second factor, so over HTTP it is refused to both.
+    let (st, tiers) = api.get("/api/tiers", &alice).await;
+    assert_eq!(st, 200, "{tiers}");
+    assert_eq!(
+        tiers["tiers"],
+        json!([{ "name": "free", "max_users": 50, "max_services": 5 }])
+    );
+    let limits = json!({ "max_users": 2, "max_services": 1 });
+    assert_eq!(
+        api.put("/api/tiers/pro", &alice, limits.clone()).await.0,
+        403
+    );
+    let (st, e) = api.put("/api/tiers/pro", &root, limits.clone()).await;
+    assert_eq!(
+        st, 403,
+        "platform administration without a second factor: {e}"
+    );
+    assert_eq!(
+        api.get("/api/tiers", &alice).await.1,
+        tiers,
+        "a refused PUT wrote a tier"
+    );
+    // The operator sets tiers with the admin command; bad limits are refused.
+    for bad in [
+        &[
+            "tier",
+            "set",
+            "pro",
+            "--max-users",
+            "0",
+            "--max-services",
+            "1",
+        ][..],
+        &[
+            "tier",
+            "set",
+            "Pro Tier",
+            "--max-users",
+            "2",
+            "--max-services",
+            "1",
+        ][..],
+        &[
+            "tier",
+            "set",
+            "pro",
+            "--max-users",
+            "2",
+            "--max-services",
+            "-1",
+        ][..],
+    ] {
+        assert!(admin(&s, bad, "").await.is_err(), "{bad:?}");
+    }
+    let out = admin(
+        &s,
+        &[
+            "tier",
+            "set",
+            "pro",
+            "--max-users",
+            "2",
+            "--max-services",
+            "1",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out["tiers"][1],
+        json!({ "name": "pro", "max_users": 2, "max_services": 1 })
+    );
+
+    // Moving an organization between tiers: the platform owner's, and only to a tier that
+    // fits what it has (acme has ada and alice, and one service).
+    let (st, _) = api
+        .patch("/api/organizations/acme", &alice, json!({ "tier": "pro" }))
+        .await;
+    assert_eq!(st, 403, "an organization's owner chose its own tier");
+    let (st, e) = api
+        .patch("/api/organizations/acme", &root, json!({ "tier": "nope" }))
+        .await;
+    assert_eq!(st, 400, "{e}");
+    user(&s, "mel@acme.io", "acme", "member").await;
+    let (st, e) = api
+        .patch(
+            "/api/organizations/acme",
+            &root,
+            json!({ "tier": "pro", "primary_color": "#abcdef" }),
+        )
+        .await;
+    assert_eq!(st, 400, "three members on a two-member tier: {e}");
+    let (_, org) = api.get("/api/organizations/acme", &alice).await;
+    assert_eq!(org["tier"], "free");
+    assert!(
+        org["primary_color"].is_null(),
+        "a refused change was half made: {org}"
+    );
+    let (st, _) = api
+        .patch(
+            "/api/organizations/acme",
+            &alice,
+            json!({ "logo_url": "javascript:alert(1)" }),
+        )
+        .await;
+    assert_eq!(st, 400);
+    admin(
+        &s,
+        &[
+            "tier",
+            "set",
+            "pro",
+            "--max-users",
+            "10",
+            "--max-services",
+            "1",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    // Branding set, then a tier change keeps it; a branding change keeps the other field.
+    let (st, _) = api
+        .patch(
+            "/api/organizations/acme",
+            &alice,
+            json!({ "logo_url": "https://cdn.acme.example/logo.png" }),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (st, org) = api
+        .patch("/api/organizations/acme", &root, json!({ "tier": "pro" }))
+        .await;
+    assert_eq!(st, 200, "{org}");
+    assert_eq!(org["tier"], "pro");
+    assert_eq!(org["logo_url"], "https://cdn.acme.example/logo.png");
+    let (_, org) = api
+        .patch(
+            "/api/organizations/acme",
+            &alice,
+            json!({ "primary_color": "#123456" }),
+        )
+        .await;
+    assert_eq!(
+        org["logo_url"], "https://cdn.acme.example/logo.png",
+        "{org}"
+    );
+    assert_eq!(org["primary_color"], "#123456");
+    let (_, org) = api
+        .patch(
+            "/api/organizations/acme",
+            &alice,
+            json!({ "logo_url": null }),
+        )
+        .await;
+    assert!(
+        org["logo_url"].is_null() && org["primary_color"] == "#123456",
+        "{org}"
+    );
+    assert_eq!(
+        api.patch("/api/organizations/acme", &alice, json!({}))
+            .await
+            .0,
+        400
+    );
+    // A refused part refuses the whole change.
+    let (st, _) = api
+        .patch(
+            "/api/organizations/acme",
+            &alice,
+            json!({ "primary_color": "#000000", "tier": "free" }),
+        )
+        .await;
+    assert_eq!(st, 403);
+    assert_eq!(
+        api.get("/api/organizations/acme", &alice).await.1["primary_color"],
+        "#123456"
+    );
+    // The new tier's service limit holds.
+    let (st, e) = api
+        .post(
+            "/api/organizations/acme/services",
+            &alice,
+            json!({ "name": "second", "grant_types": ["client_credentials"] }),
+        )
+        .await;
+    assert_eq!(st, 400, "{e}");
+    let out = admin(&s, &["org", "tier", "acme", "--tier", "free"], "")
+        .await
+        .unwrap();
+    assert_eq!(out["tier"], "free");
+    let (st, m) = api
+        .post(
+            "/api/organizations/acme/services",
+            &alice,
+            json!({ "name": "second", "grant_types": ["client_credentials"] }),
+        )
+        .await;
+    assert_eq!(st, 201, "{m}");
+    let (id, sec) = (
+        m["client_id"].as_str().unwrap().to_string(),
+        m["client_secret"].as_str().unwrap().to_string(),
+    );
+    let cc = || {
+        token(
+            &s,
+            &[("grant_type", "client_credentials")],
+            Some((&id, &sec)),
+        )
+    };
+    assert_eq!(cc().await.0, 200);
+
+    // Suspension: the platform owner's; a suspended organization's services issue nothing.
+    assert_eq!(
+        api.post("/api/organizations/acme/suspend", &alice, json!({}))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        api.post("/api/organizations/acme/hibernate", &root, json!({}))
+            .await
+            .0,
+        404
+    );
+    let (st, out) = api
+        .post("/api/organizations/acme/suspend", &root, json!({}))
+        .await;
+    assert_eq!(st, 200, "{out}");
+    assert_eq!(out["suspended"], true);
+    let (st, t) = cc().await;
+    assert_ne!(
+        st, 200,
+        "a suspended organization's service got a token: {t}"
+    );
+    assert!(t.get("access_token").is_none());
+    let (st, out) = api
+        .post("/api/organizations/acme/unsuspend", &root, json!({}))
+        .await;
+    assert_eq!(st, 200, "{out}");
+    assert_eq!(cc().await.0, 200, "the suspension was not lifted");
+
+    let (_, log) = api
+        .get(
+            "/api/organizations/acme/audit?kind=organization.tier_changed",
+            &root,
+        )
+        .await;
+    assert_eq!(log["events"].as_array().unwrap().len(), 2, "{log}");
+    let (_, log) = api
+        .get(
+            "/api/organizations/acme/audit?kind=organization.suspended",
+            &root,
+        )
+        .await;
+    assert_eq!(log["events"][0]["ip"], "127.0.0.1", "{log}");
 }

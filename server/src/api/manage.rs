@@ -293,14 +293,24 @@ pub(super) async fn get_organization(
     )
 }
 
+/// A field that may be absent (kept), `null` (cleared) or a value.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    <Option<String> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OrganizationPatch {
-    logo_url: Option<String>,
-    primary_color: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    logo_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    primary_color: Option<Option<String>>,
+    /// The platform owner's to change.
+    tier: Option<String>,
 }
 
-/// `PATCH /api/organizations/{slug}`: the branding of its login pages.
+/// `PATCH /api/organizations/{slug}`: the branding of its login pages (a field left out is
+/// kept, `null` clears it), and its tier (for the platform's owners).
 pub(super) async fn patch_organization(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -309,24 +319,77 @@ pub(super) async fn patch_organization(
 ) -> HttpResponse {
     done(
         async {
-            let (p, c, org) = on_organization(&state, &req, &path, "can_manage_settings").await?;
-            let org = p
-                .identity
-                .brand_organization(
-                    &c.principal,
-                    &org.slug,
-                    body.logo_url.as_deref(),
-                    body.primary_color.as_deref(),
-                )
-                .await
-                .map_err(engine_error)?;
+            let body = body.into_inner();
+            let branding = body.logo_url.is_some() || body.primary_color.is_some();
+            if !branding && body.tier.is_none() {
+                return Err(Box::new(
+                    ApiError::validation(
+                        "nothing to change: send `logo_url`, `primary_color` or `tier`",
+                    )
+                    .error_response(),
+                ));
+            }
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            let mut org = organization(&p, &path).await?;
+            let object = format!("organization:{}", org.id);
+            // Every permission first, so that a refused part changes nothing.
+            if branding {
+                require(&p, &c, "can_manage_settings", &object).await?;
+            }
+            if body.tier.is_some() {
+                require(&p, &c, "can_approve", &object).await?;
+            }
+            let logo = body.logo_url.unwrap_or(org.logo_url.clone());
+            let color = body.primary_color.unwrap_or(org.primary_color.clone());
+            // Every value checked before anything is written, so that a refused part changes
+            // nothing.
+            if let Some(u) = logo
+                .as_deref()
+                .filter(|u| !crate::identity::valid_logo_url(u))
+            {
+                return Err(Box::new(
+                    ApiError::validation(format!(
+                        "`logo_url` must be an https URL (http only on loopback), got `{u}`"
+                    ))
+                    .error_response(),
+                ));
+            }
+            if let Some(c) = color
+                .as_deref()
+                .filter(|c| !crate::identity::valid_color(c))
+            {
+                return Err(Box::new(
+                    ApiError::validation(format!(
+                        "`primary_color` must be `#rgb` or `#rrggbb`, got `{c}`"
+                    ))
+                    .error_response(),
+                ));
+            }
+            // The tier first: it checks that the organization fits it.
+            if let Some(tier) = body.tier.as_deref() {
+                org = p
+                    .identity
+                    .change_tier(&c.principal, &org.slug, tier)
+                    .await
+                    .map_err(engine_error)?;
+            }
+            if branding {
+                org = p
+                    .identity
+                    .brand_organization(&c.principal, &org.slug, logo.as_deref(), color.as_deref())
+                    .await
+                    .map_err(engine_error)?;
+            }
             Ok(HttpResponse::Ok().json(org))
         }
         .await,
     )
 }
 
-/// `POST /api/organizations/{slug}/approve` and `/reject`: the platform owner's decision.
+/// `POST /api/organizations/{slug}/approve`, `/reject`, `/suspend` and `/unsuspend`: the
+/// platform owner's decisions. A suspended organization's services sign nobody in and issue
+/// no tokens until the suspension is lifted.
 pub(super) async fn decide_organization(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -335,24 +398,36 @@ pub(super) async fn decide_organization(
     done(
         async {
             let (slug, verb) = path.into_inner();
-            let approve = match verb.as_str() {
-                "approve" => true,
-                "reject" => false,
+            if !matches!(
+                verb.as_str(),
+                "approve" | "reject" | "suspend" | "unsuspend"
+            ) {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    "undefined_endpoint",
+                    "no such endpoint",
+                ));
+            }
+            let (p, c, _) = on_organization(&state, &req, &slug, "can_approve").await?;
+            let id = &p.identity;
+            let out = match verb.as_str() {
+                "approve" | "reject" => {
+                    let org = id
+                        .decide_organization(&c.principal, &slug, verb == "approve")
+                        .await
+                        .map_err(engine_error)?;
+                    json!(org)
+                }
                 _ => {
-                    return Err(error(
-                        StatusCode::NOT_FOUND,
-                        "undefined_endpoint",
-                        "no such endpoint",
-                    ));
+                    let suspend = verb == "suspend";
+                    let org = id
+                        .suspend_organization(&c.principal, &slug, suspend)
+                        .await
+                        .map_err(engine_error)?;
+                    json!({ "organization": org, "suspended": suspend })
                 }
             };
-            let (p, c, _) = on_organization(&state, &req, &slug, "can_approve").await?;
-            let org = p
-                .identity
-                .decide_organization(&c.principal, &slug, approve)
-                .await
-                .map_err(engine_error)?;
-            Ok(HttpResponse::Ok().json(org))
+            Ok(HttpResponse::Ok().json(out))
         }
         .await,
     )
@@ -680,6 +755,143 @@ pub(super) async fn create_service(
     )
 }
 
+/// `GET /api/services/{client_id}`.
+pub(super) async fn get_service(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    done(
+        async {
+            let (_, _, s) = on_service(&state, &req, &path, "member").await?;
+            Ok(HttpResponse::Ok().json(s))
+        }
+        .await,
+    )
+}
+
+/// `PATCH /api/services/{client_id}`: its name, redirect URIs or grant types.
+pub(super) async fn patch_service(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<crate::identity::ServiceChange>,
+) -> HttpResponse {
+    done(
+        async {
+            let (p, c, s) = on_service(&state, &req, &path, "can_manage").await?;
+            let s = p
+                .identity
+                .update_service(&c.principal, &s.client_id, body.into_inner())
+                .await
+                .map_err(engine_error)?;
+            Ok(HttpResponse::Ok().json(s))
+        }
+        .await,
+    )
+}
+
+/// `POST /api/services/{client_id}/secret`: a new client secret, in this answer only; the
+/// old one stops working.
+pub(super) async fn rotate_service_secret(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    done(
+        async {
+            let (p, c, s) = on_service(&state, &req, &path, "can_manage").await?;
+            let rotated = p
+                .identity
+                .rotate_service_secret(&c.principal, &s.client_id)
+                .await
+                .map_err(engine_error)?;
+            Ok(HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .json(rotated))
+        }
+        .await,
+    )
+}
+
+/// `DELETE /api/services/{client_id}`: the service stops signing anyone in, its API keys
+/// are revoked and its tokens stop being active.
+pub(super) async fn delete_service(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    done(
+        async {
+            let (p, c, s) = on_service(&state, &req, &path, "can_manage").await?;
+            let keys = p
+                .identity
+                .store
+                .api_keys_of(&s.client_id)
+                .await
+                .map_err(engine_error)?;
+            p.identity
+                .delete_service(&c.principal, &s.client_id)
+                .await
+                .map_err(engine_error)?;
+            for k in &keys {
+                forget_api_key(&state, &k.key_sha256);
+            }
+            Ok(HttpResponse::NoContent().finish())
+        }
+        .await,
+    )
+}
+
+/// Drops a key from this node's API-key cache, so that its revocation counts here at once.
+fn forget_api_key(state: &AppState, key_sha256: &str) {
+    if let Ok(digest) = hex::decode(key_sha256)
+        && let Ok(digest) = <[u8; 32]>::try_from(digest)
+    {
+        state.api_keys.invalidate(&digest);
+    }
+}
+
+/// `GET /api/tiers`: every tier and its limits, for any signed-in caller.
+pub(super) async fn list_tiers(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            caller(&p, &req).await?;
+            let tiers = p.identity.store.tiers().await.map_err(engine_error)?;
+            let items: Vec<_> = tiers
+                .into_iter()
+                .map(|(name, l)| json!({ "name": name, "max_users": l.max_users, "max_services": l.max_services }))
+                .collect();
+            Ok(HttpResponse::Ok().json(json!({ "tiers": items })))
+        }
+        .await,
+    )
+}
+
+/// `PUT /api/tiers/{name}`: adds a tier or changes its limits; platform administration, so
+/// it needs the platform's owner signed in with a second factor.
+pub(super) async fn put_tier(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<crate::db::tenancy::TierLimits>,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            require(&p, &c, "can_manage_tiers", crate::identity::PLATFORM).await?;
+            p.identity
+                .set_tier(&c.principal, &path, *body)
+                .await
+                .map_err(engine_error)?;
+            Ok(HttpResponse::Ok().json(json!({ "name": *path, "max_users": body.max_users, "max_services": body.max_services })))
+        }
+        .await,
+    )
+}
+
 /// `GET /api/services/{client_id}/api-keys`.
 pub(super) async fn list_api_keys(
     state: web::Data<AppState>,
@@ -761,11 +973,8 @@ pub(super) async fn revoke_api_key(
                     format!("no live API key `{id}`"),
                 ));
             }
-            if let Some(k) = keys.iter().find(|k| k.id == id)
-                && let Ok(digest) = hex::decode(&k.key_sha256)
-                && let Ok(digest) = <[u8; 32]>::try_from(digest)
-            {
-                state.api_keys.invalidate(&digest);
+            if let Some(k) = keys.iter().find(|k| k.id == id) {
+                forget_api_key(&state, &k.key_sha256);
             }
             Ok(HttpResponse::NoContent().finish())
         }

@@ -879,7 +879,11 @@ pub(super) async fn token_live(
     {
         return Ok(false);
     }
-    Ok(true)
+    // A deleted service's tokens are dead with it.
+    match claims["client_id"].as_str() {
+        Some(client_id) => Ok(p.identity.service(client_id).await?.is_some()),
+        None => Ok(false),
+    }
 }
 
 pub(super) fn no_store(body: Value) -> HttpResponse {

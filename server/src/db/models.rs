@@ -211,4 +211,6 @@ pub(crate) struct ServiceRow {
     pub redirect_uris: String,
     pub grant_types: String,
     pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub deleted_at: Option<NaiveDateTime>,
 }

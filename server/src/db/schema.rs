@@ -203,6 +203,8 @@ diesel::table! {
         redirect_uris -> Text,
         grant_types -> Text,
         created_at -> Timestamp,
+        updated_at -> Timestamp,
+        deleted_at -> Nullable<Timestamp>,
     }
 }
 

@@ -2,12 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use gatehouse_engine::Result;
 
-use super::datastore::{db_error, pool_error, utc};
+use super::datastore::{TxError, db_error, pool_error, utc};
 use super::models::{OrganizationRow, ServiceRow};
-use super::schema::{organizations, platform, services, tiers};
+use super::schema::{api_keys, organizations, platform, services, tiers};
 use super::{Backend, SqlStore, SqliteConn};
 
 /// An organization (tenant).
@@ -54,6 +54,7 @@ pub struct Service {
     pub redirect_uris: Vec<String>,
     pub grant_types: Vec<String>,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 impl Service {
@@ -76,11 +77,12 @@ fn service_from(r: ServiceRow) -> Result<Service> {
         name: r.name,
         secret_sha256: r.secret_sha256,
         created_at: utc(r.created_at),
+        updated_at: utc(r.updated_at),
     })
 }
 
 /// A tier's limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TierLimits {
     pub max_users: i64,
     pub max_services: i64,
@@ -237,6 +239,7 @@ impl SqlStore {
         with_conn!(self, |conn| {
             services::table
                 .filter(services::organization_id.eq(organization))
+                .filter(services::deleted_at.is_null())
                 .count()
                 .get_result::<i64>(conn)
                 .await
@@ -257,6 +260,8 @@ impl SqlStore {
             redirect_uris: json(&s.redirect_uris)?,
             grant_types: json(&s.grant_types)?,
             created_at: s.created_at.naive_utc(),
+            updated_at: s.updated_at.naive_utc(),
+            deleted_at: None,
         };
         with_conn!(self, |conn| {
             diesel::insert_into(services::table)
@@ -272,6 +277,7 @@ impl SqlStore {
         let row: Option<ServiceRow> = with_conn!(self, |conn| {
             services::table
                 .find(client_id)
+                .filter(services::deleted_at.is_null())
                 .select(ServiceRow::as_select())
                 .first(conn)
                 .await
@@ -279,5 +285,164 @@ impl SqlStore {
                 .map_err(db_error)?
         });
         row.map(service_from).transpose()
+    }
+
+    /// Replaces a live service's name, redirect URIs and grant types; false if there is no
+    /// such live service.
+    pub async fn update_service(&self, s: &Service) -> Result<bool> {
+        let json = |v: &Vec<String>| {
+            serde_json::to_string(v)
+                .map_err(|e| gatehouse_engine::Error::Storage(format!("cannot serialize: {e}")))
+        };
+        let (uris, grants) = (json(&s.redirect_uris)?, json(&s.grant_types)?);
+        let now = Utc::now().naive_utc();
+        let n = with_conn!(self, |conn| {
+            diesel::update(
+                services::table
+                    .find(&s.client_id)
+                    .filter(services::deleted_at.is_null()),
+            )
+            .set((
+                services::name.eq(&s.name),
+                services::redirect_uris.eq(&uris),
+                services::grant_types.eq(&grants),
+                services::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await
+            .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    /// Replaces a live confidential service's secret digest; false if there is no such
+    /// service (or it is public).
+    pub async fn set_service_secret(&self, client_id: &str, secret_sha256: &str) -> Result<bool> {
+        let now = Utc::now().naive_utc();
+        let n = with_conn!(self, |conn| {
+            diesel::update(
+                services::table
+                    .find(client_id)
+                    .filter(services::deleted_at.is_null())
+                    .filter(services::secret_sha256.is_not_null()),
+            )
+            .set((
+                services::secret_sha256.eq(secret_sha256),
+                services::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await
+            .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    /// Deletes a live service: its row stays, marked deleted (API keys, token families and
+    /// audit events refer to it), and its API keys are revoked, in one transaction. False if
+    /// there is no such live service.
+    pub async fn delete_service(&self, client_id: &str) -> Result<bool> {
+        let now = Utc::now().naive_utc();
+        let id = client_id.to_string();
+        let n: usize = write_tx!(self, |conn| {
+            let n = diesel::update(
+                services::table
+                    .find(&id)
+                    .filter(services::deleted_at.is_null()),
+            )
+            .set((
+                services::deleted_at.eq(Some(now)),
+                services::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+            if n == 1 {
+                diesel::update(
+                    api_keys::table
+                        .filter(api_keys::service_id.eq(&id))
+                        .filter(api_keys::revoked_at.is_null()),
+                )
+                .set(api_keys::revoked_at.eq(Some(now)))
+                .execute(conn)
+                .await?;
+            }
+            Ok(n)
+        })
+        .map_err(gatehouse_engine::Error::from)?;
+        Ok(n == 1)
+    }
+
+    /// The services changed (or deleted) at or after `since`.
+    pub async fn services_changed_since(&self, since: DateTime<Utc>) -> Result<Vec<String>> {
+        let since = since.naive_utc();
+        with_conn!(self, |conn| {
+            services::table
+                .filter(services::updated_at.ge(since))
+                .select(services::id)
+                .load(conn)
+                .await
+                .map_err(db_error)
+        })
+    }
+
+    /// Every tier, by name.
+    pub async fn tiers(&self) -> Result<Vec<(String, TierLimits)>> {
+        let rows: Vec<(String, i64, i64)> = with_conn!(self, |conn| {
+            tiers::table
+                .order(tiers::name.asc())
+                .select((tiers::name, tiers::max_users, tiers::max_services))
+                .load(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(name, max_users, max_services)| {
+                (
+                    name,
+                    TierLimits {
+                        max_users,
+                        max_services,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Adds a tier or replaces its limits.
+    pub async fn set_tier(&self, name: &str, limits: TierLimits) -> Result<()> {
+        with_conn!(self, |conn| {
+            diesel::insert_into(tiers::table)
+                .values((
+                    tiers::name.eq(name),
+                    tiers::max_users.eq(limits.max_users),
+                    tiers::max_services.eq(limits.max_services),
+                ))
+                .on_conflict(tiers::name)
+                .do_update()
+                .set((
+                    tiers::max_users.eq(limits.max_users),
+                    tiers::max_services.eq(limits.max_services),
+                ))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(())
+    }
+
+    /// Moves an organization to another tier.
+    pub async fn set_organization_tier(&self, id: &str, tier: &str) -> Result<bool> {
+        let now = Utc::now().naive_utc();
+        let n = with_conn!(self, |conn| {
+            diesel::update(organizations::table.find(id))
+                .set((
+                    organizations::tier.eq(tier),
+                    organizations::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(n == 1)
     }
 }

@@ -544,6 +544,7 @@ impl SqlStore {
         with_conn!(self, |conn| {
             services::table
                 .filter(services::organization_id.eq(organization))
+                .filter(services::deleted_at.is_null())
                 .order(services::created_at.asc())
                 .select(services::id)
                 .load(conn)

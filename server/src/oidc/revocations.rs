@@ -1,6 +1,7 @@
 //! Revoked access tokens (by `jti`) and refresh token families, held in memory so that
 //! checking a token reads no database: revocations made on this node count at once, those of
-//! other nodes within [`REFRESH_EVERY`], when the set is reloaded from the database.
+//! other nodes within [`REFRESH_EVERY`], when the set is reloaded from the database
+//! (`Identity::spawn_refresh`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -35,7 +36,7 @@ pub struct Revocations {
 }
 
 impl Revocations {
-    /// Loads the set; [`Self::spawn_refresh`] keeps it current.
+    /// Loads the set; `Identity::spawn_refresh` keeps it current.
     pub async fn load(store: Arc<SqlStore>) -> Result<Arc<Self>> {
         let r = Arc::new(Self {
             store,
@@ -102,19 +103,5 @@ impl Revocations {
         s.noted_jtis.retain(|_, at| fresh(at));
         s.noted_families.retain(|_, at| fresh(at));
         Ok(())
-    }
-
-    /// Keeps the set current until the process ends.
-    pub fn spawn_refresh(self: &Arc<Self>) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(REFRESH_EVERY);
-            loop {
-                tick.tick().await;
-                if let Err(e) = me.reload().await {
-                    tracing::warn!(error = %e, "cannot reload revocations; will retry");
-                }
-            }
-        });
     }
 }
