@@ -48,6 +48,8 @@ pub struct AppState {
     pub token_rate_per_ip: u64,
     /// Password attempts per minute one address may make on the login pages (0: no limit).
     pub login_rate_per_ip: u64,
+    /// Whether `/signup` is open.
+    pub signup: bool,
     /// Outgoing mail (absent with the keys).
     pub mailer: Option<Arc<crate::mail::Mailer>>,
 }
@@ -207,6 +209,7 @@ fn route_label(path: &str) -> &'static str {
         ["api", "me", "verify-email"] => "/api/me/verify-email",
         ["verify-email"] => "/verify-email",
         ["password", "forgot"] => "/password/forgot",
+        ["signup"] => "/signup",
         ["password", "reset"] => "/password/reset",
         ["invitations", "accept"] => "/invitations/accept",
         ["api", "organizations", _, "members", _] => "/api/organizations/{slug}/members/{user_id}",
@@ -516,6 +519,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
             web::resource("/verify-email")
                 .get(account::verify_email)
                 .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+        )
+        .service(
+            web::resource("/signup")
+                .get(account::signup_get)
+                .post(account::signup_post)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
         )
         .service(
             web::resource("/password/forgot")

@@ -47,6 +47,11 @@ pub struct Config {
     /// How long an authorization code may wait to be redeemed, in seconds, 1 to 600
     /// (`GATEHOUSE_CODE_TTL_SECS`).
     pub code_ttl_secs: u64,
+    /// Whether people may create their own accounts at `/signup` (`GATEHOUSE_SIGNUP`).
+    pub signup: bool,
+    /// Redirect URIs of the console client (`gatehouse-console`), comma-separated in
+    /// `GATEHOUSE_CONSOLE_REDIRECT_URIS`; without any it signs in by the device grant only.
+    pub console_redirect_uris: Vec<String>,
 }
 
 impl Default for Config {
@@ -68,6 +73,8 @@ impl Default for Config {
             token_rate_per_ip: 6000,
             login_rate_per_ip: 30,
             code_ttl_secs: 60,
+            signup: true,
+            console_redirect_uris: Vec::new(),
         }
     }
 }
@@ -173,6 +180,17 @@ impl Config {
             c.code_ttl_secs = v
                 .parse()
                 .with_context(|| format!("`GATEHOUSE_CODE_TTL_SECS` is not a number: `{v}`"))?;
+        }
+        if let Some(v) = env("GATEHOUSE_SIGNUP") {
+            c.signup = parse_bool("GATEHOUSE_SIGNUP", &v)?;
+        }
+        if let Some(v) = env("GATEHOUSE_CONSOLE_REDIRECT_URIS") {
+            c.console_redirect_uris = v
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+                .collect();
         }
         if !(1..=600).contains(&c.code_ttl_secs) {
             anyhow::bail!("`code_ttl_secs` must be between 1 and 600");

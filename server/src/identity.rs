@@ -26,6 +26,12 @@ const PLATFORM_SCHEMA: &str = include_str!("../../policies/platform/schema.json"
 pub const PLATFORM: &str = "platform:gatehouse";
 /// The actor of management changes made by the platform's operator (the admin commands).
 pub const OPERATOR: &str = "operator";
+/// The client_id of the console: a public client of the platform itself that anyone with an
+/// account signs in to, to register organizations and manage what they belong to.
+pub const CONSOLE_CLIENT: &str = "gatehouse-console";
+/// The slug of the platform's own organization, which holds the console (not a valid tenant
+/// slug, so no tenant can take it).
+pub const PLATFORM_ORG_SLUG: &str = "_platform";
 /// The tier every organization starts on unless told otherwise.
 pub const FREE_TIER: &str = "free";
 const FREE_LIMITS: TierLimits = TierLimits {
@@ -703,6 +709,87 @@ impl Identity {
         self.organization_by_slug(slug).await
     }
 
+    /// Creates the console client (and the platform's own organization holding it) on first
+    /// start, and keeps its redirect URIs and grants as configured: the device grant always,
+    /// the authorization code grant when it has redirect URIs. Anyone with an account may
+    /// sign in to it.
+    pub async fn ensure_console(&self, redirect_uris: &[String]) -> anyhow::Result<Service> {
+        let mut grants = vec![
+            "urn:ietf:params:oauth:grant-type:device_code".to_string(),
+            "refresh_token".to_string(),
+        ];
+        if !redirect_uris.is_empty() {
+            grants.insert(0, "authorization_code".into());
+        }
+        validate_service("Gatehouse console", &grants, redirect_uris, true)
+            .map_err(|e| anyhow::anyhow!("GATEHOUSE_CONSOLE_REDIRECT_URIS: {e}"))?;
+        let org = match self.store.organization_by_slug(PLATFORM_ORG_SLUG).await? {
+            Some(o) => o,
+            None => {
+                let now = Utc::now();
+                let org = Organization {
+                    id: ulid::Ulid::new().to_string().to_lowercase(),
+                    slug: PLATFORM_ORG_SLUG.into(),
+                    name: "Gatehouse".into(),
+                    tier: FREE_TIER.into(),
+                    status: "active".into(),
+                    created_at: now,
+                    updated_at: now,
+                    logo_url: None,
+                    primary_color: None,
+                };
+                self.store.insert_organization(&org).await?;
+                // Another node may have created it first.
+                self.store
+                    .organization_by_slug(PLATFORM_ORG_SLUG)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("the platform organization vanished"))?
+            }
+        };
+        let object = format!("service:{CONSOLE_CLIENT}");
+        self.write_tuples(
+            &[
+                TupleKey::new(PLATFORM, "platform", format!("organization:{}", org.id)),
+                TupleKey::new(format!("organization:{}", org.id), "organization", &object),
+                TupleKey::new("user:*", "authenticate", &object),
+            ],
+            &[],
+        )
+        .await?;
+        let wanted = |s: &Service| s.redirect_uris == redirect_uris && s.grant_types == grants;
+        match self.store.service(CONSOLE_CLIENT).await? {
+            Some(s) if wanted(&s) => return Ok(s),
+            Some(mut s) => {
+                s.redirect_uris = redirect_uris.to_vec();
+                s.grant_types = grants;
+                self.store.update_service(&s).await?;
+                self.services.invalidate(CONSOLE_CLIENT);
+            }
+            None => {
+                let now = Utc::now();
+                let s = Service {
+                    client_id: CONSOLE_CLIENT.into(),
+                    organization_id: org.id.clone(),
+                    name: "Gatehouse console".into(),
+                    secret_sha256: None,
+                    redirect_uris: redirect_uris.to_vec(),
+                    grant_types: grants,
+                    created_at: now,
+                    updated_at: now,
+                };
+                if let Err(e) = self.store.insert_service(&s).await
+                    && self.store.service(CONSOLE_CLIENT).await?.is_none()
+                {
+                    return Err(e.into());
+                }
+            }
+        }
+        self.store
+            .service(CONSOLE_CLIENT)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the console client vanished"))
+    }
+
     /// Keeps this node's views of other nodes' changes current until the process ends: the
     /// revocations, and which services changed (their cache entries are dropped), every
     /// second.
@@ -761,9 +848,10 @@ impl Identity {
     /// Asks the platform store whether `principal` may sign in to `service` now, with
     /// `context` (`amr`, `ip`, …). `fresh` reads the newest state (interactive sign-ins: a
     /// suspension or a revoked grant, written by any node or by the admin commands, counts at
-    /// once); otherwise the decision may use this node's cache at a revision at most the
-    /// engine's staleness bound (0.5 s) old, where changes made through this node, or
-    /// announced over Redis, count at once (the token endpoint's hot path).
+    /// once); otherwise an allowed decision may come from this node's cache at a revision at
+    /// most the engine's staleness bound (0.5 s) old, where changes made through this node,
+    /// or announced over Redis, count at once (the token endpoint's hot path), and a denial
+    /// is confirmed at the newest revision.
     pub async fn authorize_sign_in(
         &self,
         principal: &str,
@@ -780,24 +868,35 @@ impl Identity {
             }
             self.active_orgs.insert(service.organization_id.clone(), ());
         }
+        let request = |consistency| DecisionRequest {
+            subject: principal.into(),
+            action: "authenticate".into(),
+            resource: format!("service:{}", service.client_id),
+            context: Some(context.clone()),
+            consistency,
+            explain: false,
+            lean: true,
+            attributes: Default::default(),
+        };
+        if fresh {
+            return self
+                .engine
+                .decide(&self.platform_store, &request(Consistency::HigherConsistency))
+                .await;
+        }
+        let d = self
+            .engine
+            .decide(&self.platform_store, &request(Consistency::MinimizeLatency))
+            .await?;
+        if d.allowed {
+            return Ok(d);
+        }
+        // A denial is confirmed at the newest revision before it counts: a grant made a
+        // moment ago elsewhere (another node, the admin commands) is never refused for the
+        // staleness bound. Sightings are recorded only for allowed decisions, so asking twice
+        // records nothing twice.
         self.engine
-            .decide(
-                &self.platform_store,
-                &DecisionRequest {
-                    subject: principal.into(),
-                    action: "authenticate".into(),
-                    resource: format!("service:{}", service.client_id),
-                    context: Some(context),
-                    consistency: if fresh {
-                        Consistency::HigherConsistency
-                    } else {
-                        Consistency::MinimizeLatency
-                    },
-                    explain: false,
-                    lean: true,
-                    attributes: Default::default(),
-                },
-            )
+            .decide(&self.platform_store, &request(Consistency::HigherConsistency))
             .await
     }
 }

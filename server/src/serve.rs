@@ -197,6 +197,9 @@ pub async fn run(config: Config) -> Result<()> {
     let ring = key_ring(&config, store.clone()).await?;
     let identity = Arc::new(Identity::bootstrap(store, engine.clone()).await?);
     bootstrap_owner(&identity).await?;
+    identity
+        .ensure_console(&config.console_redirect_uris)
+        .await?;
     identity.spawn_refresh();
     let kv: Arc<dyn Ephemeral> = match &config.redis_url {
         Some(url) => {
@@ -218,6 +221,7 @@ pub async fn run(config: Config) -> Result<()> {
         sessions: Some(Sessions::new(kv).with_code_ttl(Duration::from_secs(config.code_ttl_secs))),
         token_rate_per_ip: config.token_rate_per_ip,
         login_rate_per_ip: config.login_rate_per_ip,
+        signup: config.signup,
         api_keys: api::api_key_cache(),
         mailer: Some(Arc::new(mailer(&config)?)),
     });

@@ -545,3 +545,254 @@ async fn mail_is_delivered_over_smtp() {
     );
     smtp.kill().await.unwrap();
 }
+
+/// Self-service sign-up: a new person creates an account, confirms the address by mail, signs
+/// in to the console client by the device grant and registers an organization. Bad input and
+/// an address that has an account already change nothing, and the answer does not tell them
+/// apart.
+#[tokio::test(flavor = "multi_thread")]
+async fn people_sign_up_and_register_an_organization() {
+    let s = Server::start(Backend::Sqlite).await;
+    let outbox = s.data_dir().join("outbox");
+    let (acme_web, _, taken) = tenant(&s, "acme").await;
+    let mut b = Browser::new(&s);
+    let form = b.get("/signup").await;
+    assert_eq!(form.status, 200);
+    assert!(
+        form.body.contains(r#"<label for="password">"#),
+        "{}",
+        form.body
+    );
+    let csrf = b.cookies["gh_form"].clone();
+    let new = "newcomer@example.org";
+
+    // Bad input: a clear page, no account.
+    for (fields, status, why) in [
+        (
+            vec![
+                ("csrf", "forged"),
+                ("email", new),
+                ("name", "N"),
+                ("password", PASSWORD),
+            ],
+            400,
+            "forged token",
+        ),
+        (
+            vec![
+                ("csrf", &csrf),
+                ("email", "not-an-address"),
+                ("name", "N"),
+                ("password", PASSWORD),
+            ],
+            400,
+            "bad email",
+        ),
+        (
+            vec![
+                ("csrf", &csrf),
+                ("email", new),
+                ("name", ""),
+                ("password", PASSWORD),
+            ],
+            400,
+            "no name",
+        ),
+        (
+            vec![
+                ("csrf", &csrf),
+                ("email", new),
+                ("name", "N"),
+                ("password", "short"),
+            ],
+            400,
+            "short password",
+        ),
+        (
+            vec![("csrf", &csrf), ("email", new), ("name", "N")],
+            400,
+            "no password",
+        ),
+    ] {
+        let p = b.post("/signup", &fields).await;
+        assert_eq!(p.status, status, "{why}: {}", p.body);
+        assert!(outbox_to(&outbox, new).is_empty(), "{why}: mail sent");
+    }
+
+    // A new address gets an account and a verification link; a taken one the same page and a
+    // message to its owner, its password unchanged.
+    let made = b
+        .post(
+            "/signup",
+            &[
+                ("csrf", &csrf),
+                ("email", new),
+                ("name", "Nia New"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    assert!(made.body.contains("Check your email"), "{}", made.body);
+    let again = b
+        .post(
+            "/signup",
+            &[
+                ("csrf", &csrf),
+                ("email", &taken),
+                ("name", "Mallory"),
+                ("password", "mallory-password"),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(
+        again.body.replace(&taken, "X"),
+        made.body.replace(new, "X"),
+        "the answer tells a taken address apart"
+    );
+    let link = link_in_mail(&outbox, &taken, 1, &format!("{}/password/for", s.base)).await;
+    assert!(link.ends_with("/password/forgot"), "{link}");
+    let verify = link_in_mail(&outbox, new, 1, &format!("{}/verify-email?token=", s.base)).await;
+    assert_eq!(b.get(&path_of(&verify, &s.base)).await.status, 200);
+
+    // Login pages link to it.
+    let (_, challenge) = pkce();
+    let to_login = b
+        .get(&crate::login::authorize_path(
+            &acme_web,
+            REDIRECT,
+            &challenge,
+            &[],
+        ))
+        .await;
+    let login = b.get(to_login.location.as_deref().unwrap()).await;
+    assert!(
+        login.body.contains(r#"<a href="/signup">"#),
+        "{}",
+        login.body
+    );
+    // Sign-up is limited per address.
+    let mut limited = false;
+    for i in 0..6 {
+        let email = format!("flood{i}@example.org");
+        let p = b
+            .post(
+                "/signup",
+                &[
+                    ("csrf", &csrf),
+                    ("email", &email),
+                    ("name", "F"),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        limited |= p.status == 429;
+    }
+    assert!(limited, "no limit on sign-ups from one address");
+
+    // The console client: a device grant, signed in on another browser.
+    let r = s
+        .client
+        .post(format!("{}/oauth2/device_authorization", s.base))
+        .form(&[
+            ("client_id", "gatehouse-console"),
+            ("scope", "openid email"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let grant: Value = r.json().await.unwrap();
+    let user_code = grant["user_code"].as_str().unwrap();
+    let device_code = grant["device_code"].as_str().unwrap();
+    let mut phone = Browser::new(&s);
+    phone.get(&format!("/device?user_code={user_code}")).await;
+    let csrf = phone.cookies["gh_csrf"].clone();
+    let ok = phone
+        .post(
+            "/device",
+            &[
+                ("csrf", &csrf),
+                ("user_code", user_code),
+                ("email", new),
+                ("password", PASSWORD),
+                ("action", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let (st, t) = token(
+        &s,
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device_code),
+            ("client_id", "gatehouse-console"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{t}");
+    let at = t["access_token"].as_str().unwrap();
+    let r = s
+        .client
+        .post(format!("{}/api/organizations", s.base))
+        .bearer_auth(at)
+        .json(&json!({ "slug": "newco", "name": "NewCo" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let out: Value = r.json().await.unwrap();
+    assert_eq!(out["organization"]["status"], "pending");
+    assert_eq!(out["membership"]["role"], "owner");
+    // The platform's own organization is no tenant's to take.
+    let r = s
+        .client
+        .post(format!("{}/api/organizations", s.base))
+        .bearer_auth(at)
+        .json(&json!({ "slug": "_platform", "name": "Mine" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+/// With `GATEHOUSE_SIGNUP=false` accounts come by invitation only.
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_up_can_be_closed() {
+    let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.env.push(("GATEHOUSE_SIGNUP".into(), "false".into()));
+    let s = Server::start_with(opts).await;
+    let (client_id, _, _) = tenant(&s, "acme").await;
+    let mut b = Browser::new(&s);
+    assert_eq!(b.get("/signup").await.status, 404);
+    let p = b
+        .post(
+            "/signup",
+            &[
+                ("csrf", "x"),
+                ("email", "a@b.org"),
+                ("name", "A"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 404);
+    let (_, challenge) = pkce();
+    let to_login = b
+        .get(&crate::login::authorize_path(
+            &client_id,
+            REDIRECT,
+            &challenge,
+            &[],
+        ))
+        .await;
+    let login = b.get(to_login.location.as_deref().unwrap()).await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    assert!(
+        login.body.contains("Sign in") && !login.body.contains("/signup"),
+        "{}",
+        login.body
+    );
+}

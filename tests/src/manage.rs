@@ -411,13 +411,6 @@ async fn the_cli_creates_api_keys() {
     assert!(err.contains("does not exist"), "{err}");
 }
 
-/// Waits out the staleness bound of sign-in decisions (0.5 s): the admin commands write from
-/// another process, and a node that decided something just before may answer from the
-/// revision it had then for that long.
-async fn settle() {
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-}
-
 /// A server with a platform owner (`root@gatehouse.test`).
 async fn with_owner(backend: Backend) -> Server {
     let mut opts = ServerOptions::new(backend);
@@ -459,7 +452,6 @@ async fn services_are_changed_rotated_and_deleted(backend: Backend) {
     user(&s, "alice@acme.io", "acme", "admin").await;
     user(&s, "mel@acme.io", "acme", "member").await;
     user(&s, "bob@globex.io", "globex", "admin").await;
-    settle().await;
     let alice = access_token(&s, &web, &secret, "alice@acme.io").await;
     let mel = access_token(&s, &web, &secret, "mel@acme.io").await;
     let bob = access_token(&s, &g_web, &g_secret, "bob@globex.io").await;
@@ -692,7 +684,6 @@ async fn tiers_and_suspension(backend: Backend) {
     let api = Api { s: &s };
     let (web, secret, _) = tenant(&s, "acme").await;
     user(&s, "alice@acme.io", "acme", "owner").await;
-    settle().await;
     let root = access_token(&s, &web, &secret, "root@gatehouse.test").await;
     let alice = access_token(&s, &web, &secret, "alice@acme.io").await;
 

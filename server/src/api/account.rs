@@ -276,6 +276,197 @@ pub(super) async fn forgot_post(
     )
 }
 
+/// Accounts one address may create (or try to) per minute.
+const SIGNUPS_PER_IP_MINUTE: u64 = 5;
+
+fn signup_form(
+    status: StatusCode,
+    csrf: &str,
+    email: &str,
+    name: &str,
+    error: Option<&str>,
+) -> HttpResponse {
+    form(
+        status,
+        "Create an account",
+        None,
+        "We will send a link to your email address to confirm it. Then sign in with it.",
+        error,
+        "/signup",
+        &[("csrf", csrf)],
+        &[
+            Field {
+                name: "email",
+                label: "Email address",
+                kind: "email",
+                value: email,
+                autocomplete: "username",
+            },
+            Field {
+                name: "name",
+                label: "Your name",
+                kind: "text",
+                value: name,
+                autocomplete: "name",
+            },
+            Field {
+                name: "password",
+                label: "Password (at least 8 characters)",
+                kind: "password",
+                value: "",
+                autocomplete: "new-password",
+            },
+        ],
+        "Create the account",
+    )
+}
+
+fn signup_closed() -> HttpResponse {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "Sign-up is closed",
+        "Accounts on this server are created by invitation. Ask an administrator of your organization to invite you.",
+        None,
+    )
+}
+
+/// `GET /signup`.
+pub(super) async fn signup_get(state: web::Data<AppState>) -> HttpResponse {
+    let p = match provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    if !state.signup {
+        return signup_closed();
+    }
+    let Some((t, c)) = csrf(&p, "/signup") else {
+        return unavailable_page();
+    };
+    with_cookie(signup_form(StatusCode::OK, &t, "", "", None), c)
+}
+
+/// `POST /signup`: creates an account with an unverified address and mails the verification
+/// link. The answer is the same whether or not the address has an account already (its
+/// owner is told by mail instead), and takes as long: the password is hashed either way.
+pub(super) async fn signup_post(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    if !state.signup {
+        return signup_closed();
+    }
+    let (p, f) = match posted(&state, &req, &body) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let csrf = f.get("csrf").cloned().unwrap_or_default();
+    let email = f.get("email").map(|e| e.trim()).unwrap_or_default();
+    let name = f.get("name").map(|n| n.trim()).unwrap_or_default();
+    let password = f.get("password").map(String::as_str).unwrap_or_default();
+    let again =
+        |status: StatusCode, message: &str| signup_form(status, &csrf, email, name, Some(message));
+    let Some(normalized) = crate::identity::users::normalize_email(email) else {
+        return again(StatusCode::BAD_REQUEST, "Enter a valid email address.");
+    };
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return again(
+            StatusCode::BAD_REQUEST,
+            "Enter your name (at most 200 characters).",
+        );
+    }
+    if let Err(e) = crate::identity::users::check_password_rules(password) {
+        return again(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    if let Some(ip) = client_ip(&req) {
+        match p
+            .sessions
+            .kv()
+            .incr(
+                &format!("rate:signup:{ip}"),
+                std::time::Duration::from_secs(60),
+            )
+            .await
+        {
+            Ok(n) if n > SIGNUPS_PER_IP_MINUTE => {
+                return again(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many accounts created from your network. Wait a minute and try again.",
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot count sign-ups");
+                return unavailable_page();
+            }
+        }
+    }
+    let existing = match p.identity.user_by_email(&normalized).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a user");
+            return unavailable_page();
+        }
+    };
+    let created = match existing {
+        Some(_) => None,
+        None => match p
+            .identity
+            .create_user("anonymous", &normalized, name, Some(password), false)
+            .await
+        {
+            Ok(u) => Some(u),
+            // Taken meanwhile by another sign-up: answered as an existing account.
+            Err(gatehouse_engine::Error::Validation(_)) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create an account");
+                return unavailable_page();
+            }
+        },
+    };
+    match created {
+        Some(user) => {
+            if let Err(e) = send_verification(&p, &state, &user).await {
+                tracing::error!(error = %e, "cannot start a verification");
+                return unavailable_page();
+            }
+            p.identity
+                .audit(
+                    None,
+                    &format!("user:{}", user.id),
+                    client_ip(&req).as_deref(),
+                    "user.signed_up",
+                    json!({ "email": user.email }),
+                )
+                .await;
+        }
+        None => {
+            // As long as a new account takes.
+            let _ = crate::identity::users::hash_password(password).await;
+            if let Some(m) = &state.mailer {
+                m.send(
+                    "signup_existing",
+                    normalized.clone(),
+                    "You already have an account".into(),
+                    format!(
+                        "Someone asked to create an account with this address, which has one already. Sign in with it; if you forgot the password, choose a new one here:\n\n{}/password/forgot\n\nIf it was not you, ignore this message.\n",
+                        p.issuer
+                    ),
+                );
+            }
+        }
+    }
+    page(
+        StatusCode::OK,
+        "Check your email",
+        None,
+        &format!(
+            "<p>We sent a message to {}. Open the link in it to confirm your address, then sign in.</p>",
+            super::pages::escape(&normalized)
+        ),
+    )
+}
+
 fn reset_form(status: StatusCode, csrf: &str, token: &str, error: Option<&str>) -> HttpResponse {
     form(
         status,

@@ -596,7 +596,15 @@ pub(super) async fn login_page(state: web::Data<AppState>, req: HttpRequest) -> 
         Ok(x) => x,
         Err(r) => return r,
     };
-    login_form(StatusCode::OK, id, org.as_ref(), &service.name, "", None)
+    login_form(
+        StatusCode::OK,
+        id,
+        org.as_ref(),
+        &service.name,
+        "",
+        None,
+        state.signup,
+    )
 }
 
 /// `POST /login`: a submitted login form.
@@ -647,6 +655,7 @@ pub(super) async fn login_submit(
             &service.name,
             &email,
             Some(message),
+            state.signup,
         )
     };
     if let Some(ip) = &ip {

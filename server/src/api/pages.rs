@@ -171,7 +171,9 @@ pub fn form(
     page(status, title, org, &body)
 }
 
-/// The password login form of a pending authorization request.
+/// The password login form of a pending authorization request, with a link to create an
+/// account when sign-up is open.
+#[allow(clippy::too_many_arguments, reason = "a page is all of these")]
 pub fn login_form(
     status: StatusCode,
     request: &str,
@@ -179,6 +181,7 @@ pub fn login_form(
     service_name: &str,
     email: &str,
     error: Option<&str>,
+    signup: bool,
 ) -> HttpResponse {
     let error = error
         .map(|e| {
@@ -204,10 +207,16 @@ pub fn login_form(
 <input id="password" name="password" type="password" autocomplete="current-password" required{described}>
 <button type="submit">Sign in</button>
 </form>
-<p><a href="/password/forgot">Forgot your password?</a></p>"#,
+<p><a href="/password/forgot">Forgot your password?</a></p>{signup}"#,
         service = escape(service_name),
         request = escape(request),
         email = escape(email),
+        signup = if signup {
+            r#"
+<p>No account yet? <a href="/signup">Create one</a></p>"#
+        } else {
+            ""
+        },
     );
     page(status, "Sign in", org, &body)
 }

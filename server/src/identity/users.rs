@@ -143,7 +143,13 @@ pub fn verify_password_blocking(password: &[u8], hash: &str) -> bool {
 fn argon2_slots() -> &'static tokio::sync::Semaphore {
     static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
     SLOTS.get_or_init(|| {
-        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let slots = std::env::var("GATEHOUSE_PASSWORD_HASH_SLOTS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| (1..=256).contains(n))
+            .unwrap_or(cores);
+        tokio::sync::Semaphore::new(slots)
     })
 }
 
