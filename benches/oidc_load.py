@@ -8,7 +8,7 @@ For each signing algorithm (RS256, ES256, EdDSA), in one run: the raw signing ra
 machine on all cores (`sign_rate`, the floor), then client-credentials issuance over HTTP
 (`POST /oauth2/token`, client_secret_basic) against a server on the embedded default, and the
 ratio of the two. For RS256 also introspection (`POST /oauth2/introspect`): its throughput, its
-latency at half and a quarter of it, and at 1,000 and 2,000 req/s. Idle RSS right after start. Prints Markdown for benches/RESULTS.md.
+latency at half and a quarter of it, and at 1,000, 2,000, 4,000 and 8,000 req/s (8 connections). Idle RSS right after start. Prints Markdown for benches/RESULTS.md.
 """
 import argparse
 import json
@@ -61,7 +61,7 @@ def main():
                 full = load.oha(srv.base + "/oauth2/introspect", a.seconds, a.conns, form=body, basic=auth)
                 half = load.oha(srv.base + "/oauth2/introspect", a.seconds, a.conns, form=body, basic=auth, rate=int(full["rps"] / 2))
                 quarter = load.oha(srv.base + "/oauth2/introspect", a.seconds, a.conns, form=body, basic=auth, rate=int(full["rps"] / 4))
-                fixed = [(r, load.oha(srv.base + "/oauth2/introspect", a.seconds, 8, form=body, basic=auth, rate=r)) for r in (1000, 2000)]
+                fixed = [(r, load.oha(srv.base + "/oauth2/introspect", a.seconds, 8, form=body, basic=auth, rate=r)) for r in (1000, 2000, 4000, 8000)]
                 introspection = (full, half, quarter, fixed)
         finally:
             srv.stop()

@@ -881,7 +881,10 @@ impl Identity {
         if fresh {
             return self
                 .engine
-                .decide(&self.platform_store, &request(Consistency::HigherConsistency))
+                .decide(
+                    &self.platform_store,
+                    &request(Consistency::HigherConsistency),
+                )
                 .await;
         }
         let d = self
@@ -896,7 +899,10 @@ impl Identity {
         // staleness bound. Sightings are recorded only for allowed decisions, so asking twice
         // records nothing twice.
         self.engine
-            .decide(&self.platform_store, &request(Consistency::HigherConsistency))
+            .decide(
+                &self.platform_store,
+                &request(Consistency::HigherConsistency),
+            )
             .await
     }
 }

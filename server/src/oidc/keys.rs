@@ -149,7 +149,26 @@ pub struct KeyRing {
     alg: Algorithm,
     policy: RotationPolicy,
     loaded: RwLock<Arc<Loaded>>,
+    /// Tokens whose signature and issuer were verified, by the SHA-256 of the whole token:
+    /// a resource server introspects the same token on every request it serves, and an RSA
+    /// verification costs tens of microseconds. A hit still needs its key published and its
+    /// expiry checked.
+    verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
 }
+
+/// A token whose signature and issuer were verified.
+#[derive(Debug)]
+struct Verified {
+    claims: serde_json::Value,
+    kid: String,
+    issuer: String,
+}
+
+/// Tokens a node remembers as verified, and for how long at most.
+const VERIFIED_CAPACITY: u64 = 20_000;
+const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+/// Clock skew allowed on `exp`, as jsonwebtoken's default validation allows.
+const EXP_LEEWAY_SECS: i64 = 60;
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -174,6 +193,10 @@ impl KeyRing {
             alg,
             policy,
             loaded: RwLock::new(Arc::new(Loaded::default())),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_live(VERIFIED_FOR)
+                .build(),
         }
     }
 
@@ -354,23 +377,42 @@ impl KeyRing {
     }
 
     fn verify_with(&self, token: &str, issuer: &str, check_exp: bool) -> Option<serde_json::Value> {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let loaded = self.snapshot().ok()?;
+        let live = |v: &Verified| {
+            v.issuer == issuer
+                && loaded.keys.iter().any(|k| k.kid == v.kid)
+                && (!check_exp
+                    || v.claims["exp"]
+                        .as_i64()
+                        .is_some_and(|exp| exp >= Utc::now().timestamp() - EXP_LEEWAY_SECS))
+        };
+        if let Some(v) = self.verified.get(&digest) {
+            return live(&v).then(|| v.claims.clone());
+        }
         let header = jsonwebtoken::decode_header(token).ok()?;
         let kid = header.kid?;
-        let loaded = self.snapshot().ok()?;
         let key = loaded.keys.iter().find(|k| k.kid == kid)?;
         if header.alg != key.alg {
             return None;
         }
+        // The signature and the issuer; the expiry is checked on every use, below.
         let mut v = jsonwebtoken::Validation::new(key.alg);
         v.set_issuer(&[issuer]);
         v.validate_aud = false;
-        v.validate_exp = check_exp;
-        if !check_exp {
-            v.required_spec_claims.remove("exp");
-        }
-        jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &v)
-            .ok()
-            .map(|d| d.claims)
+        v.validate_exp = false;
+        v.required_spec_claims.remove("exp");
+        let claims = jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &v)
+            .ok()?
+            .claims;
+        let verified = Arc::new(Verified {
+            claims,
+            kid,
+            issuer: issuer.to_string(),
+        });
+        self.verified.insert(digest, verified.clone());
+        live(&verified).then(|| verified.claims.clone())
     }
 
     /// The published JWK of `kid`, if it is published.
@@ -533,6 +575,52 @@ mod tests {
             };
             assert!(ring.sign(&claims, "JWT", Utc::now()).is_err());
             assert_eq!(ring.jwks().unwrap()["keys"], serde_json::json!(null));
+        })
+        .await;
+    }
+
+    /// A verified token is remembered, but a hit still needs the same bytes, the same
+    /// issuer, a published key and an unexpired `exp`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn remembered_verifications_keep_every_check() {
+        with_sqlite(|url| async move {
+            let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+            let master = Arc::new(MasterKey::generate().unwrap().0);
+            let policy = RotationPolicy::default();
+            let ring = KeyRing::new(store, master, Algorithm::EdDSA, policy);
+            let t0 = Utc::now();
+            ring.rotate(t0).await.unwrap();
+            let iss = "https://login.example";
+            let sign = |exp: i64| {
+                ring.sign(
+                    &serde_json::json!({ "iss": iss, "sub": "anne", "exp": exp }),
+                    "at+jwt",
+                    t0,
+                )
+                .unwrap()
+            };
+            let live = sign((t0 + Duration::minutes(5)).timestamp());
+            for _ in 0..2 {
+                assert_eq!(ring.verify(&live, iss).unwrap()["sub"], "anne");
+                assert!(ring.verify(&live, "https://other.example").is_none());
+            }
+            // One byte of the signature changed: not the remembered token.
+            let mut tampered = live.clone().into_bytes();
+            let last = tampered.len() - 2;
+            tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(tampered).unwrap();
+            assert!(ring.verify(&tampered, iss).is_none());
+            // Expired beyond the leeway: refused, remembered or not; logout hints may be.
+            let old = sign((t0 - Duration::minutes(5)).timestamp());
+            for _ in 0..2 {
+                assert!(ring.verify(&old, iss).is_none());
+                assert!(ring.verify_ignoring_expiry(&old, iss).is_some());
+            }
+            // Its key retired: a remembered token no longer verifies.
+            let t = t0 + policy.lifetime + policy.retain_after + Duration::minutes(1);
+            ring.rotate(t).await.unwrap();
+            ring.rotate(t + Duration::minutes(1)).await.unwrap();
+            assert!(ring.verify_ignoring_expiry(&live, iss).is_none());
         })
         .await;
     }
