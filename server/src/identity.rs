@@ -63,9 +63,12 @@ pub struct Identity {
     active_orgs: moka::sync::Cache<String, ()>,
 }
 
-/// How far back each read of changed services reaches before the previous one: longer than a
-/// write transaction takes to commit after taking its timestamp.
-const SERVICE_CHANGE_OVERLAP: chrono::Duration = chrono::Duration::seconds(5);
+/// How far back each read of changed services or new revocations reaches before the previous
+/// one: longer than a write takes to commit after taking its timestamp, and than the nodes'
+/// clocks may differ.
+const CHANGE_OVERLAP: chrono::Duration = chrono::Duration::seconds(5);
+/// How often a node reads every live revocation rather than the newer ones.
+const FULL_REVOCATION_READ: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Largest limit a tier may set.
 const MAX_TIER_LIMIT: i64 = 10_000_000;
@@ -791,27 +794,39 @@ impl Identity {
     }
 
     /// Keeps this node's views of other nodes' changes current until the process ends: the
-    /// revocations, and which services changed (their cache entries are dropped), every
-    /// second.
+    /// revocations made since the last read, and which services changed (their cache
+    /// entries are dropped), every second; every live revocation once a minute.
     pub fn spawn_refresh(self: &Arc<Self>) {
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(crate::oidc::revocations::REFRESH_EVERY);
-            // Read from a little before the last read: a change committed while it ran, with
-            // an earlier timestamp, is read again rather than missed.
-            let mut since = Utc::now() - SERVICE_CHANGE_OVERLAP;
+            // Each read reaches from a little before the previous one: a change committed
+            // while it ran, with an earlier timestamp, is read again rather than missed.
+            let mut services_since = Utc::now() - CHANGE_OVERLAP;
+            let mut revocations_since = Utc::now() - CHANGE_OVERLAP;
+            let mut full_read = std::time::Instant::now();
             loop {
                 tick.tick().await;
-                if let Err(e) = me.revocations.reload().await {
-                    tracing::warn!(error = %e, "cannot reload revocations; will retry");
-                }
                 let started = Utc::now();
-                match me.store.services_changed_since(since).await {
+                // Newer revocations every second; everything now and then, as a safety net
+                // (and for rows written before revocations carried their time).
+                let read = if full_read.elapsed() >= FULL_REVOCATION_READ {
+                    me.revocations.reload().await.map(|()| {
+                        full_read = std::time::Instant::now();
+                    })
+                } else {
+                    me.revocations.catch_up(revocations_since).await
+                };
+                match read {
+                    Ok(()) => revocations_since = started - CHANGE_OVERLAP,
+                    Err(e) => tracing::warn!(error = %e, "cannot read revocations; will retry"),
+                }
+                match me.store.services_changed_since(services_since).await {
                     Ok(ids) => {
                         for id in ids {
                             me.services.invalidate(&id);
                         }
-                        since = started - SERVICE_CHANGE_OVERLAP;
+                        services_since = started - CHANGE_OVERLAP;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read changed services; will retry")

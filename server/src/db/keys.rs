@@ -107,11 +107,13 @@ impl SqlStore {
     /// Records that the token `jti` is revoked until `expires_at`.
     pub async fn revoke_token(&self, jti: &str, expires_at: DateTime<Utc>) -> Result<()> {
         let exp = expires_at.naive_utc();
+        let now = Utc::now().naive_utc();
         with_conn!(self, |conn| {
             diesel::insert_into(revoked_tokens::table)
                 .values((
                     revoked_tokens::jti.eq(jti),
                     revoked_tokens::expires_at.eq(exp),
+                    revoked_tokens::revoked_at.eq(Some(now)),
                 ))
                 .on_conflict_do_nothing()
                 .execute(conn)
@@ -121,17 +123,26 @@ impl SqlStore {
         Ok(())
     }
 
-    /// The `jti`s of revoked tokens that have not expired.
-    pub async fn live_revocations(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+    /// The revoked tokens that have not expired (`jti`, expiry); with `since`, only those
+    /// revoked at or after it.
+    pub async fn live_revocations(
+        &self,
+        now: DateTime<Utc>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>> {
         let now = now.naive_utc();
-        with_conn!(self, |conn| {
-            revoked_tokens::table
+        let since = since.map(|s| s.naive_utc());
+        let rows: Vec<(String, chrono::NaiveDateTime)> = with_conn!(self, |conn| {
+            let mut q = revoked_tokens::table
                 .filter(revoked_tokens::expires_at.gt(now))
-                .select(revoked_tokens::jti)
-                .load(conn)
-                .await
-                .map_err(db_error)
-        })
+                .select((revoked_tokens::jti, revoked_tokens::expires_at))
+                .into_boxed();
+            if let Some(since) = since {
+                q = q.filter(revoked_tokens::revoked_at.ge(since));
+            }
+            q.load(conn).await.map_err(db_error)?
+        });
+        Ok(rows.into_iter().map(|(j, e)| (j, e.and_utc())).collect())
     }
 
     /// Forgets revocations of tokens that have expired anyway.

@@ -215,6 +215,7 @@ diesel::table! {
     revoked_tokens (jti) {
         jti -> Text,
         expires_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
     }
 }
 

@@ -700,17 +700,27 @@ impl SqlStore {
     }
 
     /// The ids of revoked families that have not expired.
-    pub async fn revoked_families(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+    /// The revoked families that have not expired (id, expiry); with `since`, only those
+    /// revoked at or after it.
+    pub async fn revoked_families(
+        &self,
+        now: DateTime<Utc>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>> {
         let at = now.naive_utc();
-        with_conn!(self, |conn| {
-            token_families::table
+        let since = since.map(|s| s.naive_utc());
+        let rows: Vec<(String, NaiveDateTime)> = with_conn!(self, |conn| {
+            let mut q = token_families::table
                 .filter(token_families::revoked_at.is_not_null())
                 .filter(token_families::expires_at.gt(at))
-                .select(token_families::id)
-                .load(conn)
-                .await
-                .map_err(db_error)
-        })
+                .select((token_families::id, token_families::expires_at))
+                .into_boxed();
+            if let Some(since) = since {
+                q = q.filter(token_families::revoked_at.ge(since));
+            }
+            q.load(conn).await.map_err(db_error)?
+        });
+        Ok(rows.into_iter().map(|(id, e)| (id, e.and_utc())).collect())
     }
 
     /// Revokes a family; returns whether it was live.
