@@ -44,6 +44,8 @@ pub struct AppState {
     pub sessions: Option<crate::oidc::sessions::Sessions>,
     /// Service API keys looked up recently.
     pub api_keys: ApiKeyCache,
+    /// The owning organization of stores looked up lately.
+    pub store_owners: moka::sync::Cache<String, String>,
     /// Requests per minute one address may make to the token endpoints (0: no limit).
     pub token_rate_per_ip: u64,
     /// Password attempts per minute one address may make on the login pages (0: no limit).
@@ -267,7 +269,17 @@ fn route_label(path: &str) -> &'static str {
 const API_KEY_CACHE_SECS: u64 = 10;
 
 /// Service API keys this node has looked up: digest -> live or not.
-pub type ApiKeyCache = moka::sync::Cache<[u8; 32], bool>;
+/// Service API keys looked up lately: the organization of a live key, `None` for a key that
+/// is not live.
+pub type ApiKeyCache = moka::sync::Cache<[u8; 32], Option<String>>;
+
+/// Who calls the store API: an operator (a configured API key: every store) or an
+/// organization (a service API key: its organization's stores only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreCaller {
+    Operator,
+    Organization(String),
+}
 
 pub fn api_key_cache() -> ApiKeyCache {
     moka::sync::Cache::builder()
@@ -289,8 +301,6 @@ pub(crate) fn bearer(headers: &actix_web::http::header::HeaderMap) -> Option<&st
         .filter(|t| !t.is_empty())
 }
 
-/// Requires `Authorization: Bearer <key>` with a configured API key or a live service API key
-/// (`ak_live_…`).
 /// Serves the request with its client's address in [`crate::identity::REQUEST_IP`], for the
 /// audit events written on its behalf.
 async fn with_request_ip(
@@ -301,40 +311,45 @@ async fn with_request_ip(
     crate::identity::REQUEST_IP.scope(ip, next.call(req)).await
 }
 
+/// Requires `Authorization: Bearer <key>` with a configured API key or a live service API key
+/// (`ak_live_…`), and notes which it was ([`StoreCaller`]).
 async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let key = bearer(req.headers()).map(str::to_string);
-    let mut ok = false;
+    let mut caller = None;
     if let (Some(state), Some(key)) = (req.app_data::<web::Data<AppState>>(), key.as_deref()) {
         let h = hash_key(key);
-        ok = state.api_key_hashes.iter().any(|k| constant_eq(k, &h));
-        if !ok
-            && key.starts_with("ak_live_")
+        if state.api_key_hashes.iter().any(|k| constant_eq(k, &h)) {
+            caller = Some(StoreCaller::Operator);
+        } else if key.starts_with("ak_live_")
             && let Some(identity) = state.identity.as_deref()
         {
-            ok = match state.api_keys.get(&h) {
-                Some(live) => live,
+            let org = match state.api_keys.get(&h) {
+                Some(org) => org,
                 None => match identity.authenticate_api_key(key).await {
                     Ok(found) => {
-                        state.api_keys.insert(h, found.is_some());
-                        found.is_some()
+                        let org = found.map(|(_, service)| service.organization_id);
+                        state.api_keys.insert(h, org.clone());
+                        org
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot look up an API key");
-                        false
+                        None
                     }
                 },
             };
+            caller = org.map(StoreCaller::Organization);
         }
     }
-    if !ok {
+    let Some(caller) = caller else {
         // Answered here as a response, not an error, so the outer middleware still stamps it.
         return Ok(req
             .into_response(ApiError::unauthenticated().error_response())
             .map_into_right_body());
-    }
+    };
+    req.extensions_mut().insert(caller);
     next.call(req)
         .await
         .map(ServiceResponse::map_into_left_body)

@@ -223,6 +223,7 @@ pub async fn run(config: Config) -> Result<()> {
         login_rate_per_ip: config.login_rate_per_ip,
         signup: config.signup,
         api_keys: api::api_key_cache(),
+        store_owners: moka::sync::Cache::builder().max_capacity(100_000).build(),
         mailer: Some(Arc::new(mailer(&config)?)),
     });
     let max_body = config.max_body_bytes;

@@ -946,3 +946,211 @@ async fn tiers_and_suspension(backend: Backend) {
         .await;
     assert_eq!(log["events"][0]["ip"], "127.0.0.1", "{log}");
 }
+
+for_each_backend!(service_keys_reach_only_their_organizations_stores);
+
+/// Stores created with a service API key belong to its organization: another organization's
+/// key finds nothing there, as if the store did not exist, and changes nothing; the operator's
+/// key reaches every store.
+async fn service_keys_reach_only_their_organizations_stores(backend: Backend) {
+    let s = Server::start(backend).await;
+    let api = Api { s: &s };
+    let key_of = |org: &'static str| {
+        let s = &s;
+        async move {
+            let (client_id, _, _) = tenant(s, org).await;
+            admin(
+                s,
+                &["apikey", "create", "--service", &client_id, "--name", "k"],
+                "",
+            )
+            .await
+            .unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let acme = key_of("acme").await;
+    let globex = key_of("globex").await;
+    let operator = s.key.clone();
+    let post = |path: String, key: String, body: Value| {
+        let api = &api;
+        async move {
+            api.call(reqwest::Method::POST, &path, Some(&key), Some(body))
+                .await
+        }
+    };
+    let create = |key: String, name: &'static str| async move {
+        let (st, out) = post("/stores".into(), key, json!({ "name": name })).await;
+        assert_eq!(st, 201, "{out}");
+        out["id"].as_str().unwrap().to_string()
+    };
+    let theirs = create(operator.clone(), "operator's").await;
+    let a1 = create(acme.clone(), "acme one").await;
+    let a2 = create(acme.clone(), "acme two").await;
+    let g1 = create(globex.clone(), "globex one").await;
+
+    // Acme's key works on its stores.
+    let model = json!({
+        "schema_version": "1.1",
+        "type_definitions": [
+            { "type": "user" },
+            { "type": "doc", "relations": { "viewer": { "this": {} } },
+              "metadata": { "relations": { "viewer": { "directly_related_user_types": [{ "type": "user" }] } } } }
+        ]
+    });
+    let (st, out) = post(
+        format!("/stores/{a1}/authorization-models"),
+        acme.clone(),
+        model.clone(),
+    )
+    .await;
+    assert_eq!(st, 201, "{out}");
+    let tuple = json!({ "writes": { "tuple_keys": [{ "user": "user:anne", "relation": "viewer", "object": "doc:1" }] } });
+    assert_eq!(
+        post(format!("/stores/{a1}/write"), acme.clone(), tuple.clone())
+            .await
+            .0,
+        200
+    );
+    let check =
+        json!({ "tuple_key": { "user": "user:anne", "relation": "viewer", "object": "doc:1" } });
+    let (st, out) = post(format!("/stores/{a1}/check"), acme.clone(), check.clone()).await;
+    assert_eq!((st, out["allowed"].as_bool()), (200, Some(true)), "{out}");
+
+    // Globex's key and acme's key cross nowhere: every kind of request is a 404.
+    for (store, key) in [
+        (&a1, &globex),
+        (&g1, &acme),
+        (&theirs, &acme),
+        (&theirs, &globex),
+    ] {
+        let (st, out) = api
+            .call(
+                reqwest::Method::GET,
+                &format!("/stores/{store}"),
+                Some(key),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (st, out["code"].as_str()),
+            (404, Some("store_id_not_found")),
+            "{out}"
+        );
+        assert_eq!(
+            post(format!("/stores/{store}/check"), key.clone(), check.clone())
+                .await
+                .0,
+            404
+        );
+        assert_eq!(
+            post(format!("/stores/{store}/write"), key.clone(), tuple.clone())
+                .await
+                .0,
+            404
+        );
+        assert_eq!(
+            post(
+                format!("/stores/{store}/authorization-models"),
+                key.clone(),
+                model.clone()
+            )
+            .await
+            .0,
+            404
+        );
+        let (st, _) = api
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/stores/{store}"),
+                Some(key),
+                None,
+            )
+            .await;
+        assert_eq!(st, 404);
+    }
+    // Nothing was written or deleted by those.
+    let (st, out) = post(format!("/stores/{a1}/check"), acme.clone(), check.clone()).await;
+    assert_eq!((st, out["allowed"].as_bool()), (200, Some(true)), "{out}");
+    assert_eq!(
+        api.call(
+            reqwest::Method::GET,
+            &format!("/stores/{g1}"),
+            Some(&globex),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+
+    // Listing: each organization its own, paged; the operator everything.
+    let ids = |out: &Value| -> Vec<String> {
+        out["stores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, first) = api
+        .call(
+            reqwest::Method::GET,
+            "/stores?page_size=1",
+            Some(&acme),
+            None,
+        )
+        .await;
+    let token = first["continuation_token"].as_str().unwrap().to_string();
+    assert!(!token.is_empty(), "{first}");
+    let (_, second) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/stores?page_size=1&continuation_token={token}"),
+            Some(&acme),
+            None,
+        )
+        .await;
+    let mut mine = [ids(&first), ids(&second)].concat();
+    mine.sort();
+    let mut want = vec![a1.clone(), a2.clone()];
+    want.sort();
+    assert_eq!(mine, want);
+    let (_, g) = api
+        .call(reqwest::Method::GET, "/stores", Some(&globex), None)
+        .await;
+    assert_eq!(ids(&g), vec![g1.clone()]);
+    let (_, named) = api
+        .call(
+            reqwest::Method::GET,
+            "/stores?name=acme%20two",
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(ids(&named), vec![a2.clone()]);
+    let (_, all) = api
+        .call(
+            reqwest::Method::GET,
+            "/stores?page_size=100",
+            Some(&operator),
+            None,
+        )
+        .await;
+    for id in [&theirs, &a1, &a2, &g1] {
+        assert!(ids(&all).contains(id), "{all}");
+    }
+    assert_eq!(
+        api.call(
+            reqwest::Method::GET,
+            &format!("/stores/{a1}"),
+            Some(&operator),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+}

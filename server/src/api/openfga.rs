@@ -128,6 +128,28 @@ async fn route(req: &HttpRequest, payload: &mut Payload) -> HttpResponse {
         return super::ApiError::from(gatehouse_engine::Error::StoreNotFound(store.to_owned()))
             .error_response();
     }
+    // A service API key reaches its organization's stores only; any other store answers as
+    // if it did not exist.
+    let org = match req.extensions().get::<super::StoreCaller>() {
+        Some(super::StoreCaller::Organization(o)) => Some(o.clone()),
+        _ => None,
+    };
+    if let Some(org) = org {
+        match store_owner(req, store).await {
+            Ok(Some(owner)) if owner == org => {}
+            Ok(_) => {
+                use actix_web::ResponseError;
+                return super::ApiError::from(gatehouse_engine::Error::StoreNotFound(
+                    store.to_owned(),
+                ))
+                .error_response();
+            }
+            Err(e) => {
+                use actix_web::ResponseError;
+                return super::ApiError::from(e).error_response();
+            }
+        }
+    }
     req.extensions_mut().insert(PathIds {
         store: store.to_owned(),
         model: arg.map(str::to_owned),
@@ -518,14 +540,78 @@ struct AssertionsBody {
 
 // ---- stores ----
 
-async fn create_store(state: State, body: web::Json<CreateStore>) -> ApiResult<HttpResponse> {
+/// The organization of the caller, when it is a service API key.
+fn calling_organization(req: &HttpRequest) -> Option<String> {
+    match req.extensions().get::<super::StoreCaller>() {
+        Some(super::StoreCaller::Organization(o)) => Some(o.clone()),
+        _ => None,
+    }
+}
+
+/// The organization `store` belongs to (cached: it never changes once set).
+async fn store_owner(req: &HttpRequest, store: &str) -> gatehouse_engine::Result<Option<String>> {
+    let Some(state) = req.app_data::<State>() else {
+        return Ok(None);
+    };
+    if let Some(o) = state.store_owners.get(store) {
+        return Ok(Some(o));
+    }
+    let Some(identity) = state.identity.as_ref() else {
+        return Ok(None);
+    };
+    let owner = identity.store.store_owner(store).await?;
+    if let Some(o) = &owner {
+        state.store_owners.insert(store.to_string(), o.clone());
+    }
+    Ok(owner)
+}
+
+async fn create_store(
+    state: State,
+    req: HttpRequest,
+    body: web::Json<CreateStore>,
+) -> ApiResult<HttpResponse> {
     let s = state.engine.create_store(&body.name).await?;
+    // A store created with a service API key belongs to the key's organization.
+    if let (Some(org), Some(identity)) = (calling_organization(&req), state.identity.as_ref())
+        && let Err(e) = identity.store.set_store_owner(&s.id, &org).await
+    {
+        if let Err(undo) = state.engine.delete_store(&s.id).await {
+            tracing::error!(error = %undo, store = %s.id, "cannot remove a store whose owner was not recorded");
+        }
+        return Err(e.into());
+    }
     Ok(HttpResponse::Created().json(s))
 }
 
-async fn list_stores(state: State, q: web::Query<ListQuery>) -> ApiResult<HttpResponse> {
+async fn list_stores(
+    state: State,
+    req: HttpRequest,
+    q: web::Query<ListQuery>,
+) -> ApiResult<HttpResponse> {
     let q = q.into_inner();
     let p = page(q.page_size, q.continuation_token, 50)?;
+    if let (Some(org), Some(identity)) = (calling_organization(&req), state.identity.as_ref()) {
+        // An organization's own stores, paged by store id.
+        let ids = identity
+            .store
+            .stores_of(&org, p.token.as_deref(), p.size as i64)
+            .await?;
+        let next = (ids.len() == p.size).then(|| ids.last().cloned()).flatten();
+        let mut items = Vec::new();
+        for id in &ids {
+            match state.engine.get_store(id).await {
+                Ok(store) => items.push(store),
+                Err(gatehouse_engine::Error::StoreNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(name) = q.name.as_deref().filter(|n| !n.is_empty()) {
+            items.retain(|s| s.name == name);
+        }
+        return Ok(HttpResponse::Ok()
+            .json(json!({ "stores": items, "continuation_token": next_token(next) })));
+    }
     let mut res = state
         .engine
         .list_stores(q.name.as_deref().filter(|n| !n.is_empty()), &p)

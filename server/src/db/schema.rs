@@ -212,6 +212,14 @@ diesel::joinable!(services -> organizations (organization_id));
 
 diesel::table! {
     /// Revoked access tokens, until they expire.
+    store_owners (store_id) {
+        store_id -> Text,
+        organization_id -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     revoked_tokens (jti) {
         jti -> Text,
         expires_at -> Timestamp,
@@ -344,4 +352,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     api_keys,
     email_tokens,
+    store_owners,
 );

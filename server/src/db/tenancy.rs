@@ -7,7 +7,7 @@ use gatehouse_engine::Result;
 
 use super::datastore::{TxError, db_error, pool_error, utc};
 use super::models::{OrganizationRow, ServiceRow};
-use super::schema::{api_keys, organizations, platform, services, tiers};
+use super::schema::{api_keys, organizations, platform, services, store_owners, tiers};
 use super::{Backend, SqlStore, SqliteConn};
 
 /// An organization (tenant).
@@ -444,5 +444,56 @@ impl SqlStore {
                 .map_err(db_error)?
         });
         Ok(n == 1)
+    }
+
+    /// Records that `store` belongs to `organization`.
+    pub async fn set_store_owner(&self, store: &str, organization: &str) -> Result<()> {
+        let now = Utc::now().naive_utc();
+        with_conn!(self, |conn| {
+            diesel::insert_into(store_owners::table)
+                .values((
+                    store_owners::store_id.eq(store),
+                    store_owners::organization_id.eq(organization),
+                    store_owners::created_at.eq(now),
+                ))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(())
+    }
+
+    /// The organization `store` belongs to, if any.
+    pub async fn store_owner(&self, store: &str) -> Result<Option<String>> {
+        with_conn!(self, |conn| {
+            store_owners::table
+                .find(store)
+                .select(store_owners::organization_id)
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)
+        })
+    }
+
+    /// The stores of `organization`, by id, after `after`, at most `limit`.
+    pub async fn stores_of(
+        &self,
+        organization: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<String>> {
+        let after = after.unwrap_or_default().to_string();
+        with_conn!(self, |conn| {
+            store_owners::table
+                .filter(store_owners::organization_id.eq(organization))
+                .filter(store_owners::store_id.gt(&after))
+                .order(store_owners::store_id.asc())
+                .limit(limit)
+                .select(store_owners::store_id)
+                .load(conn)
+                .await
+                .map_err(db_error)
+        })
     }
 }
