@@ -507,12 +507,20 @@ impl Identity {
             TupleKey::new(&object, "authenticate", &object),
         ];
         self.write_tuples(&tuples, &[]).await?;
-        if let Err(e) = self.store.insert_service(&service).await {
+        let added = self
+            .store
+            .insert_service_within(&service, limits.max_services)
+            .await;
+        if !matches!(added, Ok(true)) {
             // Take back the tuples of the service that was not created.
             if let Err(undo) = self.write_tuples(&[], &tuples).await {
                 tracing::error!(error = %undo, client_id, "cannot remove the tuples of a service that was not created");
             }
-            return Err(e);
+            added?;
+            return Err(Error::Validation(format!(
+                "organization `{org_slug}` has reached its tier's limit of {} services",
+                limits.max_services
+            )));
         }
         self.audit(
             Some(&org.id),
@@ -780,7 +788,8 @@ impl Identity {
                     created_at: now,
                     updated_at: now,
                 };
-                if let Err(e) = self.store.insert_service(&s).await
+                // One console, whatever the tier says.
+                if let Err(e) = self.store.insert_service_within(&s, i64::MAX).await
                     && self.store.service(CONSOLE_CLIENT).await?.is_none()
                 {
                     return Err(e.into());

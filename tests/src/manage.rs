@@ -1154,3 +1154,90 @@ async fn service_keys_reach_only_their_organizations_stores(backend: Backend) {
         200
     );
 }
+
+for_each_backend!(tier_limits_hold_under_concurrent_additions);
+
+/// Tier limits hold when additions race: eight admin commands (eight processes) add members,
+/// then services, at once to an organization whose tier allows four of each.
+async fn tier_limits_hold_under_concurrent_additions(backend: Backend) {
+    let s = Server::start(backend).await;
+    admin(
+        &s,
+        &[
+            "tier",
+            "set",
+            "small",
+            "--max-users",
+            "4",
+            "--max-services",
+            "4",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    admin(
+        &s,
+        &[
+            "org", "create", "--slug", "acme", "--name", "Acme", "--tier", "small",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    admin(&s, &["org", "approve", "acme"], "").await.unwrap();
+    let emails: Vec<String> = (0..8).map(|i| format!("u{i}@acme.io")).collect();
+    let s = &s;
+    let members = futures::future::join_all(emails.iter().map(|e| async move {
+        admin(
+            s,
+            &[
+                "user", "create", "--email", e, "--org", "acme", "--role", "member",
+            ],
+            "",
+        )
+        .await
+    }))
+    .await;
+    let added = members.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(added, 4, "{members:?}");
+    for refused in members.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(refused.contains("limit of 4 users"), "{refused}");
+    }
+    let names: Vec<String> = (0..8).map(|i| format!("svc{i}")).collect();
+    let services = futures::future::join_all(names.iter().map(|n| async move {
+        admin(
+            s,
+            &[
+                "service",
+                "create",
+                "--org",
+                "acme",
+                "--name",
+                n,
+                "--grant",
+                "client_credentials",
+            ],
+            "",
+        )
+        .await
+    }))
+    .await;
+    let made: Vec<_> = services.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(made.len(), 4, "{services:?}");
+    for refused in services.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(refused.contains("limit of 4 services"), "{refused}");
+    }
+    // The refused ones left no grant behind: only the four made can get tokens.
+    for svc in made {
+        let id = svc["client_id"].as_str().unwrap();
+        let secret = svc["client_secret"].as_str().unwrap();
+        let (st, t) = token(
+            s,
+            &[("grant_type", "client_credentials")],
+            Some((id, secret)),
+        )
+        .await;
+        assert_eq!(st, 200, "{t}");
+    }
+}

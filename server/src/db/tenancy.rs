@@ -247,7 +247,10 @@ impl SqlStore {
         })
     }
 
-    pub async fn insert_service(&self, s: &Service) -> Result<()> {
+    /// Adds a service unless its organization has `max` live services already, in one
+    /// transaction that holds the organization's row, so that concurrent additions (from any
+    /// node) cannot together pass the limit; false if the limit is reached.
+    pub async fn insert_service_within(&self, s: &Service, max: i64) -> Result<bool> {
         let json = |v: &Vec<String>| {
             serde_json::to_string(v)
                 .map_err(|e| gatehouse_engine::Error::Storage(format!("cannot serialize: {e}")))
@@ -263,14 +266,30 @@ impl SqlStore {
             updated_at: s.updated_at.naive_utc(),
             deleted_at: None,
         };
-        with_conn!(self, |conn| {
+        let added: bool = write_tx!(self, |conn| {
+            // Hold the organization's row until commit (a no-op update: PostgreSQL locks the
+            // row; SQLite's write transaction holds the whole database).
+            diesel::update(organizations::table.find(&row.organization_id))
+                .set(organizations::tier.eq(organizations::tier))
+                .execute(conn)
+                .await?;
+            let n: i64 = services::table
+                .filter(services::organization_id.eq(&row.organization_id))
+                .filter(services::deleted_at.is_null())
+                .count()
+                .get_result(conn)
+                .await?;
+            if n >= max {
+                return Ok(false);
+            }
             diesel::insert_into(services::table)
                 .values(&row)
                 .execute(conn)
-                .await
-                .map_err(db_error)?
-        });
-        Ok(())
+                .await?;
+            Ok(true)
+        })
+        .map_err(gatehouse_engine::Error::from)?;
+        Ok(added)
     }
 
     pub async fn service(&self, client_id: &str) -> Result<Option<Service>> {

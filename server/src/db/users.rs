@@ -12,6 +12,16 @@ use super::schema::{
 };
 use super::{Backend, SqlStore, SqliteConn};
 
+/// What an insert bounded by a limit came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    Inserted,
+    /// The row exists already.
+    Exists,
+    /// The limit is reached.
+    Full,
+}
+
 /// A user: global, joined to organizations by memberships.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct User {
@@ -353,17 +363,39 @@ impl SqlStore {
         })
     }
 
-    /// Adds a membership; false if the user is a member already.
-    pub async fn insert_membership(&self, m: &Membership) -> Result<bool> {
-        let n = with_conn!(self, |conn| {
-            diesel::insert_into(memberships::table)
-                .values(m)
+    /// Adds a membership unless the organization has `max` members already, in one
+    /// transaction that holds the organization's row, so that concurrent additions (from any
+    /// node) cannot together pass the limit.
+    pub async fn insert_membership_within(&self, m: &Membership, max: i64) -> Result<Limited> {
+        let m = m.clone();
+        let outcome: Limited = write_tx!(self, |conn| {
+            // Hold the organization's row until commit (a no-op update: PostgreSQL locks the
+            // row; SQLite's write transaction holds the whole database).
+            diesel::update(organizations::table.find(&m.organization_id))
+                .set(organizations::tier.eq(organizations::tier))
+                .execute(conn)
+                .await?;
+            let n: i64 = memberships::table
+                .filter(memberships::organization_id.eq(&m.organization_id))
+                .count()
+                .get_result(conn)
+                .await?;
+            if n >= max {
+                return Ok(Limited::Full);
+            }
+            let added = diesel::insert_into(memberships::table)
+                .values(&m)
                 .on_conflict_do_nothing()
                 .execute(conn)
-                .await
-                .map_err(db_error)?
-        });
-        Ok(n == 1)
+                .await?;
+            Ok(if added == 1 {
+                Limited::Inserted
+            } else {
+                Limited::Exists
+            })
+        })
+        .map_err(Error::from)?;
+        Ok(outcome)
     }
 
     pub async fn membership(&self, organization: &str, user: &str) -> Result<Option<Membership>> {

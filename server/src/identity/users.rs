@@ -9,7 +9,7 @@ use gatehouse_engine::{Error, Result};
 
 use super::{Identity, PLATFORM};
 use crate::db::tenancy::Service;
-use crate::db::users::{ApiKey, Membership, User};
+use crate::db::users::{ApiKey, Limited, Membership, User};
 
 /// Roles in an organization, lowest first.
 pub const ROLES: [&str; 4] = ["viewer", "member", "admin", "owner"];
@@ -319,11 +319,31 @@ impl Identity {
             format!("organization:{}", org.id),
         );
         self.write_tuples(std::slice::from_ref(&tuple), &[]).await?;
-        if !self.store.insert_membership(&m).await? {
-            self.write_tuples(&[], &[tuple]).await?;
-            return Err(Error::Validation(format!(
-                "user `{user_id}` is a member of `{org_slug}` already"
-            )));
+        let added = self
+            .store
+            .insert_membership_within(&m, limits.max_users)
+            .await;
+        if !matches!(added, Ok(Limited::Inserted)) {
+            // Take back the tuple of the membership that was not created (unless a membership
+            // made meanwhile with the same role stands on it).
+            let same_role_exists = matches!(added, Ok(Limited::Exists))
+                && self
+                    .store
+                    .membership(&org.id, user_id)
+                    .await?
+                    .is_some_and(|existing| existing.role == role);
+            if !same_role_exists {
+                self.write_tuples(&[], &[tuple]).await?;
+            }
+            return Err(match added? {
+                Limited::Full => Error::Validation(format!(
+                    "organization `{org_slug}` has reached its tier's limit of {} users",
+                    limits.max_users
+                )),
+                _ => Error::Validation(format!(
+                    "user `{user_id}` is a member of `{org_slug}` already"
+                )),
+            });
         }
         self.audit(
             Some(&org.id),
