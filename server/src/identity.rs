@@ -165,6 +165,11 @@ pub fn valid_logo_url(u: &str) -> bool {
     https_or_loopback(u)
 }
 
+/// The error for a service that does not exist (or no longer does).
+fn gone(client_id: &str) -> Error {
+    Error::Validation(format!("service `{client_id}` does not exist"))
+}
+
 /// Checks a service's fields: a name, known grant types (no client credentials for a public
 /// client), and absolute https redirect URIs (http only on loopback) without fragments, at
 /// least one for the authorization code grant.
@@ -536,6 +541,14 @@ impl Identity {
         })
     }
 
+    /// The live service `client_id`, read from the database (not the cache).
+    async fn live_service(&self, client_id: &str) -> Result<Service> {
+        self.store
+            .service(client_id)
+            .await?
+            .ok_or_else(|| gone(client_id))
+    }
+
     /// Changes a service's name, redirect URIs or grant types (what is `None` stays). Sessions
     /// and tokens issued before stay valid; a redirect URI that is removed is refused from now
     /// on.
@@ -545,10 +558,7 @@ impl Identity {
         client_id: &str,
         change: ServiceChange,
     ) -> Result<Service> {
-        let mut s =
-            self.store.service(client_id).await?.ok_or_else(|| {
-                Error::Validation(format!("service `{client_id}` does not exist"))
-            })?;
+        let mut s = self.live_service(client_id).await?;
         if let Some(name) = change.name {
             s.name = name.trim().into();
         }
@@ -560,9 +570,7 @@ impl Identity {
         }
         validate_service(&s.name, &s.grant_types, &s.redirect_uris, s.is_public())?;
         if !self.store.update_service(&s).await? {
-            return Err(Error::Validation(format!(
-                "service `{client_id}` does not exist"
-            )));
+            return Err(gone(client_id));
         }
         self.services.invalidate(client_id);
         self.audit(
@@ -573,10 +581,7 @@ impl Identity {
             serde_json::json!({ "client_id": client_id, "name": s.name, "grant_types": s.grant_types, "redirect_uris": s.redirect_uris }),
         )
         .await;
-        self.store
-            .service(client_id)
-            .await?
-            .ok_or_else(|| Error::Validation(format!("service `{client_id}` does not exist")))
+        self.live_service(client_id).await
     }
 
     /// Gives a confidential service a new secret (returned once, stored as its SHA-256); the
@@ -586,10 +591,7 @@ impl Identity {
         actor: &str,
         client_id: &str,
     ) -> Result<CreatedService> {
-        let s =
-            self.store.service(client_id).await?.ok_or_else(|| {
-                Error::Validation(format!("service `{client_id}` does not exist"))
-            })?;
+        let s = self.live_service(client_id).await?;
         if s.is_public() {
             return Err(Error::Validation(format!(
                 "service `{client_id}` is a public client: it has no secret"
@@ -601,9 +603,7 @@ impl Identity {
             .set_service_secret(client_id, &sha256_hex(&secret))
             .await?
         {
-            return Err(Error::Validation(format!(
-                "service `{client_id}` does not exist"
-            )));
+            return Err(gone(client_id));
         }
         self.services.invalidate(client_id);
         self.audit(
@@ -614,10 +614,7 @@ impl Identity {
             serde_json::json!({ "client_id": client_id }),
         )
         .await;
-        let service =
-            self.store.service(client_id).await?.ok_or_else(|| {
-                Error::Validation(format!("service `{client_id}` does not exist"))
-            })?;
+        let service = self.live_service(client_id).await?;
         Ok(CreatedService {
             service,
             client_secret: Some(secret),
@@ -628,14 +625,9 @@ impl Identity {
     /// revoked, and the tokens it was issued stop being active (at once on this node, within
     /// 1 s on the others). Its row stays, marked deleted, for the audit log.
     pub async fn delete_service(&self, actor: &str, client_id: &str) -> Result<Service> {
-        let s =
-            self.store.service(client_id).await?.ok_or_else(|| {
-                Error::Validation(format!("service `{client_id}` does not exist"))
-            })?;
+        let s = self.live_service(client_id).await?;
         if !self.store.delete_service(client_id).await? {
-            return Err(Error::Validation(format!(
-                "service `{client_id}` does not exist"
-            )));
+            return Err(gone(client_id));
         }
         self.services.invalidate(client_id);
         let object = format!("service:{client_id}");

@@ -28,14 +28,21 @@ pub async fn over_rate(kv: &dyn Ephemeral, key: &str, limit: u64) -> Result<Opti
     Ok((n > limit).then_some(60))
 }
 
-/// Whether `key` is locked out; `Some(retry_after_secs)` if so.
-pub async fn locked(kv: &dyn Ephemeral, key: &str) -> Result<Option<u64>> {
+/// Whether any of `keys` is locked out, read in one round trip; `Some(retry_after_secs)` of
+/// the longest lock if so.
+pub async fn locked_any(kv: &dyn Ephemeral, keys: &[&str]) -> Result<Option<u64>> {
+    let names: Vec<String> = keys.iter().map(|k| format!("lock:{k}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let now = chrono::Utc::now().timestamp();
     Ok(kv
-        .get(&format!("lock:{key}"))
+        .get_many(&names)
         .await?
-        .and_then(|until| until.parse::<i64>().ok())
-        .map(|until| until - chrono::Utc::now().timestamp())
+        .into_iter()
+        .flatten()
+        .filter_map(|until| until.parse::<i64>().ok())
+        .map(|until| until - now)
         .filter(|left| *left > 0)
+        .max()
         .map(|left| left as u64))
 }
 
@@ -68,17 +75,23 @@ mod tests {
         for _ in 0..FAILURE_THRESHOLD - 1 {
             failed(&kv, "k").await.unwrap();
         }
-        assert_eq!(locked(&kv, "k").await.unwrap(), None);
+        assert_eq!(locked_any(&kv, &["k"]).await.unwrap(), None);
         failed(&kv, "k").await.unwrap();
-        let first = locked(&kv, "k").await.unwrap().unwrap();
+        let first = locked_any(&kv, &["k"]).await.unwrap().unwrap();
         assert!(
             (FIRST_LOCK_SECS - 1..=FIRST_LOCK_SECS).contains(&first),
             "{first}"
         );
         failed(&kv, "k").await.unwrap();
-        let second = locked(&kv, "k").await.unwrap().unwrap();
+        let second = locked_any(&kv, &["k"]).await.unwrap().unwrap();
         assert!(second > first, "{second} after {first}");
-        assert_eq!(locked(&kv, "other").await.unwrap(), None);
+        assert_eq!(locked_any(&kv, &["other"]).await.unwrap(), None);
+        let any = locked_any(&kv, &["other", "k"]).await.unwrap().unwrap();
+        assert!(
+            (second.saturating_sub(1)..=second).contains(&any),
+            "{any} {second}"
+        );
+        assert_eq!(locked_any(&kv, &["other", "else"]).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -250,12 +250,10 @@ async fn authenticate_client(
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let (by_client, by_ip) = (format!("client:{client_id}"), format!("client-ip:{ip}"));
-    for key in [&by_client, &by_ip] {
-        match super::limits::locked(kv, key).await {
-            Ok(None) => {}
-            Ok(Some(secs)) => return Err(Box::new(too_many(secs))),
-            Err(e) => return Err(internal("cannot read a lockout", e)),
-        }
+    match super::limits::locked_any(kv, &[by_client.as_str(), by_ip.as_str()]).await {
+        Ok(None) => {}
+        Ok(Some(secs)) => return Err(Box::new(too_many(secs))),
+        Err(e) => return Err(internal("cannot read a lockout", e)),
     }
     match identity.authenticate_client(&client_id, &secret).await {
         Ok(Some(s)) => Ok(s),

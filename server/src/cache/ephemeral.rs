@@ -14,6 +14,8 @@ pub trait Ephemeral: Send + Sync + std::fmt::Debug {
     /// Stores `value` under `key` for `ttl`.
     async fn put(&self, key: &str, value: &str, ttl: Duration) -> Result<()>;
     async fn get(&self, key: &str) -> Result<Option<String>>;
+    /// Several keys in one round trip, in the order given.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<String>>>;
     /// Reads and removes `key` at once: of two callers racing, one gets the value.
     async fn take(&self, key: &str) -> Result<Option<String>>;
     async fn delete(&self, key: &str) -> Result<()>;
@@ -98,6 +100,14 @@ impl Ephemeral for InProcess {
                 _ => None,
             }
         })
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<String>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(k).await?);
+        }
+        Ok(out)
     }
 
     async fn take(&self, key: &str) -> Result<Option<String>> {
@@ -248,6 +258,17 @@ impl Ephemeral for InRedis {
         self.query(&c).await
     }
 
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<String>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = redis::cmd("MGET");
+        for k in keys {
+            c.arg(self.key(k));
+        }
+        self.query(&c).await
+    }
+
     async fn take(&self, key: &str) -> Result<Option<String>> {
         let mut c = redis::cmd("GETDEL");
         c.arg(self.key(key));
@@ -323,6 +344,13 @@ mod tests {
         assert_eq!(kv.get("a").await.unwrap().as_deref(), Some("1"));
         assert_eq!(kv.take("a").await.unwrap().as_deref(), Some("1"));
         assert_eq!(kv.take("a").await.unwrap(), None);
+        kv.put("c", "3", long).await.unwrap();
+        kv.put("d", "4", long).await.unwrap();
+        assert_eq!(
+            kv.get_many(&["c", "missing", "d"]).await.unwrap(),
+            vec![Some("3".into()), None, Some("4".into())]
+        );
+        assert!(kv.get_many(&[]).await.unwrap().is_empty());
         kv.put("b", "2", Duration::from_millis(30)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(kv.get("b").await.unwrap(), None, "expired");

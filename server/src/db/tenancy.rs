@@ -81,6 +81,12 @@ fn service_from(r: ServiceRow) -> Result<Service> {
     })
 }
 
+/// A list of strings as the JSON text its column holds.
+fn json_list(v: &[String]) -> Result<String> {
+    serde_json::to_string(v)
+        .map_err(|e| gatehouse_engine::Error::Storage(format!("cannot serialize: {e}")))
+}
+
 /// A tier's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TierLimits {
@@ -251,17 +257,13 @@ impl SqlStore {
     /// transaction that holds the organization's row, so that concurrent additions (from any
     /// node) cannot together pass the limit; false if the limit is reached.
     pub async fn insert_service_within(&self, s: &Service, max: i64) -> Result<bool> {
-        let json = |v: &Vec<String>| {
-            serde_json::to_string(v)
-                .map_err(|e| gatehouse_engine::Error::Storage(format!("cannot serialize: {e}")))
-        };
         let row = ServiceRow {
             id: s.client_id.clone(),
             organization_id: s.organization_id.clone(),
             name: s.name.clone(),
             secret_sha256: s.secret_sha256.clone(),
-            redirect_uris: json(&s.redirect_uris)?,
-            grant_types: json(&s.grant_types)?,
+            redirect_uris: json_list(&s.redirect_uris)?,
+            grant_types: json_list(&s.grant_types)?,
             created_at: s.created_at.naive_utc(),
             updated_at: s.updated_at.naive_utc(),
             deleted_at: None,
@@ -309,11 +311,7 @@ impl SqlStore {
     /// Replaces a live service's name, redirect URIs and grant types; false if there is no
     /// such live service.
     pub async fn update_service(&self, s: &Service) -> Result<bool> {
-        let json = |v: &Vec<String>| {
-            serde_json::to_string(v)
-                .map_err(|e| gatehouse_engine::Error::Storage(format!("cannot serialize: {e}")))
-        };
-        let (uris, grants) = (json(&s.redirect_uris)?, json(&s.grant_types)?);
+        let (uris, grants) = (json_list(&s.redirect_uris)?, json_list(&s.grant_types)?);
         let now = Utc::now().naive_utc();
         let n = with_conn!(self, |conn| {
             diesel::update(
