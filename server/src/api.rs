@@ -42,8 +42,6 @@ pub struct AppState {
     pub issuer: String,
     /// Login sessions, pending authorization requests and codes (absent with the keys).
     pub sessions: Option<crate::oidc::sessions::Sessions>,
-    /// Service API keys looked up recently.
-    pub api_keys: ApiKeyCache,
     /// The owning organization of stores looked up lately.
     pub store_owners: moka::sync::Cache<String, String>,
     /// Requests per minute one address may make to the token endpoints (0: no limit).
@@ -264,28 +262,12 @@ fn route_label(path: &str) -> &'static str {
     }
 }
 
-/// How long this node trusts what it learned of a service API key (a revocation on another
-/// node takes effect here within this; on this node at once).
-const API_KEY_CACHE_SECS: u64 = 10;
-
-/// Service API keys this node has looked up: digest -> live or not.
-/// Service API keys looked up lately: the organization of a live key, `None` for a key that
-/// is not live.
-pub type ApiKeyCache = moka::sync::Cache<[u8; 32], Option<String>>;
-
 /// Who calls the store API: an operator (a configured API key: every store) or an
 /// organization (a service API key: its organization's stores only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreCaller {
     Operator,
     Organization(String),
-}
-
-pub fn api_key_cache() -> ApiKeyCache {
-    moka::sync::Cache::builder()
-        .max_capacity(100_000)
-        .time_to_live(std::time::Duration::from_secs(API_KEY_CACHE_SECS))
-        .build()
 }
 
 /// The credential of `Authorization: Bearer <credential>`, if any.
@@ -326,12 +308,12 @@ async fn authenticate(
         } else if key.starts_with("ak_live_")
             && let Some(identity) = state.identity.as_deref()
         {
-            let org = match state.api_keys.get(&h) {
+            let org = match identity.api_keys.get(&h) {
                 Some(org) => org,
                 None => match identity.authenticate_api_key(key).await {
                     Ok(found) => {
                         let org = found.map(|(_, service)| service.organization_id);
-                        state.api_keys.insert(h, org.clone());
+                        identity.api_keys.insert(h, org.clone());
                         org
                     }
                     Err(e) => {

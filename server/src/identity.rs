@@ -58,6 +58,10 @@ pub struct Identity {
     /// its entry at once; one made on another node, within [`Identity::spawn_refresh`]'s
     /// period (1 s), when this node reads which services changed.
     services: moka::sync::Cache<String, Service>,
+    /// Service API keys looked up lately, by the SHA-256 of the key: the organization of a
+    /// live key, `None` for one that is not. A revocation made on this node drops its entry at
+    /// once; one made elsewhere, within [`Identity::spawn_refresh`]'s period (1 s).
+    pub api_keys: moka::sync::Cache<[u8; 32], Option<String>>,
     /// Organizations known to be active (an organization leaves `active` only by suspension,
     /// which the graph carries).
     active_orgs: moka::sync::Cache<String, ()>,
@@ -258,6 +262,10 @@ impl Identity {
             platform_store,
             revocations,
             services: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(TENANCY_CACHE)
+                .build(),
+            api_keys: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(TENANCY_CACHE)
                 .build(),
@@ -541,6 +549,15 @@ impl Identity {
         })
     }
 
+    /// Drops the key with this SHA-256 (hex) from the API-key cache.
+    pub fn forget_api_key(&self, key_sha256: &str) {
+        if let Ok(digest) = hex::decode(key_sha256)
+            && let Ok(digest) = <[u8; 32]>::try_from(digest)
+        {
+            self.api_keys.invalidate(&digest);
+        }
+    }
+
     /// The live service `client_id`, read from the database (not the cache).
     async fn live_service(&self, client_id: &str) -> Result<Service> {
         self.store
@@ -795,8 +812,9 @@ impl Identity {
     }
 
     /// Keeps this node's views of other nodes' changes current until the process ends: the
-    /// revocations made since the last read, and which services changed (their cache
-    /// entries are dropped), every second; every live revocation once a minute.
+    /// revocations made since the last read, which services changed and which API keys were
+    /// revoked (their cache entries are dropped), every second; every live revocation once a
+    /// minute.
     pub fn spawn_refresh(self: &Arc<Self>) {
         let me = self.clone();
         tokio::spawn(async move {
@@ -822,15 +840,20 @@ impl Identity {
                     Ok(()) => revocations_since = started - CHANGE_OVERLAP,
                     Err(e) => tracing::warn!(error = %e, "cannot read revocations; will retry"),
                 }
-                match me.store.services_changed_since(services_since).await {
-                    Ok(ids) => {
+                let changed = me.store.services_changed_since(services_since).await;
+                let keys = me.store.api_keys_revoked_since(services_since).await;
+                match (changed, keys) {
+                    (Ok(ids), Ok(keys)) => {
                         for id in ids {
                             me.services.invalidate(&id);
                         }
+                        for k in keys {
+                            me.forget_api_key(&k);
+                        }
                         services_since = started - CHANGE_OVERLAP;
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read changed services; will retry")
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!(error = %e, "cannot read changed services or keys; will retry");
                     }
                 }
             }

@@ -222,7 +222,6 @@ pub async fn run(config: Config) -> Result<()> {
         token_rate_per_ip: config.token_rate_per_ip,
         login_rate_per_ip: config.login_rate_per_ip,
         signup: config.signup,
-        api_keys: api::api_key_cache(),
         store_owners: moka::sync::Cache::builder().max_capacity(100_000).build(),
         mailer: Some(Arc::new(mailer(&config)?)),
     });

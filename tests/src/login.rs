@@ -1591,7 +1591,7 @@ async fn a_revocation_reaches_the_other_nodes() {
 
 /// A service's changes made elsewhere (here by the admin commands, another process) reach
 /// every node within a second or two, though each has the service cached: a rotated secret
-/// stops working, and a deleted service's tokens stop being active.
+/// stops working, and a deleted service's tokens and API keys stop working.
 #[tokio::test(flavor = "multi_thread")]
 async fn service_changes_reach_every_node() {
     let mut opts = ServerOptions::new(Backend::Postgres);
@@ -1673,6 +1673,22 @@ async fn service_changes_reach_every_node() {
         async move { req.send().await.unwrap().json::<Value>().await.unwrap()["active"] == true }
     };
     assert!(active(&a).await && active(&b).await);
+    // Its API key, cached by both nodes.
+    let key = admin(
+        &a,
+        &["apikey", "create", "--service", &id, "--name", "ci"],
+        "",
+    )
+    .await
+    .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key_works = |s: &Server| {
+        let req = s.client.get(format!("{}/stores", s.base)).bearer_auth(&key);
+        async move { req.send().await.unwrap().status() == 200 }
+    };
+    assert!(key_works(&a).await && key_works(&b).await);
     admin(&a, &["service", "delete", &id], "").await.unwrap();
     assert!(
         admin(&a, &["service", "delete", &id], "").await.is_err(),
@@ -1685,6 +1701,11 @@ async fn service_changes_reach_every_node() {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         assert!(!works(node, &id, &new).await);
+        let check = until("the key's revocation");
+        while key_works(node).await {
+            check();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 }
 

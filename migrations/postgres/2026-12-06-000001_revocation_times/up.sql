@@ -3,3 +3,4 @@
 ALTER TABLE revoked_tokens ADD COLUMN revoked_at TIMESTAMP;
 CREATE INDEX revoked_tokens_revoked_idx ON revoked_tokens (revoked_at);
 CREATE INDEX token_families_revoked_idx ON token_families (revoked_at);
+CREATE INDEX api_keys_revoked_idx ON api_keys (revoked_at);

@@ -835,21 +835,12 @@ pub(super) async fn delete_service(
                 .await
                 .map_err(engine_error)?;
             for k in &keys {
-                forget_api_key(&state, &k.key_sha256);
+                p.identity.forget_api_key(&k.key_sha256);
             }
             Ok(HttpResponse::NoContent().finish())
         }
         .await,
     )
-}
-
-/// Drops a key from this node's API-key cache, so that its revocation counts here at once.
-fn forget_api_key(state: &AppState, key_sha256: &str) {
-    if let Ok(digest) = hex::decode(key_sha256)
-        && let Ok(digest) = <[u8; 32]>::try_from(digest)
-    {
-        state.api_keys.invalidate(&digest);
-    }
 }
 
 /// `GET /api/tiers`: every tier and its limits, for any signed-in caller.
@@ -974,7 +965,7 @@ pub(super) async fn revoke_api_key(
                 ));
             }
             if let Some(k) = keys.iter().find(|k| k.id == id) {
-                forget_api_key(&state, &k.key_sha256);
+                p.identity.forget_api_key(&k.key_sha256);
             }
             Ok(HttpResponse::NoContent().finish())
         }

@@ -585,6 +585,19 @@ impl SqlStore {
         })
     }
 
+    /// The digests of API keys revoked at or after `since`.
+    pub async fn api_keys_revoked_since(&self, since: DateTime<Utc>) -> Result<Vec<String>> {
+        let since = since.naive_utc();
+        with_conn!(self, |conn| {
+            api_keys::table
+                .filter(api_keys::revoked_at.ge(since))
+                .select(api_keys::key_sha256)
+                .load(conn)
+                .await
+                .map_err(db_error)
+        })
+    }
+
     pub async fn insert_api_key(&self, k: &ApiKey) -> Result<()> {
         with_conn!(self, |conn| {
             diesel::insert_into(api_keys::table)
