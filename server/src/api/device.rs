@@ -19,7 +19,7 @@ use super::oauth::{
     oauth_error, parse_form, user_tokens,
 };
 use super::pages::{error_page, escape, page};
-use crate::identity::login::{Failure, Password, Strategy};
+use crate::identity::login::Password;
 use crate::oidc::sessions::{
     Code, DEVICE_INTERVAL, DEVICE_SECONDS, DeviceDecision, SESSION_SECONDS,
 };
@@ -309,61 +309,10 @@ pub(super) async fn page_post(
     let session = match session {
         Some(s) => s,
         None => {
-            let assertion = match Password.complete(p.identity, &form).await {
-                Ok(a) => a,
-                Err(Failure::BadRequest(m)) => return again(StatusCode::BAD_REQUEST, &m),
-                Err(Failure::InvalidCredentials { user }) => {
-                    let actor = user.map(|u| format!("user:{u}"));
-                    p.identity
-                        .audit(
-                            Some(&service.organization_id),
-                            actor.as_deref().unwrap_or("anonymous"),
-                            ip.as_deref(),
-                            "login.failed",
-                            json!({ "client_id": service.client_id, "method": "password", "flow": "device" }),
-                        )
-                        .await;
-                    return again(
-                        StatusCode::UNAUTHORIZED,
-                        "Incorrect email address or password.",
-                    );
-                }
-                Err(Failure::Locked { .. }) => {
-                    return again(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "Too many failed attempts: this account is locked for a while.",
-                    );
-                }
-                Err(Failure::Unavailable(m)) => {
-                    tracing::error!(error = %m, "a sign-in method failed");
-                    return unavailable_page();
-                }
-            };
-            let ua = req
-                .headers()
-                .get(actix_web::http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            match p
-                .sessions
-                .create(
-                    &assertion.subject,
-                    assertion.methods.clone(),
-                    ip.clone(),
-                    ua,
-                )
+            match super::login::sign_in_with_form(&p, &req, &Password, &form, &service, "device")
                 .await
             {
-                Ok((secret, s)) => {
-                    p.identity
-                        .audit(
-                            Some(&service.organization_id),
-                            &format!("user:{}", s.user_id),
-                            ip.as_deref(),
-                            "login.succeeded",
-                            json!({ "client_id": service.client_id, "amr": s.amr, "session": s.id, "flow": "device" }),
-                        )
-                        .await;
+                super::login::FormSignIn::SignedIn(secret, s) => {
                     new_session_cookie = Some(cookie(
                         SESSION_COOKIE,
                         secret,
@@ -373,10 +322,10 @@ pub(super) async fn page_post(
                     ));
                     s
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot open a session");
-                    return unavailable_page();
+                super::login::FormSignIn::Refused(status, message) => {
+                    return again(status, &message);
                 }
+                super::login::FormSignIn::Unavailable => return unavailable_page(),
             }
         }
     };

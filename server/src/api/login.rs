@@ -688,10 +688,63 @@ pub(super) async fn login_submit(
             );
         }
     };
+    let (secret, session) =
+        match sign_in_with_form(&p, &req, strategy, &form, &service, "code").await {
+            FormSignIn::SignedIn(secret, session) => (secret, session),
+            FormSignIn::Refused(status, message) => return again(status, &message),
+            FormSignIn::Unavailable => return unavailable_page(),
+        };
+    if let Err(e) = p.sessions.drop_pending(id).await {
+        tracing::warn!(error = %e, "cannot drop a finished authorization request");
+    }
+    let session_cookie = cookie(SESSION_COOKIE, secret, "/", SESSION_SECONDS, p.secure);
+    let mut res = finish(
+        &p,
+        &req,
+        &service,
+        org.as_ref(),
+        &pending,
+        &session,
+        Some(session_cookie),
+    )
+    .await;
+    let _ = res.add_cookie(&removal(BINDING_COOKIE, "/login"));
+    res
+}
+
+/// What signing in with a form's credentials came to.
+pub(super) enum FormSignIn {
+    /// A new session, and the secret of its cookie.
+    SignedIn(String, Session),
+    /// Refused, with the status and the message the form shows again.
+    Refused(StatusCode, String),
+    /// Something the sign-in needs cannot be reached (logged).
+    Unavailable,
+}
+
+/// Signs a user in with the credentials of a form (`email`, `password`, …) through
+/// `strategy`, for `service`, in `flow` (`code`, `device`): checks them, opens a session and
+/// audits the outcome (`login.succeeded`, `login.failed`, `login.locked`). Shared by the login
+/// page and the device page, which each render the outcome their own way.
+pub(super) async fn sign_in_with_form(
+    p: &Provider<'_>,
+    req: &HttpRequest,
+    strategy: &dyn Strategy,
+    form: &HashMap<String, String>,
+    service: &Service,
+    flow: &str,
+) -> FormSignIn {
+    let ip = client_ip(req);
     let org_id = Some(service.organization_id.as_str());
-    let assertion = match strategy.complete(p.identity, &form).await {
+    let incorrect = || {
+        FormSignIn::Refused(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect email address or password.".into(),
+        )
+    };
+    let assertion = match strategy.complete(p.identity, form).await {
         Ok(a) => a,
-        Err(Failure::BadRequest(m)) => return again(StatusCode::BAD_REQUEST, &m),
+        Err(Failure::BadRequest(m)) => return FormSignIn::Refused(StatusCode::BAD_REQUEST, m),
         Err(Failure::InvalidCredentials { user }) => {
             let actor = user.as_deref().map(|u| format!("user:{u}"));
             p.identity
@@ -700,13 +753,10 @@ pub(super) async fn login_submit(
                     actor.as_deref().unwrap_or("anonymous"),
                     ip.as_deref(),
                     "login.failed",
-                    json!({ "client_id": service.client_id, "method": strategy.id(), "email": email }),
+                    json!({ "client_id": service.client_id, "method": strategy.id(), "email": form.get("email"), "flow": flow }),
                 )
                 .await;
-            return again(
-                StatusCode::UNAUTHORIZED,
-                "Incorrect email address or password.",
-            );
+            return incorrect();
         }
         Err(Failure::Locked { user, until }) => {
             p.identity
@@ -715,13 +765,13 @@ pub(super) async fn login_submit(
                     &format!("user:{user}"),
                     ip.as_deref(),
                     "login.locked",
-                    json!({ "client_id": service.client_id, "until": until }),
+                    json!({ "client_id": service.client_id, "until": until, "flow": flow }),
                 )
                 .await;
             let minutes = ((until - Utc::now()).num_seconds() + 59) / 60;
-            return again(
+            return FormSignIn::Refused(
                 StatusCode::TOO_MANY_REQUESTS,
-                &format!(
+                format!(
                     "Too many failed attempts: this account is locked. Try again in {} minute{}.",
                     minutes.max(1),
                     if minutes > 1 { "s" } else { "" }
@@ -730,20 +780,15 @@ pub(super) async fn login_submit(
         }
         Err(Failure::Unavailable(m)) => {
             tracing::error!(error = %m, "a sign-in method failed");
-            return unavailable_page();
+            return FormSignIn::Unavailable;
         }
     };
     let user = match p.identity.user_for(&assertion).await {
         Ok(Some(u)) => u,
-        Ok(None) => {
-            return again(
-                StatusCode::UNAUTHORIZED,
-                "Incorrect email address or password.",
-            );
-        }
+        Ok(None) => return incorrect(),
         Err(e) => {
             tracing::error!(error = %e, "cannot read a user");
-            return unavailable_page();
+            return FormSignIn::Unavailable;
         }
     };
     let ua = req
@@ -759,34 +804,19 @@ pub(super) async fn login_submit(
         Ok(x) => x,
         Err(e) => {
             tracing::error!(error = %e, "cannot open a session");
-            return unavailable_page();
+            return FormSignIn::Unavailable;
         }
     };
-    if let Err(e) = p.sessions.drop_pending(id).await {
-        tracing::warn!(error = %e, "cannot drop a finished authorization request");
-    }
     p.identity
         .audit(
             org_id,
             &format!("user:{}", user.id),
             ip.as_deref(),
             "login.succeeded",
-            json!({ "client_id": service.client_id, "amr": assertion.methods, "session": session.id }),
+            json!({ "client_id": service.client_id, "amr": assertion.methods, "session": session.id, "flow": flow }),
         )
         .await;
-    let session_cookie = cookie(SESSION_COOKIE, secret, "/", SESSION_SECONDS, p.secure);
-    let mut res = finish(
-        &p,
-        &req,
-        &service,
-        org.as_ref(),
-        &pending,
-        &session,
-        Some(session_cookie),
-    )
-    .await;
-    let _ = res.add_cookie(&removal(BINDING_COOKIE, "/login"));
-    res
+    FormSignIn::SignedIn(secret, session)
 }
 
 /// Ends a session and revokes the refresh tokens issued under it.
