@@ -767,15 +767,6 @@ impl Identity {
             }
         };
         let object = format!("service:{CONSOLE_CLIENT}");
-        self.write_tuples(
-            &[
-                TupleKey::new(PLATFORM, "platform", format!("organization:{}", org.id)),
-                TupleKey::new(format!("organization:{}", org.id), "organization", &object),
-                TupleKey::new("user:*", "authenticate", &object),
-            ],
-            &[],
-        )
-        .await?;
         let wanted = |s: &Service| s.redirect_uris == redirect_uris && s.grant_types == grants;
         match self.store.service(CONSOLE_CLIENT).await? {
             Some(s) if wanted(&s) => return Ok(s),
@@ -786,6 +777,17 @@ impl Identity {
                 self.services.invalidate(CONSOLE_CLIENT);
             }
             None => {
+                // The tuples first, as for every service: a console row never exists outside
+                // the graph, and later starts, finding the row, write nothing.
+                self.write_tuples(
+                    &[
+                        TupleKey::new(PLATFORM, "platform", format!("organization:{}", org.id)),
+                        TupleKey::new(format!("organization:{}", org.id), "organization", &object),
+                        TupleKey::new("user:*", "authenticate", &object),
+                    ],
+                    &[],
+                )
+                .await?;
                 let now = Utc::now();
                 let s = Service {
                     client_id: CONSOLE_CLIENT.into(),

@@ -796,3 +796,38 @@ async fn sign_up_can_be_closed() {
         login.body
     );
 }
+
+/// The console's redirect URIs follow the configuration of the node that starts: a node
+/// started with `GATEHOUSE_CONSOLE_REDIRECT_URIS` opens the code grant to them, and the other
+/// nodes of the deployment follow within a second or two.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_follows_its_configured_redirect_uris() {
+    // Two nodes of one deployment: one database, one master key.
+    let mut opts = ServerOptions::new(Backend::Postgres);
+    opts.env.push((
+        "GATEHOUSE_MASTER_KEY".into(),
+        crate::oidc::TEST_MASTER_KEY.into(),
+    ));
+    let a = Server::start_with(opts.clone()).await;
+    let console = "http://127.0.0.1:9/console";
+    let (_, challenge) = pkce();
+    let path = crate::login::authorize_path("gatehouse-console", console, &challenge, &[]);
+    assert_eq!(Browser::new(&a).get(&path).await.status, 400);
+    opts.database = a.database.clone();
+    opts.env.push((
+        "GATEHOUSE_CONSOLE_REDIRECT_URIS".into(),
+        format!("{console}, https://console.example.com/cb"),
+    ));
+    let b = Server::start_with(opts).await;
+    let to_login = Browser::new(&b).get(&path).await;
+    assert_eq!(to_login.status, 303, "{}", to_login.body);
+    assert!(to_login.location.unwrap().contains("/login"));
+    let started = std::time::Instant::now();
+    while Browser::new(&a).get(&path).await.status != 303 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the other node kept the old redirect URIs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
