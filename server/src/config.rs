@@ -52,6 +52,9 @@ pub struct Config {
     /// Redirect URIs of the console client (`gatehouse-console`), comma-separated in
     /// `GATEHOUSE_CONSOLE_REDIRECT_URIS`; without any it signs in by the device grant only.
     pub console_redirect_uris: Vec<String>,
+    /// Argon2id computations at once, 1 to 256; the cores when absent
+    /// (`GATEHOUSE_PASSWORD_HASH_SLOTS`).
+    pub password_hash_slots: Option<usize>,
 }
 
 impl Default for Config {
@@ -75,6 +78,7 @@ impl Default for Config {
             code_ttl_secs: 60,
             signup: true,
             console_redirect_uris: Vec::new(),
+            password_hash_slots: None,
         }
     }
 }
@@ -191,6 +195,16 @@ impl Config {
                 .filter(|u| !u.is_empty())
                 .map(str::to_string)
                 .collect();
+        }
+        if let Some(v) = env("GATEHOUSE_PASSWORD_HASH_SLOTS") {
+            c.password_hash_slots = Some(v.parse().with_context(|| {
+                format!("`GATEHOUSE_PASSWORD_HASH_SLOTS` is not a number: `{v}`")
+            })?);
+        }
+        if c.password_hash_slots
+            .is_some_and(|n| !(1..=256).contains(&n))
+        {
+            anyhow::bail!("`password_hash_slots` must be between 1 and 256");
         }
         if !(1..=600).contains(&c.code_ttl_secs) {
             anyhow::bail!("`code_ttl_secs` must be between 1 and 600");

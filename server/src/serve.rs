@@ -192,6 +192,9 @@ fn api_keys(config: &Config) -> Result<Vec<[u8; 32]>> {
 
 /// Runs the HTTP server until it is stopped.
 pub async fn run(config: Config) -> Result<()> {
+    if let Some(n) = config.password_hash_slots {
+        crate::identity::users::set_hash_slots(n);
+    }
     let keys = api_keys(&config)?;
     let (engine, backend, store) = open(&config).await?;
     let ring = key_ring(&config, store.clone()).await?;

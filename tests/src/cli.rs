@@ -436,3 +436,39 @@ async fn platform_policies_validate_and_pass_their_tests() {
     )
     .await;
 }
+
+/// Bad settings stop `gatehouse serve` before it listens, with a message naming the setting.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_settings_stop_the_server_with_a_clear_message() {
+    let dir = TempDir::new("settings");
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    for (name, value, says) in [
+        ("GATEHOUSE_PASSWORD_HASH_SLOTS", "0", "password_hash_slots"),
+        (
+            "GATEHOUSE_PASSWORD_HASH_SLOTS",
+            "many",
+            "GATEHOUSE_PASSWORD_HASH_SLOTS",
+        ),
+        ("GATEHOUSE_SIGNUP", "maybe", "GATEHOUSE_SIGNUP"),
+        ("GATEHOUSE_CODE_TTL_SECS", "0", "code_ttl_secs"),
+        (
+            "GATEHOUSE_CONSOLE_REDIRECT_URIS",
+            "http://console.example.com/cb",
+            "GATEHOUSE_CONSOLE_REDIRECT_URIS",
+        ),
+    ] {
+        let out = gatehouse(
+            &["serve"],
+            &[
+                ("GATEHOUSE_DATA_DIR", data),
+                ("GATEHOUSE_ADDR", "127.0.0.1:0"),
+                (name, value),
+            ],
+        )
+        .await;
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{name}={value} started: {stdout}");
+        assert!(stderr.contains(says), "{name}={value}: {stderr}");
+    }
+}

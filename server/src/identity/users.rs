@@ -138,18 +138,22 @@ pub fn verify_password_blocking(password: &[u8], hash: &str) -> bool {
             == 0
 }
 
-/// Argon2id computations at once: one per core. Each holds 19 MiB; more at once than cores
+/// Argon2id computations at once when configured (`GATEHOUSE_PASSWORD_HASH_SLOTS`).
+static HASH_SLOTS: OnceLock<usize> = OnceLock::new();
+
+/// Sets how many Argon2id computations may run at once; call before the first one. Later
+/// calls change nothing.
+pub fn set_hash_slots(n: usize) {
+    let _ = HASH_SLOTS.set(n);
+}
+
+/// Argon2id computations at once: one per core unless configured. Each holds 19 MiB; more at once than cores
 /// only share the cores and thrash their caches (and a flood of logins could take memory).
 fn argon2_slots() -> &'static tokio::sync::Semaphore {
     static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
     SLOTS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let slots = std::env::var("GATEHOUSE_PASSWORD_HASH_SLOTS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|n| (1..=256).contains(n))
-            .unwrap_or(cores);
-        tokio::sync::Semaphore::new(slots)
+        tokio::sync::Semaphore::new(HASH_SLOTS.get().copied().unwrap_or(cores))
     })
 }
 
