@@ -169,6 +169,25 @@ pub fn valid_logo_url(u: &str) -> bool {
     https_or_loopback(u)
 }
 
+/// Checks branding values: a logo URL by [`valid_logo_url`], a color by [`valid_color`].
+pub fn check_branding(logo_url: Option<&str>, primary_color: Option<&str>) -> Result<()> {
+    if let Some(u) = logo_url
+        && !valid_logo_url(u)
+    {
+        return Err(Error::Validation(format!(
+            "`logo_url` must be an https URL (http only on loopback), got `{u}`"
+        )));
+    }
+    if let Some(c) = primary_color
+        && !valid_color(c)
+    {
+        return Err(Error::Validation(format!(
+            "`primary_color` must be `#rgb` or `#rrggbb`, got `{c}`"
+        )));
+    }
+    Ok(())
+}
+
 /// The error for a service that does not exist (or no longer does).
 fn gone(client_id: &str) -> Error {
     Error::Validation(format!("service `{client_id}` does not exist"))
@@ -404,20 +423,7 @@ impl Identity {
         logo_url: Option<&str>,
         primary_color: Option<&str>,
     ) -> Result<Organization> {
-        if let Some(u) = logo_url
-            && !valid_logo_url(u)
-        {
-            return Err(Error::Validation(format!(
-                "`logo_url` must be an https URL (http only on loopback), got `{u}`"
-            )));
-        }
-        if let Some(c) = primary_color
-            && !valid_color(c)
-        {
-            return Err(Error::Validation(format!(
-                "`primary_color` must be `#rgb` or `#rrggbb`, got `{c}`"
-            )));
-        }
+        check_branding(logo_url, primary_color)?;
         let org = self.organization_by_slug(slug).await?;
         self.store
             .set_organization_branding(&org.id, logo_url, primary_color)

@@ -802,12 +802,8 @@ async fn sign_up_can_be_closed() {
 /// nodes of the deployment follow within a second or two.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_console_follows_its_configured_redirect_uris() {
-    // Two nodes of one deployment: one database, one master key.
-    let mut opts = ServerOptions::new(Backend::Postgres);
-    opts.env.push((
-        "GATEHOUSE_MASTER_KEY".into(),
-        crate::oidc::TEST_MASTER_KEY.into(),
-    ));
+    // Two nodes of one deployment.
+    let mut opts = crate::login::deployment();
     let a = Server::start_with(opts.clone()).await;
     let console = "http://127.0.0.1:9/console";
     let (_, challenge) = pkce();

@@ -1517,11 +1517,9 @@ async fn token_endpoints_limit_requests_per_address() {
     assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429, 429]);
 }
 
-/// Revocations are held in memory on each node: one made on a node counts there at once and
-/// on the other nodes within a second or two (they reload the set from the database).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_revocation_reaches_the_other_nodes() {
-    // Two nodes of one deployment: one database, one master key, one public issuer URL.
+/// The options of the nodes of one deployment on PostgreSQL: one master key and one public
+/// issuer URL; the second node also needs the first's `database`.
+pub fn deployment() -> ServerOptions {
     let mut opts = ServerOptions::new(Backend::Postgres);
     opts.env.push((
         "GATEHOUSE_MASTER_KEY".into(),
@@ -1531,6 +1529,15 @@ async fn a_revocation_reaches_the_other_nodes() {
         "GATEHOUSE_ISSUER".into(),
         "https://login.gatehouse.test".into(),
     ));
+    opts
+}
+
+/// Revocations are held in memory on each node: one made on a node counts there at once and
+/// on the other nodes within a second or two (they reload the set from the database).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_reaches_the_other_nodes() {
+    // Two nodes of one deployment: one database, one master key, one public issuer URL.
+    let mut opts = deployment();
     let a = Server::start_with(opts.clone()).await;
     opts.database = a.database.clone();
     let b = Server::start_with(opts).await;
@@ -1594,15 +1601,7 @@ async fn a_revocation_reaches_the_other_nodes() {
 /// stops working, and a deleted service's tokens and API keys stop working.
 #[tokio::test(flavor = "multi_thread")]
 async fn service_changes_reach_every_node() {
-    let mut opts = ServerOptions::new(Backend::Postgres);
-    opts.env.push((
-        "GATEHOUSE_MASTER_KEY".into(),
-        crate::oidc::TEST_MASTER_KEY.into(),
-    ));
-    opts.env.push((
-        "GATEHOUSE_ISSUER".into(),
-        "https://login.gatehouse.test".into(),
-    ));
+    let mut opts = deployment();
     let a = Server::start_with(opts.clone()).await;
     opts.database = a.database.clone();
     let b = Server::start_with(opts).await;

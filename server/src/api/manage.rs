@@ -344,28 +344,8 @@ pub(super) async fn patch_organization(
             let color = body.primary_color.unwrap_or(org.primary_color.clone());
             // Every value checked before anything is written, so that a refused part changes
             // nothing.
-            if let Some(u) = logo
-                .as_deref()
-                .filter(|u| !crate::identity::valid_logo_url(u))
-            {
-                return Err(Box::new(
-                    ApiError::validation(format!(
-                        "`logo_url` must be an https URL (http only on loopback), got `{u}`"
-                    ))
-                    .error_response(),
-                ));
-            }
-            if let Some(c) = color
-                .as_deref()
-                .filter(|c| !crate::identity::valid_color(c))
-            {
-                return Err(Box::new(
-                    ApiError::validation(format!(
-                        "`primary_color` must be `#rgb` or `#rrggbb`, got `{c}`"
-                    ))
-                    .error_response(),
-                ));
-            }
+            crate::identity::check_branding(logo.as_deref(), color.as_deref())
+                .map_err(engine_error)?;
             // The tier first: it checks that the organization fits it.
             if let Some(tier) = body.tier.as_deref() {
                 org = p

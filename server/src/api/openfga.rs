@@ -130,11 +130,7 @@ async fn route(req: &HttpRequest, payload: &mut Payload) -> HttpResponse {
     }
     // A service API key reaches its organization's stores only; any other store answers as
     // if it did not exist.
-    let org = match req.extensions().get::<super::StoreCaller>() {
-        Some(super::StoreCaller::Organization(o)) => Some(o.clone()),
-        _ => None,
-    };
-    if let Some(org) = org {
+    if let Some(org) = calling_organization(req) {
         match store_owner(req, store).await {
             Ok(Some(owner)) if owner == org => {}
             Ok(_) => {
