@@ -1,0 +1,20 @@
+//! The first-party plugins, built from `authn-plugins/plugins/*` for wasm32-wasip2 by this
+//! crate's build script and embedded in the binary.
+
+/// A first-party plugin: its manifest and its component.
+#[derive(Debug, Clone, Copy)]
+pub struct Embedded {
+    pub manifest: &'static str,
+    pub wasm: &'static [u8],
+}
+
+pub const PASSWORD: Embedded = Embedded {
+    manifest: include_str!("../../plugins/password/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("GATEHOUSE_PLUGIN_WASM_DIR"),
+        "/gatehouse_plugin_password.wasm"
+    )),
+};
+
+/// Every first-party plugin.
+pub const ALL: [Embedded; 1] = [PASSWORD];

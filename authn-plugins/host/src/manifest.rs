@@ -1,0 +1,253 @@
+//! `plugin.toml`: what a plugin is and what it may use.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// A host capability a plugin may import (an interface of `gatehouse:authn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Capability {
+    Log,
+    Clock,
+    Random,
+    Kv,
+    Accounts,
+    Credentials,
+    Argon2,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 7] = [
+        Capability::Log,
+        Capability::Clock,
+        Capability::Random,
+        Capability::Kv,
+        Capability::Accounts,
+        Capability::Credentials,
+        Capability::Argon2,
+    ];
+
+    /// Its interface name in `gatehouse:authn` (and in manifests).
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Log => "log",
+            Capability::Clock => "clock",
+            Capability::Random => "random",
+            Capability::Kv => "kv",
+            Capability::Accounts => "accounts",
+            Capability::Credentials => "credentials",
+            Capability::Argon2 => "argon2",
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Capability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Capability::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown capability `{s}` (known: {})",
+                    Capability::ALL.map(Capability::name).join(", ")
+                )
+            })
+    }
+}
+
+/// Whether a plugin checks the user itself or vouches from elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    Strategy,
+    Provider,
+}
+
+/// A parsed and checked `plugin.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub id: String,
+    pub version: String,
+    pub kind: PluginKind,
+    pub display_name: String,
+    pub capabilities: BTreeSet<Capability>,
+    /// Hosts the plugin may reach over HTTP (for the `http` capability).
+    pub allowed_hosts: Vec<String>,
+    /// Its memory cap in MiB, if lower than the platform's.
+    pub memory_mib: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Raw {
+    id: String,
+    version: String,
+    kind: PluginKind,
+    display_name: String,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+    memory_mib: Option<u32>,
+}
+
+/// Plugin ids: 1 to 40 of `a-z`, `0-9` and `-`, starting with a letter.
+pub fn valid_id(id: &str) -> bool {
+    (1..=40).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// `MAJOR.MINOR.PATCH` with an optional `-pre` part.
+fn valid_version(v: &str) -> bool {
+    let core = v
+        .split_once('-')
+        .map_or(v, |(c, pre)| if pre.is_empty() { "" } else { c });
+    let parts: Vec<&str> = core.split('.').collect();
+    v.len() <= 64
+        && parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+impl Manifest {
+    /// Parses `plugin.toml`; every problem is named.
+    pub fn parse(text: &str) -> Result<Manifest, String> {
+        let raw: Raw = toml::from_str(text).map_err(|e| format!("plugin.toml: {}", e.message()))?;
+        if !valid_id(&raw.id) {
+            return Err(format!(
+                "plugin.toml: id `{}` must be 1 to 40 of a-z, 0-9 and -, starting with a letter",
+                raw.id
+            ));
+        }
+        if !valid_version(&raw.version) {
+            return Err(format!(
+                "plugin.toml: version `{}` is not MAJOR.MINOR.PATCH",
+                raw.version
+            ));
+        }
+        let name = raw.display_name.trim();
+        if name.is_empty() || name.len() > 80 {
+            return Err("plugin.toml: display-name must be 1 to 80 bytes".into());
+        }
+        let mut capabilities = BTreeSet::new();
+        for c in &raw.capabilities {
+            let cap = c.parse().map_err(|e| format!("plugin.toml: {e}"))?;
+            if !capabilities.insert(cap) {
+                return Err(format!("plugin.toml: capability `{c}` is listed twice"));
+            }
+        }
+        for h in &raw.allowed_hosts {
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !ok {
+                return Err(format!("plugin.toml: allowed host `{h}` is not a DNS name"));
+            }
+        }
+        if let Some(m) = raw.memory_mib
+            && !(1..=4096).contains(&m)
+        {
+            return Err("plugin.toml: memory-mib must be 1 to 4096".into());
+        }
+        Ok(Manifest {
+            id: raw.id,
+            version: raw.version,
+            kind: raw.kind,
+            display_name: name.to_string(),
+            capabilities,
+            allowed_hosts: raw
+                .allowed_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            memory_mib: raw.memory_mib,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_manifest() {
+        let m = Manifest::parse(
+            r#"
+            id = "github"
+            version = "1.2.3"
+            kind = "provider"
+            display-name = "GitHub"
+            capabilities = ["log", "kv"]
+            allowed-hosts = ["github.com", "API.github.com"]
+            memory-mib = 16
+            "#,
+        )
+        .unwrap();
+        assert_eq!(m.id, "github");
+        assert_eq!(m.kind, PluginKind::Provider);
+        assert_eq!(
+            m.capabilities.iter().copied().collect::<Vec<_>>(),
+            vec![Capability::Log, Capability::Kv]
+        );
+        assert_eq!(m.allowed_hosts, vec!["github.com", "api.github.com"]);
+        assert_eq!(m.memory_mib, Some(16));
+    }
+
+    #[test]
+    fn bad_manifests_are_named() {
+        let base = |extra: &str| {
+            format!(
+                "id = \"x\"\nversion = \"0.1.0\"\nkind = \"strategy\"\ndisplay-name = \"X\"\n{extra}"
+            )
+        };
+        for (text, needle) in [
+            (
+                base("capabilities = [\"sockets\"]"),
+                "unknown capability `sockets`",
+            ),
+            (base("capabilities = [\"kv\", \"kv\"]"), "listed twice"),
+            (base("allowed-hosts = [\"http://x\"]"), "not a DNS name"),
+            (base("memory-mib = 0"), "memory-mib"),
+            (base("surprise = 1"), "unknown field"),
+            (
+                "id = \"X\"\nversion = \"0.1.0\"\nkind = \"strategy\"\ndisplay-name = \"X\"".into(),
+                "id `X`",
+            ),
+            (
+                "id = \"x\"\nversion = \"1\"\nkind = \"strategy\"\ndisplay-name = \"X\"".into(),
+                "version `1`",
+            ),
+            (
+                "id = \"x\"\nversion = \"0.1.0\"\nkind = \"daemon\"\ndisplay-name = \"X\"".into(),
+                "unknown variant `daemon`",
+            ),
+            (
+                "id = \"x\"\nversion = \"0.1.0\"\nkind = \"strategy\"\ndisplay-name = \" \"".into(),
+                "display-name",
+            ),
+            ("not toml".into(), "plugin.toml"),
+        ] {
+            let e = Manifest::parse(&text).unwrap_err();
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,358 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use std::time::Instant;
+
+use super::*;
+
+const HOSTILE: &[u8] = include_bytes!(concat!(
+    env!("GATEHOUSE_PLUGIN_WASM_DIR"),
+    "/gatehouse_plugin_hostile.wasm"
+));
+const HOSTILE_MANIFEST: &str = include_str!("../../testing/hostile/plugin.toml");
+
+/// Services kept in memory, for the host's own tests (the server's are tested through it).
+#[derive(Default)]
+struct Memory {
+    kv: Mutex<HashMap<String, Vec<u8>>>,
+    /// Makes every key-value read take this long.
+    slow: Mutex<Option<Duration>>,
+}
+
+#[async_trait::async_trait]
+impl Services for Memory {
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let slow = *self.slow.lock().unwrap();
+        if let Some(d) = slow {
+            tokio::time::sleep(d).await;
+        }
+        Ok(self.kv.lock().unwrap().get(key).cloned())
+    }
+    async fn kv_set(&self, key: &str, value: &[u8], _: Duration) -> Result<(), String> {
+        self.kv.lock().unwrap().insert(key.into(), value.to_vec());
+        Ok(())
+    }
+    async fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.kv.lock().unwrap().remove(key))
+    }
+    async fn kv_delete(&self, key: &str) -> Result<(), String> {
+        self.kv.lock().unwrap().remove(key);
+        Ok(())
+    }
+    async fn find_account(&self, _: &str) -> Result<Option<Account>, String> {
+        Ok(None)
+    }
+    async fn credential(&self, _: &str, _: &str, _: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+    async fn set_credential(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<(), String> {
+        Err("not kept here".into())
+    }
+    async fn argon2_hash(&self, _: &str) -> Result<String, String> {
+        Err("not here".into())
+    }
+    async fn argon2_verify(&self, _: &str, _: &str) -> Result<bool, String> {
+        Ok(false)
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        guest_time: Duration::from_millis(300),
+        step_time: Duration::from_secs(2),
+        memory_bytes: 32 << 20,
+        ..Limits::default()
+    }
+}
+
+async fn host_with(limits: Limits, granted: &[Capability]) -> (Host, Arc<Memory>) {
+    let mem = Arc::new(Memory::default());
+    let host = Host::new(limits, granted, mem.clone()).unwrap();
+    (host, mem)
+}
+
+async fn hostile(limits: Limits) -> (Host, Arc<Memory>) {
+    let (host, mem) = host_with(limits, &Capability::ALL).await;
+    host.install(HOSTILE_MANIFEST, HOSTILE).await.unwrap();
+    (host, mem)
+}
+
+fn req(params: &[(&str, &str)]) -> StepRequest {
+    StepRequest {
+        config: "{}".into(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        flow_id: "flow".into(),
+        callback_url: "http://127.0.0.1/callback".into(),
+        user_id: None,
+    }
+}
+
+/// `complete` of the hostile plugin doing `what`, for organization `org`: the message of
+/// its bad-request answer, or the error.
+async fn hostile_says(
+    host: &Host,
+    org: &str,
+    what: &str,
+    arg: &str,
+) -> Result<String, PluginError> {
+    match host
+        .complete("hostile", org, req(&[("do", what), ("arg", arg)]))
+        .await?
+    {
+        Err(Failure::BadRequest(m)) => Ok(m),
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn first_party_plugins_load_and_describe_themselves() {
+    let (host, _) = host_with(limits(), &Capability::ALL).await;
+    for e in embedded::ALL {
+        let p = host.install(e.manifest, e.wasm).await.unwrap();
+        assert_eq!(p.description.id, p.manifest.id);
+        assert_eq!(p.description.version, p.manifest.version);
+    }
+    let d = host.describe("password").await.unwrap();
+    assert_eq!(d.display_name, "Password");
+    assert_eq!(d.kind, Kind::Strategy);
+    match host
+        .begin("password", "org1", req(&[]))
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        BeginResult::Form(fields) => {
+            let names: Vec<_> = fields.iter().map(|f| f.name.as_str()).collect();
+            assert_eq!(names, ["email", "password"]);
+            assert_eq!(fields[1].input_type, "password");
+            assert_eq!(fields[1].autocomplete.as_deref(), Some("current-password"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // No account: a refusal that names nobody, not an error.
+    let r = host
+        .complete(
+            "password",
+            "org1",
+            req(&[("email", "a@example.com"), ("password", "pw")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, Err(Failure::InvalidCredentials(None)));
+    let r = host.complete("password", "org1", req(&[])).await.unwrap();
+    assert!(matches!(r, Err(Failure::BadRequest(_))), "{r:?}");
+    assert!(matches!(
+        host.describe("nope").await,
+        Err(PluginError::Unknown(_))
+    ));
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_and_the_host_carries_on() {
+    let (host, _) = hostile(limits()).await;
+    let t = Instant::now();
+    let e = hostile_says(&host, "o", "loop", "").await.unwrap_err();
+    assert!(matches!(e, PluginError::GuestTime { .. }), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(e.kind(), "guest_time");
+    // The next step of the same plugin runs normally.
+    assert_eq!(hostile_says(&host, "o", "std", "").await.unwrap(), "std 1");
+}
+
+#[tokio::test]
+async fn a_memory_bomb_hits_the_cap() {
+    let (host, _) = hostile(limits()).await;
+    let e = hostile_says(&host, "o", "oom", "").await.unwrap_err();
+    assert!(
+        matches!(e, PluginError::Memory { limit, .. } if limit == 32 << 20),
+        "{e}"
+    );
+    assert_eq!(hostile_says(&host, "o", "std", "").await.unwrap(), "std 1");
+}
+
+#[tokio::test]
+async fn a_panic_fails_the_step_with_its_message() {
+    let (host, _) = hostile(limits()).await;
+    let e = hostile_says(&host, "o", "panic", "").await.unwrap_err();
+    match &e {
+        PluginError::Trap { plugin, message } => {
+            assert_eq!(plugin, "hostile");
+            assert!(message.contains("asked to panic"), "{message}");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn an_enormous_answer_is_refused() {
+    let (host, _) = hostile(limits()).await;
+    let e = hostile_says(&host, "o", "flood", "").await.unwrap_err();
+    assert!(
+        matches!(e, PluginError::OutputTooLarge { size, limit: 65536, .. } if size == 8 << 20),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn std_runs_but_files_and_the_environment_are_not_there() {
+    let (host, _) = hostile(limits()).await;
+    assert_eq!(hostile_says(&host, "o", "std", "").await.unwrap(), "std 1");
+    assert_eq!(
+        hostile_says(&host, "o", "env", "").await.unwrap(),
+        "env None"
+    );
+    let e = hostile_says(&host, "o", "file", "").await.unwrap_err();
+    match &e {
+        PluginError::Trap { message, .. } => {
+            assert!(message.contains("wasi:filesystem"), "{message}")
+        }
+        other => panic!("{other}"),
+    }
+    let said = hostile_says(&host, "o", "time", "").await.unwrap();
+    let (t, n) = said.split_once(' ').unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(now.abs_diff(t.parse::<u64>().unwrap()) < 5_000, "{said}");
+    assert_eq!(n, "16");
+}
+
+#[tokio::test]
+async fn each_organization_has_its_own_key_value_space() {
+    let (host, mem) = hostile(limits()).await;
+    assert_eq!(
+        hostile_says(&host, "org-a", "kv-set", "secret")
+            .await
+            .unwrap(),
+        "set"
+    );
+    assert_eq!(
+        hostile_says(&host, "org-b", "kv-get", "").await.unwrap(),
+        "nothing"
+    );
+    assert_eq!(
+        hostile_says(&host, "org-a", "kv-get", "").await.unwrap(),
+        "found secret"
+    );
+    let keys: Vec<String> = mem.kv.lock().unwrap().keys().cloned().collect();
+    assert_eq!(keys, ["plugin-kv:hostile:org-a:shared"]);
+    assert_eq!(
+        hostile_says(&host, "org-a", "kv-take", "").await.unwrap(),
+        "took secret"
+    );
+    assert_eq!(
+        hostile_says(&host, "org-a", "kv-take", "").await.unwrap(),
+        "nothing"
+    );
+}
+
+#[tokio::test]
+async fn slow_host_calls_count_against_the_step_not_the_guest() {
+    let (host, mem) = hostile(limits()).await;
+    // 0.5 s in a host call: more than the guest budget (0.3 s), within the step's 2 s.
+    *mem.slow.lock().unwrap() = Some(Duration::from_millis(500));
+    assert_eq!(
+        hostile_says(&host, "o", "kv-get", "").await.unwrap(),
+        "nothing"
+    );
+    // 3 s: past the step's deadline.
+    *mem.slow.lock().unwrap() = Some(Duration::from_secs(3));
+    let e = hostile_says(&host, "o", "kv-get", "").await.unwrap_err();
+    assert!(matches!(e, PluginError::StepTime { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn steps_beyond_the_pool_are_refused_as_busy() {
+    let (host, mem) = hostile(Limits {
+        concurrent_steps: 1,
+        ..limits()
+    })
+    .await;
+    *mem.slow.lock().unwrap() = Some(Duration::from_millis(800));
+    let host = Arc::new(host);
+    let first = {
+        let host = host.clone();
+        tokio::spawn(async move { hostile_says(&host, "o", "kv-get", "").await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e = hostile_says(&host, "o", "std", "").await.unwrap_err();
+    assert!(matches!(e, PluginError::Busy), "{e}");
+    assert_eq!(first.await.unwrap().unwrap(), "nothing");
+    assert_eq!(hostile_says(&host, "o", "std", "").await.unwrap(), "std 1");
+}
+
+#[tokio::test]
+async fn an_undeclared_capability_is_refused_at_load() {
+    let (host, _) = host_with(limits(), &Capability::ALL).await;
+    let manifest = HOSTILE_MANIFEST.replace(r#", "kv""#, "");
+    assert_ne!(manifest, HOSTILE_MANIFEST);
+    let e = host.install(&manifest, HOSTILE).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("imports the capability `kv` but its manifest does not declare it"),
+        "{e}"
+    );
+    assert!(host.plugin("hostile").is_none());
+}
+
+#[tokio::test]
+async fn a_capability_the_platform_withholds_is_refused_at_load() {
+    let granted: Vec<_> = Capability::ALL
+        .into_iter()
+        .filter(|c| *c != Capability::Kv)
+        .collect();
+    let (host, _) = host_with(limits(), &granted).await;
+    let e = host.install(HOSTILE_MANIFEST, HOSTILE).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("`kv`, which this platform does not grant"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_components_are_refused() {
+    let (host, _) = host_with(limits(), &Capability::ALL).await;
+    let core_module = b"\0asm\x01\0\0\0";
+    for (bytes, needle) in [
+        (&b"not wasm at all"[..], "not a valid WebAssembly component"),
+        (&core_module[..], "not a valid WebAssembly component"),
+        (
+            &HOSTILE[..HOSTILE.len() / 2],
+            "not a valid WebAssembly component",
+        ),
+    ] {
+        let e = host.install(HOSTILE_MANIFEST, bytes).await.unwrap_err();
+        assert!(matches!(e, PluginError::Rejected(_)), "{e}");
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+    // A component whose manifest claims to be something else.
+    let e = host
+        .install(
+            &embedded::PASSWORD
+                .manifest
+                .replace("id = \"password\"", "id = \"impostor\""),
+            embedded::PASSWORD.wasm,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("describes itself as `password`"),
+        "{e}"
+    );
+    let e = host.install("id = 1", HOSTILE).await.unwrap_err();
+    assert!(e.to_string().contains("plugin.toml"), "{e}");
+    assert!(host.plugins().is_empty());
+}

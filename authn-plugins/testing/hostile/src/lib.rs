@@ -1,0 +1,86 @@
+//! A plugin that misbehaves on request, for the host's sandbox tests. `complete` does what the
+//! `do` parameter says; `begin` answers a form (so that a well-behaved step can be compared).
+
+use gatehouse_pdk::*;
+
+struct Hostile;
+
+impl Plugin for Hostile {
+    fn describe() -> Description {
+        Description::strategy("hostile", env!("CARGO_PKG_VERSION"), "Hostile")
+    }
+
+    fn begin(_: Request) -> Result<BeginResult, Failure> {
+        Ok(BeginResult::Form(vec![Field::new(
+            "do",
+            "What to do",
+            "text",
+        )]))
+    }
+
+    fn complete(request: Request) -> Result<Assertion, Failure> {
+        let arg = request.param("arg").unwrap_or_default().to_string();
+        match request.param("do").unwrap_or_default() {
+            // Guest code that never ends.
+            "loop" => {
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            // Memory until there is none.
+            "oom" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "panic" => panic!("asked to panic"),
+            // An answer far larger than any login needs.
+            "flood" => Err(Failure::BadRequest("x".repeat(8 << 20))),
+            "kv-set" => {
+                kv::set("shared", arg.as_bytes(), 60).map_err(Failure::Unavailable)?;
+                Err(Failure::BadRequest("set".into()))
+            }
+            "kv-get" => {
+                let v = kv::get("shared").map_err(Failure::Unavailable)?;
+                Err(Failure::BadRequest(match v {
+                    Some(v) => format!("found {}", String::from_utf8_lossy(&v)),
+                    None => "nothing".into(),
+                }))
+            }
+            "kv-take" => {
+                let v = kv::take("shared").map_err(Failure::Unavailable)?;
+                Err(Failure::BadRequest(match v {
+                    Some(v) => format!("took {}", String::from_utf8_lossy(&v)),
+                    None => "nothing".into(),
+                }))
+            }
+            "time" => {
+                let t = clock::now_millis();
+                let r = random::bytes(16);
+                log::info("told the time");
+                Err(Failure::BadRequest(format!("{t} {}", r.len())))
+            }
+            // Uses what a std guest may use without asking: a hash map (seeded through WASI).
+            "std" => {
+                let mut m = std::collections::HashMap::new();
+                m.insert("k", 1);
+                Err(Failure::BadRequest(format!("std {}", m.len())))
+            }
+            // Tries the environment and a file (WASI), which a plugin is never given.
+            "env" => Err(Failure::BadRequest(format!(
+                "env {:?}",
+                std::env::var("HOME").ok()
+            ))),
+            "file" => Err(Failure::BadRequest(format!(
+                "file {:?}",
+                std::fs::read_to_string("/etc/passwd").map(|s| s.len()).ok()
+            ))),
+            other => Err(Failure::BadRequest(format!("unknown: {other}"))),
+        }
+    }
+}
+
+gatehouse_pdk::plugin!(Hostile);
