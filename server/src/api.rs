@@ -52,6 +52,8 @@ pub struct AppState {
     pub signup: bool,
     /// Outgoing mail (absent with the keys).
     pub mailer: Option<Arc<crate::mail::Mailer>>,
+    /// The login plugins (absent with the keys).
+    pub plugins: Option<Arc<gatehouse_plugin_host::Host>>,
 }
 
 /// Prometheus metrics of the HTTP layer.
@@ -59,6 +61,8 @@ pub struct Metrics {
     pub registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
+    /// Plugin steps that failed in the sandbox.
+    pub plugin_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -81,12 +85,21 @@ impl Metrics {
             ]),
             &["route"],
         )?;
+        let plugin_failures = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_plugin_failures_total",
+                "Login plugin steps that failed in the sandbox (trap, time, memory, answer size), by plugin and kind",
+            ),
+            &["plugin", "kind"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(plugin_failures.clone()))?;
         Ok(Self {
             registry,
             requests,
             duration,
+            plugin_failures,
         })
     }
 }

@@ -212,6 +212,11 @@ pub async fn run(config: Config) -> Result<()> {
         }
         None => Arc::new(InProcess::default()),
     };
+    let plugins = crate::identity::plugins::host(crate::identity::plugins::ServerServices {
+        store: identity.store.clone(),
+        kv: kv.clone(),
+    })
+    .await?;
     spawn_upkeep(engine.clone());
     let state = web::Data::new(AppState {
         engine: engine.clone(),
@@ -227,6 +232,7 @@ pub async fn run(config: Config) -> Result<()> {
         signup: config.signup,
         store_owners: moka::sync::Cache::builder().max_capacity(100_000).build(),
         mailer: Some(Arc::new(mailer(&config)?)),
+        plugins: Some(Arc::new(plugins)),
     });
     let max_body = config.max_body_bytes;
     let mut server = HttpServer::new(move || {

@@ -272,6 +272,17 @@ async fn a_relying_party_signs_in_with_code_and_pkce(backend: Backend) {
     );
     assert!(wrong.location.is_none());
     assert!(!browser.cookies.contains_key("gh_session"));
+    // An address nobody has gets the same answer (the password plugin verifies its decoy
+    // hash through the host, so a malformed decoy would show as an unavailable page here).
+    let nobody = browser
+        .sign_in(url.as_str(), "nobody-at-all@example.com", PASSWORD)
+        .await;
+    assert_eq!(nobody.status, 401, "{}", nobody.body);
+    assert!(
+        nobody.body.contains("Incorrect email address or password"),
+        "{}",
+        nobody.body
+    );
 
     let done = browser.sign_in(url.as_str(), &email, PASSWORD).await;
     assert_eq!(done.status, 303, "{}", done.body);

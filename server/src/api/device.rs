@@ -19,7 +19,6 @@ use super::oauth::{
     oauth_error, parse_form, user_tokens,
 };
 use super::pages::{error_page, escape, page};
-use crate::identity::login::Password;
 use crate::oidc::sessions::{
     Code, DEVICE_INTERVAL, DEVICE_SECONDS, DeviceDecision, SESSION_SECONDS,
 };
@@ -309,8 +308,15 @@ pub(super) async fn page_post(
     let session = match session {
         Some(s) => s,
         None => {
-            match super::login::sign_in_with_form(&p, &req, &Password, &form, &service, "device")
-                .await
+            match super::login::sign_in_with_form(
+                &p,
+                &req,
+                &p.password_strategy(),
+                &form,
+                &service,
+                "device",
+            )
+            .await
             {
                 super::login::FormSignIn::SignedIn(secret, s) => {
                     new_session_cookie = Some(cookie(

@@ -18,7 +18,7 @@ use super::AppState;
 use super::oauth::{Refusal, oauth_error, parse_form};
 use super::pages::{error_page, login_form, page};
 use crate::db::tenancy::{Organization, Service};
-use crate::identity::login::{Failure, Password, Strategy};
+use crate::identity::login::{Failure, PluginStrategy, Strategy};
 use crate::identity::{Identity, SignIn, sign_in_outcome};
 use crate::oidc::sessions::{Code, Pending, SESSION_SECONDS, Session, Sessions, sha256_hex};
 
@@ -38,6 +38,19 @@ pub(super) struct Provider<'a> {
     pub sessions: &'a Sessions,
     pub issuer: &'a str,
     pub secure: bool,
+    pub plugins: &'a gatehouse_plugin_host::Host,
+    pub plugin_failures: &'a prometheus::IntCounterVec,
+}
+
+impl Provider<'_> {
+    /// Email and password, through the `password` plugin.
+    pub(super) fn password_strategy(&self) -> PluginStrategy<'_> {
+        PluginStrategy {
+            host: self.plugins,
+            plugin: "password",
+            failures: self.plugin_failures,
+        }
+    }
 }
 
 pub(super) fn provider(state: &AppState) -> Result<Provider<'_>, Refusal> {
@@ -45,13 +58,16 @@ pub(super) fn provider(state: &AppState) -> Result<Provider<'_>, Refusal> {
         state.identity.as_deref(),
         state.keys.as_deref(),
         state.sessions.as_ref(),
+        state.plugins.as_deref(),
     ) {
-        (Some(identity), Some(keys), Some(sessions)) => Ok(Provider {
+        (Some(identity), Some(keys), Some(sessions), Some(plugins)) => Ok(Provider {
             identity,
             keys,
             sessions,
             issuer: &state.issuer,
             secure: state.issuer.starts_with("https://"),
+            plugins,
+            plugin_failures: &state.metrics.plugin_failures,
         }),
         _ => Err(Box::new(oauth_error(
             StatusCode::NOT_FOUND,
@@ -679,8 +695,9 @@ pub(super) async fn login_submit(
             }
         }
     }
+    let password = p.password_strategy();
     let strategy: &dyn Strategy = match form.get("method").map(String::as_str) {
-        None | Some("password") => &Password,
+        None | Some("password") => &password,
         Some(_) => {
             return again(
                 StatusCode::BAD_REQUEST,
@@ -742,7 +759,10 @@ pub(super) async fn sign_in_with_form(
             "Incorrect email address or password.".into(),
         )
     };
-    let assertion = match strategy.complete(p.identity, form).await {
+    let assertion = match strategy
+        .complete(p.identity, &service.organization_id, form)
+        .await
+    {
         Ok(a) => a,
         Err(Failure::BadRequest(m)) => return FormSignIn::Refused(StatusCode::BAD_REQUEST, m),
         Err(Failure::InvalidCredentials { user }) => {

@@ -1,11 +1,14 @@
 //! The seam where a login method is called. A login is a flow of steps run by a strategy
 //! (DESIGN.md, "Authentication and tokens"): the hosted login page hands the submitted form
-//! to the strategy's `complete`, which returns an identity assertion or a failure. Password
-//! login is built in; the plugin host will carry every method through this same seam.
+//! to the strategy's `complete`, which returns an identity assertion or a failure. Every
+//! method is a plugin run by the plugin host (`gatehouse-plugin-host`); password login is the
+//! first-party `password` plugin.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+
+use gatehouse_plugin_host::{Failure as PluginFailure, Host, StepRequest};
 
 use super::Identity;
 use super::users::PasswordCheck;
@@ -41,45 +44,60 @@ pub enum Failure {
 #[async_trait::async_trait]
 pub trait Strategy: Send + Sync {
     /// Its id, as named in the login form (`method=password`).
-    fn id(&self) -> &'static str;
-    /// Completes a login from the submitted form.
+    fn id(&self) -> &str;
+    /// Completes a login from the submitted form, for a service of `organization`.
     async fn complete(
         &self,
         identity: &Identity,
+        organization: &str,
         form: &HashMap<String, String>,
     ) -> Result<Assertion, Failure>;
 }
 
-/// Email and password, verified against the Argon2id hash.
-#[derive(Debug, Default)]
-pub struct Password;
+/// A login method run by a plugin in the sandbox of the plugin host.
+///
+/// The plugin checks the credentials; the host keeps the rules that must hold whatever a
+/// plugin does. A strategy's assertion names a Gatehouse user, and lockouts count here: a
+/// locked account is refused even when the plugin vouches for it, and a plugin's refusal
+/// naming an account counts towards that account's lockout.
+pub struct PluginStrategy<'a> {
+    pub host: &'a Host,
+    pub plugin: &'a str,
+    /// Failed steps by plugin and kind (`gatehouse_plugin_failures_total`).
+    pub failures: &'a prometheus::IntCounterVec,
+}
 
 #[async_trait::async_trait]
-impl Strategy for Password {
-    fn id(&self) -> &'static str {
-        "password"
+impl Strategy for PluginStrategy<'_> {
+    fn id(&self) -> &str {
+        self.plugin
     }
 
     async fn complete(
         &self,
         identity: &Identity,
+        organization: &str,
         form: &HashMap<String, String>,
     ) -> Result<Assertion, Failure> {
-        let email = form.get("email").map(|e| e.trim()).unwrap_or_default();
-        let password = form.get("password").map(String::as_str).unwrap_or_default();
-        if email.is_empty() || password.is_empty() {
-            return Err(Failure::BadRequest(
-                "enter your email address and your password".into(),
-            ));
-        }
-        match identity.check_password(email, password).await {
-            Ok(PasswordCheck::Valid(u)) => Ok(Assertion {
-                provider: self.id().into(),
-                subject: u.id,
-                email: Some(u.email),
-                email_verified: u.email_verified,
-                methods: vec!["pwd".into()],
-            }),
+        let request = StepRequest {
+            config: "{}".into(),
+            params: form.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            flow_id: form.get("request").cloned().unwrap_or_default(),
+            callback_url: String::new(),
+            user_id: None,
+        };
+        let answer = match self.host.complete(self.plugin, organization, request).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.failures
+                    .with_label_values(&[self.plugin, e.kind()])
+                    .inc();
+                tracing::error!(plugin = self.plugin, kind = e.kind(), error = %e, "a login plugin failed");
+                return Err(Failure::Unavailable(e.to_string()));
+            }
+        };
+        let settle = |check: gatehouse_engine::Result<PasswordCheck>| match check {
+            Ok(PasswordCheck::Valid(u)) => Ok(u),
             Ok(PasswordCheck::Invalid { user }) => Err(Failure::InvalidCredentials {
                 user: user.map(|u| u.id),
             }),
@@ -88,13 +106,36 @@ impl Strategy for Password {
                 until,
             }),
             Err(e) => Err(Failure::Unavailable(e.to_string())),
+        };
+        match answer {
+            Ok(a) => {
+                let user = settle(identity.settle_login(&a.subject, true).await)?;
+                Ok(Assertion {
+                    provider: self.plugin.to_string(),
+                    subject: user.id,
+                    email: Some(user.email),
+                    email_verified: user.email_verified,
+                    methods: a.methods,
+                })
+            }
+            Err(PluginFailure::InvalidCredentials(Some(user))) => {
+                match settle(identity.settle_login(&user, false).await) {
+                    Ok(u) => Err(Failure::InvalidCredentials { user: Some(u.id) }),
+                    Err(f) => Err(f),
+                }
+            }
+            Err(PluginFailure::InvalidCredentials(None)) => {
+                Err(Failure::InvalidCredentials { user: None })
+            }
+            Err(PluginFailure::BadRequest(m)) => Err(Failure::BadRequest(m)),
+            Err(PluginFailure::Unavailable(m)) => Err(Failure::Unavailable(m)),
         }
     }
 }
 
 impl Identity {
     /// The user an assertion is about. For `password` the subject is the user's id; linking
-    /// accounts of external providers comes with the plugin host.
+    /// accounts of external providers comes with the provider plugins.
     pub async fn user_for(&self, a: &Assertion) -> gatehouse_engine::Result<Option<User>> {
         match a.provider.as_str() {
             "password" => self.store.user(&a.subject).await,

@@ -508,6 +508,26 @@ impl Identity {
                 false
             }
         };
+        self.settle(user, ok, now).await
+    }
+
+    /// Settles a login attempt on `user_id` that a login method has checked (`succeeded`):
+    /// a locked account is refused either way, a failure counts towards the lockout, and a
+    /// success clears the count. An unknown id is an invalid attempt that names nobody.
+    pub async fn settle_login(&self, user_id: &str, succeeded: bool) -> Result<PasswordCheck> {
+        let Some(user) = self.store.user(user_id).await? else {
+            return Ok(PasswordCheck::Invalid { user: None });
+        };
+        let now = Utc::now();
+        if let Some(until) = user.locked_until
+            && until > now
+        {
+            return Ok(PasswordCheck::Locked { user, until });
+        }
+        self.settle(user, succeeded, now).await
+    }
+
+    async fn settle(&self, user: User, ok: bool, now: DateTime<Utc>) -> Result<PasswordCheck> {
         if ok {
             if user.failed_logins > 0 {
                 self.store.clear_login_failures(&user.id).await?;

@@ -34,7 +34,7 @@ impl Plugin for Password {
         }
         let account = accounts::find_by_email(email).map_err(Failure::Unavailable)?;
         let Some(account) = account else {
-            let _ = argon2::verify(DECOY, password);
+            argon2::verify(DECOY, password).map_err(Failure::Unavailable)?;
             return Err(Failure::InvalidCredentials(None));
         };
         let hash = credentials::get(&account.id, "password").map_err(Failure::Unavailable)?;
@@ -43,7 +43,7 @@ impl Plugin for Password {
                 argon2::verify(&h, password).map_err(Failure::Unavailable)?
             }
             _ => {
-                let _ = argon2::verify(DECOY, password);
+                argon2::verify(DECOY, password).map_err(Failure::Unavailable)?;
                 false
             }
         };
