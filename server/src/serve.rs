@@ -94,12 +94,11 @@ const ROTATE_EVERY: Duration = Duration::from_secs(600);
 
 /// The signing keys: loaded (and created on first start) before the server listens, then
 /// rotated on schedule.
-async fn key_ring(config: &Config, store: Arc<SqlStore>) -> Result<Arc<KeyRing>> {
-    let env_key = std::env::var("GATEHOUSE_MASTER_KEY").ok();
-    let master = Arc::new(MasterKey::load(
-        env_key.as_deref().filter(|k| !k.trim().is_empty()),
-        &config.data_dir,
-    )?);
+async fn key_ring(
+    store: Arc<SqlStore>,
+    master: Arc<MasterKey>,
+    config: &Config,
+) -> Result<Arc<KeyRing>> {
     let ring = Arc::new(KeyRing::new(
         store,
         master,
@@ -197,7 +196,12 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let keys = api_keys(&config)?;
     let (engine, backend, store) = open(&config).await?;
-    let ring = key_ring(&config, store.clone()).await?;
+    let env_key = std::env::var("GATEHOUSE_MASTER_KEY").ok();
+    let master = Arc::new(MasterKey::load(
+        env_key.as_deref().filter(|k| !k.trim().is_empty()),
+        &config.data_dir,
+    )?);
+    let ring = key_ring(store.clone(), master.clone(), &config).await?;
     let identity = Arc::new(Identity::bootstrap(store, engine.clone()).await?);
     bootstrap_owner(&identity).await?;
     identity
@@ -215,6 +219,7 @@ pub async fn run(config: Config) -> Result<()> {
     let plugins = crate::identity::plugins::host(crate::identity::plugins::ServerServices {
         store: identity.store.clone(),
         kv: kv.clone(),
+        master,
     })
     .await?;
     spawn_upkeep(engine.clone());

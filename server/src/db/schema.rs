@@ -211,6 +211,17 @@ diesel::table! {
 diesel::joinable!(services -> organizations (organization_id));
 
 diesel::table! {
+    /// Per-user secrets of login plugins, sealed under the master key.
+    plugin_credentials (plugin, user_id, name) {
+        plugin -> Text,
+        user_id -> Text,
+        name -> Text,
+        sealed -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     /// Revoked access tokens, until they expire.
     store_owners (store_id) {
         store_id -> Text,
@@ -353,4 +364,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     email_tokens,
     store_owners,
+    plugin_credentials,
 );

@@ -7,8 +7,8 @@ use gatehouse_engine::{Error, Result};
 
 use super::datastore::{TxError, db_error, pool_error, utc};
 use super::schema::{
-    api_keys, audit_events, email_tokens, memberships, organizations, refresh_tokens, services,
-    token_families, users,
+    api_keys, audit_events, email_tokens, memberships, organizations, plugin_credentials,
+    refresh_tokens, services, token_families, users,
 };
 use super::{Backend, SqlStore, SqliteConn};
 
@@ -289,6 +289,67 @@ impl SqlStore {
                 .map_err(db_error)?
         });
         Ok(row.map(User::from))
+    }
+
+    /// The sealed credential `name` of `user` kept for `plugin`.
+    pub async fn plugin_credential(
+        &self,
+        plugin: &str,
+        user: &str,
+        name: &str,
+    ) -> Result<Option<String>> {
+        with_conn!(self, |conn| {
+            plugin_credentials::table
+                .find((plugin, user, name))
+                .select(plugin_credentials::sealed)
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)
+        })
+    }
+
+    /// Keeps a sealed credential (replacing one of the same name), or with `None` removes it.
+    pub async fn set_plugin_credential(
+        &self,
+        plugin: &str,
+        user: &str,
+        name: &str,
+        sealed: Option<&str>,
+    ) -> Result<()> {
+        let now = Utc::now().naive_utc();
+        match sealed {
+            Some(sealed) => with_conn!(self, |conn| {
+                diesel::insert_into(plugin_credentials::table)
+                    .values((
+                        plugin_credentials::plugin.eq(plugin),
+                        plugin_credentials::user_id.eq(user),
+                        plugin_credentials::name.eq(name),
+                        plugin_credentials::sealed.eq(sealed),
+                        plugin_credentials::updated_at.eq(now),
+                    ))
+                    .on_conflict((
+                        plugin_credentials::plugin,
+                        plugin_credentials::user_id,
+                        plugin_credentials::name,
+                    ))
+                    .do_update()
+                    .set((
+                        plugin_credentials::sealed.eq(sealed),
+                        plugin_credentials::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+            }),
+            None => with_conn!(self, |conn| {
+                diesel::delete(plugin_credentials::table.find((plugin, user, name)))
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+            }),
+        };
+        Ok(())
     }
 
     /// The user with this (lowercased) email.

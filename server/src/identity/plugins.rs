@@ -11,6 +11,7 @@ use gatehouse_plugin_host::{Account, Capability, Host, Limits, Services, embedde
 use super::users::{hash_password, normalize_email, verify_password};
 use crate::cache::ephemeral::Ephemeral;
 use crate::db::SqlStore;
+use crate::secrets::MasterKey;
 
 /// What a plugin is told when the server cannot do what it asked; the cause is logged.
 const UNAVAILABLE: &str = "the server cannot do this now";
@@ -20,6 +21,13 @@ const UNAVAILABLE: &str = "the server cannot do this now";
 pub struct ServerServices {
     pub store: Arc<SqlStore>,
     pub kv: Arc<dyn Ephemeral>,
+    /// Seals credential records.
+    pub master: Arc<MasterKey>,
+}
+
+/// What a credential record is sealed for: its plugin, user and name.
+fn purpose(plugin: &str, user: &str, name: &str) -> String {
+    format!("plugin-credential:{plugin}:{user}:{name}")
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> String {
@@ -98,21 +106,50 @@ impl Services for ServerServices {
                 .map_err(|e| unavailable("credential read", e))?;
             return Ok(user.and_then(|u| u.password_hash));
         }
-        Err(format!(
-            "this server keeps no credential `{name}` for `{plugin}`"
-        ))
+        let sealed = self
+            .store
+            .plugin_credential(plugin, user, name)
+            .await
+            .map_err(|e| unavailable("credential read", e))?;
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let plain = self
+            .master
+            .open(&purpose(plugin, user, name), &sealed)
+            .map_err(|e| unavailable("credential read", e))?;
+        String::from_utf8(plain.to_vec())
+            .map(Some)
+            .map_err(|e| unavailable("credential read", e))
     }
 
     async fn set_credential(
         &self,
         plugin: &str,
-        _user: &str,
+        user: &str,
         name: &str,
-        _value: Option<&str>,
+        value: Option<&str>,
     ) -> Result<(), String> {
-        Err(format!(
-            "this server keeps no credential `{name}` for `{plugin}`"
-        ))
+        if plugin == "password" && name == "password" {
+            return Err("the password is changed through the account pages".into());
+        }
+        let exists = self
+            .store
+            .user(user)
+            .await
+            .map_err(|e| unavailable("credential write", e))?
+            .is_some();
+        if !exists {
+            return Err("unknown user".into());
+        }
+        let sealed = value
+            .map(|v| self.master.seal(&purpose(plugin, user, name), v.as_bytes()))
+            .transpose()
+            .map_err(|e| unavailable("credential write", e))?;
+        self.store
+            .set_plugin_credential(plugin, user, name, sealed.as_deref())
+            .await
+            .map_err(|e| unavailable("credential write", e))
     }
 
     async fn argon2_hash(&self, password: &str) -> Result<String, String> {
@@ -136,4 +173,132 @@ pub async fn host(services: ServerServices) -> anyhow::Result<Host> {
         host.install(p.manifest, p.wasm).await?;
     }
     Ok(host)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use gatehouse_engine::service::{Engine, EngineConfig};
+
+    use super::*;
+    use crate::cache::ephemeral::InProcess;
+    use crate::identity::{Identity, OPERATOR};
+
+    async fn services() -> (ServerServices, Identity) {
+        let dir = std::env::temp_dir().join(format!("gh-plugins-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("db.sqlite").display());
+        let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+        let engine = Arc::new(Engine::new(store.clone(), EngineConfig::default()));
+        let identity = Identity::bootstrap(store.clone(), engine).await.unwrap();
+        let services = ServerServices {
+            store,
+            kv: Arc::new(InProcess::default()),
+            master: Arc::new(MasterKey::generate().unwrap().0),
+        };
+        (services, identity)
+    }
+
+    #[tokio::test]
+    async fn credentials_are_sealed_and_bound_to_plugin_user_and_name() {
+        let (s, id) = services().await;
+        let u = id
+            .create_user(
+                OPERATOR,
+                "ada@example.com",
+                "",
+                Some("correct horse battery"),
+                true,
+            )
+            .await
+            .unwrap();
+        assert_eq!(s.credential("totp", &u.id, "seed").await.unwrap(), None);
+        s.set_credential("totp", &u.id, "seed", Some("JBSWY3DPEHPK3PXP"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.credential("totp", &u.id, "seed")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("JBSWY3DPEHPK3PXP")
+        );
+        // At rest it is sealed.
+        let raw = s
+            .store
+            .plugin_credential("totp", &u.id, "seed")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            raw.starts_with("v1.") && !raw.contains("JBSWY3DPEHPK3PXP"),
+            "{raw}"
+        );
+        // Another plugin, another name: nothing.
+        assert_eq!(s.credential("passkey", &u.id, "seed").await.unwrap(), None);
+        assert_eq!(s.credential("totp", &u.id, "other").await.unwrap(), None);
+        // A sealed value copied to another name or plugin does not open.
+        s.store
+            .set_plugin_credential("totp", &u.id, "other", Some(&raw))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.credential("totp", &u.id, "other").await.unwrap_err(),
+            UNAVAILABLE
+        );
+        // Replaced, then removed.
+        s.set_credential("totp", &u.id, "seed", Some("NEW"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.credential("totp", &u.id, "seed")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("NEW")
+        );
+        s.set_credential("totp", &u.id, "seed", None).await.unwrap();
+        assert_eq!(s.credential("totp", &u.id, "seed").await.unwrap(), None);
+        assert_eq!(
+            s.set_credential("totp", "01NOBODY", "seed", Some("x"))
+                .await
+                .unwrap_err(),
+            "unknown user"
+        );
+        // The password plugin's credential is the password hash, read-only.
+        let h = s
+            .credential("password", &u.id, "password")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert!(
+            s.set_credential("password", &u.id, "password", Some("x"))
+                .await
+                .is_err()
+        );
+        assert!(s.argon2_verify(&h, "correct horse battery").await.unwrap());
+        assert!(!s.argon2_verify(&h, "wrong").await.unwrap());
+        assert!(s.argon2_verify("not a hash", "x").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn accounts_and_the_key_value_space() {
+        let (s, id) = services().await;
+        let u = id
+            .create_user(OPERATOR, "ada@example.com", "", None, false)
+            .await
+            .unwrap();
+        let a = s.find_account(" ADA@Example.com ").await.unwrap().unwrap();
+        assert_eq!((a.id.as_str(), a.email_verified), (u.id.as_str(), false));
+        assert_eq!(s.find_account("not an address").await.unwrap(), None);
+        assert_eq!(s.find_account("bob@example.com").await.unwrap(), None);
+        let bytes = [0u8, 255, 1, 2];
+        s.kv_set("k", &bytes, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(s.kv_get("k").await.unwrap().as_deref(), Some(&bytes[..]));
+        assert_eq!(s.kv_take("k").await.unwrap().as_deref(), Some(&bytes[..]));
+        assert_eq!(s.kv_get("k").await.unwrap(), None);
+    }
 }
