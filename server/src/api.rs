@@ -229,6 +229,7 @@ fn route_label(path: &str) -> &'static str {
         ["api", "services", _] => "/api/services/{client_id}",
         ["api", "services", _, "secret"] => "/api/services/{client_id}/secret",
         ["api", "tiers"] => "/api/tiers",
+        ["api", "plugins"] => "/api/plugins",
         ["api", "tiers", _] => "/api/tiers/{name}",
         ["api", "services", _, "api-keys"] => "/api/services/{client_id}/api-keys",
         ["api", "services", _, "api-keys", _] => "/api/services/{client_id}/api-keys/{id}",
@@ -657,6 +658,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                     web::resource("/services/{client_id}/secret")
                         .post(manage::rotate_service_secret)
                         .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
+                )
+                .service(
+                    web::resource("/plugins")
+                        .get(manage::list_plugins)
+                        .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
                 )
                 .service(
                     web::resource("/tiers")

@@ -61,6 +61,18 @@ pub enum Command {
         #[command(subcommand)]
         command: TierCommand,
     },
+    /// Work with login plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Check a plugin directory (`plugin.toml` and `plugin.wasm`) as the server would at
+    /// start, and print what the plugin is.
+    Check { dir: std::path::PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,6 +307,13 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
                     "deleted": true,
                 }),
             };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin {
+            command: PluginCommand::Check { dir },
+        } => {
+            let out = crate::identity::plugins::check_dir(&dir).await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -55,6 +55,9 @@ pub struct Config {
     /// Argon2id computations at once, 1 to 256; the cores when absent
     /// (`GATEHOUSE_PASSWORD_HASH_SLOTS`).
     pub password_hash_slots: Option<usize>,
+    /// A directory of third-party login plugins, one subdirectory each holding `plugin.toml`
+    /// and `plugin.wasm` (`GATEHOUSE_PLUGIN_DIR`).
+    pub plugin_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -79,6 +82,7 @@ impl Default for Config {
             signup: true,
             console_redirect_uris: Vec::new(),
             password_hash_slots: None,
+            plugin_dir: None,
         }
     }
 }
@@ -195,6 +199,9 @@ impl Config {
                 .filter(|u| !u.is_empty())
                 .map(str::to_string)
                 .collect();
+        }
+        if let Some(v) = env("GATEHOUSE_PLUGIN_DIR") {
+            c.plugin_dir = Some(v.into());
         }
         if let Some(v) = env("GATEHOUSE_PASSWORD_HASH_SLOTS") {
             c.password_hash_slots = Some(v.parse().with_context(|| {

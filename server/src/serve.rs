@@ -216,11 +216,14 @@ pub async fn run(config: Config) -> Result<()> {
         }
         None => Arc::new(InProcess::default()),
     };
-    let plugins = crate::identity::plugins::host(crate::identity::plugins::ServerServices {
-        store: identity.store.clone(),
-        kv: kv.clone(),
-        master,
-    })
+    let plugins = crate::identity::plugins::host(
+        crate::identity::plugins::ServerServices {
+            store: identity.store.clone(),
+            kv: kv.clone(),
+            master,
+        },
+        config.plugin_dir.as_deref(),
+    )
     .await?;
     spawn_upkeep(engine.clone());
     let state = web::Data::new(AppState {

@@ -12,7 +12,7 @@ fn sample_store(name: &str) -> PathBuf {
 }
 
 /// Runs `gatehouse <args>` with a clean environment (plus `env`).
-async fn gatehouse(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) async fn gatehouse(args: &[&str], env: &[(&str, &str)]) -> Output {
     let bin = tokio::task::spawn_blocking(binary).await.unwrap();
     let mut cmd = Command::new(bin);
     cmd.args(args)
@@ -27,7 +27,7 @@ async fn gatehouse(args: &[&str], env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
-fn text(o: &Output) -> (String, String) {
+pub(crate) fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),

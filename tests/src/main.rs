@@ -20,5 +20,6 @@ mod harness;
 mod login;
 mod manage;
 mod oidc;
+mod plugins;
 mod policies;
 mod sdk;

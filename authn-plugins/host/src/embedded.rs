@@ -18,3 +18,20 @@ pub const PASSWORD: Embedded = Embedded {
 
 /// Every first-party plugin.
 pub const ALL: [Embedded; 1] = [PASSWORD];
+
+/// Whether `id` is a first-party plugin's (which no other plugin may take).
+pub fn is_first_party(id: &str) -> bool {
+    ALL.iter()
+        .any(|p| crate::Manifest::parse(p.manifest).is_ok_and(|m| m.id == id))
+}
+
+/// The purpose-built misbehaving plugin of the sandbox tests (`authn-plugins/testing/hostile`),
+/// for the server's tests; never installed by the server.
+#[doc(hidden)]
+pub const HOSTILE: Embedded = Embedded {
+    manifest: include_str!("../../testing/hostile/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("GATEHOUSE_PLUGIN_WASM_DIR"),
+        "/gatehouse_plugin_hostile.wasm"
+    )),
+};

@@ -21,6 +21,7 @@ use crate::db::tenancy::{Organization, Service};
 use crate::identity::login::{Failure, PluginStrategy, Strategy};
 use crate::identity::{Identity, SignIn, sign_in_outcome};
 use crate::oidc::sessions::{Code, Pending, SESSION_SECONDS, Session, Sessions, sha256_hex};
+use gatehouse_plugin_host::{BeginResult, Field, StepRequest};
 
 pub const SESSION_COOKIE: &str = "gh_session";
 const BINDING_COOKIE: &str = "gh_login";
@@ -612,15 +613,59 @@ pub(super) async fn login_page(state: web::Data<AppState>, req: HttpRequest) -> 
         Ok(x) => x,
         Err(r) => return r,
     };
+    let fields = match method_fields(&p, &service, "password", id).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     login_form(
         StatusCode::OK,
         id,
         org.as_ref(),
         &service.name,
+        "password",
+        &fields,
         "",
         None,
         state.signup,
     )
+}
+
+/// The fields of a login method's form, as its plugin's `begin` asks for them.
+async fn method_fields(
+    p: &Provider<'_>,
+    service: &Service,
+    method: &str,
+    request_id: &str,
+) -> Result<Vec<Field>, HttpResponse> {
+    let request = StepRequest {
+        config: "{}".into(),
+        params: Vec::new(),
+        flow_id: request_id.to_string(),
+        callback_url: String::new(),
+        user_id: None,
+    };
+    match p
+        .plugins
+        .begin(method, &service.organization_id, request)
+        .await
+    {
+        Ok(Ok(BeginResult::Form(fields))) => Ok(fields),
+        Ok(Ok(_)) => {
+            tracing::error!(plugin = method, "a login plugin's begin answered no form");
+            Err(unavailable_page())
+        }
+        Ok(Err(f)) => {
+            tracing::error!(plugin = method, failure = ?f, "a login plugin refused to begin");
+            Err(unavailable_page())
+        }
+        Err(e) => {
+            p.plugin_failures
+                .with_label_values(&[method, e.kind()])
+                .inc();
+            tracing::error!(plugin = method, kind = e.kind(), error = %e, "a login plugin failed");
+            Err(unavailable_page())
+        }
+    }
 }
 
 /// `POST /login`: a submitted login form.
@@ -661,6 +706,10 @@ pub(super) async fn login_submit(
             org.as_ref(),
         );
     }
+    let fields = match method_fields(&p, &service, "password", id).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let ip = client_ip(&req);
     let email = form.get("email").cloned().unwrap_or_default();
     let again = |status: StatusCode, message: &str| {
@@ -669,6 +718,8 @@ pub(super) async fn login_submit(
             id,
             org.as_ref(),
             &service.name,
+            "password",
+            &fields,
             &email,
             Some(message),
             state.signup,

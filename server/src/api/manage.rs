@@ -840,6 +840,29 @@ pub(super) async fn list_tiers(state: web::Data<AppState>, req: HttpRequest) -> 
     )
 }
 
+/// `GET /api/plugins`: the installed login plugins (id, version, kind, display name,
+/// capabilities, configuration schema), for any signed-in caller.
+pub(super) async fn list_plugins(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            caller(&p, &req).await?;
+            let items: Vec<_> = state
+                .plugins
+                .as_deref()
+                .map(|h| {
+                    h.plugins()
+                        .values()
+                        .map(|p| crate::identity::plugins::describe(p))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(HttpResponse::Ok().json(json!({ "plugins": items })))
+        }
+        .await,
+    )
+}
+
 /// `PUT /api/tiers/{name}`: adds a tier or changes its limits; platform administration, so
 /// it needs the platform's owner signed in with a second factor.
 pub(super) async fn put_tier(

@@ -4,6 +4,7 @@
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header;
+use gatehouse_plugin_host::Field as PluginField;
 
 use crate::db::tenancy::Organization;
 use crate::identity::{valid_color, valid_logo_url};
@@ -174,11 +175,49 @@ pub fn form(
 /// The password login form of a pending authorization request, with a link to create an
 /// account when sign-up is open.
 #[allow(clippy::too_many_arguments, reason = "a page is all of these")]
+/// Form field names the login page itself uses; a plugin's field may not take them.
+const RESERVED_FIELDS: [&str; 3] = ["request", "method", "csrf"];
+
+/// The inputs of a login method's form, as its plugin's `begin` describes them. `email` is
+/// the value of an `email` field shown again after a refusal; nothing else is echoed.
+fn form_inputs(fields: &[PluginField], email: &str, described: &str) -> String {
+    let mut out = String::new();
+    for f in fields {
+        if RESERVED_FIELDS.contains(&f.name.as_str()) {
+            continue;
+        }
+        let ty = match f.input_type.as_str() {
+            t @ ("email" | "password" | "text" | "tel" | "number") => t,
+            _ => "text",
+        };
+        let autocomplete = f
+            .autocomplete
+            .as_deref()
+            .map(|a| format!(r#" autocomplete="{}""#, escape(a)))
+            .unwrap_or_default();
+        let value = if f.name == "email" && !email.is_empty() {
+            format!(r#" value="{}""#, escape(email))
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "<label for=\"{name}\">{label}</label>\n<input id=\"{name}\" name=\"{name}\" type=\"{ty}\"{autocomplete} required{value}{described}>\n",
+            name = escape(&f.name),
+            label = escape(&f.label),
+        ));
+    }
+    out
+}
+
+/// The login page of one method: the fields its plugin asked for.
+#[allow(clippy::too_many_arguments)]
 pub fn login_form(
     status: StatusCode,
     request: &str,
     org: Option<&Organization>,
     service_name: &str,
+    method: &str,
+    fields: &[PluginField],
     email: &str,
     error: Option<&str>,
     signup: bool,
@@ -200,17 +239,18 @@ pub fn login_form(
         r#"<p>to continue to {service}</p>
 {error}<form method="post" action="/login">
 <input type="hidden" name="request" value="{request}">
-<input type="hidden" name="method" value="password">
-<label for="email">Email address</label>
-<input id="email" name="email" type="email" autocomplete="username" required value="{email}"{described}>
-<label for="password">Password</label>
-<input id="password" name="password" type="password" autocomplete="current-password" required{described}>
-<button type="submit">Sign in</button>
-</form>
-<p><a href="/password/forgot">Forgot your password?</a></p>{signup}"#,
+<input type="hidden" name="method" value="{method}">
+{inputs}<button type="submit">Sign in</button>
+</form>{forgot}{signup}"#,
         service = escape(service_name),
         request = escape(request),
-        email = escape(email),
+        method = escape(method),
+        inputs = form_inputs(fields, email, described),
+        forgot = if method == "password" {
+            "\n<p><a href=\"/password/forgot\">Forgot your password?</a></p>"
+        } else {
+            ""
+        },
         signup = if signup {
             r#"
 <p>No account yet? <a href="/signup">Create one</a></p>"#
@@ -236,5 +276,45 @@ mod tests {
         assert!(valid_logo_url("https://cdn.example.com/logo.png"));
         assert!(!valid_logo_url("javascript:alert(1)"));
         assert!(!valid_logo_url("https://x.io/a\"onerror=1"));
+    }
+
+    fn field(name: &str, label: &str, ty: &str) -> PluginField {
+        PluginField {
+            name: name.into(),
+            label: label.into(),
+            input_type: ty.into(),
+            autocomplete: Some("one-time-code\"x".into()),
+        }
+    }
+
+    #[test]
+    fn a_plugins_fields_are_escaped_typed_and_kept_off_the_pages_own() {
+        let html = form_inputs(
+            &[
+                field("email", "Email <b>", "email"),
+                field("password", "Password", "password"),
+                field("code\"onfocus=x", "Code", "javascript"),
+                field("request", "Hijack", "text"),
+                field("method", "Hijack", "text"),
+            ],
+            "a\"@example.com",
+            "",
+        );
+        assert!(
+            html.contains(r#"<label for="email">Email &lt;b&gt;</label>"#),
+            "{html}"
+        );
+        assert!(html.contains(r#"value="a&quot;@example.com""#), "{html}");
+        // Only the email is shown again, never a password.
+        assert_eq!(html.matches("value=").count(), 1, "{html}");
+        assert!(
+            html.contains(r#"name="code&quot;onfocus=x" type="text""#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"autocomplete="one-time-code&quot;x""#),
+            "{html}"
+        );
+        assert!(!html.contains("Hijack"), "{html}");
     }
 }

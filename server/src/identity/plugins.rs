@@ -1,12 +1,14 @@
 //! What the server gives login plugins: the services behind the host's capabilities, and
 //! the host itself with the first-party plugins installed.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
-use gatehouse_plugin_host::{Account, Capability, Host, Limits, Services, embedded};
+use gatehouse_plugin_host::{Account, Capability, Host, Kind, Limits, Plugin, Services, embedded};
 
 use super::users::{hash_password, normalize_email, verify_password};
 use crate::cache::ephemeral::Ephemeral;
@@ -166,13 +168,121 @@ impl Services for ServerServices {
     }
 }
 
-/// The plugin host of this server, with every first-party plugin installed.
-pub async fn host(services: ServerServices) -> anyhow::Result<Host> {
+/// The plugin host of this server, with every first-party plugin installed, and the
+/// third-party plugins of `plugin_dir`. A plugin there that does not pass every check stops
+/// the server with the reason: an operator who installs a plugin expects it to run.
+pub async fn host(services: ServerServices, plugin_dir: Option<&Path>) -> anyhow::Result<Host> {
     let host = Host::new(Limits::default(), &Capability::ALL, Arc::new(services))?;
     for p in embedded::ALL {
         host.install(p.manifest, p.wasm).await?;
     }
+    if let Some(root) = plugin_dir {
+        for dir in plugin_dirs(root)? {
+            let p = install_dir(&host, &dir)
+                .await
+                .with_context(|| format!("the plugin in `{}`", dir.display()))?;
+            tracing::info!(plugin = %p.manifest.id, version = %p.manifest.version, dir = %dir.display(), "installed a plugin");
+        }
+    }
     Ok(host)
+}
+
+/// The plugin directories under `root`: each subdirectory, in name order.
+fn plugin_dirs(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(root)
+        .with_context(|| format!("cannot read the plugin directory `{}`", root.display()))?;
+    let mut dirs = Vec::new();
+    for e in entries {
+        let path = e
+            .with_context(|| format!("cannot read the plugin directory `{}`", root.display()))?
+            .path();
+        if path.is_dir() {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Checks the plugin in `dir` (`plugin.toml` and `plugin.wasm`) and installs it. A
+/// third-party plugin may not take a first-party plugin's id.
+pub async fn install_dir(host: &Host, dir: &Path) -> anyhow::Result<Arc<Plugin>> {
+    let manifest = std::fs::read_to_string(dir.join("plugin.toml"))
+        .with_context(|| format!("cannot read `{}`", dir.join("plugin.toml").display()))?;
+    let wasm = std::fs::read(dir.join("plugin.wasm"))
+        .with_context(|| format!("cannot read `{}`", dir.join("plugin.wasm").display()))?;
+    let checked = host.load(&manifest, &wasm).await?;
+    if embedded::is_first_party(&checked.manifest.id) {
+        anyhow::bail!(
+            "plugin refused: `{}` is the id of a first-party plugin",
+            checked.manifest.id
+        );
+    }
+    Ok(host.install(&manifest, &wasm).await?)
+}
+
+/// A plugin as the API and the CLI show it.
+pub fn describe(p: &Plugin) -> serde_json::Value {
+    let d = &p.description;
+    serde_json::json!({
+        "id": d.id,
+        "version": d.version,
+        "kind": match d.kind { Kind::Strategy => "strategy", Kind::Provider => "provider" },
+        "display_name": d.display_name,
+        "capabilities": p.manifest.capabilities.iter().map(|c| c.name()).collect::<Vec<_>>(),
+        "allowed_hosts": p.manifest.allowed_hosts,
+        "config_schema": serde_json::from_str::<serde_json::Value>(&d.config_schema).unwrap_or_default(),
+        "first_party": embedded::is_first_party(&d.id),
+    })
+}
+
+/// Services that refuse every call: for checking a plugin (which runs only `describe`)
+/// without a database.
+#[derive(Debug)]
+pub struct Refusing;
+
+#[async_trait::async_trait]
+impl Services for Refusing {
+    async fn kv_get(&self, _: &str) -> Result<Option<Vec<u8>>, String> {
+        Err(UNAVAILABLE.into())
+    }
+    async fn kv_set(&self, _: &str, _: &[u8], _: Duration) -> Result<(), String> {
+        Err(UNAVAILABLE.into())
+    }
+    async fn kv_take(&self, _: &str) -> Result<Option<Vec<u8>>, String> {
+        Err(UNAVAILABLE.into())
+    }
+    async fn kv_delete(&self, _: &str) -> Result<(), String> {
+        Err(UNAVAILABLE.into())
+    }
+    async fn find_account(&self, _: &str) -> Result<Option<Account>, String> {
+        Err(UNAVAILABLE.into())
+    }
+    async fn credential(&self, _: &str, _: &str, _: &str) -> Result<Option<String>, String> {
+        Err(UNAVAILABLE.into())
+    }
+    async fn set_credential(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<(), String> {
+        Err(UNAVAILABLE.into())
+    }
+    async fn argon2_hash(&self, _: &str) -> Result<String, String> {
+        Err(UNAVAILABLE.into())
+    }
+    async fn argon2_verify(&self, _: &str, _: &str) -> Result<bool, String> {
+        Err(UNAVAILABLE.into())
+    }
+}
+
+/// `gatehouse plugin check DIR`: checks the plugin in `dir` as the server would at start.
+pub async fn check_dir(dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let host = Host::new(Limits::default(), &Capability::ALL, Arc::new(Refusing))?;
+    let p = install_dir(&host, dir).await?;
+    Ok(describe(&p))
 }
 
 #[cfg(test)]
