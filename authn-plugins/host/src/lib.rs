@@ -135,6 +135,13 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
+/// An installed plugin: loaded, or registered to be loaded when first used.
+struct Entry {
+    /// The manifest and component of a plugin not loaded yet.
+    source: Option<(String, &'static [u8])>,
+    loaded: tokio::sync::OnceCell<Arc<Plugin>>,
+}
+
 /// Runs plugins. One per process; cheap to share (`Arc`).
 pub struct Host {
     engine: Engine,
@@ -143,7 +150,7 @@ pub struct Host {
     /// manifest's.
     granted: Vec<Capability>,
     services: Arc<dyn Services>,
-    plugins: RwLock<HashMap<String, Arc<Plugin>>>,
+    plugins: RwLock<HashMap<String, Arc<Entry>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -239,21 +246,46 @@ impl Host {
         &self.limits
     }
 
-    /// The installed plugins, by id.
-    pub fn plugins(&self) -> BTreeMap<String, Arc<Plugin>> {
-        self.plugins
+    /// The ids of the installed plugins, in order.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .plugins
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
     }
 
-    pub fn plugin(&self, id: &str) -> Option<Arc<Plugin>> {
-        self.plugins
+    /// The installed plugins, by id (loading those registered and not used yet).
+    pub async fn plugins(&self) -> Result<BTreeMap<String, Arc<Plugin>>, PluginError> {
+        let mut out = BTreeMap::new();
+        for id in self.ids() {
+            out.insert(id.clone(), self.plugin(&id).await?);
+        }
+        Ok(out)
+    }
+
+    /// An installed plugin, loaded on first use if it was registered.
+    pub async fn plugin(&self, id: &str) -> Result<Arc<Plugin>, PluginError> {
+        let entry = self
+            .plugins
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
+            .cloned()
+            .ok_or_else(|| PluginError::Unknown(id.into()))?;
+        entry
+            .loaded
+            .get_or_try_init(|| async {
+                match &entry.source {
+                    Some((manifest, wasm)) => Ok(Arc::new(self.load(manifest, wasm).await?)),
+                    None => Err(PluginError::Unknown(id.into())),
+                }
+            })
+            .await
             .cloned()
     }
 
@@ -261,11 +293,31 @@ impl Host {
     /// installs it, replacing one with the same id. Nothing is installed if any check fails.
     pub async fn install(&self, manifest: &str, wasm: &[u8]) -> Result<Arc<Plugin>, PluginError> {
         let plugin = Arc::new(self.load(manifest, wasm).await?);
+        let entry = Entry {
+            source: None,
+            loaded: tokio::sync::OnceCell::new_with(Some(plugin.clone())),
+        };
         self.plugins
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(plugin.manifest.id.clone(), plugin.clone());
+            .insert(plugin.manifest.id.clone(), Arc::new(entry));
         Ok(plugin)
+    }
+
+    /// Installs a plugin built into the binary, to be compiled and checked when it is first
+    /// used: a server that nobody signs in to never runs the compiler, which keeps its start
+    /// fast and its memory small. Only the manifest is checked now.
+    pub fn register(&self, manifest: &str, wasm: &'static [u8]) -> Result<(), PluginError> {
+        let m = Manifest::parse(manifest).map_err(PluginError::Rejected)?;
+        let entry = Entry {
+            source: Some((manifest.to_string(), wasm)),
+            loaded: tokio::sync::OnceCell::new(),
+        };
+        self.plugins
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(m.id, Arc::new(entry));
+        Ok(())
     }
 
     /// Checks a plugin without installing it.
@@ -426,9 +478,7 @@ impl Host {
 
     /// Calls `describe` in a fresh instance (what [`Plugin::description`] keeps from load).
     pub async fn describe(&self, plugin: &str) -> Result<Description, PluginError> {
-        let p = self
-            .plugin(plugin)
-            .ok_or_else(|| PluginError::Unknown(plugin.into()))?;
+        let p = self.plugin(plugin).await?;
         match self.step(&p, "", Call::Describe).await? {
             Answer::Describe(d) => Ok(d),
             _ => Err(PluginError::Rejected(
@@ -444,9 +494,7 @@ impl Host {
         organization: &str,
         request: StepRequest,
     ) -> Result<Result<BeginResult, Failure>, PluginError> {
-        let p = self
-            .plugin(plugin)
-            .ok_or_else(|| PluginError::Unknown(plugin.into()))?;
+        let p = self.plugin(plugin).await?;
         match self.step(&p, organization, Call::Begin(request)).await? {
             Answer::Begin(r) => Ok(r),
             _ => Err(PluginError::Rejected(
@@ -462,9 +510,7 @@ impl Host {
         organization: &str,
         request: StepRequest,
     ) -> Result<Result<Assertion, Failure>, PluginError> {
-        let p = self
-            .plugin(plugin)
-            .ok_or_else(|| PluginError::Unknown(plugin.into()))?;
+        let p = self.plugin(plugin).await?;
         match self.step(&p, organization, Call::Complete(request)).await? {
             Answer::Complete(r) => Ok(r),
             _ => Err(PluginError::Rejected(

@@ -304,7 +304,10 @@ async fn an_undeclared_capability_is_refused_at_load() {
             .contains("imports the capability `kv` but its manifest does not declare it"),
         "{e}"
     );
-    assert!(host.plugin("hostile").is_none());
+    assert!(matches!(
+        host.plugin("hostile").await,
+        Err(PluginError::Unknown(_))
+    ));
 }
 
 #[tokio::test]
@@ -354,5 +357,29 @@ async fn malformed_components_are_refused() {
     );
     let e = host.install("id = 1", HOSTILE).await.unwrap_err();
     assert!(e.to_string().contains("plugin.toml"), "{e}");
-    assert!(host.plugins().is_empty());
+    assert!(host.plugins().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn registered_plugins_are_loaded_on_first_use() {
+    let (host, _) = host_with(limits(), &Capability::ALL).await;
+    host.register(embedded::PASSWORD.manifest, embedded::PASSWORD.wasm)
+        .unwrap();
+    host.register(HOSTILE_MANIFEST, &HOSTILE[..HOSTILE.len() / 2])
+        .unwrap();
+    assert_eq!(host.ids(), ["hostile", "password"]);
+    // The good one loads when first used, and its checks run then.
+    let d = host.describe("password").await.unwrap();
+    assert_eq!(d.id, "password");
+    let e = host.describe("hostile").await.unwrap_err();
+    assert!(
+        e.to_string().contains("not a valid WebAssembly component"),
+        "{e}"
+    );
+    assert!(host.plugins().await.is_err());
+    // A bad manifest is refused when registering.
+    assert!(matches!(
+        host.register("id = 1", embedded::PASSWORD.wasm),
+        Err(PluginError::Rejected(_))
+    ));
 }

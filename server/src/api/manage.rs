@@ -847,16 +847,22 @@ pub(super) async fn list_plugins(state: web::Data<AppState>, req: HttpRequest) -
         async {
             let p = provider_or_404(&state)?;
             caller(&p, &req).await?;
-            let items: Vec<_> = state
-                .plugins
-                .as_deref()
-                .map(|h| {
-                    h.plugins()
+            let mut items = Vec::new();
+            if let Some(h) = state.plugins.as_deref() {
+                let plugins = h.plugins().await.map_err(|e| {
+                    tracing::error!(error = %e, "a plugin cannot be loaded");
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the plugins cannot be listed now",
+                    )
+                })?;
+                items.extend(
+                    plugins
                         .values()
-                        .map(|p| crate::identity::plugins::describe(p))
-                        .collect()
-                })
-                .unwrap_or_default();
+                        .map(|p| crate::identity::plugins::describe(p)),
+                );
+            }
             Ok(HttpResponse::Ok().json(json!({ "plugins": items })))
         }
         .await,

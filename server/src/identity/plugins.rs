@@ -173,8 +173,9 @@ impl Services for ServerServices {
 /// the server with the reason: an operator who installs a plugin expects it to run.
 pub async fn host(services: ServerServices, plugin_dir: Option<&Path>) -> anyhow::Result<Host> {
     let host = Host::new(Limits::default(), &Capability::ALL, Arc::new(services))?;
+    // Compiled when first used: a server nobody signs in to never runs the compiler.
     for p in embedded::ALL {
-        host.install(p.manifest, p.wasm).await?;
+        host.register(p.manifest, p.wasm)?;
     }
     if let Some(root) = plugin_dir {
         for dir in plugin_dirs(root)? {
