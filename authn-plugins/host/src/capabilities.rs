@@ -132,16 +132,16 @@ impl StepState {
         self.started.elapsed().saturating_sub(self.host_time)
     }
 
-    fn scoped(&self, key: &str) -> wasmtime::Result<Result<String, String>> {
+    fn scoped(&self, key: &str) -> Result<String, String> {
         if key.is_empty() || key.len() > MAX_KEY {
-            return Ok(Err(format!("a key must be 1 to {MAX_KEY} bytes")));
+            return Err(format!("a key must be 1 to {MAX_KEY} bytes"));
         }
         // Plugin ids and organization ids never hold `:`, so no key of one plugin or
         // organization can name another's.
-        Ok(Ok(format!(
+        Ok(format!(
             "plugin-kv:{}:{}:{}",
             self.plugin, self.organization, key
-        )))
+        ))
     }
 
     /// Runs a host call, counting its time as host time.
@@ -197,7 +197,7 @@ impl wit::random::Host for StepState {
 
 impl wit::kv::Host for StepState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {
-        let key = match self.scoped(&key)? {
+        let key = match self.scoped(&key) {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
@@ -210,7 +210,7 @@ impl wit::kv::Host for StepState {
         value: Vec<u8>,
         ttl_seconds: u32,
     ) -> wasmtime::Result<Result<(), String>> {
-        let key = match self.scoped(&key)? {
+        let key = match self.scoped(&key) {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
@@ -227,7 +227,7 @@ impl wit::kv::Host for StepState {
     }
 
     async fn take(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {
-        let key = match self.scoped(&key)? {
+        let key = match self.scoped(&key) {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
@@ -235,7 +235,7 @@ impl wit::kv::Host for StepState {
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), String>> {
-        let key = match self.scoped(&key)? {
+        let key = match self.scoped(&key) {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
@@ -385,10 +385,8 @@ pub(crate) fn link_wasi_baggage(
                 let mut b = [0u8; 16];
                 getrandom::fill(&mut b)
                     .map_err(|e| wasmtime::Error::msg(format!("no randomness: {e}")))?;
-                let (lo, hi) = b.split_at(8);
-                let lo = u64::from_le_bytes(lo.try_into().unwrap_or_default());
-                let hi = u64::from_le_bytes(hi.try_into().unwrap_or_default());
-                Ok(((lo, hi),))
+                let seed = u128::from_le_bytes(b);
+                Ok(((seed as u64, (seed >> 64) as u64),))
             })?;
         }
     }

@@ -659,10 +659,7 @@ async fn method_fields(
             Err(unavailable_page())
         }
         Err(e) => {
-            p.plugin_failures
-                .with_label_values(&[method, e.kind()])
-                .inc();
-            tracing::error!(plugin = method, kind = e.kind(), error = %e, "a login plugin failed");
+            crate::identity::login::plugin_failed(p.plugin_failures, method, &e);
             Err(unavailable_page())
         }
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use gatehouse_plugin_host::{Failure as PluginFailure, Host, StepRequest};
+use gatehouse_plugin_host::{Failure as PluginFailure, Host, PluginError, StepRequest};
 
 use super::Identity;
 use super::users::PasswordCheck;
@@ -54,6 +54,12 @@ pub trait Strategy: Send + Sync {
     ) -> Result<Assertion, Failure>;
 }
 
+/// Counts and logs a plugin step that failed in the sandbox.
+pub fn plugin_failed(failures: &prometheus::IntCounterVec, plugin: &str, e: &PluginError) {
+    failures.with_label_values(&[plugin, e.kind()]).inc();
+    tracing::error!(plugin, kind = e.kind(), error = %e, "a login plugin failed");
+}
+
 /// A login method run by a plugin in the sandbox of the plugin host.
 ///
 /// The plugin checks the credentials; the host keeps the rules that must hold whatever a
@@ -89,10 +95,7 @@ impl Strategy for PluginStrategy<'_> {
         let answer = match self.host.complete(self.plugin, organization, request).await {
             Ok(a) => a,
             Err(e) => {
-                self.failures
-                    .with_label_values(&[self.plugin, e.kind()])
-                    .inc();
-                tracing::error!(plugin = self.plugin, kind = e.kind(), error = %e, "a login plugin failed");
+                plugin_failed(self.failures, self.plugin, &e);
                 return Err(Failure::Unavailable(e.to_string()));
             }
         };
