@@ -58,6 +58,10 @@ pub struct Config {
     /// A directory of third-party login plugins, one subdirectory each holding `plugin.toml`
     /// and `plugin.wasm` (`GATEHOUSE_PLUGIN_DIR`).
     pub plugin_dir: Option<std::path::PathBuf>,
+    /// Lets plugins reach names that resolve to loopback, over plain HTTP too
+    /// (`GATEHOUSE_PLUGIN_HTTP_LOOPBACK`): for development and tests against an identity
+    /// provider on the same machine, never for production.
+    pub plugin_http_loopback: bool,
 }
 
 impl Default for Config {
@@ -83,6 +87,7 @@ impl Default for Config {
             console_redirect_uris: Vec::new(),
             password_hash_slots: None,
             plugin_dir: None,
+            plugin_http_loopback: false,
         }
     }
 }
@@ -202,6 +207,9 @@ impl Config {
         }
         if let Some(v) = env("GATEHOUSE_PLUGIN_DIR") {
             c.plugin_dir = Some(v.into());
+        }
+        if let Some(v) = env("GATEHOUSE_PLUGIN_HTTP_LOOPBACK") {
+            c.plugin_http_loopback = parse_bool("GATEHOUSE_PLUGIN_HTTP_LOOPBACK", &v)?;
         }
         if let Some(v) = env("GATEHOUSE_PASSWORD_HASH_SLOTS") {
             c.password_hash_slots = Some(v.parse().with_context(|| {

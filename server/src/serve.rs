@@ -223,6 +223,7 @@ pub async fn run(config: Config) -> Result<()> {
             master,
         },
         config.plugin_dir.as_deref(),
+        config.plugin_http_loopback,
     )
     .await?;
     spawn_upkeep(engine.clone());

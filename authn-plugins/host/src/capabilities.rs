@@ -100,6 +100,8 @@ pub(crate) struct StepState {
     log_lines: u32,
     /// A panic message the plugin logged before it trapped.
     pub(crate) panic: Option<String>,
+    /// What the step may reach over HTTP.
+    pub(crate) http: crate::http::StepHttp,
 }
 
 impl StepState {
@@ -110,6 +112,7 @@ impl StepState {
         memory: usize,
         guest_budget: Duration,
         log_lines: u32,
+        http: crate::http::StepHttp,
     ) -> StepState {
         StepState {
             plugin,
@@ -124,6 +127,7 @@ impl StepState {
             guest_budget,
             log_lines,
             panic: None,
+            http,
         }
     }
 
@@ -350,6 +354,48 @@ impl wit::argon2::Host for StepState {
         Ok(self
             .timed(|s| async move { s.argon2_verify(&hash, &password).await })
             .await)
+    }
+}
+
+impl wit::http::Host for StepState {
+    async fn fetch(
+        &mut self,
+        request: wit::http::Request,
+    ) -> wasmtime::Result<Result<wit::http::Response, String>> {
+        let t = Instant::now();
+        let out = self
+            .http
+            .fetch(crate::http::Request {
+                method: request.method,
+                url: request.url,
+                headers: request.headers,
+                body: request.body,
+            })
+            .await;
+        self.host_time += t.elapsed();
+        if let Err(e) = &out {
+            tracing::warn!(plugin = %self.plugin, organization = %self.organization, error = %e, "a plugin's HTTP request was refused or failed");
+        }
+        Ok(out.map(|r| wit::http::Response {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }))
+    }
+}
+
+impl wit::jwt::Host for StepState {
+    async fn verify(
+        &mut self,
+        token: String,
+        jwks: String,
+        issuer: String,
+        audience: String,
+    ) -> wasmtime::Result<Result<String, String>> {
+        let t = Instant::now();
+        let out = crate::jwt::verify(&token, &jwks, &issuer, &audience);
+        self.host_time += t.elapsed();
+        Ok(out)
     }
 }
 

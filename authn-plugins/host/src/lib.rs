@@ -12,6 +12,8 @@
 
 mod capabilities;
 pub mod embedded;
+mod http;
+mod jwt;
 pub mod manifest;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +28,7 @@ use wasmtime::{
 };
 
 pub use capabilities::{Account, Services};
+pub use http::HttpPolicy;
 pub use manifest::{Capability, Manifest, PluginKind};
 
 /// The generated bindings of the world (host side).
@@ -64,6 +67,8 @@ pub struct Limits {
     pub concurrent_steps: u32,
     /// Log lines a step may write.
     pub log_lines: u32,
+    /// The rules of the `http` capability.
+    pub http: HttpPolicy,
 }
 
 impl Default for Limits {
@@ -75,6 +80,7 @@ impl Default for Limits {
             output_bytes: 64 << 10,
             concurrent_steps: 128,
             log_lines: 100,
+            http: HttpPolicy::default(),
         }
     }
 }
@@ -150,6 +156,7 @@ pub struct Host {
     /// manifest's.
     granted: Vec<Capability>,
     services: Arc<dyn Services>,
+    outbound: http::Outbound,
     plugins: RwLock<HashMap<String, Arc<Entry>>>,
     stop: Arc<AtomicBool>,
 }
@@ -232,8 +239,10 @@ impl Host {
                     PluginError::Rejected(format!("cannot start the epoch ticker: {e}"))
                 })?;
         }
+        let outbound = http::Outbound::new(limits.http.clone()).map_err(PluginError::Rejected)?;
         Ok(Host {
             engine,
+            outbound,
             limits,
             granted: granted.to_vec(),
             services,
@@ -466,6 +475,12 @@ impl Host {
                 Capability::Argon2 => {
                     wit::argon2::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
                 }
+                Capability::Http => {
+                    wit::http::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
+                }
+                Capability::Jwt => {
+                    wit::jwt::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
+                }
             }
             .map_err(link)?;
         }
@@ -532,6 +547,10 @@ impl Host {
             .map_or(self.limits.memory_bytes, |m| {
                 (m as usize * (1 << 20)).min(self.limits.memory_bytes)
             });
+        let mut hosts = plugin.manifest.allowed_hosts.clone();
+        if let Call::Begin(r) | Call::Complete(r) = &call {
+            hosts.extend(http::config_hosts(&r.config, &plugin.manifest.config_hosts));
+        }
         let state = StepState::new(
             id.clone(),
             organization.to_string(),
@@ -539,6 +558,11 @@ impl Host {
             memory,
             self.limits.guest_time,
             self.limits.log_lines,
+            http::StepHttp {
+                outbound: self.outbound.clone(),
+                hosts,
+                sent: 0,
+            },
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

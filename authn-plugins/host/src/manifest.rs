@@ -16,10 +16,12 @@ pub enum Capability {
     Accounts,
     Credentials,
     Argon2,
+    Http,
+    Jwt,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 9] = [
         Capability::Log,
         Capability::Clock,
         Capability::Random,
@@ -27,6 +29,8 @@ impl Capability {
         Capability::Accounts,
         Capability::Credentials,
         Capability::Argon2,
+        Capability::Http,
+        Capability::Jwt,
     ];
 
     /// Its interface name in `gatehouse:authn` (and in manifests).
@@ -39,6 +43,8 @@ impl Capability {
             Capability::Accounts => "accounts",
             Capability::Credentials => "credentials",
             Capability::Argon2 => "argon2",
+            Capability::Http => "http",
+            Capability::Jwt => "jwt",
         }
     }
 }
@@ -81,8 +87,12 @@ pub struct Manifest {
     pub kind: PluginKind,
     pub display_name: String,
     pub capabilities: BTreeSet<Capability>,
-    /// Hosts the plugin may reach over HTTP (for the `http` capability).
+    /// Hosts the plugin may reach over HTTP (for the `http` capability), lowercase, each
+    /// `name` (the scheme's default port) or `name:port`.
     pub allowed_hosts: Vec<String>,
+    /// Configuration fields whose values (a URL, a host name, or a list of them) the plugin
+    /// may also reach: an identity provider's issuer, set by each organization.
+    pub config_hosts: Vec<String>,
     /// Its memory cap in MiB, if lower than the platform's.
     pub memory_mib: Option<u32>,
 }
@@ -98,6 +108,8 @@ struct Raw {
     capabilities: Vec<String>,
     #[serde(default)]
     allowed_hosts: Vec<String>,
+    #[serde(default)]
+    config_hosts: Vec<String>,
     memory_mib: Option<u32>,
 }
 
@@ -121,6 +133,40 @@ fn valid_version(v: &str) -> bool {
         && parts
             .iter()
             .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Whether `name` is a DNS host name (not an IP address).
+pub fn dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        // The last label of a name is never all digits: `10.0.0.1` is an address.
+        && !name
+            .rsplit('.')
+            .next()
+            .is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// A host the `http` capability may reach, checked and lowercased: `name` or `name:port`.
+pub fn host_entry(entry: &str) -> Result<String, String> {
+    let e = entry.to_ascii_lowercase();
+    let (name, port) = match e.rsplit_once(':') {
+        Some((n, p)) if p.chars().all(|c| c.is_ascii_digit()) => (n, Some(p)),
+        _ => (e.as_str(), None),
+    };
+    if !dns_name(name) {
+        return Err(format!(
+            "`{entry}` is not a DNS name (IP addresses are never allowed)"
+        ));
+    }
+    if let Some(p) = port
+        && p.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(format!("`{entry}` has a bad port"));
+    }
+    Ok(e)
 }
 
 impl Manifest {
@@ -150,16 +196,16 @@ impl Manifest {
                 return Err(format!("plugin.toml: capability `{c}` is listed twice"));
             }
         }
+        let mut allowed_hosts = Vec::new();
         for h in &raw.allowed_hosts {
-            let ok = !h.is_empty()
-                && h.len() <= 253
-                && h.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.len() <= 63
-                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                });
-            if !ok {
-                return Err(format!("plugin.toml: allowed host `{h}` is not a DNS name"));
+            allowed_hosts
+                .push(host_entry(h).map_err(|e| format!("plugin.toml: allowed host {e}"))?);
+        }
+        for f in &raw.config_hosts {
+            if f.is_empty() || f.len() > 64 {
+                return Err(format!(
+                    "plugin.toml: config-hosts field `{f}` must be 1 to 64 bytes"
+                ));
             }
         }
         if let Some(m) = raw.memory_mib
@@ -173,11 +219,8 @@ impl Manifest {
             kind: raw.kind,
             display_name: name.to_string(),
             capabilities,
-            allowed_hosts: raw
-                .allowed_hosts
-                .iter()
-                .map(|h| h.to_ascii_lowercase())
-                .collect(),
+            allowed_hosts,
+            config_hosts: raw.config_hosts,
             memory_mib: raw.memory_mib,
         })
     }
@@ -197,7 +240,8 @@ mod tests {
             kind = "provider"
             display-name = "GitHub"
             capabilities = ["log", "kv"]
-            allowed-hosts = ["github.com", "API.github.com"]
+            allowed-hosts = ["github.com", "API.github.com:8443"]
+            config-hosts = ["issuer"]
             memory-mib = 16
             "#,
         )
@@ -208,7 +252,8 @@ mod tests {
             m.capabilities.iter().copied().collect::<Vec<_>>(),
             vec![Capability::Log, Capability::Kv]
         );
-        assert_eq!(m.allowed_hosts, vec!["github.com", "api.github.com"]);
+        assert_eq!(m.allowed_hosts, vec!["github.com", "api.github.com:8443"]);
+        assert_eq!(m.config_hosts, vec!["issuer"]);
         assert_eq!(m.memory_mib, Some(16));
     }
 
@@ -226,6 +271,14 @@ mod tests {
             ),
             (base("capabilities = [\"kv\", \"kv\"]"), "listed twice"),
             (base("allowed-hosts = [\"http://x\"]"), "not a DNS name"),
+            (
+                base("allowed-hosts = [\"10.0.0.1\"]"),
+                "IP addresses are never allowed",
+            ),
+            (base("allowed-hosts = [\"[::1]:443\"]"), "not a DNS name"),
+            (base("allowed-hosts = [\"x.com:0\"]"), "bad port"),
+            (base("allowed-hosts = [\"x.com:99999\"]"), "bad port"),
+            (base("config-hosts = [\"\"]"), "config-hosts"),
             (base("memory-mib = 0"), "memory-mib"),
             (base("surprise = 1"), "unknown field"),
             (

@@ -383,3 +383,259 @@ async fn registered_plugins_are_loaded_on_first_use() {
         Err(PluginError::Rejected(_))
     ));
 }
+
+/// A small HTTP server on loopback for the `http` capability's tests: `/ok` answers `hello`,
+/// `/redirect-in` sends to `/ok`, `/redirect-out` to a host the plugin may not reach, `/big`
+/// streams 2 MiB with no length. It keeps the `Host` header of every request it reads.
+struct Loopback {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+async fn loopback() -> Loopback {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                let host = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("host: ")
+                            .or_else(|| l.strip_prefix("Host: "))
+                    })
+                    .unwrap_or("")
+                    .to_string();
+                log.lock().unwrap().push(host);
+                let reply = match path.as_str() {
+                    "/ok" => "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello".to_string(),
+                    "/redirect-in" => "HTTP/1.1 302 Found\r\nlocation: /ok\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string(),
+                    "/redirect-out" => format!("HTTP/1.1 302 Found\r\nlocation: http://elsewhere.localhost:{port}/ok\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"),
+                    "/redirect-ip" => format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{port}/ok\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"),
+                    "/big" => {
+                        let _ = sock.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n").await;
+                        let block = vec![b'x'; 64 << 10];
+                        for _ in 0..32 {
+                            if sock.write_all(&block).await.is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                    _ => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string(),
+                };
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    Loopback { port, seen }
+}
+
+fn loopback_limits(allow_loopback: bool) -> Limits {
+    Limits {
+        http: HttpPolicy {
+            allow_loopback,
+            ..HttpPolicy::default()
+        },
+        ..limits()
+    }
+}
+
+/// The hostile plugin allowed to reach `hosts`, and the hosts named by its configuration's
+/// `issuer`.
+async fn fetcher(allow_loopback: bool, hosts: &[String]) -> Host {
+    let (host, _) = host_with(loopback_limits(allow_loopback), &Capability::ALL).await;
+    let list = hosts
+        .iter()
+        .map(|h| format!("{h:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let manifest =
+        format!("{HOSTILE_MANIFEST}\nallowed-hosts = [{list}]\nconfig-hosts = [\"issuer\"]\n");
+    host.install(&manifest, HOSTILE).await.unwrap();
+    host
+}
+
+async fn fetch(host: &Host, config: &str, url: &str, header: Option<&str>) -> String {
+    let mut params = vec![("do", "fetch"), ("arg", url)];
+    if let Some(h) = header {
+        params.push(("header", h));
+    }
+    let mut r = req(&params);
+    r.config = config.into();
+    match host.complete("hostile", "org1", r).await.unwrap() {
+        Err(Failure::BadRequest(m)) => m,
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn http_reaches_allowed_hosts_only() {
+    let server = loopback().await;
+    let port = server.port;
+    let host = fetcher(true, &[format!("localhost:{port}")]).await;
+    let base = format!("http://localhost:{port}");
+
+    assert_eq!(
+        fetch(&host, "{}", &format!("{base}/ok"), None).await,
+        "status 200 body hello"
+    );
+    assert_eq!(
+        fetch(&host, "{}", &format!("{base}/redirect-in"), None).await,
+        "status 200 body hello"
+    );
+    assert_eq!(
+        server.seen.lock().unwrap().clone(),
+        vec![format!("localhost:{port}"); 3]
+    );
+
+    for (url, header, needle) in [
+        // Another host, and the allowed host on another port.
+        (
+            format!("http://elsewhere.localhost:{port}/ok"),
+            None,
+            "is not a host this plugin may reach",
+        ),
+        (
+            "http://localhost:1/ok".to_string(),
+            None,
+            "`localhost:1` is not a host",
+        ),
+        // IP literals, whatever they point at.
+        (
+            format!("http://127.0.0.1:{port}/ok"),
+            None,
+            "names an IP address",
+        ),
+        (
+            format!("http://[::1]:{port}/ok"),
+            None,
+            "names an IP address",
+        ),
+        (
+            "http://2130706433/ok".to_string(),
+            None,
+            "names an IP address",
+        ),
+        // A forged Host header, and other framing headers.
+        (
+            format!("{base}/ok"),
+            Some("Host: internal.example"),
+            "`Host` is set by the host",
+        ),
+        (
+            format!("{base}/ok"),
+            Some("transfer-encoding: chunked"),
+            "set by the host",
+        ),
+        // Redirects to a host it may not reach, or to an address.
+        (
+            format!("{base}/redirect-out"),
+            None,
+            "is not a host this plugin may reach",
+        ),
+        (format!("{base}/redirect-ip"), None, "names an IP address"),
+        // Credentials in the URL, and schemes other than HTTP.
+        (
+            format!("http://user:pw@localhost:{port}/ok"),
+            None,
+            "credentials",
+        ),
+        ("file:///etc/passwd".to_string(), None, "names no host"),
+        (format!("ftp://localhost:{port}/"), None, "not HTTP"),
+        // A body larger than the cap, streamed with no length.
+        (format!("{base}/big"), None, "larger than 1048576 bytes"),
+    ] {
+        let said = fetch(&host, "{}", &url, header).await;
+        assert!(
+            said.starts_with("refused: ") && said.contains(needle),
+            "{url}: {said}"
+        );
+    }
+    // Of those, only the redirects and the big body reached the server: every other refusal
+    // came before a connection.
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 6, "{seen:?}");
+
+    // A host named by the organization's configuration (an issuer) is reachable in the steps
+    // that carry that configuration, and only in those.
+    let other = loopback().await;
+    let url = format!("http://localhost:{}/ok", other.port);
+    let config = format!(r#"{{"issuer":"http://localhost:{}/realms/x"}}"#, other.port);
+    assert_eq!(
+        fetch(&host, &config, &url, None).await,
+        "status 200 body hello"
+    );
+    assert!(
+        fetch(&host, "{}", &url, None)
+            .await
+            .contains("is not a host this plugin may reach")
+    );
+    assert!(
+        fetch(
+            &host,
+            r#"{"issuer":"http://127.0.0.1/"}"#,
+            &format!("http://127.0.0.1:{}/ok", other.port),
+            None
+        )
+        .await
+        .contains("names an IP address")
+    );
+}
+
+#[tokio::test]
+async fn http_refuses_names_that_resolve_to_private_addresses() {
+    let server = loopback().await;
+    let port = server.port;
+    // The platform of production: loopback is off limits, and so is plain HTTP.
+    let host = fetcher(false, &["localhost".into(), format!("localhost:{port}")]).await;
+    let said = fetch(&host, "{}", &format!("https://localhost:{port}/ok"), None).await;
+    assert!(
+        said.contains("`localhost` resolves to")
+            && said.contains("an address plugins may not reach"),
+        "{said}"
+    );
+    let said = fetch(&host, "{}", &format!("http://localhost:{port}/ok"), None).await;
+    assert!(said.contains("plugins may use only HTTPS"), "{said}");
+    assert!(server.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_plugin_that_does_not_declare_http_cannot_load_with_it() {
+    let (host, _) = host_with(loopback_limits(true), &Capability::ALL).await;
+    let manifest = HOSTILE_MANIFEST.replace(r#", "http""#, "");
+    assert_ne!(manifest, HOSTILE_MANIFEST);
+    let e = host.install(&manifest, HOSTILE).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("`http` but its manifest does not declare it"),
+        "{e}"
+    );
+    // Nor when the platform withholds it.
+    let (host, _) = host_with(
+        loopback_limits(true),
+        &[
+            Capability::Log,
+            Capability::Clock,
+            Capability::Random,
+            Capability::Kv,
+        ],
+    )
+    .await;
+    let e = host.install(HOSTILE_MANIFEST, HOSTILE).await.unwrap_err();
+    assert!(e.to_string().contains("does not grant"), "{e}");
+}

@@ -91,6 +91,65 @@ pub mod argon2 {
     pub use super::bindings::gatehouse::authn::argon2::{hash, verify};
 }
 
+/// HTTP to the hosts the manifest allows (capability `http`): `allowed-hosts`, and the hosts
+/// named by the configuration fields listed under `config-hosts`. HTTPS only; the host
+/// refuses other hosts, IP addresses, private addresses, and connection headers.
+pub mod http {
+    pub use super::bindings::gatehouse::authn::http::{Request, Response, fetch};
+
+    /// `GET url` with these headers.
+    pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
+        fetch(&Request {
+            method: "GET".into(),
+            url: url.into(),
+            headers: own(headers),
+            body: Vec::new(),
+        })
+    }
+
+    /// `POST url` with a form body (`application/x-www-form-urlencoded`, already encoded).
+    pub fn post_form(url: &str, body: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
+        let mut h = own(headers);
+        h.push((
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        ));
+        fetch(&Request {
+            method: "POST".into(),
+            url: url.into(),
+            headers: h,
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    fn own(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    impl Response {
+        /// A header's value (names compared without case).
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        /// The body as text (lossy).
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+    }
+}
+
+/// Signed tokens verified by the host against a JWKS document (capability `jwt`).
+pub mod jwt {
+    pub use super::bindings::gatehouse::authn::jwt::verify;
+}
+
 /// A login plugin.
 pub trait Plugin {
     /// What the plugin is; the host may call this once and keep the answer.

@@ -171,8 +171,17 @@ impl Services for ServerServices {
 /// The plugin host of this server, with every first-party plugin installed, and the
 /// third-party plugins of `plugin_dir`. A plugin there that does not pass every check stops
 /// the server with the reason: an operator who installs a plugin expects it to run.
-pub async fn host(services: ServerServices, plugin_dir: Option<&Path>) -> anyhow::Result<Host> {
-    let host = Host::new(Limits::default(), &Capability::ALL, Arc::new(services))?;
+pub async fn host(
+    services: ServerServices,
+    plugin_dir: Option<&Path>,
+    http_loopback: bool,
+) -> anyhow::Result<Host> {
+    let mut limits = Limits::default();
+    limits.http.allow_loopback = http_loopback;
+    if http_loopback {
+        tracing::warn!("plugins may reach loopback over plain HTTP (GATEHOUSE_PLUGIN_HTTP_LOOPBACK): for development only");
+    }
+    let host = Host::new(limits, &Capability::ALL, Arc::new(services))?;
     // Compiled when first used: a server nobody signs in to never runs the compiler.
     for p in embedded::ALL {
         host.register(p.manifest, p.wasm)?;

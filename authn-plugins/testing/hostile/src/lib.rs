@@ -78,6 +78,24 @@ impl Plugin for Hostile {
                 "file {:?}",
                 std::fs::read_to_string("/etc/passwd").map(|s| s.len()).ok()
             ))),
+            // An HTTP request as the caller describes it: `arg` is the URL, `header` an
+            // optional `name: value`, `method` the method.
+            "fetch" => {
+                let mut headers = Vec::new();
+                if let Some((k, v)) = request.param("header").and_then(|h| h.split_once(':')) {
+                    headers.push((k.trim().to_string(), v.trim().to_string()));
+                }
+                let r = http::fetch(&http::Request {
+                    method: request.param("method").unwrap_or("GET").into(),
+                    url: arg,
+                    headers,
+                    body: Vec::new(),
+                });
+                Err(Failure::BadRequest(match r {
+                    Ok(r) => format!("status {} body {}", r.status, r.text()),
+                    Err(e) => format!("refused: {e}"),
+                }))
+            }
             other => Err(Failure::BadRequest(format!("unknown: {other}"))),
         }
     }
