@@ -10,7 +10,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const COMPONENTS: [&str; 2] = ["gatehouse_plugin_password", "gatehouse_plugin_hostile"];
+const COMPONENTS: [&str; 3] = [
+    "gatehouse_plugin_password",
+    "gatehouse_plugin_oidc",
+    "gatehouse_plugin_hostile",
+];
 
 fn main() -> Result<(), String> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);

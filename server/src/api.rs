@@ -54,6 +54,8 @@ pub struct AppState {
     pub mailer: Option<Arc<crate::mail::Mailer>>,
     /// The login plugins (absent with the keys).
     pub plugins: Option<Arc<gatehouse_plugin_host::Host>>,
+    /// The plugins each service offers and their configuration (absent with the keys).
+    pub service_plugins: Option<Arc<crate::identity::providers::ServicePlugins>>,
 }
 
 /// Prometheus metrics of the HTTP layer.
@@ -498,6 +500,19 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 })),
         )
         .service(
+            web::resource("/login/with/{plugin}")
+                .get(login::provider_start)
+                .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+        )
+        .service(
+            web::resource("/login/callback/{plugin}")
+                .get(login::provider_callback)
+                .post(login::provider_callback)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
+        )
+        .service(
             web::resource("/oauth2/device_authorization")
                 .post(device::authorization)
                 .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
@@ -663,6 +678,19 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                     web::resource("/plugins")
                         .get(manage::list_plugins)
                         .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+                )
+                .service(
+                    web::resource("/services/{client_id}/plugins")
+                        .get(manage::list_service_plugins)
+                        .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+                )
+                .service(
+                    web::resource("/services/{client_id}/plugins/{plugin}")
+                        .put(manage::put_service_plugin)
+                        .delete(manage::delete_service_plugin)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("PUT, DELETE")
+                        })),
                 )
                 .service(
                     web::resource("/tiers")

@@ -18,6 +18,7 @@ use crate::db::tenancy::{Organization, Service, TierLimits};
 pub mod email;
 pub mod login;
 pub mod plugins;
+pub mod providers;
 pub mod users;
 
 const PLATFORM_MODEL: &str = include_str!("../../policies/platform/model.fga");

@@ -220,13 +220,17 @@ pub async fn run(config: Config) -> Result<()> {
         crate::identity::plugins::ServerServices {
             store: identity.store.clone(),
             kv: kv.clone(),
-            master,
+            master: master.clone(),
         },
         config.plugin_dir.as_deref(),
         config.plugin_http_loopback,
     )
     .await?;
     spawn_upkeep(engine.clone());
+    let service_plugins = Arc::new(crate::identity::providers::ServicePlugins {
+        store: identity.store.clone(),
+        master: master.clone(),
+    });
     let state = web::Data::new(AppState {
         engine: engine.clone(),
         api_key_hashes: keys,
@@ -242,6 +246,7 @@ pub async fn run(config: Config) -> Result<()> {
         store_owners: moka::sync::Cache::builder().max_capacity(100_000).build(),
         mailer: Some(Arc::new(mailer(&config)?)),
         plugins: Some(Arc::new(plugins)),
+        service_plugins: Some(service_plugins),
     });
     let max_body = config.max_body_bytes;
     let mut server = HttpServer::new(move || {

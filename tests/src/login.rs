@@ -212,7 +212,7 @@ impl Browser {
 }
 
 /// The query parameters of a redirect.
-fn query_of(location: &str) -> HashMap<String, String> {
+pub fn query_of(location: &str) -> HashMap<String, String> {
     let q = location.split_once('?').map(|(_, q)| q).unwrap_or("");
     serde_urlencoded::from_str(q).unwrap()
 }

@@ -22,4 +22,5 @@ mod manage;
 mod oidc;
 mod plugins;
 mod policies;
+mod providers;
 mod sdk;

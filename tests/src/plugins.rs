@@ -49,15 +49,28 @@ async fn third_party_plugins_load_from_a_directory_and_are_listed() {
     let body: Value = r.json().await.unwrap();
     let plugins = body["plugins"].as_array().unwrap();
     let ids: Vec<_> = plugins.iter().map(|p| p["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["hostile", "password"], "{body}");
+    // The directory's plugin, then every first-party one, by id.
+    let mut expected = vec!["hostile".to_string()];
+    let mut first_party: Vec<String> = gatehouse_plugin_host::embedded::ALL
+        .iter()
+        .map(|e| {
+            gatehouse_plugin_host::Manifest::parse(e.manifest)
+                .unwrap()
+                .id
+        })
+        .collect();
+    first_party.sort();
+    expected.extend(first_party);
+    assert_eq!(ids, expected, "{body}");
+    assert!(ids.contains(&"oidc") && ids.contains(&"password"), "{body}");
     let hostile = &plugins[0];
     assert_eq!(hostile["first_party"], false, "{body}");
     assert_eq!(hostile["kind"], "strategy");
     assert_eq!(
         hostile["capabilities"],
-        serde_json::json!(["log", "clock", "random", "kv"])
+        serde_json::json!(["log", "clock", "random", "kv", "http"])
     );
-    let password = &plugins[1];
+    let password = plugins.iter().find(|p| p["id"] == "password").unwrap();
     assert_eq!(password["first_party"], true, "{body}");
     assert_eq!(password["display_name"], "Password");
     assert_eq!(password["config_schema"]["type"], "object", "{body}");

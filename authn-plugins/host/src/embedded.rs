@@ -16,8 +16,16 @@ pub const PASSWORD: Embedded = Embedded {
     )),
 };
 
+pub const OIDC: Embedded = Embedded {
+    manifest: include_str!("../../plugins/oidc/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("GATEHOUSE_PLUGIN_WASM_DIR"),
+        "/gatehouse_plugin_oidc.wasm"
+    )),
+};
+
 /// Every first-party plugin.
-pub const ALL: [Embedded; 1] = [PASSWORD];
+pub const ALL: [Embedded; 2] = [PASSWORD, OIDC];
 
 /// Whether `id` is a first-party plugin's (which no other plugin may take).
 pub fn is_first_party(id: &str) -> bool {

@@ -26,6 +26,8 @@ use gatehouse_plugin_host::{BeginResult, Field, StepRequest};
 pub const SESSION_COOKIE: &str = "gh_session";
 const BINDING_COOKIE: &str = "gh_login";
 const DEVICE_COOKIE: &str = "gh_device";
+/// The pending request a sign-in with an identity provider belongs to, for its callback.
+const FLOW_COOKIE: &str = "gh_flow";
 /// The double-submit token of the logout confirmation.
 const LOGOUT_COOKIE: &str = "gh_logout";
 
@@ -35,6 +37,7 @@ pub const SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 /// The pieces every handler here needs.
 pub(super) struct Provider<'a> {
     pub identity: &'a Identity,
+    pub service_plugins: &'a crate::identity::providers::ServicePlugins,
     pub keys: &'a crate::oidc::keys::KeyRing,
     pub sessions: &'a Sessions,
     pub issuer: &'a str,
@@ -60,16 +63,20 @@ pub(super) fn provider(state: &AppState) -> Result<Provider<'_>, Refusal> {
         state.keys.as_deref(),
         state.sessions.as_ref(),
         state.plugins.as_deref(),
+        state.service_plugins.as_deref(),
     ) {
-        (Some(identity), Some(keys), Some(sessions), Some(plugins)) => Ok(Provider {
-            identity,
-            keys,
-            sessions,
-            issuer: &state.issuer,
-            secure: state.issuer.starts_with("https://"),
-            plugins,
-            plugin_failures: &state.metrics.plugin_failures,
-        }),
+        (Some(identity), Some(keys), Some(sessions), Some(plugins), Some(service_plugins)) => {
+            Ok(Provider {
+                identity,
+                service_plugins,
+                keys,
+                sessions,
+                issuer: &state.issuer,
+                secure: state.issuer.starts_with("https://"),
+                plugins,
+                plugin_failures: &state.metrics.plugin_failures,
+            })
+        }
         _ => Err(Box::new(oauth_error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -617,6 +624,7 @@ pub(super) async fn login_page(state: web::Data<AppState>, req: HttpRequest) -> 
         Ok(f) => f,
         Err(r) => return r,
     };
+    let providers = offered_providers(&p, &service).await;
     login_form(
         StatusCode::OK,
         id,
@@ -627,6 +635,7 @@ pub(super) async fn login_page(state: web::Data<AppState>, req: HttpRequest) -> 
         "",
         None,
         state.signup,
+        &providers,
     )
 }
 
@@ -709,6 +718,7 @@ pub(super) async fn login_submit(
     };
     let ip = client_ip(&req);
     let email = form.get("email").cloned().unwrap_or_default();
+    let providers = offered_providers(&p, &service).await;
     let again = |status: StatusCode, message: &str| {
         login_form(
             status,
@@ -720,6 +730,7 @@ pub(super) async fn login_submit(
             &email,
             Some(message),
             state.signup,
+            &providers,
         )
     };
     if let Some(ip) = &ip {
@@ -859,16 +870,26 @@ pub(super) async fn sign_in_with_form(
             return FormSignIn::Unavailable;
         }
     };
+    open_session(p, req, &user, assertion.methods, service, flow).await
+}
+
+/// Opens a session for `user`, signed in with `methods`, and audits it (`login.succeeded`).
+pub(super) async fn open_session(
+    p: &Provider<'_>,
+    req: &HttpRequest,
+    user: &crate::db::users::User,
+    methods: Vec<String>,
+    service: &Service,
+    flow: &str,
+) -> FormSignIn {
+    let ip = client_ip(req);
+    let org_id = Some(service.organization_id.as_str());
     let ua = req
         .headers()
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let (secret, session) = match p
-        .sessions
-        .create(&user.id, assertion.methods.clone(), ip.clone(), ua)
-        .await
-    {
+    let (secret, session) = match p.sessions.create(&user.id, methods, ip.clone(), ua).await {
         Ok(x) => x,
         Err(e) => {
             tracing::error!(error = %e, "cannot open a session");
@@ -881,7 +902,7 @@ pub(super) async fn sign_in_with_form(
             &format!("user:{}", user.id),
             ip.as_deref(),
             "login.succeeded",
-            json!({ "client_id": service.client_id, "amr": assertion.methods, "session": session.id, "flow": flow }),
+            json!({ "client_id": service.client_id, "amr": session.amr, "session": session.id, "flow": flow }),
         )
         .await;
     FormSignIn::SignedIn(secret, session)
@@ -1268,4 +1289,354 @@ pub(super) async fn end_all_my_sessions(
             api_unavailable()
         }
     }
+}
+
+/// The identity providers (provider plugins) a service offers, as (id, label) for the login
+/// page's buttons. A plugin that cannot be loaded is left out (and logged).
+async fn offered_providers(p: &Provider<'_>, service: &Service) -> Vec<(String, String)> {
+    let ids = match p.service_plugins.offered(&service.client_id).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a service's plugins");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for id in ids {
+        match p.plugins.plugin(&id).await {
+            Ok(pl) if pl.description.kind == gatehouse_plugin_host::Kind::Provider => {
+                let label = match p.service_plugins.step_config(&service.client_id, &id).await {
+                    Ok(Some(c)) => {
+                        serde_json::from_str::<serde_json::Value>(&c)
+                            .ok()
+                            .and_then(|v| {
+                                v.get("display_name")
+                                    .and_then(|d| d.as_str())
+                                    .map(str::to_string)
+                            })
+                    }
+                    _ => None,
+                };
+                out.push((
+                    id,
+                    label.unwrap_or_else(|| pl.description.display_name.clone()),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => crate::identity::login::plugin_failed(p.plugin_failures, &id, &e),
+        }
+    }
+    out
+}
+
+/// The callback URL of a provider plugin: where the identity provider sends the browser back
+/// (what an organization registers at its provider).
+fn callback_url(p: &Provider<'_>, plugin: &str) -> String {
+    format!("{}/login/callback/{plugin}", p.issuer.trim_end_matches('/'))
+}
+
+/// The pending request of a sign-in, checked to belong to this browser.
+async fn bound_request(
+    p: &Provider<'_>,
+    req: &HttpRequest,
+    id: &str,
+) -> Result<(Pending, Service, Option<Organization>), HttpResponse> {
+    let (pending, service, org) = pending_request(p, id).await?;
+    let bound = req
+        .cookie(BINDING_COOKIE)
+        .is_some_and(|c| sha256_hex(c.value()) == pending.binding);
+    if !bound {
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in page has expired",
+            "Go back to the application and start signing in again (cookies must be enabled).",
+            org.as_ref(),
+        ));
+    }
+    Ok((pending, service, org))
+}
+
+/// The configuration of `plugin` for `service` if it offers it as an identity provider, and
+/// the plugin's display name; otherwise the page that says so.
+async fn provider_plugin(
+    p: &Provider<'_>,
+    service: &Service,
+    org: Option<&Organization>,
+    plugin: &str,
+) -> Result<(String, String), HttpResponse> {
+    let not_offered = || {
+        error_page(
+            StatusCode::NOT_FOUND,
+            "This sign-in method is not available",
+            "The application does not offer it. Go back and choose another way to sign in.",
+            org,
+        )
+    };
+    let config = match p
+        .service_plugins
+        .step_config(&service.client_id, plugin)
+        .await
+    {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(not_offered()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a service's plugin configuration");
+            return Err(unavailable_page());
+        }
+    };
+    match p.plugins.plugin(plugin).await {
+        Ok(pl) if pl.description.kind == gatehouse_plugin_host::Kind::Provider => {
+            Ok((config, pl.description.display_name.clone()))
+        }
+        Ok(_) => Err(not_offered()),
+        Err(e) => {
+            crate::identity::login::plugin_failed(p.plugin_failures, plugin, &e);
+            Err(unavailable_page())
+        }
+    }
+}
+
+/// `GET /login/with/{plugin}?request=…`: signs in with an identity provider the service
+/// offers: its plugin's `begin` says where to send the browser.
+pub(super) async fn provider_start(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let p = match provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let plugin = path.into_inner();
+    let q: HashMap<String, String> =
+        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let id = q.get("request").map(String::as_str).unwrap_or_default();
+    let (_, service, org) = match bound_request(&p, &req, id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (config, _) = match provider_plugin(&p, &service, org.as_ref(), &plugin).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let request = StepRequest {
+        config,
+        params: Vec::new(),
+        flow_id: id.to_string(),
+        callback_url: callback_url(&p, &plugin),
+        user_id: None,
+    };
+    match p
+        .plugins
+        .begin(&plugin, &service.organization_id, request)
+        .await
+    {
+        Ok(Ok(BeginResult::Redirect(url)))
+            if url.starts_with("https://") || url.starts_with("http://") =>
+        {
+            redirect(&url)
+                .cookie(cookie(
+                    FLOW_COOKIE,
+                    id.to_string(),
+                    "/login",
+                    crate::oidc::sessions::PENDING_SECONDS as i64,
+                    p.secure,
+                ))
+                .finish()
+        }
+        Ok(Ok(_)) => {
+            tracing::error!(plugin, "a provider plugin's begin answered no web redirect");
+            unavailable_page()
+        }
+        Ok(Err(gatehouse_plugin_host::Failure::BadRequest(m))) => error_page(
+            StatusCode::BAD_REQUEST,
+            "Signing in did not start",
+            &m,
+            org.as_ref(),
+        ),
+        Ok(Err(f)) => {
+            tracing::error!(plugin, failure = ?f, "a provider plugin could not begin");
+            unavailable_page()
+        }
+        Err(e) => {
+            crate::identity::login::plugin_failed(p.plugin_failures, &plugin, &e);
+            unavailable_page()
+        }
+    }
+}
+
+/// `GET|POST /login/callback/{plugin}`: the identity provider sends the browser back; the
+/// plugin's `complete` says who it vouches for, and the user it is linked to signs in.
+pub(super) async fn provider_callback(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let p = match provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let plugin = path.into_inner();
+    let expired = || {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in has expired",
+            "Go back to the application and start signing in again (cookies must be enabled).",
+            None,
+        )
+    };
+    let Some(id) = req.cookie(FLOW_COOKIE).map(|c| c.value().to_string()) else {
+        return expired();
+    };
+    let (pending, service, org) = match bound_request(&p, &req, &id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (config, display_name) = match provider_plugin(&p, &service, org.as_ref(), &plugin).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let params = match request_params(&req, &body) {
+        Ok(ps) if ps.len() <= 64 => ps,
+        _ => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "The answer could not be read",
+                "Go back to the application and start signing in again.",
+                org.as_ref(),
+            );
+        }
+    };
+    let ip = client_ip(&req);
+    let org_id = Some(service.organization_id.as_str());
+    let request = StepRequest {
+        config,
+        params,
+        flow_id: id.clone(),
+        callback_url: callback_url(&p, &plugin),
+        user_id: None,
+    };
+    let refused = |status: StatusCode, message: &str| {
+        error_page(status, "You could not be signed in", message, org.as_ref())
+    };
+    let assertion = match p
+        .plugins
+        .complete(&plugin, &service.organization_id, request)
+        .await
+    {
+        Ok(Ok(a)) => a,
+        Ok(Err(f)) => {
+            p.identity
+                .audit(
+                    org_id,
+                    "anonymous",
+                    ip.as_deref(),
+                    "login.failed",
+                    json!({ "client_id": service.client_id, "method": plugin, "reason": format!("{f:?}"), "flow": "code" }),
+                )
+                .await;
+            return match f {
+                gatehouse_plugin_host::Failure::BadRequest(m) => {
+                    refused(StatusCode::BAD_REQUEST, &m)
+                }
+                gatehouse_plugin_host::Failure::InvalidCredentials(_) => refused(
+                    StatusCode::UNAUTHORIZED,
+                    &format!("{display_name} did not confirm who you are."),
+                ),
+                gatehouse_plugin_host::Failure::Unavailable(m) => {
+                    tracing::error!(plugin, error = %m, "an identity provider cannot be used");
+                    unavailable_page()
+                }
+            };
+        }
+        Err(e) => {
+            crate::identity::login::plugin_failed(p.plugin_failures, &plugin, &e);
+            return unavailable_page();
+        }
+    };
+    let signed_in = match current_session(&p, &req).await {
+        Ok(s) => s.map(|s| s.user_id),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a session");
+            return unavailable_page();
+        }
+    };
+    let user = match p
+        .identity
+        .user_for_provider(
+            &plugin,
+            &display_name,
+            &assertion,
+            signed_in.as_deref(),
+            state.signup,
+        )
+        .await
+    {
+        Ok(crate::identity::login::ProviderUser::User(u)) => u,
+        Ok(crate::identity::login::ProviderUser::Refused(m)) => {
+            p.identity
+                .audit(
+                    org_id,
+                    "anonymous",
+                    ip.as_deref(),
+                    "login.failed",
+                    json!({ "client_id": service.client_id, "method": plugin, "provider": assertion.provider, "reason": m, "flow": "code" }),
+                )
+                .await;
+            return refused(StatusCode::FORBIDDEN, &m);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot find or create the user of a provider's account");
+            return unavailable_page();
+        }
+    };
+    // The account rules hold whoever vouches: a locked account stays locked.
+    match p.identity.settle_login(&user.id, true).await {
+        Ok(crate::identity::users::PasswordCheck::Valid(_)) => {}
+        Ok(crate::identity::users::PasswordCheck::Locked { until, .. }) => {
+            let minutes = ((until - Utc::now()).num_seconds() + 59) / 60;
+            return refused(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "Too many failed attempts: this account is locked. Try again in {} minute{}.",
+                    minutes.max(1),
+                    if minutes > 1 { "s" } else { "" }
+                ),
+            );
+        }
+        Ok(crate::identity::users::PasswordCheck::Invalid { .. }) => {
+            return refused(StatusCode::FORBIDDEN, "The account no longer exists.");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot settle a sign-in");
+            return unavailable_page();
+        }
+    }
+    let mut methods = assertion.methods.clone();
+    if methods.is_empty() {
+        methods.push("fed".into());
+    }
+    let (secret, session) = match open_session(&p, &req, &user, methods, &service, "code").await {
+        FormSignIn::SignedIn(secret, session) => (secret, session),
+        FormSignIn::Refused(status, m) => return refused(status, &m),
+        FormSignIn::Unavailable => return unavailable_page(),
+    };
+    if let Err(e) = p.sessions.drop_pending(&id).await {
+        tracing::warn!(error = %e, "cannot drop a finished authorization request");
+    }
+    let session_cookie = cookie(SESSION_COOKIE, secret, "/", SESSION_SECONDS, p.secure);
+    let mut res = finish(
+        &p,
+        &req,
+        &service,
+        org.as_ref(),
+        &pending,
+        &session,
+        Some(session_cookie),
+    )
+    .await;
+    let _ = res.add_cookie(&removal(BINDING_COOKIE, "/login"));
+    let _ = res.add_cookie(&removal(FLOW_COOKIE, "/login"));
+    res
 }

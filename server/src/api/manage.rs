@@ -869,6 +869,163 @@ pub(super) async fn list_plugins(state: web::Data<AppState>, req: HttpRequest) -
     )
 }
 
+/// The plugin host and the services' plugin configurations, or a 404.
+fn plugin_parts(
+    state: &AppState,
+) -> Result<
+    (
+        &gatehouse_plugin_host::Host,
+        &crate::identity::providers::ServicePlugins,
+    ),
+    Refusal,
+> {
+    match (state.plugins.as_deref(), state.service_plugins.as_deref()) {
+        (Some(h), Some(s)) => Ok((h, s)),
+        _ => Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server has no login plugins",
+        )),
+    }
+}
+
+fn storage_refusal(e: gatehouse_engine::Error) -> Refusal {
+    match e {
+        gatehouse_engine::Error::Validation(_) => engine_error(e),
+        e => {
+            tracing::error!(error = %e, "cannot read or keep a plugin configuration");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "plugin configurations cannot be read or kept now",
+            )
+        }
+    }
+}
+
+/// `GET /api/services/{client_id}/plugins`: the login plugins the service offers, with their
+/// configuration; secret fields are named in `secrets_set`, never shown.
+pub(super) async fn list_service_plugins(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    done(
+        async {
+            let (_, _, s) = on_service(&state, &req, &path, "member").await?;
+            let (_, sp) = plugin_parts(&state)?;
+            let items = sp.list(&s.client_id).await.map_err(storage_refusal)?;
+            Ok(HttpResponse::Ok().json(json!({ "plugins": items })))
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PluginConfig {
+    config: serde_json::Value,
+}
+
+/// `PUT /api/services/{client_id}/plugins/{plugin}`: the service offers the plugin, with this
+/// configuration (checked against the plugin's schema; secret fields sealed, and kept when
+/// left out).
+pub(super) async fn put_service_plugin(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Json<PluginConfig>,
+) -> HttpResponse {
+    done(
+        async {
+            let (client_id, plugin_id) = path.into_inner();
+            let (p, c, s) = on_service(&state, &req, &client_id, "can_manage").await?;
+            let (host, sp) = plugin_parts(&state)?;
+            let plugin = match host.plugin(&plugin_id).await {
+                Ok(pl) => pl,
+                Err(gatehouse_plugin_host::PluginError::Unknown(_)) => {
+                    return Err(error(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("no plugin `{plugin_id}` is installed"),
+                    ));
+                }
+                Err(e) => {
+                    crate::identity::login::plugin_failed(
+                        &state.metrics.plugin_failures,
+                        &plugin_id,
+                        &e,
+                    );
+                    return Err(error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        format!("the plugin `{plugin_id}` cannot be loaded now"),
+                    ));
+                }
+            };
+            let schema: serde_json::Value =
+                serde_json::from_str(&plugin.description.config_schema).unwrap_or(json!({}));
+            let offered = sp
+                .configure(&s.client_id, &plugin_id, &schema, body.into_inner().config)
+                .await
+                .map_err(storage_refusal)?;
+            let fields: Vec<&String> = offered
+                .config
+                .as_object()
+                .map(|m| m.keys().collect())
+                .unwrap_or_default();
+            p.identity
+                .audit(
+                    Some(&s.organization_id),
+                    &c.principal,
+                    super::login::client_ip(&req).as_deref(),
+                    "service.plugin_configured",
+                    json!({ "client_id": s.client_id, "plugin": plugin_id, "fields": fields, "secrets_set": offered.secrets_set }),
+                )
+                .await;
+            Ok(HttpResponse::Ok().json(offered))
+        }
+        .await,
+    )
+}
+
+/// `DELETE /api/services/{client_id}/plugins/{plugin}`: the service stops offering it.
+pub(super) async fn delete_service_plugin(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    done(
+        async {
+            let (client_id, plugin_id) = path.into_inner();
+            let (p, c, s) = on_service(&state, &req, &client_id, "can_manage").await?;
+            let (_, sp) = plugin_parts(&state)?;
+            if !sp
+                .remove(&s.client_id, &plugin_id)
+                .await
+                .map_err(storage_refusal)?
+            {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("the service does not offer `{plugin_id}`"),
+                ));
+            }
+            p.identity
+                .audit(
+                    Some(&s.organization_id),
+                    &c.principal,
+                    super::login::client_ip(&req).as_deref(),
+                    "service.plugin_removed",
+                    json!({ "client_id": s.client_id, "plugin": plugin_id }),
+                )
+                .await;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        .await,
+    )
+}
+
 /// `PUT /api/tiers/{name}`: adds a tier or changes its limits; platform administration, so
 /// it needs the platform's owner signed in with a second factor.
 pub(super) async fn put_tier(

@@ -221,7 +221,24 @@ pub fn login_form(
     email: &str,
     error: Option<&str>,
     signup: bool,
+    providers: &[(String, String)],
 ) -> HttpResponse {
+    let providers = if providers.is_empty() {
+        String::new()
+    } else {
+        let items: String = providers
+            .iter()
+            .map(|(id, label)| {
+                format!(
+                    "\n<li><a class=\"button\" href=\"/login/with/{}?request={}\">Continue with {}</a></li>",
+                    escape(id),
+                    escape(request),
+                    escape(label)
+                )
+            })
+            .collect();
+        format!("\n<p>or</p>\n<ul class=\"providers\">{items}\n</ul>")
+    };
     let error = error
         .map(|e| {
             format!(
@@ -241,7 +258,7 @@ pub fn login_form(
 <input type="hidden" name="request" value="{request}">
 <input type="hidden" name="method" value="{method}">
 {inputs}<button type="submit">Sign in</button>
-</form>{forgot}{signup}"#,
+</form>{providers}{forgot}{signup}"#,
         service = escape(service_name),
         request = escape(request),
         method = escape(method),

@@ -211,6 +211,31 @@ diesel::table! {
 diesel::joinable!(services -> organizations (organization_id));
 
 diesel::table! {
+    /// The login plugins each service offers, with their configuration (secret fields sealed).
+    service_plugins (service_id, plugin) {
+        service_id -> Text,
+        plugin -> Text,
+        config -> Text,
+        secrets -> Nullable<Text>,
+        position -> Integer,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Accounts at identity providers linked to Gatehouse users.
+    external_identities (plugin, provider, subject) {
+        plugin -> Text,
+        provider -> Text,
+        subject -> Text,
+        user_id -> Text,
+        email -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     /// Per-user secrets of login plugins, sealed under the master key.
     plugin_credentials (plugin, user_id, name) {
         plugin -> Text,
@@ -332,6 +357,8 @@ diesel::table! {
 }
 
 diesel::joinable!(api_keys -> services (service_id));
+diesel::joinable!(service_plugins -> services (service_id));
+diesel::joinable!(external_identities -> users (user_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(memberships -> organizations (organization_id));
 diesel::joinable!(refresh_tokens -> token_families (family_id));
@@ -365,4 +392,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     email_tokens,
     store_owners,
     plugin_credentials,
+    service_plugins,
+    external_identities,
 );

@@ -7,8 +7,8 @@ use gatehouse_engine::{Error, Result};
 
 use super::datastore::{TxError, db_error, pool_error, utc};
 use super::schema::{
-    api_keys, audit_events, email_tokens, memberships, organizations, plugin_credentials,
-    refresh_tokens, services, token_families, users,
+    api_keys, audit_events, email_tokens, external_identities, memberships, organizations,
+    plugin_credentials, refresh_tokens, service_plugins, services, token_families, users,
 };
 use super::{Backend, SqlStore, SqliteConn};
 
@@ -253,7 +253,201 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
+/// A login plugin a service offers, as stored: `config` without its secret fields, which are
+/// in `secrets`, sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = service_plugins)]
+pub struct ServicePluginRow {
+    pub service_id: String,
+    pub plugin: String,
+    pub config: String,
+    pub secrets: Option<String>,
+    pub position: i32,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// What linking an identity provider's account to a new user came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewExternalUser {
+    Created(User),
+    /// A user has that email already (and is not linked to this account).
+    EmailTaken,
+    /// The account was linked meanwhile, to this user.
+    Linked(String),
+}
+
 impl SqlStore {
+    /// The plugins `service` offers, in order.
+    pub async fn service_plugins(&self, service: &str) -> Result<Vec<ServicePluginRow>> {
+        with_conn!(self, |conn| {
+            service_plugins::table
+                .filter(service_plugins::service_id.eq(service))
+                .order((service_plugins::position, service_plugins::plugin))
+                .select(ServicePluginRow::as_select())
+                .load(conn)
+                .await
+                .map_err(db_error)
+        })
+    }
+
+    /// Enables a plugin on a service, or replaces its configuration; a new one goes last.
+    pub async fn put_service_plugin(&self, row: &ServicePluginRow) -> Result<()> {
+        let row = row.clone();
+        let _: () = write_tx!(self, |conn| {
+            let existing: Option<i32> = service_plugins::table
+                .find((&row.service_id, &row.plugin))
+                .select(service_plugins::position)
+                .first(conn)
+                .await
+                .optional()?;
+            match existing {
+                Some(_) => {
+                    diesel::update(service_plugins::table.find((&row.service_id, &row.plugin)))
+                        .set((
+                            service_plugins::config.eq(&row.config),
+                            service_plugins::secrets.eq(&row.secrets),
+                            service_plugins::updated_at.eq(row.updated_at),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+                None => {
+                    let last: Option<i32> = service_plugins::table
+                        .filter(service_plugins::service_id.eq(&row.service_id))
+                        .select(diesel::dsl::max(service_plugins::position))
+                        .first(conn)
+                        .await?;
+                    let mut row = row.clone();
+                    row.position = last.map_or(0, |p| p + 1);
+                    diesel::insert_into(service_plugins::table)
+                        .values(&row)
+                        .execute(conn)
+                        .await?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(Error::from)?;
+        Ok(())
+    }
+
+    /// Stops a service offering a plugin; false if it did not.
+    pub async fn delete_service_plugin(&self, service: &str, plugin: &str) -> Result<bool> {
+        let n = with_conn!(self, |conn| {
+            diesel::delete(service_plugins::table.find((service, plugin)))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    /// The user linked to an account at an identity provider.
+    pub async fn external_identity(
+        &self,
+        plugin: &str,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<String>> {
+        with_conn!(self, |conn| {
+            external_identities::table
+                .find((plugin, provider, subject))
+                .select(external_identities::user_id)
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)
+        })
+    }
+
+    /// Links an account at an identity provider to a user; false if it is linked already.
+    pub async fn link_external_identity(
+        &self,
+        plugin: &str,
+        provider: &str,
+        subject: &str,
+        user: &str,
+        email: Option<&str>,
+    ) -> Result<bool> {
+        let now = Utc::now().naive_utc();
+        let n = with_conn!(self, |conn| {
+            diesel::insert_into(external_identities::table)
+                .values((
+                    external_identities::plugin.eq(plugin),
+                    external_identities::provider.eq(provider),
+                    external_identities::subject.eq(subject),
+                    external_identities::user_id.eq(user),
+                    external_identities::email.eq(email),
+                    external_identities::created_at.eq(now),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
+    /// Creates `user` linked to an account at an identity provider, both or neither.
+    pub async fn create_external_user(
+        &self,
+        user: &User,
+        plugin: &str,
+        provider: &str,
+        subject: &str,
+    ) -> Result<NewExternalUser> {
+        let row = UserRow {
+            id: user.id.clone(),
+            email: user.email.clone(),
+            email_verified: user.email_verified,
+            name: user.name.clone(),
+            password_hash: None,
+            failed_logins: 0,
+            locked_until: None,
+            created_at: user.created_at.naive_utc(),
+            updated_at: user.updated_at.naive_utc(),
+        };
+        let (plugin, provider, subject) = (
+            plugin.to_string(),
+            provider.to_string(),
+            subject.to_string(),
+        );
+        let outcome: Result<NewExternalUser> = write_tx!(self, |conn| {
+            let linked: Option<String> = external_identities::table
+                .find((&plugin, &provider, &subject))
+                .select(external_identities::user_id)
+                .first(conn)
+                .await
+                .optional()?;
+            if let Some(u) = linked {
+                return Ok(NewExternalUser::Linked(u));
+            }
+            let n = diesel::insert_into(users::table)
+                .values(&row)
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if n == 0 {
+                return Ok(NewExternalUser::EmailTaken);
+            }
+            diesel::insert_into(external_identities::table)
+                .values((
+                    external_identities::plugin.eq(&plugin),
+                    external_identities::provider.eq(&provider),
+                    external_identities::subject.eq(&subject),
+                    external_identities::user_id.eq(&row.id),
+                    external_identities::email.eq(Some(&row.email)),
+                    external_identities::created_at.eq(row.created_at),
+                ))
+                .execute(conn)
+                .await?;
+            Ok(NewExternalUser::Created(User::from(row.clone())))
+        })
+        .map_err(Error::from);
+        outcome
+    }
+
     /// Adds a user; false if the email is taken.
     pub async fn insert_user(&self, u: &User) -> Result<bool> {
         let row = UserRow {

@@ -146,3 +146,129 @@ impl Identity {
         }
     }
 }
+
+/// Who an identity provider's assertion signs in, or why nobody.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderUser {
+    /// The linked user (linked now, or created now and linked).
+    User(User),
+    /// Nobody: the message says why, for the login page.
+    Refused(String),
+}
+
+impl Identity {
+    /// The user an identity provider's assertion (through `plugin`) signs in:
+    /// - the user its account is linked to;
+    /// - else, when the provider vouches for the email address of the user signed in in this
+    ///   browser (`signed_in`), that user, linked now;
+    /// - else, when no user has that address and `may_create`, a new user with it (verified),
+    ///   linked now;
+    /// - else nobody: an account is never linked to an existing user by its address alone,
+    ///   since any organization may configure an identity provider, and a provider that
+    ///   vouched falsely for someone's address would take over their account.
+    pub async fn user_for_provider(
+        &self,
+        plugin: &str,
+        display_name: &str,
+        a: &gatehouse_plugin_host::Assertion,
+        signed_in: Option<&str>,
+        may_create: bool,
+    ) -> gatehouse_engine::Result<ProviderUser> {
+        if a.subject.is_empty() || a.subject.len() > 255 || a.provider.len() > 512 {
+            return Ok(ProviderUser::Refused(format!(
+                "{display_name} answered with an account this server cannot use."
+            )));
+        }
+        if let Some(id) = self
+            .store
+            .external_identity(plugin, &a.provider, &a.subject)
+            .await?
+        {
+            return Ok(match self.store.user(&id).await? {
+                Some(u) => ProviderUser::User(u),
+                None => ProviderUser::Refused("The account linked to it no longer exists.".into()),
+            });
+        }
+        let email = a
+            .email
+            .as_deref()
+            .filter(|_| a.email_verified)
+            .and_then(super::users::normalize_email);
+        let Some(email) = email else {
+            return Ok(ProviderUser::Refused(format!(
+                "{display_name} did not vouch for a verified email address, which signing in here needs."
+            )));
+        };
+        if let Some(id) = signed_in
+            && let Some(u) = self.store.user(id).await?
+            && u.email == email
+        {
+            self.store
+                .link_external_identity(plugin, &a.provider, &a.subject, &u.id, Some(&email))
+                .await?;
+            self.audit(
+                None,
+                &format!("user:{}", u.id),
+                None,
+                "user.identity_linked",
+                serde_json::json!({ "plugin": plugin, "provider": a.provider }),
+            )
+            .await;
+            return Ok(ProviderUser::User(u));
+        }
+        let taken = || {
+            ProviderUser::Refused(format!(
+                "An account with {email} exists already. Sign in to it another way first; signing in with {display_name} afterwards links the two."
+            ))
+        };
+        if self.store.user_by_email(&email).await?.is_some() {
+            return Ok(taken());
+        }
+        if !may_create {
+            return Ok(ProviderUser::Refused(
+                "No account here matches it, and this server does not create accounts on sign-in."
+                    .into(),
+            ));
+        }
+        let name = serde_json::from_str::<serde_json::Value>(&a.claims)
+            .ok()
+            .and_then(|c| c.get("name").and_then(|n| n.as_str()).map(str::to_string))
+            .map(|n| n.chars().filter(|c| !c.is_control()).take(200).collect())
+            .unwrap_or_default();
+        let now = Utc::now();
+        let user = User {
+            id: ulid::Ulid::new().to_string().to_lowercase(),
+            email: email.clone(),
+            email_verified: true,
+            name,
+            password_hash: None,
+            failed_logins: 0,
+            locked_until: None,
+            created_at: now,
+            updated_at: now,
+        };
+        use crate::db::users::NewExternalUser;
+        match self
+            .store
+            .create_external_user(&user, plugin, &a.provider, &a.subject)
+            .await?
+        {
+            NewExternalUser::Created(u) => {
+                self.audit(
+                    None,
+                    &format!("user:{}", u.id),
+                    None,
+                    "user.created",
+                    serde_json::json!({ "email": u.email, "plugin": plugin, "provider": a.provider }),
+                )
+                .await;
+                Ok(ProviderUser::User(u))
+            }
+            NewExternalUser::EmailTaken => Ok(taken()),
+            NewExternalUser::Linked(id) => Ok(match self.store.user(&id).await? {
+                Some(u) => ProviderUser::User(u),
+                None => ProviderUser::Refused("The account linked to it no longer exists.".into()),
+            }),
+        }
+    }
+}

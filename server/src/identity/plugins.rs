@@ -179,7 +179,9 @@ pub async fn host(
     let mut limits = Limits::default();
     limits.http.allow_loopback = http_loopback;
     if http_loopback {
-        tracing::warn!("plugins may reach loopback over plain HTTP (GATEHOUSE_PLUGIN_HTTP_LOOPBACK): for development only");
+        tracing::warn!(
+            "plugins may reach loopback over plain HTTP (GATEHOUSE_PLUGIN_HTTP_LOOPBACK): for development only"
+        );
     }
     let host = Host::new(limits, &Capability::ALL, Arc::new(services))?;
     // Compiled when first used: a server nobody signs in to never runs the compiler.

@@ -1,0 +1,526 @@
+//! Signing in with an identity provider through the `oidc` plugin, against a real OpenID
+//! provider on loopback: the npm package `oidc-provider` (`tests/sdk/idp.mjs`), not a fake.
+//! Organizations configure the plugin per service; its secret is sealed and never shown.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+use crate::harness::{Backend, Server, ServerOptions, for_each_backend};
+use crate::login::{
+    Browser, PASSWORD, REDIRECT, admin, authorize_path, pkce, query_of, tenant, token, tokens_for,
+};
+
+/// The claims of a JWT (not verified: the relying-party tests verify Gatehouse's tokens).
+fn claims_of(jwt: &str) -> Value {
+    use base64::Engine;
+    let body = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// `oidc-provider` on a free loopback port, with one confidential client whose redirect URI
+/// is Gatehouse's callback of the `oidc` plugin. Killed on drop.
+struct Idp {
+    _child: tokio::process::Child,
+    issuer: String,
+}
+
+async fn idp(redirect_uri: &str) -> Idp {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sdk");
+    assert!(
+        dir.join("node_modules/oidc-provider/package.json")
+            .is_file(),
+        "oidc-provider is not installed: run `npm ci --prefix tests/sdk` in the workspace first"
+    );
+    let mut child = tokio::process::Command::new("node")
+        .arg("idp.mjs")
+        .current_dir(&dir)
+        .env("IDP_PORT", "0")
+        .env("IDP_CLIENT_ID", "gatehouse")
+        .env("IDP_CLIENT_SECRET", "idp-secret-3f9a")
+        .env("IDP_REDIRECT_URI", redirect_uri)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run node (is Node.js 20+ installed?): {e}"));
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the identity provider did not start in 30 s")
+        .unwrap()
+        .expect("the identity provider stopped before it was ready");
+    let issuer = ready
+        .strip_prefix("READY ")
+        .unwrap_or_else(|| panic!("unexpected first line: {ready}"))
+        .to_string();
+    Idp {
+        _child: child,
+        issuer,
+    }
+}
+
+/// Signs in at the identity provider as `login` (its development login form, any password)
+/// from its authorization URL, with a cookie jar of its own; returns where it sends the
+/// browser back to.
+async fn at_idp(issuer: &str, auth_url: &str, login: &str) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut jar: HashMap<String, String> = HashMap::new();
+    let absolute = |l: &str| {
+        if l.starts_with('/') {
+            format!("{issuer}{l}")
+        } else {
+            l.to_string()
+        }
+    };
+    let keep = |jar: &mut HashMap<String, String>, r: &reqwest::Response| {
+        for c in r.headers().get_all("set-cookie") {
+            let text = c.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            jar.insert(k.to_string(), v.to_string());
+        }
+    };
+    let cookie = |jar: &HashMap<String, String>| {
+        jar.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let r = http.get(auth_url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303, "{}", r.text().await.unwrap());
+    keep(&mut jar, &r);
+    let interaction = absolute(r.headers()["location"].to_str().unwrap());
+    assert!(interaction.contains("/interaction/"), "{interaction}");
+    let r = http
+        .post(&interaction)
+        .header("cookie", cookie(&jar))
+        .form(&[("prompt", "login"), ("login", login), ("password", "any")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "{}", r.text().await.unwrap());
+    keep(&mut jar, &r);
+    let resume = absolute(r.headers()["location"].to_str().unwrap());
+    let r = http
+        .get(&resume)
+        .header("cookie", cookie(&jar))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "{}", r.text().await.unwrap());
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
+/// From the login page of a fresh authorization request in `b`, through the `oidc` button and
+/// the identity provider as `login`, back to Gatehouse: Gatehouse's answer to the callback.
+async fn sign_in_with_idp(
+    b: &mut Browser,
+    client_id: &str,
+    challenge: &str,
+    issuer: &str,
+    login: &str,
+) -> crate::login::Page {
+    let start = b
+        .get(&authorize_path(
+            client_id,
+            REDIRECT,
+            challenge,
+            &[("prompt", "login"), ("nonce", "rp-nonce")],
+        ))
+        .await;
+    assert_eq!(start.status, 303, "{}", start.body);
+    let login_page = start.location.unwrap();
+    let request = login_page.trim_start_matches("/login?request=").to_string();
+    let page = b.get(&login_page).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let button = format!("/login/with/oidc?request={request}");
+    assert!(
+        page.body.contains(&format!("href=\"{button}\"")),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("Continue with Acme SSO"),
+        "{}",
+        page.body
+    );
+    let go = b.get(&button).await;
+    assert_eq!(go.status, 303, "{}", go.body);
+    let auth_url = go.location.unwrap();
+    assert!(
+        auth_url.starts_with(&format!("{issuer}/auth?")),
+        "{auth_url}"
+    );
+    let q = query_of(&auth_url);
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["client_id"], "gatehouse");
+    assert!(q["redirect_uri"].ends_with("/login/callback/oidc"));
+    let back = at_idp(issuer, &auth_url, login).await;
+    assert!(back.contains("/login/callback/oidc?"), "{back}");
+    b.get(&back).await
+}
+
+for_each_backend!(the_oidc_plugin_signs_in_with_a_real_openid_provider);
+
+async fn the_oidc_plugin_signs_in_with_a_real_openid_provider(backend: Backend) {
+    let mut opts = ServerOptions::new(backend);
+    opts.env
+        .push(("GATEHOUSE_PLUGIN_HTTP_LOOPBACK".into(), "1".into()));
+    let s = Server::start_with(opts).await;
+    let idp = idp(&format!("{}/login/callback/oidc", s.base)).await;
+    let (client_id, secret, ada) = tenant(&s, "acme").await;
+    admin(
+        &s,
+        &[
+            "user",
+            "create",
+            "--email",
+            "alice@acme.io",
+            "--password-stdin",
+            "--org",
+            "acme",
+            "--role",
+            "admin",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await
+    .unwrap();
+    let alice = tokens_for(&s, &client_id, &secret, "alice@acme.io").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ada_token = tokens_for(&s, &client_id, &secret, &ada).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/api/services/{client_id}/plugins/oidc");
+    let call = |method: reqwest::Method, path: String, t: Option<String>, body: Option<Value>| {
+        let s = &s;
+        async move {
+            let mut r = s.client.request(method, format!("{}{path}", s.base));
+            if let Some(t) = t {
+                r = r.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let r = r.send().await.unwrap();
+            let st = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            (
+                st,
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+                text,
+            )
+        }
+    };
+    let config = json!({
+        "issuer": idp.issuer,
+        "client_id": "gatehouse",
+        "client_secret": "idp-secret-3f9a",
+        "display_name": "Acme SSO",
+    });
+
+    // Bad configurations are refused, and nothing is enabled.
+    for (body, needle) in [
+        (
+            json!({ "config": { "client_id": "gatehouse", "client_secret": "x" } }),
+            "issuer",
+        ),
+        (
+            json!({ "config": { "issuer": "ftp://idp", "client_id": "a", "client_secret": "x" } }),
+            "issuer",
+        ),
+        (
+            json!({ "config": { "issuer": idp.issuer, "client_id": "a", "client_secret": "x", "surprise": 1 } }),
+            "surprise",
+        ),
+        (
+            json!({ "config": { "issuer": idp.issuer, "client_id": "", "client_secret": "x" } }),
+            "client_id",
+        ),
+        (json!({ "config": [1, 2] }), "object"),
+        (json!({ "config": {}, "extra": true }), "extra"),
+    ] {
+        let (st, e, _) = call(
+            reqwest::Method::PUT,
+            path.clone(),
+            Some(alice.clone()),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(st, 400, "{body}: {e}");
+        assert!(e.to_string().contains(needle), "{body}: {e}");
+    }
+    // A secret that fails its schema is refused without being echoed.
+    let (st, e, text) = call(
+        reqwest::Method::PUT,
+        path.clone(),
+        Some(alice.clone()),
+        Some(json!({ "config": { "issuer": idp.issuer, "client_id": "a", "client_secret": 12345678 } })),
+    )
+    .await;
+    assert_eq!(st, 400, "{e}");
+    assert!(!text.contains("12345678"), "{text}");
+    let (st, e, _) = call(
+        reqwest::Method::PUT,
+        format!("/api/services/{client_id}/plugins/nope"),
+        Some(alice.clone()),
+        Some(json!({ "config": {} })),
+    )
+    .await;
+    assert_eq!((st, e["code"].as_str()), (404, Some("not_found")), "{e}");
+    let (st, _, _) = call(
+        reqwest::Method::PUT,
+        path.clone(),
+        Some(ada_token.clone()),
+        Some(json!({ "config": config })),
+    )
+    .await;
+    assert_eq!(st, 403, "a member may not configure sign-in");
+    let (st, _, _) = call(
+        reqwest::Method::PUT,
+        path.clone(),
+        None,
+        Some(json!({ "config": config })),
+    )
+    .await;
+    assert_eq!(st, 401);
+    let (st, e, _) = call(
+        reqwest::Method::PATCH,
+        path.clone(),
+        Some(alice.clone()),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(st, 405, "{e}");
+    let (st, list, _) = call(
+        reqwest::Method::GET,
+        format!("/api/services/{client_id}/plugins"),
+        Some(alice.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, list["plugins"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{list}"
+    );
+
+    // An admin configures it: the secret is sealed at rest and never shown.
+    let (st, got, text) = call(
+        reqwest::Method::PUT,
+        path.clone(),
+        Some(alice.clone()),
+        Some(json!({ "config": config })),
+    )
+    .await;
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got["secrets_set"], json!(["client_secret"]));
+    assert_eq!(got["config"]["client_id"], "gatehouse");
+    assert!(!text.contains("idp-secret-3f9a"), "{text}");
+    let (st, list, text) = call(
+        reqwest::Method::GET,
+        format!("/api/services/{client_id}/plugins"),
+        Some(ada_token.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{list}");
+    assert_eq!(list["plugins"][0]["plugin"], "oidc");
+    assert!(!text.contains("idp-secret-3f9a"), "{text}");
+    if let Some(db) = &s.database {
+        let stored = db.query("SELECT config || ' ' || secrets FROM service_plugins");
+        assert!(
+            stored.contains("gatehouse") && stored.contains(" v1."),
+            "{stored}"
+        );
+        assert!(
+            !stored.contains("idp-secret-3f9a"),
+            "the secret is stored in the clear"
+        );
+    }
+    // (On SQLite the database is a file to look into.)
+    for f in ["gatehouse.db", "gatehouse.db-wal"] {
+        let bytes = std::fs::read(s.data_dir().join(f)).unwrap_or_default();
+        assert!(
+            !bytes.windows(15).any(|w| w == b"idp-secret-3f9a"),
+            "the secret is in {f} in the clear"
+        );
+    }
+    // Left out, the secret is kept; the change shows in the audit log.
+    let mut edited = config.clone();
+    edited.as_object_mut().unwrap().remove("client_secret");
+    let (st, got, _) = call(
+        reqwest::Method::PUT,
+        path.clone(),
+        Some(alice.clone()),
+        Some(json!({ "config": edited })),
+    )
+    .await;
+    assert_eq!(
+        (st, got["secrets_set"].clone()),
+        (200, json!(["client_secret"])),
+        "{got}"
+    );
+
+    // Ada has a password account with the address the provider vouches for: the provider's
+    // account is not linked to it on the address alone.
+    let mut b = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let page = sign_in_with_idp(&mut b, &client_id, &challenge, &idp.issuer, &ada).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("exists already"), "{}", page.body);
+    assert!(page.location.is_none());
+
+    // Signed in with her password first, the same browser links the two.
+    let (_, challenge) = pkce();
+    let p = b
+        .sign_in(
+            &authorize_path(&client_id, REDIRECT, &challenge, &[]),
+            &ada,
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let (_, challenge) = pkce();
+    let page = sign_in_with_idp(&mut b, &client_id, &challenge, &idp.issuer, &ada).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert!(page.location.as_deref().unwrap().starts_with(REDIRECT));
+
+    // From then on a fresh browser signs in with the provider alone, and the tokens say so.
+    let mut fresh = Browser::new(&s);
+    let (verifier, challenge) = pkce();
+    let page = sign_in_with_idp(&mut fresh, &client_id, &challenge, &idp.issuer, &ada).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let q = query_of(page.location.as_deref().unwrap());
+    let (st, t) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+        Some((&client_id, &secret)),
+    )
+    .await;
+    assert_eq!(st, 200, "{t}");
+    let claims = claims_of(t["id_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], json!(["fed"]));
+    assert_eq!(claims["nonce"], "rp-nonce");
+    // The callback works once: a replay finds no flow.
+    let page = fresh
+        .get(&format!(
+            "{}/login/callback/oidc?code={}&state=x",
+            s.base, q["code"]
+        ))
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+
+    // A new address at the provider makes a new user, who is not a member: the policy says no.
+    let mut b = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let page = sign_in_with_idp(
+        &mut b,
+        &client_id,
+        &challenge,
+        &idp.issuer,
+        "newbie@elsewhere.io",
+    )
+    .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("cannot sign in"), "{}", page.body);
+    // An address the provider does not vouch for signs nobody in.
+    let mut b = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let page = sign_in_with_idp(
+        &mut b,
+        &client_id,
+        &challenge,
+        &idp.issuer,
+        "unverified-bob",
+    )
+    .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("verified email"), "{}", page.body);
+
+    // A forged answer (wrong state) is refused, and so is a callback with no flow.
+    let mut b = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let start = b
+        .get(&authorize_path(&client_id, REDIRECT, &challenge, &[]))
+        .await;
+    let login_page = start.location.unwrap();
+    let request = login_page.trim_start_matches("/login?request=").to_string();
+    let go = b.get(&format!("/login/with/oidc?request={request}")).await;
+    assert_eq!(go.status, 303, "{}", go.body);
+    let page = b.get("/login/callback/oidc?code=forged&state=forged").await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(
+        page.body.contains("does not belong to this sign-in"),
+        "{}",
+        page.body
+    );
+    let page = Browser::new(&s)
+        .get("/login/callback/oidc?code=x&state=y")
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    // A plugin the service does not offer.
+    let page = b
+        .get(&format!("/login/with/password?request={request}"))
+        .await;
+    assert_eq!(page.status, 404, "{}", page.body);
+
+    // Removed, the button goes and the route says so.
+    let (st, _, _) = call(
+        reqwest::Method::DELETE,
+        path.clone(),
+        Some(alice.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (st, _, _) = call(
+        reqwest::Method::DELETE,
+        path.clone(),
+        Some(alice.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+    let page = b.get(&login_page).await;
+    assert!(!page.body.contains("/login/with/oidc"), "{}", page.body);
+    let page = b.get(&format!("/login/with/oidc?request={request}")).await;
+    assert_eq!(page.status, 404, "{}", page.body);
+
+    let (st, log, _) = call(
+        reqwest::Method::GET,
+        "/api/organizations/acme/audit".into(),
+        Some(alice.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{log}");
+    let kinds: Vec<&str> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    for k in ["service.plugin_configured", "service.plugin_removed"] {
+        assert!(kinds.contains(&k), "{k} not in {kinds:?}");
+    }
+}
