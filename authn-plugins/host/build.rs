@@ -10,9 +10,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const COMPONENTS: [&str; 3] = [
+const COMPONENTS: [&str; 5] = [
     "gatehouse_plugin_password",
     "gatehouse_plugin_oidc",
+    "gatehouse_plugin_github",
+    "gatehouse_plugin_totp",
     "gatehouse_plugin_hostile",
 ];
 

@@ -524,3 +524,189 @@ async fn the_oidc_plugin_signs_in_with_a_real_openid_provider(backend: Backend) 
         assert!(kinds.contains(&k), "{k} not in {kinds:?}");
     }
 }
+
+/// The local stand-in of GitHub's OAuth web flow and REST API (`tests/sdk/github.mjs`), laid
+/// out as GitHub Enterprise Server. Killed on drop.
+async fn github_stand_in(redirect_uri: &str) -> Idp {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sdk");
+    let mut child = tokio::process::Command::new("node")
+        .arg("github.mjs")
+        .current_dir(&dir)
+        .env("GH_PORT", "0")
+        .env("GH_CLIENT_ID", "Iv1.gatehouse")
+        .env("GH_CLIENT_SECRET", "gh-secret-77aa")
+        .env("GH_REDIRECT_URI", redirect_uri)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run node (is Node.js 20+ installed?): {e}"));
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the GitHub stand-in did not start in 30 s")
+        .unwrap()
+        .expect("the GitHub stand-in stopped before it was ready");
+    Idp {
+        _child: child,
+        issuer: ready.strip_prefix("READY ").unwrap().to_string(),
+    }
+}
+
+/// Through the login page's GitHub button to the stand-in, signed in there as `login`, and
+/// back: Gatehouse's answer to the callback.
+async fn sign_in_with_github(b: &mut Browser, client_id: &str, login: &str) -> crate::login::Page {
+    let (_, challenge) = pkce();
+    let start = b
+        .get(&authorize_path(
+            client_id,
+            REDIRECT,
+            &challenge,
+            &[("prompt", "login")],
+        ))
+        .await;
+    let login_page = start.location.unwrap();
+    let request = login_page.trim_start_matches("/login?request=").to_string();
+    let page = b.get(&login_page).await;
+    assert!(page.body.contains("Continue with GitHub"), "{}", page.body);
+    let go = b
+        .get(&format!("/login/with/github?request={request}"))
+        .await;
+    assert_eq!(go.status, 303, "{}", go.body);
+    let auth = go.location.unwrap();
+    let q = query_of(&auth);
+    assert_eq!(q["client_id"], "Iv1.gatehouse");
+    assert_eq!(q["scope"], "read:user user:email");
+    // The stand-in approves at once, as the user `login` (its test-only parameter).
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{auth}&login={login}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    let back = r.headers()["location"].to_str().unwrap().to_string();
+    b.get(&back).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_github_plugin_signs_in_with_a_verified_address_only() {
+    let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.env
+        .push(("GATEHOUSE_PLUGIN_HTTP_LOOPBACK".into(), "1".into()));
+    let s = Server::start_with(opts).await;
+    let gh = github_stand_in(&format!("{}/login/callback/github", s.base)).await;
+    let (client_id, secret, _) = tenant(&s, "acme").await;
+    admin(
+        &s,
+        &[
+            "user",
+            "create",
+            "--email",
+            "alice@acme.io",
+            "--password-stdin",
+            "--org",
+            "acme",
+            "--role",
+            "admin",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await
+    .unwrap();
+    let alice = tokens_for(&s, &client_id, &secret, "alice@acme.io").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let put = |config: Value| {
+        let (s, alice, client_id) = (&s, alice.clone(), client_id.clone());
+        async move {
+            let r = s
+                .client
+                .put(format!(
+                    "{}/api/services/{client_id}/plugins/github",
+                    s.base
+                ))
+                .bearer_auth(alice)
+                .json(&json!({ "config": config }))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (st, e) = put(json!({ "client_id": "Iv1.gatehouse", "client_secret": "x", "enterprise_url": "not a url" })).await;
+    assert_eq!(st, 400, "{e}");
+    let (st, got) = put(json!({ "client_id": "Iv1.gatehouse", "client_secret": "gh-secret-77aa", "enterprise_url": gh.issuer })).await;
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got["secrets_set"], json!(["client_secret"]));
+
+    // A GitHub account whose primary address is verified: a new user, not yet a member, so
+    // the sign-in policy refuses; once an admin adds them, they sign in.
+    let mut b = Browser::new(&s);
+    let page = sign_in_with_github(&mut b, &client_id, "octocat").await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("cannot sign in"), "{}", page.body);
+    let r = s
+        .client
+        .post(format!("{}/api/organizations/acme/members", s.base))
+        .bearer_auth(&alice)
+        .json(&json!({ "email": "octocat@github.test", "role": "member" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let mut b = Browser::new(&s);
+    let page = sign_in_with_github(&mut b, &client_id, "octocat").await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert!(page.location.unwrap().starts_with(REDIRECT));
+
+    // The verified address is taken even when the primary one is not verified.
+    let mut b = Browser::new(&s);
+    let page = sign_in_with_github(&mut b, &client_id, "secondary").await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("cannot sign in"), "{}", page.body);
+    // No verified address at all: nobody signs in, and no user is made.
+    let mut b = Browser::new(&s);
+    let page = sign_in_with_github(&mut b, &client_id, "unverified").await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("verified email"), "{}", page.body);
+    let r = s
+        .client
+        .post(format!("{}/api/organizations/acme/members", s.base))
+        .bearer_auth(&alice)
+        .json(&json!({ "email": "unverified@github.test", "role": "member" }))
+        .send()
+        .await
+        .unwrap();
+    let (st, body) = (r.status().as_u16(), r.text().await.unwrap());
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("no user has the email"), "{body}");
+    // The user refuses at GitHub.
+    let mut b = Browser::new(&s);
+    let page = sign_in_with_github(&mut b, &client_id, "denied").await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("access_denied"), "{}", page.body);
+
+    // A wrong client secret is the organization's misconfiguration: the page says only that
+    // signing in is not possible now, and the reason is logged.
+    let (st, _) = put(json!({ "client_id": "Iv1.gatehouse", "client_secret": "wrong", "enterprise_url": gh.issuer })).await;
+    assert_eq!(st, 200);
+    let mut b = Browser::new(&s);
+    let page = sign_in_with_github(&mut b, &client_id, "octocat").await;
+    assert_eq!(page.status, 503, "{}", page.body);
+    assert!(
+        !page.body.contains("incorrect_client_credentials"),
+        "{}",
+        page.body
+    );
+    assert!(
+        s.log().contains("incorrect_client_credentials"),
+        "the reason is not logged"
+    );
+}

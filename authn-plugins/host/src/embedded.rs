@@ -24,8 +24,24 @@ pub const OIDC: Embedded = Embedded {
     )),
 };
 
+pub const GITHUB: Embedded = Embedded {
+    manifest: include_str!("../../plugins/github/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("GATEHOUSE_PLUGIN_WASM_DIR"),
+        "/gatehouse_plugin_github.wasm"
+    )),
+};
+
+pub const TOTP: Embedded = Embedded {
+    manifest: include_str!("../../plugins/totp/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("GATEHOUSE_PLUGIN_WASM_DIR"),
+        "/gatehouse_plugin_totp.wasm"
+    )),
+};
+
 /// Every first-party plugin.
-pub const ALL: [Embedded; 2] = [PASSWORD, OIDC];
+pub const ALL: [Embedded; 4] = [PASSWORD, OIDC, GITHUB, TOTP];
 
 /// Whether `id` is a first-party plugin's (which no other plugin may take).
 pub fn is_first_party(id: &str) -> bool {
