@@ -8,6 +8,7 @@ pub mod error;
 mod limits;
 mod login;
 mod manage;
+mod mfa;
 mod oauth;
 mod openfga;
 mod pages;
@@ -716,6 +717,24 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                         .default_service(web::to(|| async {
                             openfga::method_not_allowed("DELETE")
                         })),
+                )
+                .service(
+                    web::resource("/me/mfa")
+                        .get(mfa::status)
+                        .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+                )
+                .service(
+                    web::resource("/me/mfa/totp")
+                        .post(mfa::begin)
+                        .delete(mfa::remove)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("POST, DELETE")
+                        })),
+                )
+                .service(
+                    web::resource("/me/mfa/totp/confirm")
+                        .post(mfa::confirm)
+                        .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
                 )
                 .service(
                     web::resource("/me/sessions/{id}")

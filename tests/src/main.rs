@@ -19,6 +19,7 @@ mod decisions;
 mod harness;
 mod login;
 mod manage;
+mod mfa;
 mod oidc;
 mod plugins;
 mod policies;

@@ -331,7 +331,10 @@ pub(super) async fn page_post(
                 super::login::FormSignIn::Refused(status, message) => {
                     return again(status, &message);
                 }
-                super::login::FormSignIn::Unavailable => return unavailable_page(),
+                // The device page asks for no second factor: sign_in_with_form refuses
+                // accounts that have one on this flow.
+                super::login::FormSignIn::Unavailable
+                | super::login::FormSignIn::SecondFactor(..) => return unavailable_page(),
             }
         }
     };

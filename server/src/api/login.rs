@@ -52,6 +52,17 @@ impl Provider<'_> {
         PluginStrategy {
             host: self.plugins,
             plugin: "password",
+            user: None,
+            failures: self.plugin_failures,
+        }
+    }
+
+    /// The second factor of `user`, through the `totp` plugin.
+    pub(super) fn second_factor<'u>(&'u self, user: &'u str) -> PluginStrategy<'u> {
+        PluginStrategy {
+            host: self.plugins,
+            plugin: crate::identity::login::SECOND_FACTOR,
+            user: Some(user),
             failures: self.plugin_failures,
         }
     }
@@ -620,7 +631,7 @@ pub(super) async fn login_page(state: web::Data<AppState>, req: HttpRequest) -> 
         Ok(x) => x,
         Err(r) => return r,
     };
-    let fields = match method_fields(&p, &service, "password", id).await {
+    let fields = match method_fields(&p, &service, "password", id, None).await {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -645,13 +656,14 @@ async fn method_fields(
     service: &Service,
     method: &str,
     request_id: &str,
+    user: Option<&str>,
 ) -> Result<Vec<Field>, HttpResponse> {
     let request = StepRequest {
         config: "{}".into(),
         params: Vec::new(),
         flow_id: request_id.to_string(),
         callback_url: String::new(),
-        user_id: None,
+        user_id: user.map(str::to_string),
     };
     match p
         .plugins
@@ -712,7 +724,7 @@ pub(super) async fn login_submit(
             org.as_ref(),
         );
     }
-    let fields = match method_fields(&p, &service, "password", id).await {
+    let fields = match method_fields(&p, &service, "password", id, None).await {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -757,6 +769,10 @@ pub(super) async fn login_submit(
     let password = p.password_strategy();
     let strategy: &dyn Strategy = match form.get("method").map(String::as_str) {
         None | Some("password") => &password,
+        Some(crate::identity::login::SECOND_FACTOR) => {
+            return second_factor_submit(&p, &req, &form, id, &pending, &service, org.as_ref())
+                .await;
+        }
         Some(_) => {
             return again(
                 StatusCode::BAD_REQUEST,
@@ -764,12 +780,16 @@ pub(super) async fn login_submit(
             );
         }
     };
-    let (secret, session) =
-        match sign_in_with_form(&p, &req, strategy, &form, &service, "code").await {
-            FormSignIn::SignedIn(secret, session) => (secret, session),
-            FormSignIn::Refused(status, message) => return again(status, &message),
-            FormSignIn::Unavailable => return unavailable_page(),
-        };
+    let (secret, session) = match sign_in_with_form(&p, &req, strategy, &form, &service, "code")
+        .await
+    {
+        FormSignIn::SignedIn(secret, session) => (secret, session),
+        FormSignIn::Refused(status, message) => return again(status, &message),
+        FormSignIn::Unavailable => return unavailable_page(),
+        FormSignIn::SecondFactor(user, methods) => {
+            return second_factor_page(&p, id, &service, org.as_ref(), &user, methods, None).await;
+        }
+    };
     if let Err(e) = p.sessions.drop_pending(id).await {
         tracing::warn!(error = %e, "cannot drop a finished authorization request");
     }
@@ -796,6 +816,9 @@ pub(super) enum FormSignIn {
     Refused(StatusCode, String),
     /// Something the sign-in needs cannot be reached (logged).
     Unavailable,
+    /// The first factor is good; the user has a second factor, which must be asked for
+    /// before any session opens.
+    SecondFactor(crate::db::users::User, Vec<String>),
 }
 
 /// Signs a user in with the credentials of a form (`email`, `password`, …) through
@@ -870,6 +893,20 @@ pub(super) async fn sign_in_with_form(
             return FormSignIn::Unavailable;
         }
     };
+    match p.identity.has_second_factor(&user.id).await {
+        Ok(false) => {}
+        Ok(true) if flow == "code" => return FormSignIn::SecondFactor(user, assertion.methods),
+        Ok(true) => {
+            return FormSignIn::Refused(
+                StatusCode::FORBIDDEN,
+                "This account signs in with an authenticator app, which this page does not ask for yet. Sign in to the application in a browser instead.".into(),
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a user's second factor");
+            return FormSignIn::Unavailable;
+        }
+    }
     open_session(p, req, &user, assertion.methods, service, flow).await
 }
 
@@ -1617,10 +1654,24 @@ pub(super) async fn provider_callback(
     if methods.is_empty() {
         methods.push("fed".into());
     }
+    // A user with a second factor is asked for it whoever vouched for the first.
+    match p.identity.has_second_factor(&user.id).await {
+        Ok(false) => {}
+        Ok(true) => {
+            let mut res =
+                second_factor_page(&p, &id, &service, org.as_ref(), &user, methods, None).await;
+            let _ = res.add_cookie(&removal(FLOW_COOKIE, "/login"));
+            return res;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a user's second factor");
+            return unavailable_page();
+        }
+    }
     let (secret, session) = match open_session(&p, &req, &user, methods, &service, "code").await {
         FormSignIn::SignedIn(secret, session) => (secret, session),
         FormSignIn::Refused(status, m) => return refused(status, &m),
-        FormSignIn::Unavailable => return unavailable_page(),
+        _ => return unavailable_page(),
     };
     if let Err(e) = p.sessions.drop_pending(&id).await {
         tracing::warn!(error = %e, "cannot drop a finished authorization request");
@@ -1638,5 +1689,197 @@ pub(super) async fn provider_callback(
     .await;
     let _ = res.add_cookie(&removal(BINDING_COOKIE, "/login"));
     let _ = res.add_cookie(&removal(FLOW_COOKIE, "/login"));
+    res
+}
+
+/// What the first factor of a sign-in established, kept while the second is asked for.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FirstFactor {
+    user: String,
+    methods: Vec<String>,
+}
+
+fn first_factor_key(request: &str) -> String {
+    format!("second-factor:{request}")
+}
+
+/// Keeps the first factor of the sign-in `request` (10 minutes, or as long as the request
+/// lives) and shows the form of the second.
+async fn second_factor_page(
+    p: &Provider<'_>,
+    request: &str,
+    service: &Service,
+    org: Option<&Organization>,
+    user: &crate::db::users::User,
+    methods: Vec<String>,
+    error: Option<(StatusCode, &str)>,
+) -> HttpResponse {
+    let kept = FirstFactor {
+        user: user.id.clone(),
+        methods,
+    };
+    let value = match serde_json::to_string(&kept) {
+        Ok(v) => v,
+        Err(_) => return unavailable_page(),
+    };
+    if let Err(e) = p
+        .sessions
+        .kv()
+        .put(
+            &first_factor_key(request),
+            &value,
+            std::time::Duration::from_secs(600),
+        )
+        .await
+    {
+        tracing::error!(error = %e, "cannot keep a first factor");
+        return unavailable_page();
+    }
+    let fields = match method_fields(
+        p,
+        service,
+        crate::identity::login::SECOND_FACTOR,
+        request,
+        Some(&user.id),
+    )
+    .await
+    {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let (status, message) = match error {
+        Some((s, m)) => (s, Some(m)),
+        None => (StatusCode::OK, None),
+    };
+    login_form(
+        status,
+        request,
+        org,
+        &service.name,
+        crate::identity::login::SECOND_FACTOR,
+        &fields,
+        "",
+        message,
+        false,
+        &[],
+    )
+}
+
+/// `POST /login` with `method=totp`: the second factor of a sign-in whose first factor is
+/// kept for this request (and so for this browser).
+async fn second_factor_submit(
+    p: &Provider<'_>,
+    req: &HttpRequest,
+    form: &HashMap<String, String>,
+    request: &str,
+    pending: &Pending,
+    service: &Service,
+    org: Option<&Organization>,
+) -> HttpResponse {
+    let kept: Option<FirstFactor> = match p.sessions.kv().get(&first_factor_key(request)).await {
+        Ok(v) => v.and_then(|v| serde_json::from_str(&v).ok()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a first factor");
+            return unavailable_page();
+        }
+    };
+    let Some(kept) = kept else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in has expired",
+            "Go back to the application and start signing in again.",
+            org,
+        );
+    };
+    let user = match p.identity.store.user(&kept.user).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return unavailable_page(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a user");
+            return unavailable_page();
+        }
+    };
+    let strategy = p.second_factor(&kept.user);
+    let ip = client_ip(req);
+    let org_id = Some(service.organization_id.as_str());
+    let assertion = match strategy
+        .complete(p.identity, &service.organization_id, form)
+        .await
+    {
+        Ok(a) => a,
+        Err(f) => {
+            let (status, message) = match &f {
+                Failure::InvalidCredentials { .. } => (
+                    StatusCode::UNAUTHORIZED,
+                    "That code is not right. Try the current one.".to_string(),
+                ),
+                Failure::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+                Failure::Locked { .. } => {
+                    let _ = p.sessions.kv().delete(&first_factor_key(request)).await;
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "Too many failed attempts: this account is locked for now.".to_string(),
+                    )
+                }
+                Failure::Unavailable(m) => {
+                    tracing::error!(error = %m, "a second factor failed");
+                    return unavailable_page();
+                }
+            };
+            p.identity
+                .audit(
+                    org_id,
+                    &format!("user:{}", kept.user),
+                    ip.as_deref(),
+                    "login.failed",
+                    json!({ "client_id": service.client_id, "method": crate::identity::login::SECOND_FACTOR, "flow": "code" }),
+                )
+                .await;
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                return error_page(status, "You could not be signed in", &message, org);
+            }
+            return second_factor_page(
+                p,
+                request,
+                service,
+                org,
+                &user,
+                kept.methods,
+                Some((status, &message)),
+            )
+            .await;
+        }
+    };
+    if let Err(e) = p.sessions.kv().delete(&first_factor_key(request)).await {
+        tracing::warn!(error = %e, "cannot drop a used first factor");
+    }
+    let mut methods = kept.methods;
+    for m in assertion.methods.into_iter().chain(["mfa".to_string()]) {
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
+    let (secret, session) = match open_session(p, req, &user, methods, service, "code").await {
+        FormSignIn::SignedIn(secret, session) => (secret, session),
+        FormSignIn::Refused(status, m) => {
+            return error_page(status, "You could not be signed in", &m, org);
+        }
+        _ => return unavailable_page(),
+    };
+    if let Err(e) = p.sessions.drop_pending(request).await {
+        tracing::warn!(error = %e, "cannot drop a finished authorization request");
+    }
+    let session_cookie = cookie(SESSION_COOKIE, secret, "/", SESSION_SECONDS, p.secure);
+    let mut res = finish(
+        p,
+        req,
+        service,
+        org,
+        pending,
+        &session,
+        Some(session_cookie),
+    )
+    .await;
+    let _ = res.add_cookie(&removal(BINDING_COOKIE, "/login"));
     res
 }

@@ -546,6 +546,20 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Removes every credential of `user` kept for `plugin`; how many there were.
+    pub async fn delete_plugin_credentials(&self, plugin: &str, user: &str) -> Result<usize> {
+        with_conn!(self, |conn| {
+            diesel::delete(
+                plugin_credentials::table
+                    .filter(plugin_credentials::plugin.eq(plugin))
+                    .filter(plugin_credentials::user_id.eq(user)),
+            )
+            .execute(conn)
+            .await
+            .map_err(db_error)
+        })
+    }
+
     /// The user with this (lowercased) email.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
         let row: Option<UserRow> = with_conn!(self, |conn| {

@@ -69,6 +69,8 @@ pub fn plugin_failed(failures: &prometheus::IntCounterVec, plugin: &str, e: &Plu
 pub struct PluginStrategy<'a> {
     pub host: &'a Host,
     pub plugin: &'a str,
+    /// The user signed in so far, when this is a second factor.
+    pub user: Option<&'a str>,
     /// Failed steps by plugin and kind (`gatehouse_plugin_failures_total`).
     pub failures: &'a prometheus::IntCounterVec,
 }
@@ -90,7 +92,7 @@ impl Strategy for PluginStrategy<'_> {
             params: form.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             flow_id: form.get("request").cloned().unwrap_or_default(),
             callback_url: String::new(),
-            user_id: None,
+            user_id: self.user.map(str::to_string),
         };
         let answer = match self.host.complete(self.plugin, organization, request).await {
             Ok(a) => a,
@@ -112,6 +114,13 @@ impl Strategy for PluginStrategy<'_> {
         };
         match answer {
             Ok(a) => {
+                // A second factor vouches for the user of the first, and no other.
+                if self.user.is_some_and(|u| u != a.subject) {
+                    return Err(Failure::Unavailable(format!(
+                        "plugin `{}` vouched for another user than the one signing in",
+                        self.plugin
+                    )));
+                }
                 let user = settle(identity.settle_login(&a.subject, true).await)?;
                 Ok(Assertion {
                     provider: self.plugin.to_string(),
@@ -270,5 +279,19 @@ impl Identity {
                 None => ProviderUser::Refused("The account linked to it no longer exists.".into()),
             }),
         }
+    }
+}
+
+/// The first-party plugin that serves second factors.
+pub const SECOND_FACTOR: &str = "totp";
+
+impl Identity {
+    /// Whether `user` has an authenticator app set up: then every sign-in asks for it.
+    pub async fn has_second_factor(&self, user: &str) -> gatehouse_engine::Result<bool> {
+        Ok(self
+            .store
+            .plugin_credential(SECOND_FACTOR, user, "secret")
+            .await?
+            .is_some())
     }
 }

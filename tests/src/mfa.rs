@@ -1,0 +1,336 @@
+//! A second factor: an authenticator app set up through the API (the `totp` plugin), then
+//! asked for at every sign-in of the user, before any session opens.
+
+use serde_json::{Value, json};
+use totp_rs::{Builder, Secret};
+
+use crate::harness::{Backend, Server};
+use crate::login::{
+    Browser, PASSWORD, REDIRECT, authorize_path, pkce, query_of, tenant, token, tokens_for,
+};
+
+/// The code an authenticator app with `secret` shows `offset` seconds from now.
+fn code_at(secret: &str, offset: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    Builder::new()
+        .with_secret(Secret::try_from_base32(secret).unwrap())
+        .build()
+        .unwrap()
+        .generate((now + offset) as u64)
+        .to_string()
+}
+
+fn claims_of(jwt: &str) -> Value {
+    use base64::Engine;
+    let body = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn call(
+    s: &Server,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = s.client.request(method, format!("{}{path}", s.base));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Password, then the second factor with `code`: the page the second factor answers with.
+async fn sign_in_with_code(
+    b: &mut Browser,
+    client_id: &str,
+    challenge: &str,
+    email: &str,
+    code: &str,
+) -> crate::login::Page {
+    let page = b
+        .sign_in(
+            &authorize_path(client_id, REDIRECT, challenge, &[]),
+            email,
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains(r#"name="method" value="totp""#),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(r#"name="code""#) && page.body.contains("one-time-code"),
+        "{}",
+        page.body
+    );
+    // No session opens on the first factor alone.
+    assert!(!b.cookies.contains_key("gh_session"));
+    let request = page
+        .body
+        .split(r#"name="request" value=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    b.post(
+        "/login",
+        &[
+            ("request", request.as_str()),
+            ("method", "totp"),
+            ("code", code),
+        ],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
+    let s = Server::start(Backend::Sqlite).await;
+    let (client_id, secret, ada) = tenant(&s, "acme").await;
+    let pwd_token = tokens_for(&s, &client_id, &secret, &ada).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = Some(pwd_token.as_str());
+    use reqwest::Method;
+
+    assert_eq!(
+        call(&s, Method::GET, "/api/me/mfa", t, None).await,
+        (200, json!({ "totp": false }))
+    );
+    assert_eq!(
+        call(&s, Method::GET, "/api/me/mfa", None, None).await.0,
+        401
+    );
+    assert_eq!(
+        call(&s, Method::POST, "/api/me/mfa/totp", None, None)
+            .await
+            .0,
+        401
+    );
+    // Confirming with nothing waiting.
+    let (st, e) = call(
+        &s,
+        Method::POST,
+        "/api/me/mfa/totp/confirm",
+        t,
+        Some(json!({ "code": "123456" })),
+    )
+    .await;
+    assert_eq!(st, 400, "{e}");
+
+    // A new secret: an otpauth URI and a QR code of it.
+    let (st, enrol) = call(&s, Method::POST, "/api/me/mfa/totp", t, None).await;
+    assert_eq!(st, 200, "{enrol}");
+    let totp_secret = enrol["secret"].as_str().unwrap().to_string();
+    let uri = enrol["otpauth_uri"].as_str().unwrap();
+    assert!(
+        uri.starts_with("otpauth://totp/") && uri.contains(&format!("secret={totp_secret}")),
+        "{uri}"
+    );
+    assert!(
+        uri.contains("ada%40acme.example.com") || uri.contains("ada@acme.example.com"),
+        "{uri}"
+    );
+    let svg = enrol["qr_svg"].as_str().unwrap();
+    assert!(svg.contains("<svg") && svg.contains("</svg>"), "{svg}");
+
+    // Bad confirmations change nothing.
+    for (body, status) in [
+        (json!({ "code": "abc" }), 400),
+        (json!({ "code": "" }), 400),
+        (json!({ "code": code_at(&totp_secret, 0), "extra": 1 }), 400),
+        (json!({ "code": code_at(&totp_secret, -600) }), 400),
+    ] {
+        let (st, e) = call(
+            &s,
+            Method::POST,
+            "/api/me/mfa/totp/confirm",
+            t,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(st, status, "{body}: {e}");
+    }
+    assert_eq!(
+        call(&s, Method::GET, "/api/me/mfa", t, None).await.1,
+        json!({ "totp": false })
+    );
+
+    // The first right code sets it up and answers ten recovery codes, this once.
+    let (st, done) = call(
+        &s,
+        Method::POST,
+        "/api/me/mfa/totp/confirm",
+        t,
+        Some(json!({ "code": code_at(&totp_secret, 0) })),
+    )
+    .await;
+    assert_eq!(st, 200, "{done}");
+    let recovery: Vec<String> = done["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(recovery.len(), 10);
+    assert_eq!(
+        call(&s, Method::GET, "/api/me/mfa", t, None).await.1,
+        json!({ "totp": true })
+    );
+    assert_eq!(
+        call(&s, Method::POST, "/api/me/mfa/totp", t, None).await.0,
+        409
+    );
+    // Removing it needs a sign-in that used it.
+    assert_eq!(
+        call(&s, Method::DELETE, "/api/me/mfa/totp", t, None)
+            .await
+            .0,
+        403
+    );
+
+    // Signing in now asks for a code; a wrong one is refused and asked again.
+    let mut b = Browser::new(&s);
+    let (verifier, challenge) = pkce();
+    let page = sign_in_with_code(&mut b, &client_id, &challenge, &ada, "000000").await;
+    assert_eq!(page.status, 401, "{}", page.body);
+    assert!(page.body.contains("not right"), "{}", page.body);
+    assert!(!b.cookies.contains_key("gh_session"));
+    // The next step's code (the current one was spent setting it up) signs in.
+    let next = code_at(&totp_secret, 30);
+    let request = page
+        .body
+        .split(r#"name="request" value=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let page = b
+        .post(
+            "/login",
+            &[
+                ("request", request.as_str()),
+                ("method", "totp"),
+                ("code", next.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let q = query_of(page.location.as_deref().unwrap());
+    let (st, tokens) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+        Some((&client_id, &secret)),
+    )
+    .await;
+    assert_eq!(st, 200, "{tokens}");
+    let amr = claims_of(tokens["id_token"].as_str().unwrap())["amr"].clone();
+    assert_eq!(amr, json!(["pwd", "otp", "mfa"]), "{tokens}");
+    let mfa_token = tokens["access_token"].as_str().unwrap().to_string();
+
+    // A code is accepted once.
+    let mut b = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let page = sign_in_with_code(&mut b, &client_id, &challenge, &ada, &next).await;
+    assert_eq!(page.status, 401, "{}", page.body);
+    // A recovery code signs in, once.
+    let mut b = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let page = sign_in_with_code(
+        &mut b,
+        &client_id,
+        &challenge,
+        &ada,
+        &recovery[3].to_uppercase(),
+    )
+    .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let mut b = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let page = sign_in_with_code(&mut b, &client_id, &challenge, &ada, &recovery[3]).await;
+    assert_eq!(page.status, 401, "{}", page.body);
+    // A second factor without a first is no sign-in.
+    let mut b = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let start = b
+        .get(&authorize_path(&client_id, REDIRECT, &challenge, &[]))
+        .await;
+    let login = start.location.unwrap();
+    let request = login.trim_start_matches("/login?request=").to_string();
+    let page = b
+        .post(
+            "/login",
+            &[
+                ("request", request.as_str()),
+                ("method", "totp"),
+                ("code", recovery[4].as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(!b.cookies.contains_key("gh_session"));
+
+    // From a sign-in that used it, it can be removed; then the password alone signs in.
+    assert_eq!(
+        call(
+            &s,
+            Method::DELETE,
+            "/api/me/mfa/totp",
+            Some(&mfa_token),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::DELETE,
+            "/api/me/mfa/totp",
+            Some(&mfa_token),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        call(&s, Method::GET, "/api/me/mfa", Some(&mfa_token), None)
+            .await
+            .1,
+        json!({ "totp": false })
+    );
+    let mut b = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let page = b
+        .sign_in(
+            &authorize_path(&client_id, REDIRECT, &challenge, &[]),
+            &ada,
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+}
