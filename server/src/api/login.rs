@@ -577,7 +577,12 @@ async fn finish(
             }
             r
         }
-        Err(page) => page,
+        Err(page) => match served_step_up(&page, session) {
+            true => step_up(p, service, org, pending, session)
+                .await
+                .unwrap_or(page),
+            false => page,
+        },
     };
     if let Some(c) = set_cookie {
         let _ = res.add_cookie(&c);
@@ -1882,4 +1887,113 @@ async fn second_factor_submit(
     .await;
     let _ = res.add_cookie(&removal(BINDING_COOKIE, "/login"));
     res
+}
+
+/// Whether a refused sign-in is a step-up challenge the second factor answers (`otp` or
+/// `mfa` among its methods) for a session that has not used one.
+fn served_step_up(page: &HttpResponse, session: &Session) -> bool {
+    let Some(challenge) = page
+        .headers()
+        .get("gatehouse-challenge")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+    else {
+        return false;
+    };
+    let methods: Vec<&str> = challenge["challenge"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m.as_str()).collect())
+        .unwrap_or_default();
+    !crate::identity::is_multi_factor(&session.amr)
+        && methods.iter().any(|m| matches!(*m, "otp" | "totp" | "mfa"))
+}
+
+/// Serves a step-up challenge with the second factor when the session's user has one: the
+/// sign-in continues as a new request of this browser whose first factor is the session's,
+/// and the code form is shown. `None` when the user has no second factor (the challenge page
+/// stays, and says what is needed).
+async fn step_up(
+    p: &Provider<'_>,
+    service: &Service,
+    org: Option<&Organization>,
+    pending: &Pending,
+    session: &Session,
+) -> Option<HttpResponse> {
+    if !p.identity.has_second_factor(&session.user_id).await.ok()? {
+        return None;
+    }
+    let user = p.identity.store.user(&session.user_id).await.ok()??;
+    let binding = crate::oidc::sessions::secret("").ok()?;
+    let again = Pending {
+        binding: sha256_hex(&binding),
+        ..pending.clone()
+    };
+    let id = match p.sessions.put_pending(&again).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot keep an authorization request");
+            return None;
+        }
+    };
+    let mut res = second_factor_page(p, &id, service, org, &user, session.amr.clone(), None).await;
+    let _ = res.add_cookie(&cookie(
+        BINDING_COOKIE,
+        binding,
+        "/login",
+        crate::oidc::sessions::PENDING_SECONDS as i64,
+        p.secure,
+    ));
+    Some(res)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn session(amr: &[&str]) -> Session {
+        let now = Utc::now();
+        Session {
+            id: "s".into(),
+            user_id: "u".into(),
+            auth_time: now,
+            amr: amr.iter().map(|m| m.to_string()).collect(),
+            created_at: now,
+            expires_at: now,
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    fn challenge_page(methods: Option<&str>) -> HttpResponse {
+        let mut r = HttpResponse::Forbidden().finish();
+        if let Some(m) = methods {
+            r.headers_mut().insert(
+                header::HeaderName::from_static("gatehouse-challenge"),
+                header::HeaderValue::from_str(&format!(r#"{{"challenge":{m}}}"#)).unwrap(),
+            );
+        }
+        r
+    }
+
+    #[test]
+    fn the_second_factor_serves_otp_challenges_of_sessions_without_one() {
+        let pwd = session(&["pwd"]);
+        assert!(served_step_up(
+            &challenge_page(Some(r#"["otp","webauthn"]"#)),
+            &pwd
+        ));
+        assert!(served_step_up(&challenge_page(Some(r#"["mfa"]"#)), &pwd));
+        // Not a challenge it answers, not a challenge at all, or already answered.
+        assert!(!served_step_up(
+            &challenge_page(Some(r#"["webauthn"]"#)),
+            &pwd
+        ));
+        assert!(!served_step_up(&challenge_page(None), &pwd));
+        assert!(!served_step_up(&challenge_page(Some("nonsense")), &pwd));
+        assert!(!served_step_up(
+            &challenge_page(Some(r#"["otp"]"#)),
+            &session(&["pwd", "otp", "mfa"])
+        ));
+    }
 }

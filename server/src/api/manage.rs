@@ -111,10 +111,21 @@ async fn allowed(
     object: &str,
 ) -> Result<bool, Refusal> {
     let mfa = crate::identity::is_multi_factor(&c.amr);
+    // A user with a second factor set up must have used it to change things.
+    let enrolled = match &c.user_id {
+        Some(u) => p.identity.has_second_factor(u).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot read a user's second factor");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the decision cannot be made now; try again",
+            )
+        })?,
+        None => false,
+    };
     let mut ctx = serde_json::Map::new();
     ctx.insert("mfa".into(), json!(mfa));
-    // No second factor can be enrolled yet: management changes need one once it can.
-    ctx.insert("mfa_enrolled".into(), json!(false));
+    ctx.insert("mfa_enrolled".into(), json!(enrolled));
     ctx.insert("amr".into(), json!(c.amr));
     let d = p
         .identity
