@@ -678,7 +678,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .service(
                     web::resource("/plugins")
                         .get(manage::list_plugins)
-                        .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+                        .post(manage::upload_plugin)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("GET, POST")
+                        })),
+                )
+                .service(
+                    web::resource("/plugins/{id}")
+                        .delete(manage::delete_plugin)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("DELETE")
+                        })),
                 )
                 .service(
                     web::resource("/services/{client_id}/plugins")

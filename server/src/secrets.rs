@@ -175,8 +175,13 @@ pub fn random_token(prefix: &str) -> gatehouse_engine::Result<String> {
 
 /// SHA-256 (hex) of a token: what is stored of secrets that are shown once.
 pub fn sha256_hex(s: &str) -> String {
+    sha256_hex_bytes(s.as_bytes())
+}
+
+/// SHA-256 of bytes, in hex.
+pub fn sha256_hex_bytes(b: &[u8]) -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+    hex::encode(sha2::Sha256::digest(b))
 }
 
 #[cfg(test)]

@@ -334,3 +334,239 @@ async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
         .await;
     assert_eq!(page.status, 303, "{}", page.body);
 }
+
+/// Platform administration needs the platform's owner signed in with a second factor: with
+/// an authenticator app set up, tiers change and plugins are uploaded over HTTP.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_platform_owner_with_a_second_factor_administers_the_platform() {
+    use gatehouse_plugin_host::embedded::{HOSTILE, PASSWORD as PASSWORD_PLUGIN};
+    use reqwest::Method;
+    let mut opts = crate::harness::ServerOptions::new(Backend::Sqlite);
+    opts.env
+        .push(("PLATFORM_OWNER_EMAIL".into(), "root@gatehouse.test".into()));
+    opts.env
+        .push(("PLATFORM_OWNER_PASSWORD".into(), PASSWORD.into()));
+    let s = Server::start_with(opts).await;
+    let (client_id, secret, ada) = tenant(&s, "acme").await;
+    let root = "root@gatehouse.test";
+    let pwd = tokens_for(&s, &client_id, &secret, root).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ada_token = tokens_for(&s, &client_id, &secret, &ada).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let limits = json!({ "max_users": 2, "max_services": 1 });
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/api/tiers/pro",
+            Some(&pwd),
+            Some(limits.clone())
+        )
+        .await
+        .0,
+        403
+    );
+
+    // The owner sets up an authenticator app and signs in with it.
+    let (st, enrol) = call(&s, Method::POST, "/api/me/mfa/totp", Some(&pwd), None).await;
+    assert_eq!(st, 200, "{enrol}");
+    let totp_secret = enrol["secret"].as_str().unwrap().to_string();
+    let (st, _) = call(
+        &s,
+        Method::POST,
+        "/api/me/mfa/totp/confirm",
+        Some(&pwd),
+        Some(json!({ "code": code_at(&totp_secret, 0) })),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let mut b = Browser::new(&s);
+    let (verifier, challenge) = pkce();
+    let page = sign_in_with_code(
+        &mut b,
+        &client_id,
+        &challenge,
+        root,
+        &code_at(&totp_secret, 30),
+    )
+    .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let q = query_of(page.location.as_deref().unwrap());
+    let (st, tokens) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+        Some((&client_id, &secret)),
+    )
+    .await;
+    assert_eq!(st, 200, "{tokens}");
+    let mfa = tokens["access_token"].as_str().unwrap().to_string();
+    let (st, tier) = call(
+        &s,
+        Method::PUT,
+        "/api/tiers/pro",
+        Some(&mfa),
+        Some(limits.clone()),
+    )
+    .await;
+    assert!(st == 200 || st == 201, "{st} {tier}");
+    let (_, tiers) = call(&s, Method::GET, "/api/tiers", Some(&mfa), None).await;
+    assert!(
+        tiers["tiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "pro"),
+        "{tiers}"
+    );
+    // Having set it up, the owner's password-only token no longer changes anything.
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/api/tiers/pro",
+            Some(&pwd),
+            Some(limits.clone())
+        )
+        .await
+        .0,
+        403
+    );
+
+    // Uploading a plugin: checked like a directory plugin, refused with the reason.
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let upload = json!({ "manifest": HOSTILE.manifest, "wasm": b64(HOSTILE.wasm) });
+    for (who, status) in [(&pwd, 403), (&ada_token, 403)] {
+        assert_eq!(
+            call(
+                &s,
+                Method::POST,
+                "/api/plugins",
+                Some(who),
+                Some(upload.clone())
+            )
+            .await
+            .0,
+            status
+        );
+    }
+    for (body, needle) in [
+        (
+            json!({ "manifest": HOSTILE.manifest, "wasm": "not base64!" }),
+            "base64",
+        ),
+        (
+            json!({ "manifest": HOSTILE.manifest, "wasm": b64(b"\0asm garbage") }),
+            "not a valid WebAssembly component",
+        ),
+        (
+            json!({ "manifest": "id = 3", "wasm": b64(HOSTILE.wasm) }),
+            "plugin.toml",
+        ),
+        (
+            json!({ "manifest": HOSTILE.manifest.replace(r#", "http""#, ""), "wasm": b64(HOSTILE.wasm) }),
+            "does not declare",
+        ),
+        (
+            json!({ "manifest": PASSWORD_PLUGIN.manifest, "wasm": b64(PASSWORD_PLUGIN.wasm) }),
+            "first-party",
+        ),
+        (json!({ "manifest": HOSTILE.manifest }), "wasm"),
+    ] {
+        let (st, e) = call(&s, Method::POST, "/api/plugins", Some(&mfa), Some(body)).await;
+        assert_eq!(st, 400, "{needle}: {e}");
+        assert!(e.to_string().contains(needle), "{needle}: {e}");
+    }
+    let (_, listed) = call(&s, Method::GET, "/api/plugins", Some(&mfa), None).await;
+    assert!(!listed.to_string().contains("\"hostile\""), "{listed}");
+
+    let (st, got) = call(
+        &s,
+        Method::POST,
+        "/api/plugins",
+        Some(&mfa),
+        Some(upload.clone()),
+    )
+    .await;
+    assert_eq!(st, 201, "{got}");
+    assert_eq!(
+        (got["id"].as_str(), got["first_party"].as_bool()),
+        (Some("hostile"), Some(false)),
+        "{got}"
+    );
+    let (_, listed) = call(&s, Method::GET, "/api/plugins", Some(&ada_token), None).await;
+    assert!(
+        listed["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == "hostile"),
+        "{listed}"
+    );
+    // It is kept: the database holds it.
+    let db = std::fs::read(s.data_dir().join("gatehouse.db")).unwrap_or_default();
+    let wal = std::fs::read(s.data_dir().join("gatehouse.db-wal")).unwrap_or_default();
+    let needle = br#"display-name = "Hostile""#;
+    assert!(
+        [db, wal]
+            .iter()
+            .any(|f| f.windows(needle.len()).any(|w| w == needle)),
+        "the uploaded plugin is not in the database"
+    );
+
+    // Removing: not a first-party plugin, only an uploaded one, and only by the owner.
+    assert_eq!(
+        call(
+            &s,
+            Method::DELETE,
+            "/api/plugins/password",
+            Some(&mfa),
+            None
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::DELETE,
+            "/api/plugins/hostile",
+            Some(&ada_token),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(&s, Method::DELETE, "/api/plugins/hostile", Some(&mfa), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        call(&s, Method::DELETE, "/api/plugins/hostile", Some(&mfa), None)
+            .await
+            .0,
+        404
+    );
+    let (_, listed) = call(&s, Method::GET, "/api/plugins", Some(&mfa), None).await;
+    assert!(
+        !listed["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == "hostile"),
+        "{listed}"
+    );
+}

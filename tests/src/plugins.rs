@@ -74,10 +74,19 @@ async fn third_party_plugins_load_from_a_directory_and_are_listed() {
     assert_eq!(password["display_name"], "Password");
     assert_eq!(password["config_schema"]["type"], "object", "{body}");
 
-    // Signed-in callers only; reading only.
+    // Signed-in callers only; uploading is platform administration (tests/src/mfa.rs).
     let r = s.client.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = s.client.post(&url).bearer_auth(&key).send().await.unwrap();
+    let r = s
+        .client
+        .post(&url)
+        .bearer_auth(&key)
+        .json(&serde_json::json!({ "manifest": HOSTILE.manifest, "wasm": "" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = s.client.put(&url).bearer_auth(&key).send().await.unwrap();
     assert_eq!(r.status(), 405);
 
     // The CLI checks a directory the same way and prints what the plugin is.

@@ -313,6 +313,15 @@ impl Host {
         Ok(plugin)
     }
 
+    /// Removes an installed plugin; false if there was none. Steps already running finish.
+    pub fn uninstall(&self, id: &str) -> bool {
+        self.plugins
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+            .is_some()
+    }
+
     /// Installs a plugin built into the binary, to be compiled and checked when it is first
     /// used: a server that nobody signs in to never runs the compiler, which keeps its start
     /// fast and its memory small. Only the manifest is checked now.

@@ -880,6 +880,132 @@ pub(super) async fn list_plugins(state: web::Data<AppState>, req: HttpRequest) -
     )
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Upload {
+    /// `plugin.toml`.
+    manifest: String,
+    /// The component, base64.
+    wasm: String,
+}
+
+/// `POST /api/plugins`: installs a third-party plugin (platform administration, with a second
+/// factor). It is checked as one from the plugin directory, kept in the database, and
+/// installed again at every start; one with the id of an uploaded plugin replaces it.
+pub(super) async fn upload_plugin(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<Upload>,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            require(&p, &c, "can_manage_plugins", crate::identity::PLATFORM).await?;
+            let (host, _) = plugin_parts(&state)?;
+            let Upload { manifest, wasm } = body.into_inner();
+            use base64::Engine;
+            let wasm = base64::engine::general_purpose::STANDARD
+                .decode(wasm.trim())
+                .map_err(|_| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        "validation_error",
+                        "`wasm` must be the component in base64",
+                    )
+                })?;
+            let checked = crate::identity::plugins::check_third_party(host, &manifest, &wasm)
+                .await
+                .map_err(|e| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        "validation_error",
+                        format!("{e:#}"),
+                    )
+                })?;
+            let id = checked.manifest.id.clone();
+            drop(checked);
+            let sha256 = crate::secrets::sha256_hex_bytes(&wasm);
+            p.identity
+                .store
+                .put_uploaded_plugin(&crate::db::users::UploadedPlugin {
+                    id: id.clone(),
+                    manifest: manifest.clone(),
+                    wasm: wasm.clone(),
+                    sha256: sha256.clone(),
+                    uploaded_by: c.principal.clone(),
+                    uploaded_at: chrono::Utc::now().naive_utc(),
+                })
+                .await
+                .map_err(storage_refusal)?;
+            let plugin = host
+                .install(&manifest, &wasm)
+                .await
+                .map_err(|e| error(StatusCode::BAD_REQUEST, "validation_error", e.to_string()))?;
+            p.identity
+                .audit(
+                    None,
+                    &c.principal,
+                    super::login::client_ip(&req).as_deref(),
+                    "platform.plugin_uploaded",
+                    json!({ "plugin": id, "version": plugin.manifest.version, "sha256": sha256 }),
+                )
+                .await;
+            Ok(HttpResponse::Created().json(crate::identity::plugins::describe(&plugin)))
+        }
+        .await,
+    )
+}
+
+/// `DELETE /api/plugins/{id}`: removes an uploaded plugin (platform administration).
+pub(super) async fn delete_plugin(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    done(
+        async {
+            let p = provider_or_404(&state)?;
+            let c = caller(&p, &req).await?;
+            require(&p, &c, "can_manage_plugins", crate::identity::PLATFORM).await?;
+            let (host, _) = plugin_parts(&state)?;
+            let id = path.into_inner();
+            if gatehouse_plugin_host::embedded::is_first_party(&id) {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "validation_error",
+                    format!("`{id}` is a first-party plugin; it cannot be removed"),
+                ));
+            }
+            if !p
+                .identity
+                .store
+                .delete_uploaded_plugin(&id)
+                .await
+                .map_err(storage_refusal)?
+            {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no uploaded plugin `{id}`"),
+                ));
+            }
+            host.uninstall(&id);
+            p.identity
+                .audit(
+                    None,
+                    &c.principal,
+                    super::login::client_ip(&req).as_deref(),
+                    "platform.plugin_removed",
+                    json!({ "plugin": id }),
+                )
+                .await;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        .await,
+    )
+}
+
 /// The plugin host and the services' plugin configurations, or a 404.
 fn plugin_parts(
     state: &AppState,

@@ -224,6 +224,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Third-party plugins uploaded through the platform API.
+    uploaded_plugins (id) {
+        id -> Text,
+        manifest -> Text,
+        wasm -> Binary,
+        sha256 -> Text,
+        uploaded_by -> Text,
+        uploaded_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     /// Accounts at identity providers linked to Gatehouse users.
     external_identities (plugin, provider, subject) {
         plugin -> Text,
@@ -394,4 +406,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     plugin_credentials,
     service_plugins,
     external_identities,
+    uploaded_plugins,
 );

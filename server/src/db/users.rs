@@ -8,7 +8,8 @@ use gatehouse_engine::{Error, Result};
 use super::datastore::{TxError, db_error, pool_error, utc};
 use super::schema::{
     api_keys, audit_events, email_tokens, external_identities, memberships, organizations,
-    plugin_credentials, refresh_tokens, service_plugins, services, token_families, users,
+    plugin_credentials, refresh_tokens, service_plugins, services, token_families,
+    uploaded_plugins, users,
 };
 use super::{Backend, SqlStore, SqliteConn};
 
@@ -267,6 +268,18 @@ pub struct ServicePluginRow {
     pub updated_at: NaiveDateTime,
 }
 
+/// A plugin uploaded through the platform API.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = uploaded_plugins)]
+pub struct UploadedPlugin {
+    pub id: String,
+    pub manifest: String,
+    pub wasm: Vec<u8>,
+    pub sha256: String,
+    pub uploaded_by: String,
+    pub uploaded_at: NaiveDateTime,
+}
+
 /// What linking an identity provider's account to a new user came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NewExternalUser {
@@ -278,6 +291,50 @@ pub enum NewExternalUser {
 }
 
 impl SqlStore {
+    /// The plugins uploaded through the platform API, by id.
+    pub async fn uploaded_plugins(&self) -> Result<Vec<UploadedPlugin>> {
+        with_conn!(self, |conn| {
+            uploaded_plugins::table
+                .order(uploaded_plugins::id)
+                .select(UploadedPlugin::as_select())
+                .load(conn)
+                .await
+                .map_err(db_error)
+        })
+    }
+
+    /// Keeps an uploaded plugin, replacing one with the same id.
+    pub async fn put_uploaded_plugin(&self, p: &UploadedPlugin) -> Result<()> {
+        with_conn!(self, |conn| {
+            diesel::insert_into(uploaded_plugins::table)
+                .values(p)
+                .on_conflict(uploaded_plugins::id)
+                .do_update()
+                .set((
+                    uploaded_plugins::manifest.eq(&p.manifest),
+                    uploaded_plugins::wasm.eq(&p.wasm),
+                    uploaded_plugins::sha256.eq(&p.sha256),
+                    uploaded_plugins::uploaded_by.eq(&p.uploaded_by),
+                    uploaded_plugins::uploaded_at.eq(p.uploaded_at),
+                ))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(())
+    }
+
+    /// Forgets an uploaded plugin; false if there was none.
+    pub async fn delete_uploaded_plugin(&self, id: &str) -> Result<bool> {
+        let n = with_conn!(self, |conn| {
+            diesel::delete(uploaded_plugins::table.find(id))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(n == 1)
+    }
+
     /// The plugins `service` offers, in order.
     pub async fn service_plugins(&self, service: &str) -> Result<Vec<ServicePluginRow>> {
         with_conn!(self, |conn| {

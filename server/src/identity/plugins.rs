@@ -183,17 +183,36 @@ pub async fn host(
             "plugins may reach loopback over plain HTTP (GATEHOUSE_PLUGIN_HTTP_LOOPBACK): for development only"
         );
     }
+    let store = services.store.clone();
     let host = Host::new(limits, &Capability::ALL, Arc::new(services))?;
     // Compiled when first used: a server nobody signs in to never runs the compiler.
     for p in embedded::ALL {
         host.register(p.manifest, p.wasm)?;
     }
+    let mut from_dir = Vec::new();
     if let Some(root) = plugin_dir {
         for dir in plugin_dirs(root)? {
             let p = install_dir(&host, &dir)
                 .await
                 .with_context(|| format!("the plugin in `{}`", dir.display()))?;
             tracing::info!(plugin = %p.manifest.id, version = %p.manifest.version, dir = %dir.display(), "installed a plugin");
+            from_dir.push(p.manifest.id.clone());
+        }
+    }
+    // Uploaded plugins were checked when they were uploaded; one that no longer passes (a
+    // newer host) is left out and logged rather than stopping the server.
+    for u in store.uploaded_plugins().await? {
+        if from_dir.contains(&u.id) {
+            tracing::warn!(plugin = %u.id, "an uploaded plugin has the id of one in the plugin directory, which wins");
+            continue;
+        }
+        match install_checked(&host, &u.manifest, &u.wasm).await {
+            Ok(p) => {
+                tracing::info!(plugin = %p.manifest.id, version = %p.manifest.version, sha256 = %u.sha256, "installed an uploaded plugin")
+            }
+            Err(e) => {
+                tracing::error!(plugin = %u.id, error = %e, "an uploaded plugin cannot be installed")
+            }
         }
     }
     Ok(host)
@@ -223,14 +242,30 @@ pub async fn install_dir(host: &Host, dir: &Path) -> anyhow::Result<Arc<Plugin>>
         .with_context(|| format!("cannot read `{}`", dir.join("plugin.toml").display()))?;
     let wasm = std::fs::read(dir.join("plugin.wasm"))
         .with_context(|| format!("cannot read `{}`", dir.join("plugin.wasm").display()))?;
-    let checked = host.load(&manifest, &wasm).await?;
+    install_checked(host, &manifest, &wasm).await
+}
+
+/// Checks a third-party plugin and installs it; it may not take a first-party plugin's id.
+pub async fn install_checked(
+    host: &Host,
+    manifest: &str,
+    wasm: &[u8],
+) -> anyhow::Result<Arc<Plugin>> {
+    let checked = check_third_party(host, manifest, wasm).await?;
+    drop(checked);
+    Ok(host.install(manifest, wasm).await?)
+}
+
+/// Checks a third-party plugin without installing it.
+pub async fn check_third_party(host: &Host, manifest: &str, wasm: &[u8]) -> anyhow::Result<Plugin> {
+    let checked = host.load(manifest, wasm).await?;
     if embedded::is_first_party(&checked.manifest.id) {
         anyhow::bail!(
             "plugin refused: `{}` is the id of a first-party plugin",
             checked.manifest.id
         );
     }
-    Ok(host.install(&manifest, &wasm).await?)
+    Ok(checked)
 }
 
 /// A plugin as the API and the CLI show it.

@@ -1,0 +1,1 @@
+DROP TABLE uploaded_plugins;
