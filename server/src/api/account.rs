@@ -15,7 +15,6 @@ use super::login::{
 };
 use super::oauth::parse_form;
 use super::pages::{Field, error_page, form, page};
-use crate::identity::users::PasswordCheck;
 use crate::oidc::sessions::SESSION_SECONDS;
 
 const CSRF_COOKIE: &str = "gh_form";
@@ -707,30 +706,46 @@ pub(super) async fn accept_post(
     };
     let ip = client_ip(&req);
     let user = match &existing {
-        Some(_) => match p.identity.check_password(&inv.email, password).await {
-            Ok(PasswordCheck::Valid(u)) => u,
-            Ok(PasswordCheck::Invalid { user }) => {
-                p.identity
-                    .audit(
-                        Some(&org.id),
-                        &user
-                            .map(|u| format!("user:{}", u.id))
-                            .unwrap_or_else(|| "anonymous".into()),
-                        ip.as_deref(),
-                        "login.failed",
-                        json!({ "flow": "invitation" }),
-                    )
-                    .await;
-                return again(StatusCode::UNAUTHORIZED, "Incorrect password.");
+        // The password goes through the `password` plugin, like every sign-in.
+        Some(_) => {
+            use crate::identity::login::{Failure, Strategy};
+            let form = HashMap::from([
+                ("email".to_string(), inv.email.clone()),
+                ("password".to_string(), password.to_string()),
+            ]);
+            match p
+                .password_strategy()
+                .complete(p.identity, &org.id, &form)
+                .await
+            {
+                Ok(a) => match p.identity.user_for(&a).await {
+                    Ok(Some(u)) => u,
+                    _ => return unavailable_page(),
+                },
+                Err(Failure::InvalidCredentials { user }) => {
+                    p.identity
+                        .audit(
+                            Some(&org.id),
+                            &user
+                                .map(|u| format!("user:{u}"))
+                                .unwrap_or_else(|| "anonymous".into()),
+                            ip.as_deref(),
+                            "login.failed",
+                            json!({ "flow": "invitation" }),
+                        )
+                        .await;
+                    return again(StatusCode::UNAUTHORIZED, "Incorrect password.");
+                }
+                Err(Failure::Locked { .. }) => {
+                    return again(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "Too many failed attempts: this account is locked for a while.",
+                    );
+                }
+                Err(Failure::BadRequest(m)) => return again(StatusCode::BAD_REQUEST, &m),
+                Err(Failure::Unavailable(_)) => return unavailable_page(),
             }
-            Ok(PasswordCheck::Locked { .. }) => {
-                return again(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "Too many failed attempts: this account is locked for a while.",
-                );
-            }
-            Err(_) => return unavailable_page(),
-        },
+        }
         None => {
             let name = f.get("name").map(String::as_str).unwrap_or_default();
             match p
@@ -752,7 +767,24 @@ pub(super) async fn accept_post(
         Err(gatehouse_engine::Error::Validation(m)) => return again(StatusCode::BAD_REQUEST, &m),
         Err(_) => return unavailable_page(),
     }
-    // Accepting is a login: the browser is signed in.
+    // Accepting is a login: the browser is signed in, unless the user has a second factor,
+    // which this page does not ask for: they sign in to an application as usual.
+    let second_factor = match p.identity.has_second_factor(&user.id).await {
+        Ok(b) => b,
+        Err(_) => return unavailable_page(),
+    };
+    if second_factor {
+        return page(
+            StatusCode::OK,
+            "Welcome",
+            Some(&org),
+            &format!(
+                "<p>You joined {} as {}. Sign in to its applications with your password and your authenticator app.</p>",
+                super::pages::escape(&org.name),
+                super::pages::escape(&role)
+            ),
+        );
+    }
     let ua = req
         .headers()
         .get(actix_web::http::header::USER_AGENT)
