@@ -8,6 +8,7 @@ use crate::harness::{Backend, Server};
 use crate::login::{
     Browser, PASSWORD, REDIRECT, authorize_path, pkce, query_of, tenant, token, tokens_for,
 };
+use crate::providers::claims_of;
 
 /// The code an authenticator app with `secret` shows `offset` seconds from now.
 fn code_at(secret: &str, offset: i64) -> String {
@@ -21,17 +22,6 @@ fn code_at(secret: &str, offset: i64) -> String {
         .unwrap()
         .generate((now + offset) as u64)
         .to_string()
-}
-
-fn claims_of(jwt: &str) -> Value {
-    use base64::Engine;
-    let body = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(body)
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 async fn call(

@@ -14,7 +14,7 @@ use crate::login::{
 };
 
 /// The claims of a JWT (not verified: the relying-party tests verify Gatehouse's tokens).
-fn claims_of(jwt: &str) -> Value {
+pub fn claims_of(jwt: &str) -> Value {
     use base64::Engine;
     let body = jwt.split('.').nth(1).unwrap();
     serde_json::from_slice(
@@ -39,27 +39,43 @@ async fn idp(redirect_uri: &str) -> Idp {
             .is_file(),
         "oidc-provider is not installed: run `npm ci --prefix tests/sdk` in the workspace first"
     );
-    let mut child = tokio::process::Command::new("node")
-        .arg("idp.mjs")
+    node_service(
+        "idp.mjs",
+        &[
+            ("IDP_PORT", "0"),
+            ("IDP_CLIENT_ID", "gatehouse"),
+            ("IDP_CLIENT_SECRET", "idp-secret-3f9a"),
+            ("IDP_REDIRECT_URI", redirect_uri),
+        ],
+    )
+    .await
+}
+
+/// Runs `tests/sdk/{script}` with Node and this environment, and waits for its one line
+/// `READY <base URL>`. Killed on drop.
+async fn node_service(script: &str, env: &[(&str, &str)]) -> Idp {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sdk");
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(script)
         .current_dir(&dir)
-        .env("IDP_PORT", "0")
-        .env("IDP_CLIENT_ID", "gatehouse")
-        .env("IDP_CLIENT_SECRET", "idp-secret-3f9a")
-        .env("IDP_REDIRECT_URI", redirect_uri)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run node (is Node.js 20+ installed?): {e}"));
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let ready = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
         .await
-        .expect("the identity provider did not start in 30 s")
+        .unwrap_or_else(|_| panic!("{script} did not start in 30 s"))
         .unwrap()
-        .expect("the identity provider stopped before it was ready");
+        .unwrap_or_else(|| panic!("{script} stopped before it was ready"));
     let issuer = ready
         .strip_prefix("READY ")
-        .unwrap_or_else(|| panic!("unexpected first line: {ready}"))
+        .unwrap_or_else(|| panic!("{script}: unexpected first line: {ready}"))
         .to_string();
     Idp {
         _child: child,
@@ -528,29 +544,16 @@ async fn the_oidc_plugin_signs_in_with_a_real_openid_provider(backend: Backend) 
 /// The local stand-in of GitHub's OAuth web flow and REST API (`tests/sdk/github.mjs`), laid
 /// out as GitHub Enterprise Server. Killed on drop.
 async fn github_stand_in(redirect_uri: &str) -> Idp {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sdk");
-    let mut child = tokio::process::Command::new("node")
-        .arg("github.mjs")
-        .current_dir(&dir)
-        .env("GH_PORT", "0")
-        .env("GH_CLIENT_ID", "Iv1.gatehouse")
-        .env("GH_CLIENT_SECRET", "gh-secret-77aa")
-        .env("GH_REDIRECT_URI", redirect_uri)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run node (is Node.js 20+ installed?): {e}"));
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the GitHub stand-in did not start in 30 s")
-        .unwrap()
-        .expect("the GitHub stand-in stopped before it was ready");
-    Idp {
-        _child: child,
-        issuer: ready.strip_prefix("READY ").unwrap().to_string(),
-    }
+    node_service(
+        "github.mjs",
+        &[
+            ("GH_PORT", "0"),
+            ("GH_CLIENT_ID", "Iv1.gatehouse"),
+            ("GH_CLIENT_SECRET", "gh-secret-77aa"),
+            ("GH_REDIRECT_URI", redirect_uri),
+        ],
+    )
+    .await
 }
 
 /// Through the login page's GitHub button to the stand-in, signed in there as `login`, and

@@ -795,21 +795,40 @@ pub(super) async fn login_submit(
             return second_factor_page(&p, id, &service, org.as_ref(), &user, methods, None).await;
         }
     };
-    if let Err(e) = p.sessions.drop_pending(id).await {
-        tracing::warn!(error = %e, "cannot drop a finished authorization request");
-    }
-    let session_cookie = cookie(SESSION_COOKIE, secret, "/", SESSION_SECONDS, p.secure);
-    let mut res = finish(
+    signed_in(
         &p,
         &req,
         &service,
         org.as_ref(),
         &pending,
+        id,
+        secret,
         &session,
-        Some(session_cookie),
     )
-    .await;
+    .await
+}
+
+/// A sign-in that opened a session (whose cookie holds `secret`) for the pending request
+/// `request`: the request is done, the session's cookie is set, the sign-in to the service is
+/// decided ([`finish`]), and the login's cookies are cleared.
+#[allow(clippy::too_many_arguments)]
+async fn signed_in(
+    p: &Provider<'_>,
+    req: &HttpRequest,
+    service: &Service,
+    org: Option<&Organization>,
+    pending: &Pending,
+    request: &str,
+    secret: String,
+    session: &Session,
+) -> HttpResponse {
+    if let Err(e) = p.sessions.drop_pending(request).await {
+        tracing::warn!(error = %e, "cannot drop a finished authorization request");
+    }
+    let session_cookie = cookie(SESSION_COOKIE, secret, "/", SESSION_SECONDS, p.secure);
+    let mut res = finish(p, req, service, org, pending, session, Some(session_cookie)).await;
     let _ = res.add_cookie(&removal(BINDING_COOKIE, "/login"));
+    let _ = res.add_cookie(&removal(FLOW_COOKIE, "/login"));
     res
 }
 
@@ -1597,7 +1616,7 @@ pub(super) async fn provider_callback(
             return unavailable_page();
         }
     };
-    let signed_in = match current_session(&p, &req).await {
+    let current_user = match current_session(&p, &req).await {
         Ok(s) => s.map(|s| s.user_id),
         Err(e) => {
             tracing::error!(error = %e, "cannot read a session");
@@ -1610,7 +1629,7 @@ pub(super) async fn provider_callback(
             &plugin,
             &display_name,
             &assertion,
-            signed_in.as_deref(),
+            current_user.as_deref(),
             state.signup,
         )
         .await
@@ -1678,23 +1697,17 @@ pub(super) async fn provider_callback(
         FormSignIn::Refused(status, m) => return refused(status, &m),
         _ => return unavailable_page(),
     };
-    if let Err(e) = p.sessions.drop_pending(&id).await {
-        tracing::warn!(error = %e, "cannot drop a finished authorization request");
-    }
-    let session_cookie = cookie(SESSION_COOKIE, secret, "/", SESSION_SECONDS, p.secure);
-    let mut res = finish(
+    signed_in(
         &p,
         &req,
         &service,
         org.as_ref(),
         &pending,
+        &id,
+        secret,
         &session,
-        Some(session_cookie),
     )
-    .await;
-    let _ = res.add_cookie(&removal(BINDING_COOKIE, "/login"));
-    let _ = res.add_cookie(&removal(FLOW_COOKIE, "/login"));
-    res
+    .await
 }
 
 /// What the first factor of a sign-in established, kept while the second is asked for.
@@ -1871,22 +1884,7 @@ async fn second_factor_submit(
         }
         _ => return unavailable_page(),
     };
-    if let Err(e) = p.sessions.drop_pending(request).await {
-        tracing::warn!(error = %e, "cannot drop a finished authorization request");
-    }
-    let session_cookie = cookie(SESSION_COOKIE, secret, "/", SESSION_SECONDS, p.secure);
-    let mut res = finish(
-        p,
-        req,
-        service,
-        org,
-        pending,
-        &session,
-        Some(session_cookie),
-    )
-    .await;
-    let _ = res.add_cookie(&removal(BINDING_COOKIE, "/login"));
-    res
+    signed_in(p, req, service, org, pending, request, secret, &session).await
 }
 
 /// Whether a refused sign-in is a step-up challenge the second factor answers (`otp` or
