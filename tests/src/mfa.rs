@@ -282,6 +282,56 @@ async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
     assert_eq!(page.status, 400, "{}", page.body);
     assert!(!b.cookies.contains_key("gh_session"));
 
+    // The device page does not ask for a second factor, so it signs such an account in on
+    // no device.
+    let tv = crate::login::admin(
+        &s,
+        &[
+            "service",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "TV",
+            "--public",
+            "--grant",
+            "urn:ietf:params:oauth:grant-type:device_code",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    let r = s
+        .client
+        .post(format!("{}/oauth2/device_authorization", s.base))
+        .form(&[("client_id", tv["client_id"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    let user_code = r.json::<Value>().await.unwrap()["user_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut phone = Browser::new(&s);
+    let page = phone.get(&format!("/device?user_code={user_code}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = phone.cookies["gh_csrf"].clone();
+    let page = phone
+        .post(
+            "/device",
+            &[
+                ("csrf", &csrf),
+                ("user_code", &user_code),
+                ("email", &ada),
+                ("password", PASSWORD),
+                ("action", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("authenticator app"), "{}", page.body);
+    assert!(!phone.cookies.contains_key("gh_session"));
+
     // From a sign-in that used it, it can be removed; then the password alone signs in.
     assert_eq!(
         call(
