@@ -301,7 +301,13 @@ impl Host {
     /// Checks a plugin (manifest, component, imports, exports, what it says it is) and
     /// installs it, replacing one with the same id. Nothing is installed if any check fails.
     pub async fn install(&self, manifest: &str, wasm: &[u8]) -> Result<Arc<Plugin>, PluginError> {
-        let plugin = Arc::new(self.load(manifest, wasm).await?);
+        Ok(self.install_loaded(self.load(manifest, wasm).await?))
+    }
+
+    /// Installs a plugin [`Host::load`] checked already (without compiling it again),
+    /// replacing one with the same id.
+    pub fn install_loaded(&self, plugin: Plugin) -> Arc<Plugin> {
+        let plugin = Arc::new(plugin);
         let entry = Entry {
             source: None,
             loaded: tokio::sync::OnceCell::new_with(Some(plugin.clone())),
@@ -310,7 +316,7 @@ impl Host {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(plugin.manifest.id.clone(), Arc::new(entry));
-        Ok(plugin)
+        plugin
     }
 
     /// Removes an installed plugin; false if there was none. Steps already running finish.

@@ -735,8 +735,9 @@ pub(super) async fn login_submit(
     };
     let ip = client_ip(&req);
     let email = form.get("email").cloned().unwrap_or_default();
-    let providers = offered_providers(&p, &service).await;
-    let again = |status: StatusCode, message: &str| {
+    // The form shown again, with the providers' buttons (read only when it is shown: a
+    // successful sign-in does not need them).
+    let again = |status: StatusCode, message: &str, providers: Vec<(String, String)>| {
         login_form(
             status,
             id,
@@ -762,6 +763,7 @@ pub(super) async fn login_submit(
                 return again(
                     StatusCode::TOO_MANY_REQUESTS,
                     "Too many sign-in attempts from your network. Wait a minute and try again.",
+                    offered_providers(&p, &service).await,
                 );
             }
             Ok(_) => {}
@@ -782,6 +784,7 @@ pub(super) async fn login_submit(
             return again(
                 StatusCode::BAD_REQUEST,
                 "This sign-in method is not available.",
+                offered_providers(&p, &service).await,
             );
         }
     };
@@ -789,7 +792,9 @@ pub(super) async fn login_submit(
         .await
     {
         FormSignIn::SignedIn(secret, session) => (secret, session),
-        FormSignIn::Refused(status, message) => return again(status, &message),
+        FormSignIn::Refused(status, message) => {
+            return again(status, &message, offered_providers(&p, &service).await);
+        }
         FormSignIn::Unavailable => return unavailable_page(),
         FormSignIn::SecondFactor(user, methods) => {
             return second_factor_page(&p, id, &service, org.as_ref(), &user, methods, None).await;
@@ -1355,33 +1360,22 @@ pub(super) async fn end_all_my_sessions(
 /// The identity providers (provider plugins) a service offers, as (id, label) for the login
 /// page's buttons. A plugin that cannot be loaded is left out (and logged).
 async fn offered_providers(p: &Provider<'_>, service: &Service) -> Vec<(String, String)> {
-    let ids = match p.service_plugins.offered(&service.client_id).await {
-        Ok(ids) => ids,
+    let offered = match p.service_plugins.offered(&service.client_id).await {
+        Ok(o) => o,
         Err(e) => {
             tracing::error!(error = %e, "cannot read a service's plugins");
             return Vec::new();
         }
     };
     let mut out = Vec::new();
-    for id in ids {
+    for (id, config) in offered {
         match p.plugins.plugin(&id).await {
             Ok(pl) if pl.description.kind == gatehouse_plugin_host::Kind::Provider => {
-                let label = match p.service_plugins.step_config(&service.client_id, &id).await {
-                    Ok(Some(c)) => {
-                        serde_json::from_str::<serde_json::Value>(&c)
-                            .ok()
-                            .and_then(|v| {
-                                v.get("display_name")
-                                    .and_then(|d| d.as_str())
-                                    .map(str::to_string)
-                            })
-                    }
-                    _ => None,
-                };
-                out.push((
-                    id,
-                    label.unwrap_or_else(|| pl.description.display_name.clone()),
-                ));
+                let label = config
+                    .get("display_name")
+                    .and_then(|d| d.as_str())
+                    .map_or_else(|| pl.description.display_name.clone(), str::to_string);
+                out.push((id, label));
             }
             Ok(_) => {}
             Err(e) => crate::identity::login::plugin_failed(p.plugin_failures, &id, &e),

@@ -924,24 +924,20 @@ pub(super) async fn upload_plugin(
                     )
                 })?;
             let id = checked.manifest.id.clone();
-            drop(checked);
             let sha256 = crate::secrets::sha256_hex_bytes(&wasm);
             p.identity
                 .store
                 .put_uploaded_plugin(&crate::db::users::UploadedPlugin {
                     id: id.clone(),
-                    manifest: manifest.clone(),
-                    wasm: wasm.clone(),
+                    manifest,
+                    wasm,
                     sha256: sha256.clone(),
                     uploaded_by: c.principal.clone(),
                     uploaded_at: chrono::Utc::now().naive_utc(),
                 })
                 .await
                 .map_err(storage_refusal)?;
-            let plugin = host
-                .install(&manifest, &wasm)
-                .await
-                .map_err(|e| error(StatusCode::BAD_REQUEST, "validation_error", e.to_string()))?;
+            let plugin = host.install_loaded(checked);
             p.identity
                 .audit(
                     None,

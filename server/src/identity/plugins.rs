@@ -251,9 +251,7 @@ pub async fn install_checked(
     manifest: &str,
     wasm: &[u8],
 ) -> anyhow::Result<Arc<Plugin>> {
-    let checked = check_third_party(host, manifest, wasm).await?;
-    drop(checked);
-    Ok(host.install(manifest, wasm).await?)
+    Ok(host.install_loaded(check_third_party(host, manifest, wasm).await?))
 }
 
 /// Checks a third-party plugin without installing it.

@@ -216,14 +216,18 @@ impl ServicePlugins {
         Ok(Some(Value::Object(config).to_string()))
     }
 
-    /// The plugins `service` offers, in order (ids only).
-    pub async fn offered(&self, service: &str) -> Result<Vec<String>> {
+    /// The plugins `service` offers, in order, with their configuration without its secrets
+    /// (nothing is opened).
+    pub async fn offered(&self, service: &str) -> Result<Vec<(String, Value)>> {
         Ok(self
             .store
             .service_plugins(service)
             .await?
             .into_iter()
-            .map(|r| r.plugin)
+            .map(|r| {
+                let config = serde_json::from_str(&r.config).unwrap_or(Value::Null);
+                (r.plugin, config)
+            })
             .collect())
     }
 }
