@@ -502,8 +502,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
         )
         .service(
             web::resource("/login/with/{plugin}")
-                .get(login::provider_start)
-                .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+                .get(login::method_start)
+                .post(login::method_start)
+                .default_service(web::to(|| async {
+                    openfga::method_not_allowed("GET, POST")
+                })),
         )
         .service(
             web::resource("/login/callback/{plugin}")

@@ -216,11 +216,13 @@ pub async fn run(config: Config) -> Result<()> {
         }
         None => Arc::new(InProcess::default()),
     };
+    let mailer = Arc::new(mailer(&config)?);
     let plugins = crate::identity::plugins::host(
         crate::identity::plugins::ServerServices {
             store: identity.store.clone(),
             kv: kv.clone(),
             master: master.clone(),
+            mailer: Some(mailer.clone()),
         },
         config.plugin_dir.as_deref(),
         config.plugin_http_loopback,
@@ -244,7 +246,7 @@ pub async fn run(config: Config) -> Result<()> {
         login_rate_per_ip: config.login_rate_per_ip,
         signup: config.signup,
         store_owners: moka::sync::Cache::builder().max_capacity(100_000).build(),
-        mailer: Some(Arc::new(mailer(&config)?)),
+        mailer: Some(mailer),
         plugins: Some(Arc::new(plugins)),
         service_plugins: Some(service_plugins),
     });

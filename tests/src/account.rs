@@ -31,7 +31,7 @@ fn unquote(text: &str) -> String {
 }
 
 /// The messages in the outbox to `to`, oldest first, as text.
-fn outbox_to(dir: &Path, to: &str) -> Vec<String> {
+pub(crate) fn outbox_to(dir: &Path, to: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -51,7 +51,7 @@ fn outbox_to(dir: &Path, to: &str) -> Vec<String> {
 }
 
 /// Waits for the `n`th message to `to` and returns the link in it that starts with `prefix`.
-async fn link_in_mail(dir: &Path, to: &str, n: usize, prefix: &str) -> String {
+pub(crate) async fn link_in_mail(dir: &Path, to: &str, n: usize, prefix: &str) -> String {
     for _ in 0..100 {
         let mails = outbox_to(dir, to);
         if let Some(m) = mails.get(n - 1) {
@@ -67,7 +67,7 @@ async fn link_in_mail(dir: &Path, to: &str, n: usize, prefix: &str) -> String {
     panic!("no mail #{n} to {to} in {}", dir.display());
 }
 
-fn path_of(url: &str, base: &str) -> String {
+pub(crate) fn path_of(url: &str, base: &str) -> String {
     url.strip_prefix(base).unwrap_or(url).to_string()
 }
 

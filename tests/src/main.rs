@@ -17,6 +17,7 @@ mod cli;
 mod consistency;
 mod decisions;
 mod harness;
+mod links;
 mod login;
 mod manage;
 mod mfa;

@@ -67,7 +67,7 @@ async fn third_party_plugins_load_from_a_directory_and_are_listed() {
     assert_eq!(hostile["kind"], "strategy");
     assert_eq!(
         hostile["capabilities"],
-        serde_json::json!(["log", "clock", "random", "kv", "http"])
+        serde_json::json!(["log", "clock", "random", "kv", "http", "email"])
     );
     let password = plugins.iter().find(|p| p["id"] == "password").unwrap();
     assert_eq!(password["first_party"], true, "{body}");

@@ -42,6 +42,11 @@ pub trait Services: Send + Sync + 'static {
     ) -> Result<(), String>;
     async fn argon2_hash(&self, password: &str) -> Result<String, String>;
     async fn argon2_verify(&self, hash: &str, password: &str) -> Result<bool, String>;
+    /// Sends a plain-text message to the address of `user` (already checked: one line of
+    /// subject, a bounded body). By default, no mail is sent.
+    async fn send_email(&self, _user: &str, _subject: &str, _body: &str) -> Result<(), String> {
+        Err("this server sends no mail".into())
+    }
 }
 
 /// Limits on what a plugin may pass to a capability.
@@ -53,6 +58,10 @@ const MAX_LOG: usize = 4096;
 const MAX_CREDENTIAL: usize = 16 << 10;
 const MAX_NAME: usize = 64;
 const MAX_PASSWORD: usize = 4096;
+const MAX_SUBJECT: usize = 200;
+const MAX_BODY: usize = 16 << 10;
+/// Messages a step may send.
+const EMAILS_PER_STEP: u32 = 1;
 
 /// The memory cap of one step; remembers that it refused, so that the failure is reported as
 /// memory rather than as a trap.
@@ -98,6 +107,8 @@ pub(crate) struct StepState {
     host_time: Duration,
     pub(crate) guest_budget: Duration,
     log_lines: u32,
+    /// Messages sent in this step.
+    emails: u32,
     /// A panic message the plugin logged before it trapped.
     pub(crate) panic: Option<String>,
     /// What the step may reach over HTTP.
@@ -126,6 +137,7 @@ impl StepState {
             host_time: Duration::ZERO,
             guest_budget,
             log_lines,
+            emails: 0,
             panic: None,
             http,
         }
@@ -395,6 +407,55 @@ impl wit::jwt::Host for StepState {
         let t = Instant::now();
         let out = crate::jwt::verify(&token, &jwks, &issuer, &audience);
         self.host_time += t.elapsed();
+        Ok(out)
+    }
+}
+
+/// Why a message may not be sent as given, if it may not.
+fn check_email(subject: &str, body: &str) -> Result<(), String> {
+    if subject.trim().is_empty() || subject.chars().count() > MAX_SUBJECT {
+        return Err(format!("a subject must be 1 to {MAX_SUBJECT} characters"));
+    }
+    if subject.chars().any(char::is_control) {
+        return Err("a subject must be one line without control characters".into());
+    }
+    if body.len() > MAX_BODY {
+        return Err(format!("a body must be at most {MAX_BODY} bytes"));
+    }
+    if body
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+    {
+        return Err("a body must be plain text".into());
+    }
+    Ok(())
+}
+
+impl wit::email::Host for StepState {
+    async fn send(
+        &mut self,
+        user_id: String,
+        subject: String,
+        body: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        if self.emails >= EMAILS_PER_STEP {
+            return Ok(Err(format!(
+                "a step may send at most {EMAILS_PER_STEP} message"
+            )));
+        }
+        if user_id.is_empty() || user_id.len() > 64 {
+            return Ok(Err("unknown user".into()));
+        }
+        if let Err(e) = check_email(&subject, &body) {
+            return Ok(Err(e));
+        }
+        self.emails += 1;
+        let out = self
+            .timed(|s| async move { s.send_email(&user_id, &subject, &body).await })
+            .await;
+        if out.is_ok() {
+            tracing::info!(plugin = %self.plugin, organization = %self.organization, "a plugin sent a message to a user");
+        }
         Ok(out)
     }
 }

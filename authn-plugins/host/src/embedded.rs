@@ -40,8 +40,16 @@ pub const TOTP: Embedded = Embedded {
     )),
 };
 
+pub const MAGIC_LINK: Embedded = Embedded {
+    manifest: include_str!("../../plugins/magic-link/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("GATEHOUSE_PLUGIN_WASM_DIR"),
+        "/gatehouse_plugin_magic_link.wasm"
+    )),
+};
+
 /// Every first-party plugin.
-pub const ALL: [Embedded; 4] = [PASSWORD, OIDC, GITHUB, TOTP];
+pub const ALL: [Embedded; 5] = [PASSWORD, OIDC, GITHUB, TOTP, MAGIC_LINK];
 
 /// Whether `id` is a first-party plugin's (which no other plugin may take).
 pub fn is_first_party(id: &str) -> bool {

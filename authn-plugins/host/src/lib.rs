@@ -496,6 +496,9 @@ impl Host {
                 Capability::Jwt => {
                     wit::jwt::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
                 }
+                Capability::Email => {
+                    wit::email::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
+                }
             }
             .map_err(link)?;
         }
@@ -678,7 +681,9 @@ fn answer_size(a: &Answer) -> usize {
                     + f.autocomplete.as_ref().map_or(0, String::len)
             })
             .sum(),
-        Answer::Begin(Ok(BeginResult::Redirect(s) | BeginResult::Challenge(s))) => s.len(),
+        Answer::Begin(Ok(
+            BeginResult::Redirect(s) | BeginResult::Challenge(s) | BeginResult::Message(s),
+        )) => s.len(),
         Answer::Complete(Ok(a)) => {
             a.provider.len()
                 + a.subject.len()

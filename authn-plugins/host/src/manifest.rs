@@ -18,10 +18,11 @@ pub enum Capability {
     Argon2,
     Http,
     Jwt,
+    Email,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 9] = [
+    pub const ALL: [Capability; 10] = [
         Capability::Log,
         Capability::Clock,
         Capability::Random,
@@ -31,6 +32,7 @@ impl Capability {
         Capability::Argon2,
         Capability::Http,
         Capability::Jwt,
+        Capability::Email,
     ];
 
     /// Its interface name in `gatehouse:authn` (and in manifests).
@@ -45,6 +47,7 @@ impl Capability {
             Capability::Argon2 => "argon2",
             Capability::Http => "http",
             Capability::Jwt => "jwt",
+            Capability::Email => "email",
         }
     }
 }

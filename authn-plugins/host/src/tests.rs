@@ -19,6 +19,10 @@ struct Memory {
     kv: Mutex<HashMap<String, Vec<u8>>>,
     /// Makes every key-value read take this long.
     slow: Mutex<Option<Duration>>,
+    /// The accounts `find_account` knows.
+    accounts: Mutex<Vec<Account>>,
+    /// The messages sent: user, subject, body.
+    sent: Mutex<Vec<(String, String, String)>>,
 }
 
 #[async_trait::async_trait]
@@ -41,8 +45,14 @@ impl Services for Memory {
         self.kv.lock().unwrap().remove(key);
         Ok(())
     }
-    async fn find_account(&self, _: &str) -> Result<Option<Account>, String> {
-        Ok(None)
+    async fn find_account(&self, email: &str) -> Result<Option<Account>, String> {
+        Ok(self
+            .accounts
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|a| a.email == email)
+            .cloned())
     }
     async fn credential(&self, _: &str, _: &str, _: &str) -> Result<Option<String>, String> {
         Ok(None)
@@ -61,6 +71,13 @@ impl Services for Memory {
     }
     async fn argon2_verify(&self, _: &str, _: &str) -> Result<bool, String> {
         Ok(false)
+    }
+    async fn send_email(&self, user: &str, subject: &str, body: &str) -> Result<(), String> {
+        self.sent
+            .lock()
+            .unwrap()
+            .push((user.into(), subject.into(), body.into()));
+        Ok(())
     }
 }
 
@@ -638,4 +655,55 @@ async fn a_plugin_that_does_not_declare_http_cannot_load_with_it() {
     .await;
     let e = host.install(HOSTILE_MANIFEST, HOSTILE).await.unwrap_err();
     assert!(e.to_string().contains("does not grant"), "{e}");
+}
+
+/// The answer of the hostile plugin's `mail` step with these parameters.
+async fn mail(host: &Host, params: &[(&str, &str)]) -> String {
+    let mut all = vec![("do", "mail")];
+    all.extend_from_slice(params);
+    match host.complete("hostile", "org1", req(&all)).await.unwrap() {
+        Err(Failure::BadRequest(m)) => m,
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn email_reaches_users_only_one_plain_message_a_step() {
+    let (host, mem) = hostile(limits()).await;
+    // One message per step: the second is refused.
+    let said = mail(&host, &[("arg", "u1"), ("n", "2")]).await;
+    assert_eq!(
+        said, "sent; refused: a step may send at most 1 message",
+        "{said}"
+    );
+    // The next step may send again.
+    assert_eq!(mail(&host, &[("arg", "u1")]).await, "sent");
+    // A subject that is not one line, or too long, or no user: refused before anything is sent.
+    let long = "s".repeat(201);
+    for (user, subject) in [
+        ("u1", "Hello\r\nBcc: victim@example.com"),
+        ("u1", long.as_str()),
+        ("u1", " "),
+        ("", "Hello"),
+    ] {
+        let said = mail(&host, &[("arg", user), ("subject", subject)]).await;
+        assert!(said.starts_with("refused: "), "{subject:?}: {said}");
+    }
+    let sent = mem.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent.iter()
+            .all(|(u, s, b)| u == "u1" && s == "Hello" && b == "plain text")
+    );
+}
+
+#[tokio::test]
+async fn a_platform_that_does_not_grant_email_refuses_a_plugin_that_needs_it() {
+    let granted: Vec<Capability> = Capability::ALL
+        .into_iter()
+        .filter(|c| *c != Capability::Email)
+        .collect();
+    let (host, _) = host_with(limits(), &granted).await;
+    let e = host.install(HOSTILE_MANIFEST, HOSTILE).await.unwrap_err();
+    assert!(e.to_string().contains("`email`"), "{e}");
 }

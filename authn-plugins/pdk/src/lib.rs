@@ -150,6 +150,12 @@ pub mod jwt {
     pub use super::bindings::gatehouse::authn::jwt::verify;
 }
 
+/// Email to Gatehouse's users, through the platform's mail transport (capability `email`):
+/// one plain-text message per step, to a user named by id, never to an arbitrary address.
+pub mod email {
+    pub use super::bindings::gatehouse::authn::email::send;
+}
+
 /// A login plugin.
 pub trait Plugin {
     /// What the plugin is; the host may call this once and keep the answer.

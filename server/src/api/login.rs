@@ -640,7 +640,7 @@ pub(super) async fn login_page(state: web::Data<AppState>, req: HttpRequest) -> 
         Ok(f) => f,
         Err(r) => return r,
     };
-    let providers = offered_providers(&p, &service).await;
+    let providers = offered_methods(&p, &service).await;
     login_form(
         StatusCode::OK,
         id,
@@ -763,7 +763,7 @@ pub(super) async fn login_submit(
                 return again(
                     StatusCode::TOO_MANY_REQUESTS,
                     "Too many sign-in attempts from your network. Wait a minute and try again.",
-                    offered_providers(&p, &service).await,
+                    offered_methods(&p, &service).await,
                 );
             }
             Ok(_) => {}
@@ -784,7 +784,7 @@ pub(super) async fn login_submit(
             return again(
                 StatusCode::BAD_REQUEST,
                 "This sign-in method is not available.",
-                offered_providers(&p, &service).await,
+                offered_methods(&p, &service).await,
             );
         }
     };
@@ -793,7 +793,7 @@ pub(super) async fn login_submit(
     {
         FormSignIn::SignedIn(secret, session) => (secret, session),
         FormSignIn::Refused(status, message) => {
-            return again(status, &message, offered_providers(&p, &service).await);
+            return again(status, &message, offered_methods(&p, &service).await);
         }
         FormSignIn::Unavailable => return unavailable_page(),
         FormSignIn::SecondFactor(user, methods) => {
@@ -1357,9 +1357,10 @@ pub(super) async fn end_all_my_sessions(
     }
 }
 
-/// The identity providers (provider plugins) a service offers, as (id, label) for the login
-/// page's buttons. A plugin that cannot be loaded is left out (and logged).
-async fn offered_providers(p: &Provider<'_>, service: &Service) -> Vec<(String, String)> {
+/// The sign-in methods a service offers besides the password (identity providers, sign-in
+/// links, …), as (plugin, button text) for the login page. A plugin that cannot be loaded is
+/// left out (and logged).
+async fn offered_methods(p: &Provider<'_>, service: &Service) -> Vec<(String, String)> {
     let offered = match p.service_plugins.offered(&service.client_id).await {
         Ok(o) => o,
         Err(e) => {
@@ -1369,23 +1370,36 @@ async fn offered_providers(p: &Provider<'_>, service: &Service) -> Vec<(String, 
     };
     let mut out = Vec::new();
     for (id, config) in offered {
+        if built_in(&id) {
+            continue;
+        }
         match p.plugins.plugin(&id).await {
-            Ok(pl) if pl.description.kind == gatehouse_plugin_host::Kind::Provider => {
+            Ok(pl) => {
                 let label = config
                     .get("display_name")
                     .and_then(|d| d.as_str())
                     .map_or_else(|| pl.description.display_name.clone(), str::to_string);
-                out.push((id, label));
+                let text = match pl.description.kind {
+                    gatehouse_plugin_host::Kind::Provider => format!("Continue with {label}"),
+                    gatehouse_plugin_host::Kind::Strategy => label,
+                };
+                out.push((id, text));
             }
-            Ok(_) => {}
             Err(e) => crate::identity::login::plugin_failed(p.plugin_failures, &id, &e),
         }
     }
     out
 }
 
-/// The callback URL of a provider plugin: where the identity provider sends the browser back
-/// (what an organization registers at its provider).
+/// Whether `plugin` is part of every service's login (the password, and the second factor),
+/// rather than a method a service offers.
+pub(super) fn built_in(plugin: &str) -> bool {
+    plugin == "password" || plugin == crate::identity::login::SECOND_FACTOR
+}
+
+/// The callback URL of a sign-in method's plugin: where an identity provider sends the
+/// browser back (what an organization registers at its provider), and where a sign-in link
+/// leads.
 fn callback_url(p: &Provider<'_>, plugin: &str) -> String {
     format!("{}/login/callback/{plugin}", p.issuer.trim_end_matches('/'))
 }
@@ -1411,14 +1425,21 @@ async fn bound_request(
     Ok((pending, service, org))
 }
 
-/// The configuration of `plugin` for `service` if it offers it as an identity provider, and
-/// the plugin's display name; otherwise the page that says so.
-async fn provider_plugin(
+/// A sign-in method a service offers: its plugin's configuration for the service, its display
+/// name and its kind.
+struct OfferedMethod {
+    config: String,
+    display_name: String,
+    kind: gatehouse_plugin_host::Kind,
+}
+
+/// The method `plugin` if `service` offers it; otherwise the page that says so.
+async fn offered_method(
     p: &Provider<'_>,
     service: &Service,
     org: Option<&Organization>,
     plugin: &str,
-) -> Result<(String, String), HttpResponse> {
+) -> Result<OfferedMethod, HttpResponse> {
     let not_offered = || {
         error_page(
             StatusCode::NOT_FOUND,
@@ -1427,6 +1448,9 @@ async fn provider_plugin(
             org,
         )
     };
+    if built_in(plugin) {
+        return Err(not_offered());
+    }
     let config = match p
         .service_plugins
         .step_config(&service.client_id, plugin)
@@ -1440,10 +1464,11 @@ async fn provider_plugin(
         }
     };
     match p.plugins.plugin(plugin).await {
-        Ok(pl) if pl.description.kind == gatehouse_plugin_host::Kind::Provider => {
-            Ok((config, pl.description.display_name.clone()))
-        }
-        Ok(_) => Err(not_offered()),
+        Ok(pl) => Ok(OfferedMethod {
+            config,
+            display_name: pl.description.display_name.clone(),
+            kind: pl.description.kind,
+        }),
         Err(e) => {
             crate::identity::login::plugin_failed(p.plugin_failures, plugin, &e);
             Err(unavailable_page())
@@ -1451,73 +1476,179 @@ async fn provider_plugin(
     }
 }
 
-/// `GET /login/with/{plugin}?request=…`: signs in with an identity provider the service
-/// offers: its plugin's `begin` says where to send the browser.
-pub(super) async fn provider_start(
+/// How long a sign-in waits once a method has said it goes on elsewhere (a link sent by email
+/// is good for 15 minutes): its request and cookies are kept that long from then.
+const WAIT_SECONDS: u64 = 900;
+
+/// `GET|POST /login/with/{plugin}` (`request=…`, and the fields of the method's form): a
+/// sign-in method the service offers. Its plugin's `begin` says what comes next: a form (shown
+/// here, and posted back here), a redirect to an identity provider, or a message (a link was
+/// sent by email). The callback (`/login/callback/{plugin}`) completes it.
+pub(super) async fn method_start(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
+    body: web::Bytes,
 ) -> HttpResponse {
     let p = match provider(&state) {
         Ok(p) => p,
         Err(r) => return *r,
     };
     let plugin = path.into_inner();
-    let q: HashMap<String, String> =
-        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
-    let id = q.get("request").map(String::as_str).unwrap_or_default();
-    let (_, service, org) = match bound_request(&p, &req, id).await {
+    let unreadable = || {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "The form could not be read",
+            "Go back to the application and start signing in again.",
+            None,
+        )
+    };
+    let mut params = match request_params(&req, &body) {
+        Ok(ps) if ps.len() <= 32 => ps,
+        _ => return unreadable(),
+    };
+    let Some(at) = params.iter().position(|(k, _)| k == "request") else {
+        return unreadable();
+    };
+    let (_, id) = params.remove(at);
+    if params.iter().any(|(k, _)| k == "request") {
+        return unreadable();
+    }
+    let (pending, service, org) = match bound_request(&p, &req, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let (config, _) = match provider_plugin(&p, &service, org.as_ref(), &plugin).await {
-        Ok(x) => x,
+    let method = match offered_method(&p, &service, org.as_ref(), &plugin).await {
+        Ok(m) => m,
         Err(r) => return r,
     };
-    let request = StepRequest {
-        config,
-        params: Vec::new(),
-        flow_id: id.to_string(),
+    let submitted = !params.is_empty();
+    if submitted && let Some(ip) = client_ip(&req) {
+        match super::limits::over_rate(
+            p.sessions.kv().as_ref(),
+            &format!("login:{ip}"),
+            state.login_rate_per_ip,
+        )
+        .await
+        {
+            Ok(Some(_)) => {
+                return error_page(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many sign-in attempts",
+                    "Too many sign-in attempts from your network. Wait a minute and try again.",
+                    org.as_ref(),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot count sign-in attempts");
+                return unavailable_page();
+            }
+        }
+    }
+    let step = |params: Vec<(String, String)>| StepRequest {
+        config: method.config.clone(),
+        params,
+        flow_id: id.clone(),
         callback_url: callback_url(&p, &plugin),
         user_id: None,
     };
-    match p
+    let flow_cookie =
+        |seconds: u64| cookie(FLOW_COOKIE, id.clone(), "/login", seconds as i64, p.secure);
+    let begun = p
         .plugins
-        .begin(&plugin, &service.organization_id, request)
-        .await
-    {
+        .begin(&plugin, &service.organization_id, step(params))
+        .await;
+    let (status, error, fields) = match begun {
         Ok(Ok(BeginResult::Redirect(url)))
             if url.starts_with("https://") || url.starts_with("http://") =>
         {
-            redirect(&url)
-                .cookie(cookie(
-                    FLOW_COOKIE,
-                    id.to_string(),
+            return redirect(&url)
+                .cookie(flow_cookie(crate::oidc::sessions::PENDING_SECONDS))
+                .finish();
+        }
+        Ok(Ok(BeginResult::Form(fields))) => (StatusCode::OK, None, fields),
+        Ok(Ok(BeginResult::Message(message))) => {
+            // The sign-in goes on from elsewhere (a link in an email): this request, and this
+            // browser's hold on it, wait for it.
+            if let Err(e) = p
+                .sessions
+                .keep_pending(&id, &pending, std::time::Duration::from_secs(WAIT_SECONDS))
+                .await
+            {
+                tracing::error!(error = %e, "cannot keep an authorization request");
+                return unavailable_page();
+            }
+            let mut res = page(
+                StatusCode::OK,
+                &method.display_name,
+                org.as_ref(),
+                &format!(r#"<p role="status">{}</p>"#, super::pages::escape(&message)),
+            );
+            let _ = res.add_cookie(&flow_cookie(WAIT_SECONDS));
+            if let Some(b) = req.cookie(BINDING_COOKIE) {
+                let _ = res.add_cookie(&cookie(
+                    BINDING_COOKIE,
+                    b.value().to_string(),
                     "/login",
-                    crate::oidc::sessions::PENDING_SECONDS as i64,
+                    WAIT_SECONDS as i64,
                     p.secure,
-                ))
-                .finish()
+                ));
+            }
+            return res;
         }
         Ok(Ok(_)) => {
-            tracing::error!(plugin, "a provider plugin's begin answered no web redirect");
-            unavailable_page()
+            tracing::error!(
+                plugin,
+                "a sign-in plugin's begin answered what this page cannot show"
+            );
+            return unavailable_page();
         }
-        Ok(Err(gatehouse_plugin_host::Failure::BadRequest(m))) => error_page(
-            StatusCode::BAD_REQUEST,
-            "Signing in did not start",
-            &m,
-            org.as_ref(),
-        ),
+        Ok(Err(gatehouse_plugin_host::Failure::BadRequest(m))) if submitted => {
+            // The form again, with what was wrong.
+            match p
+                .plugins
+                .begin(&plugin, &service.organization_id, step(Vec::new()))
+                .await
+            {
+                Ok(Ok(BeginResult::Form(fields))) => (StatusCode::BAD_REQUEST, Some(m), fields),
+                _ => {
+                    return error_page(
+                        StatusCode::BAD_REQUEST,
+                        "Signing in did not start",
+                        &m,
+                        org.as_ref(),
+                    );
+                }
+            }
+        }
+        Ok(Err(gatehouse_plugin_host::Failure::BadRequest(m))) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Signing in did not start",
+                &m,
+                org.as_ref(),
+            );
+        }
         Ok(Err(f)) => {
-            tracing::error!(plugin, failure = ?f, "a provider plugin could not begin");
-            unavailable_page()
+            tracing::error!(plugin, failure = ?f, "a sign-in plugin could not begin");
+            return unavailable_page();
         }
         Err(e) => {
             crate::identity::login::plugin_failed(p.plugin_failures, &plugin, &e);
-            unavailable_page()
+            return unavailable_page();
         }
-    }
+    };
+    super::pages::method_form(
+        status,
+        &id,
+        org.as_ref(),
+        &service.name,
+        &plugin,
+        &method.display_name,
+        &fields,
+        error.as_deref(),
+    )
 }
 
 /// `GET|POST /login/callback/{plugin}`: the identity provider sends the browser back; the
@@ -1548,10 +1679,11 @@ pub(super) async fn provider_callback(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let (config, display_name) = match provider_plugin(&p, &service, org.as_ref(), &plugin).await {
-        Ok(x) => x,
+    let method = match offered_method(&p, &service, org.as_ref(), &plugin).await {
+        Ok(m) => m,
         Err(r) => return r,
     };
+    let display_name = method.display_name.clone();
     let params = match request_params(&req, &body) {
         Ok(ps) if ps.len() <= 64 => ps,
         _ => {
@@ -1566,7 +1698,7 @@ pub(super) async fn provider_callback(
     let ip = client_ip(&req);
     let org_id = Some(service.organization_id.as_str());
     let request = StepRequest {
-        config,
+        config: method.config,
         params,
         flow_id: id.clone(),
         callback_url: callback_url(&p, &plugin),
@@ -1610,40 +1742,35 @@ pub(super) async fn provider_callback(
             return unavailable_page();
         }
     };
-    let current_user = match current_session(&p, &req).await {
-        Ok(s) => s.map(|s| s.user_id),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read a session");
-            return unavailable_page();
+    let user = match method.kind {
+        // A strategy checked the user itself: its subject is a Gatehouse user.
+        gatehouse_plugin_host::Kind::Strategy => {
+            match p.identity.store.user(&assertion.subject).await {
+                Ok(Some(u)) => u,
+                Ok(None) => return refused(StatusCode::FORBIDDEN, "The account no longer exists."),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read a user");
+                    return unavailable_page();
+                }
+            }
         }
-    };
-    let user = match p
-        .identity
-        .user_for_provider(
-            &plugin,
-            &display_name,
-            &assertion,
-            current_user.as_deref(),
-            state.signup,
-        )
-        .await
-    {
-        Ok(crate::identity::login::ProviderUser::User(u)) => u,
-        Ok(crate::identity::login::ProviderUser::Refused(m)) => {
-            p.identity
-                .audit(
-                    org_id,
-                    "anonymous",
-                    ip.as_deref(),
-                    "login.failed",
-                    json!({ "client_id": service.client_id, "method": plugin, "provider": assertion.provider, "reason": m, "flow": "code" }),
-                )
-                .await;
-            return refused(StatusCode::FORBIDDEN, &m);
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot find or create the user of a provider's account");
-            return unavailable_page();
+        gatehouse_plugin_host::Kind::Provider => {
+            match provider_user(&p, &req, &plugin, &display_name, &assertion, state.signup).await {
+                Ok(u) => u,
+                Err(None) => return unavailable_page(),
+                Err(Some(m)) => {
+                    p.identity
+                        .audit(
+                            org_id,
+                            "anonymous",
+                            ip.as_deref(),
+                            "login.failed",
+                            json!({ "client_id": service.client_id, "method": plugin, "provider": assertion.provider, "reason": m, "flow": "code" }),
+                        )
+                        .await;
+                    return refused(StatusCode::FORBIDDEN, &m);
+                }
+            }
         }
     };
     // The account rules hold whoever vouches: a locked account stays locked.
@@ -1702,6 +1829,44 @@ pub(super) async fn provider_callback(
         &session,
     )
     .await
+}
+
+/// The user an identity provider's assertion signs in (see
+/// [`Identity::user_for_provider`](crate::identity::Identity::user_for_provider)); `Err` with
+/// the refusal's message, or `None` when the users cannot be read (logged).
+async fn provider_user(
+    p: &Provider<'_>,
+    req: &HttpRequest,
+    plugin: &str,
+    display_name: &str,
+    assertion: &gatehouse_plugin_host::Assertion,
+    signup: bool,
+) -> Result<crate::db::users::User, Option<String>> {
+    let current_user = match current_session(p, req).await {
+        Ok(s) => s.map(|s| s.user_id),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a session");
+            return Err(None);
+        }
+    };
+    match p
+        .identity
+        .user_for_provider(
+            plugin,
+            display_name,
+            assertion,
+            current_user.as_deref(),
+            signup,
+        )
+        .await
+    {
+        Ok(crate::identity::login::ProviderUser::User(u)) => Ok(u),
+        Ok(crate::identity::login::ProviderUser::Refused(m)) => Err(Some(m)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot find or create the user of a provider's account");
+            Err(None)
+        }
+    }
 }
 
 /// What the first factor of a sign-in established, kept while the second is asked for.

@@ -1074,6 +1074,13 @@ pub(super) async fn put_service_plugin(
             let (client_id, plugin_id) = path.into_inner();
             let (p, c, s) = on_service(&state, &req, &client_id, "can_manage").await?;
             let (host, sp) = plugin_parts(&state)?;
+            if super::login::built_in(&plugin_id) {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "validation_error",
+                    format!("`{plugin_id}` is part of every service's sign-in and is not configured per service"),
+                ));
+            }
             let plugin = match host.plugin(&plugin_id).await {
                 Ok(pl) => pl,
                 Err(gatehouse_plugin_host::PluginError::Unknown(_)) => {

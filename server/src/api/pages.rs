@@ -34,6 +34,18 @@ pub fn page(
     org: Option<&Organization>,
     body: &str,
 ) -> HttpResponse {
+    page_with_script(status, title, org, body, None)
+}
+
+/// A whole page whose one inline script carries `nonce` (the only script the page's policy
+/// lets run).
+fn page_with_script(
+    status: StatusCode,
+    title: &str,
+    org: Option<&Organization>,
+    body: &str,
+    nonce: Option<&str>,
+) -> HttpResponse {
     let color = org
         .and_then(|o| o.primary_color.as_deref())
         .filter(|c| valid_color(c))
@@ -67,6 +79,7 @@ input[type=email], input[type=password], input[type=text] {{ width: 100%; box-si
 input:focus, button:focus {{ outline: 3px solid {color}; outline-offset: 2px; }}
 button {{ margin-top: 1.5rem; width: 100%; padding: .7rem; font-size: 1rem; color: #fff; background: {color}; border: 0; border-radius: 4px; cursor: pointer; }}
 .error {{ color: #a4000f; background: #fdecee; border: 1px solid #a4000f; padding: .7rem; border-radius: 4px; }}
+.error:empty {{ display: none; }}
 .brand {{ display: flex; align-items: center; gap: .7rem; }}
 </style>
 </head>
@@ -89,7 +102,12 @@ button {{ margin-top: 1.5rem; width: 100%; padding: .7rem; font-size: 1rem; colo
         .insert_header(("X-Frame-Options", "DENY"))
         .insert_header((
             "Content-Security-Policy",
-            "default-src 'none'; style-src 'unsafe-inline'; img-src https: http://127.0.0.1:* http://localhost:*; form-action 'self' https: http://127.0.0.1:* http://localhost:*; frame-ancestors 'none'",
+            format!(
+                "default-src 'none'; style-src 'unsafe-inline'; img-src https: http://127.0.0.1:* http://localhost:*; form-action 'self' https: http://127.0.0.1:* http://localhost:*; frame-ancestors 'none'{}",
+                nonce
+                    .map(|n| format!("; script-src 'nonce-{n}'"))
+                    .unwrap_or_default()
+            ),
         ))
         .body(html)
 }
@@ -230,7 +248,7 @@ pub fn login_form(
             .iter()
             .map(|(id, label)| {
                 format!(
-                    "\n<li><a class=\"button\" href=\"/login/with/{}?request={}\">Continue with {}</a></li>",
+                    "\n<li><a class=\"button\" href=\"/login/with/{}?request={}\">{}</a></li>",
                     escape(id),
                     escape(request),
                     escape(label)
@@ -276,6 +294,47 @@ pub fn login_form(
         },
     );
     page(status, "Sign in", org, &body)
+}
+
+/// The form of a sign-in method other than the password, with the fields its plugin's `begin`
+/// asked for; it posts back to `/login/with/{plugin}`.
+#[allow(clippy::too_many_arguments, reason = "a page is all of these")]
+pub fn method_form(
+    status: StatusCode,
+    request: &str,
+    org: Option<&Organization>,
+    service_name: &str,
+    plugin: &str,
+    title: &str,
+    fields: &[PluginField],
+    error: Option<&str>,
+) -> HttpResponse {
+    let error_html = error
+        .map(|e| {
+            format!(
+                r#"<p class="error" role="alert" id="login-error">{}</p>"#,
+                escape(e)
+            )
+        })
+        .unwrap_or_default();
+    let described = if error.is_some() {
+        r#" aria-describedby="login-error""#
+    } else {
+        ""
+    };
+    let body = format!(
+        r#"<p>to continue to {service}</p>
+{error_html}<form method="post" action="/login/with/{plugin}">
+<input type="hidden" name="request" value="{request}">
+{inputs}<button type="submit">Continue</button>
+</form>
+<p><a href="/login?request={request}">Other ways to sign in</a></p>"#,
+        service = escape(service_name),
+        plugin = escape(plugin),
+        request = escape(request),
+        inputs = form_inputs(fields, "", described),
+    );
+    page(status, title, org, &body)
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub struct ServerServices {
     pub kv: Arc<dyn Ephemeral>,
     /// Seals credential records.
     pub master: Arc<MasterKey>,
+    /// Sends plugins' messages to users; `None` refuses them.
+    pub mailer: Option<Arc<crate::mail::Mailer>>,
 }
 
 /// What a credential record is sealed for: its plugin, user and name.
@@ -158,6 +160,24 @@ impl Services for ServerServices {
         hash_password(password)
             .await
             .map_err(|e| unavailable("password hashing", e))
+    }
+
+    async fn send_email(&self, user: &str, subject: &str, body: &str) -> Result<(), String> {
+        let Some(mailer) = &self.mailer else {
+            return Err("this server sends no mail".into());
+        };
+        let Some(user) = self
+            .store
+            .user(user)
+            .await
+            .map_err(|e| unavailable("user lookup", e))?
+        else {
+            return Err("unknown user".into());
+        };
+        // In the background, as every message of the server: the step answers in the same
+        // time whoever it wrote to.
+        mailer.send("plugin", user.email, subject.to_string(), body.to_string());
+        Ok(())
     }
 
     async fn argon2_verify(&self, hash: &str, password: &str) -> Result<bool, String> {
@@ -350,6 +370,7 @@ mod tests {
             store,
             kv: Arc::new(InProcess::default()),
             master: Arc::new(MasterKey::generate().unwrap().0),
+            mailer: None,
         };
         (services, identity)
     }

@@ -228,6 +228,14 @@ impl Sessions {
         Ok(decode(self.kv.get(&format!("pending:{id}")).await?))
     }
 
+    /// Keeps the pending request `id` for `ttl` from now (a sign-in that waits for a link
+    /// sent by email).
+    pub async fn keep_pending(&self, id: &str, p: &Pending, ttl: Duration) -> Result<()> {
+        self.kv
+            .put(&format!("pending:{id}"), &encode(p)?, ttl)
+            .await
+    }
+
     pub async fn drop_pending(&self, id: &str) -> Result<()> {
         self.kv.delete(&format!("pending:{id}")).await
     }

@@ -96,6 +96,18 @@ impl Plugin for Hostile {
                     Err(e) => format!("refused: {e}"),
                 }))
             }
+            // Mail as the caller describes it: to the user `arg`, `n` messages with `subject`.
+            "mail" => {
+                let n: u32 = request.param("n").and_then(|n| n.parse().ok()).unwrap_or(1);
+                let subject = request.param("subject").unwrap_or("Hello");
+                let outcomes: Vec<String> = (0..n)
+                    .map(|_| match email::send(&arg, subject, "plain text") {
+                        Ok(()) => "sent".to_string(),
+                        Err(e) => format!("refused: {e}"),
+                    })
+                    .collect();
+                Err(Failure::BadRequest(outcomes.join("; ")))
+            }
             other => Err(Failure::BadRequest(format!("unknown: {other}"))),
         }
     }
