@@ -10,8 +10,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const COMPONENTS: [&str; 6] = [
+const COMPONENTS: [&str; 7] = [
     "gatehouse_plugin_password",
+    "gatehouse_plugin_passkey",
     "gatehouse_plugin_magic_link",
     "gatehouse_plugin_oidc",
     "gatehouse_plugin_github",

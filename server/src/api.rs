@@ -745,6 +745,23 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                         })),
                 )
                 .service(
+                    web::resource("/me/mfa/passkey")
+                        .post(mfa::passkey_begin)
+                        .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
+                )
+                .service(
+                    web::resource("/me/mfa/passkey/confirm")
+                        .post(mfa::passkey_confirm)
+                        .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
+                )
+                .service(
+                    web::resource("/me/mfa/passkey/{id}")
+                        .delete(mfa::passkey_remove)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("DELETE")
+                        })),
+                )
+                .service(
                     web::resource("/me/mfa/totp/confirm")
                         .post(mfa::confirm)
                         .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),

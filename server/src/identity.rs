@@ -1002,7 +1002,7 @@ pub enum SignIn {
 /// Whether the authentication methods (`amr`) include a second factor.
 pub fn is_multi_factor(amr: &[String]) -> bool {
     amr.iter()
-        .any(|m| m == "otp" || m == "webauthn" || m == "mfa")
+        .any(|m| m == "otp" || m == "hwk" || m == "webauthn" || m == "mfa")
 }
 
 /// The reasons of the policies that determined a decision (their `@reason`, else their id).

@@ -22,6 +22,7 @@ mod login;
 mod manage;
 mod mfa;
 mod oidc;
+mod passkeys;
 mod plugins;
 mod policies;
 mod providers;

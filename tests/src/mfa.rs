@@ -102,7 +102,7 @@ async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
 
     assert_eq!(
         call(&s, Method::GET, "/api/me/mfa", t, None).await,
-        (200, json!({ "totp": false }))
+        (200, json!({ "totp": false, "passkeys": [] }))
     );
     assert_eq!(
         call(&s, Method::GET, "/api/me/mfa", None, None).await.0,
@@ -160,7 +160,7 @@ async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
     }
     assert_eq!(
         call(&s, Method::GET, "/api/me/mfa", t, None).await.1,
-        json!({ "totp": false })
+        json!({ "totp": false, "passkeys": [] })
     );
 
     // The first right code sets it up and answers ten recovery codes, this once.
@@ -182,7 +182,7 @@ async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
     assert_eq!(recovery.len(), 10);
     assert_eq!(
         call(&s, Method::GET, "/api/me/mfa", t, None).await.1,
-        json!({ "totp": true })
+        json!({ "totp": true, "passkeys": [] })
     );
     assert_eq!(
         call(&s, Method::POST, "/api/me/mfa/totp", t, None).await.0,
@@ -361,7 +361,7 @@ async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
         call(&s, Method::GET, "/api/me/mfa", Some(&mfa_token), None)
             .await
             .1,
-        json!({ "totp": false })
+        json!({ "totp": false, "passkeys": [] })
     );
     let mut b = Browser::new(&s);
     let (_, challenge) = pkce();

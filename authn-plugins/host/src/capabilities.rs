@@ -113,9 +113,12 @@ pub(crate) struct StepState {
     pub(crate) panic: Option<String>,
     /// What the step may reach over HTTP.
     pub(crate) http: crate::http::StepHttp,
+    /// The relying party of passkey ceremonies.
+    relying_party: Option<crate::webauthn::RelyingParty>,
 }
 
 impl StepState {
+    #[allow(clippy::too_many_arguments, reason = "a step is all of these")]
     pub(crate) fn new(
         plugin: String,
         organization: String,
@@ -124,6 +127,7 @@ impl StepState {
         guest_budget: Duration,
         log_lines: u32,
         http: crate::http::StepHttp,
+        relying_party: Option<crate::webauthn::RelyingParty>,
     ) -> StepState {
         StepState {
             plugin,
@@ -140,6 +144,7 @@ impl StepState {
             emails: 0,
             panic: None,
             http,
+            relying_party,
         }
     }
 
@@ -457,6 +462,89 @@ impl wit::email::Host for StepState {
             tracing::info!(plugin = %self.plugin, organization = %self.organization, "a plugin sent a message to a user");
         }
         Ok(out)
+    }
+}
+
+impl StepState {
+    /// Runs a ceremony of the `webauthn` capability, counting its time as host time.
+    fn ceremony<T>(
+        &mut self,
+        f: impl FnOnce(&crate::webauthn::RelyingParty) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let t = Instant::now();
+        let out = match &self.relying_party {
+            Some(rp) => f(rp),
+            None => Err("this platform has no WebAuthn relying party".into()),
+        };
+        self.host_time += t.elapsed();
+        out
+    }
+}
+
+impl wit::webauthn::Host for StepState {
+    async fn start_registration(
+        &mut self,
+        user_id: String,
+        user_name: String,
+        display_name: String,
+        passkeys: Vec<String>,
+    ) -> wasmtime::Result<Result<wit::webauthn::Started, String>> {
+        Ok(self.ceremony(|rp| {
+            crate::webauthn::start_registration(rp, &user_id, &user_name, &display_name, &passkeys)
+                .map(|s| wit::webauthn::Started {
+                    options: s.options,
+                    state: s.state,
+                })
+        }))
+    }
+
+    async fn finish_registration(
+        &mut self,
+        state: String,
+        response: String,
+    ) -> wasmtime::Result<Result<wit::webauthn::Registered, String>> {
+        Ok(self.ceremony(|rp| {
+            crate::webauthn::finish_registration(rp, &state, &response).map(
+                |(passkey, credential_id)| wit::webauthn::Registered {
+                    passkey,
+                    credential_id,
+                },
+            )
+        }))
+    }
+
+    async fn start_authentication(
+        &mut self,
+        passkeys: Vec<String>,
+    ) -> wasmtime::Result<Result<wit::webauthn::Started, String>> {
+        Ok(self.ceremony(|rp| {
+            crate::webauthn::start_authentication(rp, &passkeys).map(|s| wit::webauthn::Started {
+                options: s.options,
+                state: s.state,
+            })
+        }))
+    }
+
+    async fn identify(&mut self, response: String) -> wasmtime::Result<Result<String, String>> {
+        Ok(self.ceremony(|rp| crate::webauthn::identify(rp, &response)))
+    }
+
+    async fn finish_authentication(
+        &mut self,
+        state: String,
+        response: String,
+        passkeys: Vec<String>,
+    ) -> wasmtime::Result<Result<wit::webauthn::Authenticated, String>> {
+        Ok(self.ceremony(|rp| {
+            crate::webauthn::finish_authentication(rp, &state, &response, &passkeys).map(|a| {
+                wit::webauthn::Authenticated {
+                    user_id: a.user_id,
+                    credential_id: a.credential_id,
+                    user_verified: a.user_verified,
+                    passkeys: a.passkeys,
+                }
+            })
+        }))
     }
 }
 

@@ -48,8 +48,16 @@ pub const MAGIC_LINK: Embedded = Embedded {
     )),
 };
 
+pub const PASSKEY: Embedded = Embedded {
+    manifest: include_str!("../../plugins/passkey/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("GATEHOUSE_PLUGIN_WASM_DIR"),
+        "/gatehouse_plugin_passkey.wasm"
+    )),
+};
+
 /// Every first-party plugin.
-pub const ALL: [Embedded; 5] = [PASSWORD, OIDC, GITHUB, TOTP, MAGIC_LINK];
+pub const ALL: [Embedded; 6] = [PASSWORD, OIDC, GITHUB, TOTP, MAGIC_LINK, PASSKEY];
 
 /// Whether `id` is a first-party plugin's (which no other plugin may take).
 pub fn is_first_party(id: &str) -> bool {

@@ -15,6 +15,7 @@ pub mod embedded;
 mod http;
 mod jwt;
 pub mod manifest;
+mod webauthn;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +31,7 @@ use wasmtime::{
 pub use capabilities::{Account, Services};
 pub use http::HttpPolicy;
 pub use manifest::{Capability, Manifest, PluginKind};
+pub use webauthn::RelyingParty;
 
 /// The generated bindings of the world (host side).
 mod bindings {
@@ -69,6 +71,9 @@ pub struct Limits {
     pub log_lines: u32,
     /// The rules of the `http` capability.
     pub http: HttpPolicy,
+    /// The relying party of the `webauthn` capability (the platform's issuer); without one,
+    /// its ceremonies are refused.
+    pub relying_party: Option<RelyingParty>,
 }
 
 impl Default for Limits {
@@ -81,6 +86,7 @@ impl Default for Limits {
             concurrent_steps: 128,
             log_lines: 100,
             http: HttpPolicy::default(),
+            relying_party: None,
         }
     }
 }
@@ -499,6 +505,12 @@ impl Host {
                 Capability::Email => {
                     wit::email::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
                 }
+                Capability::Webauthn => {
+                    wit::webauthn::add_to_linker::<StepState, HasSelf<StepState>>(
+                        &mut linker,
+                        |s| s,
+                    )
+                }
             }
             .map_err(link)?;
         }
@@ -581,6 +593,7 @@ impl Host {
                 hosts,
                 sent: 0,
             },
+            self.limits.relying_party.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

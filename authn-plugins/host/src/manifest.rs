@@ -19,10 +19,11 @@ pub enum Capability {
     Http,
     Jwt,
     Email,
+    Webauthn,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 10] = [
+    pub const ALL: [Capability; 11] = [
         Capability::Log,
         Capability::Clock,
         Capability::Random,
@@ -33,6 +34,7 @@ impl Capability {
         Capability::Http,
         Capability::Jwt,
         Capability::Email,
+        Capability::Webauthn,
     ];
 
     /// Its interface name in `gatehouse:authn` (and in manifests).
@@ -48,6 +50,7 @@ impl Capability {
             Capability::Http => "http",
             Capability::Jwt => "jwt",
             Capability::Email => "email",
+            Capability::Webauthn => "webauthn",
         }
     }
 }

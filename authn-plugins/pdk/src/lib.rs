@@ -156,6 +156,16 @@ pub mod email {
     pub use super::bindings::gatehouse::authn::email::send;
 }
 
+/// Passkeys (capability `webauthn`): WebAuthn ceremonies run by the host for the platform's
+/// relying party. The plugin keeps each ceremony's state (in [`kv`], taken once) and the
+/// user's passkeys (in [`credentials`]).
+pub mod webauthn {
+    pub use super::bindings::gatehouse::authn::webauthn::{
+        Authenticated, Registered, Started, finish_authentication, finish_registration, identify,
+        start_authentication, start_registration,
+    };
+}
+
 /// A login plugin.
 pub trait Plugin {
     /// What the plugin is; the host may call this once and keep the answer.

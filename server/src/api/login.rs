@@ -57,11 +57,15 @@ impl Provider<'_> {
         }
     }
 
-    /// The second factor of `user`, through the `totp` plugin.
-    pub(super) fn second_factor<'u>(&'u self, user: &'u str) -> PluginStrategy<'u> {
+    /// The second factor of `user`, through `plugin` (`totp`, `passkey`).
+    pub(super) fn second_factor<'u>(
+        &'u self,
+        plugin: &'u str,
+        user: &'u str,
+    ) -> PluginStrategy<'u> {
         PluginStrategy {
             host: self.plugins,
-            plugin: crate::identity::login::SECOND_FACTOR,
+            plugin,
             user: Some(user),
             failures: self.plugin_failures,
         }
@@ -776,8 +780,8 @@ pub(super) async fn login_submit(
     let password = p.password_strategy();
     let strategy: &dyn Strategy = match form.get("method").map(String::as_str) {
         None | Some("password") => &password,
-        Some(crate::identity::login::SECOND_FACTOR) => {
-            return second_factor_submit(&p, &req, &form, id, &pending, &service, org.as_ref())
+        Some(m @ (crate::identity::login::SECOND_FACTOR | crate::identity::login::PASSKEY)) => {
+            return second_factor_submit(&p, &req, m, &form, id, &pending, &service, org.as_ref())
                 .await;
         }
         Some(_) => {
@@ -1514,6 +1518,7 @@ pub(super) async fn method_start(
     if params.iter().any(|(k, _)| k == "request") {
         return unreadable();
     }
+    params.retain(|(k, _)| k != "purpose");
     let (pending, service, org) = match bound_request(&p, &req, &id).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -1595,6 +1600,27 @@ pub(super) async fn method_start(
                     p.secure,
                 ));
             }
+            return res;
+        }
+        Ok(Ok(BeginResult::Challenge(options))) => {
+            // A passkey: the page's script asks the browser, and posts its answer to the
+            // callback.
+            let others = format!(
+                "\n<p><a href=\"/login?request={}\">Other ways to sign in</a></p>",
+                super::pages::escape(&id)
+            );
+            let mut res = super::pages::passkey_page(
+                StatusCode::OK,
+                &method.display_name,
+                org.as_ref(),
+                &format!("to continue to {}", service.name),
+                None,
+                &options,
+                &format!("/login/callback/{plugin}"),
+                &[],
+                &others,
+            );
+            let _ = res.add_cookie(&flow_cookie(crate::oidc::sessions::PENDING_SECONDS));
             return res;
         }
         Ok(Ok(_)) => {
@@ -1685,7 +1711,8 @@ pub(super) async fn provider_callback(
     };
     let display_name = method.display_name.clone();
     let params = match request_params(&req, &body) {
-        Ok(ps) if ps.len() <= 64 => ps,
+        // `purpose` is the server's to set, never a browser's.
+        Ok(ps) if ps.len() <= 64 => ps.into_iter().filter(|(k, _)| k != "purpose").collect(),
         _ => {
             return error_page(
                 StatusCode::BAD_REQUEST,
@@ -1799,9 +1826,11 @@ pub(super) async fn provider_callback(
     if methods.is_empty() {
         methods.push("fed".into());
     }
-    // A user with a second factor is asked for it whoever vouched for the first.
+    // A user with a second factor is asked for it whoever vouched for the first, unless the
+    // method was two factors in one (a passkey that verified the user).
     match p.identity.has_second_factor(&user.id).await {
         Ok(false) => {}
+        Ok(true) if crate::identity::is_multi_factor(&methods) => {}
         Ok(true) => {
             let mut res =
                 second_factor_page(&p, &id, &service, org.as_ref(), &user, methods, None).await;
@@ -1912,21 +1941,92 @@ async fn second_factor_page(
         tracing::error!(error = %e, "cannot keep a first factor");
         return unavailable_page();
     }
-    let fields = match method_fields(
-        p,
-        service,
-        crate::identity::login::SECOND_FACTOR,
-        request,
-        Some(&user.id),
-    )
-    .await
-    {
+    let factors = match p.identity.second_factors(&user.id).await {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a user's second factors");
+            return unavailable_page();
+        }
     };
     let (status, message) = match error {
         Some((s, m)) => (s, Some(m)),
         None => (StatusCode::OK, None),
+    };
+    let totp_fields = if factors.totp {
+        match method_fields(
+            p,
+            service,
+            crate::identity::login::SECOND_FACTOR,
+            request,
+            Some(&user.id),
+        )
+        .await
+        {
+            Ok(f) => Some(f),
+            Err(r) => return r,
+        }
+    } else {
+        None
+    };
+    if factors.passkey {
+        // The passkey first; the authenticator app, if there is one, as the other way.
+        let step = StepRequest {
+            config: "{}".into(),
+            params: Vec::new(),
+            flow_id: request.to_string(),
+            callback_url: String::new(),
+            user_id: Some(user.id.clone()),
+        };
+        let asked = p
+            .plugins
+            .begin(
+                crate::identity::login::PASSKEY,
+                &service.organization_id,
+                step,
+            )
+            .await;
+        match asked {
+            Ok(Ok(BeginResult::Challenge(options))) => {
+                let other = totp_fields
+                    .as_deref()
+                    .map(|f| {
+                        format!(
+                            "\n<p>or</p>\n{}",
+                            super::pages::inline_login_form(
+                                request,
+                                crate::identity::login::SECOND_FACTOR,
+                                f
+                            )
+                        )
+                    })
+                    .unwrap_or_default();
+                return super::pages::passkey_page(
+                    status,
+                    "Confirm it is you",
+                    org,
+                    &format!("to continue to {}, use your passkey", service.name),
+                    message,
+                    &options,
+                    "/login",
+                    &[
+                        ("request", request),
+                        ("method", crate::identity::login::PASSKEY),
+                    ],
+                    &other,
+                );
+            }
+            Ok(other) => {
+                tracing::error!(answer = ?other, "the passkey plugin could not ask for a passkey");
+            }
+            Err(e) => crate::identity::login::plugin_failed(
+                p.plugin_failures,
+                crate::identity::login::PASSKEY,
+                &e,
+            ),
+        }
+    }
+    let Some(fields) = totp_fields else {
+        return unavailable_page();
     };
     login_form(
         status,
@@ -1944,9 +2044,11 @@ async fn second_factor_page(
 
 /// `POST /login` with `method=totp`: the second factor of a sign-in whose first factor is
 /// kept for this request (and so for this browser).
+#[allow(clippy::too_many_arguments)]
 async fn second_factor_submit(
     p: &Provider<'_>,
     req: &HttpRequest,
+    plugin: &str,
     form: &HashMap<String, String>,
     request: &str,
     pending: &Pending,
@@ -1976,7 +2078,7 @@ async fn second_factor_submit(
             return unavailable_page();
         }
     };
-    let strategy = p.second_factor(&kept.user);
+    let strategy = p.second_factor(plugin, &kept.user);
     let ip = client_ip(req);
     let org_id = Some(service.organization_id.as_str());
     let assertion = match strategy
@@ -1986,6 +2088,12 @@ async fn second_factor_submit(
         Ok(a) => a,
         Err(f) => {
             let (status, message) = match &f {
+                Failure::InvalidCredentials { .. } if plugin == crate::identity::login::PASSKEY => {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        "The passkey was not accepted. Try again, or another way.".to_string(),
+                    )
+                }
                 Failure::InvalidCredentials { .. } => (
                     StatusCode::UNAUTHORIZED,
                     "That code is not right. Try the current one.".to_string(),
@@ -2009,7 +2117,7 @@ async fn second_factor_submit(
                     &format!("user:{}", kept.user),
                     ip.as_deref(),
                     "login.failed",
-                    json!({ "client_id": service.client_id, "method": crate::identity::login::SECOND_FACTOR, "flow": "code" }),
+                    json!({ "client_id": service.client_id, "method": plugin, "flow": "code" }),
                 )
                 .await;
             if status == StatusCode::TOO_MANY_REQUESTS {
@@ -2062,7 +2170,9 @@ fn served_step_up(page: &HttpResponse, session: &Session) -> bool {
         .map(|a| a.iter().filter_map(|m| m.as_str()).collect())
         .unwrap_or_default();
     !crate::identity::is_multi_factor(&session.amr)
-        && methods.iter().any(|m| matches!(*m, "otp" | "totp" | "mfa"))
+        && methods
+            .iter()
+            .any(|m| matches!(*m, "otp" | "totp" | "mfa" | "hwk" | "webauthn"))
 }
 
 /// Serves a step-up challenge with the second factor when the session's user has one: the
@@ -2142,10 +2252,8 @@ mod tests {
         ));
         assert!(served_step_up(&challenge_page(Some(r#"["mfa"]"#)), &pwd));
         // Not a challenge it answers, not a challenge at all, or already answered.
-        assert!(!served_step_up(
-            &challenge_page(Some(r#"["webauthn"]"#)),
-            &pwd
-        ));
+        assert!(served_step_up(&challenge_page(Some(r#"["hwk"]"#)), &pwd));
+        assert!(!served_step_up(&challenge_page(Some(r#"["sms"]"#)), &pwd));
         assert!(!served_step_up(&challenge_page(None), &pwd));
         assert!(!served_step_up(&challenge_page(Some("nonsense")), &pwd));
         assert!(!served_step_up(

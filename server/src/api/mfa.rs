@@ -16,7 +16,7 @@ use serde_json::json;
 use super::AppState;
 use super::error::ApiError;
 use super::login::{provider, user_token};
-use crate::identity::login::SECOND_FACTOR;
+use crate::identity::login::{PASSKEY, SECOND_FACTOR};
 use gatehouse_plugin_host::{BeginResult, Failure, StepRequest};
 
 /// The key-value space of enrolments is the platform's, not an organization's.
@@ -72,12 +72,18 @@ pub(super) async fn status(state: web::Data<AppState>, req: HttpRequest) -> Http
     let Some(identity) = state.identity.as_deref() else {
         return unavailable();
     };
-    match identity.has_second_factor(&user).await {
-        Ok(on) => HttpResponse::Ok().json(json!({ "totp": on })),
+    let totp = match identity.second_factors(&user).await {
+        Ok(f) => f.totp,
         Err(e) => {
             tracing::error!(error = %e, "cannot read a second factor");
-            unavailable()
+            return unavailable();
         }
+    };
+    match passkey_step(&state, &user, vec![purpose("list")]).await {
+        Ok(a) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(json!({ "totp": totp, "passkeys": claims(&a)["passkeys"] })),
+        Err(r) => r,
     }
 }
 
@@ -90,7 +96,7 @@ pub(super) async fn begin(state: web::Data<AppState>, req: HttpRequest) -> HttpR
     let (Some(identity), Some(host)) = (state.identity.as_deref(), state.plugins.as_deref()) else {
         return unavailable();
     };
-    match identity.has_second_factor(&user).await {
+    match identity.second_factors(&user).await.map(|f| f.totp) {
         Ok(false) => {}
         Ok(true) => {
             return refuse(
@@ -259,4 +265,164 @@ pub(super) async fn remove(state: web::Data<AppState>, req: HttpRequest) -> Http
             unavailable()
         }
     }
+}
+
+fn purpose(p: &str) -> (String, String) {
+    ("purpose".to_string(), p.to_string())
+}
+
+fn claims(a: &gatehouse_plugin_host::Assertion) -> serde_json::Value {
+    serde_json::from_str(&a.claims).unwrap_or_else(|_| json!({}))
+}
+
+/// Runs `complete` of the `passkey` plugin for `user` with `params`; a refusal is a 400
+/// (a 404 when the plugin names no such passkey).
+async fn passkey_step(
+    state: &AppState,
+    user: &str,
+    params: Vec<(String, String)>,
+) -> Result<gatehouse_plugin_host::Assertion, HttpResponse> {
+    let Some(host) = state.plugins.as_deref() else {
+        return Err(unavailable());
+    };
+    match host.complete(PASSKEY, PLATFORM, step(user, params)).await {
+        Ok(Ok(a)) if a.subject == user => Ok(a),
+        Ok(Ok(_)) => Err(unavailable()),
+        Ok(Err(Failure::BadRequest(m))) if m.starts_with("No such passkey") => {
+            Err(refuse(StatusCode::NOT_FOUND, "not_found", &m))
+        }
+        Ok(Err(Failure::BadRequest(m))) => {
+            Err(refuse(StatusCode::BAD_REQUEST, "validation_error", &m))
+        }
+        Ok(Err(Failure::InvalidCredentials(_))) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_passkey",
+            "the passkey's answer was not accepted",
+        )),
+        Ok(Err(Failure::Unavailable(m))) => {
+            tracing::error!(error = %m, "a passkey step failed");
+            Err(unavailable())
+        }
+        Err(e) => {
+            crate::identity::login::plugin_failed(&state.metrics.plugin_failures, PASSKEY, &e);
+            Err(unavailable())
+        }
+    }
+}
+
+/// `POST /api/me/mfa/passkey`: the options of a new passkey for the caller, for the
+/// browser's `navigator.credentials.create`; it waits 5 minutes for its answer.
+pub(super) async fn passkey_begin(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let (user, _) = match caller(&state, &req).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let (Some(identity), Some(host)) = (state.identity.as_deref(), state.plugins.as_deref()) else {
+        return unavailable();
+    };
+    let account = match identity.store.user(&user).await {
+        Ok(Some(u)) => u.email,
+        _ => return unavailable(),
+    };
+    let params = vec![purpose("enrol"), ("account".to_string(), account)];
+    match host.begin(PASSKEY, PLATFORM, step(&user, params)).await {
+        Ok(Ok(BeginResult::Challenge(c))) => match serde_json::from_str::<serde_json::Value>(&c) {
+            Ok(options) => HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .json(json!({ "options": options })),
+            Err(_) => unavailable(),
+        },
+        Ok(Err(Failure::BadRequest(m))) => refuse(StatusCode::BAD_REQUEST, "validation_error", &m),
+        Ok(Ok(_)) | Ok(Err(_)) => unavailable(),
+        Err(e) => {
+            crate::identity::login::plugin_failed(&state.metrics.plugin_failures, PASSKEY, &e);
+            unavailable()
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PasskeyAnswer {
+    /// The browser's answer (the `PublicKeyCredential`, as JSON text).
+    response: String,
+}
+
+/// `POST /api/me/mfa/passkey/confirm` `{"response"}`: registers the passkey the browser made.
+pub(super) async fn passkey_confirm(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<PasskeyAnswer>,
+) -> HttpResponse {
+    let (user, _) = match caller(&state, &req).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(identity) = state.identity.as_deref() else {
+        return unavailable();
+    };
+    let response = body.into_inner().response;
+    if response.is_empty() || response.len() > 64 << 10 {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "validation_error",
+            "`response` must be the browser's answer, as JSON text",
+        );
+    }
+    let params = vec![purpose("enrol"), ("response".to_string(), response)];
+    let a = match passkey_step(&state, &user, params).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let c = claims(&a);
+    identity
+        .audit(
+            None,
+            &format!("user:{user}"),
+            super::login::client_ip(&req).as_deref(),
+            "user.mfa_enabled",
+            json!({ "method": PASSKEY, "credential_id": c["credential_id"] }),
+        )
+        .await;
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({ "credential_id": c["credential_id"], "passkeys": c["passkeys"] }))
+}
+
+/// `DELETE /api/me/mfa/passkey/{credential_id}`: removes a passkey; only from a sign-in with
+/// a second factor.
+pub(super) async fn passkey_remove(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let (user, amr) = match caller(&state, &req).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(identity) = state.identity.as_deref() else {
+        return unavailable();
+    };
+    if !crate::identity::is_multi_factor(&amr) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "sign in with a second factor to remove a passkey",
+        );
+    }
+    let id = path.into_inner();
+    let params = vec![purpose("remove"), ("credential_id".to_string(), id.clone())];
+    if let Err(r) = passkey_step(&state, &user, params).await {
+        return r;
+    }
+    identity
+        .audit(
+            None,
+            &format!("user:{user}"),
+            super::login::client_ip(&req).as_deref(),
+            "user.mfa_disabled",
+            json!({ "method": PASSKEY, "credential_id": id }),
+        )
+        .await;
+    HttpResponse::NoContent().finish()
 }

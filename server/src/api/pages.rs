@@ -337,6 +337,127 @@ pub fn method_form(
     page(status, title, org, &body)
 }
 
+/// A login form inside a page (another way to answer the same step): it posts `fields` to
+/// `/login` with the request and the method.
+pub fn inline_login_form(request: &str, method: &str, fields: &[PluginField]) -> String {
+    format!(
+        r#"<form method="post" action="/login">
+<input type="hidden" name="request" value="{request}">
+<input type="hidden" name="method" value="{method}">
+{inputs}<button type="submit">Sign in</button>
+</form>"#,
+        request = escape(request),
+        method = escape(method),
+        inputs = form_inputs(fields, "", ""),
+    )
+}
+
+/// The script of a [`passkey_page`]: it hands the options to the browser's passkey (WebAuthn)
+/// and posts the answer, encoded as JSON with base64url binaries, as the form's `response`.
+const PASSKEY_SCRIPT: &str = r#"(function () {
+  var form = document.getElementById('passkey-form');
+  var error = document.getElementById('passkey-error');
+  var bin = function (s) {
+    s = s.replace(/-/g, '+').replace(/_/g, '/');
+    while (s.length % 4) { s += '='; }
+    return Uint8Array.from(atob(s), function (c) { return c.charCodeAt(0); }).buffer;
+  };
+  var text = function (b) {
+    var s = '';
+    new Uint8Array(b).forEach(function (x) { s += String.fromCharCode(x); });
+    return btoa(s).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  };
+  if (!window.PublicKeyCredential) {
+    error.textContent = 'This browser cannot use passkeys.';
+    return;
+  }
+  form.hidden = false;
+  form.addEventListener('submit', function (event) {
+    event.preventDefault();
+    var options = JSON.parse(document.getElementById('passkey-options').textContent).publicKey;
+    options.challenge = bin(options.challenge);
+    if (options.user) { options.user.id = bin(options.user.id); }
+    (options.excludeCredentials || []).concat(options.allowCredentials || []).forEach(function (c) { c.id = bin(c.id); });
+    var asked = options.user ? navigator.credentials.create({ publicKey: options }) : navigator.credentials.get({ publicKey: options });
+    asked.then(function (c) {
+      var r = c.response;
+      var out = { id: c.id, rawId: text(c.rawId), type: c.type, extensions: c.getClientExtensionResults(), response: { clientDataJSON: text(r.clientDataJSON) } };
+      if (r.attestationObject) { out.response.attestationObject = text(r.attestationObject); }
+      if (r.authenticatorData) {
+        out.response.authenticatorData = text(r.authenticatorData);
+        out.response.signature = text(r.signature);
+        if (r.userHandle) { out.response.userHandle = text(r.userHandle); }
+      }
+      form.elements.response.value = JSON.stringify(out);
+      form.submit();
+    }, function (e) {
+      error.textContent = 'The passkey did not answer (' + e.name + '). Try again.';
+    });
+  });
+})();"#;
+
+/// JSON made safe inside a `<script>` element.
+fn script_json(json: &str) -> String {
+    json.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+/// A page that asks the browser's passkey: `options` (the JSON for
+/// `navigator.credentials.get`, or `create`) go to it, and its answer is posted as `response`
+/// to `action` with the `hidden` fields. A passkey needs JavaScript; without it, the page says
+/// so and shows the other ways in `other` (already HTML).
+#[allow(clippy::too_many_arguments, reason = "a page is all of these")]
+pub fn passkey_page(
+    status: StatusCode,
+    title: &str,
+    org: Option<&Organization>,
+    intro: &str,
+    error: Option<&str>,
+    options: &str,
+    action: &str,
+    hidden: &[(&str, &str)],
+    other: &str,
+) -> HttpResponse {
+    let mut nonce = [0u8; 18];
+    if getrandom::fill(&mut nonce).is_err() {
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Something went wrong",
+            "Try again in a moment.",
+            org,
+        );
+    }
+    use base64::Engine as _;
+    let nonce = base64::engine::general_purpose::STANDARD.encode(nonce);
+    let hidden: String = hidden
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                r#"<input type="hidden" name="{}" value="{}">"#,
+                escape(k),
+                escape(v)
+            )
+        })
+        .collect();
+    let error = error.map(escape).unwrap_or_default();
+    let body = format!(
+        r#"<p>{intro}</p>
+<p class="error" role="alert" id="passkey-error">{error}</p>
+<noscript><p>A passkey needs JavaScript, which is off in this browser.</p></noscript>
+<form method="post" action="{action}" id="passkey-form" hidden>
+{hidden}<input type="hidden" name="response" value="">
+<button type="submit">Use a passkey</button>
+</form>{other}
+<script type="application/json" id="passkey-options">{options}</script>
+<script nonce="{nonce}">{PASSKEY_SCRIPT}</script>"#,
+        intro = escape(intro),
+        action = escape(action),
+        options = script_json(options),
+    );
+    page_with_script(status, title, org, &body, Some(&nonce))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

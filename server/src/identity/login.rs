@@ -89,7 +89,12 @@ impl Strategy for PluginStrategy<'_> {
     ) -> Result<Assertion, Failure> {
         let request = StepRequest {
             config: "{}".into(),
-            params: form.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            // `purpose` is the server's to set (enrolment, removal), never a form's.
+            params: form
+                .iter()
+                .filter(|(k, _)| k.as_str() != "purpose")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             flow_id: form.get("request").cloned().unwrap_or_default(),
             callback_url: String::new(),
             user_id: self.user.map(str::to_string),
@@ -284,14 +289,44 @@ impl Identity {
 
 /// The first-party plugin that serves second factors.
 pub const SECOND_FACTOR: &str = "totp";
+/// The plugin of passkeys: a second factor, or a first that needs no other.
+pub const PASSKEY: &str = "passkey";
+
+/// The second factors a user has set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SecondFactors {
+    /// An authenticator app (`totp`).
+    pub totp: bool,
+    /// One or more passkeys (`passkey`).
+    pub passkey: bool,
+}
+
+impl SecondFactors {
+    pub fn any(self) -> bool {
+        self.totp || self.passkey
+    }
+}
 
 impl Identity {
-    /// Whether `user` has an authenticator app set up: then every sign-in asks for it.
+    /// Whether `user` has a second factor set up (an authenticator app, a passkey): then
+    /// every sign-in asks for it.
     pub async fn has_second_factor(&self, user: &str) -> gatehouse_engine::Result<bool> {
-        Ok(self
-            .store
-            .plugin_credential(SECOND_FACTOR, user, "secret")
-            .await?
-            .is_some())
+        Ok(self.second_factors(user).await?.any())
+    }
+
+    /// The second factors `user` has set up.
+    pub async fn second_factors(&self, user: &str) -> gatehouse_engine::Result<SecondFactors> {
+        Ok(SecondFactors {
+            totp: self
+                .store
+                .plugin_credential(SECOND_FACTOR, user, "secret")
+                .await?
+                .is_some(),
+            passkey: self
+                .store
+                .plugin_credential(PASSKEY, user, "passkeys")
+                .await?
+                .is_some(),
+        })
     }
 }

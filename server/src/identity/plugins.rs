@@ -195,9 +195,18 @@ pub async fn host(
     services: ServerServices,
     plugin_dir: Option<&Path>,
     http_loopback: bool,
+    issuer: &str,
 ) -> anyhow::Result<Host> {
     let mut limits = Limits::default();
     limits.http.allow_loopback = http_loopback;
+    // Passkeys belong to the issuer's host (a loopback issuer's are `localhost`'s).
+    limits.relying_party = gatehouse_plugin_host::RelyingParty::for_issuer(issuer, "Gatehouse");
+    if limits.relying_party.is_none() {
+        tracing::warn!(
+            issuer,
+            "the issuer's host is an IP address, which cannot be a WebAuthn relying party: passkeys are off"
+        );
+    }
     if http_loopback {
         tracing::warn!(
             "plugins may reach loopback over plain HTTP (GATEHOUSE_PLUGIN_HTTP_LOOPBACK): for development only"

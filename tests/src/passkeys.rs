@@ -1,0 +1,440 @@
+//! Passkeys through the `passkey` plugin and the host's WebAuthn ceremonies (webauthn-rs),
+//! driven by a software authenticator (webauthn-authenticator-rs): registered through the API,
+//! then asked for as the second factor of a password sign-in, and used alone to sign in
+//! without a name where a service offers it.
+
+use serde_json::{Value, json};
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::prelude::{
+    CreationChallengeResponse, RequestChallengeResponse, Url,
+};
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+
+use crate::harness::{Backend, Server};
+use crate::login::{
+    Browser, PASSWORD, REDIRECT, admin, authorize_path, pkce, query_of, tenant, token, tokens_for,
+};
+use crate::providers::claims_of;
+
+/// A software passkey. SoftPasskey keeps no discoverable credentials, so this plays that part
+/// of an authenticator: it remembers each credential and the user handle it was made for,
+/// and answers a request that names no credential with the last one, user handle included,
+/// as a passkey does. (None of what it adds is signed: the server's checks are the same.)
+struct TestPasskey {
+    wa: WebauthnAuthenticator<SoftPasskey>,
+    origin: Url,
+    creds: Vec<(Value, Value)>,
+}
+
+impl TestPasskey {
+    /// An authenticator of a browser at `origin` (the page's origin, as the browser reports it).
+    fn new(origin: &str) -> Self {
+        Self {
+            wa: WebauthnAuthenticator::new(SoftPasskey::new(true)),
+            origin: Url::parse(origin).unwrap(),
+            creds: Vec::new(),
+        }
+    }
+
+    /// The answer to `navigator.credentials.create` with `options` (JSON).
+    fn register(&mut self, options: &Value) -> String {
+        let mut v = options.clone();
+        if let Some(sel) = v["publicKey"].get_mut("authenticatorSelection") {
+            // SoftPasskey refuses to be asked for a discoverable credential; it plays one.
+            sel["requireResidentKey"] = json!(false);
+            sel["residentKey"] = json!("discouraged");
+        }
+        let handle = v["publicKey"]["user"]["id"].clone();
+        let ccr: CreationChallengeResponse = serde_json::from_value(v).unwrap();
+        let reg = self.wa.do_registration(self.origin.clone(), ccr).unwrap();
+        let out = serde_json::to_value(&reg).unwrap();
+        self.creds.push((out["rawId"].clone(), handle));
+        out.to_string()
+    }
+
+    /// The answer to `navigator.credentials.get` with `options` (JSON).
+    fn authenticate(&mut self, options: &Value) -> Value {
+        let mut v = options.clone();
+        let discoverable = v["publicKey"]["allowCredentials"]
+            .as_array()
+            .is_none_or(|a| a.is_empty());
+        let mut handle = Value::Null;
+        if discoverable {
+            let (id, h) = self.creds.last().cloned().expect("a registered credential");
+            v["publicKey"]["allowCredentials"] = json!([{ "type": "public-key", "id": id }]);
+            handle = h;
+        }
+        let rcr: RequestChallengeResponse = serde_json::from_value(v).unwrap();
+        let cred = self.wa.do_authentication(self.origin.clone(), rcr).unwrap();
+        let mut out = serde_json::to_value(&cred).unwrap();
+        if discoverable {
+            out["response"]["userHandle"] = handle;
+        }
+        out
+    }
+}
+
+/// The WebAuthn options a passkey page hands to its script.
+fn page_options(body: &str) -> Value {
+    let json = body
+        .split(r#"<script type="application/json" id="passkey-options">"#)
+        .nth(1)
+        .and_then(|r| r.split("</script>").next())
+        .unwrap_or_else(|| panic!("no passkey options in {body}"));
+    serde_json::from_str(
+        &json
+            .replace("\\u003c", "<")
+            .replace("\\u003e", ">")
+            .replace("\\u0026", "&"),
+    )
+    .unwrap()
+}
+
+/// The value of the hidden field `name` of a page.
+fn hidden(body: &str, name: &str) -> String {
+    body.split(&format!(r#"name="{name}" value=""#))
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        .to_string()
+}
+
+async fn call(
+    s: &Server,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = s.client.request(method, format!("{}{path}", s.base));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Exchanges the code in a redirect for tokens: the ID token's claims.
+async fn id_claims(s: &Server, location: &str, verifier: &str, client: (&str, &str)) -> Value {
+    assert!(location.starts_with(REDIRECT), "{location}");
+    let code = query_of(location)["code"].clone();
+    let (st, tokens) = token(
+        s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier),
+        ],
+        Some(client),
+    )
+    .await;
+    assert_eq!(st, 200, "{tokens}");
+    let mut claims = claims_of(tokens["id_token"].as_str().unwrap());
+    claims["access_token"] = tokens["access_token"].clone();
+    claims
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passkeys_are_registered_then_sign_in_as_second_factor_and_alone() {
+    let s = Server::start(Backend::Sqlite).await;
+    let (client_id, secret, ada) = tenant(&s, "acme").await;
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    // The login pages' origin, as a browser at the issuer reports it: a loopback issuer is
+    // served as `localhost`, since an IP address cannot be a relying party.
+    let origin = format!("http://localhost:{port}");
+    let pwd = tokens_for(&s, &client_id, &secret, &ada).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = Some(pwd.as_str());
+    use reqwest::Method;
+
+    // Registration: the options name the relying party and ask for a discoverable passkey.
+    let (st, none) = call(&s, Method::GET, "/api/me/mfa", t, None).await;
+    assert_eq!(st, 200, "{none}");
+    assert_eq!(none["passkeys"], json!([]));
+    let (st, _) = call(&s, Method::POST, "/api/me/mfa/passkey", None, None).await;
+    assert_eq!(st, 401);
+    let (st, e) = call(
+        &s,
+        Method::POST,
+        "/api/me/mfa/passkey/confirm",
+        t,
+        Some(json!({ "response": "{}" })),
+    )
+    .await;
+    assert_eq!(st, 400, "a confirmation without a registration: {e}");
+    let (st, started) = call(&s, Method::POST, "/api/me/mfa/passkey", t, None).await;
+    assert_eq!(st, 200, "{started}");
+    let options = &started["options"];
+    assert_eq!(options["publicKey"]["rp"]["id"], "localhost", "{options}");
+    assert_eq!(options["publicKey"]["user"]["name"], ada.as_str());
+    assert_eq!(
+        options["publicKey"]["authenticatorSelection"]["residentKey"],
+        "required"
+    );
+    let mut key = TestPasskey::new(&origin);
+    let response = key.register(options);
+    for bad in [
+        json!({}),
+        json!({ "response": 7 }),
+        json!({ "response": "not json" }),
+    ] {
+        let (st, e) = call(
+            &s,
+            Method::POST,
+            "/api/me/mfa/passkey/confirm",
+            t,
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(st, 400, "{bad}: {e}");
+    }
+    // A failed confirmation uses the registration up: start again.
+    let (st, started) = call(&s, Method::POST, "/api/me/mfa/passkey", t, None).await;
+    assert_eq!(st, 200);
+    let mut key = TestPasskey::new(&origin);
+    // An authenticator of another origin is refused.
+    let mut elsewhere = TestPasskey::new("http://localhost:1");
+    let wrong = elsewhere.register(&started["options"]);
+    let (st, e) = call(
+        &s,
+        Method::POST,
+        "/api/me/mfa/passkey/confirm",
+        t,
+        Some(json!({ "response": wrong })),
+    )
+    .await;
+    assert_eq!(st, 400, "{e}");
+    let (st, started) = call(&s, Method::POST, "/api/me/mfa/passkey", t, None).await;
+    assert_eq!(st, 200);
+    let response = {
+        let _ = response;
+        key.register(&started["options"])
+    };
+    let (st, done) = call(
+        &s,
+        Method::POST,
+        "/api/me/mfa/passkey/confirm",
+        t,
+        Some(json!({ "response": response })),
+    )
+    .await;
+    assert_eq!(st, 200, "{done}");
+    let credential = done["credential_id"].as_str().unwrap().to_string();
+    let (st, again) = call(
+        &s,
+        Method::POST,
+        "/api/me/mfa/passkey/confirm",
+        t,
+        Some(json!({ "response": response })),
+    )
+    .await;
+    assert_eq!(st, 400, "a replayed registration: {again}");
+    let (_, status) = call(&s, Method::GET, "/api/me/mfa", t, None).await;
+    assert_eq!(status["passkeys"], json!([credential]), "{status}");
+
+    // From now on the password alone opens no session: the passkey is asked for.
+    let mut b = Browser::new(&s);
+    let (verifier, challenge) = pkce();
+    let page = b
+        .sign_in(
+            &authorize_path(&client_id, REDIRECT, &challenge, &[]),
+            &ada,
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!b.cookies.contains_key("gh_session"));
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'nonce-"), "{csp}");
+    let options = page_options(&page.body);
+    assert_eq!(
+        options["publicKey"]["allowCredentials"][0]["id"], credential,
+        "{options}"
+    );
+    let request = hidden(&page.body, "request");
+    assert_eq!(hidden(&page.body, "method"), "passkey");
+    // A made-up answer is refused, and the page asks again.
+    let p = b
+        .post(
+            "/login",
+            &[
+                ("request", &request),
+                ("method", "passkey"),
+                ("response", "{\"id\":\"x\"}"),
+            ],
+        )
+        .await;
+    assert!(
+        p.status == 400 || p.status == 401,
+        "{} {}",
+        p.status,
+        p.body
+    );
+    assert!(!b.cookies.contains_key("gh_session"));
+    let options = page_options(&p.body);
+    let answer = key.authenticate(&options);
+    let p = b
+        .post(
+            "/login",
+            &[
+                ("request", &request),
+                ("method", "passkey"),
+                ("response", &answer.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let claims = id_claims(&s, &p.location.unwrap(), &verifier, (&client_id, &secret)).await;
+    let amr: Vec<&str> = claims["amr"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    for m in ["pwd", "hwk", "mfa"] {
+        assert!(amr.contains(&m), "{m} not in {amr:?}");
+    }
+    let mfa_token = claims["access_token"].as_str().unwrap().to_string();
+
+    // The service offers passkeys to sign in without a name.
+    admin(
+        &s,
+        &[
+            "user",
+            "create",
+            "--email",
+            "alice@acme.example.com",
+            "--password-stdin",
+            "--org",
+            "acme",
+            "--role",
+            "admin",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await
+    .unwrap();
+    let alice = tokens_for(&s, &client_id, &secret, "alice@acme.example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, e) = call(
+        &s,
+        Method::PUT,
+        &format!("/api/services/{client_id}/plugins/passkey"),
+        Some(&alice),
+        Some(json!({ "config": {} })),
+    )
+    .await;
+    assert_eq!(st, 200, "{e}");
+    let mut b = Browser::new(&s);
+    let (verifier, challenge) = pkce();
+    let start = b
+        .get(&authorize_path(&client_id, REDIRECT, &challenge, &[]))
+        .await;
+    let login = start.location.unwrap();
+    let request = login.trim_start_matches("/login?request=").to_string();
+    let page = b.get(&login).await;
+    assert!(
+        page.body.contains("Sign in with a passkey"),
+        "{}",
+        page.body
+    );
+    let page = b
+        .get(&format!("/login/with/passkey?request={request}"))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains(r#"action="/login/callback/passkey""#),
+        "{}",
+        page.body
+    );
+    let options = page_options(&page.body);
+    assert_eq!(
+        options["publicKey"]["allowCredentials"],
+        json!([]),
+        "{options}"
+    );
+    let answer = key.authenticate(&options);
+    // Another user's handle on the credential: refused.
+    let mut forged = answer.clone();
+    forged["response"]["userHandle"] = json!("AAAAAAAAAAAAAAAAAAAAAA");
+    let p = b
+        .post(
+            "/login/callback/passkey",
+            &[("response", &forged.to_string())],
+        )
+        .await;
+    assert_eq!(p.status, 401, "{}", p.body);
+    // The refusal used the ceremony up: a new one.
+    let page = b
+        .get(&format!("/login/with/passkey?request={request}"))
+        .await;
+    let answer = key.authenticate(&page_options(&page.body));
+    let p = b
+        .post(
+            "/login/callback/passkey",
+            &[("response", &answer.to_string())],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let claims = id_claims(&s, &p.location.unwrap(), &verifier, (&client_id, &secret)).await;
+    assert_eq!(claims["amr"], json!(["hwk", "mfa"]), "{claims}");
+    assert_eq!(claims["sub"], status_sub(&s, &pwd).await);
+    // The same answer again: refused (its ceremony is gone).
+    let p = b
+        .post(
+            "/login/callback/passkey",
+            &[("response", &answer.to_string())],
+        )
+        .await;
+    assert!(p.status >= 400, "{} {}", p.status, p.body);
+
+    // Removing a passkey takes a sign-in with a second factor.
+    let path = format!("/api/me/mfa/passkey/{credential}");
+    let (st, _) = call(&s, Method::DELETE, &path, t, None).await;
+    assert_eq!(st, 403);
+    let (st, e) = call(
+        &s,
+        Method::DELETE,
+        "/api/me/mfa/passkey/nope",
+        Some(&mfa_token),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404, "{e}");
+    let (st, e) = call(&s, Method::DELETE, &path, Some(&mfa_token), None).await;
+    assert_eq!(st, 204, "{e}");
+    let (_, status) = call(&s, Method::GET, "/api/me/mfa", t, None).await;
+    assert_eq!(status["passkeys"], json!([]));
+    // And the password alone signs in again.
+    let mut b = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let page = b
+        .sign_in(
+            &authorize_path(&client_id, REDIRECT, &challenge, &[]),
+            &ada,
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+}
+
+/// The subject of an access token, from userinfo.
+async fn status_sub(s: &Server, token: &str) -> Value {
+    let r = s
+        .client
+        .get(format!("{}/oauth2/userinfo", s.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    r.json::<Value>().await.unwrap()["sub"].clone()
+}
