@@ -24,7 +24,8 @@ fn code_at(secret: &str, offset: i64) -> String {
         .to_string()
 }
 
-async fn call(
+/// Calls the API at `path`, as `token` if given, with a JSON `body` if given: the status and the JSON answer.
+pub(crate) async fn call(
     s: &Server,
     method: reqwest::Method,
     path: &str,

@@ -14,6 +14,7 @@ use crate::harness::{Backend, Server};
 use crate::login::{
     Browser, PASSWORD, REDIRECT, admin, authorize_path, pkce, query_of, tenant, token, tokens_for,
 };
+use crate::mfa::call;
 use crate::providers::claims_of;
 
 /// A software passkey. SoftPasskey keeps no discoverable credentials, so this plays that part
@@ -97,25 +98,6 @@ fn hidden(body: &str, name: &str) -> String {
         .and_then(|r| r.split('"').next())
         .unwrap_or_else(|| panic!("no {name} in {body}"))
         .to_string()
-}
-
-async fn call(
-    s: &Server,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut r = s.client.request(method, format!("{}{path}", s.base));
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let r = r.send().await.unwrap();
-    let st = r.status().as_u16();
-    (st, r.json().await.unwrap_or(Value::Null))
 }
 
 /// Exchanges the code in a redirect for tokens: the ID token's claims.
