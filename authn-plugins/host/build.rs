@@ -10,7 +10,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const COMPONENTS: [&str; 7] = [
+const COMPONENTS: [&str; 9] = [
+    "gatehouse_plugin_template",
+    "gatehouse_plugin_saml",
     "gatehouse_plugin_password",
     "gatehouse_plugin_passkey",
     "gatehouse_plugin_magic_link",

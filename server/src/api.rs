@@ -510,6 +510,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
         )
         .service(
             web::resource("/login/callback/{plugin}")
+                .app_data(web::PayloadConfig::new(login::MAX_CALLBACK_BYTES))
                 .get(login::provider_callback)
                 .post(login::provider_callback)
                 .default_service(web::to(|| async {

@@ -73,6 +73,46 @@ pub enum PluginCommand {
     /// Check a plugin directory (`plugin.toml` and `plugin.wasm`) as the server would at
     /// start, and print what the plugin is.
     Check { dir: std::path::PathBuf },
+    /// Run one step of the plugin in a directory on the real host, the server's side played by
+    /// a state file (accounts, key-value space, credential records, messages sent) kept from
+    /// step to step; prints what the step answered, as JSON.
+    Run {
+        dir: std::path::PathBuf,
+        #[arg(value_enum)]
+        step: crate::identity::harness::Step,
+        /// The organization's configuration of the plugin (JSON), checked against its schema.
+        #[arg(long = "plugin-config", default_value = "{}")]
+        plugin_config: String,
+        /// A form field or callback parameter, `NAME=VALUE` (repeatable).
+        #[arg(long = "param", value_parser = parse_pair)]
+        params: Vec<(String, String)>,
+        /// The login flow's id (the same for a `begin` and its `complete`).
+        #[arg(long, default_value = "harness-flow")]
+        flow: String,
+        /// The callback URL the step is told.
+        #[arg(long, default_value = "http://localhost:8080/login/callback/plugin")]
+        callback: String,
+        /// The user signed in so far (a second-factor step).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value = "harness-org")]
+        organization: String,
+        /// The harness's state (created if missing).
+        #[arg(long, default_value = "plugin-harness.json")]
+        state: std::path::PathBuf,
+        /// An account to add to the state: `EMAIL` or `EMAIL=ID` (repeatable).
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+        /// Let the plugin reach loopback over plain HTTP (a provider running locally).
+        #[arg(long)]
+        allow_loopback: bool,
+    },
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +354,39 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
             command: PluginCommand::Check { dir },
         } => {
             let out = crate::identity::plugins::check_dir(&dir).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin {
+            command:
+                PluginCommand::Run {
+                    dir,
+                    step,
+                    plugin_config,
+                    params,
+                    flow,
+                    callback,
+                    user,
+                    organization,
+                    state,
+                    accounts,
+                    allow_loopback,
+                },
+        } => {
+            let out = crate::identity::harness::run(&crate::identity::harness::Run {
+                dir,
+                step,
+                config: plugin_config,
+                params,
+                flow,
+                callback,
+                user,
+                organization,
+                state,
+                accounts,
+                allow_loopback,
+            })
+            .await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -16,6 +16,7 @@ use crate::db::SqlStore;
 use crate::db::tenancy::{Organization, Service, TierLimits};
 
 pub mod email;
+pub mod harness;
 pub mod login;
 pub mod plugins;
 pub mod providers;

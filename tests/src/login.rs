@@ -132,6 +132,24 @@ impl Browser {
         }
     }
 
+    /// A browser connecting from `ip` (a loopback address other than 127.0.0.1 is another
+    /// network address to the server), with these cookies.
+    pub fn from_address(
+        s: &Server,
+        ip: std::net::IpAddr,
+        cookies: HashMap<String, String>,
+    ) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .local_address(ip)
+                .build()
+                .unwrap(),
+            base: s.base.clone(),
+            cookies,
+        }
+    }
+
     async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
         let cookie = self
             .cookies
@@ -176,10 +194,12 @@ impl Browser {
         self.send(req).await
     }
 
+    /// Posts a form from one of the server's pages (so with its `Origin`, as browsers do).
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let req = self
             .http
             .post(format!("{}{path}", self.base))
+            .header("origin", self.base.clone())
             .header("content-type", "application/x-www-form-urlencoded")
             .body(serde_urlencoded::to_string(form).unwrap());
         self.send(req).await

@@ -26,4 +26,5 @@ mod passkeys;
 mod plugins;
 mod policies;
 mod providers;
+mod saml;
 mod sdk;

@@ -611,3 +611,200 @@ async fn the_platform_owner_with_a_second_factor_administers_the_platform() {
         "{listed}"
     );
 }
+
+/// The second factor served for a step-up the login policy asks for: a session opened with the
+/// password alone, reused from another address and device, is a medium-risk sign-in, which the
+/// platform policy refuses with a `@challenge`; the user has an authenticator app, so the
+/// sign-in continues with the code form instead of ending there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_risky_sign_in_is_stepped_up_with_the_authenticator_app() {
+    use reqwest::Method;
+    let s = Server::start(Backend::Sqlite).await;
+    let (client_id, secret, ada) = tenant(&s, "acme").await;
+
+    // Ada signs in with her password (her first sign-in: the baseline of her history).
+    let mut home = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let page = home
+        .sign_in(
+            &authorize_path(&client_id, REDIRECT, &challenge, &[]),
+            &ada,
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert!(home.cookies.contains_key("gh_session") && home.cookies.contains_key("gh_device"));
+
+    // Then she sets up an authenticator app.
+    let t = tokens_for(&s, &client_id, &secret, &ada).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, enrol) = call(&s, Method::POST, "/api/me/mfa/totp", Some(&t), None).await;
+    assert_eq!(st, 200, "{enrol}");
+    let totp_secret = enrol["secret"].as_str().unwrap().to_string();
+    let (st, e) = call(
+        &s,
+        Method::POST,
+        "/api/me/mfa/totp/confirm",
+        Some(&t),
+        Some(json!({ "code": code_at(&totp_secret, 0) })),
+    )
+    .await;
+    assert_eq!(st, 200, "{e}");
+
+    // Her password-only session, from another address and without the device cookie: new
+    // address (10) and new device (20) make a medium risk (30).
+    let mut cookies = home.cookies.clone();
+    cookies.remove("gh_device");
+    let mut away = Browser::from_address(&s, "127.0.0.2".parse().unwrap(), cookies);
+    let (verifier, challenge) = pkce();
+    let page = away
+        .get(&authorize_path(&client_id, REDIRECT, &challenge, &[]))
+        .await;
+    assert_eq!(page.status, 200, "a step-up, not a redirect: {}", page.body);
+    assert!(
+        page.body.contains(r#"name="method" value="totp""#),
+        "{}",
+        page.body
+    );
+    let request = page
+        .body
+        .split(r#"name="request" value=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    // A wrong code is refused, and nothing is issued.
+    let wrong = away
+        .post(
+            "/login",
+            &[
+                ("request", request.as_str()),
+                ("method", "totp"),
+                ("code", "000000"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert!(wrong.location.is_none());
+    let request = wrong
+        .body
+        .split(r#"name="request" value=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    // The right one (the next step's: this one was spent setting the app up) completes the
+    // sign-in, with the second factor in the tokens.
+    let done = away
+        .post(
+            "/login",
+            &[
+                ("request", request.as_str()),
+                ("method", "totp"),
+                ("code", &code_at(&totp_secret, 30)),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let q = query_of(done.location.as_deref().unwrap());
+    let (st, tokens) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+        Some((&client_id, &secret)),
+    )
+    .await;
+    assert_eq!(st, 200, "{tokens}");
+    let amr = claims_of(tokens["id_token"].as_str().unwrap())["amr"].clone();
+    assert!(
+        amr.as_array().unwrap().contains(&json!("otp"))
+            && amr.as_array().unwrap().contains(&json!("mfa")),
+        "{amr}"
+    );
+    // The policy's demand is in the audit log, with what it asked for.
+    crate::login::admin(
+        &s,
+        &[
+            "user",
+            "create",
+            "--email",
+            "alice@acme.io",
+            "--password-stdin",
+            "--org",
+            "acme",
+            "--role",
+            "admin",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await
+    .unwrap();
+    let alice = tokens_for(&s, &client_id, &secret, "alice@acme.io").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, audit) = call(
+        &s,
+        Method::GET,
+        "/api/organizations/acme/audit?kind=login.step_up_required",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{audit}");
+    let events = audit["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{audit}");
+    assert_eq!(
+        events[0]["details"]["challenge"],
+        json!(["otp", "webauthn"]),
+        "{audit}"
+    );
+
+    // Wrong codes count towards the account's lockout like wrong passwords: guessing the
+    // code after a stolen password locks the account, and then even the right password and
+    // code are refused.
+    let mut thief = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let mut page = sign_in_with_code(&mut thief, &client_id, &challenge, &ada, "111111").await;
+    let mut tries = 1;
+    while page.status == 401 && tries < 10 {
+        let request = page
+            .body
+            .split(r#"name="request" value=""#)
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_string();
+        page = thief
+            .post(
+                "/login",
+                &[
+                    ("request", request.as_str()),
+                    ("method", "totp"),
+                    ("code", "111111"),
+                ],
+            )
+            .await;
+        tries += 1;
+    }
+    assert_eq!(page.status, 429, "after {tries} wrong codes: {}", page.body);
+    assert!(page.body.contains("locked"), "{}", page.body);
+    assert!(tries <= 5, "locked only after {tries} wrong codes");
+    let mut owner = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let p = owner
+        .sign_in(
+            &authorize_path(&client_id, REDIRECT, &challenge, &[]),
+            &ada,
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(p.status, 429, "{}", p.body);
+    assert!(p.location.is_none() && !owner.cookies.contains_key("gh_session"));
+}

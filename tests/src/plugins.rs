@@ -176,3 +176,138 @@ async fn a_plugin_that_fails_its_checks_stops_the_server_with_the_reason() {
     assert!(!out.status.success());
     assert!(stderr.contains("/nonexistent/plugins"), "{stderr}");
 }
+
+/// `gatehouse plugin run DIR STEP …` with these arguments; the JSON it printed, or its error.
+async fn harness_step(dir: &str, args: &[&str]) -> Result<Value, String> {
+    let mut all = vec!["plugin", "run", dir];
+    all.extend_from_slice(args);
+    let out = gatehouse(&all, &[]).await;
+    let (stdout, stderr) = text(&out);
+    if out.status.success() {
+        Ok(serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}")))
+    } else {
+        Err(stderr)
+    }
+}
+
+#[tokio::test]
+async fn plugin_authors_run_steps_on_the_harness_host() {
+    use gatehouse_plugin_host::embedded::TEMPLATE;
+    let root = TempDir::new("harness");
+    let dir = plugin_dir(
+        root.path(),
+        "template",
+        TEMPLATE.manifest,
+        Some(TEMPLATE.wasm),
+    );
+    let state = root.path().join("state.json").display().to_string();
+    let st = ["--state", state.as_str()];
+
+    let d = harness_step(&dir, &["describe"]).await.unwrap();
+    assert_eq!(
+        (d["id"].as_str(), d["kind"].as_str()),
+        (Some("template"), Some("strategy")),
+        "{d}"
+    );
+
+    // begin: the form the login page would show.
+    let b = harness_step(
+        &dir,
+        &[&["begin", "--plugin-config", r#"{"code":"4711"}"#][..], &st].concat(),
+    )
+    .await
+    .unwrap();
+    let names: Vec<&str> = b["result"]["form"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["email", "code"], "{b}");
+
+    // complete, for an account the state file now holds: who it is, and what it kept.
+    let ok = [
+        "complete",
+        "--plugin-config",
+        r#"{"code":"4711"}"#,
+        "--account",
+        "ada@example.com=01harnessada",
+        "--param",
+        "email=Ada@Example.com",
+        "--param",
+        "code=4711",
+    ];
+    let c = harness_step(&dir, &[&ok[..], &st].concat()).await.unwrap();
+    let a = &c["result"]["assertion"];
+    assert_eq!(a["subject"], "01harnessada", "{c}");
+    assert_eq!(a["methods"], serde_json::json!(["otp"]), "{c}");
+    let kept: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let keys: Vec<&String> = kept["kv"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["plugin-kv:template:harness-org:last:01harnessada"],
+        "{kept}"
+    );
+
+    // A wrong code is the plugin's refusal, naming the account; an unknown address names none.
+    let wrong = [
+        &ok[..5],
+        &["--param", "email=ada@example.com", "--param", "code=1"],
+        &st,
+    ]
+    .concat();
+    let c = harness_step(&dir, &wrong).await.unwrap();
+    assert_eq!(
+        c["failure"]["invalid_credentials"]["user"], "01harnessada",
+        "{c}"
+    );
+    let nobody = [
+        &ok[..5],
+        &[
+            "--param",
+            "email=nobody@example.com",
+            "--param",
+            "code=4711",
+        ],
+        &st,
+    ]
+    .concat();
+    let c = harness_step(&dir, &nobody).await.unwrap();
+    assert_eq!(
+        c["failure"]["invalid_credentials"]["user"],
+        Value::Null,
+        "{c}"
+    );
+
+    // A configuration the schema refuses, a bad parameter, a broken state file: errors.
+    let e = harness_step(
+        &dir,
+        &[&["begin", "--plugin-config", "{}"][..], &st].concat(),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("not valid") && e.contains("code"), "{e}");
+    let e = harness_step(&dir, &["begin", "--param", "novalue"])
+        .await
+        .unwrap_err();
+    assert!(e.contains("NAME=VALUE"), "{e}");
+    std::fs::write(&state, "not json").unwrap();
+    let e = harness_step(
+        &dir,
+        &[&["begin", "--plugin-config", r#"{"code":"1"}"#][..], &st].concat(),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("not a harness state file"), "{e}");
+
+    // A plugin that breaks the sandbox's limits fails the step with the reason.
+    let hostile = plugin_dir(root.path(), "hostile", HOSTILE.manifest, Some(HOSTILE.wasm));
+    let fresh = root.path().join("fresh.json").display().to_string();
+    let e = harness_step(
+        &hostile,
+        &["complete", "--param", "do=loop", "--state", &fresh],
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("guest time"), "{e}");
+}

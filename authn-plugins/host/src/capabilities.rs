@@ -548,6 +548,92 @@ impl wit::webauthn::Host for StepState {
     }
 }
 
+fn saml_sp(sp: wit::saml::ServiceProvider) -> crate::saml::ServiceProviderConfig {
+    crate::saml::ServiceProviderConfig {
+        entity_id: sp.entity_id,
+        acs_url: sp.acs_url,
+        signing_key: sp.signing_key,
+    }
+}
+
+fn saml_idp(idp: wit::saml::IdentityProvider) -> crate::saml::IdentityProvider {
+    crate::saml::IdentityProvider {
+        entity_id: idp.entity_id,
+        sso_url: idp.sso_url,
+        certificates: idp.certificates,
+    }
+}
+
+impl StepState {
+    /// Runs a call of the `saml` capability (synchronous XML and signature work), counting its
+    /// time as host time.
+    fn saml<T>(&mut self, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+        let t = Instant::now();
+        let out = f();
+        self.host_time += t.elapsed();
+        if let Err(e) = &out {
+            tracing::info!(plugin = %self.plugin, organization = %self.organization, error = %e, "a SAML call was refused");
+        }
+        out
+    }
+}
+
+impl wit::saml::Host for StepState {
+    async fn parse_metadata(
+        &mut self,
+        xml: String,
+    ) -> wasmtime::Result<Result<wit::saml::IdentityProvider, String>> {
+        Ok(self.saml(|| {
+            crate::saml::parse_metadata(&xml).map(|idp| wit::saml::IdentityProvider {
+                entity_id: idp.entity_id,
+                sso_url: idp.sso_url,
+                certificates: idp.certificates,
+            })
+        }))
+    }
+
+    async fn authn_request(
+        &mut self,
+        sp: wit::saml::ServiceProvider,
+        idp: wit::saml::IdentityProvider,
+        request_id: String,
+        relay_state: String,
+    ) -> wasmtime::Result<Result<String, String>> {
+        Ok(self.saml(|| {
+            crate::saml::authn_request(&saml_sp(sp), &saml_idp(idp), &request_id, &relay_state)
+        }))
+    }
+
+    async fn verify_response(
+        &mut self,
+        sp: wit::saml::ServiceProvider,
+        idp: wit::saml::IdentityProvider,
+        saml_response: String,
+        request_id: String,
+    ) -> wasmtime::Result<Result<wit::saml::SamlIdentity, String>> {
+        Ok(self.saml(|| {
+            crate::saml::verify_response(&saml_sp(sp), &saml_idp(idp), &saml_response, &request_id)
+                .map(|i| wit::saml::SamlIdentity {
+                    issuer: i.issuer,
+                    name_id: i.name_id,
+                    name_id_format: i.name_id_format,
+                    assertion_id: i.assertion_id,
+                    session_index: i.session_index,
+                    authn_context: i.authn_context,
+                    attributes: i
+                        .attributes
+                        .into_iter()
+                        .map(|a| wit::saml::Attribute {
+                            name: a.name,
+                            friendly_name: a.friendly_name,
+                            values: a.values,
+                        })
+                        .collect(),
+                })
+        }))
+    }
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;

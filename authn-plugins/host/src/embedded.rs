@@ -56,8 +56,16 @@ pub const PASSKEY: Embedded = Embedded {
     )),
 };
 
+pub const SAML: Embedded = Embedded {
+    manifest: include_str!("../../plugins/saml/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("GATEHOUSE_PLUGIN_WASM_DIR"),
+        "/gatehouse_plugin_saml.wasm"
+    )),
+};
+
 /// Every first-party plugin.
-pub const ALL: [Embedded; 6] = [PASSWORD, OIDC, GITHUB, TOTP, MAGIC_LINK, PASSKEY];
+pub const ALL: [Embedded; 7] = [PASSWORD, OIDC, GITHUB, TOTP, MAGIC_LINK, PASSKEY, SAML];
 
 /// Whether `id` is a first-party plugin's (which no other plugin may take).
 pub fn is_first_party(id: &str) -> bool {
@@ -73,5 +81,16 @@ pub const HOSTILE: Embedded = Embedded {
     wasm: include_bytes!(concat!(
         env!("GATEHOUSE_PLUGIN_WASM_DIR"),
         "/gatehouse_plugin_hostile.wasm"
+    )),
+};
+
+/// The template plugin (`authn-plugins/template`), which plugin authors start from; built so
+/// that it keeps building, and for the harness's tests. Never installed by the server.
+#[doc(hidden)]
+pub const TEMPLATE: Embedded = Embedded {
+    manifest: include_str!("../../template/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("GATEHOUSE_PLUGIN_WASM_DIR"),
+        "/gatehouse_plugin_template.wasm"
     )),
 };

@@ -15,6 +15,7 @@ pub mod embedded;
 mod http;
 mod jwt;
 pub mod manifest;
+pub mod saml;
 mod webauthn;
 
 use std::collections::{BTreeMap, HashMap};
@@ -510,6 +511,9 @@ impl Host {
                         &mut linker,
                         |s| s,
                     )
+                }
+                Capability::Saml => {
+                    wit::saml::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
                 }
             }
             .map_err(link)?;

@@ -20,10 +20,11 @@ pub enum Capability {
     Jwt,
     Email,
     Webauthn,
+    Saml,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 11] = [
+    pub const ALL: [Capability; 12] = [
         Capability::Log,
         Capability::Clock,
         Capability::Random,
@@ -35,6 +36,7 @@ impl Capability {
         Capability::Jwt,
         Capability::Email,
         Capability::Webauthn,
+        Capability::Saml,
     ];
 
     /// Its interface name in `gatehouse:authn` (and in manifests).
@@ -51,6 +53,7 @@ impl Capability {
             Capability::Jwt => "jwt",
             Capability::Email => "email",
             Capability::Webauthn => "webauthn",
+            Capability::Saml => "saml",
         }
     }
 }

@@ -166,6 +166,16 @@ pub mod webauthn {
     };
 }
 
+/// SAML 2.0 single sign-on as a service provider (capability `saml`): the host builds the
+/// AuthnRequest redirect and verifies the IdP's signed response (samael with xmlsec). The
+/// plugin keeps each request's id (in [`kv`], taken once) until its response comes.
+pub mod saml {
+    pub use super::bindings::gatehouse::authn::saml::{
+        Attribute, IdentityProvider, SamlIdentity, ServiceProvider, authn_request, parse_metadata,
+        verify_response,
+    };
+}
+
 /// A login plugin.
 pub trait Plugin {
     /// What the plugin is; the host may call this once and keep the answer.

@@ -184,6 +184,36 @@ fn request_params(req: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String)
     }
 }
 
+/// The largest answer an identity provider may post to a callback (a SAML response is
+/// commonly tens of KiB; the `saml` capability takes at most 256 KiB of base64).
+pub(super) const MAX_CALLBACK_BYTES: usize = 512 << 10;
+/// The field marking a callback's answer as posted again from this site.
+const REPOSTED: &str = "gh_reposted";
+
+/// Whether a POST came from another site's page (its `Origin` is not the issuer's, or it
+/// has none): only such a POST lacks the sign-in's cookies for want of SameSite; one from
+/// Gatehouse's own pages without them has none to bring.
+fn posted_from_elsewhere(p: &Provider<'_>, req: &HttpRequest) -> bool {
+    let own = url::Url::parse(p.issuer)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    req.headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .is_none_or(|o| o != own)
+}
+
+/// The parameters of a callback: its query, or its posted form of up to
+/// [`MAX_CALLBACK_BYTES`].
+fn callback_params(req: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    if req.method() == actix_web::http::Method::POST {
+        super::oauth::form_pairs_up_to(req, body, MAX_CALLBACK_BYTES)
+            .map_err(|(_, m)| m.to_string())
+    } else {
+        request_params(req, body)
+    }
+}
+
 /// `redirect_uri` with the parameters added to its query.
 fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
     let encoded = serde_urlencoded::to_string(pairs).unwrap_or_default();
@@ -1698,9 +1728,40 @@ pub(super) async fn provider_callback(
             None,
         )
     };
+    let params: Vec<(String, String)> = match callback_params(&req, &body) {
+        Ok(ps) if ps.len() <= 64 => ps,
+        _ => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "The answer could not be read",
+                "Go back to the application and start signing in again.",
+                None,
+            );
+        }
+    };
+    let reposted = params.iter().any(|(k, _)| k == REPOSTED);
     let Some(id) = req.cookie(FLOW_COOKIE).map(|c| c.value().to_string()) else {
+        // An identity provider's answer posted from its own site (SAML's HTTP-POST binding)
+        // comes without this site's SameSite=Lax cookies: the page posts it again from here,
+        // which brings them.
+        if req.method() == actix_web::http::Method::POST
+            && !reposted
+            && posted_from_elsewhere(&p, &req)
+        {
+            let mut fields: Vec<(&str, &str)> = params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            fields.push((REPOSTED, "1"));
+            return super::pages::repost_page(&format!("/login/callback/{plugin}"), &fields);
+        }
         return expired();
     };
+    // `purpose` is the server's to set, never a browser's.
+    let params: Vec<(String, String)> = params
+        .into_iter()
+        .filter(|(k, _)| k != "purpose" && k != REPOSTED)
+        .collect();
     let (pending, service, org) = match bound_request(&p, &req, &id).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -1710,18 +1771,6 @@ pub(super) async fn provider_callback(
         Err(r) => return r,
     };
     let display_name = method.display_name.clone();
-    let params = match request_params(&req, &body) {
-        // `purpose` is the server's to set, never a browser's.
-        Ok(ps) if ps.len() <= 64 => ps.into_iter().filter(|(k, _)| k != "purpose").collect(),
-        _ => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "The answer could not be read",
-                "Go back to the application and start signing in again.",
-                org.as_ref(),
-            );
-        }
-    };
     let ip = client_ip(&req);
     let org_id = Some(service.organization_id.as_str());
     let request = StepRequest {

@@ -165,6 +165,16 @@ pub(super) fn form_pairs(
     req: &HttpRequest,
     body: &[u8],
 ) -> Result<Vec<(String, String)>, (StatusCode, &'static str)> {
+    form_pairs_up_to(req, body, MAX_FORM_BYTES)
+}
+
+/// [`form_pairs`] with a cap of `max` bytes (an identity provider's posted answer is larger
+/// than any form of the login).
+pub(super) fn form_pairs_up_to(
+    req: &HttpRequest,
+    body: &[u8],
+    max: usize,
+) -> Result<Vec<(String, String)>, (StatusCode, &'static str)> {
     let form_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -181,7 +191,7 @@ pub(super) fn form_pairs(
             "the body must be application/x-www-form-urlencoded",
         ));
     }
-    if body.len() > MAX_FORM_BYTES {
+    if body.len() > max {
         return Err((
             StatusCode::PAYLOAD_TOO_LARGE,
             "the request body is too large",

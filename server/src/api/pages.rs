@@ -458,6 +458,48 @@ pub fn passkey_page(
     page_with_script(status, title, org, &body, Some(&nonce))
 }
 
+/// A page that posts `fields` to `action` (this site) at once, or on a click without
+/// JavaScript: an identity provider's cross-site answer, sent again from this site so that
+/// the browser brings its cookies.
+pub fn repost_page(action: &str, fields: &[(&str, &str)]) -> HttpResponse {
+    let mut nonce = [0u8; 18];
+    if getrandom::fill(&mut nonce).is_err() {
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Something went wrong",
+            "Try again in a moment.",
+            None,
+        );
+    }
+    use base64::Engine as _;
+    let nonce = base64::engine::general_purpose::STANDARD.encode(nonce);
+    let hidden: String = fields
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                r#"<input type="hidden" name="{}" value="{}">"#,
+                escape(k),
+                escape(v)
+            )
+        })
+        .collect();
+    let body = format!(
+        r#"<form method="post" action="{action}" id="repost">
+{hidden}<p>Your identity provider has answered.</p>
+<button type="submit">Continue</button>
+</form>
+<script nonce="{nonce}">document.getElementById("repost").submit();</script>"#,
+        action = escape(action),
+    );
+    page_with_script(
+        StatusCode::OK,
+        "Continue signing in",
+        None,
+        &body,
+        Some(&nonce),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
