@@ -202,6 +202,9 @@ fn route_label(path: &str) -> &'static str {
         ["oauth2", "logout"] => "/oauth2/logout",
         ["oauth2", "userinfo"] => "/oauth2/userinfo",
         ["login"] => "/login",
+        ["login", "with", _] => "/login/with/{plugin}",
+        ["login", "callback", _] => "/login/callback/{plugin}",
+        ["login", "metadata", "saml", _] => "/login/metadata/saml/{client_id}",
         ["device"] => "/device",
         ["oauth2", "device_authorization"] => "/oauth2/device_authorization",
         ["api", "me", "sessions"] => "/api/me/sessions",
@@ -507,6 +510,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .default_service(web::to(|| async {
                     openfga::method_not_allowed("GET, POST")
                 })),
+        )
+        .service(
+            web::resource("/login/metadata/saml/{client_id}")
+                .get(login::saml_metadata)
+                .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
         )
         .service(
             web::resource("/login/callback/{plugin}")

@@ -62,6 +62,9 @@ pub struct Config {
     /// (`GATEHOUSE_PLUGIN_HTTP_LOOPBACK`): for development and tests against an identity
     /// provider on the same machine, never for production.
     pub plugin_http_loopback: bool,
+    /// Keeps plugins' compiled code in `<data dir>/plugin-cache`, so that a restart does not
+    /// compile them again (`GATEHOUSE_PLUGIN_CACHE`, default true).
+    pub plugin_cache: bool,
 }
 
 impl Default for Config {
@@ -88,6 +91,7 @@ impl Default for Config {
             password_hash_slots: None,
             plugin_dir: None,
             plugin_http_loopback: false,
+            plugin_cache: true,
         }
     }
 }
@@ -207,6 +211,9 @@ impl Config {
         }
         if let Some(v) = env("GATEHOUSE_PLUGIN_DIR") {
             c.plugin_dir = Some(v.into());
+        }
+        if let Some(v) = env("GATEHOUSE_PLUGIN_CACHE") {
+            c.plugin_cache = parse_bool("GATEHOUSE_PLUGIN_CACHE", &v)?;
         }
         if let Some(v) = env("GATEHOUSE_PLUGIN_HTTP_LOOPBACK") {
             c.plugin_http_loopback = parse_bool("GATEHOUSE_PLUGIN_HTTP_LOOPBACK", &v)?;

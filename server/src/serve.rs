@@ -217,7 +217,7 @@ pub async fn run(config: Config) -> Result<()> {
         None => Arc::new(InProcess::default()),
     };
     let mailer = Arc::new(mailer(&config)?);
-    let plugins = crate::identity::plugins::host(
+    let (plugins, upload_sync) = crate::identity::plugins::host(
         crate::identity::plugins::ServerServices {
             store: identity.store.clone(),
             kv: kv.clone(),
@@ -227,8 +227,13 @@ pub async fn run(config: Config) -> Result<()> {
         config.plugin_dir.as_deref(),
         config.plugin_http_loopback,
         &config.issuer(),
+        config
+            .plugin_cache
+            .then(|| config.data_dir.join("plugin-cache")),
     )
     .await?;
+    let plugins = Arc::new(plugins);
+    upload_sync.spawn(plugins.clone());
     spawn_upkeep(engine.clone());
     let service_plugins = Arc::new(crate::identity::providers::ServicePlugins {
         store: identity.store.clone(),
@@ -248,7 +253,7 @@ pub async fn run(config: Config) -> Result<()> {
         signup: config.signup,
         store_owners: moka::sync::Cache::builder().max_capacity(100_000).build(),
         mailer: Some(mailer),
-        plugins: Some(Arc::new(plugins)),
+        plugins: Some(plugins),
         service_plugins: Some(service_plugins),
     });
     let max_body = config.max_body_bytes;

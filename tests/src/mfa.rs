@@ -283,8 +283,7 @@ async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
     assert_eq!(page.status, 400, "{}", page.body);
     assert!(!b.cookies.contains_key("gh_session"));
 
-    // The device page does not ask for a second factor, so it signs such an account in on
-    // no device.
+    // The device page asks for the code too, before any session opens.
     let tv = crate::login::admin(
         &s,
         &[
@@ -302,17 +301,17 @@ async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
     )
     .await
     .unwrap();
+    let tv_id = tv["client_id"].as_str().unwrap().to_string();
     let r = s
         .client
         .post(format!("{}/oauth2/device_authorization", s.base))
-        .form(&[("client_id", tv["client_id"].as_str().unwrap())])
+        .form(&[("client_id", tv_id.as_str()), ("scope", "openid")])
         .send()
         .await
         .unwrap();
-    let user_code = r.json::<Value>().await.unwrap()["user_code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let grant: Value = r.json().await.unwrap();
+    let user_code = grant["user_code"].as_str().unwrap().to_string();
+    let device_code = grant["device_code"].as_str().unwrap().to_string();
     let mut phone = Browser::new(&s);
     let page = phone.get(&format!("/device?user_code={user_code}")).await;
     assert_eq!(page.status, 200, "{}", page.body);
@@ -329,9 +328,80 @@ async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
             ],
         )
         .await;
-    assert_eq!(page.status, 403, "{}", page.body);
-    assert!(page.body.contains("authenticator app"), "{}", page.body);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("one-time-code"), "{}", page.body);
     assert!(!phone.cookies.contains_key("gh_session"));
+    let first_factor = |body: &str| {
+        body.split(r#"name="first_factor" value=""#)
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_string()
+    };
+    let token = first_factor(&page.body);
+    let (c, u) = (csrf.as_str(), user_code.as_str());
+    // A wrong code: asked again, under a new token; the old one is used up.
+    let page = phone
+        .post(
+            "/device",
+            &[
+                ("csrf", c),
+                ("user_code", u),
+                ("first_factor", &token),
+                ("code", "000000"),
+                ("action", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 401, "{}", page.body);
+    assert!(page.body.contains("not right"), "{}", page.body);
+    let token2 = first_factor(&page.body);
+    assert_ne!(token, token2);
+    let page = phone
+        .post(
+            "/device",
+            &[
+                ("csrf", c),
+                ("user_code", u),
+                ("first_factor", &token),
+                ("code", &recovery[6]),
+                ("action", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("expired"), "{}", page.body);
+    assert!(!phone.cookies.contains_key("gh_session"));
+    // The right one (here a recovery code) connects the device, with both factors.
+    let page = phone
+        .post(
+            "/device",
+            &[
+                ("csrf", c),
+                ("user_code", u),
+                ("first_factor", &token2),
+                ("code", &recovery[6]),
+                ("action", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Device connected"), "{}", page.body);
+    assert!(phone.cookies.contains_key("gh_session"));
+    let r = s
+        .client
+        .post(format!("{}/oauth2/token", s.base))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device_code.as_str()),
+            ("client_id", tv_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let tokens: Value = r.json().await.unwrap();
+    let amr = claims_of(tokens["id_token"].as_str().unwrap())["amr"].clone();
+    assert!(amr.as_array().unwrap().contains(&json!("mfa")), "{tokens}");
 
     // From a sign-in that used it, it can be removed; then the password alone signs in.
     assert_eq!(
@@ -807,4 +877,240 @@ async fn a_risky_sign_in_is_stepped_up_with_the_authenticator_app() {
         .await;
     assert_eq!(p.status, 429, "{}", p.body);
     assert!(p.location.is_none() && !owner.cookies.contains_key("gh_session"));
+}
+
+/// The digest of the `hostile` plugin `s` has installed, as its plugin list shows it.
+async fn hostile_on(s: &Server, token: &str) -> Option<String> {
+    let (st, listed) = call(s, reqwest::Method::GET, "/api/plugins", Some(token), None).await;
+    assert_eq!(st, 200, "{listed}");
+    listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "hostile")
+        .map(|p| p["sha256"].as_str().unwrap().to_string())
+}
+
+/// A plugin uploaded through one node is installed on the others within seconds, and a
+/// removal reaches them the same way (each node looks at the uploads every 2 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uploaded_plugin_reaches_every_node() {
+    use gatehouse_plugin_host::embedded::HOSTILE;
+    use reqwest::Method;
+    let mut opts = crate::login::deployment();
+    opts.env
+        .push(("PLATFORM_OWNER_EMAIL".into(), "root@gatehouse.test".into()));
+    opts.env
+        .push(("PLATFORM_OWNER_PASSWORD".into(), PASSWORD.into()));
+    // Sessions are shared through Redis, as in any deployment of several nodes.
+    opts.redis = Some((
+        crate::harness::REDIS_URL.into(),
+        format!("gh-test-{}", ulid::Ulid::new()),
+    ));
+    let a = Server::start_with(opts.clone()).await;
+    opts.database = a.database.clone();
+    let b = Server::start_with(opts).await;
+    let (client_id, secret, ada) = tenant(&a, "acme").await;
+    let root = "root@gatehouse.test";
+    let pwd = tokens_for(&a, &client_id, &secret, root).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, enrol) = call(&a, Method::POST, "/api/me/mfa/totp", Some(&pwd), None).await;
+    assert_eq!(st, 200, "{enrol}");
+    let totp_secret = enrol["secret"].as_str().unwrap().to_string();
+    let (st, _) = call(
+        &a,
+        Method::POST,
+        "/api/me/mfa/totp/confirm",
+        Some(&pwd),
+        Some(json!({ "code": code_at(&totp_secret, 0) })),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let mut browser = Browser::new(&a);
+    let (verifier, challenge) = pkce();
+    let page = sign_in_with_code(
+        &mut browser,
+        &client_id,
+        &challenge,
+        root,
+        &code_at(&totp_secret, 30),
+    )
+    .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let q = query_of(page.location.as_deref().unwrap());
+    let (st, tokens) = token(
+        &a,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+        Some((&client_id, &secret)),
+    )
+    .await;
+    assert_eq!(st, 200, "{tokens}");
+    let mfa = tokens["access_token"].as_str().unwrap().to_string();
+    let ada_token = tokens_for(&a, &client_id, &secret, &ada).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let within = |what: &'static str| {
+        let started = std::time::Instant::now();
+        move || {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{what} never reached the other node"
+            )
+        }
+    };
+    assert_eq!(hostile_on(&b, &ada_token).await, None);
+
+    use base64::Engine;
+    let upload = json!({
+        "manifest": HOSTILE.manifest,
+        "wasm": base64::engine::general_purpose::STANDARD.encode(HOSTILE.wasm),
+    });
+    let (st, got) = call(&a, Method::POST, "/api/plugins", Some(&mfa), Some(upload)).await;
+    assert_eq!(st, 201, "{got}");
+    let sha = got["sha256"].as_str().unwrap().to_string();
+    assert_eq!(
+        hostile_on(&a, &ada_token).await.as_deref(),
+        Some(sha.as_str())
+    );
+    let check = within("the upload");
+    while hostile_on(&b, &ada_token).await.as_deref() != Some(sha.as_str()) {
+        check();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    let (st, _) = call(&a, Method::DELETE, "/api/plugins/hostile", Some(&mfa), None).await;
+    assert_eq!(st, 204);
+    assert_eq!(hostile_on(&a, &ada_token).await, None);
+    let check = within("the removal");
+    while hostile_on(&b, &ada_token).await.is_some() {
+        check();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// An invitation accepted by a user with an authenticator app: the password on the invitation
+/// page joins the organization but opens no session (the page does not ask for the code); the
+/// user then signs in to the organization's applications with both factors.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invitation_is_accepted_by_a_user_with_a_second_factor() {
+    use crate::account::{link_in_mail, path_of};
+    use reqwest::Method;
+    let s = Server::start(Backend::Sqlite).await;
+    let (client_id, secret, ada) = tenant(&s, "acme").await;
+    let t = tokens_for(&s, &client_id, &secret, &ada).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, enrol) = call(&s, Method::POST, "/api/me/mfa/totp", Some(&t), None).await;
+    assert_eq!(st, 200, "{enrol}");
+    let totp_secret = enrol["secret"].as_str().unwrap().to_string();
+    let (st, _) = call(
+        &s,
+        Method::POST,
+        "/api/me/mfa/totp/confirm",
+        Some(&t),
+        Some(json!({ "code": code_at(&totp_secret, 0) })),
+    )
+    .await;
+    assert_eq!(st, 200);
+
+    // Another organization's admin invites her.
+    let (g_client, g_secret, _) = tenant(&s, "globex").await;
+    crate::login::admin(
+        &s,
+        &[
+            "user",
+            "create",
+            "--email",
+            "boss@globex.io",
+            "--password-stdin",
+            "--org",
+            "globex",
+            "--role",
+            "admin",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await
+    .unwrap();
+    let boss = tokens_for(&s, &g_client, &g_secret, "boss@globex.io").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, inv) = call(
+        &s,
+        Method::POST,
+        "/api/organizations/globex/invitations",
+        Some(&boss),
+        Some(json!({ "email": ada, "role": "member" })),
+    )
+    .await;
+    assert_eq!(st, 201, "{inv}");
+    let prefix = format!("{}/invitations/accept?token=", s.base);
+    let link = link_in_mail(&s.data_dir().join("outbox"), &ada, 1, &prefix).await;
+    let token = link.split("token=").nth(1).unwrap().to_string();
+    let mut b = Browser::new(&s);
+    let page = b.get(&path_of(&link, &s.base)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = b.cookies["gh_form"].clone();
+    let p = b
+        .post(
+            "/invitations/accept",
+            &[
+                ("csrf", &csrf),
+                ("token", &token),
+                ("password", "wrong password"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 401, "{}", p.body);
+    let p = b
+        .post(
+            "/invitations/accept",
+            &[("csrf", &csrf), ("token", &token), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains("authenticator app"), "{}", p.body);
+    assert!(
+        !b.cookies.contains_key("gh_session"),
+        "a session opened on the password alone"
+    );
+    let (st, members) = call(
+        &s,
+        Method::GET,
+        "/api/organizations/globex/members",
+        Some(&boss),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{members}");
+    assert!(
+        members["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["email"] == ada.as_str() && m["role"] == "member"),
+        "{members}"
+    );
+    // She signs in to globex's service with both factors.
+    let (_, challenge) = pkce();
+    let page = sign_in_with_code(
+        &mut b,
+        &g_client,
+        &challenge,
+        &ada,
+        &code_at(&totp_secret, 30),
+    )
+    .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert!(page.location.as_deref().unwrap().starts_with(REDIRECT));
 }

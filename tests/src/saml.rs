@@ -378,6 +378,10 @@ async fn the_saml_plugin_signs_in_with_signed_responses_only(backend: Backend) {
         assert_eq!(st, 400, "{config}: {e}");
         assert!(e.to_string().contains(needle), "{needle}: {e}");
     }
+    let metadata_url = format!("{}/login/metadata/saml/{client_id}", s.base);
+    let r = s.client.get(&metadata_url).send().await.unwrap();
+    assert_eq!(r.status(), 404, "no SAML on the service yet");
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "not_found");
     let (st, got) = put(json!({
         "idp_metadata": idp.metadata(),
         "trust_email": true,
@@ -385,6 +389,27 @@ async fn the_saml_plugin_signs_in_with_signed_responses_only(backend: Backend) {
     }))
     .await;
     assert_eq!(st, 200, "{got}");
+    // The service provider's metadata, for the IdP: the callback is its entity id and its
+    // assertion consumer service.
+    let r = s.client.get(&metadata_url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/samlmetadata+xml");
+    let md: samael::metadata::EntityDescriptor = r.text().await.unwrap().parse().unwrap();
+    assert_eq!(md.entity_id.as_deref(), Some(callback.as_str()));
+    let sp = &md.sp_sso_descriptors.as_ref().unwrap()[0];
+    assert_eq!(sp.assertion_consumer_services[0].location, callback);
+    assert_eq!(
+        sp.assertion_consumer_services[0].binding,
+        "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
+    );
+    assert_eq!(sp.want_assertions_signed, Some(true));
+    let r = s
+        .client
+        .get(format!("{}/login/metadata/saml/no-such-client", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 
     // Ada's address is a password account's: the IdP's word alone does not link them.
     let attributes = [
@@ -597,6 +622,21 @@ async fn the_saml_plugin_signs_in_with_signed_responses_only(backend: Backend) {
     }))
     .await;
     assert_eq!(st, 200, "{got}");
+    let md: samael::metadata::EntityDescriptor = s
+        .client
+        .get(&metadata_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        md.entity_id.as_deref(),
+        Some("https://gatehouse.test/sp/acme")
+    );
     let mut b = Browser::new(&s);
     let (_, challenge) = pkce();
     let (id, acs) = start(&mut b, &client_id, &challenge, &idp).await;

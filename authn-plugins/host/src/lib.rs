@@ -75,6 +75,10 @@ pub struct Limits {
     /// The relying party of the `webauthn` capability (the platform's issuer); without one,
     /// its ceremonies are refused.
     pub relying_party: Option<RelyingParty>,
+    /// A directory to keep compiled components in (wasmtime's cache, keyed by the component
+    /// and the engine's settings), so that a restart loads them without compiling; `None`
+    /// compiles every time.
+    pub compile_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for Limits {
@@ -88,6 +92,7 @@ impl Default for Limits {
             log_lines: 100,
             http: HttpPolicy::default(),
             relying_party: None,
+            compile_cache: None,
         }
     }
 }
@@ -137,6 +142,8 @@ impl PluginError {
 pub struct Plugin {
     pub manifest: Manifest,
     pub description: Description,
+    /// SHA-256 of the component (hex): which build of the plugin this is.
+    pub sha256: String,
     pre: bindings::AuthnPluginPre<StepState>,
 }
 
@@ -228,6 +235,20 @@ impl Host {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .max_wasm_stack(512 << 10)
             .async_stack_size(1 << 20);
+        if let Some(dir) = &limits.compile_cache {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                PluginError::Rejected(format!(
+                    "cannot use `{}` for compiled plugins: {e}",
+                    dir.display()
+                ))
+            })?;
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            let cache = wasmtime::Cache::new(cache).map_err(|e| {
+                PluginError::Rejected(format!("cannot use the compiled plugin cache: {e}"))
+            })?;
+            cfg.cache(Some(cache));
+        }
         let engine = Engine::new(&cfg)
             .map_err(|e| PluginError::Rejected(format!("cannot start the plugin engine: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -326,6 +347,16 @@ impl Host {
         plugin
     }
 
+    /// The SHA-256 of the component installed under `id`, if it is installed and loaded (a
+    /// registered first-party plugin not used yet has none).
+    pub fn installed_sha256(&self, id: &str) -> Option<String> {
+        self.plugins
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .and_then(|e| e.loaded.get().map(|p| p.sha256.clone()))
+    }
+
     /// Removes an installed plugin; false if there was none. Steps already running finish.
     pub fn uninstall(&self, id: &str) -> bool {
         self.plugins
@@ -378,7 +409,12 @@ impl Host {
                 chain(&e)
             ))
         })?;
+        let sha256 = {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(wasm))
+        };
         let mut plugin = Plugin {
+            sha256,
             description: Description {
                 id: manifest.id.clone(),
                 version: manifest.version.clone(),

@@ -432,6 +432,38 @@ pub fn verify_response(
     })
 }
 
+/// The SAML metadata of a service provider, for an identity provider to import: its entity
+/// id, its assertion consumer service (HTTP-POST), whether it signs its requests, that it wants
+/// assertions signed, and the NameID formats it takes (persistent, email). Valid for 2 days.
+pub fn sp_metadata(entity_id: &str, acs_url: &str, signs_requests: bool) -> Result<String, String> {
+    use samael::metadata::{IndexedEndpoint, SpSsoDescriptor};
+    use samael::traits::ToXml as _;
+    let md = EntityDescriptor {
+        entity_id: Some(entity_id.to_string()),
+        valid_until: Some(Utc::now() + Duration::days(2)),
+        sp_sso_descriptors: Some(vec![SpSsoDescriptor {
+            protocol_support_enumeration: Some("urn:oasis:names:tc:SAML:2.0:protocol".into()),
+            authn_requests_signed: Some(signs_requests),
+            want_assertions_signed: Some(true),
+            name_id_formats: Some(vec![
+                "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".into(),
+                "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress".into(),
+            ]),
+            assertion_consumer_services: vec![IndexedEndpoint {
+                binding: HTTP_POST_BINDING.into(),
+                location: acs_url.to_string(),
+                response_location: None,
+                index: 0,
+                is_default: Some(true),
+            }],
+            ..SpSsoDescriptor::default()
+        }]),
+        ..EntityDescriptor::default()
+    };
+    md.to_string()
+        .map_err(|e| format!("cannot write the metadata: {e}"))
+}
+
 /// Whether `s` is an XML NCName as SAML ids must be (a letter or `_` first), in ASCII.
 fn is_ncname(s: &str) -> bool {
     let mut chars = s.chars();

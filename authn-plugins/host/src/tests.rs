@@ -707,3 +707,58 @@ async fn a_platform_that_does_not_grant_email_refuses_a_plugin_that_needs_it() {
     let e = host.install(HOSTILE_MANIFEST, HOSTILE).await.unwrap_err();
     assert!(e.to_string().contains("`email`"), "{e}");
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn compiled_components_are_kept_on_disk_and_a_damaged_cache_is_ignored() {
+    let dir = std::env::temp_dir().join(format!("gh-plugin-cache-{}", ulid::Ulid::new()));
+    let limits = Limits {
+        compile_cache: Some(dir.clone()),
+        ..Limits::default()
+    };
+    let (host, _) = host_with(limits.clone(), &Capability::ALL).await;
+    let p = host.install(HOSTILE_MANIFEST, HOSTILE).await.unwrap();
+    drop(host);
+    let kept = files_under(&dir);
+    assert!(!kept.is_empty(), "nothing was kept in {}", dir.display());
+    let size: u64 = kept
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(size > HOSTILE.len() as u64 / 2, "{size} bytes kept");
+
+    // Another host (a restart) loads it from there, and it runs.
+    let (host, _) = host_with(limits.clone(), &Capability::ALL).await;
+    let again = host.install(HOSTILE_MANIFEST, HOSTILE).await.unwrap();
+    assert_eq!(again.sha256, p.sha256);
+    assert!(matches!(
+        host.begin("hostile", "org", req(&[])).await.unwrap(),
+        Ok(BeginResult::Form(_))
+    ));
+    drop(host);
+
+    // Damaged entries are not trusted: the component is compiled again and runs.
+    for f in files_under(&dir) {
+        std::fs::write(&f, b"not compiled code").unwrap();
+    }
+    let (host, _) = host_with(limits, &Capability::ALL).await;
+    host.install(HOSTILE_MANIFEST, HOSTILE).await.unwrap();
+    assert!(matches!(
+        host.begin("hostile", "org", req(&[])).await.unwrap(),
+        Ok(BeginResult::Form(_))
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}

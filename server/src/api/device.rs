@@ -11,16 +11,17 @@ use serde_json::json;
 
 use super::AppState;
 use super::login::{
-    Provider, SESSION_COOKIE, authorize_session, client_ip, cookie, current_session, form_token,
-    form_token_ok, organization_of, provider, unavailable_page,
+    FormSignIn, Provider, SESSION_COOKIE, authorize_session, client_ip, cookie, current_session,
+    form_token, form_token_ok, organization_of, provider, unavailable_page,
 };
 use super::oauth::{
     Refusal, UserGrant, grant_allowed, grant_client, internal, invalid_grant, new_family, no_store,
     oauth_error, parse_form, user_tokens,
 };
 use super::pages::{error_page, escape, page};
+use crate::identity::login::{Failure, Strategy as _};
 use crate::oidc::sessions::{
-    Code, DEVICE_INTERVAL, DEVICE_SECONDS, DeviceDecision, SESSION_SECONDS,
+    Code, DEVICE_INTERVAL, DEVICE_SECONDS, DeviceDecision, SESSION_SECONDS, sha256_hex,
 };
 
 pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -200,6 +201,185 @@ fn device_form(
     page(status, "Connect a device", None, &body)
 }
 
+/// How long the password may wait for the authenticator app's code.
+const FIRST_FACTOR_SECONDS: u64 = 600;
+
+fn first_factor_key(token: &str) -> String {
+    format!("device-first-factor:{}", sha256_hex(token))
+}
+
+/// A first factor that waits for the second, on the device page.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FirstFactor {
+    user: String,
+    methods: Vec<String>,
+}
+
+/// The page asking for the authenticator app's code, after a good password: the first factor
+/// waits under a token of this form (only its digest is kept) for 10 minutes.
+async fn ask_second_factor(
+    p: &Provider<'_>,
+    csrf: &str,
+    user_code: &str,
+    action: &str,
+    user: &crate::db::users::User,
+    methods: Vec<String>,
+    error: Option<(StatusCode, &str)>,
+) -> HttpResponse {
+    match p.identity.second_factors(&user.id).await {
+        Ok(f) if f.totp => {}
+        Ok(_) => {
+            return device_form(
+                StatusCode::FORBIDDEN,
+                csrf,
+                user_code,
+                false,
+                Some(
+                    "This account's second factor is a passkey, which this page cannot ask for. Sign in to an application in this browser with it first, then open this page again.",
+                ),
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a user's second factor");
+            return unavailable_page();
+        }
+    }
+    let Ok(token) = crate::oidc::sessions::secret("") else {
+        return unavailable_page();
+    };
+    let kept = FirstFactor {
+        user: user.id.clone(),
+        methods,
+    };
+    let Ok(value) = serde_json::to_string(&kept) else {
+        return unavailable_page();
+    };
+    if let Err(e) = p
+        .sessions
+        .kv()
+        .put(
+            &first_factor_key(&token),
+            &value,
+            std::time::Duration::from_secs(FIRST_FACTOR_SECONDS),
+        )
+        .await
+    {
+        tracing::error!(error = %e, "cannot keep a first factor");
+        return unavailable_page();
+    }
+    let (status, error) = error.unwrap_or((StatusCode::OK, ""));
+    let error = if error.is_empty() {
+        String::new()
+    } else {
+        format!(r#"<p class="error" role="alert">{}</p>"#, escape(error))
+    };
+    let deny = action == "deny";
+    let body = format!(
+        r#"<p>Enter the code your authenticator app shows (or a recovery code).</p>
+{error}<form method="post" action="/device">
+<input type="hidden" name="csrf" value="{csrf}">
+<input type="hidden" name="user_code" value="{code}">
+<input type="hidden" name="first_factor" value="{token}">
+<label for="code">Code</label>
+<input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code" required autofocus>
+<button type="submit" name="action" value="{action}">{label}</button>
+</form>"#,
+        csrf = escape(csrf),
+        code = escape(user_code),
+        action = if deny { "deny" } else { "allow" },
+        label = if deny {
+            "Deny the device"
+        } else {
+            "Allow this device"
+        },
+    );
+    page(status, "Confirm it is you", None, &body)
+}
+
+/// A second factor to ask for again: the user, the first factor's methods, and why.
+type AskAgain = (crate::db::users::User, Vec<String>, StatusCode, String);
+
+/// The authenticator app's code for a first factor waiting under `token`: a session with both
+/// factors, or (`Err`) the code asked for again (a wrong code counts towards the account's
+/// lockout).
+async fn second_factor(
+    p: &Provider<'_>,
+    req: &HttpRequest,
+    form: &HashMap<String, String>,
+    token: &str,
+    service: &crate::db::tenancy::Service,
+) -> Result<FormSignIn, AskAgain> {
+    let key = first_factor_key(token);
+    let kept: Option<FirstFactor> = match p.sessions.kv().get(&key).await {
+        Ok(v) => v.and_then(|v| serde_json::from_str(&v).ok()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a first factor");
+            return Ok(FormSignIn::Unavailable);
+        }
+    };
+    let Some(kept) = kept else {
+        return Ok(FormSignIn::Refused(
+            StatusCode::BAD_REQUEST,
+            "This sign-in has expired. Enter the code and your password again.".into(),
+        ));
+    };
+    let user = match p.identity.store.user(&kept.user).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return Ok(FormSignIn::Unavailable),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a user");
+            return Ok(FormSignIn::Unavailable);
+        }
+    };
+    let plugin = crate::identity::login::SECOND_FACTOR;
+    let outcome = p
+        .second_factor(plugin, &kept.user)
+        .complete(p.identity, &service.organization_id, form)
+        .await;
+    // The token is used up either way: a new one comes with the form asked again.
+    if let Err(e) = p.sessions.kv().delete(&key).await {
+        tracing::warn!(error = %e, "cannot drop a used first factor");
+    }
+    let assertion = match outcome {
+        Ok(a) => a,
+        Err(f) => {
+            p.identity
+                .audit(
+                    Some(&service.organization_id),
+                    &format!("user:{}", kept.user),
+                    client_ip(req).as_deref(),
+                    "login.failed",
+                    json!({ "client_id": service.client_id, "method": plugin, "flow": "device" }),
+                )
+                .await;
+            return match f {
+                Failure::InvalidCredentials { .. } => Err((
+                    user,
+                    kept.methods,
+                    StatusCode::UNAUTHORIZED,
+                    "That code is not right. Try the current one.".into(),
+                )),
+                Failure::BadRequest(m) => Err((user, kept.methods, StatusCode::BAD_REQUEST, m)),
+                Failure::Locked { .. } => Ok(FormSignIn::Refused(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many failed attempts: this account is locked for now.".into(),
+                )),
+                Failure::Unavailable(m) => {
+                    tracing::error!(error = %m, "a second factor failed");
+                    Ok(FormSignIn::Unavailable)
+                }
+            };
+        }
+    };
+    let mut methods = kept.methods;
+    for m in assertion.methods.into_iter().chain(["mfa".to_string()]) {
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
+    Ok(super::login::open_session(p, req, &user, methods, service, "device").await)
+}
+
 /// `GET /device`: the page where the user enters (or confirms) a device's code.
 pub(super) async fn page_get(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let p = match provider(&state) {
@@ -254,9 +434,9 @@ pub(super) async fn page_post(
         }
     };
     let user_code = form.get("user_code").cloned().unwrap_or_default();
-    let again = |status: StatusCode, m: &str| {
-        device_form(status, csrf, &user_code, session.is_some(), Some(m))
-    };
+    let has_session = session.is_some();
+    let again =
+        |status: StatusCode, m: &str| device_form(status, csrf, &user_code, has_session, Some(m));
     let ip = client_ip(&req);
     if let Some(ip) = &ip {
         match p
@@ -303,12 +483,29 @@ pub(super) async fn page_post(
         }
     };
     let org = organization_of(p.identity, &service).await;
-    // Not signed in: the credentials on this form sign the user in first.
+    // Not signed in: the credentials on this form sign the user in first, and then the code
+    // of their authenticator app when they have one.
     let mut new_session_cookie = None;
-    let session = match session {
-        Some(s) => s,
-        None => {
-            match super::login::sign_in_with_form(
+    let action = form.get("action").map(String::as_str).unwrap_or("allow");
+    let signed_in = match (session, form.get("first_factor")) {
+        (Some(s), _) => FormSignIn::SignedIn(String::new(), s),
+        (None, Some(token)) => match second_factor(&p, &req, &form, token, &service).await {
+            Ok(outcome) => outcome,
+            Err((user, methods, status, message)) => {
+                return ask_second_factor(
+                    &p,
+                    csrf,
+                    &user_code,
+                    action,
+                    &user,
+                    methods,
+                    Some((status, &message)),
+                )
+                .await;
+            }
+        },
+        (None, None) => {
+            super::login::sign_in_with_form(
                 &p,
                 &req,
                 &p.password_strategy(),
@@ -317,26 +514,26 @@ pub(super) async fn page_post(
                 "device",
             )
             .await
-            {
-                super::login::FormSignIn::SignedIn(secret, s) => {
-                    new_session_cookie = Some(cookie(
-                        SESSION_COOKIE,
-                        secret,
-                        "/",
-                        SESSION_SECONDS,
-                        p.secure,
-                    ));
-                    s
-                }
-                super::login::FormSignIn::Refused(status, message) => {
-                    return again(status, &message);
-                }
-                // The device page asks for no second factor: sign_in_with_form refuses
-                // accounts that have one on this flow.
-                super::login::FormSignIn::Unavailable
-                | super::login::FormSignIn::SecondFactor(..) => return unavailable_page(),
-            }
         }
+    };
+    let session = match signed_in {
+        FormSignIn::SignedIn(secret, s) => {
+            if !secret.is_empty() {
+                new_session_cookie = Some(cookie(
+                    SESSION_COOKIE,
+                    secret,
+                    "/",
+                    SESSION_SECONDS,
+                    p.secure,
+                ));
+            }
+            s
+        }
+        FormSignIn::Refused(status, message) => return again(status, &message),
+        FormSignIn::SecondFactor(user, methods) => {
+            return ask_second_factor(&p, csrf, &user_code, action, &user, methods, None).await;
+        }
+        FormSignIn::Unavailable => return unavailable_page(),
     };
     let deny = form.get("action").map(String::as_str) == Some("deny");
     let mut res = if deny {

@@ -958,13 +958,7 @@ pub(super) async fn sign_in_with_form(
     };
     match p.identity.has_second_factor(&user.id).await {
         Ok(false) => {}
-        Ok(true) if flow == "code" => return FormSignIn::SecondFactor(user, assertion.methods),
-        Ok(true) => {
-            return FormSignIn::Refused(
-                StatusCode::FORBIDDEN,
-                "This account signs in with an authenticator app, which this page does not ask for yet. Sign in to the application in a browser instead.".into(),
-            );
-        }
+        Ok(true) => return FormSignIn::SecondFactor(user, assertion.methods),
         Err(e) => {
             tracing::error!(error = %e, "cannot read a user's second factor");
             return FormSignIn::Unavailable;
@@ -1436,6 +1430,55 @@ pub(super) fn built_in(plugin: &str) -> bool {
 /// leads.
 fn callback_url(p: &Provider<'_>, plugin: &str) -> String {
     format!("{}/login/callback/{plugin}", p.issuer.trim_end_matches('/'))
+}
+
+/// `GET /login/metadata/saml/{client_id}`: the SAML service provider metadata of a service
+/// that offers the `saml` plugin (its entity id, the callback as its assertion consumer
+/// service), for the organization to give its identity provider.
+pub(super) async fn saml_metadata(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let p = match provider(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let client_id = path.into_inner();
+    let not_found = || {
+        super::error::ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no service offers SAML single sign-on under this client id",
+        )
+        .error_response()
+    };
+    let offered = match p.service_plugins.list(&client_id).await {
+        Ok(list) => list.into_iter().find(|o| o.plugin == "saml"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a service's plugins");
+            return api_unavailable();
+        }
+    };
+    let Some(saml) = offered else {
+        return not_found();
+    };
+    let acs = callback_url(&p, "saml");
+    let entity_id = saml
+        .config
+        .get("sp_entity_id")
+        .and_then(|v| v.as_str())
+        .map_or_else(|| acs.clone(), str::to_string);
+    let signs = saml.secrets_set.iter().any(|s| s == "sp_signing_key");
+    match gatehouse_plugin_host::saml::sp_metadata(&entity_id, &acs, signs) {
+        Ok(xml) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "application/samlmetadata+xml"))
+            .insert_header((header::CACHE_CONTROL, "max-age=3600"))
+            .body(xml),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write SAML metadata");
+            api_unavailable()
+        }
+    }
 }
 
 /// The pending request of a sign-in, checked to belong to this browser.

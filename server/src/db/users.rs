@@ -303,6 +303,31 @@ impl SqlStore {
         })
     }
 
+    /// The id and component digest of every uploaded plugin (without the components).
+    pub async fn uploaded_plugin_digests(&self) -> Result<Vec<(String, String)>> {
+        with_conn!(self, |conn| {
+            uploaded_plugins::table
+                .order(uploaded_plugins::id)
+                .select((uploaded_plugins::id, uploaded_plugins::sha256))
+                .load(conn)
+                .await
+                .map_err(db_error)
+        })
+    }
+
+    /// One uploaded plugin.
+    pub async fn uploaded_plugin(&self, id: &str) -> Result<Option<UploadedPlugin>> {
+        with_conn!(self, |conn| {
+            uploaded_plugins::table
+                .find(id)
+                .select(UploadedPlugin::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)
+        })
+    }
+
     /// Keeps an uploaded plugin, replacing one with the same id.
     pub async fn put_uploaded_plugin(&self, p: &UploadedPlugin) -> Result<()> {
         with_conn!(self, |conn| {

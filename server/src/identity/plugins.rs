@@ -1,6 +1,7 @@
 //! What the server gives login plugins: the services behind the host's capabilities, and
 //! the host itself with the first-party plugins installed.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,8 +197,12 @@ pub async fn host(
     plugin_dir: Option<&Path>,
     http_loopback: bool,
     issuer: &str,
-) -> anyhow::Result<Host> {
-    let mut limits = Limits::default();
+    compile_cache: Option<PathBuf>,
+) -> anyhow::Result<(Host, UploadSync)> {
+    let mut limits = Limits {
+        compile_cache,
+        ..Limits::default()
+    };
     limits.http.allow_loopback = http_loopback;
     // Passkeys belong to the issuer's host (a loopback issuer's are `localhost`'s).
     limits.relying_party = gatehouse_plugin_host::RelyingParty::for_issuer(issuer, "Gatehouse");
@@ -228,23 +233,89 @@ pub async fn host(
             from_dir.push(p.manifest.id.clone());
         }
     }
-    // Uploaded plugins were checked when they were uploaded; one that no longer passes (a
-    // newer host) is left out and logged rather than stopping the server.
-    for u in store.uploaded_plugins().await? {
-        if from_dir.contains(&u.id) {
-            tracing::warn!(plugin = %u.id, "an uploaded plugin has the id of one in the plugin directory, which wins");
-            continue;
-        }
-        match install_checked(&host, &u.manifest, &u.wasm).await {
-            Ok(p) => {
-                tracing::info!(plugin = %p.manifest.id, version = %p.manifest.version, sha256 = %u.sha256, "installed an uploaded plugin")
+    let mut sync = UploadSync {
+        store,
+        from_dir,
+        known: HashSet::new(),
+        refused: HashSet::new(),
+    };
+    sync.reconcile(&host).await?;
+    Ok((host, sync))
+}
+
+/// How often a node looks for plugins uploaded or removed through another node.
+pub const UPLOAD_SYNC_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps a node's uploaded plugins the database's: a plugin uploaded (or replaced, or removed)
+/// through one node is installed (or removed) on every node within [`UPLOAD_SYNC_EVERY`].
+#[derive(Debug)]
+pub struct UploadSync {
+    store: Arc<SqlStore>,
+    /// Ids of the plugin directory's plugins, which win over uploads.
+    from_dir: Vec<String>,
+    /// The uploaded plugins' ids at the last look.
+    known: HashSet<String>,
+    /// Uploads that did not pass the checks here (id, digest): logged once, not retried.
+    refused: HashSet<(String, String)>,
+}
+
+impl UploadSync {
+    /// Installs the uploads this node lacks or has another build of, and removes those gone
+    /// from the database. Uploaded plugins were checked when they were uploaded; one that no
+    /// longer passes (a newer host) is left out and logged rather than stopping the server.
+    pub async fn reconcile(&mut self, host: &Host) -> anyhow::Result<()> {
+        let digests = self.store.uploaded_plugin_digests().await?;
+        let now: HashSet<String> = digests.iter().map(|(id, _)| id.clone()).collect();
+        for (id, sha256) in digests {
+            if self.from_dir.contains(&id) {
+                if !self.known.contains(&id) {
+                    tracing::warn!(plugin = %id, "an uploaded plugin has the id of one in the plugin directory, which wins");
+                }
+                continue;
             }
-            Err(e) => {
-                tracing::error!(plugin = %u.id, error = %e, "an uploaded plugin cannot be installed")
+            if host.installed_sha256(&id).as_deref() == Some(sha256.as_str())
+                || self.refused.contains(&(id.clone(), sha256.clone()))
+            {
+                continue;
+            }
+            let Some(u) = self.store.uploaded_plugin(&id).await? else {
+                continue;
+            };
+            match install_checked(host, &u.manifest, &u.wasm).await {
+                Ok(p) => {
+                    tracing::info!(plugin = %p.manifest.id, version = %p.manifest.version, sha256 = %u.sha256, "installed an uploaded plugin")
+                }
+                Err(e) => {
+                    tracing::error!(plugin = %u.id, error = %e, "an uploaded plugin cannot be installed");
+                    self.refused.insert((id, u.sha256));
+                }
             }
         }
+        for gone in self.known.difference(&now) {
+            if !self.from_dir.contains(gone)
+                && !embedded::is_first_party(gone)
+                && host.uninstall(gone)
+            {
+                tracing::info!(plugin = %gone, "removed a plugin no longer uploaded");
+            }
+        }
+        self.known = now;
+        Ok(())
     }
-    Ok(host)
+
+    /// Reconciles every [`UPLOAD_SYNC_EVERY`] until the server stops.
+    pub fn spawn(mut self, host: Arc<Host>) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(UPLOAD_SYNC_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.reconcile(&host).await {
+                    tracing::warn!(error = %e, "cannot look for uploaded plugins; will retry");
+                }
+            }
+        });
+    }
 }
 
 /// The plugin directories under `root`: each subdirectory, in name order.
@@ -307,6 +378,7 @@ pub fn describe(p: &Plugin) -> serde_json::Value {
         "allowed_hosts": p.manifest.allowed_hosts,
         "config_schema": serde_json::from_str::<serde_json::Value>(&d.config_schema).unwrap_or_default(),
         "first_party": embedded::is_first_party(&d.id),
+        "sha256": p.sha256,
     })
 }
 
