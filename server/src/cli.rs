@@ -353,7 +353,9 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
         Command::Plugin {
             command: PluginCommand::Check { dir },
         } => {
-            let out = crate::identity::plugins::check_dir(&dir).await?;
+            let config = Config::load(cli.config.as_deref())?;
+            let out = crate::identity::plugins::check_dir(&dir, config.third_party_capabilities()?)
+                .await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -65,6 +65,11 @@ pub struct Config {
     /// Keeps plugins' compiled code in `<data dir>/plugin-cache`, so that a restart does not
     /// compile them again (`GATEHOUSE_PLUGIN_CACHE`, default true).
     pub plugin_cache: bool,
+    /// The capabilities a third-party plugin (from the plugin directory, or uploaded) may
+    /// declare, comma-separated in `GATEHOUSE_PLUGIN_CAPABILITIES` (empty: none); every one
+    /// when absent. A plugin that declares another is refused. First-party plugins always
+    /// get theirs.
+    pub plugin_capabilities: Option<Vec<String>>,
 }
 
 impl Default for Config {
@@ -92,6 +97,7 @@ impl Default for Config {
             plugin_dir: None,
             plugin_http_loopback: false,
             plugin_cache: true,
+            plugin_capabilities: None,
         }
     }
 }
@@ -109,6 +115,28 @@ fn parse_bool(name: &str, v: &str) -> Result<bool> {
 }
 
 impl Config {
+    /// The capabilities third-party plugins may declare (see `plugin_capabilities`).
+    pub fn third_party_capabilities(&self) -> Result<Vec<gatehouse_plugin_host::Capability>> {
+        let Some(names) = &self.plugin_capabilities else {
+            return Ok(gatehouse_plugin_host::Capability::ALL.to_vec());
+        };
+        names
+            .iter()
+            .map(|n| {
+                n.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "`plugin_capabilities` names `{n}`, which is not a capability (one of: {})",
+                        gatehouse_plugin_host::Capability::ALL
+                            .iter()
+                            .map(|c| c.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Reads the TOML file (if given, or `GATEHOUSE_CONFIG`), then applies the environment.
     pub fn load(file: Option<&std::path::Path>) -> Result<Self> {
         let file = file
@@ -215,6 +243,16 @@ impl Config {
         if let Some(v) = env("GATEHOUSE_PLUGIN_CACHE") {
             c.plugin_cache = parse_bool("GATEHOUSE_PLUGIN_CACHE", &v)?;
         }
+        if let Ok(v) = std::env::var("GATEHOUSE_PLUGIN_CAPABILITIES") {
+            c.plugin_capabilities = Some(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            );
+        }
+        c.third_party_capabilities()?;
         if let Some(v) = env("GATEHOUSE_PLUGIN_HTTP_LOOPBACK") {
             c.plugin_http_loopback = parse_bool("GATEHOUSE_PLUGIN_HTTP_LOOPBACK", &v)?;
         }

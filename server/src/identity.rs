@@ -1002,8 +1002,34 @@ pub enum SignIn {
 
 /// Whether the authentication methods (`amr`) include a second factor.
 pub fn is_multi_factor(amr: &[String]) -> bool {
-    amr.iter()
-        .any(|m| m == "otp" || m == "hwk" || m == "webauthn" || m == "mfa")
+    amr.iter().any(|m| is_second_factor(m))
+}
+
+fn is_second_factor(method: &str) -> bool {
+    matches!(method, "otp" | "hwk" | "webauthn" | "mfa")
+}
+
+/// The methods (`amr`) a sign-in records from a plugin's assertion. Only a first-party
+/// strategy's claims are taken as they are. An identity provider's sign-in is `fed`: what the
+/// provider did upstream is its own affair, and a user's second factor here is still asked
+/// for. A third-party strategy may not claim a second factor (`otp`, `hwk`, `webauthn`,
+/// `mfa`): its word would let it skip the user's own, and reach policies that trust `mfa`.
+pub fn trusted_methods(first_party: bool, provider: bool, claimed: &[String]) -> Vec<String> {
+    let mut methods: Vec<String> = if provider {
+        Vec::new()
+    } else if first_party {
+        claimed.to_vec()
+    } else {
+        claimed
+            .iter()
+            .filter(|m| !is_second_factor(m))
+            .cloned()
+            .collect()
+    };
+    if methods.is_empty() {
+        methods.push("fed".into());
+    }
+    methods
 }
 
 /// The reasons of the policies that determined a decision (their `@reason`, else their id).
@@ -1075,6 +1101,20 @@ mod tests {
     use super::*;
     use gatehouse_engine::service::EngineConfig;
     use gatehouse_engine::store::Page;
+
+    #[test]
+    fn only_first_party_strategies_vouch_for_a_second_factor() {
+        let v = |ms: &[&str]| ms.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+        let claimed = v(&["pwd", "hwk", "otp", "mfa", "webauthn"]);
+        assert_eq!(trusted_methods(true, false, &claimed), claimed);
+        assert_eq!(trusted_methods(false, false, &claimed), v(&["pwd"]));
+        assert!(!is_multi_factor(&trusted_methods(false, false, &claimed)));
+        // A provider's sign-in is federated, first-party or not.
+        assert_eq!(trusted_methods(true, true, &claimed), v(&["fed"]));
+        assert_eq!(trusted_methods(false, true, &v(&["mfa"])), v(&["fed"]));
+        assert_eq!(trusted_methods(false, false, &v(&["hwk"])), v(&["fed"]));
+        assert_eq!(trusted_methods(true, false, &[]), v(&["fed"]));
+    }
 
     async fn versions(engine: &Engine, store: &str) -> usize {
         let page = Page {

@@ -226,6 +226,7 @@ pub async fn run(config: Config) -> Result<()> {
         },
         config.plugin_dir.as_deref(),
         config.plugin_http_loopback,
+        config.third_party_capabilities()?,
         &config.issuer(),
         config
             .plugin_cache

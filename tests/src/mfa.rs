@@ -11,7 +11,7 @@ use crate::login::{
 use crate::providers::claims_of;
 
 /// The code an authenticator app with `secret` shows `offset` seconds from now.
-fn code_at(secret: &str, offset: i64) -> String {
+pub(crate) fn code_at(secret: &str, offset: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -200,10 +200,33 @@ async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
     // Signing in now asks for a code; a wrong one is refused and asked again.
     let mut b = Browser::new(&s);
     let (verifier, challenge) = pkce();
-    let page = sign_in_with_code(&mut b, &client_id, &challenge, &ada, "000000").await;
+    let mut page = sign_in_with_code(&mut b, &client_id, &challenge, &ada, "000000").await;
     assert_eq!(page.status, 401, "{}", page.body);
     assert!(page.body.contains("not right"), "{}", page.body);
     assert!(!b.cookies.contains_key("gh_session"));
+    // The drift window is one step either way: codes two steps away are refused.
+    for offset in [-60, 60] {
+        let request = page
+            .body
+            .split(r#"name="request" value=""#)
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_string();
+        page = b
+            .post(
+                "/login",
+                &[
+                    ("request", request.as_str()),
+                    ("method", "totp"),
+                    ("code", code_at(&totp_secret, offset).as_str()),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, 401, "{offset}: {}", page.body);
+        assert!(page.body.contains("not right"), "{}", page.body);
+        assert!(!b.cookies.contains_key("gh_session"));
+    }
     // The next step's code (the current one was spent setting it up) signs in.
     let next = code_at(&totp_secret, 30);
     let request = page

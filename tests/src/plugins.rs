@@ -159,6 +159,53 @@ async fn a_plugin_that_fails_its_checks_stops_the_server_with_the_reason() {
         assert!(!out.status.success(), "{name}: the check passed");
         assert!(stderr.contains(says), "{name}: {stderr}");
     }
+    // The platform grants third-party plugins only some capabilities: one that declares
+    // another (here `email`) is refused, while the first-party ones keep theirs (the server
+    // with a directory of acceptable plugins starts, tested below). A name that is not a
+    // capability is a configuration error.
+    let case_root = root.path().join("withheld");
+    let dir = plugin_dir(&case_root, "hostile", HOSTILE.manifest, Some(HOSTILE.wasm));
+    for (granted, says) in [
+        (
+            "log, clock,random,kv,http",
+            "declares the capability `email`, which this platform does not grant",
+        ),
+        ("", "declares the capability `log`"),
+        ("log,teleport", "`teleport`, which is not a capability"),
+    ] {
+        let data = root.path().join("data-withheld");
+        let out = gatehouse(
+            &["serve"],
+            &[
+                ("GATEHOUSE_DATA_DIR", data.to_str().unwrap()),
+                ("GATEHOUSE_ADDR", "127.0.0.1:0"),
+                ("GATEHOUSE_PLUGIN_DIR", case_root.to_str().unwrap()),
+                ("GATEHOUSE_PLUGIN_CAPABILITIES", granted),
+            ],
+        )
+        .await;
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{granted}: started: {stdout}");
+        assert!(stderr.contains(says), "{granted}: {stderr}");
+        let out = gatehouse(
+            &["plugin", "check", &dir],
+            &[("GATEHOUSE_PLUGIN_CAPABILITIES", granted)],
+        )
+        .await;
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{granted}: the check passed");
+        assert!(stderr.contains(says), "{granted}: {stderr}");
+    }
+    let out = gatehouse(
+        &["plugin", "check", &dir],
+        &[(
+            "GATEHOUSE_PLUGIN_CAPABILITIES",
+            "log,clock,random,kv,http,email",
+        )],
+    )
+    .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+
     // A plugin directory that is not there.
     let out = gatehouse(
         &["serve"],
@@ -310,4 +357,212 @@ async fn plugin_authors_run_steps_on_the_harness_host() {
     .await
     .unwrap_err();
     assert!(e.contains("guest time"), "{e}");
+}
+
+/// The value of the `gatehouse_plugin_failures_total` series for `plugin` and `kind` (0 when
+/// the series is not there).
+async fn failures(s: &Server, plugin: &str, kind: &str) -> u64 {
+    let text = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| {
+            l.starts_with("gatehouse_plugin_failures_total{")
+                && l.contains(&format!(r#"plugin="{plugin}""#))
+                && l.contains(&format!(r#"kind="{kind}""#))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// A third-party plugin that misbehaves, offered by a service and run through the hosted
+/// login: each misdeed fails that sign-in with a clear page and a metric, opens no session, and
+/// the server and other sign-ins carry on; its word that a user used a second factor is not
+/// taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_misbehaving_plugin_fails_only_its_own_sign_ins() {
+    use reqwest::Method;
+
+    use crate::account::path_of;
+    use crate::login::{
+        Browser, PASSWORD, REDIRECT, authorize_path, pkce, query_of, token, tokens_for,
+    };
+    use crate::mfa::{call, code_at};
+    use crate::providers::claims_of;
+
+    let root = TempDir::new("plugins");
+    plugin_dir(root.path(), "hostile", HOSTILE.manifest, Some(HOSTILE.wasm));
+    let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.env.push((
+        "GATEHOUSE_PLUGIN_DIR".into(),
+        root.path().display().to_string(),
+    ));
+    let s = Server::start_with(opts).await;
+    let (client_id, secret, ada) = tenant(&s, "acme").await;
+    let alice = "alice@acme.example.com";
+    admin(
+        &s,
+        &[
+            "user",
+            "create",
+            "--email",
+            alice,
+            "--verified",
+            "--password-stdin",
+            "--org",
+            "acme",
+            "--role",
+            "admin",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await
+    .unwrap();
+    let alice_token = tokens_for(&s, &client_id, &secret, alice).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, body) = call(
+        &s,
+        Method::PUT,
+        &format!("/api/services/{client_id}/plugins/hostile"),
+        Some(&alice_token),
+        Some(serde_json::json!({ "config": {} })),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+
+    // A sign-in in `b` through the hostile plugin's form, doing `what` with `arg`: the page
+    // its callback answers with.
+    async fn through_the_plugin(
+        b: &mut Browser,
+        s: &Server,
+        client_id: &str,
+        challenge: &str,
+        what: &str,
+        arg: &str,
+    ) -> crate::login::Page {
+        let start = b
+            .get(&authorize_path(client_id, REDIRECT, challenge, &[]))
+            .await;
+        assert_eq!(start.status, 303, "{}", start.body);
+        let login = start.location.unwrap();
+        let request = login.trim_start_matches("/login?request=").to_string();
+        let page = b.get(&login).await;
+        assert!(
+            page.body
+                .contains(&format!(r#"href="/login/with/hostile?request={request}""#)),
+            "{}",
+            page.body
+        );
+        let form = b
+            .get(&format!("/login/with/hostile?request={request}"))
+            .await;
+        assert_eq!(form.status, 200, "{}", form.body);
+        assert!(form.body.contains(r#"name="do""#), "{}", form.body);
+        let sent = b
+            .post(
+                "/login/with/hostile",
+                &[("request", &request), ("do", what), ("arg", arg)],
+            )
+            .await;
+        assert_eq!(sent.status, 303, "{}", sent.body);
+        let callback = sent.location.unwrap();
+        assert!(callback.starts_with(&format!("{}/login/callback/hostile?", s.base)));
+        b.get(&path_of(&callback, &s.base)).await
+    }
+
+    let (_, challenge) = pkce();
+    for (what, kind) in [
+        ("loop", "guest_time"),
+        ("oom", "memory"),
+        ("flood", "output_too_large"),
+        ("panic", "trap"),
+    ] {
+        let before = failures(&s, "hostile", kind).await;
+        let mut b = Browser::new(&s);
+        let page = through_the_plugin(&mut b, &s, &client_id, &challenge, what, "").await;
+        assert_eq!(page.status, 503, "{what}: {}", page.body);
+        assert!(
+            page.body.contains("Signing in is not possible right now"),
+            "{what}: {}",
+            page.body
+        );
+        assert!(!b.cookies.contains_key("gh_session"), "{what}");
+        assert_eq!(failures(&s, "hostile", kind).await, before + 1, "{what}");
+        // The server carries on: a password sign-in works.
+        let mut other = Browser::new(&s);
+        let page = other
+            .sign_in(
+                &authorize_path(&client_id, REDIRECT, &challenge, &[]),
+                &ada,
+                PASSWORD,
+            )
+            .await;
+        assert_eq!(page.status, 303, "after {what}: {}", page.body);
+        assert!(query_of(page.location.as_deref().unwrap()).contains_key("code"));
+    }
+
+    // The plugin vouches for a user and claims every factor. A user without a second factor
+    // signs in, with the plugin's word recorded as one factor (`pwd`), not `mfa`.
+    let ada_tokens = tokens_for(&s, &client_id, &secret, &ada).await;
+    let ada_id = claims_of(ada_tokens["id_token"].as_str().unwrap())["sub"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (verifier, challenge) = pkce();
+    let mut b = Browser::new(&s);
+    let page = through_the_plugin(&mut b, &s, &client_id, &challenge, "claim", &ada_id).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let q = query_of(page.location.as_deref().unwrap());
+    let (st, tokens) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+        Some((&client_id, &secret)),
+    )
+    .await;
+    assert_eq!(st, 200, "{tokens}");
+    let amr = claims_of(tokens["id_token"].as_str().unwrap())["amr"].clone();
+    assert_eq!(amr, serde_json::json!(["pwd"]), "{tokens}");
+
+    // Once the user has an authenticator app, the plugin's claim does not skip it: the code
+    // is asked for, and no session opens before it.
+    let pwd = ada_tokens["access_token"].as_str().unwrap();
+    let (st, enrol) = call(&s, Method::POST, "/api/me/mfa/totp", Some(pwd), None).await;
+    assert_eq!(st, 200, "{enrol}");
+    let totp_secret = enrol["secret"].as_str().unwrap();
+    let (st, body) = call(
+        &s,
+        Method::POST,
+        "/api/me/mfa/totp/confirm",
+        Some(pwd),
+        Some(serde_json::json!({ "code": code_at(totp_secret, 0) })),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let mut b = Browser::new(&s);
+    let page = through_the_plugin(&mut b, &s, &client_id, &challenge, "claim", &ada_id).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains(r#"name="method" value="totp""#),
+        "{}",
+        page.body
+    );
+    assert!(!b.cookies.contains_key("gh_session"));
+    // Vouching for nobody signs nobody in.
+    let mut b = Browser::new(&s);
+    let page = through_the_plugin(&mut b, &s, &client_id, &challenge, "claim", "nobody").await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(!b.cookies.contains_key("gh_session"));
 }

@@ -603,6 +603,18 @@ async fn the_saml_plugin_signs_in_with_signed_responses_only(backend: Backend) {
         .await;
     assert_eq!(page.status, 400, "{}", page.body);
     assert!(page.body.contains("expired"), "{}", page.body);
+    // Only an identity provider's answer is posted again: a strategy's (here the passkey's)
+    // comes from this site's own pages, and one posted from elsewhere without cookies has
+    // expired.
+    let r = reqwest::Client::new()
+        .post(format!("{}/login/callback/passkey", s.base))
+        .header("origin", "https://evil.example")
+        .form(&[("response", "{}")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("expired"));
     // An answer over the size cap is refused before it is read.
     let huge = "A".repeat(600 << 10);
     let page = b

@@ -35,6 +35,9 @@ pub struct HttpPolicy {
     /// too. For development and tests only: in production an identity provider is never on
     /// the server's own machine.
     pub allow_loopback: bool,
+    /// Addresses for names, used instead of asking DNS (as curl's `--resolve`): an operator
+    /// pins an identity provider's name. They are vetted like any answer from DNS.
+    pub fixed_addresses: std::collections::HashMap<String, Vec<IpAddr>>,
 }
 
 impl Default for HttpPolicy {
@@ -45,6 +48,7 @@ impl Default for HttpPolicy {
             max_requests: 16,
             max_redirects: 5,
             allow_loopback: false,
+            fixed_addresses: std::collections::HashMap::new(),
         }
     }
 }
@@ -128,17 +132,22 @@ impl std::error::Error for Refused {}
 /// plugin may not reach. The client connects only to the addresses returned here.
 struct Vetted {
     allow_loopback: bool,
+    fixed: std::collections::HashMap<String, Vec<IpAddr>>,
 }
 
 impl Resolve for Vetted {
     fn resolve(&self, name: Name) -> Resolving {
         let allow_loopback = self.allow_loopback;
+        let fixed = self.fixed.get(name.as_str()).cloned();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await
-                .map_err(|e| Box::new(Refused(format!("cannot resolve `{host}`: {e}"))))?
-                .collect();
+            let addrs: Vec<SocketAddr> = match fixed {
+                Some(ips) => ips.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect(),
+                None => tokio::net::lookup_host((host.as_str(), 0))
+                    .await
+                    .map_err(|e| Box::new(Refused(format!("cannot resolve `{host}`: {e}"))))?
+                    .collect(),
+            };
             if let Some(bad) = addrs.iter().find(|a| !permitted(a.ip(), allow_loopback)) {
                 return Err(Box::new(Refused(format!(
                     "`{host}` resolves to {}, an address plugins may not reach",
@@ -166,6 +175,7 @@ impl Outbound {
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(Vetted {
                 allow_loopback: policy.allow_loopback,
+                fixed: policy.fixed_addresses.clone(),
             }))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()

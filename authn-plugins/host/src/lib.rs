@@ -79,6 +79,10 @@ pub struct Limits {
     /// and the engine's settings), so that a restart loads them without compiling; `None`
     /// compiles every time.
     pub compile_cache: Option<std::path::PathBuf>,
+    /// The capabilities a plugin the binary was not built with (from a directory, or
+    /// uploaded) may declare; one that declares another is refused. Built-in plugins get
+    /// every capability the host grants.
+    pub third_party_capabilities: Vec<Capability>,
 }
 
 impl Default for Limits {
@@ -93,6 +97,7 @@ impl Default for Limits {
             http: HttpPolicy::default(),
             relying_party: None,
             compile_cache: None,
+            third_party_capabilities: Capability::ALL.to_vec(),
         }
     }
 }
@@ -173,6 +178,8 @@ pub struct Host {
     outbound: http::Outbound,
     plugins: RwLock<HashMap<String, Arc<Entry>>>,
     stop: Arc<AtomicBool>,
+    /// The compiled-component cache, when there is one (for its counts).
+    cache: Option<wasmtime::Cache>,
 }
 
 impl std::fmt::Debug for Host {
@@ -230,6 +237,7 @@ impl Host {
             .async_stack_keep_resident(64 << 10)
             .decommit_batch_size(16);
         let mut cfg = Config::new();
+        let mut kept = None;
         cfg.wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
@@ -247,7 +255,8 @@ impl Host {
             let cache = wasmtime::Cache::new(cache).map_err(|e| {
                 PluginError::Rejected(format!("cannot use the compiled plugin cache: {e}"))
             })?;
-            cfg.cache(Some(cache));
+            cfg.cache(Some(cache.clone()));
+            kept = Some(cache);
         }
         let engine = Engine::new(&cfg)
             .map_err(|e| PluginError::Rejected(format!("cannot start the plugin engine: {e}")))?;
@@ -276,11 +285,20 @@ impl Host {
             services,
             plugins: RwLock::new(HashMap::new()),
             stop,
+            cache: kept,
         })
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Components this host found compiled in its cache, and components it compiled and
+    /// stored there, since it started; `None` without a cache.
+    pub fn compile_cache_counts(&self) -> Option<(usize, usize)> {
+        self.cache
+            .as_ref()
+            .map(|c| (c.cache_hits(), c.cache_misses()))
     }
 
     /// The ids of the installed plugins, in order.
@@ -318,7 +336,9 @@ impl Host {
             .loaded
             .get_or_try_init(|| async {
                 match &entry.source {
-                    Some((manifest, wasm)) => Ok(Arc::new(self.load(manifest, wasm).await?)),
+                    Some((manifest, wasm)) => {
+                        Ok(Arc::new(self.load_as(manifest, wasm, true).await?))
+                    }
                     None => Err(PluginError::Unknown(id.into())),
                 }
             })
@@ -382,9 +402,29 @@ impl Host {
         Ok(())
     }
 
-    /// Checks a plugin without installing it.
+    /// Checks a plugin the binary was not built with, without installing it.
     pub async fn load(&self, manifest: &str, wasm: &[u8]) -> Result<Plugin, PluginError> {
+        self.load_as(manifest, wasm, false).await
+    }
+
+    async fn load_as(
+        &self,
+        manifest: &str,
+        wasm: &[u8],
+        built_in: bool,
+    ) -> Result<Plugin, PluginError> {
         let manifest = Manifest::parse(manifest).map_err(PluginError::Rejected)?;
+        if !built_in
+            && let Some(cap) = manifest
+                .capabilities
+                .iter()
+                .find(|c| !self.limits.third_party_capabilities.contains(c))
+        {
+            return Err(PluginError::Rejected(format!(
+                "`{}` declares the capability `{cap}`, which this platform does not grant to plugins it was not built with",
+                manifest.id
+            )));
+        }
         let engine = self.engine.clone();
         let bytes = wasm.to_vec();
         let component =

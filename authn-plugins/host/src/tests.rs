@@ -343,6 +343,40 @@ async fn a_capability_the_platform_withholds_is_refused_at_load() {
 }
 
 #[tokio::test]
+async fn third_party_plugins_get_only_the_capabilities_the_platform_grants_them() {
+    let mut l = limits();
+    l.third_party_capabilities = Capability::ALL
+        .into_iter()
+        .filter(|c| *c != Capability::Email)
+        .collect();
+    let (host, _) = host_with(l, &Capability::ALL).await;
+    let e = host.install(HOSTILE_MANIFEST, HOSTILE).await.unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "declares the capability `email`, which this platform does not grant to plugins it was not built with"
+        ),
+        "{e}"
+    );
+    assert!(matches!(
+        host.plugin("hostile").await,
+        Err(PluginError::Unknown(_))
+    ));
+    // A built-in plugin still gets what it needs (here the password plugin, which declares
+    // capabilities third-party plugins are not granted either).
+    let mut l = limits();
+    l.third_party_capabilities = Vec::new();
+    let (host, _) = host_with(l, &Capability::ALL).await;
+    host.register(embedded::PASSWORD.manifest, embedded::PASSWORD.wasm)
+        .unwrap();
+    assert!(host.plugin("password").await.is_ok());
+    let e = host
+        .install(embedded::PASSWORD.manifest, embedded::PASSWORD.wasm)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("does not grant"), "{e}");
+}
+
+#[tokio::test]
 async fn malformed_components_are_refused() {
     let (host, _) = host_with(limits(), &Capability::ALL).await;
     let core_module = b"\0asm\x01\0\0\0";
@@ -374,6 +408,66 @@ async fn malformed_components_are_refused() {
     );
     let e = host.install("id = 1", HOSTILE).await.unwrap_err();
     assert!(e.to_string().contains("plugin.toml"), "{e}");
+    assert!(host.plugins().await.unwrap().is_empty());
+}
+
+/// A component that imports an empty instance under each of `names`, and exports nothing.
+fn component_importing(names: &[&str]) -> Vec<u8> {
+    use wasm_encoder::{
+        Component, ComponentImportSection, ComponentTypeRef, ComponentTypeSection, InstanceType,
+    };
+    let mut c = Component::new();
+    let mut types = ComponentTypeSection::new();
+    types.instance(&InstanceType::new());
+    c.section(&types);
+    let mut imports = ComponentImportSection::new();
+    for name in names {
+        imports.import(*name, ComponentTypeRef::Instance(0));
+    }
+    c.section(&imports);
+    c.finish()
+}
+
+#[tokio::test]
+async fn components_that_reach_for_the_system_or_miss_the_world_are_refused() {
+    let (host, _) = host_with(limits(), &Capability::ALL).await;
+    // Well-formed components, checked against the world and the manifest.
+    for (bytes, needle) in [
+        (
+            component_importing(&["wasi:sockets/tcp@0.2.0"]),
+            "imports `wasi:sockets/tcp@0.2.0`; plugins get no files, sockets or other system access",
+        ),
+        (
+            component_importing(&["wasi:sockets/ip-name-lookup@0.2.0"]),
+            "plugins get no files, sockets",
+        ),
+        (
+            component_importing(&["wasi:http/outgoing-handler@0.2.0"]),
+            "plugins get no files, sockets",
+        ),
+        (
+            component_importing(&["gatehouse:authn/teleport@0.1.0"]),
+            "which no host provides",
+        ),
+        (
+            component_importing(&["gatehouse:authn/kv@0.2.0"]),
+            "this host implements gatehouse:authn 0.1",
+        ),
+        // Imports nothing, exports nothing: not a plugin.
+        (
+            component_importing(&[]),
+            "does not implement the world gatehouse:authn/authn-plugin",
+        ),
+        // Only WASI's harmless parts, and still no exports.
+        (
+            component_importing(&["wasi:cli/environment@0.2.0"]),
+            "does not implement the world",
+        ),
+    ] {
+        let e = host.install(HOSTILE_MANIFEST, &bytes).await.unwrap_err();
+        assert!(matches!(e, PluginError::Rejected(_)), "{e}");
+        assert!(e.to_string().contains(needle), "{needle}: {e}");
+    }
     assert!(host.plugins().await.unwrap().is_empty());
 }
 
@@ -440,6 +534,11 @@ async fn loopback() -> Loopback {
                 log.lock().unwrap().push(host);
                 let reply = match path.as_str() {
                     "/ok" => "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello".to_string(),
+                    // Answers after 3 s.
+                    "/slow" => {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        "HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nlate".to_string()
+                    }
                     "/redirect-in" => "HTTP/1.1 302 Found\r\nlocation: /ok\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string(),
                     "/redirect-out" => format!("HTTP/1.1 302 Found\r\nlocation: http://elsewhere.localhost:{port}/ok\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"),
                     "/redirect-ip" => format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{port}/ok\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"),
@@ -632,6 +731,80 @@ async fn http_refuses_names_that_resolve_to_private_addresses() {
 }
 
 #[tokio::test]
+async fn http_refuses_names_pinned_to_private_addresses() {
+    // Names whose addresses come from the platform's fixed table are vetted like DNS's
+    // answers: a name for a private, link-local (cloud metadata), CGNAT or IPv4-mapped loopback
+    // address is refused before any connection, on a platform that even allows loopback.
+    let names = [
+        ("intranet.example", "10.0.0.5"),
+        ("metadata.example", "169.254.169.254"),
+        ("carrier.example", "100.64.0.1"),
+        ("mapped.example", "::ffff:10.1.2.3"),
+        ("unique.example", "fd00::1"),
+    ];
+    let mut limits = loopback_limits(true);
+    for (name, ip) in names {
+        limits
+            .http
+            .fixed_addresses
+            .insert(name.into(), vec![ip.parse().unwrap()]);
+    }
+    // One good address and one bad: refused as a whole.
+    limits.http.fixed_addresses.insert(
+        "mixed.example".into(),
+        vec!["127.0.0.1".parse().unwrap(), "192.168.1.1".parse().unwrap()],
+    );
+    let (host, _) = host_with(limits, &Capability::ALL).await;
+    let list = names
+        .iter()
+        .map(|(n, _)| format!("{n:?}"))
+        .chain(["\"mixed.example\"".to_string()])
+        .collect::<Vec<_>>()
+        .join(", ");
+    host.install(
+        &format!("{HOSTILE_MANIFEST}\nallowed-hosts = [{list}]\n"),
+        HOSTILE,
+    )
+    .await
+    .unwrap();
+    for (name, ip) in names
+        .iter()
+        .copied()
+        .chain([("mixed.example", "192.168.1.1")])
+    {
+        let said = fetch(&host, "{}", &format!("https://{name}/ok"), None).await;
+        assert!(
+            said.contains(&format!("`{name}` resolves to"))
+                && said.contains("an address plugins may not reach")
+                && said.contains(&ip.parse::<std::net::IpAddr>().unwrap().to_string()),
+            "{name}: {said}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http_requests_have_a_timeout() {
+    let server = loopback().await;
+    let port = server.port;
+    let mut limits = loopback_limits(true);
+    limits.http.timeout = Duration::from_millis(300);
+    let (host, _) = host_with(limits, &Capability::ALL).await;
+    host.install(
+        &format!("{HOSTILE_MANIFEST}\nallowed-hosts = [\"localhost:{port}\"]\n"),
+        HOSTILE,
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let said = fetch(&host, "{}", &format!("http://localhost:{port}/slow"), None).await;
+    assert!(said.starts_with("refused:"), "{said}");
+    assert!(said.contains("did not answer in time"), "{said}");
+    // The plugin was told well before the server answered.
+    assert!(started.elapsed() < Duration::from_secs(3), "{said}");
+    assert_eq!(server.seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn a_plugin_that_does_not_declare_http_cannot_load_with_it() {
     let (host, _) = host_with(loopback_limits(true), &Capability::ALL).await;
     let manifest = HOSTILE_MANIFEST.replace(r#", "http""#, "");
@@ -731,6 +904,7 @@ async fn compiled_components_are_kept_on_disk_and_a_damaged_cache_is_ignored() {
     };
     let (host, _) = host_with(limits.clone(), &Capability::ALL).await;
     let p = host.install(HOSTILE_MANIFEST, HOSTILE).await.unwrap();
+    assert_eq!(host.compile_cache_counts(), Some((0, 1)));
     drop(host);
     let kept = files_under(&dir);
     assert!(!kept.is_empty(), "nothing was kept in {}", dir.display());
@@ -740,10 +914,12 @@ async fn compiled_components_are_kept_on_disk_and_a_damaged_cache_is_ignored() {
         .sum();
     assert!(size > HOSTILE.len() as u64 / 2, "{size} bytes kept");
 
-    // Another host (a restart) loads it from there, and it runs.
+    // Another host (a restart) loads it from there, without compiling, and it runs.
     let (host, _) = host_with(limits.clone(), &Capability::ALL).await;
+    assert_eq!(host.compile_cache_counts(), Some((0, 0)));
     let again = host.install(HOSTILE_MANIFEST, HOSTILE).await.unwrap();
     assert_eq!(again.sha256, p.sha256);
+    assert_eq!(host.compile_cache_counts(), Some((1, 0)));
     assert!(matches!(
         host.begin("hostile", "org", req(&[])).await.unwrap(),
         Ok(BeginResult::Form(_))
@@ -756,6 +932,7 @@ async fn compiled_components_are_kept_on_disk_and_a_damaged_cache_is_ignored() {
     }
     let (host, _) = host_with(limits, &Capability::ALL).await;
     host.install(HOSTILE_MANIFEST, HOSTILE).await.unwrap();
+    assert_eq!(host.compile_cache_counts(), Some((0, 1)));
     assert!(matches!(
         host.begin("hostile", "org", req(&[])).await.unwrap(),
         Ok(BeginResult::Form(_))

@@ -1786,9 +1786,18 @@ pub(super) async fn provider_callback(
     let Some(id) = req.cookie(FLOW_COOKIE).map(|c| c.value().to_string()) else {
         // An identity provider's answer posted from its own site (SAML's HTTP-POST binding)
         // comes without this site's SameSite=Lax cookies: the page posts it again from here,
-        // which brings them.
+        // which brings them. Only for identity providers: a strategy's answers come from this
+        // site's own pages, which have the cookies.
+        let provider_plugin = matches!(
+            p.plugins
+                .plugin(&plugin)
+                .await
+                .map(|pl| pl.description.kind),
+            Ok(gatehouse_plugin_host::Kind::Provider)
+        );
         if req.method() == actix_web::http::Method::POST
             && !reposted
+            && provider_plugin
             && posted_from_elsewhere(&p, &req)
         {
             let mut fields: Vec<(&str, &str)> = params
@@ -1914,10 +1923,11 @@ pub(super) async fn provider_callback(
             return unavailable_page();
         }
     }
-    let mut methods = assertion.methods.clone();
-    if methods.is_empty() {
-        methods.push("fed".into());
-    }
+    let methods = crate::identity::trusted_methods(
+        gatehouse_plugin_host::embedded::is_first_party(&plugin),
+        matches!(method.kind, gatehouse_plugin_host::Kind::Provider),
+        &assertion.methods,
+    );
     // A user with a second factor is asked for it whoever vouched for the first, unless the
     // method was two factors in one (a passkey that verified the user).
     match p.identity.has_second_factor(&user.id).await {

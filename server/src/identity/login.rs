@@ -244,11 +244,7 @@ impl Identity {
                     .into(),
             ));
         }
-        let name = serde_json::from_str::<serde_json::Value>(&a.claims)
-            .ok()
-            .and_then(|c| c.get("name").and_then(|n| n.as_str()).map(str::to_string))
-            .map(|n| n.chars().filter(|c| !c.is_control()).take(200).collect())
-            .unwrap_or_default();
+        let name = display_name_of(&a.claims);
         let now = Utc::now();
         let user = User {
             id: ulid::Ulid::new().to_string().to_lowercase(),
@@ -285,6 +281,28 @@ impl Identity {
             }),
         }
     }
+}
+
+/// A new user's name from a provider's claims: `name`, else `given_name` and `family_name`;
+/// without control characters, at most 200 characters.
+fn display_name_of(claims: &str) -> String {
+    let claims = serde_json::from_str::<serde_json::Value>(claims).unwrap_or_default();
+    let text = |k: &str| {
+        claims
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let name = match text("name") {
+        Some(n) => n.to_string(),
+        None => [text("given_name"), text("family_name")]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    name.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
 /// The first-party plugin that serves second factors.
@@ -328,5 +346,34 @@ impl Identity {
                 .await?
                 .is_some(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::display_name_of;
+
+    #[test]
+    fn a_new_users_name_comes_from_the_providers_claims() {
+        assert_eq!(
+            display_name_of(r#"{"name":"Ada Lovelace","given_name":"A"}"#),
+            "Ada Lovelace"
+        );
+        assert_eq!(
+            display_name_of(r#"{"given_name":"Ada","family_name":"Lovelace"}"#),
+            "Ada Lovelace"
+        );
+        assert_eq!(display_name_of(r#"{"family_name":"Lovelace"}"#), "Lovelace");
+        assert_eq!(
+            display_name_of(r#"{"name":"  ","given_name":"Ada"}"#),
+            "Ada"
+        );
+        assert_eq!(display_name_of(r#"{"name":"Ada\u0007\nL"}"#), "AdaL");
+        assert_eq!(
+            display_name_of(&format!(r#"{{"name":"{}"}}"#, "x".repeat(300))).len(),
+            200
+        );
+        assert_eq!(display_name_of("not json"), "");
+        assert_eq!(display_name_of(r#"{"name":3}"#), "");
     }
 }

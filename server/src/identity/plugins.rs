@@ -196,11 +196,13 @@ pub async fn host(
     services: ServerServices,
     plugin_dir: Option<&Path>,
     http_loopback: bool,
+    third_party_capabilities: Vec<Capability>,
     issuer: &str,
     compile_cache: Option<PathBuf>,
 ) -> anyhow::Result<(Host, UploadSync)> {
     let mut limits = Limits {
         compile_cache,
+        third_party_capabilities,
         ..Limits::default()
     };
     limits.http.allow_loopback = http_loopback;
@@ -424,9 +426,17 @@ impl Services for Refusing {
     }
 }
 
-/// `gatehouse plugin check DIR`: checks the plugin in `dir` as the server would at start.
-pub async fn check_dir(dir: &Path) -> anyhow::Result<serde_json::Value> {
-    let host = Host::new(Limits::default(), &Capability::ALL, Arc::new(Refusing))?;
+/// `gatehouse plugin check DIR`: checks the plugin in `dir` as the server would at start,
+/// granting third-party plugins these capabilities.
+pub async fn check_dir(
+    dir: &Path,
+    third_party_capabilities: Vec<Capability>,
+) -> anyhow::Result<serde_json::Value> {
+    let limits = Limits {
+        third_party_capabilities,
+        ..Limits::default()
+    };
+    let host = Host::new(limits, &Capability::ALL, Arc::new(Refusing))?;
     let p = install_dir(&host, dir).await?;
     Ok(describe(&p))
 }

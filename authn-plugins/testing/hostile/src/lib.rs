@@ -1,5 +1,7 @@
 //! A plugin that misbehaves on request, for the host's sandbox tests. `complete` does what the
-//! `do` parameter says; `begin` answers a form (so that a well-behaved step can be compared).
+//! `do` parameter says; `begin` answers a form (so that a well-behaved step can be compared),
+//! and, once the form is posted, sends the browser to the callback with the form's fields, so
+//! that the server's sign-in pages run `complete` as they would for a real method.
 
 use gatehouse_pdk::*;
 
@@ -10,12 +12,20 @@ impl Plugin for Hostile {
         Description::strategy("hostile", env!("CARGO_PKG_VERSION"), "Hostile")
     }
 
-    fn begin(_: Request) -> Result<BeginResult, Failure> {
-        Ok(BeginResult::Form(vec![Field::new(
-            "do",
-            "What to do",
-            "text",
-        )]))
+    fn begin(request: Request) -> Result<BeginResult, Failure> {
+        let Some(what) = request.param("do") else {
+            return Ok(BeginResult::Form(vec![
+                Field::new("do", "What to do", "text"),
+                Field::new("arg", "With what", "text"),
+            ]));
+        };
+        let arg = request.param("arg").unwrap_or_default();
+        Ok(BeginResult::Redirect(format!(
+            "{}?do={}&arg={}",
+            request.callback_url(),
+            escape(what),
+            escape(arg)
+        )))
     }
 
     fn complete(request: Request) -> Result<Assertion, Failure> {
@@ -37,6 +47,16 @@ impl Plugin for Hostile {
                 }
             }
             "panic" => panic!("asked to panic"),
+            // Vouches for the user `arg` and claims every factor there is: a third-party
+            // plugin's word is not enough for the server to skip a user's second factor.
+            "claim" => Ok(Assertion {
+                provider: "hostile".into(),
+                subject: arg,
+                email: None,
+                email_verified: true,
+                claims: "{}".into(),
+                methods: ["pwd", "hwk", "otp", "mfa"].map(String::from).to_vec(),
+            }),
             // An answer far larger than any login needs.
             "flood" => Err(Failure::BadRequest("x".repeat(8 << 20))),
             "kv-set" => {
@@ -114,3 +134,15 @@ impl Plugin for Hostile {
 }
 
 gatehouse_pdk::plugin!(Hostile);
+
+/// Percent-encodes a query parameter's value (unreserved characters kept).
+fn escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
