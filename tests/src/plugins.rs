@@ -12,7 +12,7 @@ use crate::login::{admin, tenant};
 
 /// Writes a plugin directory `root/name` with this manifest and component (`None`: no
 /// `plugin.wasm`).
-fn plugin_dir(root: &Path, name: &str, manifest: &str, wasm: Option<&[u8]>) -> String {
+pub(crate) fn plugin_dir(root: &Path, name: &str, manifest: &str, wasm: Option<&[u8]>) -> String {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
@@ -225,7 +225,7 @@ async fn a_plugin_that_fails_its_checks_stops_the_server_with_the_reason() {
 }
 
 /// `gatehouse plugin run DIR STEP …` with these arguments; the JSON it printed, or its error.
-async fn harness_step(dir: &str, args: &[&str]) -> Result<Value, String> {
+pub(crate) async fn harness_step(dir: &str, args: &[&str]) -> Result<Value, String> {
     let mut all = vec!["plugin", "run", dir];
     all.extend_from_slice(args);
     let out = gatehouse(&all, &[]).await;
@@ -254,6 +254,11 @@ async fn plugin_authors_run_steps_on_the_harness_host() {
     assert_eq!(
         (d["id"].as_str(), d["kind"].as_str()),
         (Some("template"), Some("strategy")),
+        "{d}"
+    );
+    // The configuration schema from the manifest, its secret field marked.
+    assert_eq!(
+        d["config_schema"]["properties"]["code"]["writeOnly"], true,
         "{d}"
     );
 

@@ -693,3 +693,98 @@ async fn the_saml_plugin_signs_in_with_signed_responses_only(backend: Backend) {
         "{text}"
     );
 }
+
+/// The plugin's attribute mapping, run on the plugin harness (the real host and its saml
+/// capability, no server): attributes named by the configuration carry the address, the
+/// name parts and the groups, and `subject_attribute` names the user instead of the NameID;
+/// the usual names are then not looked at.
+#[tokio::test]
+async fn the_saml_plugin_maps_attributes_as_configured() {
+    use gatehouse_plugin_host::embedded::SAML;
+
+    use crate::plugins::{harness_step, plugin_dir};
+
+    let root = crate::harness::TempDir::new("saml-harness");
+    let dir = plugin_dir(root.path(), "saml", SAML.manifest, Some(SAML.wasm));
+    let state = root.path().join("state.json").display().to_string();
+    let callback = "https://gatehouse.test/login/callback/saml";
+    let idp = TestIdp::new("https://idp.navy.test/saml");
+    let config = json!({
+        "idp_metadata": idp.metadata(),
+        "trust_email": true,
+        "subject_attribute": "employeeNumber",
+        "attributes": {
+            "email": "corpMail",
+            "given_name": "first",
+            "family_name": "last",
+            "groups": "teams",
+        },
+    })
+    .to_string();
+    let common = [
+        "--plugin-config",
+        config.as_str(),
+        "--callback",
+        callback,
+        "--flow",
+        "flow-1",
+        "--state",
+        state.as_str(),
+    ];
+    let begun = harness_step(&dir, &[&["begin"][..], &common].concat())
+        .await
+        .unwrap();
+    let url = begun["result"]["redirect"].as_str().unwrap();
+    let request = authn_request(url);
+    let attributes = [
+        ("corpMail", "Grace@Navy.test"),
+        ("mail", "someone.else@navy.test"),
+        ("first", "Grace"),
+        ("last", "Hopper"),
+        ("teams", "compilers"),
+        ("memberOf", "not-these"),
+        ("employeeNumber", "E-1906"),
+    ];
+    let response = idp.response(&answer(&request.id, callback, callback, &attributes));
+    let param = format!("SAMLResponse={response}");
+    let done = harness_step(
+        &dir,
+        &[&["complete", "--param", param.as_str()][..], &common].concat(),
+    )
+    .await
+    .unwrap();
+    let a = &done["result"]["assertion"];
+    assert_eq!(a["subject"], "E-1906", "{done}");
+    assert_eq!(a["provider"], "https://idp.navy.test/saml", "{done}");
+    assert_eq!(a["email"], "Grace@Navy.test", "{done}");
+    assert_eq!(a["email_verified"], true, "{done}");
+    assert_eq!(a["methods"], json!(["fed"]), "{done}");
+    let claims: Value = match &a["claims"] {
+        Value::String(s) => serde_json::from_str(s).unwrap(),
+        other => other.clone(),
+    };
+    assert_eq!(claims["given_name"], "Grace", "{done}");
+    assert_eq!(claims["family_name"], "Hopper", "{done}");
+    assert_eq!(claims["groups"], json!(["compilers"]), "{done}");
+
+    // Without the attribute that names the user, there is nobody to sign in.
+    let begun = harness_step(&dir, &[&["begin"][..], &common].concat())
+        .await
+        .unwrap();
+    let request = authn_request(begun["result"]["redirect"].as_str().unwrap());
+    let anonymous = [("corpMail", "grace@navy.test")];
+    let param = format!(
+        "SAMLResponse={}",
+        idp.response(&answer(&request.id, callback, callback, &anonymous))
+    );
+    let refused = harness_step(
+        &dir,
+        &[&["complete", "--param", param.as_str()][..], &common].concat(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        refused["failure"].to_string().contains("employeeNumber"),
+        "{refused}"
+    );
+}

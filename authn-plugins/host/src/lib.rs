@@ -484,15 +484,8 @@ impl Host {
                 d.id, d.version, d.kind, m.id, m.version, m.kind
             )));
         }
-        if serde_json::from_str::<serde_json::Value>(&d.config_schema)
-            .map(|v| !v.is_object())
-            .unwrap_or(true)
-        {
-            return Err(PluginError::Rejected(format!(
-                "`{}`'s configuration schema is not a JSON object",
-                m.id
-            )));
-        }
+        let mut d = d;
+        d.config_schema = config_schema(m, &d.config_schema)?.to_string();
         plugin.description = d;
         Ok(plugin)
     }
@@ -753,6 +746,50 @@ const WASI_BAGGAGE: [&str; 5] = [
     "wasi:filesystem/",
     "wasi:random/",
 ];
+
+/// The configuration schema the host keeps for a plugin: what `describe` answered (`described`),
+/// or the manifest's when `describe` answered nothing; the two must agree when both are
+/// there. The manifest's `secret-fields` are marked `writeOnly` in it.
+fn config_schema(m: &Manifest, described: &str) -> Result<serde_json::Value, PluginError> {
+    let reject = |why: String| PluginError::Rejected(format!("`{}`'s {why}", m.id));
+    let mut schema = if described.trim().is_empty() {
+        m.config_schema.clone().ok_or_else(|| {
+            reject("describe answers no configuration schema, and its manifest has none".into())
+        })?
+    } else {
+        let d = serde_json::from_str::<serde_json::Value>(described)
+            .map_err(|_| reject("configuration schema is not a JSON object".into()))?;
+        if let Some(own) = &m.config_schema
+            && *own != d
+        {
+            return Err(reject(
+                "describe answers a configuration schema other than its manifest's config-schema"
+                    .into(),
+            ));
+        }
+        d
+    };
+    if !schema.is_object() {
+        return Err(reject("configuration schema is not a JSON object".into()));
+    }
+    for f in &m.secret_fields {
+        match schema
+            .get_mut("properties")
+            .and_then(|p| p.get_mut(f.as_str()))
+            .and_then(|p| p.as_object_mut())
+        {
+            Some(p) => {
+                p.insert("writeOnly".into(), serde_json::Value::Bool(true));
+            }
+            None => {
+                return Err(reject(format!(
+                    "secret field `{f}` is not a property of its configuration schema"
+                )));
+            }
+        }
+    }
+    Ok(schema)
+}
 
 fn answer_size(a: &Answer) -> usize {
     fn failure(f: &Failure) -> usize {

@@ -104,6 +104,12 @@ pub struct Manifest {
     pub config_hosts: Vec<String>,
     /// Its memory cap in MiB, if lower than the platform's.
     pub memory_mib: Option<u32>,
+    /// The JSON Schema of an organization's configuration (`[config-schema]`, a TOML table);
+    /// when given, `describe` answers it or nothing.
+    pub config_schema: Option<serde_json::Value>,
+    /// Configuration fields that are secrets (sealed at rest, never returned): marked
+    /// `writeOnly` in the schema the host keeps.
+    pub secret_fields: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +126,9 @@ struct Raw {
     #[serde(default)]
     config_hosts: Vec<String>,
     memory_mib: Option<u32>,
+    config_schema: Option<toml::Table>,
+    #[serde(default)]
+    secret_fields: Vec<String>,
 }
 
 /// Plugin ids: 1 to 40 of `a-z`, `0-9` and `-`, starting with a letter.
@@ -181,7 +190,16 @@ pub fn host_entry(entry: &str) -> Result<String, String> {
 impl Manifest {
     /// Parses `plugin.toml`; every problem is named.
     pub fn parse(text: &str) -> Result<Manifest, String> {
-        let raw: Raw = toml::from_str(text).map_err(|e| format!("plugin.toml: {}", e.message()))?;
+        let raw: Raw = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => format!(
+                "plugin.toml: line {}: {}",
+                text.get(..span.start)
+                    .map_or(0, |t| t.matches('\n').count())
+                    + 1,
+                e.message()
+            ),
+            None => format!("plugin.toml: {}", e.message()),
+        })?;
         if !valid_id(&raw.id) {
             return Err(format!(
                 "plugin.toml: id `{}` must be 1 to 40 of a-z, 0-9 and -, starting with a letter",
@@ -222,6 +240,31 @@ impl Manifest {
         {
             return Err("plugin.toml: memory-mib must be 1 to 4096".into());
         }
+        let config_schema = match raw.config_schema {
+            Some(t) => Some(
+                serde_json::to_value(&t).map_err(|e| format!("plugin.toml: config-schema: {e}"))?,
+            ),
+            None => None,
+        };
+        for f in &raw.secret_fields {
+            if f.is_empty() || f.len() > 64 {
+                return Err(format!(
+                    "plugin.toml: secret field `{f}` must be 1 to 64 bytes"
+                ));
+            }
+            if let Some(schema) = &config_schema
+                && schema
+                    .pointer(&format!(
+                        "/properties/{}",
+                        f.replace('~', "~0").replace('/', "~1")
+                    ))
+                    .is_none()
+            {
+                return Err(format!(
+                    "plugin.toml: secret field `{f}` is not a property of config-schema"
+                ));
+            }
+        }
         Ok(Manifest {
             id: raw.id,
             version: raw.version,
@@ -231,6 +274,8 @@ impl Manifest {
             allowed_hosts,
             config_hosts: raw.config_hosts,
             memory_mib: raw.memory_mib,
+            config_schema,
+            secret_fields: raw.secret_fields,
         })
     }
 }
@@ -252,9 +297,30 @@ mod tests {
             allowed-hosts = ["github.com", "API.github.com:8443"]
             config-hosts = ["issuer"]
             memory-mib = 16
+            secret-fields = ["client_secret"]
+
+            [config-schema]
+            type = "object"
+            required = ["client_id"]
+            additionalProperties = false
+            properties.client_id = { type = "string", minLength = 1 }
+            properties.client_secret = { type = "string" }
             "#,
         )
         .unwrap();
+        assert_eq!(
+            m.config_schema,
+            Some(serde_json::json!({
+                "type": "object",
+                "required": ["client_id"],
+                "additionalProperties": false,
+                "properties": {
+                    "client_id": { "type": "string", "minLength": 1 },
+                    "client_secret": { "type": "string" },
+                },
+            }))
+        );
+        assert_eq!(m.secret_fields, vec!["client_secret"]);
         assert_eq!(m.id, "github");
         assert_eq!(m.kind, PluginKind::Provider);
         assert_eq!(
@@ -289,6 +355,15 @@ mod tests {
             (base("allowed-hosts = [\"x.com:99999\"]"), "bad port"),
             (base("config-hosts = [\"\"]"), "config-hosts"),
             (base("memory-mib = 0"), "memory-mib"),
+            (
+                base("secret-fields = [\"key\"]\n[config-schema]\ntype = \"object\""),
+                "secret field `key` is not a property of config-schema",
+            ),
+            (base("secret-fields = [\"\"]"), "secret field"),
+            (
+                base("config-schema = 3"),
+                "line 5: invalid type: integer `3`, expected a map",
+            ),
             (base("surprise = 1"), "unknown field"),
             (
                 "id = \"X\"\nversion = \"0.1.0\"\nkind = \"strategy\"\ndisplay-name = \"X\"".into(),

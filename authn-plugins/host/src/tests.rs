@@ -411,6 +411,58 @@ async fn malformed_components_are_refused() {
     assert!(host.plugins().await.unwrap().is_empty());
 }
 
+#[tokio::test]
+async fn the_configuration_schema_is_the_manifests_or_describes_and_they_agree() {
+    let (host, _) = host_with(limits(), &Capability::ALL).await;
+    // The template's schema is in its manifest, and `describe` answers none; its secret field
+    // is marked `writeOnly`.
+    let p = host
+        .install(embedded::TEMPLATE.manifest, embedded::TEMPLATE.wasm)
+        .await
+        .unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&p.description.config_schema).unwrap();
+    assert_eq!(schema["required"], serde_json::json!(["code"]), "{schema}");
+    assert_eq!(schema["properties"]["code"]["writeOnly"], true, "{schema}");
+    assert_eq!(schema["properties"]["code"]["minLength"], 1, "{schema}");
+    // Without it there is no schema at all.
+    let bare = embedded::TEMPLATE
+        .manifest
+        .split("# Configuration fields")
+        .next()
+        .unwrap();
+    assert_ne!(bare, embedded::TEMPLATE.manifest);
+    let e = host
+        .install(bare, embedded::TEMPLATE.wasm)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("describe answers no configuration schema, and its manifest has none"),
+        "{e}"
+    );
+    // A manifest's schema that is not what `describe` answers.
+    let other = format!("{HOSTILE_MANIFEST}\n[config-schema]\ntype = \"object\"\n");
+    let e = host.install(&other, HOSTILE).await.unwrap_err();
+    assert!(e.to_string().contains("other than its manifest's"), "{e}");
+    // The same schema in both: accepted. A secret field the schema lacks: refused.
+    let same = format!(
+        "{HOSTILE_MANIFEST}\n[config-schema]\ntype = \"object\"\nadditionalProperties = false\n"
+    );
+    host.install(&same, HOSTILE).await.unwrap();
+    let e = host
+        .install(
+            &format!("{HOSTILE_MANIFEST}secret-fields = [\"key\"]\n"),
+            HOSTILE,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("secret field `key` is not a property of its configuration schema"),
+        "{e}"
+    );
+}
+
 /// A component that imports an empty instance under each of `names`, and exports nothing.
 fn component_importing(names: &[&str]) -> Vec<u8> {
     use wasm_encoder::{

@@ -8,10 +8,9 @@ struct Template;
 
 impl Plugin for Template {
     fn describe() -> Description {
+        // The configuration's schema is in plugin.toml (`config-schema`): nothing here.
         Description {
-            config_schema:
-                r#"{"type":"object","properties":{"code":{"type":"string"}},"required":["code"]}"#
-                    .into(),
+            config_schema: String::new(),
             ..Description::strategy("template", env!("CARGO_PKG_VERSION"), "Template")
         }
     }
