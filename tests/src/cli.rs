@@ -432,7 +432,7 @@ async fn platform_policies_validate_and_pass_their_tests() {
         "platform.cedar",
         "platform.policy.yaml",
         6,
-        60,
+        62,
     )
     .await;
 }

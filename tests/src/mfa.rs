@@ -855,7 +855,7 @@ async fn a_risky_sign_in_is_stepped_up_with_the_authenticator_app() {
     assert_eq!(events.len(), 1, "{audit}");
     assert_eq!(
         events[0]["details"]["challenge"],
-        json!(["otp", "webauthn"]),
+        json!(["otp", "hwk", "webauthn"]),
         "{audit}"
     );
 

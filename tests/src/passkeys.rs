@@ -420,3 +420,112 @@ async fn status_sub(s: &Server, token: &str) -> Value {
         .unwrap();
     r.json::<Value>().await.unwrap()["sub"].clone()
 }
+
+/// The login policy's step-up served by a passkey: a password-only session reused from another
+/// address and device is a medium risk, which the policy answers with a challenge; the page
+/// asks for the passkey, and its answer completes the sign-in with the second factor.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_risky_sign_in_is_stepped_up_with_a_passkey() {
+    use reqwest::Method;
+    let s = Server::start(Backend::Sqlite).await;
+    let (client_id, secret, ada) = tenant(&s, "acme").await;
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    let origin = format!("http://localhost:{port}");
+
+    // Ada signs in with her password (the baseline of her history), then registers a passkey.
+    let mut home = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let page = home
+        .sign_in(
+            &authorize_path(&client_id, REDIRECT, &challenge, &[]),
+            &ada,
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let t = tokens_for(&s, &client_id, &secret, &ada).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, started) = call(&s, Method::POST, "/api/me/mfa/passkey", Some(&t), None).await;
+    assert_eq!(st, 200, "{started}");
+    let mut key = TestPasskey::new(&origin);
+    let response = key.register(&started["options"]);
+    let (st, done) = call(
+        &s,
+        Method::POST,
+        "/api/me/mfa/passkey/confirm",
+        Some(&t),
+        Some(json!({ "response": response })),
+    )
+    .await;
+    assert_eq!(st, 200, "{done}");
+    let credential = done["credential_id"].as_str().unwrap().to_string();
+
+    // Her password-only session from another address, without the device cookie.
+    let mut cookies = home.cookies.clone();
+    cookies.remove("gh_device");
+    let mut away = Browser::from_address(&s, "127.0.0.2".parse().unwrap(), cookies);
+    let (verifier, challenge) = pkce();
+    let page = away
+        .get(&authorize_path(&client_id, REDIRECT, &challenge, &[]))
+        .await;
+    assert_eq!(page.status, 200, "a step-up, not a redirect: {}", page.body);
+    assert_eq!(hidden(&page.body, "method"), "passkey");
+    let options = page_options(&page.body);
+    assert_eq!(
+        options["publicKey"]["allowCredentials"][0]["id"], credential,
+        "{options}"
+    );
+    let request = hidden(&page.body, "request");
+    // A made-up answer issues nothing.
+    let p = away
+        .post(
+            "/login",
+            &[
+                ("request", request.as_str()),
+                ("method", "passkey"),
+                ("response", "{\"id\":\"x\"}"),
+            ],
+        )
+        .await;
+    assert!(
+        p.status == 400 || p.status == 401,
+        "{} {}",
+        p.status,
+        p.body
+    );
+    assert!(p.location.is_none());
+    // The passkey's answer to the page's options completes it.
+    let page = if p.body.contains("passkey-options") {
+        p
+    } else {
+        away.get(&authorize_path(&client_id, REDIRECT, &challenge, &[]))
+            .await
+    };
+    let request = hidden(&page.body, "request");
+    let answer = key.authenticate(&page_options(&page.body));
+    let done = away
+        .post(
+            "/login",
+            &[
+                ("request", request.as_str()),
+                ("method", "passkey"),
+                ("response", answer.to_string().as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let claims = id_claims(
+        &s,
+        done.location.as_deref().unwrap(),
+        &verifier,
+        (&client_id, &secret),
+    )
+    .await;
+    let amr = claims["amr"].as_array().unwrap();
+    assert!(
+        amr.contains(&json!("hwk")) && amr.contains(&json!("mfa")),
+        "{amr:?}"
+    );
+}
