@@ -163,16 +163,32 @@ impl Resolve for Vetted {
     }
 }
 
-/// The client and rules shared by every plugin step.
+/// The client and rules shared by every plugin step. The client (its TLS context and the
+/// system's root certificates) is built when a plugin first sends a request: a server whose
+/// plugins never do keeps neither in memory.
 #[derive(Clone)]
 pub(crate) struct Outbound {
-    client: reqwest::Client,
+    client: Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>,
     pub(crate) policy: HttpPolicy,
 }
 
 impl Outbound {
-    pub(crate) fn new(policy: HttpPolicy) -> Result<Outbound, String> {
-        let client = reqwest::Client::builder()
+    pub(crate) fn new(policy: HttpPolicy) -> Outbound {
+        Outbound {
+            client: Arc::default(),
+            policy,
+        }
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, String> {
+        self.client
+            .get_or_init(|| Self::build(&self.policy))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn build(policy: &HttpPolicy) -> Result<reqwest::Client, String> {
+        reqwest::Client::builder()
             .dns_resolver(Arc::new(Vetted {
                 allow_loopback: policy.allow_loopback,
                 fixed: policy.fixed_addresses.clone(),
@@ -183,8 +199,7 @@ impl Outbound {
             .connect_timeout(policy.timeout)
             .user_agent(concat!("Gatehouse/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Outbound { client, policy })
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
     }
 }
 
@@ -329,7 +344,7 @@ impl StepHttp {
             self.sent += 1;
             let mut builder = self
                 .outbound
-                .client
+                .client()?
                 .request(method.clone(), url.clone())
                 .headers(headers.clone());
             if !body.is_empty() {

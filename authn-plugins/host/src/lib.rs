@@ -276,7 +276,7 @@ impl Host {
                     PluginError::Rejected(format!("cannot start the epoch ticker: {e}"))
                 })?;
         }
-        let outbound = http::Outbound::new(limits.http.clone()).map_err(PluginError::Rejected)?;
+        let outbound = http::Outbound::new(limits.http.clone());
         Ok(Host {
             engine,
             outbound,

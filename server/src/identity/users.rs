@@ -147,36 +147,73 @@ pub fn set_hash_slots(n: usize) {
     let _ = HASH_SLOTS.set(n);
 }
 
-/// Argon2id computations at once: one per core unless configured. Each holds 19 MiB; more at once than cores
-/// only share the cores and thrash their caches (and a flood of logins could take memory).
-fn argon2_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
-    SLOTS.get_or_init(|| {
+/// A computation waiting for an Argon2 thread.
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// The queue of the Argon2 threads: one per core unless configured, started on first use.
+///
+/// Each holds 19 MiB while it computes; more computations at once than cores would only share
+/// the cores and thrash their caches (and a flood of logins could take memory). The threads
+/// take the next computation from the queue as soon as they finish one: with a semaphore in
+/// front of the blocking pool instead, handing a freed slot to the next login took two wakeups
+/// of async tasks on cores that Argon2 keeps busy, and the cores idled in between.
+fn hashers() -> &'static std::sync::mpsc::Sender<HashJob> {
+    static QUEUE: OnceLock<std::sync::mpsc::Sender<HashJob>> = OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<HashJob>();
+        let rx = std::sync::Arc::new(Mutex::new(rx));
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        tokio::sync::Semaphore::new(HASH_SLOTS.get().copied().unwrap_or(cores))
+        for n in 0..HASH_SLOTS.get().copied().unwrap_or(cores) {
+            let rx = rx.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
+                        let Ok(job) = job else { return };
+                        // A panic drops the job's answer channel (its caller sees an error);
+                        // the thread carries on with the next one.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            if let Err(e) = started {
+                tracing::error!(error = %e, "cannot start an Argon2 thread");
+            }
+        }
+        tx
     })
 }
 
-/// [`hash_password_blocking`] off the async workers, one per core at a time.
-pub async fn hash_password(password: &str) -> Result<String> {
-    let pw = zeroize::Zeroizing::new(password.as_bytes().to_vec());
-    let _slot = argon2_slots()
-        .acquire()
-        .await
-        .map_err(|e| Error::Storage(format!("password hashing stopped: {e}")))?;
-    tokio::task::spawn_blocking(move || hash_password_blocking(&pw))
-        .await
-        .map_err(|e| Error::Storage(format!("password hashing stopped: {e}")))?
+/// Runs `work` on an Argon2 thread and waits for its answer; `None` if it could not run. A
+/// caller that stops waiting (a browser that went away) takes its computation out of the
+/// queue: it is skipped, not computed.
+async fn on_hasher<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: HashJob = Box::new(move || {
+        if !tx.is_closed() {
+            let _ = tx.send(work());
+        }
+    });
+    hashers().send(job).ok()?;
+    rx.await.ok()
 }
 
-/// [`verify_password_blocking`] off the async workers, one per core at a time.
+/// [`hash_password_blocking`] on the Argon2 threads.
+pub async fn hash_password(password: &str) -> Result<String> {
+    let pw = zeroize::Zeroizing::new(password.as_bytes().to_vec());
+    on_hasher(move || hash_password_blocking(&pw))
+        .await
+        .unwrap_or_else(|| Err(Error::Storage("password hashing stopped".into())))
+}
+
+/// [`verify_password_blocking`] on the Argon2 threads.
 pub async fn verify_password(password: &str, hash: &str) -> bool {
     let pw = zeroize::Zeroizing::new(password.as_bytes().to_vec());
     let hash = hash.to_string();
-    let Ok(_slot) = argon2_slots().acquire().await else {
-        return false;
-    };
-    tokio::task::spawn_blocking(move || verify_password_blocking(&pw, &hash))
+    on_hasher(move || verify_password_blocking(&pw, &hash))
         .await
         .unwrap_or(false)
 }
@@ -586,6 +623,36 @@ mod tests {
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
         assert!(verify_password("correct horse", &h).await);
         assert!(!verify_password("correct horsf", &h).await);
+    }
+
+    /// More verifications at once than Argon2 threads queue up and each gets its own answer;
+    /// a verification whose caller stopped waiting is skipped and the queue carries on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verifications_queue_for_the_argon2_threads() {
+        let h = hash_password("correct horse").await.unwrap();
+        let abandoned = tokio::time::timeout(
+            std::time::Duration::from_micros(1),
+            verify_password("correct horse", &h),
+        )
+        .await;
+        assert!(abandoned.is_err(), "a verification cannot finish in 1 µs");
+        let tries: Vec<_> = (0..12)
+            .map(|i| {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let pw = if i % 3 == 0 {
+                        "correct horsf"
+                    } else {
+                        "correct horse"
+                    };
+                    (i, verify_password(pw, &h).await)
+                })
+            })
+            .collect();
+        for t in tries {
+            let (i, ok) = t.await.unwrap();
+            assert_eq!(ok, i % 3 != 0, "verification {i}");
+        }
     }
 
     /// The verifier with reused memory agrees with the argon2 crate's own on every variant,
