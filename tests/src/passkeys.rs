@@ -397,16 +397,22 @@ async fn passkeys_are_registered_then_sign_in_as_second_factor_and_alone() {
     let (_, status) = call(&s, Method::GET, "/api/me/mfa", t, None).await;
     assert_eq!(status["passkeys"], json!([]));
     // And the password alone signs in again.
-    let mut b = Browser::new(&s);
+    signed_in_with_password(&s, &client_id, &ada).await;
+}
+
+/// A new browser in which `email` has signed in with the password alone.
+async fn signed_in_with_password(s: &Server, client_id: &str, email: &str) -> Browser {
+    let mut b = Browser::new(s);
     let (_, challenge) = pkce();
     let page = b
         .sign_in(
-            &authorize_path(&client_id, REDIRECT, &challenge, &[]),
-            &ada,
+            &authorize_path(client_id, REDIRECT, &challenge, &[]),
+            email,
             PASSWORD,
         )
         .await;
     assert_eq!(page.status, 303, "{}", page.body);
+    b
 }
 
 /// The subject of an access token, from userinfo.
@@ -433,16 +439,7 @@ async fn a_risky_sign_in_is_stepped_up_with_a_passkey() {
     let origin = format!("http://localhost:{port}");
 
     // Ada signs in with her password (the baseline of her history), then registers a passkey.
-    let mut home = Browser::new(&s);
-    let (_, challenge) = pkce();
-    let page = home
-        .sign_in(
-            &authorize_path(&client_id, REDIRECT, &challenge, &[]),
-            &ada,
-            PASSWORD,
-        )
-        .await;
-    assert_eq!(page.status, 303, "{}", page.body);
+    let home = signed_in_with_password(&s, &client_id, &ada).await;
     let t = tokens_for(&s, &client_id, &secret, &ada).await["access_token"]
         .as_str()
         .unwrap()
