@@ -11,6 +11,11 @@ embedded default (`login_client`: each login is what a browser does, `GET /oauth
 then `POST /login` with the password, ending in the policy decision and the redirect with a
 code; logins per second count completed `POST /login`s). Prints Markdown for
 benches/RESULTS.md: each round's ratio and the ratio of the totals.
+
+    python3 benches/login_load.py --bins /tmp/gatehouse-before target/release/gatehouse
+
+compares builds in the same run: one server per binary, each round measuring the raw rate and
+then each server's logins in turn.
 """
 import argparse
 import json
@@ -28,9 +33,9 @@ PASSWORD = "correct horse battery"
 REDIRECT = "http://127.0.0.1:9/callback"
 
 
-def admin(data, *args, stdin=None):
+def admin(data, *args, stdin=None, bin=None):
     env = dict(os.environ, GATEHOUSE_DATA_DIR=data, GATEHOUSE_LOG="warn")
-    out = subprocess.run([load.BIN, *args], env=env, check=True, capture_output=True, text=True, input=stdin).stdout
+    out = subprocess.run([bin or load.BIN, *args], env=env, check=True, capture_output=True, text=True, input=stdin).stdout
     return json.loads(out)
 
 
@@ -43,36 +48,50 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--conns", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--bins", nargs="+", default=[load.BIN], help="gatehouse binaries to compare")
     a = ap.parse_args()
-    for b in (load.BIN, ARGON2_RATE, LOGIN_CLIENT):
+    for b in (*a.bins, ARGON2_RATE, LOGIN_CLIENT):
         if not os.path.exists(b):
             raise SystemExit("build first: cargo build --release -p gatehouse-server --bin gatehouse -p gatehouse-benches --bin argon2_rate --bin login_client")
     os.environ["GATEHOUSE_LOGIN_RATE_PER_IP"] = "0"
-    srv = load.Server("sqlite")
+    email = "bench@example.com"
+    servers = []
     rounds = []
     try:
-        admin(srv.data, "org", "create", "--slug", "bench", "--name", "Bench")
-        admin(srv.data, "org", "approve", "bench")
-        svc = admin(srv.data, "service", "create", "--org", "bench", "--name", "web", "--grant", "authorization_code",
-                    "--redirect-uri", REDIRECT)
-        email = "bench@example.com"
-        admin(srv.data, "user", "create", "--email", email, "--password-stdin", "--verified", "--org", "bench",
-              stdin=PASSWORD + "\n")
+        for b in a.bins:
+            load.BIN = b
+            srv = load.Server("sqlite")
+            servers.append(srv)
+            admin(srv.data, "org", "create", "--slug", "bench", "--name", "Bench", bin=b)
+            admin(srv.data, "org", "approve", "bench", bin=b)
+            svc = admin(srv.data, "service", "create", "--org", "bench", "--name", "web", "--grant",
+                        "authorization_code", "--redirect-uri", REDIRECT, bin=b)
+            admin(srv.data, "user", "create", "--email", email, "--password-stdin", "--verified", "--org", "bench",
+                  stdin=PASSWORD + "\n", bin=b)
+            srv.client_id = svc["client_id"]
         for _ in range(a.rounds):
             raw = run(ARGON2_RATE, str(a.seconds))
-            http = run(LOGIN_CLIENT, srv.base, svc["client_id"], email, PASSWORD, str(a.conns), str(a.seconds))
+            http = [run(LOGIN_CLIENT, srv.base, srv.client_id, email, PASSWORD, str(a.conns), str(a.seconds))
+                    for srv in servers]
             rounds.append((raw, http))
     finally:
-        srv.stop()
+        for srv in servers:
+            srv.stop()
     print(f"## Password logins, SQLite ({a.conns} browsers, {a.rounds} rounds of {a.seconds}s each)\n")
     print(f"Parameters: {rounds[0][0]['hash']}\n")
-    print("| round | raw Argon2id verifications, all cores | password logins over HTTP | ratio |")
-    print("| --- | --- | --- | --- |")
+    names = [os.path.relpath(b, ROOT) if b.startswith(ROOT) else b for b in a.bins]
+    head = "".join(f" logins, {n} | ratio |" for n in names) if len(names) > 1 else " password logins over HTTP | ratio |"
+    print(f"| round | raw Argon2id verifications, all cores |{head}")
+    print("| --- | --- |" + " --- | --- |" * len(names))
     for i, (raw, http) in enumerate(rounds, 1):
-        print(f"| {i} | {raw['per_second']:.1f}/s | {http['per_second']:.1f}/s ({http['failed']} failed) | {http['per_second'] / raw['per_second'] * 100:.0f} % |")
+        cells = "".join(f" {h['per_second']:.1f}/s ({h['failed']} failed) | {h['per_second'] / raw['per_second'] * 100:.0f} % |"
+                        for h in http)
+        print(f"| {i} | {raw['per_second']:.1f}/s |{cells}")
     raw_total = sum(r["per_second"] for r, _ in rounds)
-    http_total = sum(h["per_second"] for _, h in rounds)
-    print(f"\nAll rounds: {http_total / raw_total * 100:.0f} % of the raw rate.")
+    print()
+    for j, n in enumerate(names):
+        http_total = sum(h[j]["per_second"] for _, h in rounds)
+        print(f"All rounds, {n}: {http_total / raw_total * 100:.0f} % of the raw rate.")
 
 
 if __name__ == "__main__":

@@ -763,15 +763,15 @@ pub(super) async fn login_submit(
             org.as_ref(),
         );
     }
-    let fields = match method_fields(&p, &service, "password", id, None).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
     let ip = client_ip(&req);
     let email = form.get("email").cloned().unwrap_or_default();
-    // The form shown again, with the providers' buttons (read only when it is shown: a
-    // successful sign-in does not need them).
-    let again = |status: StatusCode, message: &str, providers: Vec<(String, String)>| {
+    // The form shown again, with its fields and the providers' buttons (read only when it is
+    // shown: a successful sign-in needs neither).
+    let again = async |status: StatusCode, message: &str| {
+        let fields = match method_fields(&p, &service, "password", id, None).await {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
         login_form(
             status,
             id,
@@ -782,7 +782,7 @@ pub(super) async fn login_submit(
             &email,
             Some(message),
             state.signup,
-            &providers,
+            &offered_methods(&p, &service).await,
         )
     };
     if let Some(ip) = &ip {
@@ -797,8 +797,8 @@ pub(super) async fn login_submit(
                 return again(
                     StatusCode::TOO_MANY_REQUESTS,
                     "Too many sign-in attempts from your network. Wait a minute and try again.",
-                    offered_methods(&p, &service).await,
-                );
+                )
+                .await;
             }
             Ok(_) => {}
             Err(e) => {
@@ -818,8 +818,8 @@ pub(super) async fn login_submit(
             return again(
                 StatusCode::BAD_REQUEST,
                 "This sign-in method is not available.",
-                offered_methods(&p, &service).await,
-            );
+            )
+            .await;
         }
     };
     let (secret, session) = match sign_in_with_form(&p, &req, strategy, &form, &service, "code")
@@ -827,7 +827,7 @@ pub(super) async fn login_submit(
     {
         FormSignIn::SignedIn(secret, session) => (secret, session),
         FormSignIn::Refused(status, message) => {
-            return again(status, &message, offered_methods(&p, &service).await);
+            return again(status, &message).await;
         }
         FormSignIn::Unavailable => return unavailable_page(),
         FormSignIn::SecondFactor(user, methods) => {

@@ -328,3 +328,26 @@ fn parses_urls() {
         "the url is not echoed: {err}"
     );
 }
+
+/// SQLite is built with the query planner stability guarantee (`.cargo/config.toml`): a
+/// statement with a bound `LIMIT` (each `.first()`, each page) is planned once and reused.
+/// Without it SQLite plans with the bound limit as a constant and compiles the statement
+/// again every time the limit is bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_statements_with_a_bound_limit_prepared() {
+    use diesel::sql_types::Integer;
+    let ds = SqlStore::connect("sqlite::memory:")
+        .await
+        .expect("open in-memory sqlite");
+    let super::Backend::Sqlite { pool, .. } = &ds.backend else {
+        panic!("an in-memory store is SQLite");
+    };
+    let mut conn = pool.get().await.expect("a connection");
+    let qpsg: i32 = diesel::select(diesel::dsl::sql::<Integer>(
+        "sqlite_compileoption_used('ENABLE_QPSG')",
+    ))
+    .get_result(&mut *conn)
+    .await
+    .expect("query the compile options");
+    assert_eq!(qpsg, 1, "SQLite must be built with SQLITE_ENABLE_QPSG");
+}
