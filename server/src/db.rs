@@ -23,6 +23,38 @@ macro_rules! with_conn {
     };
 }
 
+/// Runs `$body`, a read by key that takes no lock, with `$conn` bound to a pooled connection.
+/// SQLite runs it on the calling thread ([`Inline`]): a point read of a local file takes
+/// microseconds, less than handing it to the blocking pool and waking the caller again. A read
+/// in WAL mode never waits for a writer, so it cannot hold the thread up; scans and writes
+/// stay on the blocking pool ([`with_conn!`]). An in-memory database has one connection only,
+/// shared by every query.
+macro_rules! read_conn {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Postgres(pool) => {
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let $conn: &mut AsyncPgConnection = &mut pooled;
+                $body
+            }
+            Backend::Sqlite {
+                reads: Some(pool), ..
+            } => {
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let $conn: &mut SqliteReadConn = &mut pooled;
+                $body
+            }
+            Backend::Sqlite {
+                pool, reads: None, ..
+            } => {
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let $conn: &mut SqliteConn = &mut pooled;
+                $body
+            }
+        }
+    };
+}
+
 /// Runs `$body` (returning `Result<_, TxError>`) in a write transaction, all or nothing.
 macro_rules! write_tx {
     ($store:expr, |$conn:ident| $body:expr) => {
@@ -37,7 +69,9 @@ macro_rules! write_tx {
                 )
                 .await
             }
-            Backend::Sqlite { pool, write_lock } => {
+            Backend::Sqlite {
+                pool, write_lock, ..
+            } => {
                 let _writer = write_lock.lock().await;
                 let mut pooled = pool.get().await.map_err(pool_error)?;
                 let conn: &mut SqliteConn = &mut pooled;
@@ -71,6 +105,28 @@ use futures::FutureExt;
 
 /// The SQLite connection type: diesel's sync connection run on tokio's blocking pool.
 type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+/// The SQLite connection of [`read_conn!`]: diesel's sync connection run on the calling thread.
+type SqliteReadConn = SyncConnectionWrapper<SqliteConnection, Inline>;
+
+/// Runs a SQLite connection's work where it is awaited, without a thread hand-off.
+struct Inline;
+
+impl diesel_async::sync_connection_wrapper::SpawnBlocking for Inline {
+    fn spawn_blocking<'a, R>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> futures::future::BoxFuture<'a, Result<R, Box<dyn std::error::Error + Send + Sync + 'static>>>
+    where
+        R: Send + 'static,
+    {
+        futures::future::ready(Ok(task())).boxed()
+    }
+
+    fn get_runtime() -> Self {
+        Inline
+    }
+}
 
 /// Per-connection SQLite settings: WAL for concurrent readers, a busy timeout for writers of
 /// other processes, and enforced foreign keys.
@@ -133,6 +189,9 @@ enum Backend {
     Postgres(Pool<AsyncPgConnection>),
     Sqlite {
         pool: Pool<SqliteConn>,
+        /// Connections for [`read_conn!`] (none for an in-memory database, which lives in the
+        /// one connection of `pool`).
+        reads: Option<Pool<SqliteReadConn>>,
         /// SQLite has one writer at a time; writers of this process queue here rather than
         /// spinning on the busy timeout.
         write_lock: tokio::sync::Mutex<()>,
@@ -215,13 +274,27 @@ impl SqlStore {
                     path.clone(),
                     config,
                 );
-                let size = if is_sqlite_memory(&path) {
-                    1
+                let in_memory = is_sqlite_memory(&path);
+                let reads = if in_memory {
+                    None
                 } else {
-                    opts.max_connections
+                    let mut config = ManagerConfig::<SqliteReadConn>::default();
+                    config.custom_setup =
+                        Box::new(|path| establish_sqlite(path.to_string()).boxed());
+                    let manager = AsyncDieselConnectionManager::<SqliteReadConn>::new_with_config(
+                        path.clone(),
+                        config,
+                    );
+                    Some(build_pool(
+                        manager,
+                        opts.max_connections,
+                        opts.acquire_timeout,
+                    )?)
                 };
+                let size = if in_memory { 1 } else { opts.max_connections };
                 Backend::Sqlite {
                     pool: build_pool(manager, size, opts.acquire_timeout)?,
+                    reads,
                     write_lock: tokio::sync::Mutex::new(()),
                 }
             }
@@ -301,8 +374,14 @@ where
         .map_err(|e| DbError::Unavailable(format!("cannot build the connection pool: {e}")))
 }
 
-async fn establish_sqlite(path: String) -> diesel::ConnectionResult<SqliteConn> {
-    let mut conn = SqliteConn::establish(&path).await?;
+async fn establish_sqlite<S>(
+    path: String,
+) -> diesel::ConnectionResult<SyncConnectionWrapper<SqliteConnection, S>>
+where
+    S: diesel_async::sync_connection_wrapper::SpawnBlocking + Send + 'static,
+    SyncConnectionWrapper<SqliteConnection, S>: AsyncConnection,
+{
+    let mut conn = SyncConnectionWrapper::<SqliteConnection, S>::establish(&path).await?;
     conn.batch_execute(SQLITE_PRAGMAS).await.map_err(|e| {
         diesel::ConnectionError::BadConnection(format!("cannot configure sqlite: {e}"))
     })?;

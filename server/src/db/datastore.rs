@@ -1478,7 +1478,9 @@ impl Datastore for SqlStore {
             }
             // SQLite: on diesel's sync connection, in one transaction, so a flush costs one
             // commit; one row per statement, whose prepared statement is cached.
-            Backend::Sqlite { pool, write_lock } => {
+            Backend::Sqlite {
+                pool, write_lock, ..
+            } => {
                 let _writer = write_lock.lock().await;
                 let mut pooled = pool.get().await.map_err(pool_error)?;
                 let conn: &mut SqliteConn = &mut pooled;
@@ -1608,7 +1610,9 @@ impl Datastore for SqlStore {
                             .await
                             .map_err(db_error)?
                     }
-                    Backend::Sqlite { pool, write_lock } => {
+                    Backend::Sqlite {
+                        pool, write_lock, ..
+                    } => {
                         let _writer = write_lock.lock().await;
                         let mut pooled = pool.get().await.map_err(pool_error)?;
                         let conn: &mut SqliteConn = &mut pooled;

@@ -8,7 +8,7 @@ use gatehouse_engine::Result;
 use super::datastore::{TxError, db_error, pool_error, utc};
 use super::models::{OrganizationRow, ServiceRow};
 use super::schema::{api_keys, organizations, platform, services, store_owners, tiers};
-use super::{Backend, SqlStore, SqliteConn};
+use super::{Backend, SqlStore, SqliteConn, SqliteReadConn};
 
 /// An organization (tenant).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -192,7 +192,7 @@ impl SqlStore {
     }
 
     pub async fn organization(&self, id: &str) -> Result<Option<Organization>> {
-        let row: Option<OrganizationRow> = with_conn!(self, |conn| {
+        let row: Option<OrganizationRow> = read_conn!(self, |conn| {
             organizations::table
                 .find(id)
                 .select(OrganizationRow::as_select())
@@ -295,7 +295,7 @@ impl SqlStore {
     }
 
     pub async fn service(&self, client_id: &str) -> Result<Option<Service>> {
-        let row: Option<ServiceRow> = with_conn!(self, |conn| {
+        let row: Option<ServiceRow> = read_conn!(self, |conn| {
             services::table
                 .find(client_id)
                 .filter(services::deleted_at.is_null())

@@ -11,7 +11,7 @@ use super::schema::{
     plugin_credentials, refresh_tokens, service_plugins, services, token_families,
     uploaded_plugins, users,
 };
-use super::{Backend, SqlStore, SqliteConn};
+use super::{Backend, SqlStore, SqliteConn, SqliteReadConn};
 
 /// What an insert bounded by a limit came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -555,7 +555,7 @@ impl SqlStore {
     }
 
     pub async fn user(&self, id: &str) -> Result<Option<User>> {
-        let row: Option<UserRow> = with_conn!(self, |conn| {
+        let row: Option<UserRow> = read_conn!(self, |conn| {
             users::table
                 .find(id)
                 .select(UserRow::as_select())
@@ -574,7 +574,7 @@ impl SqlStore {
         user: &str,
         name: &str,
     ) -> Result<Option<String>> {
-        with_conn!(self, |conn| {
+        read_conn!(self, |conn| {
             plugin_credentials::table
                 .find((plugin, user, name))
                 .select(plugin_credentials::sealed)
@@ -644,7 +644,7 @@ impl SqlStore {
 
     /// The user with this (lowercased) email.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
-        let row: Option<UserRow> = with_conn!(self, |conn| {
+        let row: Option<UserRow> = read_conn!(self, |conn| {
             users::table
                 .filter(users::email.eq(email))
                 .select(UserRow::as_select())
