@@ -56,27 +56,22 @@ def main():
     os.environ["GATEHOUSE_LOGIN_RATE_PER_IP"] = "0"
     load.BIN = a.bin
     srv = load.Server("sqlite")
-    email = "bench@example.com"
+    email = ll.EMAIL
     try:
-        ll.admin(srv.data, "org", "create", "--slug", "bench", "--name", "Bench")
-        ll.admin(srv.data, "org", "approve", "bench")
-        svc = ll.admin(srv.data, "service", "create", "--org", "bench", "--name", "web", "--grant",
-                       "authorization_code", "--redirect-uri", ll.REDIRECT)
-        ll.admin(srv.data, "user", "create", "--email", email, "--password-stdin", "--verified", "--org", "bench",
-                 stdin=ll.PASSWORD + "\n")
+        client_id = ll.set_up(srv, a.bin)
         if a.cheap:
             from argon2 import PasswordHasher
             h = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(ll.PASSWORD)
             db = glob.glob(os.path.join(srv.data, "*.db"))[0]
             subprocess.run(["sqlite3", db, f"UPDATE users SET password_hash='{h}' WHERE email='{email}'"], check=True)
-        ll.run(ll.LOGIN_CLIENT, srv.base, svc["client_id"], email, ll.PASSWORD, str(a.conns), "3")  # warm-up
+        ll.run(ll.LOGIN_CLIENT, srv.base, client_id, email, ll.PASSWORD, str(a.conns), "3")  # warm-up
         before = threads(srv.proc.pid)
         started = time.time()
         perf = None
         if a.perf:
             perf = subprocess.Popen(["perf", "record", "-g", "-p", str(srv.proc.pid), "-o", a.perf, "--", "sleep",
                                      str(a.seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = subprocess.Popen([ll.LOGIN_CLIENT, srv.base, svc["client_id"], email, ll.PASSWORD, str(a.conns),
+        client = subprocess.Popen([ll.LOGIN_CLIENT, srv.base, client_id, email, ll.PASSWORD, str(a.conns),
                                    str(a.seconds)], stdout=subprocess.PIPE, text=True)
         client_cpu = 0.0
         while client.poll() is None:

@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGON2_RATE = os.path.join(ROOT, "target", "release", "argon2_rate")
 LOGIN_CLIENT = os.path.join(ROOT, "target", "release", "login_client")
 PASSWORD = "correct horse battery"
+EMAIL = "bench@example.com"
 REDIRECT = "http://127.0.0.1:9/callback"
 
 
@@ -37,6 +38,17 @@ def admin(data, *args, stdin=None, bin=None):
     env = dict(os.environ, GATEHOUSE_DATA_DIR=data, GATEHOUSE_LOG="warn")
     out = subprocess.run([bin or load.BIN, *args], env=env, check=True, capture_output=True, text=True, input=stdin).stdout
     return json.loads(out)
+
+
+def set_up(srv, bin=None):
+    """The benchmark's organization, service and user on `srv`; returns the client id."""
+    admin(srv.data, "org", "create", "--slug", "bench", "--name", "Bench", bin=bin)
+    admin(srv.data, "org", "approve", "bench", bin=bin)
+    svc = admin(srv.data, "service", "create", "--org", "bench", "--name", "web", "--grant",
+                "authorization_code", "--redirect-uri", REDIRECT, bin=bin)
+    admin(srv.data, "user", "create", "--email", EMAIL, "--password-stdin", "--verified", "--org", "bench",
+          stdin=PASSWORD + "\n", bin=bin)
+    return svc["client_id"]
 
 
 def run(*args):
@@ -54,7 +66,6 @@ def main():
         if not os.path.exists(b):
             raise SystemExit("build first: cargo build --release -p gatehouse-server --bin gatehouse -p gatehouse-benches --bin argon2_rate --bin login_client")
     os.environ["GATEHOUSE_LOGIN_RATE_PER_IP"] = "0"
-    email = "bench@example.com"
     servers = []
     rounds = []
     try:
@@ -62,16 +73,10 @@ def main():
             load.BIN = b
             srv = load.Server("sqlite")
             servers.append(srv)
-            admin(srv.data, "org", "create", "--slug", "bench", "--name", "Bench", bin=b)
-            admin(srv.data, "org", "approve", "bench", bin=b)
-            svc = admin(srv.data, "service", "create", "--org", "bench", "--name", "web", "--grant",
-                        "authorization_code", "--redirect-uri", REDIRECT, bin=b)
-            admin(srv.data, "user", "create", "--email", email, "--password-stdin", "--verified", "--org", "bench",
-                  stdin=PASSWORD + "\n", bin=b)
-            srv.client_id = svc["client_id"]
+            srv.client_id = set_up(srv, b)
         for _ in range(a.rounds):
             raw = run(ARGON2_RATE, str(a.seconds))
-            http = [run(LOGIN_CLIENT, srv.base, srv.client_id, email, PASSWORD, str(a.conns), str(a.seconds))
+            http = [run(LOGIN_CLIENT, srv.base, srv.client_id, EMAIL, PASSWORD, str(a.conns), str(a.seconds))
                     for srv in servers]
             rounds.append((raw, http))
     finally:

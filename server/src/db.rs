@@ -32,11 +32,6 @@ macro_rules! with_conn {
 macro_rules! read_conn {
     ($store:expr, |$conn:ident| $body:expr) => {
         match &$store.backend {
-            Backend::Postgres(pool) => {
-                let mut pooled = pool.get().await.map_err(pool_error)?;
-                let $conn: &mut AsyncPgConnection = &mut pooled;
-                $body
-            }
             Backend::Sqlite {
                 reads: Some(pool), ..
             } => {
@@ -44,13 +39,7 @@ macro_rules! read_conn {
                 let $conn: &mut SqliteReadConn = &mut pooled;
                 $body
             }
-            Backend::Sqlite {
-                pool, reads: None, ..
-            } => {
-                let mut pooled = pool.get().await.map_err(pool_error)?;
-                let $conn: &mut SqliteConn = &mut pooled;
-                $body
-            }
+            _ => with_conn!($store, |$conn| $body),
         }
     };
 }
