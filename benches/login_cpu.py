@@ -9,7 +9,7 @@ seconds and reads each server thread's CPU time from /proc before and after (gro
 thread name: HTTP workers, the blocking pool that runs SQLite, the Argon2 threads). With
 `--cheap` the user's stored hash is replaced by one with tiny Argon2 parameters (m=8 KiB,
 t=1; needs `pip install argon2-cffi`), so that what is left is everything a login costs
-besides Argon2. `--perf FILE` records `perf record -g` of the server meanwhile.
+besides Argon2. `--perf FILE` records `perf record --call-graph dwarf` of the server meanwhile.
 """
 import argparse
 import collections
@@ -69,7 +69,7 @@ def main():
         started = time.time()
         perf = None
         if a.perf:
-            perf = subprocess.Popen(["perf", "record", "-g", "-p", str(srv.proc.pid), "-o", a.perf, "--", "sleep",
+            perf = subprocess.Popen(["perf", "record", "--call-graph", "dwarf", "-F", "499", "-p", str(srv.proc.pid), "-o", a.perf, "--", "sleep",
                                      str(a.seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = subprocess.Popen([ll.LOGIN_CLIENT, srv.base, client_id, email, ll.PASSWORD, str(a.conns),
                                    str(a.seconds)], stdout=subprocess.PIPE, text=True)

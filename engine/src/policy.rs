@@ -5,6 +5,7 @@
 //! Naming, so that policies are portable: each model type `t` is the Cedar entity type `t`
 //! (`user::"anne"`), each relation `r` is `Action::"r"`.
 
+mod context;
 pub mod hierarchy;
 pub mod schema;
 mod slice;
@@ -121,6 +122,10 @@ pub struct CompiledPolicies {
         std::sync::RwLock<std::collections::HashSet<(EntityTypeName, EntityUid, EntityTypeName)>>,
     /// Gatehouse-only contexts already built, by their values (a `Context` clone is an `Arc`).
     contexts: moka::sync::Cache<u64, Arc<(GraphContext, Risk, Context)>>,
+    /// The declared context record of each action, read from the schema JSON
+    /// ([`Self::with_context_types`]), so that a caller's context is converted without Cedar's
+    /// JSON reader. Empty: every caller context goes through that reader.
+    context_types: HashMap<EntityUid, HashMap<String, context::Shape>>,
     /// Whether any policy may read `context.relations` (conservatively: the text mentions
     /// `relations`), so that decisions which do not return them can skip computing them.
     pub reads_relations: bool,
@@ -245,6 +250,7 @@ impl CompiledPolicies {
             action_entities,
             validated: std::sync::RwLock::default(),
             contexts: moka::sync::Cache::new(10_000),
+            context_types: HashMap::new(),
             reads_relations: text.contains("relations"),
             reads_risk: text.contains("risk"),
         })
@@ -252,6 +258,16 @@ impl CompiledPolicies {
 }
 
 impl CompiledPolicies {
+    /// Reads each action's declared context from `schema_json` (the JSON the schema was parsed
+    /// from), so that callers' contexts are converted directly instead of by Cedar's JSON
+    /// reader. Decisions are the same either way: a context that does not fit the direct
+    /// conversion, or that the schema check refuses, is read by Cedar's reader.
+    #[must_use]
+    pub fn with_context_types(mut self, schema_json: &serde_json::Value) -> Self {
+        self.context_types = context::shapes(schema_json);
+        self
+    }
+
     /// Adds the template-linked policies; every problem names the link's id.
     fn link(
         set: &mut PolicySet,
@@ -458,7 +474,10 @@ fn evaluate_with(
     // With only Gatehouse's context, the request's types are all the schema checks: once a
     // (principal type, action, resource type) passed, later requests skip the check.
     let known_good = only_ours && policies.validated.read().is_ok_and(|v| v.contains(&shape));
-    let context = match caller_context.filter(|c| !c.is_empty()) {
+    let caller = caller_context.filter(|c| !c.is_empty());
+    // Whether the caller's context was converted directly (see [`context`]).
+    let mut direct = false;
+    let context = match caller {
         // Only Gatehouse's attributes: built directly, without a JSON round trip.
         None => {
             use std::hash::{Hash, Hasher};
@@ -478,33 +497,58 @@ fn evaluate_with(
             }
         }
         Some(caller) => {
-            let mut ctx = caller.clone();
             for reserved in ["rebac", "relations", "risk"] {
-                if ctx.contains_key(reserved) {
+                if caller.contains_key(reserved) {
                     return Err(RequestError(format!(
                         "context attribute `{reserved}` is set by Gatehouse and cannot be sent"
                     )));
                 }
             }
-            ctx.insert("rebac".into(), serde_json::Value::Bool(graph.rebac));
-            ctx.insert("relations".into(), serde_json::json!(graph.relations));
-            ctx.insert("risk".into(), serde_json::json!(risk));
-            Context::from_json_value(serde_json::Value::Object(ctx), Some((schema, &action)))
-                .map_err(|e| RequestError(format!("invalid context: {e}")))?
+            let converted = policies
+                .context_types
+                .get(&action)
+                .and_then(|record| context::pairs(caller, record))
+                .and_then(|mut pairs| {
+                    pairs.extend(gatehouse_pairs(graph, risk).ok()?);
+                    Context::from_pairs(pairs).ok()
+                });
+            match converted {
+                Some(c) => {
+                    direct = true;
+                    c
+                }
+                None => caller_context_from_json(caller, graph, risk, schema, &action)?,
+            }
         }
     };
     let slice = policies
         .slicer
         .slice(&principal, &action, &resource, entities)
         .map_err(RequestError)?;
-    let request = Request::new(
-        principal,
-        action,
-        resource,
-        context,
-        (!known_good).then_some(schema),
-    )
-    .map_err(|e| RequestError(e.to_string()))?;
+    let request = match (caller, direct) {
+        (Some(caller), true) => {
+            let again = (principal.clone(), action.clone(), resource.clone());
+            match Request::new(principal, action, resource, context, Some(schema)) {
+                Ok(r) => r,
+                // A directly converted context the schema refuses: Cedar's reader decides (and
+                // words the error).
+                Err(_) => {
+                    let (principal, action, resource) = again;
+                    let context = caller_context_from_json(caller, graph, risk, schema, &action)?;
+                    Request::new(principal, action, resource, context, Some(schema))
+                        .map_err(|e| RequestError(e.to_string()))?
+                }
+            }
+        }
+        _ => Request::new(
+            principal,
+            action,
+            resource,
+            context,
+            (!known_good).then_some(schema),
+        )
+        .map_err(|e| RequestError(e.to_string()))?,
+    };
     if only_ours
         && !known_good
         && let Ok(mut v) = policies.validated.write()
@@ -557,8 +601,28 @@ fn evaluate_with(
     })
 }
 
-/// `rebac`, `relations` and `risk` as a Cedar context.
-fn gatehouse_context(graph: &GraphContext, risk: &Risk) -> Result<Context, RequestError> {
+/// A caller's context with Gatehouse's attributes, read by Cedar's JSON reader against the
+/// action's declared context.
+fn caller_context_from_json(
+    caller: &serde_json::Map<String, serde_json::Value>,
+    graph: &GraphContext,
+    risk: &Risk,
+    schema: &Schema,
+    action: &EntityUid,
+) -> Result<Context, RequestError> {
+    let mut ctx = caller.clone();
+    ctx.insert("rebac".into(), serde_json::Value::Bool(graph.rebac));
+    ctx.insert("relations".into(), serde_json::json!(graph.relations));
+    ctx.insert("risk".into(), serde_json::json!(risk));
+    Context::from_json_value(serde_json::Value::Object(ctx), Some((schema, action)))
+        .map_err(|e| RequestError(format!("invalid context: {e}")))
+}
+
+/// `rebac`, `relations` and `risk` as context attributes.
+fn gatehouse_pairs(
+    graph: &GraphContext,
+    risk: &Risk,
+) -> Result<[(String, cedar_policy::RestrictedExpression); 3], RequestError> {
     use cedar_policy::RestrictedExpression as E;
     let strings = |v: &[String]| E::new_set(v.iter().map(|s| E::new_string(s.clone())));
     let risk = E::new_record([
@@ -567,12 +631,16 @@ fn gatehouse_context(graph: &GraphContext, risk: &Risk) -> Result<Context, Reque
         ("signals".to_string(), strings(&risk.signals)),
     ])
     .map_err(|e| RequestError(e.to_string()))?;
-    Context::from_pairs([
+    Ok([
         ("rebac".to_string(), E::new_bool(graph.rebac)),
         ("relations".to_string(), strings(&graph.relations)),
         ("risk".to_string(), risk),
     ])
-    .map_err(|e| RequestError(e.to_string()))
+}
+
+/// `rebac`, `relations` and `risk` as a Cedar context.
+fn gatehouse_context(graph: &GraphContext, risk: &Risk) -> Result<Context, RequestError> {
+    Context::from_pairs(gatehouse_pairs(graph, risk)?).map_err(|e| RequestError(e.to_string()))
 }
 
 /// Attribute values of an entity, parsed against the schema.

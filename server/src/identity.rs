@@ -68,6 +68,10 @@ pub struct Identity {
     /// Organizations known to be active (an organization leaves `active` only by suspension,
     /// which the graph carries).
     active_orgs: moka::sync::Cache<String, ()>,
+    /// Organizations by id, read for the branding of every login page. Kept current like
+    /// `services`: a change made on this node drops its entry at once; one made elsewhere,
+    /// within [`Identity::spawn_refresh`]'s period (1 s).
+    organizations: moka::sync::Cache<String, Organization>,
 }
 
 /// How far back each read of changed services or new revocations reaches before the previous
@@ -295,6 +299,10 @@ impl Identity {
                 .max_capacity(100_000)
                 .time_to_live(TENANCY_CACHE)
                 .build(),
+            organizations: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(TENANCY_CACHE)
+                .build(),
         })
     }
 
@@ -384,6 +392,18 @@ impl Identity {
         Ok(s)
     }
 
+    /// An organization by id (cached).
+    pub async fn organization(&self, id: &str) -> Result<Option<Organization>> {
+        if let Some(o) = self.organizations.get(id) {
+            return Ok(Some(o));
+        }
+        let o = self.store.organization(id).await?;
+        if let Some(o) = &o {
+            self.organizations.insert(id.to_string(), o.clone());
+        }
+        Ok(o)
+    }
+
     pub async fn organization_by_slug(&self, slug: &str) -> Result<Organization> {
         self.store
             .organization_by_slug(slug)
@@ -407,6 +427,7 @@ impl Identity {
         }
         let status = if approve { "active" } else { "rejected" };
         self.store.set_organization_status(&org.id, status).await?;
+        self.organizations.invalidate(&org.id);
         self.audit(
             Some(&org.id),
             actor,
@@ -431,6 +452,7 @@ impl Identity {
         self.store
             .set_organization_branding(&org.id, logo_url, primary_color)
             .await?;
+        self.organizations.invalidate(&org.id);
         self.audit(
             Some(&org.id),
             actor,
@@ -727,6 +749,7 @@ impl Identity {
             )));
         }
         self.store.set_organization_tier(&org.id, tier).await?;
+        self.organizations.invalidate(&org.id);
         self.audit(
             Some(&org.id),
             actor,
@@ -853,18 +876,22 @@ impl Identity {
                 }
                 let changed = me.store.services_changed_since(services_since).await;
                 let keys = me.store.api_keys_revoked_since(services_since).await;
-                match (changed, keys) {
-                    (Ok(ids), Ok(keys)) => {
+                let orgs = me.store.organizations_changed_since(services_since).await;
+                match (changed, keys, orgs) {
+                    (Ok(ids), Ok(keys), Ok(orgs)) => {
                         for id in ids {
                             me.services.invalidate(&id);
+                        }
+                        for id in orgs {
+                            me.organizations.invalidate(&id);
                         }
                         for k in keys {
                             me.forget_api_key(&k);
                         }
                         services_since = started - CHANGE_OVERLAP;
                     }
-                    (Err(e), _) | (_, Err(e)) => {
-                        tracing::warn!(error = %e, "cannot read changed services or keys; will retry");
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                        tracing::warn!(error = %e, "cannot read changed services, organizations or keys; will retry");
                     }
                 }
             }
@@ -910,6 +937,7 @@ impl Identity {
         fresh: bool,
     ) -> Result<Decision> {
         if self.active_orgs.get(&service.organization_id).is_none() {
+            // The store itself, not the cache: a just-approved organization signs in at once.
             let org = self.store.organization(&service.organization_id).await?;
             if org.as_ref().is_none_or(|o| o.status != "active") {
                 return Err(Error::Validation(

@@ -1739,6 +1739,45 @@ async fn service_changes_reach_every_node() {
     }
 }
 
+/// An organization's branding changed elsewhere (here by the admin commands, another process)
+/// reaches every node's login pages within a second or two, though each has the organization
+/// cached.
+#[tokio::test(flavor = "multi_thread")]
+async fn organization_changes_reach_every_node() {
+    let mut opts = deployment();
+    let a = Server::start_with(opts.clone()).await;
+    opts.database = a.database.clone();
+    let b = Server::start_with(opts).await;
+    let (web, _, _) = tenant(&a, "acme").await;
+    let (_, challenge) = pkce();
+    let path = authorize_path(&web, REDIRECT, &challenge, &[]);
+    let page = |s: &Server| {
+        let req = s.client.get(format!("{}{path}", s.base));
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    for node in [&a, &b] {
+        let p = page(node).await;
+        assert!(p.contains("Acme") && !p.contains("#123456"), "{p}");
+    }
+    admin(
+        &a,
+        &["org", "brand", "acme", "--primary-color", "#123456"],
+        "",
+    )
+    .await
+    .unwrap();
+    for node in [&a, &b] {
+        let started = std::time::Instant::now();
+        while !page(node).await.contains("#123456") {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "the branding never reached the node"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// Logout without an ID token naming the session asks the user first, and only a confirmation
 /// from the same browser ends the session.
 #[tokio::test(flavor = "multi_thread")]

@@ -837,6 +837,23 @@ async fn tiers_and_suspension(backend: Backend) {
         "{org}"
     );
     assert_eq!(org["primary_color"], "#123456");
+    // The login pages show it at once, though the node had the organization cached from the
+    // sign-ins above.
+    let (_, challenge) = crate::login::pkce();
+    let page = s
+        .client
+        .get(format!(
+            "{}{}",
+            s.base,
+            crate::login::authorize_path(&web, REDIRECT, &challenge, &[])
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("#123456"), "{page}");
     let (_, org) = api
         .patch(
             "/api/organizations/acme",

@@ -361,3 +361,211 @@ permit (principal == ?principal, action == Action::"viewer", resource == ?resour
     }
     assert!(checked > 40, "only {checked} requests compared");
 }
+
+/// A schema whose `view` context uses every kind the direct conversion handles (a common type
+/// included) and whose `edit` context holds an entity reference, which it leaves to Cedar.
+fn context_schema() -> serde_json::Value {
+    let mut view = schema::gatehouse_context();
+    let attributes = view["attributes"].as_object_mut().unwrap();
+    for (name, t) in [
+        ("n", serde_json::json!({ "type": "Long" })),
+        (
+            "tags",
+            serde_json::json!({ "type": "Set", "element": { "type": "String" } }),
+        ),
+        ("mfa", serde_json::json!({ "type": "Boolean" })),
+        (
+            "where",
+            serde_json::json!({ "type": "EntityOrCommon", "name": "Where" }),
+        ),
+        (
+            "limit",
+            serde_json::json!({ "type": "Extension", "name": "decimal" }),
+        ),
+        (
+            "at",
+            serde_json::json!({ "type": "Extension", "name": "datetime" }),
+        ),
+    ] {
+        let mut t = t;
+        t["required"] = serde_json::json!(false);
+        attributes.insert(name.into(), t);
+    }
+    let mut edit = schema::gatehouse_context();
+    edit["attributes"]["owner"] =
+        serde_json::json!({ "type": "Entity", "name": "user", "required": false });
+    serde_json::json!({ "": {
+        "commonTypes": { "Where": { "type": "Record", "attributes": {
+            "ip": { "type": "Extension", "name": "ipaddr" },
+            "country": { "type": "String", "required": false },
+        } } },
+        "entityTypes": { "user": {}, "doc": {} },
+        "actions": {
+            "view": { "appliesTo": {
+                "principalTypes": ["user"], "resourceTypes": ["doc"], "context": view } },
+            "edit": { "appliesTo": {
+                "principalTypes": ["user"], "resourceTypes": ["doc"], "context": edit } },
+        },
+    } })
+}
+
+const CONTEXT_POLICIES: &str = r#"
+@id("n") permit (principal, action == Action::"view", resource) when { context has n && context.n > 3 };
+@id("tags") permit (principal, action == Action::"view", resource) when { context has tags && context.tags.contains("x") };
+@id("net") permit (principal, action == Action::"view", resource) when { context has where && context.where.ip.isInRange(ip("10.0.0.0/8")) };
+@id("mfa") permit (principal, action == Action::"view", resource) when { context has mfa && context.mfa };
+@id("limit") forbid (principal, action == Action::"view", resource) when { context has limit && context.limit.greaterThan(decimal("1.5")) };
+@id("late") forbid (principal, action == Action::"view", resource) when { context has at && context.at > datetime("2026-01-01") };
+@id("edit") permit (principal, action == Action::"edit", resource) when { context has owner && context.owner == principal };
+"#;
+
+/// A caller's context converted directly by the schema's declared types decides exactly as one
+/// read by Cedar's JSON reader, and whatever the direct conversion does not cover (escapes,
+/// entity references, values of the wrong kind) still gets Cedar's reading and its error.
+#[test]
+fn caller_context_converted_directly_decides_as_cedar_reads_it() {
+    let json = context_schema();
+    let schema = Arc::new(parse_schema(&json).unwrap());
+    let direct = CompiledPolicies::compile(CONTEXT_POLICIES, &[], schema.clone())
+        .unwrap()
+        .with_context_types(&json);
+    let by_cedar = CompiledPolicies::compile(CONTEXT_POLICIES, &[], schema).unwrap();
+    let es = entities(
+        [
+            (uid("user:anne"), vec![], None),
+            (uid("doc:1"), vec![], None),
+        ],
+        &direct,
+    )
+    .unwrap();
+    let view = &direct.context_types[&action_uid("view").unwrap()];
+    assert!(
+        !direct
+            .context_types
+            .contains_key(&action_uid("edit").unwrap())
+    );
+    let decide = |p: &CompiledPolicies, action: &str, ctx: &serde_json::Value| {
+        evaluate(
+            p,
+            target("user:anne", action, "doc:1"),
+            ctx.as_object(),
+            &GraphContext {
+                rebac: true,
+                relations: vec!["viewer".into()],
+            },
+            &Risk {
+                score: 7,
+                level: "low".into(),
+                signals: vec!["new_device".into()],
+            },
+            &es,
+        )
+        .map(|e| {
+            let mut ids: Vec<String> = e.policies.iter().map(|d| d.id.clone()).collect();
+            ids.sort();
+            (e.allowed, ids, e.errors)
+        })
+        .map_err(|e| e.0)
+    };
+    let j = |s: &str| -> serde_json::Value { serde_json::from_str(s).unwrap() };
+    // Converted directly: each decided as Cedar's reader decides it.
+    let converted = [
+        (r#"{"n": 5}"#, true),
+        (r#"{"n": 2}"#, false),
+        (r#"{"n": -9223372036854775808}"#, false),
+        (r#"{"tags": ["x", "y"]}"#, true),
+        (r#"{"tags": []}"#, false),
+        (r#"{"mfa": true}"#, true),
+        (r#"{"where": {"ip": "10.1.2.3"}}"#, true),
+        (
+            r#"{"where": {"ip": "192.168.0.1", "country": "NZ"}}"#,
+            false,
+        ),
+        (r#"{"limit": "2.0", "mfa": true}"#, false),
+        (r#"{"limit": "1.0", "mfa": true}"#, true),
+        (r#"{"at": "2026-06-01", "mfa": true}"#, false),
+        (r#"{"at": "2025-06-01T10:00:00Z", "mfa": true}"#, true),
+    ];
+    for (ctx, allowed) in converted {
+        let ctx = j(ctx);
+        assert!(
+            context::pairs(ctx.as_object().unwrap(), view).is_some(),
+            "{ctx} was not converted directly"
+        );
+        let got = decide(&direct, "view", &ctx);
+        assert_eq!(got, decide(&by_cedar, "view", &ctx), "{ctx}");
+        assert_eq!(got.unwrap().0, allowed, "{ctx}");
+    }
+    // Left to Cedar's reader: escapes it accepts, and bad values it refuses with its own words.
+    let accepted = [
+        (
+            "view",
+            r#"{"limit": {"__extn": {"fn": "decimal", "arg": "1.0"}}, "mfa": true}"#,
+        ),
+        ("edit", r#"{"owner": {"type": "user", "id": "anne"}}"#),
+        (
+            "edit",
+            r#"{"owner": {"__entity": {"type": "user", "id": "anne"}}}"#,
+        ),
+    ];
+    for (action, ctx) in accepted {
+        let ctx = j(ctx);
+        let got = decide(&direct, action, &ctx);
+        assert_eq!(got, decide(&by_cedar, action, &ctx), "{ctx}");
+        assert!(got.unwrap().0, "{ctx}");
+    }
+    let refused = [
+        r#"{"n": "5"}"#,
+        r#"{"n": 1.5}"#,
+        r#"{"n": 18446744073709551615}"#,
+        r#"{"tags": "x"}"#,
+        r#"{"tags": [1]}"#,
+        r#"{"where": {"ip": "not an address"}}"#,
+        r#"{"where": {"country": "NZ"}}"#,
+        r#"{"where": {"ip": "10.0.0.1", "extra": 1}}"#,
+        r#"{"colour": "blue"}"#,
+        r#"{"limit": "lots"}"#,
+        r#"{"at": "yesterday"}"#,
+        r#"{"mfa": null}"#,
+        r#"{"risk": {"score": 0}}"#,
+    ];
+    for ctx in refused {
+        let ctx = j(ctx);
+        let got = decide(&direct, "view", &ctx);
+        assert!(got.is_err(), "{ctx} was accepted");
+        assert_eq!(got, decide(&by_cedar, "view", &ctx), "{ctx}");
+    }
+}
+
+/// The platform's own schema (the sign-in context with `ip` an `ipaddr`) resolves for direct
+/// conversion, and so does the schema generated from a model.
+#[test]
+fn context_types_resolve_for_the_platform_and_generated_schemas() {
+    let platform: serde_json::Value =
+        serde_json::from_str(include_str!("../../../policies/platform/schema.json")).unwrap();
+    let shapes = context::shapes(&platform);
+    let sign_in = &shapes[&action_uid("authenticate").unwrap()];
+    assert_eq!(sign_in["ip"], context::Shape::Extension("ip"));
+    assert_eq!(
+        sign_in["amr"],
+        context::Shape::Set(Box::new(context::Shape::String))
+    );
+    let generated = schema::generate(&parse_dsl(MODEL).unwrap());
+    let shapes = context::shapes(&generated);
+    let actions: Vec<EntityUid> = parse_schema(&generated)
+        .unwrap()
+        .actions()
+        .cloned()
+        .collect();
+    assert!(!actions.is_empty());
+    for a in &actions {
+        assert!(
+            shapes.contains_key(a),
+            "{a} has no context type: {shapes:?}"
+        );
+    }
+    assert!(matches!(
+        shapes[&action_uid("viewer").unwrap()]["risk"],
+        context::Shape::Record(_)
+    ));
+}

@@ -140,7 +140,9 @@ impl Engine {
             .cloned()
             .unwrap_or_else(|| policy::schema::generate(m));
         let schema = Arc::new(policy::parse_schema(&schema_json)?);
-        let compiled = Arc::new(CompiledPolicies::compile(text, links, schema)?);
+        let compiled = Arc::new(
+            CompiledPolicies::compile(text, links, schema)?.with_context_types(&schema_json),
+        );
         Ok(ActivePolicies {
             version: version.to_string(),
             model_id: model.map(|m| m.id().to_string()),

@@ -259,7 +259,6 @@ pub(super) async fn organization_of(
     service: &Service,
 ) -> Option<Organization> {
     identity
-        .store
         .organization(&service.organization_id)
         .await
         .ok()

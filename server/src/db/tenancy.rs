@@ -401,6 +401,19 @@ impl SqlStore {
         })
     }
 
+    /// Ids of the organizations changed (status, branding, tier) at or after `since`.
+    pub async fn organizations_changed_since(&self, since: DateTime<Utc>) -> Result<Vec<String>> {
+        let since = since.naive_utc();
+        with_conn!(self, |conn| {
+            organizations::table
+                .filter(organizations::updated_at.ge(since))
+                .select(organizations::id)
+                .load(conn)
+                .await
+                .map_err(db_error)
+        })
+    }
+
     /// Every tier, by name.
     pub async fn tiers(&self) -> Result<Vec<(String, TierLimits)>> {
         let rows: Vec<(String, i64, i64)> = with_conn!(self, |conn| {

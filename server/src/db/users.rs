@@ -585,6 +585,28 @@ impl SqlStore {
         })
     }
 
+    /// Whether `user` has each of the credentials `a` and `b` (plugin, name), in one read.
+    /// The query's shape is fixed, so that its prepared statement is reused.
+    pub async fn plugin_credentials_held(
+        &self,
+        user: &str,
+        a: (&str, &str),
+        b: (&str, &str),
+    ) -> Result<(bool, bool)> {
+        use plugin_credentials::{name, plugin, user_id};
+        let held: Vec<(String, String)> = read_conn!(self, |conn| {
+            plugin_credentials::table
+                .filter(user_id.eq(user))
+                .filter((plugin.eq(a.0).and(name.eq(a.1))).or(plugin.eq(b.0).and(name.eq(b.1))))
+                .select((plugin, name))
+                .load(conn)
+                .await
+                .map_err(db_error)?
+        });
+        let has = |(p, n): (&str, &str)| held.iter().any(|h| h.0 == p && h.1 == n);
+        Ok((has(a), has(b)))
+    }
+
     /// Keeps a sealed credential (replacing one of the same name), or with `None` removes it.
     pub async fn set_plugin_credential(
         &self,

@@ -334,18 +334,11 @@ impl Identity {
 
     /// The second factors `user` has set up.
     pub async fn second_factors(&self, user: &str) -> gatehouse_engine::Result<SecondFactors> {
-        Ok(SecondFactors {
-            totp: self
-                .store
-                .plugin_credential(SECOND_FACTOR, user, "secret")
-                .await?
-                .is_some(),
-            passkey: self
-                .store
-                .plugin_credential(PASSKEY, user, "passkeys")
-                .await?
-                .is_some(),
-        })
+        let (totp, passkey) = self
+            .store
+            .plugin_credentials_held(user, (SECOND_FACTOR, "secret"), (PASSKEY, "passkeys"))
+            .await?;
+        Ok(SecondFactors { totp, passkey })
     }
 }
 
