@@ -17,8 +17,8 @@ each round's ratio, the median of the rounds and the ratio of the totals.
 
     python3 benches/login_load.py --bins /tmp/gatehouse-before target/release/gatehouse
 
-compares builds in the same run: one server per binary, each round measuring the raw rate and
-then each server's logins in turn.
+compares builds in the same run: one server per binary, each round measuring each server's
+logins in turn (every other round in reverse order) between two raw measurements.
 """
 import argparse
 import json
@@ -79,9 +79,14 @@ def main():
             servers.append(srv)
             srv.client_id = set_up(srv, b)
         raws = [run(ARGON2_RATE, str(a.seconds))]
-        for _ in range(a.rounds):
-            http = [run(LOGIN_CLIENT, srv.base, srv.client_id, EMAIL, PASSWORD, str(a.conns), str(a.seconds))
-                    for srv in servers]
+        for i in range(a.rounds):
+            # Every other round in reverse order, so that no build always runs nearest a raw
+            # measurement.
+            order = list(range(len(servers)))[:: -1 if i % 2 else 1]
+            http = [None] * len(servers)
+            for j in order:
+                srv = servers[j]
+                http[j] = run(LOGIN_CLIENT, srv.base, srv.client_id, EMAIL, PASSWORD, str(a.conns), str(a.seconds))
             raws.append(run(ARGON2_RATE, str(a.seconds)))
             before, after = raws[-2]["per_second"], raws[-1]["per_second"]
             rounds.append(({"per_second": (before + after) / 2, "before": before, "after": after}, http))
