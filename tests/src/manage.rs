@@ -840,15 +840,19 @@ async fn tiers_and_suspension(backend: Backend) {
     // The login pages show it at once, though the node had the organization cached from the
     // sign-ins above.
     let (_, challenge) = crate::login::pkce();
-    let page = crate::login::Browser::new(&s)
-        .get(&crate::login::authorize_path(
-            &web,
-            REDIRECT,
-            &challenge,
-            &[],
+    let page = s
+        .client
+        .get(format!(
+            "{}{}",
+            s.base,
+            crate::login::authorize_path(&web, REDIRECT, &challenge, &[])
         ))
+        .send()
         .await
-        .body;
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("#123456"), "{page}");
     let (_, org) = api
         .patch(
