@@ -187,6 +187,10 @@ pub struct ServerOptions {
     pub redis: Option<(String, String)>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// Start as the README's command does: no `GATEHOUSE_DATA_DIR`, so the data dir is the
+    /// default `./data`, relative to the server's working directory (the test's own scratch
+    /// directory). `data_dir()` is the same directory either way.
+    pub default_data_dir: bool,
 }
 
 impl ServerOptions {
@@ -196,6 +200,7 @@ impl ServerOptions {
             database: None,
             redis: None,
             env: Vec::new(),
+            default_data_dir: false,
         }
     }
 }
@@ -331,7 +336,6 @@ impl Server {
                 .env_clear()
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
                 .env("GATEHOUSE_ADDR", format!("127.0.0.1:{port}"))
-                .env("GATEHOUSE_DATA_DIR", dir.path().join("data"))
                 .env("GATEHOUSE_API_KEYS", &key)
                 .env("GATEHOUSE_WORKERS", "2")
                 .env("GATEHOUSE_DB_POOL", "4")
@@ -339,6 +343,11 @@ impl Server {
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log);
+            if opts.default_data_dir {
+                cmd.current_dir(dir.path());
+            } else {
+                cmd.env("GATEHOUSE_DATA_DIR", dir.path().join("data"));
+            }
             if let Some(db) = &database {
                 cmd.env("DATABASE_URL", &db.url);
             }

@@ -895,6 +895,47 @@ async fn only_members_sign_in_and_suspension_stops_refresh() {
     );
 }
 
+/// The README's first command: `gatehouse serve` with no settings keeps its data under
+/// `./data` of its working directory. It starts, a password login through the built-in
+/// plugin works, and the compiled plugin is kept under `./data/plugin-cache`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_default_serves_from_a_relative_data_dir() {
+    let s = Server::start_with(ServerOptions {
+        default_data_dir: true,
+        ..ServerOptions::new(Backend::Sqlite)
+    })
+    .await;
+    let (client_id, secret, email) = tenant(&s, "acme").await;
+    let t = tokens_for(&s, &client_id, &secret, &email).await;
+    assert!(t["id_token"].is_string(), "{t}");
+    let data = s.data_dir();
+    assert!(
+        data.join("gatehouse.db").is_file(),
+        "no ./data/gatehouse.db"
+    );
+    fn files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |d| {
+            d.flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() { files(&p) } else { 1 }
+                })
+                .sum()
+        })
+    }
+    let cache = data.join("plugin-cache");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while files(&cache) == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        files(&cache) > 0,
+        "nothing compiled was kept in {}:\n{}",
+        cache.display(),
+        s.log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn public_clients_use_pkce_without_a_secret() {
     let s = Server::start(Backend::Sqlite).await;

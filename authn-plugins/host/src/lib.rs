@@ -250,6 +250,14 @@ impl Host {
                     dir.display()
                 ))
             })?;
+            // wasmtime takes only an absolute directory; the embedded default's data dir is
+            // `./data`.
+            let dir = std::path::absolute(dir).map_err(|e| {
+                PluginError::Rejected(format!(
+                    "cannot use `{}` for compiled plugins: {e}",
+                    dir.display()
+                ))
+            })?;
             let mut cache = wasmtime::CacheConfig::new();
             cache.with_directory(dir);
             let cache = wasmtime::Cache::new(cache).map_err(|e| {
