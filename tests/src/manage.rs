@@ -841,18 +841,14 @@ async fn tiers_and_suspension(backend: Backend) {
     // sign-ins above.
     let (_, challenge) = crate::login::pkce();
     let page = s
-        .client
-        .get(format!(
-            "{}{}",
-            s.base,
-            crate::login::authorize_path(&web, REDIRECT, &challenge, &[])
+        .get(&crate::login::authorize_path(
+            &web,
+            REDIRECT,
+            &challenge,
+            &[],
         ))
-        .send()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text;
     assert!(page.contains("#123456"), "{page}");
     let (_, org) = api
         .patch(
