@@ -718,9 +718,9 @@ pub(super) async fn accept_post(
                 .complete(p.identity, &org.id, &form)
                 .await
             {
-                Ok(a) => match p.identity.user_for(&a).await {
-                    Ok(Some(u)) => u,
-                    _ => return unavailable_page(),
+                Ok(a) => match crate::identity::Identity::user_for(a) {
+                    Some(u) => u,
+                    None => return unavailable_page(),
                 },
                 Err(Failure::InvalidCredentials { user }) => {
                     p.identity

@@ -947,23 +947,19 @@ pub(super) async fn sign_in_with_form(
             return FormSignIn::Unavailable;
         }
     };
-    let user = match p.identity.user_for(&assertion).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return incorrect(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read a user");
-            return FormSignIn::Unavailable;
-        }
+    let methods = assertion.methods.clone();
+    let Some(user) = crate::identity::Identity::user_for(assertion) else {
+        return incorrect();
     };
     match p.identity.has_second_factor(&user.id).await {
         Ok(false) => {}
-        Ok(true) => return FormSignIn::SecondFactor(user, assertion.methods),
+        Ok(true) => return FormSignIn::SecondFactor(user, methods),
         Err(e) => {
             tracing::error!(error = %e, "cannot read a user's second factor");
             return FormSignIn::Unavailable;
         }
     }
-    open_session(p, req, &user, assertion.methods, service, flow).await
+    open_session(p, req, &user, methods, service, flow).await
 }
 
 /// Opens a session for `user`, signed in with `methods`, and audits it (`login.succeeded`).

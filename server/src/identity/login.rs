@@ -25,6 +25,9 @@ pub struct Assertion {
     pub email_verified: bool,
     /// The authentication methods used (RFC 8176: `pwd`, `otp`, …).
     pub methods: Vec<String>,
+    /// The Gatehouse user the strategy settled the login of (lockout checked), as read then:
+    /// the sign-in goes on with it rather than reading it again.
+    pub user: User,
 }
 
 /// Why a login step failed.
@@ -129,10 +132,11 @@ impl Strategy for PluginStrategy<'_> {
                 let user = settle(identity.settle_login(&a.subject, true).await)?;
                 Ok(Assertion {
                     provider: self.plugin.to_string(),
-                    subject: user.id,
-                    email: Some(user.email),
+                    subject: user.id.clone(),
+                    email: Some(user.email.clone()),
                     email_verified: user.email_verified,
                     methods: a.methods,
+                    user,
                 })
             }
             Err(PluginFailure::InvalidCredentials(Some(user))) => {
@@ -151,13 +155,10 @@ impl Strategy for PluginStrategy<'_> {
 }
 
 impl Identity {
-    /// The user an assertion is about. For `password` the subject is the user's id; linking
-    /// accounts of external providers comes with the provider plugins.
-    pub async fn user_for(&self, a: &Assertion) -> gatehouse_engine::Result<Option<User>> {
-        match a.provider.as_str() {
-            "password" => self.store.user(&a.subject).await,
-            _ => Ok(None),
-        }
+    /// The user an assertion of the `password` strategy signs in: the one it settled (an
+    /// identity provider's account is linked through [`Identity::user_for_provider`]).
+    pub fn user_for(a: Assertion) -> Option<User> {
+        (a.provider == "password").then_some(a.user)
     }
 }
 
