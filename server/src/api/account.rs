@@ -718,10 +718,7 @@ pub(super) async fn accept_post(
                 .complete(p.identity, &org.id, &form)
                 .await
             {
-                Ok(a) => match crate::identity::Identity::user_for(a) {
-                    Some(u) => u,
-                    None => return unavailable_page(),
-                },
+                Ok(a) => a.user,
                 Err(Failure::InvalidCredentials { user }) => {
                     p.identity
                         .audit(

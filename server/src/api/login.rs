@@ -947,10 +947,7 @@ pub(super) async fn sign_in_with_form(
             return FormSignIn::Unavailable;
         }
     };
-    let methods = assertion.methods.clone();
-    let Some(user) = crate::identity::Identity::user_for(assertion) else {
-        return incorrect();
-    };
+    let crate::identity::login::Assertion { user, methods } = assertion;
     match p.identity.has_second_factor(&user.id).await {
         Ok(false) => {}
         Ok(true) => return FormSignIn::SecondFactor(user, methods),

@@ -17,17 +17,11 @@ use crate::db::users::User;
 /// What a login method proves about who is there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assertion {
-    /// The strategy or identity provider (`password`, …).
-    pub provider: String,
-    /// The subject at that provider (for `password`, the user's id).
-    pub subject: String,
-    pub email: Option<String>,
-    pub email_verified: bool,
+    /// The Gatehouse user signed in, as the strategy read it when it settled the login
+    /// (lockout checked): the sign-in goes on with it rather than reading it again.
+    pub user: User,
     /// The authentication methods used (RFC 8176: `pwd`, `otp`, …).
     pub methods: Vec<String>,
-    /// The Gatehouse user the strategy settled the login of (lockout checked), as read then:
-    /// the sign-in goes on with it rather than reading it again.
-    pub user: User,
 }
 
 /// Why a login step failed.
@@ -131,12 +125,8 @@ impl Strategy for PluginStrategy<'_> {
                 }
                 let user = settle(identity.settle_login(&a.subject, true).await)?;
                 Ok(Assertion {
-                    provider: self.plugin.to_string(),
-                    subject: user.id.clone(),
-                    email: Some(user.email.clone()),
-                    email_verified: user.email_verified,
-                    methods: a.methods,
                     user,
+                    methods: a.methods,
                 })
             }
             Err(PluginFailure::InvalidCredentials(Some(user))) => {
@@ -151,14 +141,6 @@ impl Strategy for PluginStrategy<'_> {
             Err(PluginFailure::BadRequest(m)) => Err(Failure::BadRequest(m)),
             Err(PluginFailure::Unavailable(m)) => Err(Failure::Unavailable(m)),
         }
-    }
-}
-
-impl Identity {
-    /// The user an assertion of the `password` strategy signs in: the one it settled (an
-    /// identity provider's account is linked through [`Identity::user_for_provider`]).
-    pub fn user_for(a: Assertion) -> Option<User> {
-        (a.provider == "password").then_some(a.user)
     }
 }
 
