@@ -2,6 +2,7 @@
 //! graph evaluation (check, expand, list objects, list users) and the storage traits behind it.
 //! No HTTP and no SQL here: the server crate adapts this to the wire and to databases.
 
+pub mod bounds;
 pub mod condition;
 pub mod error;
 pub mod graph;

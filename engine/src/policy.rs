@@ -154,6 +154,16 @@ impl CompiledPolicies {
                 column: 0,
             }]));
         }
+        // Nesting and operator chains are bounded before Cedar's parser, which recurses on
+        // them, sees the text.
+        crate::bounds::check(text, crate::bounds::Language::Cedar).map_err(|e| {
+            PolicyError::InvalidPolicies(vec![PolicyIssue {
+                policy_id: None,
+                message: e.message,
+                line: e.line,
+                column: e.column,
+            }])
+        })?;
         let parsed = PolicySet::from_str(text).map_err(|errs| {
             PolicyError::InvalidPolicies(
                 errs.iter()

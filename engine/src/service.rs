@@ -147,6 +147,8 @@ pub struct Engine {
     /// Bumped on every change of a store's stored attributes (here or, by pub/sub, on another
     /// node); part of the keys of entity sets and memoised decisions.
     attributes_epochs: AttributeEpochs,
+    /// The key continuation tokens of paged lists are signed with.
+    page_key: std::sync::RwLock<[u8; 32]>,
     /// Decision log entries waiting to be written.
     decision_buffer: Mutex<Vec<crate::store::LoggedDecision>>,
     decisions_dropped: std::sync::atomic::AtomicU64,
@@ -241,7 +243,24 @@ impl Engine {
             decision_buffer: Mutex::new(Vec::new()),
             decisions_dropped: std::sync::atomic::AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
+            page_key: std::sync::RwLock::new(rand::random()),
             cfg,
+        }
+    }
+
+    /// Sets the key continuation tokens of paged lists are signed with: nodes of one
+    /// deployment share it, so that a page started on one continues on another. Without it,
+    /// each process signs with a random key of its own.
+    pub fn set_page_token_key(&self, key: [u8; 32]) {
+        if let Ok(mut k) = self.page_key.write() {
+            *k = key;
+        }
+    }
+
+    /// The signer of continuation tokens of paged lists.
+    pub fn page_tokens(&self) -> PageTokens {
+        PageTokens {
+            key: self.page_key.read().map(|k| *k).unwrap_or([0; 32]),
         }
     }
 
@@ -834,54 +853,93 @@ impl Engine {
     }
 }
 
-/// Pages through a sorted result list with a token bound to the revision it was evaluated at,
-/// so every page comes from the same snapshot.
-pub fn paginate_sorted<T: Clone>(
-    items: &[T],
-    key: impl Fn(&T) -> &str,
-    page: &Page,
-    rev: Revision,
-) -> Result<(Vec<T>, Option<String>)> {
-    let start = match &page.token {
-        None => 0,
-        Some(t) => {
-            let (r, after) = decode_page_token(t)?;
-            if r != rev {
-                return Err(Error::InvalidContinuationToken);
+/// Continuation tokens of paged lists (list objects, list users): the revision of the first
+/// page and the last item returned, signed (HMAC-SHA-256) together with the store and the
+/// query they belong to, so that a token cannot be forged to read another revision, or
+/// replayed against another store or query.
+#[derive(Clone)]
+pub struct PageTokens {
+    key: [u8; 32],
+}
+
+impl PageTokens {
+    /// Pages through a sorted result list at revision `rev`; `binding` names the store and the
+    /// query (it must be the same for every page).
+    pub fn paginate_sorted<T: Clone>(
+        &self,
+        items: &[T],
+        key: impl Fn(&T) -> &str,
+        page: &Page,
+        rev: Revision,
+        binding: &str,
+    ) -> Result<(Vec<T>, Option<String>)> {
+        let start = match &page.token {
+            None => 0,
+            Some(t) => {
+                let (r, after) = self.decode(t, binding)?;
+                if r != rev {
+                    return Err(Error::InvalidContinuationToken);
+                }
+                items.partition_point(|i| key(i) <= after.as_str())
             }
-            items.partition_point(|i| key(i) <= after.as_str())
+        };
+        let size = if page.size == 0 {
+            items.len()
+        } else {
+            page.size
+        };
+        let end = (start + size).min(items.len());
+        let out = items[start..end].to_vec();
+        let next = (end < items.len()).then(|| {
+            let last = out.last().map(&key).unwrap_or("");
+            let mac = self.mac(binding, rev, last);
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{rev}|{mac}|{last}"))
+        });
+        Ok((out, next))
+    }
+
+    /// The revision a token of [`Self::paginate_sorted`] was issued at, if it is genuine and
+    /// was issued for `binding`.
+    pub fn revision(&self, token: &str, binding: &str) -> Result<Revision> {
+        Ok(self.decode(token, binding)?.0)
+    }
+
+    fn mac(&self, binding: &str, rev: Revision, last: &str) -> String {
+        use hmac::Mac as _;
+        let Ok(mut m) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key) else {
+            return String::new();
+        };
+        m.update(binding.as_bytes());
+        m.update(b"\0");
+        m.update(rev.to_string().as_bytes());
+        m.update(b"\0");
+        m.update(last.as_bytes());
+        hex::encode(&m.finalize().into_bytes()[..16])
+    }
+
+    /// Splits a token into its revision and the last key returned, checking its signature.
+    fn decode(&self, token: &str, binding: &str) -> Result<(Revision, String)> {
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| Error::InvalidContinuationToken)?;
+        let text = String::from_utf8(raw).map_err(|_| Error::InvalidContinuationToken)?;
+        let mut parts = text.splitn(3, '|');
+        let (Some(r), Some(mac), Some(after)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(Error::InvalidContinuationToken);
+        };
+        let rev: Revision = r.parse().map_err(|_| Error::InvalidContinuationToken)?;
+        let want = self.mac(binding, rev, after);
+        let same = want.len() == mac.len()
+            && want
+                .bytes()
+                .zip(mac.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return Err(Error::InvalidContinuationToken);
         }
-    };
-    let size = if page.size == 0 {
-        items.len()
-    } else {
-        page.size
-    };
-    let end = (start + size).min(items.len());
-    let out = items[start..end].to_vec();
-    let next = (end < items.len()).then(|| {
-        let last = out.last().map(&key).unwrap_or("");
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{rev}|{last}"))
-    });
-    Ok((out, next))
-}
-
-/// The revision a pagination token of [`paginate_sorted`] was issued at.
-pub fn page_token_revision(token: &str) -> Result<Revision> {
-    Ok(decode_page_token(token)?.0)
-}
-
-/// Splits a [`paginate_sorted`] token into its revision and the last key returned.
-fn decode_page_token(token: &str) -> Result<(Revision, String)> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| Error::InvalidContinuationToken)?;
-    let text = String::from_utf8(raw).map_err(|_| Error::InvalidContinuationToken)?;
-    let (r, after) = text
-        .split_once('|')
-        .ok_or(Error::InvalidContinuationToken)?;
-    let rev = r.parse().map_err(|_| Error::InvalidContinuationToken)?;
-    Ok((rev, after.to_string()))
+        Ok((rev, after.to_string()))
+    }
 }
 
 /// The element of `stripes` that `key` hashes to (`stripes` is never empty).
@@ -951,6 +1009,7 @@ mod tests {
 
     #[test]
     fn sorted_pages_cover_everything_once_at_one_revision() {
+        let tokens = PageTokens { key: [7; 32] };
         let items: Vec<String> = (0..25).map(|i| format!("doc:{i:02}")).collect();
         let mut page = Page {
             size: 10,
@@ -958,40 +1017,49 @@ mod tests {
         };
         let mut seen = Vec::new();
         loop {
-            let (got, next) = paginate_sorted(&items, |s| s.as_str(), &page, 7).unwrap();
+            let (got, next) = tokens
+                .paginate_sorted(&items, |s| s.as_str(), &page, 7, "q")
+                .unwrap();
             seen.extend(got);
             match next {
                 Some(t) => {
-                    assert_eq!(page_token_revision(&t).unwrap(), 7);
+                    assert_eq!(tokens.revision(&t, "q").unwrap(), 7);
                     page.token = Some(t);
                 }
                 None => break,
             }
         }
         assert_eq!(seen, items);
+        let first = Page {
+            size: 10,
+            token: None,
+        };
+        let (_, next) = tokens
+            .paginate_sorted(&items, |s| s.as_str(), &first, 7, "q")
+            .unwrap();
+        let next = next.unwrap();
         // A token from another revision is refused rather than mixing snapshots.
-        let (_, next) = paginate_sorted(
-            &items,
-            |s| s.as_str(),
-            &Page {
-                size: 10,
-                token: None,
-            },
-            7,
-        )
-        .unwrap();
+        let again = Page {
+            size: 10,
+            token: Some(next.clone()),
+        };
         assert!(
-            paginate_sorted(
-                &items,
-                |s| s.as_str(),
-                &Page {
-                    size: 10,
-                    token: next
-                },
-                8
-            )
-            .is_err()
+            tokens
+                .paginate_sorted(&items, |s| s.as_str(), &again, 8, "q")
+                .is_err()
         );
+        // Another query's or another key's token is refused.
+        assert!(tokens.revision(&next, "other").is_err());
+        assert!(PageTokens { key: [8; 32] }.revision(&next, "q").is_err());
+        // A token edited to name an older revision is refused.
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&next)
+            .unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let forged =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text.replacen('7', "3", 1));
+        assert!(tokens.revision(&forged, "q").is_err());
     }
 
     #[tokio::test]

@@ -2,10 +2,10 @@
 //! parse, call the engine, map the answer; all errors go through [`ApiError`].
 
 mod account;
+mod consent;
 mod decisions;
 mod device;
 pub mod error;
-mod limits;
 mod login;
 mod manage;
 mod mfa;
@@ -47,6 +47,12 @@ pub struct AppState {
     pub store_owners: moka::sync::Cache<String, String>,
     /// Requests per minute one address may make to the token endpoints (0: no limit).
     pub token_rate_per_ip: u64,
+    /// How recent (seconds) the sign-in behind a token must be to add or remove a factor.
+    pub reauth_secs: u64,
+    /// The request budget of each tenant API key on this node (`GATEHOUSE_API_KEY_RATE`).
+    pub key_rate: crate::cache::limits::KeyRate,
+    /// Proxies whose `X-Forwarded-For` names the client (`GATEHOUSE_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Password attempts per minute one address may make on the login pages (0: no limit).
     pub login_rate_per_ip: u64,
     /// Whether `/signup` is open.
@@ -203,11 +209,14 @@ fn route_label(path: &str) -> &'static str {
         ["oauth2", "userinfo"] => "/oauth2/userinfo",
         ["login"] => "/login",
         ["login", "with", _] => "/login/with/{plugin}",
+        ["login", "consent"] => "/login/consent",
         ["login", "callback", _] => "/login/callback/{plugin}",
         ["login", "metadata", "saml", _] => "/login/metadata/saml/{client_id}",
         ["device"] => "/device",
         ["oauth2", "device_authorization"] => "/oauth2/device_authorization",
         ["api", "me", "sessions"] => "/api/me/sessions",
+        ["api", "me", "consents"] => "/api/me/consents",
+        ["api", "me", "consents", _] => "/api/me/consents/{client_id}",
         ["api", "me", "sessions", _] => "/api/me/sessions/{id}",
         ["api", "organizations"] => "/api/organizations",
         ["api", "organizations", _] => "/api/organizations/{slug}",
@@ -309,7 +318,7 @@ async fn with_request_ip(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let ip = req.peer_addr().map(|a| a.ip().to_string());
+    let ip = login::client_ip(req.request());
     crate::identity::REQUEST_IP.scope(ip, next.call(req)).await
 }
 
@@ -328,13 +337,14 @@ async fn authenticate(
         } else if key.starts_with("ak_live_")
             && let Some(identity) = state.identity.as_deref()
         {
-            let org = match identity.api_keys.get(&h) {
-                Some(org) => org,
+            let owner = match identity.api_keys.get(&h) {
+                Some(owner) => owner,
                 None => match identity.authenticate_api_key(key).await {
                     Ok(found) => {
-                        let org = found.map(|(_, service)| service.organization_id);
-                        identity.api_keys.insert(h, org.clone());
-                        org
+                        let owner =
+                            found.map(|(_, service)| (service.organization_id, service.client_id));
+                        identity.api_keys.insert(h, owner.clone());
+                        owner
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot look up an API key");
@@ -342,7 +352,34 @@ async fn authenticate(
                     }
                 },
             };
-            caller = org.map(StoreCaller::Organization);
+            if owner.is_some() && !state.key_rate.allow(&h) {
+                return Ok(req
+                    .into_response(rate_limited().error_response())
+                    .map_into_right_body());
+            }
+            if let Some((org, client_id)) = owner {
+                // A suspended organization's keys reach nothing until the suspension is lifted.
+                let refusal = match identity.organization_suspended(&org, &client_id).await {
+                    Ok(false) => None,
+                    Ok(true) => Some(ApiError::new(
+                        actix_web::http::StatusCode::FORBIDDEN,
+                        "organization_suspended",
+                        "the API key's organization is suspended",
+                    )),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read an organization's suspension");
+                        Some(ApiError::new(
+                            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "unavailable",
+                            "the API key cannot be checked now; try again",
+                        ))
+                    }
+                };
+                if let Some(e) = refusal {
+                    return Ok(req.into_response(e.error_response()).map_into_right_body());
+                }
+                caller = Some(StoreCaller::Organization(org));
+            }
         }
     }
     let Some(caller) = caller else {
@@ -355,6 +392,15 @@ async fn authenticate(
     next.call(req)
         .await
         .map(ServiceResponse::map_into_left_body)
+}
+
+/// The answer to a tenant API key over its request rate.
+pub(crate) fn rate_limited() -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "this API key is over its request rate; slow down",
+    )
 }
 
 fn constant_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
@@ -502,6 +548,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .default_service(web::to(|| async {
                     openfga::method_not_allowed("GET, POST")
                 })),
+        )
+        .service(
+            web::resource("/login/consent")
+                .post(consent::decide)
+                .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
         )
         .service(
             web::resource("/login/with/{plugin}")
@@ -736,6 +787,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .service(
                     web::resource("/services/{client_id}/api-keys/{id}")
                         .delete(manage::revoke_api_key)
+                        .default_service(web::to(|| async {
+                            openfga::method_not_allowed("DELETE")
+                        })),
+                )
+                .service(
+                    web::resource("/me/consents")
+                        .get(consent::list)
+                        .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+                )
+                .service(
+                    web::resource("/me/consents/{client_id}")
+                        .delete(consent::revoke)
                         .default_service(web::to(|| async {
                             openfga::method_not_allowed("DELETE")
                         })),

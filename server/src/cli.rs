@@ -221,6 +221,9 @@ pub enum ServiceCommand {
         /// A public client (no secret; PKCE required).
         #[arg(long)]
         public: bool,
+        /// The organization's own application: its members sign in without a consent page.
+        #[arg(long)]
+        first_party: bool,
     },
     /// Give a confidential service a new secret; prints it (shown this once). The old one
     /// stops working.
@@ -335,9 +338,18 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
                     grants,
                     redirect_uris,
                     public,
+                    first_party,
                 } => serde_json::to_value(
-                    id.create_service(OPERATOR, &org, &name, grants, redirect_uris, public)
-                        .await?,
+                    id.create_service(
+                        OPERATOR,
+                        &org,
+                        &name,
+                        grants,
+                        redirect_uris,
+                        public,
+                        first_party,
+                    )
+                    .await?,
                 )?,
                 ServiceCommand::RotateSecret { client_id } => {
                     serde_json::to_value(id.rotate_service_secret(OPERATOR, &client_id).await?)?

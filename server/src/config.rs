@@ -41,6 +41,13 @@ pub struct Config {
     /// Requests one address may make per minute to the token, introspection, revocation and
     /// device endpoints, 0 for no limit (`GATEHOUSE_TOKEN_RATE_PER_IP`).
     pub token_rate_per_ip: u64,
+    /// How recent a sign-in must be for sensitive changes to the account (factors), in seconds.
+    pub reauth_secs: u64,
+    /// Requests per second each tenant API key (`ak_live_…`) may make to one node (0: none).
+    pub api_key_rate: u64,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` names the client; none by default, so that a
+    /// client cannot choose the address it is counted under.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Password attempts one address may make per minute on the login pages, 0 for no limit
     /// (`GATEHOUSE_LOGIN_RATE_PER_IP`).
     pub login_rate_per_ip: u64,
@@ -66,9 +73,9 @@ pub struct Config {
     /// compile them again (`GATEHOUSE_PLUGIN_CACHE`, default true).
     pub plugin_cache: bool,
     /// The capabilities a third-party plugin (from the plugin directory, or uploaded) may
-    /// declare, comma-separated in `GATEHOUSE_PLUGIN_CAPABILITIES` (empty: none); every one
-    /// when absent. A plugin that declares another is refused. First-party plugins always
-    /// get theirs.
+    /// declare, comma-separated in `GATEHOUSE_PLUGIN_CAPABILITIES`; none when empty or absent,
+    /// so that the operator grants each one deliberately. A plugin that declares another is
+    /// refused. First-party plugins always get theirs.
     pub plugin_capabilities: Option<Vec<String>>,
 }
 
@@ -89,6 +96,9 @@ impl Default for Config {
             signing_alg: "RS256".into(),
             issuer: None,
             token_rate_per_ip: 6000,
+            reauth_secs: 300,
+            api_key_rate: 1000,
+            trusted_proxies: Vec::new(),
             login_rate_per_ip: 30,
             code_ttl_secs: 60,
             signup: true,
@@ -118,7 +128,7 @@ impl Config {
     /// The capabilities third-party plugins may declare (see `plugin_capabilities`).
     pub fn third_party_capabilities(&self) -> Result<Vec<gatehouse_plugin_host::Capability>> {
         let Some(names) = &self.plugin_capabilities else {
-            return Ok(gatehouse_plugin_host::Capability::ALL.to_vec());
+            return Ok(Vec::new());
         };
         names
             .iter()
@@ -215,6 +225,30 @@ impl Config {
             c.token_rate_per_ip = v
                 .parse()
                 .with_context(|| format!("`GATEHOUSE_TOKEN_RATE_PER_IP` is not a number: `{v}`"))?;
+        }
+        if let Some(v) = env("GATEHOUSE_TRUSTED_PROXIES") {
+            c.trusted_proxies = v
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| {
+                    n.parse::<ipnet::IpNet>()
+                        .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .with_context(|| {
+                            format!("`GATEHOUSE_TRUSTED_PROXIES` names `{n}`, which is not a CIDR or an address")
+                        })
+                })
+                .collect::<Result<_>>()?;
+        }
+        if let Some(v) = env("GATEHOUSE_API_KEY_RATE") {
+            c.api_key_rate = v
+                .parse()
+                .with_context(|| format!("`GATEHOUSE_API_KEY_RATE` is not a number: `{v}`"))?;
+        }
+        if let Some(v) = env("GATEHOUSE_REAUTH_SECS") {
+            c.reauth_secs = v
+                .parse()
+                .with_context(|| format!("`GATEHOUSE_REAUTH_SECS` is not a number: `{v}`"))?;
         }
         if let Some(v) = env("GATEHOUSE_LOGIN_RATE_PER_IP") {
             c.login_rate_per_ip = v

@@ -73,6 +73,7 @@ macro_rules! write_tx {
     };
 }
 
+pub mod consents;
 mod datastore;
 pub mod keys;
 mod models;

@@ -15,6 +15,7 @@ use gatehouse_engine::{Error, Result};
 use crate::db::SqlStore;
 use crate::db::tenancy::{Organization, Service, TierLimits};
 
+pub mod consent;
 pub mod email;
 pub mod harness;
 pub mod login;
@@ -64,7 +65,7 @@ pub struct Identity {
     /// Service API keys looked up lately, by the SHA-256 of the key: the organization of a
     /// live key, `None` for one that is not. A revocation made on this node drops its entry at
     /// once; one made elsewhere, within [`Identity::spawn_refresh`]'s period (1 s).
-    pub api_keys: moka::sync::Cache<[u8; 32], Option<String>>,
+    pub api_keys: moka::sync::Cache<[u8; 32], Option<(String, String)>>,
     /// Organizations known to be active (an organization leaves `active` only by suspension,
     /// which the graph carries).
     active_orgs: moka::sync::Cache<String, ()>,
@@ -91,6 +92,8 @@ pub struct ServiceChange {
     pub name: Option<String>,
     pub redirect_uris: Option<Vec<String>>,
     pub grant_types: Option<Vec<String>>,
+    /// Whether the organization's members sign in without a consent page.
+    pub first_party: Option<bool>,
 }
 
 tokio::task_local! {
@@ -392,6 +395,29 @@ impl Identity {
         Ok(s)
     }
 
+    /// Whether the organization `org_id` is suspended for its services and their API keys
+    /// (`organization:<id>#suspended@service:*`), asked of the platform store at this node's
+    /// revision: a suspension made through this node counts at once, one made elsewhere
+    /// within the engine's staleness bound.
+    pub async fn organization_suspended(&self, org_id: &str, client_id: &str) -> Result<bool> {
+        let opts = gatehouse_engine::service::QueryOptions {
+            model_id: None,
+            consistency: Consistency::MinimizeLatency,
+            contextual_tuples: Vec::new(),
+            context: None,
+        };
+        let tuple = TupleKey::new(
+            format!("service:{client_id}"),
+            "suspended",
+            format!("organization:{org_id}"),
+        );
+        Ok(self
+            .engine
+            .check(&self.platform_store, &tuple, &opts)
+            .await?
+            .0)
+    }
+
     /// An organization by id (cached).
     pub async fn organization(&self, id: &str) -> Result<Option<Organization>> {
         if let Some(o) = self.organizations.get(id) {
@@ -501,6 +527,10 @@ impl Identity {
 
     /// Adds a service to an active organization within its tier's limit. A confidential
     /// client gets a secret (returned once, stored as its SHA-256); a public one (PKCE) none.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one flag each, named at every call"
+    )]
     pub async fn create_service(
         &self,
         actor: &str,
@@ -509,6 +539,7 @@ impl Identity {
         grant_types: Vec<String>,
         redirect_uris: Vec<String>,
         public: bool,
+        first_party: bool,
     ) -> Result<CreatedService> {
         let org = self.organization_by_slug(org_slug).await?;
         if org.status != "active" {
@@ -542,6 +573,7 @@ impl Identity {
             secret_sha256: secret.as_deref().map(sha256_hex),
             redirect_uris,
             grant_types,
+            first_party,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         };
@@ -616,6 +648,9 @@ impl Identity {
         if let Some(grants) = change.grant_types {
             s.grant_types = grants;
         }
+        if let Some(first_party) = change.first_party {
+            s.first_party = first_party;
+        }
         validate_service(&s.name, &s.grant_types, &s.redirect_uris, s.is_public())?;
         if !self.store.update_service(&s).await? {
             return Err(gone(client_id));
@@ -626,7 +661,7 @@ impl Identity {
             actor,
             None,
             "service.updated",
-            serde_json::json!({ "client_id": client_id, "name": s.name, "grant_types": s.grant_types, "redirect_uris": s.redirect_uris }),
+            serde_json::json!({ "client_id": client_id, "name": s.name, "grant_types": s.grant_types, "redirect_uris": s.redirect_uris, "first_party": s.first_party }),
         )
         .await;
         self.live_service(client_id).await
@@ -828,6 +863,8 @@ impl Identity {
                     secret_sha256: None,
                     redirect_uris: redirect_uris.to_vec(),
                     grant_types: grants,
+                    // The platform's own application, for everyone with an account.
+                    first_party: true,
                     created_at: now,
                     updated_at: now,
                 };

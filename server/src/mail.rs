@@ -62,6 +62,16 @@ impl Mailer {
                 let dir = data_dir.join("outbox");
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("cannot create the outbox `{}`", dir.display()))?;
+                // The messages hold sign-in links and reset tokens: the server's user alone
+                // may open the directory (and so read them).
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt as _;
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                        .with_context(|| {
+                            format!("cannot restrict the outbox `{}`", dir.display())
+                        })?;
+                }
                 Transport::Outbox(AsyncFileTransport::new(&dir), dir)
             }
         };

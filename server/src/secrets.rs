@@ -34,6 +34,8 @@ pub enum OpenError {
 /// The master key. Its bytes are never printed (`Debug` shows nothing of them).
 pub struct MasterKey {
     cipher: Aes256Gcm,
+    /// The seed of keys derived for other purposes ([`Self::derive`]).
+    seed: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -50,7 +52,22 @@ impl MasterKey {
         }
         let cipher = Aes256Gcm::new_from_slice(bytes)
             .map_err(|_| anyhow::anyhow!("the master key must be 32 bytes"))?;
-        Ok(Self { cipher })
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"gatehouse derived keys\0");
+        h.update(bytes);
+        let seed = Zeroizing::new(h.finalize().into());
+        Ok(Self { cipher, seed })
+    }
+
+    /// A key of its own for `purpose`, derived from the master key (so the same on every
+    /// node that shares it), and useless for anything else.
+    pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(&self.seed[..]);
+        h.update(purpose.as_bytes());
+        Zeroizing::new(h.finalize().into())
     }
 
     /// A key from base64 text (`GATEHOUSE_MASTER_KEY`).

@@ -201,6 +201,7 @@ pub async fn run(config: Config) -> Result<()> {
         env_key.as_deref().filter(|k| !k.trim().is_empty()),
         &config.data_dir,
     )?);
+    engine.set_page_token_key(*master.derive("continuation tokens"));
     let ring = key_ring(store.clone(), master.clone(), &config).await?;
     let identity = Arc::new(Identity::bootstrap(store, engine.clone()).await?);
     bootstrap_owner(&identity).await?;
@@ -250,6 +251,9 @@ pub async fn run(config: Config) -> Result<()> {
         issuer: config.issuer(),
         sessions: Some(Sessions::new(kv).with_code_ttl(Duration::from_secs(config.code_ttl_secs))),
         token_rate_per_ip: config.token_rate_per_ip,
+        reauth_secs: config.reauth_secs,
+        key_rate: crate::cache::limits::KeyRate::new(config.api_key_rate),
+        trusted_proxies: config.trusted_proxies.clone(),
         login_rate_per_ip: config.login_rate_per_ip,
         signup: config.signup,
         store_owners: moka::sync::Cache::builder().max_capacity(100_000).build(),

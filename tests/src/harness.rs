@@ -355,6 +355,15 @@ impl Server {
                 cmd.env("REDIS_URL", url)
                     .env("GATEHOUSE_REDIS_PREFIX", prefix);
             }
+            // The console client takes the code grant at the tests' usual redirect URI, so
+            // that tests get tokens for Gatehouse's own APIs (`/api/…`) by signing in to it.
+            if !opts
+                .env
+                .iter()
+                .any(|(k, _)| k == "GATEHOUSE_CONSOLE_REDIRECT_URIS")
+            {
+                cmd.env("GATEHOUSE_CONSOLE_REDIRECT_URIS", crate::login::REDIRECT);
+            }
             for (k, v) in &opts.env {
                 cmd.env(k, v);
             }
@@ -404,6 +413,22 @@ impl Server {
     }
 
     /// What the server printed so far.
+    /// Sends the server SIGTERM (as an orchestrator stopping it does) and waits up to
+    /// `within` for it to exit; its exit status, or `None` if it was still running.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// The server's data dir (`GATEHOUSE_DATA_DIR`).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

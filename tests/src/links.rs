@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 use crate::account::{link_in_mail, outbox_to, path_of};
 use crate::harness::{Backend, REDIS_URL, Server, ServerOptions, for_each_backend};
 use crate::login::{
-    Browser, PASSWORD, REDIRECT, admin, authorize_path, pkce, query_of, tenant, token, tokens_for,
+    Browser, PASSWORD, REDIRECT, admin, authorize_path, console_token, pkce, query_of, tenant,
+    token,
 };
 use crate::providers::claims_of;
 
@@ -100,10 +101,7 @@ async fn a_sign_in_link_works_once_in_the_browser_that_asked(backend: Backend) {
         .await
         .unwrap();
     }
-    let alice = tokens_for(&s, &client_id, &secret, "alice@acme.example.com").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let alice = console_token(&s, "alice@acme.example.com").await;
     let put = |plugin: &str, config: Value| {
         let (s, alice, client_id, plugin) =
             (&s, alice.clone(), client_id.clone(), plugin.to_string());

@@ -63,6 +63,7 @@ pub async fn tenant(s: &Server, slug: &str) -> (String, String, String) {
         &[
             "service",
             "create",
+            "--first-party",
             "--org",
             slug,
             "--name",
@@ -111,6 +112,8 @@ pub struct Browser {
     http: reqwest::Client,
     base: String,
     pub cookies: HashMap<String, String>,
+    /// Headers sent with every request (e.g. the `X-Forwarded-For` a proxy adds).
+    pub headers: Vec<(String, String)>,
 }
 
 pub struct Page {
@@ -129,6 +132,7 @@ impl Browser {
                 .unwrap(),
             base: s.base.clone(),
             cookies: HashMap::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -147,6 +151,7 @@ impl Browser {
                 .unwrap(),
             base: s.base.clone(),
             cookies,
+            headers: Vec::new(),
         }
     }
 
@@ -157,11 +162,14 @@ impl Browser {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("; ");
-        let req = if cookie.is_empty() {
+        let mut req = if cookie.is_empty() {
             req
         } else {
             req.header("cookie", cookie)
         };
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
         let r = req.send().await.unwrap();
         for c in r.headers().get_all("set-cookie") {
             let text = c.to_str().unwrap();
@@ -229,6 +237,32 @@ impl Browser {
         )
         .await
     }
+}
+
+/// Confirms a device connection from the page the device form answered with (which names
+/// the application): posts its confirmation, and returns the answer.
+pub async fn confirm_device(b: &mut Browser, page: Page) -> Page {
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("Connect this device?") && page.body.contains(r#"name="confirm""#),
+        "no confirmation asked: {}",
+        page.body
+    );
+    let field = |name: &str| {
+        let re = regex::Regex::new(&format!(r#"name="{name}" value="([^"]*)""#)).unwrap();
+        re.captures(&page.body).unwrap()[1].to_string()
+    };
+    let (csrf, code) = (field("csrf"), field("user_code"));
+    b.post(
+        "/device",
+        &[
+            ("csrf", csrf.as_str()),
+            ("user_code", code.as_str()),
+            ("confirm", "yes"),
+            ("action", "allow"),
+        ],
+    )
+    .await
 }
 
 /// The query parameters of a redirect.
@@ -511,7 +545,7 @@ pub fn authorize_path(
 }
 
 /// Signs in through the form (or the browser's session) and returns the code.
-async fn code_for(b: &mut Browser, client_id: &str, challenge: &str, email: &str) -> String {
+pub async fn code_for(b: &mut Browser, client_id: &str, challenge: &str, email: &str) -> String {
     let path = authorize_path(client_id, REDIRECT, challenge, &[]);
     let page = if b.cookies.contains_key("gh_session") {
         b.get(&path).await
@@ -945,6 +979,7 @@ async fn public_clients_use_pkce_without_a_secret() {
         &[
             "service",
             "create",
+            "--first-party",
             "--org",
             "acme",
             "--name",
@@ -990,6 +1025,7 @@ async fn users_list_their_sessions_and_sign_out_everywhere() {
     let (client_id, secret, email) = tenant(&s, "acme").await;
     let basic = Some((client_id.as_str(), secret.as_str()));
     let mut grants = Vec::new();
+    let mut browsers = Vec::new();
     for _ in 0..2 {
         let mut b = Browser::new(&s);
         let (verifier, challenge) = pkce();
@@ -1007,8 +1043,20 @@ async fn users_list_their_sessions_and_sign_out_everywhere() {
         .await;
         assert_eq!(st, 200, "{t}");
         grants.push(t);
+        browsers.push(b);
     }
-    let at = grants[0]["access_token"].as_str().unwrap();
+    // The service's token is for the service: the sessions are listed with the console's
+    // token of the first browser's session.
+    let r = s
+        .client
+        .get(format!("{}/api/me/sessions", s.base))
+        .bearer_auth(grants[0]["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let at = console_token_in(&mut browsers[0], &s).await;
+    let at = at.as_str();
     let r = s
         .client
         .get(format!("{}/api/me/sessions", s.base))
@@ -1181,6 +1229,73 @@ pub async fn tokens_for(s: &Server, client_id: &str, secret: &str, email: &str) 
     t
 }
 
+/// The console client: public, in the platform's own organization, open to everyone with an
+/// account. Only its access tokens (audience `<issuer>/api`) are accepted by Gatehouse's own
+/// APIs (`/api/…`).
+pub const CONSOLE: &str = "gatehouse-console";
+
+/// Exchanges a code of the console client for its tokens, as a public client: PKCE and its
+/// `client_id`, no secret.
+pub async fn console_exchange(s: &Server, code: &str, verifier: &str) -> Value {
+    let (st, t) = token(
+        s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier),
+            ("client_id", CONSOLE),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{t}");
+    t
+}
+
+/// Signs `email` (password [`PASSWORD`]) in to the console client in a fresh browser, by the
+/// code grant with PKCE, and returns its token response: tokens for Gatehouse's own APIs.
+pub async fn console_tokens(s: &Server, email: &str) -> Value {
+    let mut b = Browser::new(s);
+    let (verifier, challenge) = pkce();
+    let code = code_for(&mut b, CONSOLE, &challenge, email).await;
+    console_exchange(s, &code, &verifier).await
+}
+
+/// The access token of [`console_tokens`]: `email`'s token for Gatehouse's own APIs.
+pub async fn console_token(s: &Server, email: &str) -> String {
+    console_tokens(s, email).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The console's token response for the session `b` is signed in with (no login form), so
+/// that the tokens carry that session and its methods (`amr`, such as a second factor).
+pub async fn console_tokens_in(b: &mut Browser, s: &Server) -> Value {
+    assert!(
+        b.cookies.contains_key("gh_session"),
+        "the browser is not signed in"
+    );
+    let (verifier, challenge) = pkce();
+    let page = b
+        .get(&authorize_path(CONSOLE, REDIRECT, &challenge, &[]))
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let back = page.location.unwrap();
+    assert!(back.starts_with(REDIRECT), "{back}");
+    let code = query_of(&back)["code"].clone();
+    console_exchange(s, &code, &verifier).await
+}
+
+/// The access token of [`console_tokens_in`].
+pub async fn console_token_in(b: &mut Browser, s: &Server) -> String {
+    console_tokens_in(b, s).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn organization_admins_read_the_audit_log() {
     let s = Server::start(Backend::Sqlite).await;
@@ -1214,8 +1329,11 @@ async fn organization_admins_read_the_audit_log() {
         )
         .await;
     assert_eq!(p.status, 401);
+    // The admin signs in to acme's service (which acme's log records), and reads the log
+    // with a token for Gatehouse's own APIs, from the console.
     let t = tokens_for(&s, &client_id, &secret, "root@acme.example.com").await;
-    let at = t["access_token"].as_str().unwrap();
+    let at = console_token(&s, "root@acme.example.com").await;
+    let at = at.as_str();
     let get = |path: String, tok: Option<String>| {
         let s = &s;
         async move {
@@ -1297,13 +1415,16 @@ async fn organization_admins_read_the_audit_log() {
     assert_eq!(st, 403, "an admin of acme read globex's log");
     let (st, _) = get("/api/organizations/nope/audit".into(), Some(at.into())).await;
     assert_eq!(st, 404);
-    let mt = tokens_for(&s, &client_id, &secret, &member).await;
+    let mt = console_token(&s, &member).await;
+    let (st, _) = get("/api/organizations/acme/audit".into(), Some(mt)).await;
+    assert_eq!(st, 403, "a member read the audit log");
+    // The admin's token of acme's own service is for that service, not for this API.
     let (st, _) = get(
         "/api/organizations/acme/audit".into(),
-        Some(mt["access_token"].as_str().unwrap().into()),
+        Some(t["access_token"].as_str().unwrap().into()),
     )
     .await;
-    assert_eq!(st, 403, "a member read the audit log");
+    assert_eq!(st, 401, "a service's token read the audit log");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1317,6 +1438,7 @@ async fn a_device_signs_in_with_the_device_grant() {
         &[
             "service",
             "create",
+            "--first-party",
             "--org",
             "acme",
             "--name",
@@ -1417,7 +1539,7 @@ async fn a_device_signs_in_with_the_device_grant() {
         .await;
     assert_eq!(no_csrf.status, 400, "{}", no_csrf.body);
     let typed = user_code.replace('-', "").to_lowercase();
-    let ok = phone
+    let asked = phone
         .post(
             "/device",
             &[
@@ -1429,6 +1551,18 @@ async fn a_device_signs_in_with_the_device_grant() {
             ],
         )
         .await;
+    // Nothing is connected before the person confirms, on a page naming the application.
+    assert!(
+        asked.body.contains("TV app") && asked.body.contains("Acme"),
+        "{}",
+        asked.body
+    );
+    let (_, body) = token(&s, &poll, None).await;
+    assert!(
+        body["error"].is_string(),
+        "connected before the confirmation: {body}"
+    );
+    let ok = confirm_device(&mut phone, asked).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert!(ok.body.contains("Device connected"), "{}", ok.body);
 
@@ -1525,6 +1659,7 @@ async fn guessing_client_secrets_locks_the_client_out() {
         &[
             "service",
             "create",
+            "--first-party",
             "--org",
             "acme",
             "--name",
@@ -1619,6 +1754,7 @@ async fn a_revocation_reaches_the_other_nodes() {
         &[
             "service",
             "create",
+            "--first-party",
             "--org",
             "acme",
             "--name",
@@ -1683,6 +1819,7 @@ async fn service_changes_reach_every_node() {
         &[
             "service",
             "create",
+            "--first-party",
             "--org",
             "acme",
             "--name",

@@ -12,6 +12,7 @@ mod conformance;
 
 mod account;
 mod api;
+mod attacks;
 mod bad_input;
 mod cli;
 mod consistency;

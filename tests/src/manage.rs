@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::harness::{Backend, Server, ServerOptions, for_each_backend};
-use crate::login::{PASSWORD, REDIRECT, admin, tenant, token, tokens_for};
+use crate::login::{PASSWORD, REDIRECT, admin, console_token, tenant, token, tokens_for};
 
 struct Api<'a> {
     s: &'a Server,
@@ -92,25 +92,16 @@ async fn organizations_members_services_and_api_keys(backend: Backend) {
         .push(("PLATFORM_OWNER_PASSWORD".into(), PASSWORD.into()));
     let s = Server::start_with(opts).await;
     let api = Api { s: &s };
-    let (web, secret, _) = tenant(&s, "acme").await;
-    let (g_web, g_secret, _) = tenant(&s, "globex").await;
+    tenant(&s, "acme").await;
+    tenant(&s, "globex").await;
     user(&s, "alice@acme.io", "acme", "owner").await;
     let carol = user(&s, "carol@acme.io", "acme", "admin").await;
     user(&s, "bob@globex.io", "globex", "member").await;
-    let login = |client: String, secret: String, email: &'static str| {
-        let s = &s;
-        async move {
-            tokens_for(s, &client, &secret, email).await["access_token"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
-    };
-    // The platform owner is owner of every organization, so it may sign in to acme's service.
-    let root = login(web.clone(), secret.clone(), "root@gatehouse.test").await;
-    let alice = login(web.clone(), secret.clone(), "alice@acme.io").await;
-    let carol_t = login(web.clone(), secret.clone(), "carol@acme.io").await;
-    let bob = login(g_web.clone(), g_secret.clone(), "bob@globex.io").await;
+    // Everybody calls the API with the console's tokens (the only ones it takes).
+    let root = console_token(&s, "root@gatehouse.test").await;
+    let alice = console_token(&s, "alice@acme.io").await;
+    let carol_t = console_token(&s, "carol@acme.io").await;
+    let bob = console_token(&s, "bob@globex.io").await;
 
     // Registration: pending, with the registrant as owner; bad input changes nothing.
     let (st, out) = api
@@ -197,6 +188,8 @@ async fn organizations_members_services_and_api_keys(backend: Backend) {
         )
         .await;
     assert_eq!(st, 403, "an admin granted admin");
+    // Adding a member invites them: nobody joins without accepting, and the answer is the
+    // same whether or not the address has an account.
     let (st, out) = api
         .post(
             "/api/organizations/acme/members",
@@ -204,16 +197,46 @@ async fn organizations_members_services_and_api_keys(backend: Backend) {
             json!({ "email": "dave@acme.io", "role": "member" }),
         )
         .await;
-    assert_eq!(st, 201, "{out}");
-    let dave = out["user_id"].as_str().unwrap().to_string();
-    let (st, _) = api
+    assert_eq!(st, 202, "{out}");
+    assert_eq!(out["invitation"]["email"], "dave@acme.io", "{out}");
+    let (_, members) = api.get("/api/organizations/acme/members", &alice).await;
+    assert!(
+        !members.to_string().contains("dave@acme.io"),
+        "a member before accepting: {members}"
+    );
+    let (st, unknown) = api
         .post(
             "/api/organizations/acme/members",
             &alice,
             json!({ "email": "x@acme.io", "role": "member" }),
         )
         .await;
-    assert_eq!(st, 400, "an unknown user");
+    assert_eq!(st, 202, "an unknown address is answered alike: {unknown}");
+    let shape = |v: &Value| {
+        let mut keys: Vec<String> = v["invitation"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(shape(&out), shape(&unknown));
+    assert_eq!(
+        crate::account::accept_invitation(&s, "dave@acme.io", 1).await,
+        200
+    );
+    let (_, members) = api.get("/api/organizations/acme/members", &alice).await;
+    let dave = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["email"] == "dave@acme.io")
+        .unwrap_or_else(|| panic!("dave did not join: {members}"))["user_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (st, _) = api
         .post(
             "/api/organizations/acme/members",
@@ -253,7 +276,7 @@ async fn organizations_members_services_and_api_keys(backend: Backend) {
         !emails.contains(&"dave@acme.io") && emails.contains(&"carol@acme.io"),
         "{members}"
     );
-    // The platform owner may grant owner.
+    // The platform owner may grant owner (by invitation, as everyone).
     let (st, _) = api
         .post(
             "/api/organizations/acme/members",
@@ -261,7 +284,11 @@ async fn organizations_members_services_and_api_keys(backend: Backend) {
             json!({ "email": "dave@acme.io", "role": "owner" }),
         )
         .await;
-    assert_eq!(st, 201);
+    assert_eq!(st, 202);
+    assert_eq!(
+        crate::account::accept_invitation(&s, "dave@acme.io", 2).await,
+        200
+    );
 
     // Services: admins create them; the secret is in the answer only.
     let (st, svc) = api
@@ -448,13 +475,13 @@ async fn services_are_changed_rotated_and_deleted(backend: Backend) {
     let s = with_owner(backend).await;
     let api = Api { s: &s };
     let (web, secret, _) = tenant(&s, "acme").await;
-    let (g_web, g_secret, _) = tenant(&s, "globex").await;
+    tenant(&s, "globex").await;
     user(&s, "alice@acme.io", "acme", "admin").await;
     user(&s, "mel@acme.io", "acme", "member").await;
     user(&s, "bob@globex.io", "globex", "admin").await;
-    let alice = access_token(&s, &web, &secret, "alice@acme.io").await;
-    let mel = access_token(&s, &web, &secret, "mel@acme.io").await;
-    let bob = access_token(&s, &g_web, &g_secret, "bob@globex.io").await;
+    let alice = console_token(&s, "alice@acme.io").await;
+    let mel = console_token(&s, "mel@acme.io").await;
+    let bob = console_token(&s, "bob@globex.io").await;
 
     // A machine client, made through the API, gets tokens.
     let (st, m) = api
@@ -684,8 +711,12 @@ async fn tiers_and_suspension(backend: Backend) {
     let api = Api { s: &s };
     let (web, secret, _) = tenant(&s, "acme").await;
     user(&s, "alice@acme.io", "acme", "owner").await;
-    let root = access_token(&s, &web, &secret, "root@gatehouse.test").await;
-    let alice = access_token(&s, &web, &secret, "alice@acme.io").await;
+    // Alice signs in to acme's service (so the node caches the organization), and the API is
+    // called with the console's tokens: a token of acme's service is not for it.
+    let service_token = access_token(&s, &web, &secret, "alice@acme.io").await;
+    assert_eq!(api.get("/api/tiers", &service_token).await.0, 401);
+    let root = console_token(&s, "root@gatehouse.test").await;
+    let alice = console_token(&s, "alice@acme.io").await;
 
     // Tiers: anyone signed in reads them; changing them is platform administration, which
     // needs the platform's owner with a second factor, so over HTTP it is refused to both.
@@ -1224,6 +1255,7 @@ async fn tier_limits_hold_under_concurrent_additions(backend: Backend) {
             &[
                 "service",
                 "create",
+                "--first-party",
                 "--org",
                 "acme",
                 "--name",

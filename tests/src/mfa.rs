@@ -6,7 +6,8 @@ use totp_rs::{Builder, Secret};
 
 use crate::harness::{Backend, Server};
 use crate::login::{
-    Browser, PASSWORD, REDIRECT, authorize_path, pkce, query_of, tenant, token, tokens_for,
+    Browser, CONSOLE, PASSWORD, REDIRECT, authorize_path, console_exchange, console_token,
+    console_token_in, pkce, query_of, tenant, token,
 };
 use crate::providers::claims_of;
 
@@ -90,14 +91,27 @@ async fn sign_in_with_code(
     .await
 }
 
+/// Signs `email` in to the console with the password and then the second factor `code`, and
+/// returns the console's access token: one for Gatehouse's own APIs, with both factors.
+async fn console_token_with_code(s: &Server, email: &str, code: &str) -> String {
+    let mut b = Browser::new(s);
+    let (verifier, challenge) = pkce();
+    let page = sign_in_with_code(&mut b, CONSOLE, &challenge, email, code).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let q = query_of(page.location.as_deref().unwrap());
+    let tokens = console_exchange(s, &q["code"], &verifier).await;
+    let at = tokens["access_token"].as_str().unwrap().to_string();
+    let amr = claims_of(&at)["amr"].clone();
+    assert!(amr.as_array().unwrap().contains(&json!("mfa")), "{amr}");
+    at
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
     let s = Server::start(Backend::Sqlite).await;
     let (client_id, secret, ada) = tenant(&s, "acme").await;
-    let pwd_token = tokens_for(&s, &client_id, &secret, &ada).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // Gatehouse's own API takes the console's tokens.
+    let pwd_token = console_token(&s, &ada).await;
     let t = Some(pwd_token.as_str());
     use reqwest::Method;
 
@@ -185,9 +199,11 @@ async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
         call(&s, Method::GET, "/api/me/mfa", t, None).await.1,
         json!({ "totp": true, "passkeys": [] })
     );
+    // Set up, it guards every further change of factors: the password alone no longer
+    // reaches them.
     assert_eq!(
         call(&s, Method::POST, "/api/me/mfa/totp", t, None).await.0,
-        409
+        403
     );
     // Removing it needs a sign-in that used it.
     assert_eq!(
@@ -262,7 +278,16 @@ async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
     assert_eq!(st, 200, "{tokens}");
     let amr = claims_of(tokens["id_token"].as_str().unwrap())["amr"].clone();
     assert_eq!(amr, json!(["pwd", "otp", "mfa"]), "{tokens}");
-    let mfa_token = tokens["access_token"].as_str().unwrap().to_string();
+    // The console's token of the same session carries the same methods.
+    let mfa_token = console_token_in(&mut b, &s).await;
+    assert_eq!(claims_of(&mfa_token)["amr"], amr);
+    assert_eq!(
+        call(&s, Method::POST, "/api/me/mfa/totp", Some(&mfa_token), None)
+            .await
+            .0,
+        409,
+        "one authenticator app at a time"
+    );
 
     // A code is accepted once.
     let mut b = Browser::new(&s);
@@ -312,6 +337,7 @@ async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
         &[
             "service",
             "create",
+            "--first-party",
             "--org",
             "acme",
             "--name",
@@ -408,6 +434,7 @@ async fn an_authenticator_app_is_set_up_and_asked_for_at_every_sign_in() {
             ],
         )
         .await;
+    let page = crate::login::confirm_device(&mut phone, page).await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Device connected"), "{}", page.body);
     assert!(phone.cookies.contains_key("gh_session"));
@@ -476,21 +503,19 @@ async fn the_platform_owner_with_a_second_factor_administers_the_platform() {
     use gatehouse_plugin_host::embedded::{HOSTILE, PASSWORD as PASSWORD_PLUGIN};
     use reqwest::Method;
     let mut opts = crate::harness::ServerOptions::new(Backend::Sqlite);
+    opts.env.push((
+        "GATEHOUSE_PLUGIN_CAPABILITIES".into(),
+        crate::plugins::ALL_CAPABILITIES.into(),
+    ));
     opts.env
         .push(("PLATFORM_OWNER_EMAIL".into(), "root@gatehouse.test".into()));
     opts.env
         .push(("PLATFORM_OWNER_PASSWORD".into(), PASSWORD.into()));
     let s = Server::start_with(opts).await;
-    let (client_id, secret, ada) = tenant(&s, "acme").await;
+    let (_, _, ada) = tenant(&s, "acme").await;
     let root = "root@gatehouse.test";
-    let pwd = tokens_for(&s, &client_id, &secret, root).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let ada_token = tokens_for(&s, &client_id, &secret, &ada).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let pwd = console_token(&s, root).await;
+    let ada_token = console_token(&s, &ada).await;
     let limits = json!({ "max_users": 2, "max_services": 1 });
     assert_eq!(
         call(
@@ -518,31 +543,7 @@ async fn the_platform_owner_with_a_second_factor_administers_the_platform() {
     )
     .await;
     assert_eq!(st, 200);
-    let mut b = Browser::new(&s);
-    let (verifier, challenge) = pkce();
-    let page = sign_in_with_code(
-        &mut b,
-        &client_id,
-        &challenge,
-        root,
-        &code_at(&totp_secret, 30),
-    )
-    .await;
-    assert_eq!(page.status, 303, "{}", page.body);
-    let q = query_of(page.location.as_deref().unwrap());
-    let (st, tokens) = token(
-        &s,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &q["code"]),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-        Some((&client_id, &secret)),
-    )
-    .await;
-    assert_eq!(st, 200, "{tokens}");
-    let mfa = tokens["access_token"].as_str().unwrap().to_string();
+    let mfa = console_token_with_code(&s, root, &code_at(&totp_secret, 30)).await;
     let (st, tier) = call(
         &s,
         Method::PUT,
@@ -728,11 +729,9 @@ async fn a_risky_sign_in_is_stepped_up_with_the_authenticator_app() {
     assert_eq!(page.status, 303, "{}", page.body);
     assert!(home.cookies.contains_key("gh_session") && home.cookies.contains_key("gh_device"));
 
-    // Then she sets up an authenticator app.
-    let t = tokens_for(&s, &client_id, &secret, &ada).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // Then she sets up an authenticator app (through the console: Gatehouse's own API takes
+    // its tokens only).
+    let t = console_token(&s, &ada).await;
     let (st, enrol) = call(&s, Method::POST, "/api/me/mfa/totp", Some(&t), None).await;
     assert_eq!(st, 200, "{enrol}");
     let totp_secret = enrol["secret"].as_str().unwrap().to_string();
@@ -745,6 +744,7 @@ async fn a_risky_sign_in_is_stepped_up_with_the_authenticator_app() {
     )
     .await;
     assert_eq!(st, 200, "{e}");
+    let recovery = e["recovery_codes"][0].as_str().unwrap().to_string();
 
     // Her password-only session, from another address and without the device cookie: new
     // address (10) and new device (20) make a medium risk (30).
@@ -838,10 +838,7 @@ async fn a_risky_sign_in_is_stepped_up_with_the_authenticator_app() {
     )
     .await
     .unwrap();
-    let alice = tokens_for(&s, &client_id, &secret, "alice@acme.io").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let alice = console_token(&s, "alice@acme.io").await;
     let (st, audit) = call(
         &s,
         Method::GET,
@@ -859,9 +856,9 @@ async fn a_risky_sign_in_is_stepped_up_with_the_authenticator_app() {
         "{audit}"
     );
 
-    // Wrong codes count towards the account's lockout like wrong passwords: guessing the
-    // code after a stolen password locks the account, and then even the right password and
-    // code are refused.
+    // Wrong codes count towards a lockout like wrong passwords, for the address guessing:
+    // guessing the code after a stolen password locks that address out of the account's
+    // second factor, even with the right code; the owner elsewhere is not refused.
     let mut thief = Browser::new(&s);
     let (_, challenge) = pkce();
     let mut page = sign_in_with_code(&mut thief, &client_id, &challenge, &ada, "111111").await;
@@ -889,17 +886,16 @@ async fn a_risky_sign_in_is_stepped_up_with_the_authenticator_app() {
     assert_eq!(page.status, 429, "after {tries} wrong codes: {}", page.body);
     assert!(page.body.contains("locked"), "{}", page.body);
     assert!(tries <= 5, "locked only after {tries} wrong codes");
-    let mut owner = Browser::new(&s);
+    // Codes of past steps are spent; a recovery code is as good.
+    let right = recovery;
+    let mut again = Browser::new(&s);
     let (_, challenge) = pkce();
-    let p = owner
-        .sign_in(
-            &authorize_path(&client_id, REDIRECT, &challenge, &[]),
-            &ada,
-            PASSWORD,
-        )
-        .await;
+    let p = sign_in_with_code(&mut again, &client_id, &challenge, &ada, &right).await;
     assert_eq!(p.status, 429, "{}", p.body);
-    assert!(p.location.is_none() && !owner.cookies.contains_key("gh_session"));
+    assert!(p.location.is_none() && !again.cookies.contains_key("gh_session"));
+    let mut owner = Browser::from_address(&s, "127.0.0.3".parse().unwrap(), Default::default());
+    let p = sign_in_with_code(&mut owner, &client_id, &challenge, &ada, &right).await;
+    assert_eq!(p.status, 303, "the owner was locked out: {}", p.body);
 }
 
 /// The digest of the `hostile` plugin `s` has installed, as its plugin list shows it.
@@ -921,6 +917,10 @@ async fn an_uploaded_plugin_reaches_every_node() {
     use gatehouse_plugin_host::embedded::HOSTILE;
     use reqwest::Method;
     let mut opts = crate::login::deployment();
+    opts.env.push((
+        "GATEHOUSE_PLUGIN_CAPABILITIES".into(),
+        crate::plugins::ALL_CAPABILITIES.into(),
+    ));
     opts.env
         .push(("PLATFORM_OWNER_EMAIL".into(), "root@gatehouse.test".into()));
     opts.env
@@ -933,12 +933,9 @@ async fn an_uploaded_plugin_reaches_every_node() {
     let a = Server::start_with(opts.clone()).await;
     opts.database = a.database.clone();
     let b = Server::start_with(opts).await;
-    let (client_id, secret, ada) = tenant(&a, "acme").await;
+    let (_, _, ada) = tenant(&a, "acme").await;
     let root = "root@gatehouse.test";
-    let pwd = tokens_for(&a, &client_id, &secret, root).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let pwd = console_token(&a, root).await;
     let (st, enrol) = call(&a, Method::POST, "/api/me/mfa/totp", Some(&pwd), None).await;
     assert_eq!(st, 200, "{enrol}");
     let totp_secret = enrol["secret"].as_str().unwrap().to_string();
@@ -951,35 +948,8 @@ async fn an_uploaded_plugin_reaches_every_node() {
     )
     .await;
     assert_eq!(st, 200);
-    let mut browser = Browser::new(&a);
-    let (verifier, challenge) = pkce();
-    let page = sign_in_with_code(
-        &mut browser,
-        &client_id,
-        &challenge,
-        root,
-        &code_at(&totp_secret, 30),
-    )
-    .await;
-    assert_eq!(page.status, 303, "{}", page.body);
-    let q = query_of(page.location.as_deref().unwrap());
-    let (st, tokens) = token(
-        &a,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &q["code"]),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-        Some((&client_id, &secret)),
-    )
-    .await;
-    assert_eq!(st, 200, "{tokens}");
-    let mfa = tokens["access_token"].as_str().unwrap().to_string();
-    let ada_token = tokens_for(&a, &client_id, &secret, &ada).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let mfa = console_token_with_code(&a, root, &code_at(&totp_secret, 30)).await;
+    let ada_token = console_token(&a, &ada).await;
     let within = |what: &'static str| {
         let started = std::time::Instant::now();
         move || {
@@ -1027,11 +997,8 @@ async fn an_invitation_is_accepted_by_a_user_with_a_second_factor() {
     use crate::account::{link_in_mail, path_of};
     use reqwest::Method;
     let s = Server::start(Backend::Sqlite).await;
-    let (client_id, secret, ada) = tenant(&s, "acme").await;
-    let t = tokens_for(&s, &client_id, &secret, &ada).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, _, ada) = tenant(&s, "acme").await;
+    let t = console_token(&s, &ada).await;
     let (st, enrol) = call(&s, Method::POST, "/api/me/mfa/totp", Some(&t), None).await;
     assert_eq!(st, 200, "{enrol}");
     let totp_secret = enrol["secret"].as_str().unwrap().to_string();
@@ -1046,7 +1013,7 @@ async fn an_invitation_is_accepted_by_a_user_with_a_second_factor() {
     assert_eq!(st, 200);
 
     // Another organization's admin invites her.
-    let (g_client, g_secret, _) = tenant(&s, "globex").await;
+    let (g_client, _, _) = tenant(&s, "globex").await;
     crate::login::admin(
         &s,
         &[
@@ -1064,10 +1031,7 @@ async fn an_invitation_is_accepted_by_a_user_with_a_second_factor() {
     )
     .await
     .unwrap();
-    let boss = tokens_for(&s, &g_client, &g_secret, "boss@globex.io").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let boss = console_token(&s, "boss@globex.io").await;
     let (st, inv) = call(
         &s,
         Method::POST,

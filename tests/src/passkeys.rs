@@ -12,7 +12,8 @@ use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 use crate::harness::{Backend, Server};
 use crate::login::{
-    Browser, PASSWORD, REDIRECT, admin, authorize_path, pkce, query_of, tenant, token, tokens_for,
+    Browser, PASSWORD, REDIRECT, admin, authorize_path, console_token, console_token_in, pkce,
+    query_of, tenant, token,
 };
 use crate::mfa::call;
 use crate::providers::claims_of;
@@ -129,10 +130,8 @@ async fn passkeys_are_registered_then_sign_in_as_second_factor_and_alone() {
     // The login pages' origin, as a browser at the issuer reports it: a loopback issuer is
     // served as `localhost`, since an IP address cannot be a relying party.
     let origin = format!("http://localhost:{port}");
-    let pwd = tokens_for(&s, &client_id, &secret, &ada).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // Gatehouse's own API takes the console's tokens.
+    let pwd = console_token(&s, &ada).await;
     let t = Some(pwd.as_str());
     use reqwest::Method;
 
@@ -209,6 +208,7 @@ async fn passkeys_are_registered_then_sign_in_as_second_factor_and_alone() {
     .await;
     assert_eq!(st, 200, "{done}");
     let credential = done["credential_id"].as_str().unwrap().to_string();
+    // From now on the password alone changes no factor.
     let (st, again) = call(
         &s,
         Method::POST,
@@ -217,7 +217,7 @@ async fn passkeys_are_registered_then_sign_in_as_second_factor_and_alone() {
         Some(json!({ "response": response })),
     )
     .await;
-    assert_eq!(st, 400, "a replayed registration: {again}");
+    assert_eq!(st, 403, "a factor changed on the password alone: {again}");
     let (_, status) = call(&s, Method::GET, "/api/me/mfa", t, None).await;
     assert_eq!(status["passkeys"], json!([credential]), "{status}");
 
@@ -283,7 +283,19 @@ async fn passkeys_are_registered_then_sign_in_as_second_factor_and_alone() {
     for m in ["pwd", "hwk", "mfa"] {
         assert!(amr.contains(&m), "{m} not in {amr:?}");
     }
-    let mfa_token = claims["access_token"].as_str().unwrap().to_string();
+    // The console's token of the same session, for the API, carries the same methods.
+    let mfa_token = console_token_in(&mut b, &s).await;
+    assert_eq!(claims_of(&mfa_token)["amr"], claims["amr"]);
+    // A replayed registration is refused, even from a sign-in with the passkey.
+    let (st, again) = call(
+        &s,
+        Method::POST,
+        "/api/me/mfa/passkey/confirm",
+        Some(&mfa_token),
+        Some(json!({ "response": response })),
+    )
+    .await;
+    assert_eq!(st, 400, "a replayed registration: {again}");
 
     // The service offers passkeys to sign in without a name.
     admin(
@@ -303,10 +315,7 @@ async fn passkeys_are_registered_then_sign_in_as_second_factor_and_alone() {
     )
     .await
     .unwrap();
-    let alice = tokens_for(&s, &client_id, &secret, "alice@acme.example.com").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let alice = console_token(&s, "alice@acme.example.com").await;
     let (st, e) = call(
         &s,
         Method::PUT,
@@ -440,10 +449,7 @@ async fn a_risky_sign_in_is_stepped_up_with_a_passkey() {
 
     // Ada signs in with her password (the baseline of her history), then registers a passkey.
     let home = signed_in_with_password(&s, &client_id, &ada).await;
-    let t = tokens_for(&s, &client_id, &secret, &ada).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let t = console_token(&s, &ada).await;
     let (st, started) = call(&s, Method::POST, "/api/me/mfa/passkey", Some(&t), None).await;
     assert_eq!(st, 200, "{started}");
     let mut key = TestPasskey::new(&origin);

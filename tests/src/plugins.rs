@@ -10,6 +10,10 @@ use crate::cli::{gatehouse, text};
 use crate::harness::{Backend, Server, ServerOptions, TempDir};
 use crate::login::{admin, tenant};
 
+/// Every capability a third-party plugin may be granted, for tests of plugins that use them.
+pub(crate) const ALL_CAPABILITIES: &str =
+    "log,clock,random,kv,accounts,credentials,argon2,http,jwt,email,webauthn,saml";
+
 /// Writes a plugin directory `root/name` with this manifest and component (`None`: no
 /// `plugin.wasm`).
 pub(crate) fn plugin_dir(root: &Path, name: &str, manifest: &str, wasm: Option<&[u8]>) -> String {
@@ -27,6 +31,10 @@ async fn third_party_plugins_load_from_a_directory_and_are_listed() {
     let root = TempDir::new("plugins");
     let one = plugin_dir(root.path(), "hostile", HOSTILE.manifest, Some(HOSTILE.wasm));
     let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.env.push((
+        "GATEHOUSE_PLUGIN_CAPABILITIES".into(),
+        crate::plugins::ALL_CAPABILITIES.into(),
+    ));
     opts.env.push((
         "GATEHOUSE_PLUGIN_DIR".into(),
         root.path().display().to_string(),
@@ -90,7 +98,11 @@ async fn third_party_plugins_load_from_a_directory_and_are_listed() {
     assert_eq!(r.status(), 405);
 
     // The CLI checks a directory the same way and prints what the plugin is.
-    let out = gatehouse(&["plugin", "check", &one], &[]).await;
+    let out = gatehouse(
+        &["plugin", "check", &one],
+        &[("GATEHOUSE_PLUGIN_CAPABILITIES", ALL_CAPABILITIES)],
+    )
+    .await;
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     let checked: Value = serde_json::from_str(&stdout).unwrap();
@@ -140,6 +152,7 @@ async fn a_plugin_that_fails_its_checks_stops_the_server_with_the_reason() {
                 ("GATEHOUSE_DATA_DIR", data.to_str().unwrap()),
                 ("GATEHOUSE_ADDR", "127.0.0.1:0"),
                 ("GATEHOUSE_PLUGIN_DIR", case_root.to_str().unwrap()),
+                ("GATEHOUSE_PLUGIN_CAPABILITIES", ALL_CAPABILITIES),
             ],
         )
         .await;
@@ -154,7 +167,11 @@ async fn a_plugin_that_fails_its_checks_stops_the_server_with_the_reason() {
             "{name} does not name its directory: {stderr}"
         );
 
-        let out = gatehouse(&["plugin", "check", &dir], &[]).await;
+        let out = gatehouse(
+            &["plugin", "check", &dir],
+            &[("GATEHOUSE_PLUGIN_CAPABILITIES", ALL_CAPABILITIES)],
+        )
+        .await;
         let (_, stderr) = text(&out);
         assert!(!out.status.success(), "{name}: the check passed");
         assert!(stderr.contains(says), "{name}: {stderr}");
@@ -396,7 +413,8 @@ async fn a_misbehaving_plugin_fails_only_its_own_sign_ins() {
 
     use crate::account::path_of;
     use crate::login::{
-        Browser, PASSWORD, REDIRECT, authorize_path, pkce, query_of, token, tokens_for,
+        Browser, PASSWORD, REDIRECT, authorize_path, console_token, pkce, query_of, token,
+        tokens_for,
     };
     use crate::mfa::{call, code_at};
     use crate::providers::claims_of;
@@ -404,6 +422,10 @@ async fn a_misbehaving_plugin_fails_only_its_own_sign_ins() {
     let root = TempDir::new("plugins");
     plugin_dir(root.path(), "hostile", HOSTILE.manifest, Some(HOSTILE.wasm));
     let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.env.push((
+        "GATEHOUSE_PLUGIN_CAPABILITIES".into(),
+        crate::plugins::ALL_CAPABILITIES.into(),
+    ));
     opts.env.push((
         "GATEHOUSE_PLUGIN_DIR".into(),
         root.path().display().to_string(),
@@ -429,10 +451,8 @@ async fn a_misbehaving_plugin_fails_only_its_own_sign_ins() {
     )
     .await
     .unwrap();
-    let alice_token = tokens_for(&s, &client_id, &secret, alice).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // Gatehouse's own API takes the console's tokens.
+    let alice_token = console_token(&s, alice).await;
     let (st, body) = call(
         &s,
         Method::PUT,
@@ -454,7 +474,12 @@ async fn a_misbehaving_plugin_fails_only_its_own_sign_ins() {
         arg: &str,
     ) -> crate::login::Page {
         let start = b
-            .get(&authorize_path(client_id, REDIRECT, challenge, &[]))
+            .get(&authorize_path(
+                client_id,
+                REDIRECT,
+                challenge,
+                &[("prompt", "login")],
+            ))
             .await;
         assert_eq!(start.status, 303, "{}", start.body);
         let login = start.location.unwrap();
@@ -514,8 +539,8 @@ async fn a_misbehaving_plugin_fails_only_its_own_sign_ins() {
         assert!(query_of(page.location.as_deref().unwrap()).contains_key("code"));
     }
 
-    // The plugin vouches for a user and claims every factor. A user without a second factor
-    // signs in, with the plugin's word recorded as one factor (`pwd`), not `mfa`.
+    // The plugin names Ada by her user id: a third-party strategy's subject is no Gatehouse
+    // user id, so nobody signs in (and, vouching for no address, it makes no account).
     let ada_tokens = tokens_for(&s, &client_id, &secret, &ada).await;
     let ada_id = claims_of(ada_tokens["id_token"].as_str().unwrap())["sub"]
         .as_str()
@@ -524,6 +549,23 @@ async fn a_misbehaving_plugin_fails_only_its_own_sign_ins() {
     let (verifier, challenge) = pkce();
     let mut b = Browser::new(&s);
     let page = through_the_plugin(&mut b, &s, &client_id, &challenge, "claim", &ada_id).await;
+    assert_eq!(page.status, 403, "a plugin named a user: {}", page.body);
+    assert!(!b.cookies.contains_key("gh_session"));
+    // Ada links the plugin's account to hers while signed in with her password; from then on
+    // it signs her in, its claim of every factor recorded as one (`pwd`), not `mfa`.
+    let mut b = Browser::new(&s);
+    let page = b
+        .sign_in(
+            &authorize_path(&client_id, REDIRECT, &challenge, &[]),
+            &ada,
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let page = through_the_plugin(&mut b, &s, &client_id, &challenge, "claim", &ada).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let mut b = Browser::new(&s);
+    let page = through_the_plugin(&mut b, &s, &client_id, &challenge, "claim", &ada).await;
     assert_eq!(page.status, 303, "{}", page.body);
     let q = query_of(page.location.as_deref().unwrap());
     let (st, tokens) = token(
@@ -543,7 +585,8 @@ async fn a_misbehaving_plugin_fails_only_its_own_sign_ins() {
 
     // Once the user has an authenticator app, the plugin's claim does not skip it: the code
     // is asked for, and no session opens before it.
-    let pwd = ada_tokens["access_token"].as_str().unwrap();
+    let pwd = console_token(&s, &ada).await;
+    let pwd = pwd.as_str();
     let (st, enrol) = call(&s, Method::POST, "/api/me/mfa/totp", Some(pwd), None).await;
     assert_eq!(st, 200, "{enrol}");
     let totp_secret = enrol["secret"].as_str().unwrap();
@@ -557,7 +600,7 @@ async fn a_misbehaving_plugin_fails_only_its_own_sign_ins() {
     .await;
     assert_eq!(st, 200, "{body}");
     let mut b = Browser::new(&s);
-    let page = through_the_plugin(&mut b, &s, &client_id, &challenge, "claim", &ada_id).await;
+    let page = through_the_plugin(&mut b, &s, &client_id, &challenge, "claim", &ada).await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(
         page.body.contains(r#"name="method" value="totp""#),

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 use crate::harness::{Backend, Server, for_each_backend};
 use crate::login::{
-    Browser, PASSWORD, Page, REDIRECT, admin, authorize_path, pkce, query_of, tenant, token,
-    tokens_for,
+    Browser, PASSWORD, Page, REDIRECT, admin, authorize_path, console_token, pkce, query_of,
+    tenant, token,
 };
 use crate::providers::claims_of;
 
@@ -324,10 +324,8 @@ async fn the_saml_plugin_signs_in_with_signed_responses_only(backend: Backend) {
     )
     .await
     .unwrap();
-    let alice = tokens_for(&s, &client_id, &secret, "alice@acme.io").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // Gatehouse's own API takes the console's tokens.
+    let alice = console_token(&s, "alice@acme.io").await;
     let path = format!("{}/api/services/{client_id}/plugins/saml", s.base);
     let put = |config: Value| {
         let (s, path, alice) = (&s, path.clone(), alice.clone());
@@ -787,4 +785,120 @@ async fn the_saml_plugin_maps_attributes_as_configured() {
         refused["failure"].to_string().contains("employeeNumber"),
         "{refused}"
     );
+}
+
+/// Trust boundaries, item 4 (docs/security.md): a second organization configures SAML with
+/// the entity id of another organization's IdP and a key of its own, and signs an answer for
+/// a person that IdP vouches for. It signs nobody in to that person's account and leaves no
+/// session in the browser: an organization's IdP vouches inside that organization only.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_organizations_idp_vouches_only_inside_it() {
+    let s = Server::start(Backend::Sqlite).await;
+    let (acme_app, _, ada) = tenant(&s, "acme").await;
+    let (evil_app, _, _) = tenant(&s, "evil").await;
+    let entity = "https://idp.acme.test/metadata";
+    let real = TestIdp::new(entity);
+    let forged = TestIdp::new(entity);
+    for (org, admin_email, client_id, idp) in [
+        ("acme", "alice@acme.io", &acme_app, &real),
+        ("evil", "eve@evil.io", &evil_app, &forged),
+    ] {
+        admin(
+            &s,
+            &[
+                "user",
+                "create",
+                "--email",
+                admin_email,
+                "--password-stdin",
+                "--org",
+                org,
+                "--role",
+                "admin",
+            ],
+            &format!("{PASSWORD}\n"),
+        )
+        .await
+        .unwrap();
+        let t = console_token(&s, admin_email).await;
+        let r = s
+            .client
+            .put(format!("{}/api/services/{client_id}/plugins/saml", s.base))
+            .bearer_auth(t)
+            .json(&json!({ "config": {
+                "idp_metadata": idp.metadata(),
+                "trust_email": true,
+                "display_name": "Acme Okta",
+            } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    let callback = format!("{}/login/callback/saml", s.base);
+    let attributes = [("mail", ada.as_str()), ("givenName", "Ada")];
+
+    // Ada links acme's IdP account to hers, signed in with her password.
+    let mut b = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let p = b
+        .sign_in(
+            &authorize_path(&acme_app, REDIRECT, &challenge, &[]),
+            &ada,
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let (_, challenge) = pkce();
+    let (id, acs) = start(&mut b, &acme_app, &challenge, &real).await;
+    let page = post_from_idp(
+        &s,
+        &mut b,
+        &real.response(&answer(&id, &acs, &callback, &attributes)),
+    )
+    .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+
+    // Evil's forged answer for the same IdP subject, through evil's own service.
+    let mut victim = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let (id, acs) = start(&mut victim, &evil_app, &challenge, &forged).await;
+    let page = post_from_idp(
+        &s,
+        &mut victim,
+        &forged.response(&answer(&id, &acs, &callback, &attributes)),
+    )
+    .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(
+        !victim.cookies.contains_key("gh_session"),
+        "a forged answer left a session"
+    );
+    // Nobody is signed in to Ada's own application in that browser.
+    let (_, challenge) = pkce();
+    let sso = victim
+        .get(&authorize_path(
+            &acme_app,
+            REDIRECT,
+            &challenge,
+            &[("prompt", "none")],
+        ))
+        .await;
+    assert_eq!(
+        query_of(sso.location.as_deref().unwrap())
+            .get("error")
+            .map(String::as_str),
+        Some("login_required")
+    );
+    // Acme's real IdP still signs Ada in.
+    let mut fresh = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let (id, acs) = start(&mut fresh, &acme_app, &challenge, &real).await;
+    let page = post_from_idp(
+        &s,
+        &mut fresh,
+        &real.response(&answer(&id, &acs, &callback, &attributes)),
+    )
+    .await;
+    assert_eq!(page.status, 303, "{}", page.body);
 }

@@ -68,7 +68,12 @@ pub fn generate(model: &AuthorizationModel) -> Value {
                 .insert(td.type_name.as_str());
         }
     }
-    let context = gatehouse_context();
+    let mut context = gatehouse_context();
+    if let Some(attributes) = context["attributes"].as_object_mut() {
+        for (name, t) in condition_parameters(model) {
+            attributes.entry(name).or_insert(t);
+        }
+    }
     let mut actions = serde_json::Map::new();
     for (rel, on) in resources {
         actions.insert(
@@ -83,4 +88,58 @@ pub fn generate(model: &AuthorizationModel) -> Value {
         );
     }
     json!({ "": { "entityTypes": entity_types, "actions": actions } })
+}
+
+/// The parameters of the model's conditions, as optional context attributes: a caller may
+/// send them with a decision (the graph reads them for conditional tuples) and policies may
+/// read them. A parameter declared with different types by two conditions, or of a type Cedar
+/// cannot hold as it is sent (`double`, `map`, `any`), is left out: a schema supplied with the
+/// policies can declare it.
+fn condition_parameters(model: &AuthorizationModel) -> BTreeMap<String, Value> {
+    let mut out: BTreeMap<String, Option<Value>> = BTreeMap::new();
+    for def in model.conditions.values() {
+        for (name, t) in &def.parameters {
+            if ["rebac", "relations", "risk"].contains(&name.as_str()) {
+                continue;
+            }
+            let Some(mut t) = cedar_param_type(t) else {
+                out.insert(name.clone(), None);
+                continue;
+            };
+            t["required"] = Value::Bool(false);
+            match out.get(name) {
+                None => {
+                    out.insert(name.clone(), Some(t));
+                }
+                Some(Some(seen)) if *seen == t => {}
+                Some(_) => {
+                    out.insert(name.clone(), None);
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .filter_map(|(name, t)| t.map(|t| (name, t)))
+        .collect()
+}
+
+/// The Cedar type that holds a condition parameter's value as callers send it in JSON.
+fn cedar_param_type(t: &crate::model::ConditionParamType) -> Option<Value> {
+    use crate::model::TypeName as T;
+    Some(match t.type_name {
+        T::TYPE_NAME_BOOL => json!({ "type": "Boolean" }),
+        T::TYPE_NAME_INT | T::TYPE_NAME_UINT => json!({ "type": "Long" }),
+        // Timestamps and durations are strings in JSON; Cedar reads them as such.
+        T::TYPE_NAME_STRING | T::TYPE_NAME_TIMESTAMP | T::TYPE_NAME_DURATION => {
+            json!({ "type": "String" })
+        }
+        T::TYPE_NAME_IPADDRESS => json!({ "type": "Extension", "name": "ipaddr" }),
+        T::TYPE_NAME_LIST => {
+            let element = cedar_param_type(t.generic_types.first()?)?;
+            json!({ "type": "Set", "element": element })
+        }
+        T::TYPE_NAME_DOUBLE | T::TYPE_NAME_MAP | T::TYPE_NAME_ANY | T::TYPE_NAME_UNSPECIFIED => {
+            return None;
+        }
+    })
 }

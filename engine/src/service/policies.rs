@@ -426,7 +426,9 @@ impl Engine {
         let rev = q.revision;
         let cached = q.cache.is_some();
         // The action's own answer must be exact; another relation that cannot be decided (a
-        // condition without its parameters) is reported and not counted as held.
+        // condition without its parameters, the depth bound) is reported and not counted as
+        // held, and when a policy may read `context.relations` the decision fails closed
+        // (below): a `forbid` on a relation that could not be evaluated must not be skipped.
         let mut relations = Vec::new();
         let mut relation_errors = Vec::new();
         let all_relations = !req.lean || active.compiled.reads_relations;
@@ -479,8 +481,13 @@ impl Engine {
             &entities,
         )
         .map_err(|e| Error::Validation(e.0))?;
+        // Fail closed: an error in anything the decision depends on (a policy that could not
+        // be evaluated, which Cedar skips, or a relation the policies may read) is a deny,
+        // reported with the errors.
+        let undecided = !eval.errors.is_empty()
+            || (!relation_errors.is_empty() && active.compiled.reads_relations);
         Ok(Decision {
-            allowed: eval.allowed,
+            allowed: eval.allowed && !undecided,
             policies: eval.policies,
             overridden: eval.overridden,
             errors: eval.errors.into_iter().chain(relation_errors).collect(),

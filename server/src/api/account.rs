@@ -134,7 +134,7 @@ pub(super) async fn resend_verification(
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let claims = match super::login::user_token(&p, &req).await {
+    let claims = match super::login::api_user_token(&p, &req).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -714,7 +714,7 @@ pub(super) async fn accept_post(
                 ("password".to_string(), password.to_string()),
             ]);
             match p
-                .password_strategy()
+                .password_strategy(&req)
                 .complete(p.identity, &org.id, &form)
                 .await
             {

@@ -151,6 +151,7 @@ pub(super) async fn token(
             amr: &approved.amr,
             nonce: None,
             refresh: family.as_ref().map(|(f, t)| (f.as_str(), t.as_str())),
+            jti: None,
         },
     )?;
     p.identity
@@ -199,6 +200,43 @@ fn device_form(
         code = escape(user_code),
     );
     page(status, "Connect a device", None, &body)
+}
+
+/// Asks the signed-in person to confirm connecting the device: which application, of which
+/// organization, and what it will learn.
+fn confirm_page(
+    csrf: &str,
+    user_code: &str,
+    service: &crate::db::tenancy::Service,
+    org: Option<&crate::db::tenancy::Organization>,
+    scope: &str,
+) -> HttpResponse {
+    let items: String = scope
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            format!(
+                "<li>{}</li>",
+                escape(crate::identity::consent::scope_description(s))
+            )
+        })
+        .collect();
+    let body = format!(
+        r#"<p>Connect the device showing <strong>{code}</strong> to <strong>{app}</strong>, an application of <strong>{org}</strong>? It will be able to:</p>
+<ul>{items}</ul>
+<form method="post" action="/device">
+<input type="hidden" name="csrf" value="{csrf}">
+<input type="hidden" name="user_code" value="{code}">
+<input type="hidden" name="confirm" value="yes">
+<button type="submit" name="action" value="allow">Connect the device</button>
+<button type="submit" name="action" value="deny">Deny</button>
+</form>"#,
+        code = escape(user_code),
+        app = escape(&service.name),
+        org = escape(org.map(|o| o.name.as_str()).unwrap_or("an organization")),
+        csrf = escape(csrf),
+    );
+    page(StatusCode::OK, "Connect this device?", org, &body)
 }
 
 /// How long the password may wait for the authenticator app's code.
@@ -333,7 +371,7 @@ async fn second_factor(
     };
     let plugin = crate::identity::login::SECOND_FACTOR;
     let outcome = p
-        .second_factor(plugin, &kept.user)
+        .second_factor(plugin, &kept.user, req)
         .complete(p.identity, &service.organization_id, form)
         .await;
     // The token is used up either way: a new one comes with the form asked again.
@@ -508,7 +546,7 @@ pub(super) async fn page_post(
             super::login::sign_in_with_form(
                 &p,
                 &req,
-                &p.password_strategy(),
+                &p.password_strategy(&req),
                 &form,
                 &service,
                 "device",
@@ -536,6 +574,15 @@ pub(super) async fn page_post(
         FormSignIn::Unavailable => return unavailable_page(),
     };
     let deny = form.get("action").map(String::as_str) == Some("deny");
+    // Connecting a device takes an explicit confirmation naming what is connected: a code
+    // typed from a message or a link on another site connects nothing by itself.
+    if !deny && form.get("confirm").map(String::as_str) != Some("yes") {
+        let mut r = confirm_page(csrf, &user_code, &service, org.as_ref(), &grant.scope);
+        if let Some(c) = new_session_cookie {
+            let _ = r.add_cookie(&c);
+        }
+        return r;
+    }
     let mut res = if deny {
         if let Err(e) = p
             .sessions

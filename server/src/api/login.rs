@@ -24,7 +24,7 @@ use crate::oidc::sessions::{Code, Pending, SESSION_SECONDS, Session, Sessions, s
 use gatehouse_plugin_host::{BeginResult, Field, StepRequest};
 
 pub const SESSION_COOKIE: &str = "gh_session";
-const BINDING_COOKIE: &str = "gh_login";
+pub(super) const BINDING_COOKIE: &str = "gh_login";
 const DEVICE_COOKIE: &str = "gh_device";
 /// The pending request a sign-in with an identity provider belongs to, for its callback.
 const FLOW_COOKIE: &str = "gh_flow";
@@ -33,6 +33,10 @@ const LOGOUT_COOKIE: &str = "gh_logout";
 
 /// The scopes a client may ask for.
 pub const SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+
+/// Sign-ins one address may start per minute, per password attempt it may make
+/// (`GATEHOUSE_LOGIN_RATE_PER_IP`): each waits ten minutes in the session store.
+const PENDING_PER_LOGIN_ATTEMPT: u64 = 4;
 
 /// The pieces every handler here needs.
 pub(super) struct Provider<'a> {
@@ -47,27 +51,47 @@ pub(super) struct Provider<'a> {
 }
 
 impl Provider<'_> {
-    /// Email and password, through the `password` plugin.
-    pub(super) fn password_strategy(&self) -> PluginStrategy<'_> {
+    /// The audience of access tokens for Gatehouse's own APIs (`/api/…`): only tokens that
+    /// carry it are accepted there.
+    pub(super) fn api_audience(&self) -> String {
+        api_audience(self.issuer)
+    }
+
+    /// Email and password, through the `password` plugin, tried from `req`'s client (whose
+    /// failures are throttled per account and address).
+    pub(super) fn password_strategy(&self, req: &HttpRequest) -> PluginStrategy<'_> {
         PluginStrategy {
             host: self.plugins,
             plugin: "password",
             user: None,
             failures: self.plugin_failures,
+            throttle: Some((
+                self.sessions.kv().as_ref(),
+                client_ip(req).unwrap_or_default(),
+            )),
         }
     }
 
-    /// The second factor of `user`, through `plugin` (`totp`, `passkey`).
+    /// The second factor of `user`, through `plugin` (`totp`, `passkey`), tried from `req`'s
+    /// client: a code is throttled like a password, a passkey cannot be guessed.
     pub(super) fn second_factor<'u>(
         &'u self,
         plugin: &'u str,
         user: &'u str,
+        req: &HttpRequest,
     ) -> PluginStrategy<'u> {
+        let guessable = plugin != crate::identity::login::PASSKEY;
         PluginStrategy {
             host: self.plugins,
             plugin,
             user: Some(user),
             failures: self.plugin_failures,
+            throttle: guessable.then(|| {
+                (
+                    self.sessions.kv().as_ref(),
+                    client_ip(req).unwrap_or_default(),
+                )
+            }),
         }
     }
 }
@@ -116,7 +140,7 @@ pub(super) fn cookie<'c>(
         .finish()
 }
 
-fn removal(name: &str, path: &str) -> Cookie<'static> {
+pub(super) fn removal(name: &str, path: &str) -> Cookie<'static> {
     let mut c = Cookie::build(name.to_string(), "")
         .path(path.to_string())
         .finish();
@@ -141,8 +165,47 @@ pub(super) fn form_token_ok(req: &HttpRequest, name: &str, given: &str) -> bool 
     !given.is_empty() && req.cookie(name).is_some_and(|c| c.value() == given)
 }
 
-pub(super) fn client_ip(req: &HttpRequest) -> Option<String> {
-    req.peer_addr().map(|a| a.ip().to_string())
+/// The client's address: the peer's, or, when the peer is one of the configured trusted
+/// proxies (`GATEHOUSE_TRUSTED_PROXIES`), the address that proxy saw in `X-Forwarded-For`.
+pub(crate) fn client_ip(req: &HttpRequest) -> Option<String> {
+    let peer = req.peer_addr()?.ip();
+    let trusted = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.trusted_proxies.as_slice())
+        .unwrap_or_default();
+    Some(forwarded_client(peer, req.headers(), trusted).to_string())
+}
+
+/// The client behind `peer`: walking `X-Forwarded-For` from its end (the entry the nearest
+/// proxy wrote), every trusted proxy is skipped and the first other address is the client.
+/// Entries a client wrote itself sit at the start and are never reached past an untrusted
+/// hop, so they cannot choose the address; a malformed entry stops the walk there.
+pub(crate) fn forwarded_client(
+    peer: std::net::IpAddr,
+    headers: &header::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<std::net::IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
 }
 
 pub(super) fn api_unavailable() -> HttpResponse {
@@ -221,7 +284,7 @@ fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
     format!("{uri}{sep}{encoded}")
 }
 
-fn redirect(to: &str) -> actix_web::HttpResponseBuilder {
+pub(super) fn redirect(to: &str) -> actix_web::HttpResponseBuilder {
     let mut b = HttpResponse::SeeOther();
     b.insert_header((header::LOCATION, to.to_string()))
         .insert_header((header::CACHE_CONTROL, "no-store"));
@@ -229,7 +292,7 @@ fn redirect(to: &str) -> actix_web::HttpResponseBuilder {
 }
 
 /// An error sent back to the client's (verified) redirect URI (RFC 6749 §4.1.2.1).
-fn redirect_error(
+pub(super) fn redirect_error(
     p: &Provider,
     uri: &str,
     state: Option<&str>,
@@ -409,6 +472,9 @@ pub(super) async fn authorize(
         code_challenge: challenge.clone(),
         max_age,
         binding: String::new(),
+        prompt_consent: prompt.contains(&"consent"),
+        prompt_none: prompt.contains(&"none"),
+        consent_session: None,
     };
     // A live session that satisfies `prompt` and `max_age` signs in without a form.
     let session = match current_session(&p, &req).await {
@@ -434,6 +500,32 @@ pub(super) async fn authorize(
         binding: sha256_hex(&binding),
         ..pending
     };
+    // Each waiting request is kept for ten minutes: one address may start only so many.
+    if let Some(ip) = client_ip(&req) {
+        match crate::cache::limits::over_rate(
+            p.sessions.kv().as_ref(),
+            &format!("authorize:{ip}"),
+            state
+                .login_rate_per_ip
+                .saturating_mul(PENDING_PER_LOGIN_ATTEMPT),
+        )
+        .await
+        {
+            Ok(Some(_)) => {
+                return error_page(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many sign-ins",
+                    "Too many sign-ins were started from your network. Wait a minute and try again.",
+                    None,
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot count authorization requests");
+                return unavailable_page();
+            }
+        }
+    }
     let id = match p.sessions.put_pending(&pending).await {
         Ok(id) => id,
         Err(e) => {
@@ -571,7 +663,7 @@ pub(super) async fn authorize_session(
 
 /// Decides the sign-in of a session's user to a service and, on a permit, sends the browser
 /// back with a code. `set_cookie` is a new session's cookie, set on the way.
-async fn finish(
+pub(super) async fn finish(
     p: &Provider<'_>,
     req: &HttpRequest,
     service: &Service,
@@ -581,40 +673,80 @@ async fn finish(
     set_cookie: Option<Cookie<'static>>,
 ) -> HttpResponse {
     let mut res = match authorize_session(p, req, service, org, session).await {
-        Ok(device_cookie) => {
-            let code = Code {
-                client_id: service.client_id.clone(),
-                redirect_uri: pending.redirect_uri.clone(),
-                user_id: session.user_id.clone(),
-                session_id: session.id.clone(),
-                scope: pending.scope.clone(),
-                nonce: pending.nonce.clone(),
-                code_challenge: pending.code_challenge.clone(),
-                auth_time: session.auth_time,
-                amr: session.amr.clone(),
-            };
-            let code = match p.sessions.put_code(&code).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot keep an authorization code");
-                    return unavailable_page();
+        // Allowed: the service learns who the person is once they approve it.
+        Ok(device_cookie) => match p
+            .identity
+            .needs_consent(
+                service,
+                &session.user_id,
+                &pending.scope,
+                pending.prompt_consent,
+            )
+            .await
+        {
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a consent");
+                return unavailable_page();
+            }
+            Ok(true) if pending.prompt_none => redirect_error(
+                p,
+                &pending.redirect_uri,
+                pending.state.as_deref(),
+                "consent_required",
+                "the user has not approved this application",
+            ),
+            Ok(true) => {
+                let mut r = super::consent::consent_page(p, service, org, pending, session).await;
+                if let Some(c) = device_cookie {
+                    let _ = r.add_cookie(&c);
                 }
-            };
-            let mut pairs = vec![("code", code.as_str()), ("iss", p.issuer)];
-            if let Some(s) = &pending.state {
-                pairs.push(("state", s));
+                r
             }
-            let mut r = redirect(&with_query(&pending.redirect_uri, &pairs)).finish();
-            if let Some(c) = device_cookie {
-                let _ = r.add_cookie(&c);
+            Ok(false) => {
+                let code = Code {
+                    client_id: service.client_id.clone(),
+                    redirect_uri: pending.redirect_uri.clone(),
+                    user_id: session.user_id.clone(),
+                    session_id: session.id.clone(),
+                    scope: pending.scope.clone(),
+                    nonce: pending.nonce.clone(),
+                    code_challenge: pending.code_challenge.clone(),
+                    auth_time: session.auth_time,
+                    amr: session.amr.clone(),
+                };
+                let code = match p.sessions.put_code(&code).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot keep an authorization code");
+                        return unavailable_page();
+                    }
+                };
+                let mut pairs = vec![("code", code.as_str()), ("iss", p.issuer)];
+                if let Some(s) = &pending.state {
+                    pairs.push(("state", s));
+                }
+                let mut r = redirect(&with_query(&pending.redirect_uri, &pairs)).finish();
+                if let Some(c) = device_cookie {
+                    let _ = r.add_cookie(&c);
+                }
+                r
             }
-            r
-        }
+        },
         Err(page) => match served_step_up(&page, session) {
             true => step_up(p, service, org, pending, session)
                 .await
                 .unwrap_or(page),
-            false => page,
+            false => {
+                // A sign-in the decision refused opens no session: the one made for it ends
+                // here, and its cookie is never sent.
+                if set_cookie.is_some() {
+                    if let Err(e) = p.sessions.end(session).await {
+                        tracing::error!(error = %e, "cannot end a refused sign-in's session");
+                    }
+                    return page;
+                }
+                page
+            }
         },
     };
     if let Some(c) = set_cookie {
@@ -785,7 +917,7 @@ pub(super) async fn login_submit(
         )
     };
     if let Some(ip) = &ip {
-        match super::limits::over_rate(
+        match crate::cache::limits::over_rate(
             p.sessions.kv().as_ref(),
             &format!("login:{ip}"),
             state.login_rate_per_ip,
@@ -806,7 +938,7 @@ pub(super) async fn login_submit(
             }
         }
     }
-    let password = p.password_strategy();
+    let password = p.password_strategy(&req);
     let strategy: &dyn Strategy = match form.get("method").map(String::as_str) {
         None | Some("password") => &password,
         Some(m @ (crate::identity::login::SECOND_FACTOR | crate::identity::login::PASSKEY)) => {
@@ -923,13 +1055,14 @@ pub(super) async fn sign_in_with_form(
             return incorrect();
         }
         Err(Failure::Locked { user, until }) => {
+            let actor = user.as_deref().map(|u| format!("user:{u}"));
             p.identity
                 .audit(
                     org_id,
-                    &format!("user:{user}"),
+                    actor.as_deref().unwrap_or("anonymous"),
                     ip.as_deref(),
                     "login.locked",
-                    json!({ "client_id": service.client_id, "until": until, "flow": flow }),
+                    json!({ "client_id": service.client_id, "until": until, "flow": flow, "email": form.get("email") }),
                 )
                 .await;
             let minutes = ((until - Utc::now()).num_seconds() + 59) / 60;
@@ -1078,21 +1211,33 @@ pub(super) async fn logout(
             return unavailable_page();
         }
     }
-    // Without an ID token of ours naming the session, the user confirms first: a link on
-    // another site must not sign them out (OpenID Connect RP-Initiated Logout §2).
+    // Without an ID token of ours naming this browser's session (its `sid` and `sub`), the
+    // user confirms first: a link on another site, or anybody's own ID token sent as the
+    // hint, must not sign them out (OpenID Connect RP-Initiated Logout §2).
+    let hint_names_session = match (hint.as_ref(), ended.first()) {
+        (Some(h), Some(s)) => {
+            h["sid"].as_str() == Some(s.id.as_str())
+                && h["sub"].as_str() == Some(s.user_id.as_str())
+        }
+        _ => false,
+    };
     let confirmed = req.method() == actix_web::http::Method::POST
         && q.get("confirm")
             .is_some_and(|c| form_token_ok(&req, LOGOUT_COOKIE, c));
-    if hint.is_none() && !ended.is_empty() && !confirmed {
+    if !hint_names_session && !ended.is_empty() && !confirmed {
         let Some((token, token_cookie)) = form_token(&p, LOGOUT_COOKIE, "/oauth2/logout", 600)
         else {
             return unavailable_page();
         };
         let mut hidden: Vec<(&str, &str)> = vec![("confirm", token.as_str())];
-        for k in ["post_logout_redirect_uri", "state", "client_id"] {
+        for k in ["post_logout_redirect_uri", "state"] {
             if let Some(v) = q.get(k) {
                 hidden.push((k, v.as_str()));
             }
+        }
+        // The application a hint named, so that the confirmed sign-out still returns to it.
+        if let Some(c) = client_id.as_deref() {
+            hidden.push(("client_id", c));
         }
         let mut r = super::pages::form(
             StatusCode::OK,
@@ -1147,6 +1292,41 @@ pub(super) async fn logout(
 
 /// The user access token of a request (`Authorization: Bearer`), verified and live: not
 /// revoked, its refresh family not revoked, its session not ended.
+/// The audience of access tokens for Gatehouse's own APIs at `issuer`.
+pub(super) fn api_audience(issuer: &str) -> String {
+    format!("{issuer}/api")
+}
+
+/// Whether an access token's `aud` (a string or an array) names `audience`.
+pub(super) fn has_audience(claims: &serde_json::Value, audience: &str) -> bool {
+    match &claims["aud"] {
+        serde_json::Value::String(a) => a == audience,
+        serde_json::Value::Array(a) => a.iter().any(|x| x.as_str() == Some(audience)),
+        _ => false,
+    }
+}
+
+/// A user's live access token issued for Gatehouse's own APIs (`/api/me/…`): a token any
+/// other service obtained for the user is refused here, as one not meant for this API.
+pub(super) async fn api_user_token(
+    p: &Provider<'_>,
+    req: &HttpRequest,
+) -> Result<serde_json::Value, HttpResponse> {
+    let claims = user_token(p, req).await?;
+    if !has_audience(&claims, &p.api_audience()) {
+        let desc = "the access token was not issued for this API";
+        let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", desc);
+        if let Ok(v) = header::HeaderValue::from_str(&format!(
+            "Bearer error=\"invalid_token\", error_description=\"{desc}\""
+        )) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        return Err(r);
+    }
+    Ok(claims)
+}
+
+/// A user's live access token, for any audience (userinfo serves every token with `openid`).
 pub(super) async fn user_token(
     p: &Provider<'_>,
     req: &HttpRequest,
@@ -1254,7 +1434,7 @@ pub(super) async fn my_sessions(state: web::Data<AppState>, req: HttpRequest) ->
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let claims = match user_token(&p, &req).await {
+    let claims = match api_user_token(&p, &req).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -1298,7 +1478,7 @@ pub(super) async fn end_my_session(
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let claims = match user_token(&p, &req).await {
+    let claims = match api_user_token(&p, &req).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -1341,7 +1521,7 @@ pub(super) async fn end_all_my_sessions(
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let claims = match user_token(&p, &req).await {
+    let claims = match api_user_token(&p, &req).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -1474,7 +1654,7 @@ pub(super) async fn saml_metadata(
 }
 
 /// The pending request of a sign-in, checked to belong to this browser.
-async fn bound_request(
+pub(super) async fn bound_request(
     p: &Provider<'_>,
     req: &HttpRequest,
     id: &str,
@@ -1594,7 +1774,7 @@ pub(super) async fn method_start(
     };
     let submitted = !params.is_empty();
     if submitted && let Some(ip) = client_ip(&req) {
-        match super::limits::over_rate(
+        match crate::cache::limits::over_rate(
             p.sessions.kv().as_ref(),
             &format!("login:{ip}"),
             state.login_rate_per_ip,
@@ -1863,8 +2043,12 @@ pub(super) async fn provider_callback(
         }
     };
     let user = match method.kind {
-        // A strategy checked the user itself: its subject is a Gatehouse user.
-        gatehouse_plugin_host::Kind::Strategy => {
+        // A first-party strategy checked the user itself: its subject is a Gatehouse user.
+        // A third-party strategy's subject is only an account of its own, linked like a
+        // provider's: no plugin of an outsider names which Gatehouse user signs in.
+        gatehouse_plugin_host::Kind::Strategy
+            if gatehouse_plugin_host::embedded::is_first_party(&plugin) =>
+        {
             match p.identity.store.user(&assertion.subject).await {
                 Ok(Some(u)) => u,
                 Ok(None) => return refused(StatusCode::FORBIDDEN, "The account no longer exists."),
@@ -1874,8 +2058,18 @@ pub(super) async fn provider_callback(
                 }
             }
         }
-        gatehouse_plugin_host::Kind::Provider => {
-            match provider_user(&p, &req, &plugin, &display_name, &assertion, state.signup).await {
+        gatehouse_plugin_host::Kind::Strategy | gatehouse_plugin_host::Kind::Provider => {
+            match provider_user(
+                &p,
+                &req,
+                &plugin,
+                &service.organization_id,
+                &display_name,
+                &assertion,
+                state.signup,
+            )
+            .await
+            {
                 Ok(u) => u,
                 Err(None) => return unavailable_page(),
                 Err(Some(m)) => {
@@ -1894,7 +2088,7 @@ pub(super) async fn provider_callback(
         }
     };
     // The account rules hold whoever vouches: a locked account stays locked.
-    match p.identity.settle_login(&user.id, true).await {
+    match p.identity.settle_login(&user.id, true, None).await {
         Ok(crate::identity::users::PasswordCheck::Valid(_)) => {}
         Ok(crate::identity::users::PasswordCheck::Locked { until, .. }) => {
             let minutes = ((until - Utc::now()).num_seconds() + 59) / 60;
@@ -1961,6 +2155,7 @@ async fn provider_user(
     p: &Provider<'_>,
     req: &HttpRequest,
     plugin: &str,
+    organization: &str,
     display_name: &str,
     assertion: &gatehouse_plugin_host::Assertion,
     signup: bool,
@@ -1976,6 +2171,7 @@ async fn provider_user(
         .identity
         .user_for_provider(
             plugin,
+            organization,
             display_name,
             assertion,
             current_user.as_deref(),
@@ -2172,7 +2368,7 @@ async fn second_factor_submit(
             return unavailable_page();
         }
     };
-    let strategy = p.second_factor(plugin, &kept.user);
+    let strategy = p.second_factor(plugin, &kept.user, req);
     let ip = client_ip(req);
     let org_id = Some(service.organization_id.as_str());
     let assertion = match strategy

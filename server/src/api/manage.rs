@@ -54,7 +54,24 @@ async fn caller(p: &Provider<'_>, req: &HttpRequest) -> Result<Caller, Refusal> 
         unauthenticated("send an access token or API key as `Authorization: Bearer`")
     })?;
     if token.starts_with("ak_live_") {
+        if let Some(state) = req.app_data::<web::Data<super::AppState>>()
+            && !state.key_rate.allow(&super::hash_key(token))
+        {
+            return Err(Box::new(super::rate_limited().error_response()));
+        }
         return match p.identity.authenticate_api_key(token).await {
+            Ok(Some((_, service)))
+                if p.identity
+                    .organization_suspended(&service.organization_id, &service.client_id)
+                    .await
+                    .map_err(engine_error)? =>
+            {
+                Err(error(
+                    StatusCode::FORBIDDEN,
+                    "organization_suspended",
+                    "the API key's organization is suspended",
+                ))
+            }
             Ok(Some((_, service))) => Ok(Caller {
                 principal: format!("service:{}", service.client_id),
                 user_id: None,
@@ -67,6 +84,12 @@ async fn caller(p: &Provider<'_>, req: &HttpRequest) -> Result<Caller, Refusal> 
     let Some(claims) = p.keys.verify(token, p.issuer) else {
         return Err(unauthenticated("the access token is invalid or expired"));
     };
+    // A token any service obtained for the user is for that service, not for this API.
+    if !super::login::has_audience(&claims, &p.api_audience()) {
+        return Err(unauthenticated(
+            "the access token was not issued for this API",
+        ));
+    }
     match super::oauth::token_live(p, &claims).await {
         Ok(true) => {}
         Ok(false) => return Err(unauthenticated("the access token has been revoked")),
@@ -472,56 +495,22 @@ pub(super) struct NewMember {
     role: String,
 }
 
-/// `POST /api/organizations/{slug}/members`: adds an existing user with a role below the
-/// caller's own.
+/// `POST /api/organizations/{slug}/members`: nobody joins an organization without their say,
+/// so this invites the address (as `POST …/invitations` does) and answers `202 Accepted` with
+/// the invitation, the same whether or not the address has an account; the person becomes a
+/// member by accepting it. The role must be below the caller's own.
 pub(super) async fn add_member(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Json<NewMember>,
 ) -> HttpResponse {
-    done(
-        async {
-            let (p, c, org) = on_organization(&state, &req, &path, "can_manage_members").await?;
-            let Some(rank) = role_rank(&body.role) else {
-                return Err(Box::new(
-                    ApiError::validation(format!(
-                        "role `{}` is not one of {}",
-                        body.role,
-                        crate::identity::users::ROLES.join(", ")
-                    ))
-                    .error_response(),
-                ));
-            };
-            if rank >= caller_rank(&p, &c, &org).await? {
-                return Err(error(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "you can only grant roles below your own",
-                ));
-            }
-            let user = match p.identity.user_by_email(&body.email).await {
-                Ok(Some(u)) => u,
-                Ok(None) => {
-                    return Err(Box::new(
-                        ApiError::validation(format!(
-                            "no user has the email `{}`",
-                            body.email.chars().take(254).collect::<String>()
-                        ))
-                        .error_response(),
-                    ));
-                }
-                Err(e) => return Err(engine_error(e)),
-            };
-            let m = p
-                .identity
-                .add_member(&c.principal, &org.slug, &user.id, &body.role)
-                .await
-                .map_err(engine_error)?;
-            Ok(HttpResponse::Created().json(m))
-        }
-        .await,
-    )
+    let body = body.into_inner();
+    let invited = invite_address(&state, &req, &path, &body.email, &body.role).await;
+    match invited {
+        Ok(inv) => HttpResponse::Accepted().json(json!({ "invitation": inv })),
+        Err(r) => *r,
+    }
 }
 
 /// `DELETE /api/organizations/{slug}/members/{user_id}`: removes a member whose role is
@@ -580,41 +569,62 @@ pub(super) async fn invite(
     path: web::Path<String>,
     body: web::Json<NewInvitation>,
 ) -> HttpResponse {
-    done(
-        async {
-            let (p, c, org) = on_organization(&state, &req, &path, "can_manage_members").await?;
-            if let Some(rank) = role_rank(&body.role)
-                && rank >= caller_rank(&p, &c, &org).await?
-            {
-                return Err(error(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "you can only invite to roles below your own",
-                ));
-            }
-            let (inv, token) = p
-                .identity
-                .invite(&c.principal, &org, &body.email, &body.role)
-                .await
-                .map_err(engine_error)?;
-            if let Some(m) = &state.mailer {
-                m.send(
-                    "invitation",
-                    inv.email.clone(),
-                    format!("You are invited to join {}", org.name),
-                    format!(
-                        "You are invited to join {} on Gatehouse as {}. To accept, open this link within {} days:\n\n{}/invitations/accept?token={token}\n",
-                        org.name,
-                        body.role,
-                        crate::identity::email::INVITE_DAYS,
-                        p.issuer
-                    ),
-                );
-            }
-            Ok(HttpResponse::Created().json(inv))
-        }
-        .await,
-    )
+    let body = body.into_inner();
+    match invite_address(&state, &req, &path, &body.email, &body.role).await {
+        Ok(inv) => HttpResponse::Created().json(inv),
+        Err(r) => *r,
+    }
+}
+
+/// Invites `email` to the organization `slug` as `role` (below the caller's own) and mails
+/// the link; the open invitation.
+async fn invite_address(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    slug: &str,
+    email: &str,
+    role: &str,
+) -> Result<crate::db::users::EmailToken, Refusal> {
+    let (p, c, org) = on_organization(state, req, slug, "can_manage_members").await?;
+    if org.status != "active" {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "organization `{}` is {}: it invites people once it is active",
+                org.slug, org.status
+            ),
+        ));
+    }
+    if let Some(rank) = role_rank(role)
+        && rank >= caller_rank(&p, &c, &org).await?
+    {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "you can only invite to roles below your own",
+        ));
+    }
+    let (inv, token) = p
+        .identity
+        .invite(&c.principal, &org, email, role)
+        .await
+        .map_err(engine_error)?;
+    if let Some(m) = &state.mailer {
+        m.send(
+            "invitation",
+            inv.email.clone(),
+            format!("You are invited to join {}", org.name),
+            format!(
+                "You are invited to join {} on Gatehouse as {}. To accept, open this link within {} days:\n\n{}/invitations/accept?token={token}\n",
+                org.name,
+                role,
+                crate::identity::email::INVITE_DAYS,
+                p.issuer
+            ),
+        );
+    }
+    Ok(inv)
 }
 
 /// `GET /api/organizations/{slug}/invitations`: the open ones.
@@ -712,6 +722,9 @@ pub(super) struct NewService {
     redirect_uris: Vec<String>,
     #[serde(default)]
     public: bool,
+    /// The organization's own application: its members sign in without a consent page.
+    #[serde(default)]
+    first_party: bool,
 }
 
 /// `POST /api/organizations/{slug}/services`: a new OIDC client; its secret is in this answer
@@ -735,6 +748,7 @@ pub(super) async fn create_service(
                     body.grant_types,
                     body.redirect_uris,
                     body.public,
+                    body.first_party,
                 )
                 .await
                 .map_err(engine_error)?;

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use super::login::{provider, user_token};
+use super::login::{api_user_token, provider};
 use crate::identity::login::{PASSKEY, SECOND_FACTOR};
 use gatehouse_plugin_host::{BeginResult, Failure, StepRequest};
 
@@ -44,13 +44,55 @@ fn step(user: &str, params: Vec<(String, String)>) -> StepRequest {
     }
 }
 
+/// The caller of a change to their factors: [`caller`], whose sign-in must be recent
+/// (`GATEHOUSE_REAUTH_SECS`) and, when the user has a second factor, must have used one; a
+/// token alone, however valid, does not add or remove a factor.
+async fn recent_caller(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<(String, Vec<String>), HttpResponse> {
+    let p = provider(state).map_err(|r| *r)?;
+    let claims = api_user_token(&p, req).await?;
+    let auth_time = claims["auth_time"].as_i64().unwrap_or(0);
+    let age = chrono::Utc::now().timestamp().saturating_sub(auth_time);
+    if age < 0 || age as u64 > state.reauth_secs {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "reauthentication_required",
+            "sign in again to change your account's factors",
+        ));
+    }
+    let (user, amr) = identity_of(&claims);
+    match p.identity.has_second_factor(&user).await {
+        Ok(false) => {}
+        Ok(true) if crate::identity::is_multi_factor(&amr) => {}
+        Ok(true) => {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "sign in with your second factor to change your account's factors",
+            ));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a second factor");
+            return Err(unavailable());
+        }
+    }
+    Ok((user, amr))
+}
+
 /// The caller (a user's access token): their id and the methods of the sign-in behind it.
 async fn caller(
     state: &AppState,
     req: &HttpRequest,
 ) -> Result<(String, Vec<String>), HttpResponse> {
     let p = provider(state).map_err(|r| *r)?;
-    let claims = user_token(&p, req).await?;
+    let claims = api_user_token(&p, req).await?;
+    Ok(identity_of(&claims))
+}
+
+/// The user id and the sign-in methods of a token's claims.
+fn identity_of(claims: &serde_json::Value) -> (String, Vec<String>) {
     let user = claims["sub"].as_str().unwrap_or_default().to_string();
     let amr = claims["amr"]
         .as_array()
@@ -60,7 +102,7 @@ async fn caller(
                 .collect()
         })
         .unwrap_or_default();
-    Ok((user, amr))
+    (user, amr)
 }
 
 /// `GET /api/me/mfa`.
@@ -89,7 +131,7 @@ pub(super) async fn status(state: web::Data<AppState>, req: HttpRequest) -> Http
 
 /// `POST /api/me/mfa/totp`.
 pub(super) async fn begin(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let (user, _) = match caller(&state, &req).await {
+    let (user, _) = match recent_caller(&state, &req).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -159,7 +201,7 @@ pub(super) async fn confirm(
     req: HttpRequest,
     body: web::Json<Confirm>,
 ) -> HttpResponse {
-    let (user, _) = match caller(&state, &req).await {
+    let (user, _) = match recent_caller(&state, &req).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -224,7 +266,7 @@ pub(super) async fn confirm(
 
 /// `DELETE /api/me/mfa/totp`.
 pub(super) async fn remove(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let (user, amr) = match caller(&state, &req).await {
+    let (user, amr) = match recent_caller(&state, &req).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -313,7 +355,7 @@ async fn passkey_step(
 /// `POST /api/me/mfa/passkey`: the options of a new passkey for the caller, for the
 /// browser's `navigator.credentials.create`; it waits 5 minutes for its answer.
 pub(super) async fn passkey_begin(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let (user, _) = match caller(&state, &req).await {
+    let (user, _) = match recent_caller(&state, &req).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -354,7 +396,7 @@ pub(super) async fn passkey_confirm(
     req: HttpRequest,
     body: web::Json<PasskeyAnswer>,
 ) -> HttpResponse {
-    let (user, _) = match caller(&state, &req).await {
+    let (user, _) = match recent_caller(&state, &req).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -396,7 +438,7 @@ pub(super) async fn passkey_remove(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    let (user, amr) = match caller(&state, &req).await {
+    let (user, amr) = match recent_caller(&state, &req).await {
         Ok(c) => c,
         Err(r) => return r,
     };

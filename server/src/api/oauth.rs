@@ -63,11 +63,13 @@ pub(super) async fn rate_limited(
     limit: u64,
     req: &HttpRequest,
 ) -> Result<(), Refusal> {
-    let ip = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    match super::limits::over_rate(p.sessions.kv().as_ref(), &format!("token-ip:{ip}"), limit).await
+    let ip = super::login::client_ip(req).unwrap_or_default();
+    match crate::cache::limits::over_rate(
+        p.sessions.kv().as_ref(),
+        &format!("token-ip:{ip}"),
+        limit,
+    )
+    .await
     {
         Ok(None) => Ok(()),
         Ok(Some(secs)) => Err(Box::new(too_many(secs))),
@@ -252,15 +254,16 @@ async fn authenticate_client(
     if client_id.len() > 200 || secret.len() > 512 {
         return Err(Box::new(invalid_client(is_basic)));
     }
-    // Guessing secrets: a client or an address with too many failures is locked out, with a
-    // lockout that doubles, before its secret is looked at.
+    // Guessing secrets: an address with too many failures for a client (or for clients at
+    // large) is locked out, with a lockout that doubles, before any secret is looked at. The
+    // lockout is the guessing address's alone: the client's own calls from elsewhere go on.
     let kv = p.sessions.kv().as_ref();
-    let ip = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    let (by_client, by_ip) = (format!("client:{client_id}"), format!("client-ip:{ip}"));
-    match super::limits::locked_any(kv, &[by_client.as_str(), by_ip.as_str()]).await {
+    let ip = super::login::client_ip(req).unwrap_or_default();
+    let (by_client, by_ip) = (
+        format!("client:{client_id}:{ip}"),
+        format!("client-ip:{ip}"),
+    );
+    match crate::cache::limits::locked_any(kv, &[by_client.as_str(), by_ip.as_str()]).await {
         Ok(None) => {}
         Ok(Some(secs)) => return Err(Box::new(too_many(secs))),
         Err(e) => return Err(internal("cannot read a lockout", e)),
@@ -270,7 +273,7 @@ async fn authenticate_client(
         Ok(None) => {
             tracing::info!(client_id = %client_id, "client authentication failed");
             for key in [&by_client, &by_ip] {
-                if let Err(e) = super::limits::failed(kv, key).await {
+                if let Err(e) = crate::cache::limits::failed(kv, key).await {
                     tracing::error!(error = %e, "cannot count a failed client authentication");
                 }
             }
@@ -355,8 +358,8 @@ async fn client_credentials(
     let mut ctx = serde_json::Map::new();
     ctx.insert("amr".into(), json!(["client_secret"]));
     ctx.insert("client_id".into(), json!(service.client_id));
-    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
-        ctx.insert("ip".into(), json!(ip.to_string()));
+    if let Some(ip) = super::login::client_ip(req) {
+        ctx.insert("ip".into(), json!(ip));
     }
     let principal = format!("service:{}", service.client_id);
     decide_sign_in(identity, &principal, &service, ctx).await?;
@@ -364,7 +367,7 @@ async fn client_credentials(
     let claims = json!({
         "iss": p.issuer,
         "sub": service.client_id,
-        "aud": p.issuer,
+        "aud": service.client_id,
         "client_id": service.client_id,
         "iat": now.timestamp(),
         "exp": now.timestamp() + ACCESS_TOKEN_SECONDS,
@@ -501,6 +504,9 @@ pub(super) struct UserGrant<'a> {
     pub(super) nonce: Option<&'a str>,
     /// The refresh token family and the new refresh token, when one is issued.
     pub(super) refresh: Option<(&'a str, &'a str)>,
+    /// The access token's id, when the caller must know it beforehand (a code's redemption
+    /// records it, so that a replay of the code revokes the token); otherwise a new one.
+    pub(super) jti: Option<&'a str>,
 }
 
 /// Signs the access token (and the ID token with `openid`) of a user's grant.
@@ -509,10 +515,17 @@ pub(super) fn user_tokens(
     g: &UserGrant<'_>,
 ) -> Result<HttpResponse, Refusal> {
     let now = chrono::Utc::now();
+    // The console's tokens are for Gatehouse's own APIs; every other service's are for that
+    // service, and Gatehouse's APIs refuse them.
+    let aud = if g.service.client_id == crate::identity::CONSOLE_CLIENT {
+        p.api_audience()
+    } else {
+        g.service.client_id.clone()
+    };
     let mut at = json!({
         "iss": p.issuer,
         "sub": g.user.id,
-        "aud": p.issuer,
+        "aud": aud,
         "client_id": g.service.client_id,
         "scope": g.scope,
         "sid": g.session_id,
@@ -520,7 +533,7 @@ pub(super) fn user_tokens(
         "auth_time": g.auth_time.timestamp(),
         "iat": now.timestamp(),
         "exp": now.timestamp() + ACCESS_TOKEN_SECONDS,
-        "jti": ulid::Ulid::new().to_string(),
+        "jti": g.jti.map_or_else(|| ulid::Ulid::new().to_string(), str::to_string),
     });
     if let Some((family, _)) = g.refresh {
         at["fid"] = json!(family);
@@ -576,8 +589,8 @@ fn user_context(
     ctx.insert("amr".into(), json!(amr));
     ctx.insert("mfa".into(), json!(crate::identity::is_multi_factor(amr)));
     ctx.insert("client_id".into(), json!(client_id));
-    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
-        ctx.insert("ip".into(), json!(ip.to_string()));
+    if let Some(ip) = super::login::client_ip(req) {
+        ctx.insert("ip".into(), json!(ip));
     }
     ctx
 }
@@ -643,16 +656,26 @@ async fn authorization_code(
         .await
         .map_err(|e| internal("cannot read a code", e))?
     else {
-        // A code presented twice: what it issued is revoked (RFC 6749 §4.1.2).
+        // A code presented twice: what it issued is revoked (RFC 6749 §4.1.2): the access
+        // token, and the refresh token family when there is one.
         if let Ok(Some(issued)) = p.sessions.redeemed(code).await {
-            if issued != "-"
+            let (family, jti) = issued.split_once(' ').unwrap_or((issued.as_str(), ""));
+            if family != "-"
                 && p.identity
                     .store
-                    .revoke_family(&issued, chrono::Utc::now())
+                    .revoke_family(family, chrono::Utc::now())
                     .await
                     .is_ok()
             {
-                p.identity.revocations.note_family(&issued);
+                p.identity.revocations.note_family(family);
+            }
+            if !jti.is_empty() {
+                let expires =
+                    chrono::Utc::now() + chrono::Duration::seconds(ACCESS_TOKEN_SECONDS + 60);
+                match p.identity.store.revoke_token(jti, expires).await {
+                    Ok(()) => p.identity.revocations.note_jti(jti),
+                    Err(e) => tracing::error!(error = %e, "cannot revoke a replayed code's token"),
+                }
             }
             p.identity
                 .audit(
@@ -660,7 +683,7 @@ async fn authorization_code(
                     &actor,
                     ip.as_deref(),
                     "token.code_replayed",
-                    json!({ "token_family": issued }),
+                    json!({ "token_family": family, "jti": jti }),
                 )
                 .await;
         }
@@ -696,11 +719,12 @@ async fn authorization_code(
         Err(e) => return Err(internal("cannot read a user", e)),
     };
     let family = new_family(p, &service, &c).await?;
-    if let Err(e) = p
-        .sessions
-        .mark_redeemed(code, family.as_ref().map(|f| f.0.as_str()).unwrap_or("-"))
-        .await
-    {
+    let jti = ulid::Ulid::new().to_string();
+    let issued = format!(
+        "{} {jti}",
+        family.as_ref().map(|f| f.0.as_str()).unwrap_or("-")
+    );
+    if let Err(e) = p.sessions.mark_redeemed(code, &issued).await {
         tracing::warn!(error = %e, "cannot remember a redeemed code");
     }
     let res = user_tokens(
@@ -714,6 +738,7 @@ async fn authorization_code(
             amr: &c.amr,
             nonce: c.nonce.as_deref(),
             refresh: family.as_ref().map(|(f, t)| (f.as_str(), t.as_str())),
+            jti: Some(&jti),
         },
     )?;
     p.identity
@@ -851,6 +876,7 @@ async fn refresh(
             amr: &family.amr,
             nonce: None,
             refresh: Some((&family.id, &new)),
+            jti: None,
         },
     )?;
     p.identity
@@ -887,9 +913,16 @@ pub(super) async fn token_live(
     {
         return Ok(false);
     }
-    // A deleted service's tokens are dead with it.
-    match claims["client_id"].as_str() {
-        Some(client_id) => Ok(p.identity.service(client_id).await?.is_some()),
+    // A deleted service's tokens are dead with it, and a suspended organization's are dead
+    // while it is suspended.
+    let Some(client_id) = claims["client_id"].as_str() else {
+        return Ok(false);
+    };
+    match p.identity.service(client_id).await? {
+        Some(s) => Ok(!p
+            .identity
+            .organization_suspended(&s.organization_id, client_id)
+            .await?),
         None => Ok(false),
     }
 }
@@ -971,10 +1004,11 @@ pub(super) async fn introspect(
         }
     };
     if token.starts_with("rt_") {
+        // A rotated refresh token is spent: inactive, though its family lives on.
         let family = match p
             .identity
             .store
-            .family_of_token(&crate::oidc::sessions::sha256_hex(token))
+            .family_of_current_token(&crate::oidc::sessions::sha256_hex(token))
             .await
         {
             Ok(f) => f,
@@ -1037,7 +1071,7 @@ pub(super) async fn introspect(
 
 /// `POST /oauth2/revoke` (RFC 7009): revokes an access token, or a refresh token with its
 /// whole family (and the access tokens the family issued), issued to the calling client. An
-/// invalid or unknown token is not an error (200, nothing done).
+/// invalid or unknown token, or another client's, is not an error (200, nothing done).
 pub(super) async fn revoke(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -1059,13 +1093,9 @@ pub(super) async fn revoke(
         );
     }
     let done = || no_store(json!({}));
-    let not_yours = || {
-        oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unauthorized_client",
-            "the token was not issued to this client",
-        )
-    };
+    // Another client's token is left alone, with the answer an unknown token gets: the
+    // caller learns nothing of whose it is (or that it exists).
+    let not_yours = done;
     let ip = super::login::client_ip(&req);
     if token.starts_with("rt_") {
         let family = match p

@@ -883,14 +883,19 @@ async fn expand(
     ))
 }
 
-/// Consistency for a paginated query: later pages are evaluated at the first page's revision.
+/// Consistency for a paginated query: later pages are evaluated at the first page's revision,
+/// read from a token signed for this store and query (`binding`).
 fn paged_consistency(
+    state: &State,
     fields: &ConsistencyFields,
     store: &str,
     token: Option<&str>,
+    binding: &str,
 ) -> ApiResult<Consistency> {
     match token.filter(|t| !t.is_empty()) {
-        Some(t) => Ok(Consistency::AtRevision(service::page_token_revision(t)?)),
+        Some(t) => Ok(Consistency::AtRevision(
+            state.engine.page_tokens().revision(t, binding)?,
+        )),
         None => fields.resolve(store),
     }
 }
@@ -906,12 +911,18 @@ async fn run_list_objects(
         ));
     }
     let p = page(body.page_size, body.continuation_token.clone(), 0)?;
+    let binding = format!(
+        "list-objects\0{store}\0{}\0{}\0{}",
+        body.object_type, body.relation, body.user
+    );
     let opts = QueryOptions {
         model_id: body.authorization_model_id,
         consistency: paged_consistency(
+            state,
             &ConsistencyFields::of(&body.consistency, &body.consistency_token),
             store,
             body.continuation_token.as_deref(),
+            &binding,
         )?,
         contextual_tuples: contextual(body.contextual_tuples),
         context: body.context,
@@ -920,7 +931,11 @@ async fn run_list_objects(
         .engine
         .list_objects(store, &body.object_type, &body.relation, &body.user, &opts)
         .await?;
-    let (items, next) = service::paginate_sorted(&objects, |s| s.as_str(), &p, rev)?;
+    let (items, next) =
+        state
+            .engine
+            .page_tokens()
+            .paginate_sorted(&objects, |s| s.as_str(), &p, rev, &binding)?;
     Ok((items, next, rev))
 }
 
@@ -970,12 +985,18 @@ async fn list_users(
         ));
     }
     let p = page(body.page_size, body.continuation_token.clone(), 0)?;
+    let binding = format!(
+        "list-users\0{}\0{}:{}\0{}",
+        &*path, object.type_name, object.id, body.relation
+    );
     let opts = QueryOptions {
         model_id: body.authorization_model_id,
         consistency: paged_consistency(
+            &state,
             &ConsistencyFields::of(&body.consistency, &body.consistency_token),
             &path,
             body.continuation_token.as_deref(),
+            &binding,
         )?,
         contextual_tuples: body.contextual_tuples,
         context: body.context,
@@ -985,7 +1006,11 @@ async fn list_users(
         .engine
         .list_users(&path, &object, &body.relation, &body.user_filters, &opts)
         .await?;
-    let (items, next) = service::paginate_sorted(&users, |u| u.0.as_str(), &p, rev)?;
+    let (items, next) =
+        state
+            .engine
+            .page_tokens()
+            .paginate_sorted(&users, |u| u.0.as_str(), &p, rev, &binding)?;
     let users: Vec<Value> = items.iter().map(|u| user_json(&u.0)).collect();
     Ok(json_with_token(
         StatusCode::OK,

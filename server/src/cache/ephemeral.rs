@@ -43,6 +43,10 @@ struct Entry {
 /// Sweep expired entries after this many writes.
 const SWEEP_EVERY: u64 = 1024;
 
+/// Most entries the in-process space holds: past it (after a sweep of the expired ones) a new
+/// entry is refused, so that a flood of anonymous requests cannot take the process's memory.
+const MAX_ENTRIES: usize = 500_000;
+
 /// The in-process implementation.
 #[derive(Debug, Default)]
 pub struct InProcess {
@@ -80,6 +84,14 @@ fn live(map: &mut HashMap<String, Entry>, key: &str, now: Instant) -> bool {
 impl Ephemeral for InProcess {
     async fn put(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
         self.with(|m, now| {
+            if m.len() >= MAX_ENTRIES && !m.contains_key(key) {
+                m.retain(|_, e| e.expires > now);
+                if m.len() >= MAX_ENTRIES {
+                    return Err(Error::Unavailable(
+                        "the session store is full; try again later".into(),
+                    ));
+                }
+            }
             m.insert(
                 key.to_string(),
                 Entry {
@@ -87,7 +99,8 @@ impl Ephemeral for InProcess {
                     expires: now + ttl,
                 },
             );
-        })
+            Ok(())
+        })?
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>> {

@@ -213,4 +213,5 @@ pub(crate) struct ServiceRow {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub deleted_at: Option<NaiveDateTime>,
+    pub first_party: bool,
 }

@@ -205,10 +205,21 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         deleted_at -> Nullable<Timestamp>,
+        first_party -> Bool,
     }
 }
 
 diesel::joinable!(services -> organizations (organization_id));
+
+diesel::table! {
+    /// What people let services learn of them (the scopes they approved).
+    consents (user_id, client_id) {
+        user_id -> Text,
+        client_id -> Text,
+        scope -> Text,
+        granted_at -> Timestamp,
+    }
+}
 
 diesel::table! {
     /// The login plugins each service offers, with their configuration (secret fields sealed).
@@ -407,4 +418,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     service_plugins,
     external_identities,
     uploaded_plugins,
+    consents,
 );

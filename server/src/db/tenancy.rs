@@ -53,6 +53,8 @@ pub struct Service {
     pub secret_sha256: Option<String>,
     pub redirect_uris: Vec<String>,
     pub grant_types: Vec<String>,
+    /// Marked by its organization as its own: its members sign in without a consent page.
+    pub first_party: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -76,6 +78,7 @@ fn service_from(r: ServiceRow) -> Result<Service> {
         organization_id: r.organization_id,
         name: r.name,
         secret_sha256: r.secret_sha256,
+        first_party: r.first_party,
         created_at: utc(r.created_at),
         updated_at: utc(r.updated_at),
     })
@@ -267,6 +270,7 @@ impl SqlStore {
             created_at: s.created_at.naive_utc(),
             updated_at: s.updated_at.naive_utc(),
             deleted_at: None,
+            first_party: s.first_party,
         };
         let added: bool = write_tx!(self, |conn| {
             // Hold the organization's row until commit (a no-op update: PostgreSQL locks the
@@ -323,6 +327,7 @@ impl SqlStore {
                 services::name.eq(&s.name),
                 services::redirect_uris.eq(&uris),
                 services::grant_types.eq(&grants),
+                services::first_party.eq(s.first_party),
                 services::updated_at.eq(now),
             ))
             .execute(conn)

@@ -34,8 +34,11 @@ pub struct User {
     /// Argon2id, PHC string form.
     #[serde(skip)]
     pub password_hash: Option<String>,
+    /// No longer counted: sign-in failures are throttled per (account, address) in the
+    /// ephemeral store (`crate::cache::limits`). The column stays until a later migration.
     #[serde(skip)]
     pub failed_logins: i32,
+    /// No longer set (see `failed_logins`).
     #[serde(skip)]
     pub locked_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -678,53 +681,6 @@ impl SqlStore {
         Ok(row.map(User::from))
     }
 
-    /// Counts a failed login and sets the lockout it earns; returns the count now stored.
-    /// The count is incremented in the database, so that failures on several nodes add up.
-    pub async fn record_login_failure(
-        &self,
-        id: &str,
-        lockout: impl Fn(i32) -> Option<DateTime<Utc>>,
-    ) -> Result<i32> {
-        let now = Utc::now().naive_utc();
-        let count: i32 = with_conn!(self, |conn| {
-            diesel::update(users::table.find(id))
-                .set((
-                    users::failed_logins.eq(users::failed_logins + 1),
-                    users::updated_at.eq(now),
-                ))
-                .returning(users::failed_logins)
-                .get_result(conn)
-                .await
-                .map_err(db_error)?
-        });
-        if let Some(until) = lockout(count) {
-            let until = until.naive_utc();
-            with_conn!(self, |conn| {
-                diesel::update(users::table.find(id))
-                    .set(users::locked_until.eq(Some(until)))
-                    .execute(conn)
-                    .await
-                    .map_err(db_error)?
-            });
-        }
-        Ok(count)
-    }
-
-    /// Clears the failed login count and any lockout after a successful login.
-    pub async fn clear_login_failures(&self, id: &str) -> Result<()> {
-        with_conn!(self, |conn| {
-            diesel::update(users::table.find(id))
-                .set((
-                    users::failed_logins.eq(0),
-                    users::locked_until.eq(None::<NaiveDateTime>),
-                ))
-                .execute(conn)
-                .await
-                .map_err(db_error)?
-        });
-        Ok(())
-    }
-
     pub async fn count_members(&self, organization: &str) -> Result<i64> {
         with_conn!(self, |conn| {
             memberships::table
@@ -1079,10 +1035,25 @@ impl SqlStore {
                     .await?;
                 return Ok((2, Some(fam)));
             }
-            diesel::update(refresh_tokens::table.find(&old))
-                .set(refresh_tokens::used_at.eq(Some(at)))
-                .execute(conn)
-                .await?;
+            // Marked used only if nobody else did meanwhile: on PostgreSQL a concurrent
+            // rotation of the same token waits here for the first one's row lock and then
+            // finds the token used, which is reuse, so one rotation wins and the family
+            // cannot fork.
+            let marked = diesel::update(
+                refresh_tokens::table
+                    .find(&old)
+                    .filter(refresh_tokens::used_at.is_null()),
+            )
+            .set(refresh_tokens::used_at.eq(Some(at)))
+            .execute(conn)
+            .await?;
+            if marked != 1 {
+                diesel::update(token_families::table.find(&fam.id))
+                    .set(token_families::revoked_at.eq(Some(at)))
+                    .execute(conn)
+                    .await?;
+                return Ok((2, Some(fam)));
+            }
             diesel::insert_into(refresh_tokens::table)
                 .values((
                     refresh_tokens::token_sha256.eq(&new),
@@ -1117,7 +1088,22 @@ impl SqlStore {
         row.map(family_from).transpose()
     }
 
-    /// The ids of revoked families that have not expired.
+    /// The family of a refresh token that has not been rotated yet (a used one has none).
+    pub async fn family_of_current_token(&self, token_sha256: &str) -> Result<Option<TokenFamily>> {
+        let row: Option<FamilyRow> = with_conn!(self, |conn| {
+            refresh_tokens::table
+                .inner_join(token_families::table)
+                .filter(refresh_tokens::token_sha256.eq(token_sha256))
+                .filter(refresh_tokens::used_at.is_null())
+                .select(FamilyRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(family_from).transpose()
+    }
+
     /// The revoked families that have not expired (id, expiry); with `since`, only those
     /// revoked at or after it.
     pub async fn revoked_families(

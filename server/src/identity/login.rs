@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use gatehouse_plugin_host::{Failure as PluginFailure, Host, PluginError, StepRequest};
 
 use super::Identity;
-use super::users::PasswordCheck;
+use super::users::{PasswordCheck, Throttle};
 use crate::db::users::User;
 
 /// What a login method proves about who is there.
@@ -29,8 +29,12 @@ pub struct Assertion {
 pub enum Failure {
     /// Unknown account or wrong credentials, told apart to nobody.
     InvalidCredentials { user: Option<String> },
-    /// Too many failures: locked until then.
-    Locked { user: String, until: DateTime<Utc> },
+    /// Too many failures from this address: locked until then (the user, when the account
+    /// is known).
+    Locked {
+        user: Option<String>,
+        until: DateTime<Utc>,
+    },
     /// The form lacks what the method needs.
     BadRequest(String),
     /// The method cannot run now.
@@ -70,6 +74,10 @@ pub struct PluginStrategy<'a> {
     pub user: Option<&'a str>,
     /// Failed steps by plugin and kind (`gatehouse_plugin_failures_total`).
     pub failures: &'a prometheus::IntCounterVec,
+    /// Where attempts at a guessable secret (a password, a one-time code) are throttled per
+    /// (account, address), and the client's address; `None` for a method that cannot be
+    /// guessed (a passkey), which no lockout refuses.
+    pub throttle: Option<(&'a dyn crate::cache::ephemeral::Ephemeral, String)>,
 }
 
 #[async_trait::async_trait]
@@ -96,6 +104,32 @@ impl Strategy for PluginStrategy<'_> {
             callback_url: String::new(),
             user_id: self.user.map(str::to_string),
         };
+        let throttle = self.throttle.as_ref().map(|(kv, ip)| Throttle {
+            kv: *kv,
+            ip: ip.as_str(),
+            credential: match self.user {
+                Some(u) => format!("user:{u}"),
+                None => {
+                    let typed = form.get("email").map(String::as_str).unwrap_or_default();
+                    let email = super::users::normalize_email(typed)
+                        .unwrap_or_else(|| typed.trim().to_lowercase());
+                    format!("email:{email}")
+                }
+            },
+        });
+        // A locked credential is refused before the plugin (and its hashing) runs.
+        if let Some(t) = &throttle {
+            match t.locked().await {
+                Ok(None) => {}
+                Ok(Some(until)) => {
+                    return Err(Failure::Locked {
+                        user: self.user.map(str::to_string),
+                        until,
+                    });
+                }
+                Err(e) => return Err(Failure::Unavailable(e.to_string())),
+            }
+        }
         let answer = match self.host.complete(self.plugin, organization, request).await {
             Ok(a) => a,
             Err(e) => {
@@ -109,7 +143,7 @@ impl Strategy for PluginStrategy<'_> {
                 user: user.map(|u| u.id),
             }),
             Ok(PasswordCheck::Locked { user, until }) => Err(Failure::Locked {
-                user: user.id,
+                user: Some(user.id),
                 until,
             }),
             Err(e) => Err(Failure::Unavailable(e.to_string())),
@@ -123,21 +157,31 @@ impl Strategy for PluginStrategy<'_> {
                         self.plugin
                     )));
                 }
-                let user = settle(identity.settle_login(&a.subject, true).await)?;
+                let user = settle(
+                    identity
+                        .settle_login(&a.subject, true, throttle.as_ref())
+                        .await,
+                )?;
                 Ok(Assertion {
                     user,
                     methods: a.methods,
                 })
             }
             Err(PluginFailure::InvalidCredentials(Some(user))) => {
-                match settle(identity.settle_login(&user, false).await) {
+                match settle(identity.settle_login(&user, false, throttle.as_ref()).await) {
                     Ok(u) => Err(Failure::InvalidCredentials { user: Some(u.id) }),
                     Err(f) => Err(f),
                 }
             }
-            Err(PluginFailure::InvalidCredentials(None)) => {
-                Err(Failure::InvalidCredentials { user: None })
-            }
+            // No such account: counted like a wrong password, so that it locks the same way.
+            Err(PluginFailure::InvalidCredentials(None)) => match &throttle {
+                Some(t) => match t.failed().await {
+                    Ok(None) => Err(Failure::InvalidCredentials { user: None }),
+                    Ok(Some(until)) => Err(Failure::Locked { user: None, until }),
+                    Err(e) => Err(Failure::Unavailable(e.to_string())),
+                },
+                None => Err(Failure::InvalidCredentials { user: None }),
+            },
             Err(PluginFailure::BadRequest(m)) => Err(Failure::BadRequest(m)),
             Err(PluginFailure::Unavailable(m)) => Err(Failure::Unavailable(m)),
         }
@@ -153,24 +197,36 @@ pub enum ProviderUser {
     Refused(String),
 }
 
+/// The key an identity provider's accounts are kept under: the organization that configured
+/// the provider, then the provider as it names itself (issuer, entity id). Two organizations
+/// that configure "the same" provider hold two separate sets of accounts, so that one cannot
+/// sign in as the other's users by configuring their provider's name with its own keys.
+pub fn provider_key(organization: &str, provider: &str) -> String {
+    format!("{organization}|{provider}")
+}
+
 impl Identity {
-    /// The user an identity provider's assertion (through `plugin`) signs in:
-    /// - the user its account is linked to;
+    /// The user an identity provider's assertion (through `plugin`, configured by
+    /// `organization`) signs in:
+    /// - the user its account (under [`provider_key`]) is linked to;
     /// - else, when the provider vouches for the email address of the user signed in in this
     ///   browser (`signed_in`), that user, linked now;
-    /// - else, when no user has that address and `may_create`, a new user with it (verified),
-    ///   linked now;
+    /// - else, when no user has that address and `may_create`, a new user with it, linked
+    ///   now; the address is *not* verified for the platform (an organization's provider
+    ///   vouches inside that organization only): Gatehouse's own email check verifies it;
     /// - else nobody: an account is never linked to an existing user by its address alone,
     ///   since any organization may configure an identity provider, and a provider that
     ///   vouched falsely for someone's address would take over their account.
     pub async fn user_for_provider(
         &self,
         plugin: &str,
+        organization: &str,
         display_name: &str,
         a: &gatehouse_plugin_host::Assertion,
         signed_in: Option<&str>,
         may_create: bool,
     ) -> gatehouse_engine::Result<ProviderUser> {
+        let provider = provider_key(organization, &a.provider);
         if a.subject.is_empty() || a.subject.len() > 255 || a.provider.len() > 512 {
             return Ok(ProviderUser::Refused(format!(
                 "{display_name} answered with an account this server cannot use."
@@ -178,7 +234,7 @@ impl Identity {
         }
         if let Some(id) = self
             .store
-            .external_identity(plugin, &a.provider, &a.subject)
+            .external_identity(plugin, &provider, &a.subject)
             .await?
         {
             return Ok(match self.store.user(&id).await? {
@@ -201,7 +257,7 @@ impl Identity {
             && u.email == email
         {
             self.store
-                .link_external_identity(plugin, &a.provider, &a.subject, &u.id, Some(&email))
+                .link_external_identity(plugin, &provider, &a.subject, &u.id, Some(&email))
                 .await?;
             self.audit(
                 None,
@@ -232,7 +288,7 @@ impl Identity {
         let user = User {
             id: ulid::Ulid::new().to_string().to_lowercase(),
             email: email.clone(),
-            email_verified: true,
+            email_verified: false,
             name,
             password_hash: None,
             failed_logins: 0,
@@ -243,7 +299,7 @@ impl Identity {
         use crate::db::users::NewExternalUser;
         match self
             .store
-            .create_external_user(&user, plugin, &a.provider, &a.subject)
+            .create_external_user(&user, plugin, &provider, &a.subject)
             .await?
         {
             NewExternalUser::Created(u) => {

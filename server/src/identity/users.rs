@@ -8,6 +8,7 @@ use gatehouse_engine::tuple::TupleKey;
 use gatehouse_engine::{Error, Result};
 
 use super::{Identity, PLATFORM};
+use crate::cache::limits;
 use crate::db::tenancy::Service;
 use crate::db::users::{ApiKey, Limited, Membership, User};
 
@@ -19,21 +20,9 @@ pub fn role_rank(role: &str) -> Option<usize> {
     ROLES.iter().position(|r| *r == role)
 }
 
-/// Consecutive failures before an account locks.
-pub const LOCK_AFTER: i32 = 5;
-/// The first lockout; each further failure doubles it, up to [`MAX_LOCK_SECS`].
-const FIRST_LOCK_SECS: i64 = 30;
-const MAX_LOCK_SECS: i64 = 3600;
-
-/// How long an account stays locked after `failures` consecutive failures.
-pub fn lockout_for(failures: i32) -> Option<chrono::Duration> {
-    if failures < LOCK_AFTER {
-        return None;
-    }
-    let doublings = u32::try_from(failures - LOCK_AFTER).unwrap_or(0).min(16);
-    let secs = (FIRST_LOCK_SECS << doublings).min(MAX_LOCK_SECS);
-    Some(chrono::Duration::seconds(secs))
-}
+/// Failures of one address at one account, within the window of [`limits`], before the
+/// address is locked out of the account (30 s, doubling with each further failure).
+pub const LOCK_AFTER: u64 = 5;
 
 /// Shortest and longest password accepted (NIST SP 800-63B: at least 8, allow long ones).
 const MIN_PASSWORD_CHARS: usize = 8;
@@ -216,19 +205,6 @@ pub async fn verify_password(password: &str, hash: &str) -> bool {
     on_hasher(move || verify_password_blocking(&pw, &hash))
         .await
         .unwrap_or(false)
-}
-
-/// A hash no password matches, verified against for unknown accounts so that they take as
-/// long as known ones.
-async fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    if let Some(h) = DECOY.get() {
-        return h;
-    }
-    let mut raw = [0u8; 32];
-    let _ = getrandom::fill(&mut raw);
-    let h = hash_password(&hex::encode(raw)).await.unwrap_or_default();
-    DECOY.get_or_init(|| h)
 }
 
 /// What a password login came to.
@@ -524,64 +500,78 @@ impl Identity {
         Ok(user)
     }
 
-    /// Checks a password login. Failures count towards a lockout that grows with each one;
-    /// a locked account is refused without its password being looked at.
-    pub async fn check_password(&self, email: &str, password: &str) -> Result<PasswordCheck> {
-        let user = self.user_by_email(email).await?;
-        let now = Utc::now();
-        let Some(user) = user else {
-            let _ = verify_password(password, decoy_hash().await).await;
-            return Ok(PasswordCheck::Invalid { user: None });
-        };
-        if let Some(until) = user.locked_until
-            && until > now
-        {
-            return Ok(PasswordCheck::Locked { user, until });
-        }
-        let ok = match user.password_hash.as_deref() {
-            Some(h) if password.len() <= MAX_PASSWORD_BYTES => verify_password(password, h).await,
-            _ => {
-                let _ = verify_password(password, decoy_hash().await).await;
-                false
-            }
-        };
-        self.settle(user, ok, now).await
-    }
-
-    /// Settles a login attempt on `user_id` that a login method has checked (`succeeded`):
-    /// a locked account is refused either way, a failure counts towards the lockout, and a
-    /// success clears the count. An unknown id is an invalid attempt that names nobody.
-    pub async fn settle_login(&self, user_id: &str, succeeded: bool) -> Result<PasswordCheck> {
+    /// Settles a login attempt on `user_id` that a login method has checked (`succeeded`).
+    /// With `throttle` (a guessable secret: a password, a one-time code), the attempt counts
+    /// for the account *and the address* it came from: an address that failed too often is
+    /// refused either way until its lockout ends, a failure counts towards it, a success
+    /// clears it; failures decay after their window. Nobody can lock the owner out from an
+    /// address of their own, and a method that cannot be guessed (a passkey, an identity
+    /// provider) is never refused for another address's failures. An unknown id is an invalid
+    /// attempt that names nobody.
+    pub async fn settle_login(
+        &self,
+        user_id: &str,
+        succeeded: bool,
+        throttle: Option<&Throttle<'_>>,
+    ) -> Result<PasswordCheck> {
         let Some(user) = self.store.user(user_id).await? else {
             return Ok(PasswordCheck::Invalid { user: None });
         };
-        let now = Utc::now();
-        if let Some(until) = user.locked_until
-            && until > now
-        {
+        let Some(t) = throttle else {
+            return Ok(if succeeded {
+                PasswordCheck::Valid(user)
+            } else {
+                PasswordCheck::Invalid { user: Some(user) }
+            });
+        };
+        if let Some(until) = t.locked().await? {
             return Ok(PasswordCheck::Locked { user, until });
         }
-        self.settle(user, succeeded, now).await
-    }
-
-    async fn settle(&self, user: User, ok: bool, now: DateTime<Utc>) -> Result<PasswordCheck> {
-        if ok {
-            if user.failed_logins > 0 {
-                self.store.clear_login_failures(&user.id).await?;
-            }
+        if succeeded {
+            t.succeeded().await?;
             return Ok(PasswordCheck::Valid(user));
         }
-        let failures = self
-            .store
-            .record_login_failure(&user.id, |n| lockout_for(n).map(|d| now + d))
-            .await?;
-        if let Some(d) = lockout_for(failures) {
-            return Ok(PasswordCheck::Locked {
-                user,
-                until: now + d,
-            });
+        if let Some(until) = t.failed().await? {
+            return Ok(PasswordCheck::Locked { user, until });
         }
         Ok(PasswordCheck::Invalid { user: Some(user) })
+    }
+}
+
+/// Where a guessable secret is tried: attempts are throttled per (credential, address) in
+/// the ephemeral store (shared by every node when it is Redis). The credential is named as the
+/// person typed it (`email:<address>`) for a password, so that an address without an account
+/// locks exactly as one with an account does (no account oracle), or by its user
+/// (`user:<id>`) for a second factor.
+pub struct Throttle<'a> {
+    pub kv: &'a dyn crate::cache::ephemeral::Ephemeral,
+    /// The client's address (empty when unknown: such attempts share one key).
+    pub ip: &'a str,
+    /// The credential tried.
+    pub credential: String,
+}
+
+impl Throttle<'_> {
+    fn key(&self) -> String {
+        format!("signin:{}:{}", self.credential, self.ip)
+    }
+
+    /// Until when this credential is locked for this address, if it is.
+    pub async fn locked(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(limits::locked_any(self.kv, &[self.key().as_str()])
+            .await?
+            .map(|secs| Utc::now() + chrono::Duration::seconds(secs as i64)))
+    }
+
+    /// Counts a failure; until when it locks the credential for this address, if it does.
+    pub async fn failed(&self) -> Result<Option<DateTime<Utc>>> {
+        limits::failed_after(self.kv, &self.key(), LOCK_AFTER).await?;
+        self.locked().await
+    }
+
+    /// Forgets this address's failures at this credential.
+    pub async fn succeeded(&self) -> Result<()> {
+        limits::succeeded(self.kv, &self.key()).await
     }
 }
 
@@ -607,14 +597,6 @@ mod tests {
         ] {
             assert_eq!(normalize_email(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn lockout_doubles_and_is_capped() {
-        assert_eq!(lockout_for(4), None);
-        assert_eq!(lockout_for(5), Some(chrono::Duration::seconds(30)));
-        assert_eq!(lockout_for(6), Some(chrono::Duration::seconds(60)));
-        assert_eq!(lockout_for(50), Some(chrono::Duration::seconds(3600)));
     }
 
     #[tokio::test]

@@ -49,6 +49,15 @@ pub struct Pending {
     /// SHA-256 of the browser binding cookie set with the login page: the form only counts
     /// from the browser that started the flow (no login CSRF).
     pub binding: String,
+    /// `prompt=consent`: the consent page is shown even when an approval exists.
+    #[serde(default)]
+    pub prompt_consent: bool,
+    /// `prompt=none`: nothing may be shown; a needed approval is `consent_required`.
+    #[serde(default)]
+    pub prompt_none: bool,
+    /// The session whose user is asked for consent (set while the consent page waits).
+    #[serde(default)]
+    pub consent_session: Option<String>,
 }
 
 /// What an authorization code stands for.
@@ -364,7 +373,8 @@ impl Sessions {
         }
     }
 
-    /// Records what a redeemed code issued (a token family id, or `-` for none).
+    /// Records what a redeemed code issued: the token family id (or `-` for none) and the
+    /// access token's id, separated by a space.
     pub async fn mark_redeemed(&self, code: &str, issued: &str) -> Result<()> {
         self.kv
             .put(

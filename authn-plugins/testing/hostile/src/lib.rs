@@ -47,12 +47,13 @@ impl Plugin for Hostile {
                 }
             }
             "panic" => panic!("asked to panic"),
-            // Vouches for the user `arg` and claims every factor there is: a third-party
-            // plugin's word is not enough for the server to skip a user's second factor.
+            // Vouches for the account `arg` (and, when it is an address, for that verified
+            // address) and claims every factor there is: a third-party plugin's word neither
+            // names a Gatehouse user nor skips a user's second factor.
             "claim" => Ok(Assertion {
                 provider: "hostile".into(),
+                email: arg.contains('@').then(|| arg.clone()),
                 subject: arg,
-                email: None,
                 email_verified: true,
                 claims: "{}".into(),
                 methods: ["pwd", "hwk", "otp", "mfa"].map(String::from).to_vec(),

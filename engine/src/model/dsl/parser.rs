@@ -77,6 +77,7 @@ pub(crate) fn parse(src: &str, file: usize) -> Result<ParsedFile, Vec<SyntaxErro
         lexer: Lexer::new(src, file),
         ahead: VecDeque::new(),
         errors: Vec::new(),
+        nesting: 0,
     }
     .file()
 }
@@ -126,6 +127,8 @@ struct Parser {
     lexer: Lexer,
     ahead: VecDeque<Token>,
     errors: Vec<SyntaxError>,
+    /// Parentheses open in the relation definition being parsed.
+    nesting: usize,
 }
 
 fn err<T>(loc: Loc, message: impl Into<String>) -> PResult<T> {
@@ -535,8 +538,20 @@ impl Parser {
                 "direct type restrictions `[...]` must come first in a relation definition and appear only once",
             ),
             Tok::Punct('(') => {
+                if self.nesting >= crate::bounds::MAX_NESTING {
+                    return err(
+                        t.loc,
+                        format!(
+                            "the relation definition nests deeper than {} parentheses",
+                            crate::bounds::MAX_NESTING
+                        ),
+                    );
+                }
                 self.bump();
-                let inner = self.expr(parts, allow_direct)?;
+                self.nesting += 1;
+                let inner = self.expr(parts, allow_direct);
+                self.nesting -= 1;
+                let inner = inner?;
                 self.expect_punct(')')?;
                 Ok(inner)
             }

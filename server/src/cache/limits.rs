@@ -1,9 +1,12 @@
 //! Rate limits and brute-force lockouts over the ephemeral store, shared by every node when
 //! it is Redis.
 //!
-//! A limit counts requests in a fixed window. A lockout counts failures in a window; from the
-//! threshold on, each further failure locks the key for twice as long as the one before
-//! (30 s, 60 s, … up to an hour), and a locked key is refused before any secret is checked.
+//! A limit counts requests in a fixed window. A lockout counts failures in a window (so they
+//! decay: a failure is forgotten when its window ends); from the threshold on, each further
+//! failure locks the key for twice as long as the one before (30 s, 60 s, … up to an hour),
+//! and a locked key is refused before any secret is checked. Lockouts are keyed by what was
+//! guessed *and* the address guessing it, so that nobody can lock the owner of an account or
+//! a client out from an address of their own.
 
 use std::time::Duration;
 
@@ -48,9 +51,20 @@ pub async fn locked_any(kv: &dyn Ephemeral, keys: &[&str]) -> Result<Option<u64>
 
 /// Counts a failure for `key`, locking it once failures reach the threshold.
 pub async fn failed(kv: &dyn Ephemeral, key: &str) -> Result<()> {
+    failed_after(kv, key, FAILURE_THRESHOLD).await
+}
+
+/// Forgets the failures of `key` (a success), so that earlier ones do not add up with later
+/// ones.
+pub async fn succeeded(kv: &dyn Ephemeral, key: &str) -> Result<()> {
+    kv.delete(&format!("fail:{key}")).await
+}
+
+/// Like [`failed`], locking from `threshold` failures within the window.
+pub async fn failed_after(kv: &dyn Ephemeral, key: &str, threshold: u64) -> Result<()> {
     let n = kv.incr(&format!("fail:{key}"), FAILURE_WINDOW).await?;
-    if n >= FAILURE_THRESHOLD {
-        let doublings = (n - FAILURE_THRESHOLD).min(16) as u32;
+    if n >= threshold {
+        let doublings = (n - threshold).min(16) as u32;
         let secs = (FIRST_LOCK_SECS << doublings).min(MAX_LOCK_SECS);
         let until = chrono::Utc::now().timestamp() + secs as i64;
         kv.put(
@@ -61,6 +75,53 @@ pub async fn failed(kv: &dyn Ephemeral, key: &str) -> Result<()> {
         .await?;
     }
     Ok(())
+}
+
+/// Requests per second each tenant API key may make to this node (a token bucket holding a
+/// second's worth): one tenant's flood of checks or management calls takes its own share of
+/// the node, not everyone's. Counted in process, so that the check path pays no round trip;
+/// a deployment of `n` nodes allows up to `n` times the rate.
+pub struct KeyRate {
+    per_second: u64,
+    buckets:
+        moka::sync::Cache<[u8; 32], std::sync::Arc<std::sync::Mutex<(f64, std::time::Instant)>>>,
+}
+
+impl KeyRate {
+    /// `per_second` requests per key (0: no limit).
+    pub fn new(per_second: u64) -> Self {
+        Self {
+            per_second,
+            buckets: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    /// Takes one request of `key`'s (a digest) budget; false when it has none left now.
+    pub fn allow(&self, key: &[u8; 32]) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
+        let cap = self.per_second as f64;
+        let bucket = self.buckets.get_with(*key, || {
+            std::sync::Arc::new(std::sync::Mutex::new((cap, std::time::Instant::now())))
+        });
+        let Ok(mut b) = bucket.lock() else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(b.1).as_secs_f64() * cap;
+        b.0 = (b.0 + refill).min(cap);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[cfg(test)]
@@ -104,5 +165,16 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(over_rate(&kv, "c", 0).await.unwrap(), None);
         }
+    }
+
+    #[test]
+    fn a_key_gets_its_rate_and_no_more() {
+        let r = KeyRate::new(5);
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let allowed = (0..20).filter(|_| r.allow(&a)).count();
+        assert!((5..=6).contains(&allowed), "{allowed}");
+        // Another key has its own budget.
+        assert!(r.allow(&b));
+        assert!(KeyRate::new(0).allow(&a));
     }
 }

@@ -1,0 +1,2 @@
+ALTER TABLE services DROP COLUMN first_party;
+DROP TABLE consents;
