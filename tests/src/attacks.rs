@@ -1264,3 +1264,47 @@ async fn a_loaded_node_shuts_down_promptly() {
         "the server did not stop within 20 s of SIGTERM under load"
     );
 }
+
+/// Item 1: a management token copied from an admin's browser long ago deletes nothing: it
+/// still reads, but a deletion needs a recent sign-in.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_needs_a_recent_sign_in() {
+    let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.env.push(("GATEHOUSE_REAUTH_SECS".into(), "2".into()));
+    let s = Server::start_with(opts).await;
+    let (client_id, _, _) = tenant(&s, "acme").await;
+    admin(
+        &s,
+        &[
+            "user",
+            "create",
+            "--email",
+            "alice@acme.io",
+            "--password-stdin",
+            "--org",
+            "acme",
+            "--role",
+            "admin",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await
+    .unwrap();
+    let stale = console_token(&s, "alice@acme.io").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    use reqwest::Method as M;
+    let path = format!("/api/services/{client_id}");
+    let (st, out) = call(&s, M::DELETE, &path, &stale, None).await;
+    assert_eq!(
+        (st, &out["code"]),
+        (401, &json!("reauthentication_required")),
+        "{out}"
+    );
+    let (st, out) = call(&s, M::GET, &path, &stale, None).await;
+    assert_eq!(
+        st, 200,
+        "the stale token still reads, and the service is there: {out}"
+    );
+    let fresh = console_token(&s, "alice@acme.io").await;
+    assert_eq!(call(&s, M::DELETE, &path, &fresh, None).await.0, 204);
+}

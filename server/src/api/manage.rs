@@ -29,6 +29,26 @@ pub(super) struct Caller {
     principal: String,
     user_id: Option<String>,
     amr: Vec<String>,
+    /// When the user behind a token signed in (seconds since the epoch).
+    auth_time: Option<i64>,
+}
+
+/// Deleting things (members, invitations, services, their keys and plugins, plugins) takes a
+/// recent sign-in (`GATEHOUSE_REAUTH_SECS`), not only a valid token: a token copied from a
+/// person's browser hours ago does not tear their organization down.
+fn recent(state: &AppState, c: &Caller) -> Result<(), Refusal> {
+    let Some(at) = c.auth_time.filter(|_| c.user_id.is_some()) else {
+        return Ok(());
+    };
+    let age = chrono::Utc::now().timestamp().saturating_sub(at);
+    if age < 0 || age as u64 > state.reauth_secs {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "reauthentication_required",
+            "sign in again to delete this",
+        ));
+    }
+    Ok(())
 }
 
 fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
@@ -76,6 +96,7 @@ async fn caller(p: &Provider<'_>, req: &HttpRequest) -> Result<Caller, Refusal> 
                 principal: format!("service:{}", service.client_id),
                 user_id: None,
                 amr: vec!["api_key".into()],
+                auth_time: None,
             }),
             Ok(None) => Err(unauthenticated("the API key is not valid")),
             Err(e) => Err(engine_error(e)),
@@ -103,6 +124,7 @@ async fn caller(p: &Provider<'_>, req: &HttpRequest) -> Result<Caller, Refusal> 
     Ok(Caller {
         principal: format!("user:{sub}"),
         user_id: Some(sub.to_string()),
+        auth_time: claims["auth_time"].as_i64(),
         amr: claims["amr"]
             .as_array()
             .map(|a| {
@@ -524,6 +546,7 @@ pub(super) async fn remove_member(
         async {
             let (slug, user_id) = path.into_inner();
             let (p, c, org) = on_organization(&state, &req, &slug, "can_manage_members").await?;
+            recent(&state, &c)?;
             let target = p
                 .identity
                 .store
@@ -658,6 +681,7 @@ pub(super) async fn withdraw_invitation(
         async {
             let (slug, id) = path.into_inner();
             let (p, c, org) = on_organization(&state, &req, &slug, "can_manage_members").await?;
+            recent(&state, &c)?;
             if !p
                 .identity
                 .store
@@ -829,6 +853,7 @@ pub(super) async fn delete_service(
     done(
         async {
             let (p, c, s) = on_service(&state, &req, &path, "can_manage").await?;
+            recent(&state, &c)?;
             let keys = p
                 .identity
                 .store
@@ -978,6 +1003,7 @@ pub(super) async fn delete_plugin(
             let p = provider_or_404(&state)?;
             let c = caller(&p, &req).await?;
             require(&p, &c, "can_manage_plugins", crate::identity::PLATFORM).await?;
+            recent(&state, &c)?;
             let (host, _) = plugin_parts(&state)?;
             let id = path.into_inner();
             if gatehouse_plugin_host::embedded::is_first_party(&id) {
@@ -1153,6 +1179,7 @@ pub(super) async fn delete_service_plugin(
         async {
             let (client_id, plugin_id) = path.into_inner();
             let (p, c, s) = on_service(&state, &req, &client_id, "can_manage").await?;
+            recent(&state, &c)?;
             let (_, sp) = plugin_parts(&state)?;
             if !sp
                 .remove(&s.client_id, &plugin_id)
@@ -1266,6 +1293,7 @@ pub(super) async fn revoke_api_key(
         async {
             let (client_id, id) = path.into_inner();
             let (p, c, s) = on_service(&state, &req, &client_id, "can_manage").await?;
+            recent(&state, &c)?;
             let keys = p
                 .identity
                 .store
