@@ -6,6 +6,7 @@ mod consent;
 mod decisions;
 mod device;
 pub mod error;
+mod link;
 mod login;
 mod manage;
 mod mfa;
@@ -210,6 +211,7 @@ fn route_label(path: &str) -> &'static str {
         ["login"] => "/login",
         ["login", "with", _] => "/login/with/{plugin}",
         ["login", "consent"] => "/login/consent",
+        ["login", "link"] => "/login/link",
         ["login", "callback", _] => "/login/callback/{plugin}",
         ["login", "metadata", "saml", _] => "/login/metadata/saml/{client_id}",
         ["device"] => "/device",
@@ -548,6 +550,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .default_service(web::to(|| async {
                     openfga::method_not_allowed("GET, POST")
                 })),
+        )
+        .service(
+            web::resource("/login/link")
+                .post(link::confirm)
+                .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
         )
         .service(
             web::resource("/login/consent")

@@ -265,6 +265,65 @@ pub async fn confirm_device(b: &mut Browser, page: Page) -> Page {
     .await
 }
 
+/// Confirms linking an identity provider's account to the signed-in person, from the page
+/// that asks it; the answer (the sign-in going on).
+pub async fn confirm_link(b: &mut Browser, page: Page) -> Page {
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("Link this account?"),
+        "no confirmation asked: {}",
+        page.body
+    );
+    let field = |name: &str| {
+        let re = regex::Regex::new(&format!(r#"name="{name}" value="([^"]*)""#)).unwrap();
+        re.captures(&page.body).unwrap()[1].to_string()
+    };
+    let (link, csrf) = (field("link"), field("csrf"));
+    b.post(
+        "/login/link",
+        &[
+            ("link", link.as_str()),
+            ("csrf", csrf.as_str()),
+            ("action", "link"),
+        ],
+    )
+    .await
+}
+
+/// Creates `email` (password [`PASSWORD`]) as a `role` of the organization `org`, through the
+/// admin command.
+pub async fn add_user(s: &Server, org: &str, email: &str, role: &str) {
+    admin(
+        s,
+        &[
+            "user",
+            "create",
+            "--email",
+            email,
+            "--password-stdin",
+            "--org",
+            org,
+            "--role",
+            role,
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await
+    .unwrap();
+}
+
+/// Whether `b` is still signed in: an authorization for `client_id` goes straight back to the
+/// application, with no form.
+pub async fn still_signed_in(b: &mut Browser, client_id: &str) -> bool {
+    let (_, challenge) = pkce();
+    let sso = b
+        .get(&authorize_path(client_id, REDIRECT, &challenge, &[]))
+        .await;
+    sso.location
+        .as_deref()
+        .is_some_and(|l| l.starts_with(REDIRECT))
+}
+
 /// The query parameters of a redirect.
 pub fn query_of(location: &str) -> HashMap<String, String> {
     let q = location.split_once('?').map(|(_, q)| q).unwrap_or("");
@@ -1982,17 +2041,7 @@ async fn logout_without_a_hint_asks_first() {
         "a link signed the user out"
     );
     // Still signed in: the next authorization needs no form.
-    let (_, challenge) = pkce();
-    let sso = b
-        .get(&authorize_path(&client_id, REDIRECT, &challenge, &[]))
-        .await;
-    assert!(
-        sso.location
-            .as_deref()
-            .is_some_and(|l| l.starts_with(REDIRECT)),
-        "{:?}",
-        sso.location
-    );
+    assert!(still_signed_in(&mut b, &client_id).await);
     // A forged confirmation does nothing (it asks again); the real one ends the session and
     // goes back.
     let forged = b

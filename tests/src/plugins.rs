@@ -562,7 +562,8 @@ async fn a_misbehaving_plugin_fails_only_its_own_sign_ins() {
         )
         .await;
     assert_eq!(page.status, 303, "{}", page.body);
-    let page = through_the_plugin(&mut b, &s, &client_id, &challenge, "claim", &ada).await;
+    let asked = through_the_plugin(&mut b, &s, &client_id, &challenge, "claim", &ada).await;
+    let page = crate::login::confirm_link(&mut b, asked).await;
     assert_eq!(page.status, 303, "{}", page.body);
     let mut b = Browser::new(&s);
     let page = through_the_plugin(&mut b, &s, &client_id, &challenge, "claim", &ada).await;

@@ -397,7 +397,7 @@ async fn the_oidc_plugin_signs_in_with_a_real_openid_provider(backend: Backend) 
     assert!(page.body.contains("exists already"), "{}", page.body);
     assert!(page.location.is_none());
 
-    // Signed in with her password first, the same browser links the two.
+    // Signed in with her password first, the same browser links the two once she confirms.
     let (_, challenge) = pkce();
     let p = b
         .sign_in(
@@ -408,7 +408,14 @@ async fn the_oidc_plugin_signs_in_with_a_real_openid_provider(backend: Backend) 
         .await;
     assert_eq!(p.status, 303, "{}", p.body);
     let (_, challenge) = pkce();
-    let page = sign_in_with_idp(&mut b, &client_id, &challenge, &idp.issuer, &ada).await;
+    let asked = sign_in_with_idp(&mut b, &client_id, &challenge, &idp.issuer, &ada).await;
+    assert_eq!(asked.status, 200, "linked without asking: {}", asked.body);
+    // Nothing is linked before she confirms: another browser is still refused.
+    let mut other = Browser::new(&s);
+    let (_, c2) = pkce();
+    let page = sign_in_with_idp(&mut other, &client_id, &c2, &idp.issuer, &ada).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    let page = crate::login::confirm_link(&mut b, asked).await;
     assert_eq!(page.status, 303, "{}", page.body);
     assert!(page.location.as_deref().unwrap().starts_with(REDIRECT));
 

@@ -443,7 +443,8 @@ async fn the_saml_plugin_signs_in_with_signed_responses_only(backend: Backend) {
     let (_, challenge) = pkce();
     let (id, acs) = start(&mut b, &client_id, &challenge, &idp).await;
     let linked = idp.response(&answer(&id, &acs, &callback, &attributes));
-    let page = post_from_idp(&s, &mut b, &linked).await;
+    let asked = post_from_idp(&s, &mut b, &linked).await;
+    let page = crate::login::confirm_link(&mut b, asked).await;
     assert_eq!(page.status, 303, "{}", page.body);
     assert!(page.location.as_deref().unwrap().starts_with(REDIRECT));
     // The same answer again finds its request used.
@@ -803,23 +804,7 @@ async fn an_organizations_idp_vouches_only_inside_it() {
         ("acme", "alice@acme.io", &acme_app, &real),
         ("evil", "eve@evil.io", &evil_app, &forged),
     ] {
-        admin(
-            &s,
-            &[
-                "user",
-                "create",
-                "--email",
-                admin_email,
-                "--password-stdin",
-                "--org",
-                org,
-                "--role",
-                "admin",
-            ],
-            &format!("{PASSWORD}\n"),
-        )
-        .await
-        .unwrap();
+        crate::login::add_user(&s, org, admin_email, "admin").await;
         let t = console_token(&s, admin_email).await;
         let r = s
             .client
@@ -851,12 +836,13 @@ async fn an_organizations_idp_vouches_only_inside_it() {
     assert_eq!(p.status, 303, "{}", p.body);
     let (_, challenge) = pkce();
     let (id, acs) = start(&mut b, &acme_app, &challenge, &real).await;
-    let page = post_from_idp(
+    let asked = post_from_idp(
         &s,
         &mut b,
         &real.response(&answer(&id, &acs, &callback, &attributes)),
     )
     .await;
+    let page = crate::login::confirm_link(&mut b, asked).await;
     assert_eq!(page.status, 303, "{}", page.body);
 
     // Evil's forged answer for the same IdP subject, through evil's own service.

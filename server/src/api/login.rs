@@ -2070,9 +2070,26 @@ pub(super) async fn provider_callback(
             )
             .await
             {
-                Ok(u) => u,
+                Ok(crate::identity::login::ProviderUser::User(u)) => u,
+                Ok(crate::identity::login::ProviderUser::Link(u)) => {
+                    let link = super::link::PendingLink {
+                        plugin: plugin.clone(),
+                        organization: service.organization_id.clone(),
+                        provider: assertion.provider.clone(),
+                        subject: assertion.subject.clone(),
+                        user: u.id.clone(),
+                        request: id.clone(),
+                        methods: crate::identity::trusted_methods(
+                            gatehouse_plugin_host::embedded::is_first_party(&plugin),
+                            matches!(method.kind, gatehouse_plugin_host::Kind::Provider),
+                            &assertion.methods,
+                        ),
+                    };
+                    return super::link::confirm_page(&p, &link, &display_name, &u, org.as_ref())
+                        .await;
+                }
                 Err(None) => return unavailable_page(),
-                Err(Some(m)) => {
+                Ok(crate::identity::login::ProviderUser::Refused(m)) | Err(Some(m)) => {
                     p.identity
                         .audit(
                             org_id,
@@ -2087,7 +2104,41 @@ pub(super) async fn provider_callback(
             }
         }
     };
-    // The account rules hold whoever vouches: a locked account stays locked.
+    let methods = crate::identity::trusted_methods(
+        gatehouse_plugin_host::embedded::is_first_party(&plugin),
+        matches!(method.kind, gatehouse_plugin_host::Kind::Provider),
+        &assertion.methods,
+    );
+    sign_in_as(
+        &p,
+        &req,
+        &id,
+        &pending,
+        &service,
+        org.as_ref(),
+        &user,
+        methods,
+    )
+    .await
+}
+
+/// Ends a sign-in through a plugin's callback as `user`, vouched for with `methods`: the
+/// account rules hold whoever vouched (a locked account stays locked), a user with a second
+/// factor is asked for it, then a session opens and the decision is made.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn sign_in_as(
+    p: &Provider<'_>,
+    req: &HttpRequest,
+    id: &str,
+    pending: &Pending,
+    service: &Service,
+    org: Option<&Organization>,
+    user: &crate::db::users::User,
+    methods: Vec<String>,
+) -> HttpResponse {
+    let refused = |status: StatusCode, message: &str| {
+        error_page(status, "You could not be signed in", message, org)
+    };
     match p.identity.settle_login(&user.id, true, None).await {
         Ok(crate::identity::users::PasswordCheck::Valid(_)) => {}
         Ok(crate::identity::users::PasswordCheck::Locked { until, .. }) => {
@@ -2109,19 +2160,13 @@ pub(super) async fn provider_callback(
             return unavailable_page();
         }
     }
-    let methods = crate::identity::trusted_methods(
-        gatehouse_plugin_host::embedded::is_first_party(&plugin),
-        matches!(method.kind, gatehouse_plugin_host::Kind::Provider),
-        &assertion.methods,
-    );
     // A user with a second factor is asked for it whoever vouched for the first, unless the
     // method was two factors in one (a passkey that verified the user).
     match p.identity.has_second_factor(&user.id).await {
         Ok(false) => {}
         Ok(true) if crate::identity::is_multi_factor(&methods) => {}
         Ok(true) => {
-            let mut res =
-                second_factor_page(&p, &id, &service, org.as_ref(), &user, methods, None).await;
+            let mut res = second_factor_page(p, id, service, org, user, methods, None).await;
             let _ = res.add_cookie(&removal(FLOW_COOKIE, "/login"));
             return res;
         }
@@ -2130,22 +2175,12 @@ pub(super) async fn provider_callback(
             return unavailable_page();
         }
     }
-    let (secret, session) = match open_session(&p, &req, &user, methods, &service, "code").await {
+    let (secret, session) = match open_session(p, req, user, methods, service, "code").await {
         FormSignIn::SignedIn(secret, session) => (secret, session),
         FormSignIn::Refused(status, m) => return refused(status, &m),
         _ => return unavailable_page(),
     };
-    signed_in(
-        &p,
-        &req,
-        &service,
-        org.as_ref(),
-        &pending,
-        &id,
-        secret,
-        &session,
-    )
-    .await
+    signed_in(p, req, service, org, pending, id, secret, &session).await
 }
 
 /// The user an identity provider's assertion signs in (see
@@ -2159,7 +2194,7 @@ async fn provider_user(
     display_name: &str,
     assertion: &gatehouse_plugin_host::Assertion,
     signup: bool,
-) -> Result<crate::db::users::User, Option<String>> {
+) -> Result<crate::identity::login::ProviderUser, Option<String>> {
     let current_user = match current_session(p, req).await {
         Ok(s) => s.map(|s| s.user_id),
         Err(e) => {
@@ -2179,8 +2214,7 @@ async fn provider_user(
         )
         .await
     {
-        Ok(crate::identity::login::ProviderUser::User(u)) => Ok(u),
-        Ok(crate::identity::login::ProviderUser::Refused(m)) => Err(Some(m)),
+        Ok(found) => Ok(found),
         Err(e) => {
             tracing::error!(error = %e, "cannot find or create the user of a provider's account");
             Err(None)

@@ -193,6 +193,9 @@ impl Strategy for PluginStrategy<'_> {
 pub enum ProviderUser {
     /// The linked user (linked now, or created now and linked).
     User(User),
+    /// The user signed in in this browser, whose address the provider vouches for: linked once
+    /// they confirm ([`Identity::link_provider_account`]).
+    Link(User),
     /// Nobody: the message says why, for the login page.
     Refused(String),
 }
@@ -210,7 +213,7 @@ impl Identity {
     /// `organization`) signs in:
     /// - the user its account (under [`provider_key`]) is linked to;
     /// - else, when the provider vouches for the email address of the user signed in in this
-    ///   browser (`signed_in`), that user, linked now;
+    ///   browser (`signed_in`), that user, to link once they confirm;
     /// - else, when no user has that address and `may_create`, a new user with it, linked
     ///   now; the address is *not* verified for the platform (an organization's provider
     ///   vouches inside that organization only): Gatehouse's own email check verifies it;
@@ -256,18 +259,7 @@ impl Identity {
             && let Some(u) = self.store.user(id).await?
             && u.email == email
         {
-            self.store
-                .link_external_identity(plugin, &provider, &a.subject, &u.id, Some(&email))
-                .await?;
-            self.audit(
-                None,
-                &format!("user:{}", u.id),
-                None,
-                "user.identity_linked",
-                serde_json::json!({ "plugin": plugin, "provider": a.provider }),
-            )
-            .await;
-            return Ok(ProviderUser::User(u));
+            return Ok(ProviderUser::Link(u));
         }
         let taken = || {
             ProviderUser::Refused(format!(
@@ -319,6 +311,36 @@ impl Identity {
                 None => ProviderUser::Refused("The account linked to it no longer exists.".into()),
             }),
         }
+    }
+
+    /// Links the provider's account `subject` (through `plugin`, configured by
+    /// `organization`) to `user`, who confirmed it while signed in.
+    pub async fn link_provider_account(
+        &self,
+        plugin: &str,
+        organization: &str,
+        provider: &str,
+        subject: &str,
+        user: &User,
+    ) -> gatehouse_engine::Result<()> {
+        self.store
+            .link_external_identity(
+                plugin,
+                &provider_key(organization, provider),
+                subject,
+                &user.id,
+                Some(&user.email),
+            )
+            .await?;
+        self.audit(
+            Some(organization),
+            &format!("user:{}", user.id),
+            None,
+            "user.identity_linked",
+            serde_json::json!({ "plugin": plugin, "provider": provider }),
+        )
+        .await;
+        Ok(())
     }
 }
 
