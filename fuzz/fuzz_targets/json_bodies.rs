@@ -12,7 +12,8 @@ use gatehouse_engine::graph::CompiledModel;
 use gatehouse_engine::model::{
     AuthorizationModel, ConditionDef, ConditionParamType, TypeName, parse_dsl, validate_model,
 };
-use gatehouse_engine::service::{decode_token, encode_token, page_token_revision, paginate_sorted};
+use gatehouse_engine::service::{Engine, EngineConfig, PageTokens, decode_token, encode_token};
+use gatehouse_engine::store::memory::MemoryStore;
 use gatehouse_engine::store::Page;
 use gatehouse_engine::tuple::{ContextMap, ObjectRef, TupleKey, UserRef};
 use libfuzzer_sys::fuzz_target;
@@ -63,6 +64,8 @@ struct Fixture {
     conditions: Vec<(ConditionDef, CompiledCondition)>,
     /// Sorted items for pagination.
     items: Vec<String>,
+    /// The signer of continuation tokens.
+    pages: PageTokens,
 }
 
 fn ty(type_name: TypeName, generic_types: Vec<ConditionParamType>) -> ConditionParamType {
@@ -158,6 +161,11 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         model,
         conditions,
         items,
+        pages: Engine::new(
+            std::sync::Arc::new(MemoryStore::new()),
+            EngineConfig::default(),
+        )
+        .page_tokens(),
     }
 });
 
@@ -278,16 +286,20 @@ fn tokens(fx: &Fixture, data: &[u8]) {
             Some(rev)
         );
     }
-    let rev = page_token_revision(&raw).unwrap_or(7);
+    let rev = fx.pages.revision(&raw, "q").unwrap_or(7);
     let size = data.first().map_or(0, |b| usize::from(*b) % 30);
     let page = Page {
         size,
         token: Some(raw.into_owned()),
     };
-    if let Ok((items, next)) = paginate_sorted(&fx.items, |s| s.as_str(), &page, rev) {
+    if let Ok((items, next)) = fx
+        .pages
+        .paginate_sorted(&fx.items, |s| s.as_str(), &page, rev, "q")
+    {
         assert!(size == 0 || items.len() <= size);
         if let Some(next) = next {
-            assert_eq!(page_token_revision(&next).ok(), Some(rev));
+            assert_eq!(fx.pages.revision(&next, "q").ok(), Some(rev));
+            assert!(fx.pages.revision(&next, "other").is_err());
         }
     }
 }
