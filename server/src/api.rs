@@ -212,6 +212,7 @@ fn route_label(path: &str) -> &'static str {
         ["login", "with", _] => "/login/with/{plugin}",
         ["login", "consent"] => "/login/consent",
         ["login", "link"] => "/login/link",
+        ["login", "prove"] => "/login/prove",
         ["login", "callback", _] => "/login/callback/{plugin}",
         ["login", "metadata", "saml", _] => "/login/metadata/saml/{client_id}",
         ["device"] => "/device",
@@ -554,6 +555,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
         .service(
             web::resource("/login/link")
                 .post(link::confirm)
+                .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
+        )
+        .service(
+            web::resource("/login/prove")
+                .post(link::prove)
                 .default_service(web::to(|| async { openfga::method_not_allowed("POST") })),
         )
         .service(

@@ -290,6 +290,41 @@ pub async fn confirm_link(b: &mut Browser, page: Page) -> Page {
     .await
 }
 
+/// The code in the `n`th sign-in code mailed to `email`, once it is there.
+pub async fn code_in_mail(s: &Server, email: &str, n: usize) -> String {
+    let re = regex::Regex::new(r"Subject: (\d{8}) is your code to sign in").unwrap();
+    for _ in 0..100 {
+        let mails: Vec<String> = crate::account::outbox_to(&s.data_dir().join("outbox"), email)
+            .into_iter()
+            .filter(|m| m.contains("is your code to sign in"))
+            .collect();
+        if let Some(m) = mails.get(n - 1) {
+            return re.captures(m).unwrap_or_else(|| panic!("no code in {m}"))[1].to_string();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no sign-in code #{n} mailed to {email}");
+}
+
+/// Proves the address an identity provider vouched for with the `n`th code mailed to `email`,
+/// from the page that asks for it; the answer (the sign-in going on).
+pub async fn prove_address(s: &Server, b: &mut Browser, page: Page, email: &str, n: usize) -> Page {
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("Check your email"),
+        "no code asked: {}",
+        page.body
+    );
+    let code = code_in_mail(s, email, n).await;
+    let re = regex::Regex::new(r#"name="csrf" value="([^"]*)""#).unwrap();
+    let csrf = re.captures(&page.body).unwrap()[1].to_string();
+    b.post(
+        "/login/prove",
+        &[("csrf", csrf.as_str()), ("code", code.as_str())],
+    )
+    .await
+}
+
 /// Creates `email` (password [`PASSWORD`]) as a `role` of the organization `org`, through the
 /// admin command.
 pub async fn add_user(s: &Server, org: &str, email: &str, role: &str) {

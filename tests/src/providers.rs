@@ -389,13 +389,86 @@ async fn the_oidc_plugin_signs_in_with_a_real_openid_provider(backend: Backend) 
     );
 
     // Ada has a password account with the address the provider vouches for: the provider's
-    // account is not linked to it on the address alone.
+    // account is not linked to it on the address alone. The person is asked for a code mailed
+    // to the address, and the page is the one an address without an account gets.
     let mut b = Browser::new(&s);
     let (_, challenge) = pkce();
     let page = sign_in_with_idp(&mut b, &client_id, &challenge, &idp.issuer, &ada).await;
-    assert_eq!(page.status, 403, "{}", page.body);
-    assert!(page.body.contains("exists already"), "{}", page.body);
-    assert!(page.location.is_none());
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Check your email"), "{}", page.body);
+    assert!(page.location.is_none() && !b.cookies.contains_key("gh_session"));
+    let mut nb = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let newbie_page = sign_in_with_idp(
+        &mut nb,
+        &client_id,
+        &challenge,
+        &idp.issuer,
+        "newbie@elsewhere.io",
+    )
+    .await;
+    let masked = |body: &str, email: &str| {
+        let re = regex::Regex::new(r#"value="[^"]*""#).unwrap();
+        re.replace_all(&body.replace(email, "ADDRESS"), "value=\"\"")
+            .into_owned()
+    };
+    assert_eq!(newbie_page.status, page.status);
+    assert_eq!(
+        masked(&newbie_page.body, "newbie@elsewhere.io"),
+        masked(&page.body, &ada),
+        "the answer tells whether the address has an account"
+    );
+    // A wrong code signs nobody in.
+    let re = regex::Regex::new(r#"name="csrf" value="([^"]*)""#).unwrap();
+    let csrf = re.captures(&page.body).unwrap()[1].to_string();
+    let wrong = b
+        .post(
+            "/login/prove",
+            &[("csrf", csrf.as_str()), ("code", "00000000")],
+        )
+        .await;
+    assert_eq!(wrong.status, 400, "{}", wrong.body);
+    assert!(wrong.body.contains("not right"), "{}", wrong.body);
+    assert!(wrong.location.is_none() && !b.cookies.contains_key("gh_session"));
+    // Bad input changes nothing: another browser (without the page's cookie), a missing or
+    // oversized code, a body that is no form, another method.
+    let stranger = Browser::new(&s)
+        .post(
+            "/login/prove",
+            &[("csrf", csrf.as_str()), ("code", "00000000")],
+        )
+        .await;
+    assert_eq!(stranger.status, 400, "{}", stranger.body);
+    assert!(stranger.body.contains("expired"), "{}", stranger.body);
+    let big = "9".repeat(10_000);
+    for fields in [
+        vec![("csrf", csrf.as_str())],
+        vec![("csrf", csrf.as_str()), ("code", big.as_str())],
+    ] {
+        let p = b.post("/login/prove", &fields).await;
+        assert_eq!(p.status, 400, "{}", p.body);
+        assert!(!b.cookies.contains_key("gh_session"));
+    }
+    let r = s
+        .client
+        .post(format!("{}/login/prove", s.base))
+        .header("content-type", "application/json")
+        .body("{\"code\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = s
+        .client
+        .get(format!("{}/login/prove", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "method_not_allowed"
+    );
 
     // Signed in with her password first, the same browser links the two once she confirms.
     let (_, challenge) = pkce();
@@ -410,11 +483,12 @@ async fn the_oidc_plugin_signs_in_with_a_real_openid_provider(backend: Backend) 
     let (_, challenge) = pkce();
     let asked = sign_in_with_idp(&mut b, &client_id, &challenge, &idp.issuer, &ada).await;
     assert_eq!(asked.status, 200, "linked without asking: {}", asked.body);
-    // Nothing is linked before she confirms: another browser is still refused.
+    // Nothing is linked before she confirms: another browser still needs the mailed code.
     let mut other = Browser::new(&s);
     let (_, c2) = pkce();
     let page = sign_in_with_idp(&mut other, &client_id, &c2, &idp.issuer, &ada).await;
-    assert_eq!(page.status, 403, "{}", page.body);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Check your email"), "{}", page.body);
     let page = crate::login::confirm_link(&mut b, asked).await;
     assert_eq!(page.status, 303, "{}", page.body);
     assert!(page.location.as_deref().unwrap().starts_with(REDIRECT));
@@ -449,7 +523,13 @@ async fn the_oidc_plugin_signs_in_with_a_real_openid_provider(backend: Backend) 
         .await;
     assert_eq!(page.status, 400, "{}", page.body);
 
-    // A new address at the provider makes a new user, who is not a member: the policy says no.
+    // A new address at the provider, once proven with the mailed code, makes a new user,
+    // who is not a member: the policy says no.
+    let page =
+        crate::login::prove_address(&s, &mut nb, newbie_page, "newbie@elsewhere.io", 1).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("cannot sign in"), "{}", page.body);
+    // The account is linked now: a fresh browser is not asked for a code again.
     let mut b = Browser::new(&s);
     let (_, challenge) = pkce();
     let page = sign_in_with_idp(
@@ -462,6 +542,18 @@ async fn the_oidc_plugin_signs_in_with_a_real_openid_provider(backend: Backend) 
     .await;
     assert_eq!(page.status, 403, "{}", page.body);
     assert!(page.body.contains("cannot sign in"), "{}", page.body);
+    // Alice proves her own address with the code from her mailbox: the provider's account is
+    // linked to her existing account (a member, so she signs in), not to a new one.
+    let mut b = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let page = sign_in_with_idp(&mut b, &client_id, &challenge, &idp.issuer, "alice@acme.io").await;
+    let page = crate::login::prove_address(&s, &mut b, page, "alice@acme.io", 1).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert!(page.location.as_deref().unwrap().starts_with(REDIRECT));
+    let mut b = Browser::new(&s);
+    let (_, challenge) = pkce();
+    let page = sign_in_with_idp(&mut b, &client_id, &challenge, &idp.issuer, "alice@acme.io").await;
+    assert_eq!(page.status, 303, "linked: {}", page.body);
     // An address the provider does not vouch for signs nobody in.
     let mut b = Browser::new(&s);
     let (_, challenge) = pkce();
@@ -649,10 +741,12 @@ async fn the_github_plugin_signs_in_with_a_verified_address_only() {
     assert_eq!(st, 200, "{got}");
     assert_eq!(got["secrets_set"], json!(["client_secret"]));
 
-    // A GitHub account whose primary address is verified: a new user, not yet a member, so
-    // the sign-in policy refuses; once they accept an admin's invitation, they sign in.
+    // A GitHub account whose primary address is verified: once the person proves it with the
+    // mailed code, a new user, not yet a member, so the sign-in policy refuses; once they
+    // accept an admin's invitation, they sign in.
     let mut b = Browser::new(&s);
     let page = sign_in_with_github(&mut b, &client_id, "octocat").await;
+    let page = crate::login::prove_address(&s, &mut b, page, "octocat@github.test", 1).await;
     assert_eq!(page.status, 403, "{}", page.body);
     assert!(page.body.contains("cannot sign in"), "{}", page.body);
     let r = s
@@ -667,8 +761,8 @@ async fn the_github_plugin_signs_in_with_a_verified_address_only() {
     let mut b = Browser::new(&s);
     let page = sign_in_with_github(&mut b, &client_id, "octocat").await;
     assert_eq!(page.status, 403, "a member before accepting: {}", page.body);
-    // The account GitHub made has no password: the person proves the address with a reset
-    // link, then accepts the invitation with it.
+    // The account GitHub made has no password: the person sets one with a reset link, then
+    // accepts the invitation with it.
     crate::account::reset_password(&s, "octocat@github.test").await;
     assert_eq!(
         crate::account::accept_invitation(&s, "octocat@github.test", 1).await,
@@ -682,6 +776,7 @@ async fn the_github_plugin_signs_in_with_a_verified_address_only() {
     // The verified address is taken even when the primary one is not verified.
     let mut b = Browser::new(&s);
     let page = sign_in_with_github(&mut b, &client_id, "secondary").await;
+    let page = crate::login::prove_address(&s, &mut b, page, "second@github.test", 1).await;
     assert_eq!(page.status, 403, "{}", page.body);
     assert!(page.body.contains("cannot sign in"), "{}", page.body);
     // No verified address at all: nobody signs in, and no user is made.

@@ -427,8 +427,10 @@ async fn the_saml_plugin_signs_in_with_signed_responses_only(backend: Backend) {
         &idp.response(&answer(&id, &acs, &callback, &attributes)),
     )
     .await;
-    assert_eq!(page.status, 403, "{}", page.body);
-    assert!(page.body.contains("exists already"), "{}", page.body);
+    // It asks for the code mailed to the address, as for any address; nobody is signed in.
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Check your email"), "{}", page.body);
+    assert!(!b.cookies.contains_key("gh_session"));
 
     // Signed in with her password, the same browser links the two.
     let (_, challenge) = pkce();
@@ -855,7 +857,27 @@ async fn an_organizations_idp_vouches_only_inside_it() {
         &forged.response(&answer(&id, &acs, &callback, &attributes)),
     )
     .await;
-    assert_eq!(page.status, 403, "{}", page.body);
+    // Evil's IdP account is not linked to anyone: the browser is asked for the code mailed to
+    // Ada, which evil does not have. Guessing gets nowhere: after five wrong codes even the
+    // right one is refused.
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Check your email"), "{}", page.body);
+    let re = regex::Regex::new(r#"name="csrf" value="([^"]*)""#).unwrap();
+    let csrf = re.captures(&page.body).unwrap()[1].to_string();
+    for guess in ["00000000", "12345678", "11111111", "99999999", "31415926"] {
+        let p = victim
+            .post("/login/prove", &[("csrf", csrf.as_str()), ("code", guess)])
+            .await;
+        assert_eq!(p.status, 400, "{}", p.body);
+    }
+    let code = crate::login::code_in_mail(&s, &ada, 1).await;
+    let p = victim
+        .post(
+            "/login/prove",
+            &[("csrf", csrf.as_str()), ("code", code.as_str())],
+        )
+        .await;
+    assert_eq!(p.status, 429, "{}", p.body);
     assert!(
         !victim.cookies.contains_key("gh_session"),
         "a forged answer left a session"

@@ -2066,11 +2066,36 @@ pub(super) async fn provider_callback(
                 &service.organization_id,
                 &display_name,
                 &assertion,
-                state.signup,
             )
             .await
             {
                 Ok(crate::identity::login::ProviderUser::User(u)) => u,
+                Ok(crate::identity::login::ProviderUser::Prove { email, name }) => {
+                    let proof = super::link::PendingProof {
+                        plugin: plugin.clone(),
+                        organization: service.organization_id.clone(),
+                        provider: assertion.provider.clone(),
+                        subject: assertion.subject.clone(),
+                        email,
+                        name,
+                        display_name: display_name.clone(),
+                        request: id.clone(),
+                        methods: crate::identity::trusted_methods(
+                            gatehouse_plugin_host::embedded::is_first_party(&plugin),
+                            matches!(method.kind, gatehouse_plugin_host::Kind::Provider),
+                            &assertion.methods,
+                        ),
+                        code_sha256: String::new(),
+                    };
+                    return super::link::prove_page(
+                        &p,
+                        state.mailer.as_ref(),
+                        proof,
+                        &service,
+                        org.as_ref(),
+                    )
+                    .await;
+                }
                 Ok(crate::identity::login::ProviderUser::Link(u)) => {
                     let link = super::link::PendingLink {
                         plugin: plugin.clone(),
@@ -2193,7 +2218,6 @@ async fn provider_user(
     organization: &str,
     display_name: &str,
     assertion: &gatehouse_plugin_host::Assertion,
-    signup: bool,
 ) -> Result<crate::identity::login::ProviderUser, Option<String>> {
     let current_user = match current_session(p, req).await {
         Ok(s) => s.map(|s| s.user_id),
@@ -2210,7 +2234,6 @@ async fn provider_user(
             display_name,
             assertion,
             current_user.as_deref(),
-            signup,
         )
         .await
     {

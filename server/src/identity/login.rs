@@ -196,6 +196,14 @@ pub enum ProviderUser {
     /// The user signed in in this browser, whose address the provider vouches for: linked once
     /// they confirm ([`Identity::link_provider_account`]).
     Link(User),
+    /// An address the provider vouches for that no account of its is linked to yet: whoever
+    /// signs in proves it first with a code sent there ([`Identity::proven_provider_user`]).
+    /// Asked whether or not a Gatehouse account has the address, so the answer does not tell.
+    Prove {
+        email: String,
+        /// The new account's name, should one be created.
+        name: String,
+    },
     /// Nobody: the message says why, for the login page.
     Refused(String),
 }
@@ -214,12 +222,13 @@ impl Identity {
     /// - the user its account (under [`provider_key`]) is linked to;
     /// - else, when the provider vouches for the email address of the user signed in in this
     ///   browser (`signed_in`), that user, to link once they confirm;
-    /// - else, when no user has that address and `may_create`, a new user with it, linked
-    ///   now; the address is *not* verified for the platform (an organization's provider
-    ///   vouches inside that organization only): Gatehouse's own email check verifies it;
-    /// - else nobody: an account is never linked to an existing user by its address alone,
-    ///   since any organization may configure an identity provider, and a provider that
-    ///   vouched falsely for someone's address would take over their account.
+    /// - else, when it vouches for an address, [`ProviderUser::Prove`]: a code goes to the
+    ///   address, and [`Identity::proven_provider_user`] settles who signs in once it comes
+    ///   back. Whether an account has the address is not looked at here, so an organization's
+    ///   provider cannot learn it by asserting addresses; and an account is never linked to an
+    ///   existing user, nor created with an address, on a provider's word alone, since any
+    ///   organization may configure a provider, and one that vouched falsely for someone's
+    ///   address would take over their account or their address.
     pub async fn user_for_provider(
         &self,
         plugin: &str,
@@ -227,7 +236,6 @@ impl Identity {
         display_name: &str,
         a: &gatehouse_plugin_host::Assertion,
         signed_in: Option<&str>,
-        may_create: bool,
     ) -> gatehouse_engine::Result<ProviderUser> {
         let provider = provider_key(organization, &a.provider);
         if a.subject.is_empty() || a.subject.len() > 255 || a.provider.len() > 512 {
@@ -261,27 +269,64 @@ impl Identity {
         {
             return Ok(ProviderUser::Link(u));
         }
-        let taken = || {
-            ProviderUser::Refused(format!(
-                "An account with {email} exists already. Sign in to it another way first; signing in with {display_name} afterwards links the two."
-            ))
+        Ok(ProviderUser::Prove {
+            email,
+            name: display_name_of(&a.claims),
+        })
+    }
+
+    /// Who signs in with a provider's account (`subject` at `provider` through `plugin`,
+    /// configured by `organization`) once the person proved `email`, the address the provider
+    /// vouched for, with the code sent there: the account with that address, now linked (its
+    /// owner proved the address); else, when `may_create`, a new account with it, verified and
+    /// linked; else nobody. The provider's account may have been linked meanwhile (another
+    /// sign-in racing this one): then its user.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn proven_provider_user(
+        &self,
+        plugin: &str,
+        organization: &str,
+        provider: &str,
+        subject: &str,
+        email: &str,
+        name: &str,
+        may_create: bool,
+    ) -> gatehouse_engine::Result<ProviderUser> {
+        let key = provider_key(organization, provider);
+        let linked_user = |id: Option<String>| async move {
+            Ok::<_, gatehouse_engine::Error>(match id {
+                Some(id) => match self.store.user(&id).await? {
+                    Some(u) => Some(ProviderUser::User(u)),
+                    None => Some(ProviderUser::Refused(
+                        "The account linked to it no longer exists.".into(),
+                    )),
+                },
+                None => None,
+            })
         };
-        if self.store.user_by_email(&email).await?.is_some() {
-            return Ok(taken());
+        if let Some(found) =
+            linked_user(self.store.external_identity(plugin, &key, subject).await?).await?
+        {
+            return Ok(found);
+        }
+        if let Some(u) = self.store.user_by_email(email).await? {
+            self.link_provider_account(plugin, organization, provider, subject, &u)
+                .await?;
+            return Ok(ProviderUser::User(u));
         }
         if !may_create {
             return Ok(ProviderUser::Refused(
-                "No account here matches it, and this server does not create accounts on sign-in."
+                "No account here has this address, and this server does not create accounts on sign-in."
                     .into(),
             ));
         }
-        let name = display_name_of(&a.claims);
         let now = Utc::now();
         let user = User {
             id: ulid::Ulid::new().to_string().to_lowercase(),
-            email: email.clone(),
-            email_verified: false,
-            name,
+            email: email.to_string(),
+            // Proven just now, through Gatehouse's own email check.
+            email_verified: true,
+            name: name.to_string(),
             password_hash: None,
             failed_logins: 0,
             locked_until: None,
@@ -291,25 +336,35 @@ impl Identity {
         use crate::db::users::NewExternalUser;
         match self
             .store
-            .create_external_user(&user, plugin, &provider, &a.subject)
+            .create_external_user(&user, plugin, &key, subject)
             .await?
         {
             NewExternalUser::Created(u) => {
                 self.audit(
-                    None,
+                    Some(organization),
                     &format!("user:{}", u.id),
                     None,
                     "user.created",
-                    serde_json::json!({ "email": u.email, "plugin": plugin, "provider": a.provider }),
+                    serde_json::json!({ "email": u.email, "plugin": plugin, "provider": provider }),
                 )
                 .await;
                 Ok(ProviderUser::User(u))
             }
-            NewExternalUser::EmailTaken => Ok(taken()),
-            NewExternalUser::Linked(id) => Ok(match self.store.user(&id).await? {
-                Some(u) => ProviderUser::User(u),
-                None => ProviderUser::Refused("The account linked to it no longer exists.".into()),
-            }),
+            // Someone took the address meanwhile: they own it as much as this person does
+            // (both proved it), so the provider's account is theirs.
+            NewExternalUser::EmailTaken => match self.store.user_by_email(email).await? {
+                Some(u) => {
+                    self.link_provider_account(plugin, organization, provider, subject, &u)
+                        .await?;
+                    Ok(ProviderUser::User(u))
+                }
+                None => Err(gatehouse_engine::Error::Unavailable(
+                    "an account was created and removed at once".into(),
+                )),
+            },
+            NewExternalUser::Linked(id) => Ok(linked_user(Some(id)).await?.unwrap_or_else(|| {
+                ProviderUser::Refused("The account linked to it no longer exists.".into())
+            })),
         }
     }
 
