@@ -37,9 +37,12 @@ pub(super) struct Caller {
 /// recent sign-in (`GATEHOUSE_REAUTH_SECS`), not only a valid token: a token copied from a
 /// person's browser hours ago does not tear their organization down.
 fn recent(state: &AppState, c: &Caller) -> Result<(), Refusal> {
-    let Some(at) = c.auth_time.filter(|_| c.user_id.is_some()) else {
+    // API keys are machine credentials: no sign-in to be recent. A person's token without a
+    // sign-in time counts as old.
+    if c.user_id.is_none() {
         return Ok(());
-    };
+    }
+    let at = c.auth_time.unwrap_or(0);
     let age = chrono::Utc::now().timestamp().saturating_sub(at);
     if age < 0 || age as u64 > state.reauth_secs {
         return Err(error(

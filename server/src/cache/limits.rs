@@ -62,7 +62,17 @@ pub async fn succeeded(kv: &dyn Ephemeral, key: &str) -> Result<()> {
 
 /// Like [`failed`], locking from `threshold` failures within the window.
 pub async fn failed_after(kv: &dyn Ephemeral, key: &str, threshold: u64) -> Result<()> {
-    let n = kv.incr(&format!("fail:{key}"), FAILURE_WINDOW).await?;
+    failed_within(kv, key, threshold, FAILURE_WINDOW).await
+}
+
+/// Like [`failed_after`], with failures forgotten `window` after the first of them.
+async fn failed_within(
+    kv: &dyn Ephemeral,
+    key: &str,
+    threshold: u64,
+    window: Duration,
+) -> Result<()> {
+    let n = kv.incr(&format!("fail:{key}"), window).await?;
     if n >= threshold {
         let doublings = (n - threshold).min(16) as u32;
         let secs = (FIRST_LOCK_SECS << doublings).min(MAX_LOCK_SECS);
@@ -153,6 +163,48 @@ mod tests {
             "{any} {second}"
         );
         assert_eq!(locked_any(&kv, &["other", "else"]).await.unwrap(), None);
+    }
+
+    /// Failures decay: those of an ended window do not add up with later ones, so one wrong
+    /// guess now and then never locks anyone (here with a window of a second instead of 15
+    /// minutes, in process and in Redis).
+    async fn failures_decay(kv: &dyn Ephemeral) {
+        let window = Duration::from_millis(1000);
+        for _ in 0..FAILURE_THRESHOLD - 1 {
+            failed_within(kv, "d", FAILURE_THRESHOLD, window)
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        for _ in 0..FAILURE_THRESHOLD - 1 {
+            failed_within(kv, "d", FAILURE_THRESHOLD, window)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            locked_any(kv, &["d"]).await.unwrap(),
+            None,
+            "failures of an ended window counted"
+        );
+        // Within one window they do add up.
+        failed_within(kv, "d", FAILURE_THRESHOLD, window)
+            .await
+            .unwrap();
+        assert!(locked_any(kv, &["d"]).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn failures_decay_in_process() {
+        failures_decay(&InProcess::default()).await;
+    }
+
+    #[tokio::test]
+    async fn failures_decay_in_redis() {
+        let prefix = format!("test-limits-{}", ulid::Ulid::new());
+        let kv = crate::cache::ephemeral::InRedis::connect("redis://127.0.0.1:6379", &prefix)
+            .await
+            .unwrap();
+        failures_decay(&kv).await;
     }
 
     #[tokio::test]
