@@ -69,6 +69,8 @@ pub struct Query<'a> {
     scope: u64,
     memo: Mutex<HashMap<String, Outcome>>,
     reads: Mutex<HashMap<TupleFilter, Arc<Vec<TupleKey>>>>,
+    /// The first condition found lacking parameters, and which: what the error names.
+    lacking: Mutex<Option<(String, Vec<String>)>>,
 }
 
 impl<'a> Query<'a> {
@@ -102,6 +104,7 @@ impl<'a> Query<'a> {
             },
             memo: Mutex::new(HashMap::new()),
             reads: Mutex::new(HashMap::new()),
+            lacking: Mutex::new(None),
         }
     }
 
@@ -141,18 +144,54 @@ impl<'a> Query<'a> {
         Ok(out)
     }
 
-    /// Evaluates the tuple's condition (a tuple without one is unconditional).
+    /// Evaluates the tuple's condition (a tuple without one is unconditional). Callers have
+    /// checked the tuple against the model ([`CompiledModel::allows_tuple`]), so its condition
+    /// is defined; one that is not counts as unsatisfied.
     pub(crate) fn condition(&self, t: &TupleKey) -> Result<ConditionOutcome> {
         let Some(c) = &t.condition else {
             return Ok(ConditionOutcome::Satisfied);
         };
         let Some(compiled) = self.model.conditions.get(&c.name) else {
-            return Err(Error::Condition {
-                name: c.name.clone(),
-                reason: "condition is not defined in the authorization model".into(),
-            });
+            return Ok(ConditionOutcome::NotSatisfied);
         };
-        compiled.evaluate(c.context.as_ref(), self.context)
+        let out = compiled.evaluate(c.context.as_ref(), self.context)?;
+        if let ConditionOutcome::MissingParameters(params) = &out {
+            let mut lacking = self.lacking.lock().map_err(|_| lock_err())?;
+            if lacking.is_none() {
+                *lacking = Some((c.name.clone(), params.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the tuple's condition may hold, for the walks of the list queries: a condition
+    /// lacking parameters counts as holding there, and [`Query::lacked`] then has every
+    /// candidate confirmed by check, which errs where the answer depends on it.
+    pub(crate) fn condition_may_hold(&self, t: &TupleKey) -> Result<bool> {
+        Ok(self.condition(t)? != ConditionOutcome::NotSatisfied)
+    }
+
+    /// Whether a condition lacked parameters anywhere in this query so far.
+    pub(crate) fn lacked(&self) -> bool {
+        self.lacking.lock().map(|l| l.is_some()).unwrap_or(true)
+    }
+
+    /// The error of an answer that lacked condition parameters, naming the condition.
+    pub(crate) fn lacking_error(&self) -> Error {
+        let lacking = self.lacking.lock().ok().and_then(|l| l.clone());
+        let (name, params) = lacking.unwrap_or_default();
+        let params = params
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Error::Condition {
+            name,
+            reason: format!(
+                "the request context is missing the parameter{} {params}",
+                if params.contains(',') { "s" } else { "" }
+            ),
+        }
     }
 
     /// The cache key of a sub-problem, scoped to the store, model, revision and request context.
@@ -176,10 +215,7 @@ pub async fn check(q: &Query<'_>, object: &str, relation: &str, user: &str) -> R
     q.model.validate_check(object, relation, user)?;
     let out = q.check(object, relation, user, 0, &mut Vec::new()).await?;
     if !out.allowed && out.missing {
-        return Err(Error::Condition {
-            name: String::new(),
-            reason: "the request context is missing parameters a condition needs".into(),
-        });
+        return Err(q.lacking_error());
     }
     Ok(out.allowed)
 }

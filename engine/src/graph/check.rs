@@ -171,7 +171,9 @@ impl Query<'_> {
                         .rewrite(&d.subtract, o, relation, user, u, depth, path)
                         .await?;
                     let cycle = base.cycle | sub.cycle;
-                    if sub.allowed {
+                    if sub.allowed || sub.cycle {
+                        // A cycle cut inside the subtracted part leaves its "no" unproven:
+                        // never an allow (OpenFGA answers false there too).
                         Ok(Outcome {
                             cycle,
                             ..Outcome::DENY
@@ -217,7 +219,7 @@ impl Query<'_> {
             let Some(tu) = UserRef::parse(&t.user) else {
                 continue;
             };
-            if !self.model.allows_user(o.object_type, relation, &tu) {
+            if !self.model.allows_tuple(o.object_type, relation, &tu, t) {
                 continue;
             }
             let hit = t.user == user
@@ -279,7 +281,7 @@ impl Query<'_> {
             };
             if !self
                 .model
-                .allows_user(o.object_type, tupleset, &UserRef::Object(parent))
+                .allows_tuple(o.object_type, tupleset, &UserRef::Object(parent), t)
             {
                 continue;
             }

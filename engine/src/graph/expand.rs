@@ -46,7 +46,7 @@ fn node<'s>(
                     .iter()
                     .filter(|t| {
                         UserRef::parse(&t.user)
-                            .is_some_and(|u| q.model.allows_user(o.object_type, relation, &u))
+                            .is_some_and(|u| q.model.allows_tuple(o.object_type, relation, &u, t))
                     })
                     .map(|t| t.user.as_str())
                     .collect();

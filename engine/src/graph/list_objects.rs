@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::{Query, parse_user};
-use crate::condition::ConditionOutcome;
 use crate::error::Result;
 use crate::store::TupleFilter;
 use crate::tuple::{ObjectRef, TupleKey, UserRef};
@@ -111,9 +110,7 @@ pub async fn list_objects(
                 let Some(tu) = UserRef::parse(&tk.user) else {
                     continue;
                 };
-                if !q.model.allows_user(&t, &ts, &tu)
-                    || q.condition(tk)? != ConditionOutcome::Satisfied
-                {
+                if !q.model.allows_tuple(&t, &ts, &tu, tk) || !q.condition_may_hold(tk)? {
                     continue;
                 }
                 for r in parents.get(&tk.user).into_iter().flatten() {
@@ -124,10 +121,11 @@ pub async fn list_objects(
         frontier = next;
     }
 
-    if !q
-        .model
-        .needs_verify
-        .contains(&(object_type.to_string(), relation.to_string()))
+    if !q.lacked()
+        && !q
+            .model
+            .needs_verify
+            .contains(&(object_type.to_string(), relation.to_string()))
     {
         return Ok(candidates.into_iter().collect());
     }
@@ -136,6 +134,8 @@ pub async fn list_objects(
         let r = q.check(&c, relation, user, 0, &mut Vec::new()).await?;
         if r.allowed {
             out.push(c);
+        } else if r.missing {
+            return Err(q.lacking_error());
         }
     }
     Ok(out)
@@ -151,10 +151,7 @@ fn push_tuples(q: &Query<'_>, tuples: &[TupleKey], out: &mut Vec<(String, String
         let Some(tu) = UserRef::parse(&t.user) else {
             continue;
         };
-        if !q.model.allows_user(o.object_type, &t.relation, &tu) {
-            continue;
-        }
-        if q.condition(t)? != ConditionOutcome::Satisfied {
+        if !q.model.allows_tuple(o.object_type, &t.relation, &tu, t) || !q.condition_may_hold(t)? {
             continue;
         }
         out.push((t.object.clone(), t.relation.clone()));

@@ -6,7 +6,6 @@ use std::collections::{BTreeSet, HashSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::{Query, parse_user};
-use crate::condition::ConditionOutcome;
 use crate::error::{Error, Result};
 use crate::model::Userset;
 use crate::store::TupleFilter;
@@ -88,8 +87,8 @@ pub async fn list_users(
                         let Some(tu) = UserRef::parse(&t.user) else {
                             continue;
                         };
-                        if !q.model.allows_user(no.object_type, &rel, &tu)
-                            || q.condition(t)? != ConditionOutcome::Satisfied
+                        if !q.model.allows_tuple(no.object_type, &rel, &tu, t)
+                            || !q.condition_may_hold(t)?
                         {
                             continue;
                         }
@@ -129,8 +128,8 @@ pub async fn list_users(
                         };
                         if !q
                             .model
-                            .allows_user(no.object_type, &ttu.tupleset.relation, &tu)
-                            || q.condition(t)? != ConditionOutcome::Satisfied
+                            .allows_tuple(no.object_type, &ttu.tupleset.relation, &tu, t)
+                            || !q.condition_may_hold(t)?
                         {
                             continue;
                         }
@@ -146,15 +145,18 @@ pub async fn list_users(
         }
     }
 
-    let verify = q
-        .model
-        .needs_verify
-        .contains(&(o.object_type.to_string(), relation.to_string()));
+    let verify = q.lacked()
+        || q.model
+            .needs_verify
+            .contains(&(o.object_type.to_string(), relation.to_string()));
     let mut out = Vec::new();
     for c in candidates {
         if verify {
             let r = q.check(object, relation, &c, 0, &mut Vec::new()).await?;
             if !r.allowed {
+                if r.missing {
+                    return Err(q.lacking_error());
+                }
                 continue;
             }
         }

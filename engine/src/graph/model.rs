@@ -212,18 +212,22 @@ impl CompiledModel {
         Ok(())
     }
 
-    /// Whether a stored tuple's user fits the relation's current restrictions (OpenFGA ignores
-    /// tuples a newer model no longer allows).
-    pub(crate) fn allows_user(
+    /// Whether a stored tuple `t` (of `object_type`, `relation`, with user `user`) fits the
+    /// relation's current restrictions, its condition included: OpenFGA ignores tuples a newer
+    /// model no longer allows, such as those whose condition it dropped.
+    pub(crate) fn allows_tuple(
         &self,
         object_type: &str,
         relation: &str,
         user: &UserRef<'_>,
+        t: &crate::tuple::TupleKey,
     ) -> bool {
+        let cond = t.condition.as_ref().map_or("", |c| c.name.as_str());
         self.model
             .directly_related(object_type, relation)
             .iter()
-            .any(|d| restriction_matches(d, user))
+            .any(|d| restriction_matches(d, user) && d.condition == cond)
+            && (cond.is_empty() || self.conditions.contains_key(cond))
     }
 }
 

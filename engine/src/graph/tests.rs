@@ -459,3 +459,207 @@ async fn list_queries_share_the_depth_bound() {
         vec![UserResult("user:deep".into())]
     );
 }
+
+/// `viewer` excludes `blocked`, which includes `viewer`: the cycle cut inside the subtracted
+/// part must not make `viewer` true (OpenFGA answers false), in any query, cached or not.
+#[tokio::test]
+async fn a_cycle_cut_inside_an_exclusion_never_allows() {
+    let dsl = "model
+  schema 1.1
+type user
+type document
+  relations
+    define blocked: [user] or viewer
+    define viewer: [user] but not blocked
+";
+    let (f, rev) = fixture(dsl, &[("user:jon", "viewer", "document:1")]).await;
+    let cache = CheckCache::new(1000, Duration::from_secs(60));
+    for round in 0..2 {
+        let q = f.q(rev).with_cache(Some(&cache));
+        for rel in ["viewer", "blocked"] {
+            assert!(
+                !check(&q, "document:1", rel, "user:jon").await.unwrap(),
+                "{rel}, round {round}"
+            );
+            assert!(
+                list_objects(&q, "document", rel, "user:jon")
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "{rel}"
+            );
+            let users = list_users(
+                &q,
+                "document:1",
+                rel,
+                &[ListUsersFilter {
+                    type_name: "user".into(),
+                    relation: None,
+                }],
+            )
+            .await
+            .unwrap();
+            assert!(users.is_empty(), "{rel}: {users:?}");
+        }
+    }
+}
+
+/// A tuple carrying the `before` condition with only `until` in its context.
+fn before_tuple(user: &str, relation: &str, object: &str) -> TupleKey {
+    let mut ctx = serde_json::Map::new();
+    ctx.insert("until".into(), serde_json::json!("2030-01-01T00:00:00Z"));
+    let mut t = TupleKey::new(user, relation, object);
+    t.condition = Some(RelationshipCondition {
+        name: "before".into(),
+        context: Some(ContextMap(ctx)),
+    });
+    t
+}
+
+const BEFORE: &str = "model
+  schema 1.1
+type user
+type group
+  relations
+    define member: [user with before]
+type folder
+  relations
+    define viewer: [user with before]
+type doc
+  relations
+    define parent: [folder]
+    define allowed: [user]
+    define direct: [user with before]
+    define via_group: [group#member]
+    define via_parent: viewer from parent
+    define computed: direct
+    define both: direct and allowed
+    define except: allowed but not direct
+    define nested: computed or via_parent
+condition before(now: timestamp, until: timestamp) {
+  now < until
+}
+";
+
+/// Check, list-objects and list-users fail the same way, naming the condition and the
+/// parameter, when a condition they need lacks a parameter: direct, userset,
+/// tuple-to-userset, computed, intersection, exclusion and nested.
+#[tokio::test]
+async fn every_query_fails_alike_on_missing_condition_parameters() {
+    let (f, _) = fixture(BEFORE, &[]).await;
+    let tuples = vec![
+        before_tuple("user:anne", "direct", "doc:1"),
+        before_tuple("user:anne", "member", "group:g"),
+        TupleKey::new("group:g#member", "via_group", "doc:1"),
+        before_tuple("user:anne", "viewer", "folder:f"),
+        TupleKey::new("folder:f", "parent", "doc:1"),
+        TupleKey::new("user:anne", "allowed", "doc:1"),
+    ];
+    for t in &tuples {
+        f.model.validate_tuple(t).unwrap();
+    }
+    let rev =
+        f.ds.write_tuples(&f.store, &[], &tuples, WriteOptions::default())
+            .await
+            .unwrap();
+    let q = f.q(rev);
+    let named = |e: Error| match e {
+        Error::Condition { name, reason } => {
+            assert_eq!(name, "before");
+            assert!(reason.contains("`now`"), "{reason}");
+        }
+        other => panic!("not a condition error: {other}"),
+    };
+    let users = [ListUsersFilter {
+        type_name: "user".into(),
+        relation: None,
+    }];
+    for rel in [
+        "direct",
+        "via_group",
+        "via_parent",
+        "computed",
+        "both",
+        "except",
+        "nested",
+    ] {
+        named(check(&q, "doc:1", rel, "user:anne").await.unwrap_err());
+        named(list_objects(&q, "doc", rel, "user:anne").await.unwrap_err());
+        named(list_users(&q, "doc:1", rel, &users).await.unwrap_err());
+    }
+    // With the parameter, all three agree.
+    let mut m = serde_json::Map::new();
+    m.insert("now".into(), serde_json::json!("2029-06-01T00:00:00Z"));
+    let c = ContextMap(m);
+    let q = Query::new(&f.store, &f.model, &f.ds, rev, &[], Some(&c));
+    for (rel, want) in [
+        ("direct", true),
+        ("via_group", true),
+        ("via_parent", true),
+        ("computed", true),
+        ("both", true),
+        ("except", false),
+        ("nested", true),
+    ] {
+        assert_eq!(
+            check(&q, "doc:1", rel, "user:anne").await.unwrap(),
+            want,
+            "{rel}"
+        );
+        let objs = list_objects(&q, "doc", rel, "user:anne").await.unwrap();
+        assert_eq!(objs == ["doc:1"], want, "{rel}: {objs:?}");
+        let us = list_users(&q, "doc:1", rel, &users).await.unwrap();
+        assert_eq!(
+            us == [UserResult("user:anne".into())],
+            want,
+            "{rel}: {us:?}"
+        );
+    }
+}
+
+/// Under a newer model that no longer has a tuple's condition, the tuple is ignored by every
+/// query (as OpenFGA does), not an error.
+#[tokio::test]
+async fn tuples_whose_condition_the_model_dropped_are_ignored() {
+    let (f, _) = fixture(BEFORE, &[]).await;
+    let tuples = vec![
+        before_tuple("user:anne", "direct", "doc:1"),
+        TupleKey::new("user:bob", "allowed", "doc:1"),
+    ];
+    let rev =
+        f.ds.write_tuples(&f.store, &[], &tuples, WriteOptions::default())
+            .await
+            .unwrap();
+    let mut m = parse_dsl(
+        "model
+  schema 1.1
+type user
+type doc
+  relations
+    define allowed: [user]
+    define direct: [user, user:*]
+    define either: direct or allowed
+",
+    )
+    .unwrap();
+    m.id = ulid::Ulid::new().to_string();
+    let newer = CompiledModel::new(m).unwrap();
+    let q = Query::new(&f.store, &newer, &f.ds, rev, &[], None);
+    let users = [ListUsersFilter {
+        type_name: "user".into(),
+        relation: None,
+    }];
+    assert!(!check(&q, "doc:1", "direct", "user:anne").await.unwrap());
+    assert!(!check(&q, "doc:1", "either", "user:anne").await.unwrap());
+    assert!(check(&q, "doc:1", "either", "user:bob").await.unwrap());
+    assert!(
+        list_objects(&q, "doc", "either", "user:anne")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        list_users(&q, "doc:1", "either", &users).await.unwrap(),
+        [UserResult("user:bob".into())]
+    );
+}
