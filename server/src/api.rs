@@ -202,6 +202,12 @@ fn route_label(path: &str) -> &'static str {
         ["metrics"] => "/metrics",
         [".well-known", "jwks.json"] => "/.well-known/jwks.json",
         [".well-known", "openid-configuration"] => "/.well-known/openid-configuration",
+        [".well-known", "authzen-configuration", _] => {
+            "/.well-known/authzen-configuration/{store_id}"
+        }
+        [".well-known", "authzen-configuration", "stores", _] => {
+            "/.well-known/authzen-configuration/stores/{store_id}"
+        }
         ["oauth2", "token"] => "/oauth2/token",
         ["oauth2", "introspect"] => "/oauth2/introspect",
         ["oauth2", "revoke"] => "/oauth2/revoke",
@@ -514,6 +520,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
         .service(
             web::resource("/metrics")
                 .get(metrics)
+                .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
+        )
+        .service(
+            web::resource("/.well-known/authzen-configuration/{tail:.+}")
+                .get(policies::authzen_configuration)
                 .default_service(web::to(|| async { openfga::method_not_allowed("GET") })),
         )
         .service(

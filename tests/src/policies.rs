@@ -288,6 +288,22 @@ async fn authzen(backend: Backend) {
     let v = s.post(&path, &one("anne", "viewer", "2")).await.ok();
     assert_eq!(v["decision"], false, "{v}");
     assert_eq!(v["context"]["policies"], json!(["no-secret"]), "{v}");
+    // `time` in any RFC 3339 form, here without seconds as AuthZEN's certification sends it.
+    for time in [
+        "2025-06-27T18:03-07:00",
+        "2025-06-28t01:03:00.25z",
+        "2025-06-28",
+    ] {
+        let mut body = one("anne", "viewer", "1");
+        body["context"] = json!({ "time": time, "ip": "192.168.1.1" });
+        let v = s.post(&path, &body).await.ok();
+        assert_eq!(v["decision"], true, "{time}: {v}");
+    }
+    let mut body = one("anne", "viewer", "1");
+    body["context"] = json!({ "time": "2025-06-27T18:03" });
+    s.post(&path, &body)
+        .await
+        .assert_error(400, Some("validation_error"));
 
     let batch = format!("/stores/{store}/access/v1/evaluations");
     let items = json!([
@@ -361,6 +377,74 @@ forbid (principal, action == Action::"viewer", resource) unless { context.relati
     s.post(&path, &one("anne", "member", "1"))
         .await
         .assert_error(400, Some("validation_error"));
+
+    // Discovery: public, at the store's path and at the one a PEP derives from the PDP
+    // identifier, and the endpoints it names answer.
+    for well_known in [
+        format!("/.well-known/authzen-configuration/{store}"),
+        format!("/.well-known/authzen-configuration/stores/{store}"),
+    ] {
+        let r = s
+            .raw(reqwest::Method::GET, &well_known, None, None, None)
+            .await;
+        let m = r.ok();
+        let pdp = m["policy_decision_point"].as_str().unwrap().to_string();
+        assert!(pdp.ends_with(&format!("/stores/{store}")), "{m}");
+        assert_eq!(
+            m["access_evaluation_endpoint"],
+            format!("{pdp}/access/v1/evaluation")
+        );
+        assert_eq!(
+            m["access_evaluations_endpoint"],
+            format!("{pdp}/access/v1/evaluations")
+        );
+        let endpoint = m["access_evaluation_endpoint"].as_str().unwrap();
+        let local = &endpoint[endpoint.find("/stores/").unwrap()..];
+        let v = s.post(local, &one("anne", "viewer", "1")).await.ok();
+        assert_eq!(v["decision"], true, "{v}");
+    }
+    // Any well-formed id gets the same shape (no oracle of which stores exist); anything else
+    // is a 404, a write a 405, all JSON.
+    let other = ulid::Ulid::new().to_string();
+    let m = s
+        .raw(
+            reqwest::Method::GET,
+            &format!("/.well-known/authzen-configuration/{other}"),
+            None,
+            None,
+            None,
+        )
+        .await
+        .ok();
+    assert!(
+        m["policy_decision_point"]
+            .as_str()
+            .unwrap()
+            .ends_with(&other)
+    );
+    for bad in [
+        "not-a-store",
+        "stores/",
+        "stores/x/y",
+        "a/b",
+        &format!("{store}/x"),
+    ] {
+        s.raw(
+            reqwest::Method::GET,
+            &format!("/.well-known/authzen-configuration/{bad}"),
+            None,
+            None,
+            None,
+        )
+        .await
+        .assert_error(404, Some("undefined_endpoint"));
+    }
+    s.post(
+        &format!("/.well-known/authzen-configuration/{store}"),
+        &json!({}),
+    )
+    .await
+    .assert_error(405, Some("method_not_allowed"));
 }
 
 async fn policy_bad_input(backend: Backend) {
@@ -622,10 +706,24 @@ async fn decision_bad_input(backend: Backend) {
     bad_semantic["options"] = json!({ "evaluations_semantic": "sometimes" });
     let mut not_array = good.clone();
     not_array["evaluations"] = json!({});
-    let mut bad_item = good.clone();
-    bad_item["evaluations"] = json!([{}, { "subject": { "type": "user" } }]);
-    for body in [too_many, bad_semantic, not_array, bad_item] {
+    for body in [too_many, bad_semantic, not_array] {
         s.post(&batch, &body).await.assert_error(400, None);
+    }
+    // An item that is itself malformed is a deny with its error; the batch is answered.
+    let mut bad_items = good.clone();
+    bad_items["evaluations"] = json!([
+        {},
+        { "subject": { "type": "user" } },
+        { "resource": null, "action": { "name": "" } },
+        { "resource": { "type": "document", "id": "1" } },
+    ]);
+    let v = s.post(&batch, &bad_items).await.ok();
+    let items = v["evaluations"].as_array().unwrap();
+    let decided: Vec<_> = items.iter().map(|e| e["decision"].clone()).collect();
+    assert_eq!(decided, [true, false, false, true], "{v}");
+    for bad in &items[1..3] {
+        assert_eq!(bad["context"]["error"]["code"], "validation_error", "{v}");
+        assert_eq!(bad["context"]["error"]["status"], 400, "{v}");
     }
     s.get(&az)
         .await

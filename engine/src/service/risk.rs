@@ -19,6 +19,32 @@ const CONSUMED: [&str; 2] = ["location", "time"];
 
 /// Reads the risk signals from a caller's context, removing those only the risk engine reads.
 /// `ip` and `device_id` stay: policies may read them (the generated schema declares both).
+/// Reads a time in any RFC 3339 form: `T`, `t` or a space between date and time, `Z`, `z` or
+/// an offset, optional fractional seconds, and (as AuthZEN callers send it) optional seconds,
+/// e.g. `2025-06-27T18:03-07:00`; a bare date is its midnight in UTC.
+pub fn parse_time(s: &str) -> Option<DateTime<chrono::FixedOffset>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t);
+    }
+    if s.len() > 64 {
+        return None;
+    }
+    let mut t = s.trim().to_ascii_uppercase();
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(&t, "%Y-%m-%d") {
+        return Some(date.and_hms_opt(0, 0, 0)?.and_utc().fixed_offset());
+    }
+    if t.ends_with('Z') {
+        t.pop();
+        t.push_str("+00:00");
+    }
+    if t.as_bytes().get(10) == Some(&b' ') {
+        t.replace_range(10..11, "T");
+    }
+    ["%Y-%m-%dT%H:%M%:z", "%Y-%m-%dT%H:%M:%S%.f%:z"]
+        .iter()
+        .find_map(|f| DateTime::parse_from_str(&t, f).ok())
+}
+
 pub fn take_signals(
     context: &mut Option<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Signals> {
@@ -57,7 +83,7 @@ pub fn take_signals(
     if let Some(v) = ctx.get("time") {
         s.time = v
             .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .and_then(parse_time)
             .map(|t| t.with_timezone(&Utc))
             .ok_or_else(|| {
                 bad(format!(
@@ -296,6 +322,33 @@ impl Engine {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_read_in_every_rfc_3339_form() {
+        let utc = |s: &str| parse_time(s).map(|t| t.with_timezone(&Utc).to_rfc3339());
+        for (s, want) in [
+            ("2025-06-28T01:03:00Z", "2025-06-28T01:03:00+00:00"),
+            ("2025-06-27T18:03-07:00", "2025-06-28T01:03:00+00:00"),
+            (
+                "2025-06-27t18:03:00.5-07:00",
+                "2025-06-28T01:03:00.500+00:00",
+            ),
+            ("2025-06-28 01:03:00z", "2025-06-28T01:03:00+00:00"),
+            ("2025-06-28T01:03Z", "2025-06-28T01:03:00+00:00"),
+            ("2025-06-28", "2025-06-28T00:00:00+00:00"),
+        ] {
+            assert_eq!(utc(s).as_deref(), Some(want), "{s}");
+        }
+        for bad in [
+            "yesterday",
+            "2025-06-28T01",
+            "2025-13-01T00:00Z",
+            "2025-06-28T01:03",
+            "",
+        ] {
+            assert_eq!(utc(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn signals_are_read_and_location_and_time_leave_the_context() {

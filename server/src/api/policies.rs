@@ -361,6 +361,34 @@ async fn az_decide(state: &State, store: &str, e: &AzEvaluation) -> ApiResult<De
     Ok(state.engine.decide(store, &req).await?)
 }
 
+/// `GET /.well-known/authzen-configuration/{store_id}` and
+/// `GET /.well-known/authzen-configuration/stores/{store_id}` (AuthZEN 1.0 PDP metadata): each
+/// store is a policy decision point named `{issuer}/stores/{store_id}`, and the second path is
+/// the one a PEP derives from that identifier. Public, like OpenID discovery; the answer is
+/// the same for any well-formed store id, so it says nothing of which stores exist.
+pub(super) async fn authzen_configuration(
+    state: State,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id = path.into_inner();
+    let id = id.strip_prefix("stores/").unwrap_or(&id);
+    if ulid::Ulid::from_string(id).is_err() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "undefined_endpoint",
+            "no such endpoint: the path names no store id",
+        ));
+    }
+    let pdp = format!("{}/stores/{id}", state.issuer.trim_end_matches('/'));
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "public, max-age=3600"))
+        .json(json!({
+            "policy_decision_point": pdp,
+            "access_evaluation_endpoint": format!("{pdp}/access/v1/evaluation"),
+            "access_evaluations_endpoint": format!("{pdp}/access/v1/evaluations"),
+        })))
+}
+
 /// `POST /stores/{id}/access/v1/evaluation` (AuthZEN 1.0).
 pub(super) async fn evaluation(
     state: State,
@@ -412,7 +440,8 @@ pub(super) async fn evaluations(
             "at most {MAX_EVALUATIONS} evaluations are allowed in one request"
         )));
     }
-    // Resolve every item first, so that a malformed one fails the request before any runs.
+    // An item that is itself malformed (no resource, say) is a deny with its error, like one
+    // that cannot be decided: AuthZEN answers the batch, never a 400 for one item.
     let d = &body.defaults;
     let resolved: Vec<AzEvaluation> = items
         .into_iter()
@@ -423,19 +452,6 @@ pub(super) async fn evaluations(
             context: e.context.or_else(|| d.context.clone()),
         })
         .collect();
-    for e in &resolved {
-        az_entity(e.subject.as_ref(), "subject")?;
-        az_entity(e.resource.as_ref(), "resource")?;
-        if e.action
-            .as_ref()
-            .and_then(|a| a.name.as_deref())
-            .is_none_or(str::is_empty)
-        {
-            return Err(ApiError::validation(
-                "every evaluation needs an `action` with a `name`",
-            ));
-        }
-    }
     let mut out = Vec::with_capacity(resolved.len());
     for e in &resolved {
         let v = match az_decide(&state, &store, e).await {
