@@ -126,6 +126,8 @@ pub struct CompiledPolicies {
     /// ([`Self::with_context_types`]), so that a caller's context is converted without Cedar's
     /// JSON reader. Empty: every caller context goes through that reader.
     context_types: HashMap<EntityUid, HashMap<String, context::Shape>>,
+    /// The context keys and attribute names the schema declares ([`Self::with_context_types`]).
+    declared: context::Declared,
     /// Whether any policy may read `context.relations` (conservatively: the text mentions
     /// `relations`), so that decisions which do not return them can skip computing them.
     pub reads_relations: bool,
@@ -261,6 +263,7 @@ impl CompiledPolicies {
             validated: std::sync::RwLock::default(),
             contexts: moka::sync::Cache::new(10_000),
             context_types: HashMap::new(),
+            declared: context::Declared::default(),
             reads_relations: text.contains("relations"),
             reads_risk: text.contains("risk"),
         })
@@ -275,7 +278,32 @@ impl CompiledPolicies {
     #[must_use]
     pub fn with_context_types(mut self, schema_json: &serde_json::Value) -> Self {
         self.context_types = context::shapes(schema_json);
+        self.declared = context::declared(schema_json);
         self
+    }
+
+    /// Leaves out of a caller's context what the schema does not declare for `action`, into
+    /// nested records; nothing when that is not known (no schema JSON, or a context record
+    /// it cannot resolve).
+    pub fn prune_context(
+        &self,
+        action: &EntityUid,
+        context: &mut serde_json::Map<String, serde_json::Value>,
+    ) {
+        if let Some(keys) = self.declared.context.get(action) {
+            keys.prune(context);
+        }
+    }
+
+    /// Leaves out of sent attributes what the schema does not declare for `entity_type`.
+    pub fn prune_attributes(
+        &self,
+        entity_type: &str,
+        attributes: &mut serde_json::Map<String, serde_json::Value>,
+    ) {
+        if let Some(keys) = self.declared.attributes.get(entity_type) {
+            keys.prune(attributes);
+        }
     }
 
     /// Adds the template-linked policies; every problem names the link's id.

@@ -992,6 +992,7 @@ impl Identity {
             explain: false,
             lean: true,
             attributes: Default::default(),
+            ignore_undeclared: false,
         };
         if fresh {
             return self

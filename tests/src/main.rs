@@ -13,6 +13,7 @@ mod conformance;
 mod account;
 mod api;
 mod attacks;
+mod authzen;
 mod bad_input;
 mod cli;
 mod consistency;

@@ -70,6 +70,107 @@ pub fn shapes(schema: &Value) -> HashMap<EntityUid, HashMap<String, Shape>> {
     out
 }
 
+/// What a schema (JSON form) declares by name: the context keys of each action and the
+/// attribute names of each entity type, into nested records. A request that may carry more
+/// (AuthZEN) leaves the rest out of the Cedar request: no policy can read them, as validation
+/// refuses a policy that reads an undeclared key. An action or type whose record cannot be
+/// resolved is left out, and nothing is left out of its requests.
+#[derive(Debug, Default)]
+pub struct Declared {
+    pub context: HashMap<EntityUid, Keys>,
+    pub attributes: HashMap<String, Keys>,
+}
+
+/// The attribute names of a record type; a record-typed attribute has its own.
+#[derive(Debug, Default)]
+pub struct Keys(HashMap<String, Option<Keys>>);
+
+impl Keys {
+    /// Leaves out of `map` what this record does not declare, into nested records.
+    pub fn prune(&self, map: &mut serde_json::Map<String, Value>) {
+        map.retain(|k, _| self.0.contains_key(k));
+        for (k, v) in map.iter_mut() {
+            if let (Some(Some(inner)), Value::Object(m)) = (self.0.get(k), v) {
+                inner.prune(m);
+            }
+        }
+    }
+}
+
+pub fn declared(schema: &Value) -> Declared {
+    let mut out = Declared::default();
+    let Some(namespaces) = schema.as_object() else {
+        return out;
+    };
+    for (ns, def) in namespaces {
+        let common = def.get("commonTypes").and_then(Value::as_object);
+        let qualified = |name: &str| {
+            if ns.is_empty() {
+                name.to_string()
+            } else {
+                format!("{ns}::{name}")
+            }
+        };
+        for (name, action) in def
+            .get("actions")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let keys = match action.get("appliesTo").and_then(|a| a.get("context")) {
+                None | Some(Value::Null) => Some(Keys::default()),
+                Some(t) => record_keys(t, common, 0),
+            };
+            let uid = format!("{}::{}", qualified("Action"), Value::String(name.clone()));
+            if let (Some(keys), Ok(uid)) = (keys, uid.parse::<EntityUid>()) {
+                out.context.insert(uid, keys);
+            }
+        }
+        for (name, entity) in def
+            .get("entityTypes")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let keys = match entity.get("shape") {
+                None | Some(Value::Null) => Some(Keys::default()),
+                Some(t) => record_keys(t, common, 0),
+            };
+            if let Some(keys) = keys {
+                out.attributes.insert(qualified(name), keys);
+            }
+        }
+    }
+    out
+}
+
+/// The attribute names of a record type, following common types; `None` for a type that is
+/// not a record (or cannot be resolved).
+fn record_keys(
+    t: &Value,
+    common: Option<&serde_json::Map<String, Value>>,
+    depth: usize,
+) -> Option<Keys> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let kind = t.get("type")?.as_str()?;
+    let name = match kind {
+        "Record" => {
+            let mut keys = HashMap::new();
+            if let Some(attributes) = t.get("attributes") {
+                for (name, a) in attributes.as_object()? {
+                    keys.insert(name.clone(), record_keys(a, common, depth + 1));
+                }
+            }
+            return Some(Keys(keys));
+        }
+        "EntityOrCommon" => t.get("name")?.as_str()?,
+        other => other,
+    };
+    record_keys(common?.get(name)?, common, depth + 1)
+}
+
 /// One type of the JSON schema format, following common types of the same namespace.
 fn resolve(
     t: &Value,

@@ -311,6 +311,9 @@ impl Engine {
                 explain: false,
                 lean: entry.lean,
                 attributes: entry.attributes.clone(),
+                // The log does not say which requests came through AuthZEN: a logged context
+                // the candidate's schema does not declare is an error, and the entry skipped.
+                ignore_undeclared: false,
             };
             match self.replay(store, &req, &candidate, &entry.risk).await {
                 Ok(now) => {

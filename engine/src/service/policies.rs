@@ -80,6 +80,11 @@ pub struct DecisionRequest {
     /// by entity; they replace stored ones for this decision and are checked against the
     /// schema.
     pub attributes: HashMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// Context keys and sent attributes that the active schema does not declare are left out
+    /// of the Cedar request instead of refused (AuthZEN: the specification allows any). No
+    /// policy can read them anyway (validation refuses one that does); the model's conditions
+    /// still see the whole context.
+    pub ignore_undeclared: bool,
 }
 
 /// A decision and what determined it.
@@ -316,8 +321,22 @@ impl Engine {
             None => {
                 let target = self.target(&model, req)?;
                 let q = self.query(store, &model, rev, cached, &opts);
+                let mut cedar_context = context.clone();
+                if req.ignore_undeclared
+                    && let Some(c) = cedar_context.as_mut()
+                {
+                    active.compiled.prune_context(&target.target.action, c);
+                }
                 let d = self
-                    .evaluate_with(store, &q, &active, target, req, context.as_ref(), risk)
+                    .evaluate_with(
+                        store,
+                        &q,
+                        &active,
+                        target,
+                        req,
+                        cedar_context.as_ref(),
+                        risk,
+                    )
                     .await?;
                 if let Some(k) = memo {
                     self.decision_memo.insert(k, Arc::new(d.clone()));
@@ -556,8 +575,14 @@ impl Engine {
         }
         for (entity, sent) in &req.attributes {
             let uid = policy::entity_uid(entity).map_err(bad)?;
+            let mut sent = std::borrow::Cow::Borrowed(sent);
+            if req.ignore_undeclared {
+                active
+                    .compiled
+                    .prune_attributes(&uid.type_name().to_string(), sent.to_mut());
+            }
             let parsed =
-                policy::parse_attributes(&uid, sent, &active.compiled.schema).map_err(|e| {
+                policy::parse_attributes(&uid, &sent, &active.compiled.schema).map_err(|e| {
                     bad(format!(
                         "properties of `{entity}` do not match the schema: {e}"
                     ))

@@ -189,6 +189,7 @@ async fn allowed(
                 explain: false,
                 lean: true,
                 attributes: Default::default(),
+                ignore_undeclared: false,
             },
         )
         .await

@@ -208,6 +208,7 @@ pub(super) async fn decide(
     }
     let req = DecisionRequest {
         attributes: body.attributes,
+        ignore_undeclared: false,
         consistency: ConsistencyFields::of(&body.consistency, &body.consistency_token)
             .resolve(&store)?,
         subject: body.subject,
@@ -326,10 +327,17 @@ async fn az_decide(state: &State, store: &str, e: &AzEvaluation) -> ApiResult<De
         .as_deref()
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::validation("`action` needs a non-empty `name`"))?;
-    if action.properties.as_ref().is_some_and(|p| !p.is_empty()) {
-        return Err(ApiError::validation(
-            "`action.properties` are not supported",
-        ));
+    // The action's `properties` reach the policies as `context.action` (a record the schema
+    // declares in the action's context, e.g. `action: {soft: Bool?}`).
+    let mut context = e.context.clone();
+    if let Some(p) = action.properties.as_ref().filter(|p| !p.is_empty()) {
+        let c = context.get_or_insert_with(Map::new);
+        if c.contains_key("action") {
+            return Err(ApiError::validation(
+                "`context.action` is where `action.properties` go: send them in one place",
+            ));
+        }
+        c.insert("action".into(), Value::Object(p.clone()));
     }
     let subject = az_entity(e.subject.as_ref(), "subject")?;
     let resource = az_entity(e.resource.as_ref(), "resource")?;
@@ -353,9 +361,10 @@ async fn az_decide(state: &State, store: &str, e: &AzEvaluation) -> ApiResult<De
         subject,
         action: name.to_string(),
         resource,
-        context: e.context.clone(),
+        context,
         lean: true,
         attributes,
+        ignore_undeclared: true,
         ..DecisionRequest::default()
     };
     Ok(state.engine.decide(store, &req).await?)
