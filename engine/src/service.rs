@@ -110,11 +110,13 @@ mod attributes;
 mod decisions;
 mod policies;
 mod risk;
+mod search;
 
 pub use attributes::MAX_ATTRIBUTE_BYTES;
 pub use decisions::{DecisionLogSettings, DryRun, Flip, MAX_DRY_RUN, Skipped};
 pub use policies::{ActivePolicies, BASELINE_VERSION, Decision, DecisionRequest};
 pub use risk::take_signals;
+pub use search::{MAX_SEARCH_CANDIDATES, MAX_SEARCH_TUPLES};
 
 /// The engine service.
 pub struct Engine {

@@ -188,7 +188,7 @@ pub async fn observe(
 /// cannot grow the label space). Cheaper than asking the router again.
 fn route_label(path: &str) -> &'static str {
     // A fixed buffer: this runs on every request, so no allocation.
-    let mut parts = [""; 5];
+    let mut parts = [""; 6];
     let mut n = 0;
     for p in path.trim_end_matches('/').split('/').skip(1) {
         let Some(slot) = parts.get_mut(n) else {
@@ -296,6 +296,15 @@ fn route_label(path: &str) -> &'static str {
         }
         ["stores", _, "access", "v1", "evaluation"] => "/stores/{store_id}/access/v1/evaluation",
         ["stores", _, "access", "v1", "evaluations"] => "/stores/{store_id}/access/v1/evaluations",
+        ["stores", _, "access", "v1", "search", "subject"] => {
+            "/stores/{store_id}/access/v1/search/subject"
+        }
+        ["stores", _, "access", "v1", "search", "resource"] => {
+            "/stores/{store_id}/access/v1/search/resource"
+        }
+        ["stores", _, "access", "v1", "search", "action"] => {
+            "/stores/{store_id}/access/v1/search/action"
+        }
         _ => "other",
     }
 }
@@ -921,6 +930,18 @@ mod tests {
         assert_eq!(
             route_label("/stores/01ABC/policies/dry-run"),
             "/stores/{store_id}/policies/dry-run"
+        );
+        assert_eq!(
+            route_label("/stores/01ABC/access/v1/search/subject"),
+            "/stores/{store_id}/access/v1/search/subject"
+        );
+        assert_eq!(
+            route_label("/stores/01ABC/access/v1/search/subject/x"),
+            "other"
+        );
+        assert_eq!(
+            route_label("/.well-known/authzen-configuration/stores/01ABC"),
+            "/.well-known/authzen-configuration/stores/{store_id}"
         );
         assert_eq!(route_label("/stores/01ABC/risk/else"), "other");
         assert_eq!(

@@ -398,6 +398,13 @@ forbid (principal, action == Action::"viewer", resource) unless { context.relati
             m["access_evaluations_endpoint"],
             format!("{pdp}/access/v1/evaluations")
         );
+        for kind in ["subject", "resource", "action"] {
+            assert_eq!(
+                m[format!("search_{kind}_endpoint")],
+                format!("{pdp}/access/v1/search/{kind}"),
+                "{m}"
+            );
+        }
         let endpoint = m["access_evaluation_endpoint"].as_str().unwrap();
         let local = &endpoint[endpoint.find("/stores/").unwrap()..];
         let v = s.post(local, &one("anne", "viewer", "1")).await.ok();

@@ -109,7 +109,14 @@ async fn route(req: &HttpRequest, payload: &mut Payload) -> HttpResponse {
     let mut parts = rest.split('/');
     let store = parts.next().unwrap_or_default();
     let (op, arg, sub) = (parts.next(), parts.next(), parts.next());
+    // AuthZEN's search endpoints are one segment deeper: `access/v1/search/{kind}`.
+    let kind = if (op, arg, sub) == (Some("access"), Some("v1"), Some("search")) {
+        parts.next()
+    } else {
+        None
+    };
     if store.is_empty()
+        || kind == Some("")
         || parts.next().is_some()
         || op == Some("")
         || arg == Some("")
@@ -191,6 +198,12 @@ async fn route(req: &HttpRequest, payload: &mut Payload) -> HttpResponse {
         (Some("access"), Some("v1"), Some("evaluations")) => {
             on!(POST => p::evaluations; "POST")
         }
+        (Some("access"), Some("v1"), Some("search")) => match kind {
+            Some("subject") => on!(POST => p::search_subject; "POST"),
+            Some("resource") => on!(POST => p::search_resource; "POST"),
+            Some("action") => on!(POST => p::search_action; "POST"),
+            _ => not_found(),
+        },
         (_, _, Some(_)) => not_found(),
         (None, None, _) => on!(GET => get_store, DELETE => delete_store; "GET, DELETE"),
         (Some("check"), None, None) => on!(POST => check; "POST"),

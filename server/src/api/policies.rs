@@ -4,7 +4,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use gatehouse_engine::service::{Decision, DecisionRequest};
+use gatehouse_engine::service::{Consistency, Decision, DecisionRequest};
 use gatehouse_engine::store::{PolicyVersion, TemplateLink};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -318,6 +318,15 @@ impl<'a> AzDecision<'a> {
 }
 
 async fn az_decide(state: &State, store: &str, e: &AzEvaluation) -> ApiResult<Decision> {
+    az_decide_at(state, store, e, Consistency::default()).await
+}
+
+async fn az_decide_at(
+    state: &State,
+    store: &str,
+    e: &AzEvaluation,
+    consistency: Consistency,
+) -> ApiResult<Decision> {
     let action = e
         .action
         .as_ref()
@@ -365,6 +374,7 @@ async fn az_decide(state: &State, store: &str, e: &AzEvaluation) -> ApiResult<De
         lean: true,
         attributes,
         ignore_undeclared: true,
+        consistency,
         ..DecisionRequest::default()
     };
     Ok(state.engine.decide(store, &req).await?)
@@ -395,6 +405,9 @@ pub(super) async fn authzen_configuration(
             "policy_decision_point": pdp,
             "access_evaluation_endpoint": format!("{pdp}/access/v1/evaluation"),
             "access_evaluations_endpoint": format!("{pdp}/access/v1/evaluations"),
+            "search_subject_endpoint": format!("{pdp}/access/v1/search/subject"),
+            "search_resource_endpoint": format!("{pdp}/access/v1/search/resource"),
+            "search_action_endpoint": format!("{pdp}/access/v1/search/action"),
         })))
 }
 
@@ -482,4 +495,217 @@ pub(super) async fn evaluations(
         }
     }
     Ok(HttpResponse::Ok().json(json!({ "evaluations": out })))
+}
+
+#[derive(Deserialize, Default)]
+struct AzPage {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    limit: Option<u64>,
+}
+
+/// An AuthZEN search: the parts of an evaluation, one of them with only a `type` (or, for
+/// actions, absent), and paging.
+#[derive(Deserialize)]
+pub(super) struct AzSearch {
+    #[serde(flatten)]
+    e: AzEvaluation,
+    #[serde(default)]
+    page: Option<AzPage>,
+}
+
+/// Most results on one search page (and the default).
+const MAX_SEARCH_PAGE: usize = 1000;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Searched {
+    Subject,
+    Resource,
+    Action,
+}
+
+/// `POST /stores/{id}/access/v1/search/subject`: every subject of the type that may do the
+/// action on the resource.
+pub(super) async fn search_subject(
+    state: State,
+    store: StoreId,
+    body: web::Json<AzSearch>,
+) -> ApiResult<HttpResponse> {
+    az_search(&state, &store, body.into_inner(), Searched::Subject).await
+}
+
+/// `POST /stores/{id}/access/v1/search/resource`: every resource of the type the subject may
+/// do the action on.
+pub(super) async fn search_resource(
+    state: State,
+    store: StoreId,
+    body: web::Json<AzSearch>,
+) -> ApiResult<HttpResponse> {
+    az_search(&state, &store, body.into_inner(), Searched::Resource).await
+}
+
+/// `POST /stores/{id}/access/v1/search/action`: every action the subject may do on the
+/// resource.
+pub(super) async fn search_action(
+    state: State,
+    store: StoreId,
+    body: web::Json<AzSearch>,
+) -> ApiResult<HttpResponse> {
+    az_search(&state, &store, body.into_inner(), Searched::Action).await
+}
+
+fn az_type<'a>(e: Option<&'a AzEntity>, what: &str) -> ApiResult<&'a str> {
+    e.and_then(|e| e.kind.as_deref())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::validation(format!("`{what}` needs a non-empty `type`")))
+}
+
+/// Searches by deciding every candidate at one revision (the first page's, carried by the
+/// page token): the store's known entities of the searched type (in its relationships or
+/// with attributes), or the resource type's relations for actions. What is returned is
+/// exactly what an evaluation at that revision allows.
+async fn az_search(
+    state: &State,
+    store: &str,
+    body: AzSearch,
+    what: Searched,
+) -> ApiResult<HttpResponse> {
+    let e = body.e;
+    let action_name = || -> ApiResult<String> {
+        e.action
+            .as_ref()
+            .and_then(|a| a.name.clone())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ApiError::validation("`action` needs a non-empty `name`"))
+    };
+    // What the request fixes, and the binding of its page tokens.
+    let (searched_type, fixed) = match what {
+        Searched::Subject => (
+            az_type(e.subject.as_ref(), "subject")?.to_string(),
+            format!(
+                "{}\0{}",
+                action_name()?,
+                az_entity(e.resource.as_ref(), "resource")?
+            ),
+        ),
+        Searched::Resource => (
+            az_type(e.resource.as_ref(), "resource")?.to_string(),
+            format!(
+                "{}\0{}",
+                az_entity(e.subject.as_ref(), "subject")?,
+                action_name()?
+            ),
+        ),
+        Searched::Action => (
+            String::new(),
+            format!(
+                "{}\0{}",
+                az_entity(e.subject.as_ref(), "subject")?,
+                az_entity(e.resource.as_ref(), "resource")?
+            ),
+        ),
+    };
+    let page = body.page.unwrap_or_default();
+    let limit = match page.limit {
+        None | Some(0) => MAX_SEARCH_PAGE,
+        Some(n) => usize::try_from(n)
+            .unwrap_or(usize::MAX)
+            .min(MAX_SEARCH_PAGE),
+    };
+    let context = e
+        .context
+        .as_ref()
+        .map(|c| serde_json::to_string(c).unwrap_or_default())
+        .unwrap_or_default();
+    let kind = match what {
+        Searched::Subject => "subject",
+        Searched::Resource => "resource",
+        Searched::Action => "action",
+    };
+    let binding = format!("search-{kind}\0{store}\0{searched_type}\0{fixed}\0{context}");
+    let token = page.token.filter(|t| !t.is_empty());
+    let rev = match &token {
+        Some(t) => state.engine.page_tokens().revision(t, &binding)?,
+        None => state.engine.current_revision(store).await?,
+    };
+    let model = state.engine.model(store, None).await?;
+    let candidates: Vec<String> = match what {
+        Searched::Action => {
+            let resource = az_entity(e.resource.as_ref(), "resource")?;
+            let rtype = resource.split_once(':').map_or("", |(t, _)| t);
+            model
+                .model
+                .type_def(rtype)
+                .map(|t| t.relations.keys().cloned().collect())
+                .unwrap_or_default()
+        }
+        // A type the model does not have has no entities to find.
+        _ if model.model.type_def(&searched_type).is_none() => Vec::new(),
+        _ => state
+            .engine
+            .known_entities(store, &searched_type, rev)
+            .await?
+            .into_iter()
+            .collect(),
+    };
+    let mut allowed: Vec<String> = Vec::new();
+    for c in candidates {
+        let mut one = e.clone();
+        match what {
+            Searched::Subject => {
+                let id = c.split_once(':').map_or("", |(_, id)| id);
+                one.subject = Some(AzEntity {
+                    kind: Some(searched_type.clone()),
+                    id: Some(id.to_string()),
+                    properties: None,
+                });
+            }
+            Searched::Resource => {
+                let id = c.split_once(':').map_or("", |(_, id)| id);
+                one.resource = Some(AzEntity {
+                    kind: Some(searched_type.clone()),
+                    id: Some(id.to_string()),
+                    properties: None,
+                });
+            }
+            Searched::Action => {
+                one.action = Some(AzAction {
+                    name: Some(c.clone()),
+                    properties: e.action.as_ref().and_then(|a| a.properties.clone()),
+                });
+            }
+        }
+        match az_decide_at(state, store, &one, Consistency::AtRevision(rev)).await {
+            Ok(d) if d.allowed => allowed.push(c),
+            Ok(_) => {}
+            // A candidate that cannot be decided is not a result (fail closed); a fault of
+            // the server is the request's.
+            Err(err) if err.status.is_client_error() => {}
+            Err(err) => return Err(err),
+        }
+    }
+    let total = allowed.len();
+    let (items, next) = state.engine.page_tokens().paginate_sorted(
+        &allowed,
+        |s| s.as_str(),
+        &gatehouse_engine::store::Page { size: limit, token },
+        rev,
+        &binding,
+    )?;
+    let results: Vec<Value> = items
+        .iter()
+        .map(|c| match what {
+            Searched::Action => json!({ "name": c }),
+            _ => {
+                let (t, id) = c.split_once(':').unwrap_or((c, ""));
+                json!({ "type": t, "id": id })
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "results": results,
+        "page": { "next_token": next.unwrap_or_default(), "count": results.len(), "total": total },
+        "context": { "revision": rev },
+    })))
 }
