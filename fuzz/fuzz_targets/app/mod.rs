@@ -259,6 +259,9 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("PUT", "risk/rules"),
     ("POST", "risk/failures"),
     ("PUT", "decision-log/settings"),
+    ("POST", "access/v1/search/subject"),
+    ("POST", "access/v1/search/resource"),
+    ("POST", "access/v1/search/action"),
 ];
 
 /// The method and path an input's first byte selects. Half the selectors name the seeded store
