@@ -1,6 +1,7 @@
 //! AuthZEN 1.0 through the real server, set up as a tenant would from each scenario's
 //! published rules (a model, relationships, attributes, a schema and Cedar policies):
-//! the certification scenario (`shared/conformance/authzen/cert/`), every case sent as it is
+//! the interop Todo scenario (`shared/conformance/authzen/todo/`), every decision; the
+//! certification scenario (`shared/conformance/authzen/cert/`), every case sent as it is
 //! (Basic, Batch and Search), and the search scenario (`shared/conformance/authzen/search/`),
 //! every request answered with its complete results.
 
@@ -10,7 +11,12 @@ use serde_json::{Value, json};
 
 use crate::harness::{Backend, Server, for_each_backend, tk};
 
-for_each_backend!(certification, search_scenario, search_paging_and_bad_input,);
+for_each_backend!(
+    todo_scenario,
+    certification,
+    search_scenario,
+    search_paging_and_bad_input,
+);
 
 fn cert(file: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -474,4 +480,126 @@ async fn search_paging_and_bad_input(backend: Backend) {
         .await
         .ok();
     assert_eq!(v["results"], json!([]), "{v}");
+}
+
+/// The Todo scenario's rules: anyone signed in reads users and todos; admins and editors
+/// create todos; an evil genius updates and deletes any todo, an editor their own.
+const TODO_RULES: &str = r#"@id("read")
+permit (principal, action in [Action::"can_read_user", Action::"can_read_todos"], resource);
+
+@id("create")
+permit (principal is user, action == Action::"can_create_todo", resource)
+when { principal.roles.contains("admin") || principal.roles.contains("editor") };
+
+@id("change")
+permit (principal is user, action in [Action::"can_update_todo", Action::"can_delete_todo"], resource is todo)
+when {
+  principal.roles.contains("evil_genius") ||
+  (principal.roles.contains("editor") && resource has ownerID && resource.ownerID == principal.email)
+};
+"#;
+
+/// Every evaluation (40) and boxcarred request (3) of the AuthZEN interop Todo scenario, as
+/// published, against a tenant holding the scenario's directory as attributes.
+async fn todo_scenario(backend: Backend) {
+    let s = Server::start(backend).await;
+    let store = s.create_store("authzen-todo").await;
+    let direct = json!({ "directly_related_user_types": [{ "type": "user" }] });
+    s.write_model(
+        &store,
+        &json!({
+            "schema_version": "1.1",
+            "type_definitions": [
+                { "type": "user",
+                  "relations": { "can_read_user": { "this": {} } },
+                  "metadata": { "relations": { "can_read_user": direct } } },
+                { "type": "todo",
+                  "relations": { "can_read_todos": { "this": {} }, "can_create_todo": { "this": {} },
+                                 "can_update_todo": { "this": {} }, "can_delete_todo": { "this": {} } },
+                  "metadata": { "relations": { "can_read_todos": direct, "can_create_todo": direct,
+                                               "can_update_todo": direct, "can_delete_todo": direct } } }
+            ]
+        }),
+    )
+    .await;
+    let mut schema = s.get(&format!("/stores/{store}/policy-schema")).await.ok()["schema"].clone();
+    let types = schema[""]["entityTypes"].as_object_mut().unwrap();
+    types.get_mut("user").unwrap()["shape"] = json!({
+        "type": "Record",
+        "attributes": {
+            "email": { "type": "String" },
+            "roles": { "type": "Set", "element": { "type": "String" } }
+        }
+    });
+    types.get_mut("todo").unwrap()["shape"] = json!({
+        "type": "Record",
+        "attributes": { "ownerID": { "type": "String", "required": false } }
+    });
+    s.put(
+        &format!("/stores/{store}/policies"),
+        &json!({ "policies": TODO_RULES, "schema": schema }),
+    )
+    .await
+    .ok();
+    let dir: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/conformance/authzen/todo/directory.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for (id, person) in dir.as_object().unwrap() {
+        s.put(
+            &format!("/stores/{store}/entity-attributes"),
+            &json!({ "entity": format!("user:{id}"),
+                     "attributes": { "email": person["email"], "roles": person["roles"] } }),
+        )
+        .await
+        .ok();
+    }
+    let decisions: Value =
+        serde_json::from_str(
+            &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(
+                "../../shared/conformance/authzen/todo/decisions-authorization-api-1_0-02.json",
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+    let mut n = 0;
+    for case in decisions["evaluation"].as_array().unwrap() {
+        let v = s
+            .post(
+                &format!("/stores/{store}/access/v1/evaluation"),
+                &case["request"],
+            )
+            .await
+            .ok();
+        assert_eq!(v["decision"], case["expected"], "{}: {v}", case["request"]);
+        n += 1;
+    }
+    for case in decisions["evaluations"].as_array().unwrap() {
+        let v = s
+            .post(
+                &format!("/stores/{store}/access/v1/evaluations"),
+                &case["request"],
+            )
+            .await
+            .ok();
+        let got: Vec<&Value> = v["evaluations"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|e| &e["decision"])
+            .collect();
+        let want: Vec<&Value> = case["expected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["decision"])
+            .collect();
+        assert_eq!(got, want, "{}: {v}", case["request"]);
+        n += 1;
+    }
+    assert_eq!(n, 43);
 }
