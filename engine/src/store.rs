@@ -6,6 +6,8 @@
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
+#[cfg(any(test, feature = "test-util"))]
+mod differential;
 pub mod memory;
 
 use async_trait::async_trait;

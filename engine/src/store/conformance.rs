@@ -40,6 +40,8 @@ pub async fn run_all(ds: &dyn Datastore) {
     decision_log(ds).await;
     entity_attributes(ds).await;
     isolation(ds).await;
+    let agreed = super::differential::differential(ds, 120).await;
+    assert!(agreed > 1000, "differential: only {agreed} checks compared");
 }
 
 fn now() -> chrono::DateTime<chrono::Utc> {
@@ -63,6 +65,10 @@ fn unique_name(what: &str) -> String {
         "conformance-{what}-{}",
         ulid::Ulid::new().to_string().to_lowercase()
     )
+}
+
+pub(crate) async fn new_store_for(ds: &dyn Datastore, what: &str) -> String {
+    new_store(ds, what).await
 }
 
 async fn new_store(ds: &dyn Datastore, what: &str) -> String {

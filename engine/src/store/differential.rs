@@ -1,0 +1,179 @@
+//! A generated differential check, part of the conformance suite: random models (unions,
+//! intersections, exclusions, tuple-to-userset, wildcards, conditions, cycles) and random
+//! tuples, asserting at one revision that check(o, r, u) ⇔ o ∈ list-objects(u, r) ⇔
+//! u ∈ list-users(o, r) (or the wildcard is listed), on whatever datastore runs the suite.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::{Datastore, WriteOptions};
+use crate::graph::{self, CompiledModel, ListUsersFilter, Query};
+use crate::model::parse_dsl;
+use crate::tuple::{ContextMap, RelationshipCondition, TupleKey};
+
+/// splitmix64: deterministic, so a failure names the seed that reproduces it.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+const RELATIONS: usize = 4;
+const USERS: [&str; 3] = ["user:u0", "user:u1", "user:u2"];
+const DOCS: [&str; 3] = ["doc:d0", "doc:d1", "doc:d2"];
+
+/// A random model: `group#member` and four relations on `doc`, each a direct part combined
+/// with another relation, a relation through `parent`, or nothing.
+fn model_dsl(rng: &mut Rng) -> String {
+    let mut out = String::from(
+        "model\n  schema 1.1\ntype user\ntype group\n  relations\n    define member: [user, user:*, group#member]\ntype doc\n  relations\n    define parent: [doc]\n",
+    );
+    for i in 0..RELATIONS {
+        let mut direct = vec![];
+        for t in ["user", "user:*", "group#member", "user with positive"] {
+            if rng.chance(50) {
+                direct.push(t);
+            }
+        }
+        if direct.is_empty() {
+            direct.push("user");
+        }
+        let other = format!("r{}", rng.below(RELATIONS));
+        let rewrite = match rng.below(6) {
+            0 => String::new(),
+            1 => format!(" or {other}"),
+            2 => format!(" and {other}"),
+            3 => format!(" but not {other}"),
+            4 => format!(" or {other} from parent"),
+            _ => format!(" but not {other} from parent"),
+        };
+        out.push_str(&format!(
+            "    define r{i}: [{}]{rewrite}\n",
+            direct.join(", ")
+        ));
+    }
+    out.push_str("condition positive(x: int) {\n  x > 0\n}\n");
+    out
+}
+
+fn random_tuple(rng: &mut Rng) -> TupleKey {
+    let object = DOCS[rng.below(DOCS.len())];
+    match rng.below(10) {
+        0 => TupleKey::new(DOCS[rng.below(DOCS.len())], "parent", object),
+        1 => TupleKey::new(
+            USERS[rng.below(USERS.len())],
+            "member",
+            ["group:g0", "group:g1"][rng.below(2)],
+        ),
+        2 => TupleKey::new("group:g1#member", "member", "group:g0"),
+        _ => {
+            let relation = format!("r{}", rng.below(RELATIONS));
+            let user = match rng.below(8) {
+                0 => "user:*",
+                1 => ["group:g0#member", "group:g1#member"][rng.below(2)],
+                _ => USERS[rng.below(USERS.len())],
+            };
+            let mut t = TupleKey::new(user, &relation, object);
+            if rng.chance(30) {
+                let mut ctx = serde_json::Map::new();
+                ctx.insert("x".into(), serde_json::json!(rng.below(3) as i64 - 1));
+                t.condition = Some(RelationshipCondition {
+                    name: "positive".into(),
+                    context: Some(ContextMap(ctx)),
+                });
+            }
+            t
+        }
+    }
+}
+
+/// Runs `rounds` random models against `ds`; returns how many checks agreed.
+pub async fn differential(ds: &dyn Datastore, rounds: u64) -> usize {
+    let mut agreed = 0;
+    for seed in 0..rounds {
+        let mut rng = Rng(seed.wrapping_mul(7919) + 1);
+        let dsl = model_dsl(&mut rng);
+        let Ok(mut m) = parse_dsl(&dsl) else {
+            continue;
+        };
+        m.id = ulid::Ulid::new().to_string();
+        let Ok(model) = CompiledModel::new(m) else {
+            continue;
+        };
+        let mut tuples: Vec<TupleKey> = Vec::new();
+        for _ in 0..40 {
+            let t = random_tuple(&mut rng);
+            if model.validate_tuple(&t).is_ok()
+                && !tuples.iter().any(|x| x.identity() == t.identity())
+            {
+                tuples.push(t);
+            }
+        }
+        let store = super::conformance::new_store_for(ds, "differential").await;
+        let rev = ds
+            .write_tuples(&store, &[], &tuples, WriteOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("differential seed {seed}: write failed: {e}"));
+        let users = [ListUsersFilter {
+            type_name: "user".into(),
+            relation: None,
+        }];
+        for r in 0..RELATIONS {
+            let relation = format!("r{r}");
+            for user in USERS {
+                let q = Query::new(&store, &model, ds, rev, &[], None);
+                let objects = graph::list_objects(&q, "doc", &relation, user).await;
+                for doc in DOCS {
+                    let q = Query::new(&store, &model, ds, rev, &[], None);
+                    let checked = graph::check(&q, doc, &relation, user).await;
+                    let q = Query::new(&store, &model, ds, rev, &[], None);
+                    let listed = graph::list_users(&q, doc, &relation, &users).await;
+                    let (Ok(checked), Ok(objects), Ok(listed)) = (&checked, &objects, &listed)
+                    else {
+                        // Depth exceeded somewhere: each query may meet it differently.
+                        continue;
+                    };
+                    let context = || {
+                        format!(
+                            "seed {seed}: {doc}#{relation}@{user}\nmodel:\n{dsl}\ntuples: {tuples:?}\ncheck {checked}, list-objects {objects:?}, list-users {listed:?}"
+                        )
+                    };
+                    assert_eq!(
+                        *checked,
+                        objects.iter().any(|o| o == doc),
+                        "check and list-objects disagree, {}",
+                        context()
+                    );
+                    let named = listed.iter().any(|u| u.0 == user);
+                    let wildcard = listed.iter().any(|u| u.0 == "user:*");
+                    if *checked {
+                        assert!(
+                            named || wildcard,
+                            "check allows, list-users lacks the user, {}",
+                            context()
+                        );
+                    } else {
+                        assert!(
+                            !named,
+                            "check denies, list-users names the user, {}",
+                            context()
+                        );
+                    }
+                    agreed += 1;
+                }
+            }
+        }
+    }
+    agreed
+}
