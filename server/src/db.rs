@@ -410,6 +410,16 @@ async fn migrate_target(target: &Target) -> Result<()> {
                     AsyncPgConnection,
                 > as diesel::Connection>::establish(&url)
                 .map_err(|e| DbError::Unavailable(e.to_string()))?;
+                // Nodes that start together migrate one at a time: the others wait on this
+                // session lock (released with the connection) and then find nothing to do,
+                // instead of racing to create the same tables.
+                diesel::connection::SimpleConnection::batch_execute(
+                    &mut conn,
+                    "SELECT pg_advisory_lock(7451287461350719821)",
+                )
+                .map_err(|e| {
+                    DbError::Migration(format!("could not take the migration lock: {e}"))
+                })?;
                 conn.run_pending_migrations(gatehouse_migrations::POSTGRES)
                     .map(|v| v.len())
                     .map_err(|e| DbError::Migration(e.to_string()))
