@@ -101,7 +101,10 @@ impl ParamType {
                 other => return Err(expected("a duration string", other)),
             },
             Self::Timestamp => match value {
-                Json::String(s) => Box::new(CelTimestamp::from(parse_rfc3339(s)?)),
+                Json::String(s) => Box::new(CelTimestamp::from(
+                    // The same instant in UTC, as OpenFGA reads it (its hours, days, text).
+                    parse_rfc3339(s)?.with_timezone(&chrono::Utc).fixed_offset(),
+                )),
                 other => return Err(expected("an RFC 3339 timestamp string", other)),
             },
             Self::IpAddress => match value {

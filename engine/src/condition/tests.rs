@@ -207,6 +207,24 @@ fn data_types_duration() {
     reason(&c, eval(&c, Some(json!({"_duration": null})), None));
 }
 
+/// A timestamp with an offset is the same instant in UTC, as OpenFGA (Go's CEL, protobuf
+/// timestamps) reads it: its hour, day and string form are UTC's, and fractional seconds stay.
+#[test]
+fn timestamps_with_offsets_are_read_in_utc() {
+    let c = compile(
+        "utc",
+        r#"t.getHours() == 8 && t.getDayOfMonth() == 0 && string(t) == "2023-01-01T08:00:00.25Z" && t == timestamp("2023-01-01T08:00:00.25Z")"#,
+        &[("t", ty(TypeName::TYPE_NAME_TIMESTAMP))],
+    );
+    for t in [
+        "2023-01-01T10:00:00.25+02:00",
+        "2023-01-01T08:00:00.250Z",
+        "2022-12-31T23:00:00.25-09:00",
+    ] {
+        assert_eq!(both(&c, json!({ "t": t })), Satisfied, "{t}");
+    }
+}
+
 #[test]
 fn data_types_timestamp() {
     let c = compile(
