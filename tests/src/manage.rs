@@ -1105,6 +1105,37 @@ async fn service_keys_reach_only_their_organizations_stores(backend: Backend) {
             .0,
             404
         );
+        // AuthZEN too: no search reveals who holds what in another organization's store.
+        for (kind, body) in [
+            (
+                "evaluation",
+                json!({ "subject": { "type": "user", "id": "anne" }, "action": { "name": "viewer" }, "resource": { "type": "doc", "id": "1" } }),
+            ),
+            (
+                "search/subject",
+                json!({ "subject": { "type": "user" }, "action": { "name": "viewer" }, "resource": { "type": "doc", "id": "1" } }),
+            ),
+            (
+                "search/resource",
+                json!({ "subject": { "type": "user", "id": "anne" }, "action": { "name": "viewer" }, "resource": { "type": "doc" } }),
+            ),
+            (
+                "search/action",
+                json!({ "subject": { "type": "user", "id": "anne" }, "resource": { "type": "doc", "id": "1" } }),
+            ),
+        ] {
+            let (st, out) = post(
+                format!("/stores/{store}/access/v1/{kind}"),
+                key.clone(),
+                body,
+            )
+            .await;
+            assert_eq!(
+                (st, out["code"].as_str()),
+                (404, Some("store_id_not_found")),
+                "{kind}: {out}"
+            );
+        }
         let (st, _) = api
             .call(
                 reqwest::Method::DELETE,
@@ -1115,6 +1146,19 @@ async fn service_keys_reach_only_their_organizations_stores(backend: Backend) {
             .await;
         assert_eq!(st, 404);
     }
+    // The owner's own search finds anne.
+    let (st, out) = post(
+        format!("/stores/{a1}/access/v1/search/subject"),
+        acme.clone(),
+        json!({ "subject": { "type": "user" }, "action": { "name": "viewer" }, "resource": { "type": "doc", "id": "1" } }),
+    )
+    .await;
+    assert_eq!(st, 200, "{out}");
+    assert_eq!(
+        out["results"],
+        json!([{ "type": "user", "id": "anne" }]),
+        "{out}"
+    );
     // Nothing was written or deleted by those.
     let (st, out) = post(format!("/stores/{a1}/check"), acme.clone(), check.clone()).await;
     assert_eq!((st, out["allowed"].as_bool()), (200, Some(true)), "{out}");
