@@ -993,6 +993,7 @@ impl Identity {
             lean: true,
             attributes: Default::default(),
             ignore_undeclared: false,
+            quiet: false,
         };
         if fresh {
             return self

@@ -18,10 +18,11 @@ for_each_backend!(
     search_paging_and_bad_input,
 );
 
-fn cert(file: &str) -> Value {
+/// A file of `shared/conformance/authzen/`, as JSON.
+fn scenario(path: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/authzen/cert")
-        .join(file);
+        .join("../../shared/conformance/authzen")
+        .join(path);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -64,7 +65,7 @@ async fn setup(backend: Backend) -> (Server, String) {
         }),
     )
     .await;
-    let fixture = cert("fixture.json");
+    let fixture = scenario("cert/fixture.json");
     let tuples: Vec<Value> = fixture["tuples"]
         .as_array()
         .unwrap()
@@ -115,7 +116,7 @@ async fn setup(backend: Backend) -> (Server, String) {
 
 async fn certification(backend: Backend) {
     let (s, store) = setup(backend).await;
-    let cases = cert("cases.json");
+    let cases = scenario("cert/cases.json");
     let mut ran = 0;
     for case in cases.as_array().unwrap() {
         let id = case["id"].as_str().unwrap();
@@ -205,13 +206,6 @@ async fn certification(backend: Backend) {
     assert_eq!(ran, 54, "every case ran");
 }
 
-fn search_file(file: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/authzen/search")
-        .join(file);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
 /// The search scenario's rules: an owner views, edits and deletes; a manager views every
 /// record; anyone views the records of their own department; a manager edits the records of
 /// their department.
@@ -245,7 +239,7 @@ async fn search_setup(backend: Backend) -> (Server, String) {
         }),
     )
     .await;
-    let records = search_file("records.json");
+    let records = scenario("search/records.json");
     let owners: Vec<Value> = records
         .as_array()
         .unwrap()
@@ -276,7 +270,7 @@ async fn search_setup(backend: Backend) -> (Server, String) {
     .await
     .ok();
     let attrs = format!("/stores/{store}/entity-attributes");
-    for u in search_file("users.json").as_array().unwrap() {
+    for u in scenario("search/users.json").as_array().unwrap() {
         s.put(
             &attrs,
             &json!({ "entity": format!("user:{}", u["id"].as_str().unwrap()),
@@ -325,7 +319,10 @@ async fn search_scenario(backend: Backend) {
         ("resource", "resource-results.json"),
         ("action", "action-results.json"),
     ] {
-        for case in search_file(file)["evaluation"].as_array().unwrap() {
+        for case in scenario(&format!("search/{file}"))["evaluation"]
+            .as_array()
+            .unwrap()
+        {
             let req = &case["request"];
             let v = s
                 .post(&format!("/stores/{store}/access/v1/search/{kind}"), req)
@@ -480,6 +477,20 @@ async fn search_paging_and_bad_input(backend: Backend) {
         .await
         .ok();
     assert_eq!(v["results"], json!([]), "{v}");
+    // A search's evaluations are its own work: the decision log, whose buffer every store
+    // shares, holds the one evaluation sent here and none of the dozens of candidates the
+    // searches above decided.
+    let v = s
+        .post(
+            &format!("/stores/{store}/access/v1/evaluation"),
+            &json!({ "subject": { "type": "user", "id": "alice" }, "action": { "name": "view" },
+                     "resource": { "type": "record", "id": "101" } }),
+        )
+        .await
+        .ok();
+    assert_eq!(v["decision"], true, "{v}");
+    let log = s.get(&format!("/stores/{store}/decisions")).await.ok();
+    assert_eq!(log["decisions"].as_array().unwrap().len(), 1, "{log}");
 }
 
 /// The Todo scenario's rules: anyone signed in reads users and todos; admins and editors
@@ -541,14 +552,7 @@ async fn todo_scenario(backend: Backend) {
     )
     .await
     .ok();
-    let dir: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/conformance/authzen/todo/directory.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let dir = scenario("todo/directory.json");
     for (id, person) in dir.as_object().unwrap() {
         s.put(
             &format!("/stores/{store}/entity-attributes"),
@@ -558,14 +562,7 @@ async fn todo_scenario(backend: Backend) {
         .await
         .ok();
     }
-    let decisions: Value =
-        serde_json::from_str(
-            &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(
-                "../../shared/conformance/authzen/todo/decisions-authorization-api-1_0-02.json",
-            ))
-            .unwrap(),
-        )
-        .unwrap();
+    let decisions = scenario("todo/decisions-authorization-api-1_0-02.json");
     let mut n = 0;
     for case in decisions["evaluation"].as_array().unwrap() {
         let v = s

@@ -314,6 +314,7 @@ impl Engine {
                 // The log does not say which requests came through AuthZEN: a logged context
                 // the candidate's schema does not declare is an error, and the entry skipped.
                 ignore_undeclared: false,
+                quiet: false,
             };
             match self.replay(store, &req, &candidate, &entry.risk).await {
                 Ok(now) => {

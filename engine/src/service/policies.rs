@@ -85,6 +85,9 @@ pub struct DecisionRequest {
     /// policy can read them anyway (validation refuses one that does); the model's conditions
     /// still see the whole context.
     pub ignore_undeclared: bool,
+    /// Not written to the decision log and not added to the subject's risk history: an
+    /// evaluation a search makes for itself, not a decision a caller enforces.
+    pub quiet: bool,
 }
 
 /// A decision and what determined it.
@@ -321,22 +324,18 @@ impl Engine {
             None => {
                 let target = self.target(&model, req)?;
                 let q = self.query(store, &model, rev, cached, &opts);
-                let mut cedar_context = context.clone();
-                if req.ignore_undeclared
-                    && let Some(c) = cedar_context.as_mut()
-                {
-                    active.compiled.prune_context(&target.target.action, c);
-                }
+                // Only a request that leaves undeclared keys out pays for a copy.
+                let pruned = req
+                    .ignore_undeclared
+                    .then(|| context.clone())
+                    .flatten()
+                    .map(|mut c| {
+                        active.compiled.prune_context(&target.target.action, &mut c);
+                        c
+                    });
+                let cedar_context = pruned.as_ref().or(context.as_ref());
                 let d = self
-                    .evaluate_with(
-                        store,
-                        &q,
-                        &active,
-                        target,
-                        req,
-                        cedar_context.as_ref(),
-                        risk,
-                    )
+                    .evaluate_with(store, &q, &active, target, req, cedar_context, risk)
                     .await?;
                 if let Some(k) = memo {
                     self.decision_memo.insert(k, Arc::new(d.clone()));
@@ -349,6 +348,7 @@ impl Engine {
         if let Some(loaded) = loaded
             && !signals.is_empty()
             && d.allowed
+            && !req.quiet
         {
             // The decision stands if the sighting cannot be saved: the next request then
             // scores it as new again, which errs on the side of caution.
@@ -360,9 +360,10 @@ impl Engine {
             }
         }
         // The decision stands whether or not it can be logged.
-        if let Err(e) = self
-            .log_decision(store, req, context, &d, started.elapsed())
-            .await
+        if !req.quiet
+            && let Err(e) = self
+                .log_decision(store, req, context, &d, started.elapsed())
+                .await
         {
             tracing::warn!(store.id = store, error = %e, "cannot queue a decision for the log");
         }

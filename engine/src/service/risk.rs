@@ -17,8 +17,6 @@ pub const RISK_SETTINGS: &str = "risk";
 /// Cedar cannot hold) and `time` (the request's time; now when absent).
 const CONSUMED: [&str; 2] = ["location", "time"];
 
-/// Reads the risk signals from a caller's context, removing those only the risk engine reads.
-/// `ip` and `device_id` stay: policies may read them (the generated schema declares both).
 /// Reads a time in any RFC 3339 form: `T`, `t` or a space between date and time, `Z`, `z` or
 /// an offset, optional fractional seconds, and (as AuthZEN callers send it) optional seconds,
 /// e.g. `2025-06-27T18:03-07:00`; a bare date is its midnight in UTC.
@@ -45,6 +43,8 @@ pub fn parse_time(s: &str) -> Option<DateTime<chrono::FixedOffset>> {
         .find_map(|f| DateTime::parse_from_str(&t, f).ok())
 }
 
+/// Reads the risk signals from a caller's context, removing those only the risk engine reads.
+/// `ip` and `device_id` stay: policies may read them (the generated schema declares both).
 pub fn take_signals(
     context: &mut Option<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Signals> {

@@ -83,9 +83,72 @@ impl Engine {
                 _ => break,
             }
         }
-        if out.len() > MAX_SEARCH_CANDIDATES {
-            return Err(too_many());
-        }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::service::EngineConfig;
+    use crate::store::WriteOptions;
+    use crate::store::memory::MemoryStore;
+    use crate::tuple::TupleKey;
+
+    /// Candidates come from tuples (users, usersets' objects, objects) and attributes, never a
+    /// wildcard; a store past the bound is refused, not searched in part.
+    #[tokio::test]
+    async fn candidates_are_complete_and_bounded() {
+        let engine = Engine::new(Arc::new(MemoryStore::new()), EngineConfig::default());
+        let store = engine.create_store("s").await.unwrap().id;
+        let keys = [
+            TupleKey::new("user:a", "viewer", "doc:1"),
+            TupleKey::new("user:*", "viewer", "doc:2"),
+            TupleKey::new("group:g#member", "viewer", "doc:1"),
+            TupleKey::new("user:b", "member", "group:g"),
+        ];
+        let rev = engine
+            .ds
+            .write_tuples(&store, &[], &keys, WriteOptions::default())
+            .await
+            .unwrap();
+        let attrs = crate::store::EntityAttributes {
+            entity: "user:c".into(),
+            attributes: serde_json::Map::new(),
+            updated_at: chrono::Utc::now(),
+        };
+        engine
+            .ds
+            .write_entity_attributes(&store, "user:c", Some(&attrs))
+            .await
+            .unwrap();
+        let users: Vec<String> = engine
+            .known_entities(&store, "user", rev)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(users, ["user:a", "user:b", "user:c"]);
+        let groups = engine.known_entities(&store, "group", rev).await.unwrap();
+        assert_eq!(groups.into_iter().collect::<Vec<_>>(), ["group:g"]);
+
+        let big = engine.create_store("big").await.unwrap().id;
+        let many: Vec<TupleKey> = (0..=MAX_SEARCH_TUPLES)
+            .map(|i| TupleKey::new(format!("user:u{i}"), "viewer", "doc:1"))
+            .collect();
+        let rev = engine
+            .ds
+            .write_tuples(&big, &[], &many, WriteOptions::default())
+            .await
+            .unwrap();
+        let err = engine.known_entities(&big, "doc", rev).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Validation(m) if m.contains("too many to search")),
+            "{err}"
+        );
     }
 }

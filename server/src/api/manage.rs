@@ -190,6 +190,7 @@ async fn allowed(
                 lean: true,
                 attributes: Default::default(),
                 ignore_undeclared: false,
+                quiet: false,
             },
         )
         .await

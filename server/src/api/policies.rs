@@ -209,6 +209,7 @@ pub(super) async fn decide(
     let req = DecisionRequest {
         attributes: body.attributes,
         ignore_undeclared: false,
+        quiet: false,
         consistency: ConsistencyFields::of(&body.consistency, &body.consistency_token)
             .resolve(&store)?,
         subject: body.subject,
@@ -318,15 +319,11 @@ impl<'a> AzDecision<'a> {
 }
 
 async fn az_decide(state: &State, store: &str, e: &AzEvaluation) -> ApiResult<Decision> {
-    az_decide_at(state, store, e, Consistency::default()).await
+    Ok(state.engine.decide(store, &az_request(e)?).await?)
 }
 
-async fn az_decide_at(
-    state: &State,
-    store: &str,
-    e: &AzEvaluation,
-    consistency: Consistency,
-) -> ApiResult<Decision> {
+/// The decision request of an AuthZEN evaluation.
+fn az_request(e: &AzEvaluation) -> ApiResult<DecisionRequest> {
     let action = e
         .action
         .as_ref()
@@ -374,10 +371,9 @@ async fn az_decide_at(
         lean: true,
         attributes,
         ignore_undeclared: true,
-        consistency,
         ..DecisionRequest::default()
     };
-    Ok(state.engine.decide(store, &req).await?)
+    Ok(req)
 }
 
 /// `GET /.well-known/authzen-configuration/{store_id}` and
@@ -676,7 +672,25 @@ async fn az_search(
                 });
             }
         }
-        match az_decide_at(state, store, &one, Consistency::AtRevision(rev)).await {
+        // A search's evaluations are its own work, not decisions a caller enforces: they
+        // neither fill the decision log (whose buffer every store shares) nor add to anyone's
+        // risk history.
+        let decided = match az_request(&one) {
+            Ok(req) => {
+                let req = DecisionRequest {
+                    consistency: Consistency::AtRevision(rev),
+                    quiet: true,
+                    ..req
+                };
+                state
+                    .engine
+                    .decide(store, &req)
+                    .await
+                    .map_err(ApiError::from)
+            }
+            Err(e) => Err(e),
+        };
+        match decided {
             Ok(d) if d.allowed => allowed.push(c),
             Ok(_) => {}
             // A candidate that cannot be decided is not a result (fail closed); a fault of
