@@ -23,6 +23,12 @@ const REPOS: usize = 10_000;
 
 /// Builds the github sample store with 100k tuples; returns the engine and store id.
 pub async fn github_store(cfg: EngineConfig) -> (Arc<Engine>, String) {
+    github_store_with(cfg, false).await
+}
+
+/// The github sample store; with `half_expiring`, every second tuple carries an expiry (a
+/// day ahead, so that every answer is the same as without).
+pub async fn github_store_with(cfg: EngineConfig, half_expiring: bool) -> (Arc<Engine>, String) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/conformance/openfga-sample-stores/stores/github/model.fga");
     let model = parse_dsl(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -96,6 +102,12 @@ pub async fn github_store(cfg: EngineConfig) -> (Arc<Engine>, String) {
         }
     }
     assert!(tuples.len() >= 100_000, "{} tuples", tuples.len());
+    if half_expiring {
+        let at = chrono::Utc::now() + chrono::Duration::days(1);
+        for t in tuples.iter_mut().step_by(2) {
+            t.expires_at = Some(at);
+        }
+    }
     let ds = engine.datastore().clone();
     for chunk in tuples.chunks(5_000) {
         ds.write_tuples(
@@ -236,5 +248,66 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// Expiring relationships: the same store with none and with half of its tuples expiring
+/// (a day ahead), checked in one run. `cargo bench -p gatehouse-benches --bench check -- expiry`
+fn expiry(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = QueryOptions::default();
+    let keys: Vec<TupleKey> = (0..1000)
+        .map(|i| {
+            TupleKey::new(
+                format!("user:u{}", i * 7 % USERS),
+                "reader",
+                format!("repo:r{}", i * 11 % REPOS),
+            )
+        })
+        .collect();
+    let mut g = c.benchmark_group("expiry");
+    for (name, half) in [("none", false), ("half", true)] {
+        let (cold, cold_store) = rt.block_on(github_store_with(
+            EngineConfig {
+                cache_enabled: false,
+                ..EngineConfig::default()
+            },
+            half,
+        ));
+        let (warm, warm_store) = rt.block_on(github_store_with(EngineConfig::default(), half));
+        for k in &keys {
+            rt.block_on(warm.check(&warm_store, k, &opts)).unwrap();
+        }
+        let mut i = 0;
+        g.bench_function(format!("check_no_cache_1000_keys/{name}"), |b| {
+            b.to_async(&rt).iter(|| {
+                i = (i + 1) % keys.len();
+                let k = &keys[i];
+                let (cold, cold_store, opts) = (&cold, &cold_store, &opts);
+                async move { black_box(cold.check(cold_store, k, opts).await.unwrap()) }
+            })
+        });
+        let mut i = 0;
+        g.bench_function(format!("check_warm_cache_1000_keys/{name}"), |b| {
+            b.to_async(&rt).iter(|| {
+                i = (i + 1) % keys.len();
+                let k = &keys[i];
+                let (warm, warm_store, opts) = (&warm, &warm_store, &opts);
+                async move { black_box(warm.check(warm_store, k, opts).await.unwrap()) }
+            })
+        });
+        g.bench_function(format!("list_objects_reader_no_cache/{name}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                black_box(
+                    cold.list_objects(&cold_store, "repo", "reader", "user:u5", &opts)
+                        .await
+                        .unwrap(),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, expiry);
 criterion_main!(benches);

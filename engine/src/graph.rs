@@ -14,6 +14,7 @@ mod model;
 mod path;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use cache::CheckCache;
@@ -69,6 +70,11 @@ pub struct Query<'a> {
     scope: u64,
     memo: Mutex<HashMap<String, Outcome>>,
     reads: Mutex<HashMap<TupleFilter, Arc<Vec<TupleKey>>>>,
+    /// The wall clock the query evaluates at: tuples expired by then do not count.
+    now: chrono::DateTime<chrono::Utc>,
+    /// The earliest expiry (µs since the epoch) of anything the answers so far rest on: the
+    /// tuples read and the cached sub-results used. An answer stays true until then only.
+    horizon: AtomicI64,
     /// The first condition found lacking parameters, and which: what the error names.
     lacking: Mutex<Option<(String, Vec<String>)>>,
 }
@@ -104,6 +110,8 @@ impl<'a> Query<'a> {
             },
             memo: Mutex::new(HashMap::new()),
             reads: Mutex::new(HashMap::new()),
+            now: chrono::Utc::now(),
+            horizon: AtomicI64::new(i64::MAX),
             lacking: Mutex::new(None),
         }
     }
@@ -130,7 +138,15 @@ impl<'a> Query<'a> {
             .datastore
             .read_tuples(self.store, &filter, self.revision, &Page::default())
             .await?;
-        let mut out: Vec<TupleKey> = page.items.into_iter().map(|t| t.key).collect();
+        let mut out: Vec<TupleKey> = page
+            .items
+            .into_iter()
+            .map(|t| t.key)
+            .filter(|k| k.live_at(self.now))
+            .collect();
+        if let Some(first) = out.iter().filter_map(|k| k.expires_at).min() {
+            self.bound(first.timestamp_micros());
+        }
         for c in self.contextual {
             if filter.matches(c) && !out.iter().any(|t| t.identity() == c.identity()) {
                 out.push(c.clone());
@@ -142,6 +158,23 @@ impl<'a> Query<'a> {
             .map_err(|_| lock_err())?
             .insert(filter, out.clone());
         Ok(out)
+    }
+
+    /// Notes that what is being answered holds until `until` (µs since the epoch) at most.
+    pub(crate) fn bound(&self, until: i64) {
+        self.horizon.fetch_min(until, Ordering::Relaxed);
+    }
+
+    /// Until when the answers given so far hold: the earliest expiry among the tuples they
+    /// rest on (`None`: until the next write). Caches must not keep them longer.
+    pub fn valid_until(&self) -> Option<i64> {
+        let h = self.horizon.load(Ordering::Relaxed);
+        (h != i64::MAX).then_some(h)
+    }
+
+    /// The wall clock the query evaluates at, µs since the epoch.
+    pub(crate) fn now_micros(&self) -> i64 {
+        self.now.timestamp_micros()
     }
 
     /// Evaluates the tuple's condition (a tuple without one is unconditional). Callers have

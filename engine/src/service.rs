@@ -129,11 +129,11 @@ pub struct Engine {
     /// Compiled active policies per store; also refreshed when the latest model changes.
     policies: moka::sync::Cache<String, Arc<ActivePolicies>>,
     /// Parents of an entity for Cedar's hierarchy: `(store, model id, revision, type:id)`.
-    parents: moka::sync::Cache<(String, String, Revision, String), Arc<Vec<String>>>,
+    parents: moka::sync::Cache<(String, String, Revision, String), Arc<Parents>>,
     /// Memoised decisions (see [`EngineConfig::decision_cache`]).
-    decision_memo: moka::sync::Cache<policies::DecisionKey, Arc<Decision>>,
+    decision_memo: moka::sync::Cache<policies::DecisionKey, (Arc<Decision>, i64)>,
     /// Hydrated Cedar entity sets: `(store, model@revision/policy version, subject, resource)`.
-    entity_sets: moka::sync::Cache<(String, String, String, String), Arc<cedar_policy::Entities>>,
+    entity_sets: moka::sync::Cache<(String, String, String, String), EntitySet>,
     heads: Mutex<HashMap<String, (Revision, Instant)>>,
     notifier: Mutex<Option<Arc<dyn ChangeNotifier>>>,
     /// Whether `notifier` is set (read on every decision without taking the lock).
@@ -153,9 +153,18 @@ pub struct Engine {
     page_key: std::sync::RwLock<[u8; 32]>,
     /// Decision log entries waiting to be written.
     decision_buffer: Mutex<Vec<crate::store::LoggedDecision>>,
+    /// Log entry ids: ULIDs that increase within a millisecond too, so the log's newest-first
+    /// order is the order decisions were made on this node.
+    decision_ids: Mutex<ulid::Generator>,
     decisions_dropped: std::sync::atomic::AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
 }
+
+/// An entity's parents and until when they hold (µs since the epoch; `i64::MAX`: until the
+/// next write).
+pub(crate) type Parents = (Vec<String>, i64);
+/// A hydrated entity set and until when it holds, as [`Parents`].
+type EntitySet = (Arc<cedar_policy::Entities>, i64);
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -243,6 +252,7 @@ impl Engine {
                 .build(),
             attributes_epochs: AttributeEpochs::default(),
             decision_buffer: Mutex::new(Vec::new()),
+            decision_ids: Mutex::new(ulid::Generator::new()),
             decisions_dropped: std::sync::atomic::AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
             page_key: std::sync::RwLock::new(rand::random()),
@@ -542,7 +552,46 @@ impl Engine {
         for t in writes {
             model.validate_tuple(t)?;
         }
+        // Expiries: ahead of now, within what every backend stores, kept to the microsecond.
+        let now = chrono::Utc::now();
+        let normalized: Vec<TupleKey>;
+        let writes = if writes.iter().any(|t| t.expires_at.is_some()) {
+            normalized = writes
+                .iter()
+                .map(|t| {
+                    let mut t = t.clone();
+                    if let Some(e) = t.expires_at {
+                        let e = crate::tuple::stored_expiry(e);
+                        if e <= now {
+                            return Err(Error::InvalidTuple {
+                                tuple: t.to_string(),
+                                reason: "`expires_at` has already passed".into(),
+                            });
+                        }
+                        if e > crate::tuple::max_expiry() {
+                            return Err(Error::InvalidTuple {
+                                tuple: t.to_string(),
+                                reason: "`expires_at` is after the year 9999".into(),
+                            });
+                        }
+                        t.expires_at = Some(e);
+                    }
+                    Ok(t)
+                })
+                .collect::<Result<_>>()?;
+            &normalized[..]
+        } else {
+            writes
+        };
         for t in deletes {
+            if t.expires_at.is_some() {
+                return Err(Error::InvalidTuple {
+                    tuple: t.to_string(),
+                    reason: "a delete names a tuple by user, relation and object; it takes no \
+                             `expires_at`"
+                        .into(),
+                });
+            }
             let o = ObjectRef::parse(&t.object).ok_or_else(|| Error::InvalidTuple {
                 tuple: t.to_string(),
                 reason: format!("invalid object `{}`", t.object),
@@ -573,6 +622,12 @@ impl Engine {
             .await?;
         let mut f = TupleFilter::default();
         if let Some(k) = filter {
+            if k.expires_at.is_some() {
+                return Err(Error::Validation(
+                    "a read filter takes no `expires_at`: it names a user, relation and object"
+                        .into(),
+                ));
+            }
             if !k.object.is_empty() {
                 let (t, id) = k.object.split_once(':').ok_or_else(|| {
                     Error::Validation(format!(
@@ -655,7 +710,16 @@ impl Engine {
                 self.cfg.max_contextual_tuples
             )));
         }
-        tuples.iter().try_for_each(|t| model.validate_tuple(t))
+        tuples.iter().try_for_each(|t| {
+            if t.expires_at.is_some() {
+                return Err(Error::InvalidTuple {
+                    tuple: t.to_string(),
+                    reason: "a contextual tuple lasts for its request; it takes no `expires_at`"
+                        .into(),
+                });
+            }
+            model.validate_tuple(t)
+        })
     }
 
     async fn prepare(

@@ -2,7 +2,9 @@
 //!
 //! Every tuple records the revision that created it and the one that deleted it, so readers
 //! evaluate exactly at one snapshot (`rev`): a tuple is visible when
-//! `created_rev <= rev && (deleted_rev is none || deleted_rev > rev)`.
+//! `created_rev <= rev && (deleted_rev is none || deleted_rev > rev)`, and, when it carries an
+//! expiry, only while that is ahead of the wall clock: from its expiry on it counts at no
+//! revision, and [`Datastore::remove_expired_tuples`] may drop it for good.
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
@@ -158,6 +160,10 @@ pub struct LoggedDecision {
     /// Whether only the action's relation was checked (AuthZEN), for replays.
     #[serde(default)]
     pub lean: bool,
+    /// Whether keys the schema does not declare were left out rather than refused (AuthZEN),
+    /// for replays.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_undeclared: bool,
     /// Whether the request sent entity attributes (AuthZEN `properties`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attributes_sent: bool,
@@ -248,7 +254,9 @@ pub trait Datastore: Send + Sync + 'static {
     /// Models newest first.
     async fn list_models(&self, store: &str, page: &Page) -> Result<Paged<AuthorizationModel>>;
 
-    /// Applies deletes then writes in one transaction at a new revision, all or nothing.
+    /// Applies deletes then writes in one transaction at a new revision, all or nothing. A
+    /// tuple whose expiry has passed does not exist here either: writing it again is no
+    /// duplicate, and deleting it is a missing delete.
     async fn write_tuples(
         &self,
         store: &str,
@@ -258,8 +266,8 @@ pub trait Datastore: Send + Sync + 'static {
     ) -> Result<Revision>;
     /// The newest revision of a store (0 before any write).
     async fn head_revision(&self, store: &str) -> Result<Revision>;
-    /// Tuples visible at `rev` matching `filter`, in a stable order, one page at a time.
-    /// A page size of 0 reads everything.
+    /// Tuples visible at `rev` matching `filter`, in a stable order, one page at a time,
+    /// leaving out those whose expiry has passed. A page size of 0 reads everything.
     async fn read_tuples(
         &self,
         store: &str,
@@ -336,6 +344,14 @@ pub trait Datastore: Send + Sync + 'static {
     /// Removes decisions and risk histories whose retention ended before `now`; returns how
     /// many rows went.
     async fn prune_expired(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64>;
+    /// Removes up to `limit` tuples (of any store) whose expiry is at or before `now`; returns
+    /// how many went. No query sees them any more, so this changes no answer and writes no
+    /// revision.
+    async fn remove_expired_tuples(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<u64>;
 
     /// Sets (or with `None` removes) the attributes of an entity; returns whether it had any.
     async fn write_entity_attributes(

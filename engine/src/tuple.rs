@@ -13,6 +13,11 @@ pub struct TupleKey {
     pub object: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<RelationshipCondition>,
+    /// When the relationship stops counting (RFC 3339; a Gatehouse extension of OpenFGA's
+    /// write API). From this instant on no query sees it, at any revision; a background job
+    /// removes it later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The condition a tuple is written with, and the context values bound at write time.
@@ -130,6 +135,18 @@ pub const MAX_USER_LEN: usize = 512;
 /// Longest relation name accepted, as in OpenFGA.
 pub const MAX_RELATION_LEN: usize = 50;
 
+/// The latest expiry a tuple may carry: the end of year 9999, which every backend stores.
+pub fn max_expiry() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(253_402_300_799, 0)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+/// An expiry as every backend keeps it: whole microseconds.
+pub fn stored_expiry(e: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound as _;
+    e.trunc_subsecs(6)
+}
+
 impl std::fmt::Display for TupleKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -139,6 +156,13 @@ impl std::fmt::Display for TupleKey {
         )?;
         if let Some(c) = &self.condition {
             write!(f, ", condition: `{}`", c.name)?;
+        }
+        if let Some(e) = &self.expires_at {
+            write!(
+                f,
+                ", expires_at: `{}`",
+                e.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            )?;
         }
         Ok(())
     }
@@ -156,7 +180,13 @@ impl TupleKey {
             relation: relation.into(),
             object: object.into(),
             condition: None,
+            expires_at: None,
         }
+    }
+
+    /// Whether the tuple counts at `now`: it has no expiry or its expiry is still ahead.
+    pub fn live_at(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.expires_at.is_none_or(|e| e > now)
     }
 
     /// The identity of the tuple, ignoring its condition: two tuples with the same identity

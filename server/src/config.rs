@@ -54,6 +54,10 @@ pub struct Config {
     /// How long an authorization code may wait to be redeemed, in seconds, 1 to 600
     /// (`GATEHOUSE_CODE_TTL_SECS`).
     pub code_ttl_secs: u64,
+    /// How often the sweeper removes tuples past their expiry, in seconds, 1 to 86400
+    /// (`GATEHOUSE_EXPIRED_TUPLE_SWEEP_SECS`). Queries stop counting a tuple at its expiry
+    /// whatever this is; it only decides when its row is freed.
+    pub expired_tuple_sweep_secs: u64,
     /// Whether people may create their own accounts at `/signup` (`GATEHOUSE_SIGNUP`).
     pub signup: bool,
     /// Redirect URIs of the console client (`gatehouse-console`), comma-separated in
@@ -101,6 +105,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             login_rate_per_ip: 30,
             code_ttl_secs: 60,
+            expired_tuple_sweep_secs: 60,
             signup: true,
             console_redirect_uris: Vec::new(),
             password_hash_slots: None,
@@ -259,6 +264,14 @@ impl Config {
             c.code_ttl_secs = v
                 .parse()
                 .with_context(|| format!("`GATEHOUSE_CODE_TTL_SECS` is not a number: `{v}`"))?;
+        }
+        if let Some(v) = env("GATEHOUSE_EXPIRED_TUPLE_SWEEP_SECS") {
+            c.expired_tuple_sweep_secs = v.parse().with_context(|| {
+                format!("`GATEHOUSE_EXPIRED_TUPLE_SWEEP_SECS` is not a number: `{v}`")
+            })?;
+        }
+        if !(1..=86_400).contains(&c.expired_tuple_sweep_secs) {
+            anyhow::bail!("`expired_tuple_sweep_secs` must be between 1 and 86400");
         }
         if let Some(v) = env("GATEHOUSE_SIGNUP") {
             c.signup = parse_bool("GATEHOUSE_SIGNUP", &v)?;

@@ -133,13 +133,21 @@ const LOG_FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// How often retention removes expired log entries and risk histories.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Writes the decision log in batches and applies retention, until the server stops.
-fn spawn_upkeep(engine: Arc<Engine>) {
+/// Writes the decision log in batches, applies retention and removes expired tuples, until
+/// the server stops.
+fn spawn_upkeep(engine: Arc<Engine>, sweep_every: Duration) {
     tokio::spawn(async move {
         let mut flush = tokio::time::interval(LOG_FLUSH_EVERY);
         let mut prune = tokio::time::interval(PRUNE_EVERY);
+        let mut sweep = tokio::time::interval(sweep_every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = sweep.tick() => match engine.remove_expired_tuples().await {
+                    Ok(n) if n > 0 => tracing::info!(removed = n, "removed tuples past their expiry"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "expired tuple sweep failed"),
+                },
                 _ = flush.tick() => {
                     if let Err(e) = engine.flush_decision_log().await {
                         tracing::warn!(error = %e, "cannot write the decision log; will retry");
@@ -236,7 +244,10 @@ pub async fn run(config: Config) -> Result<()> {
     .await?;
     let plugins = Arc::new(plugins);
     upload_sync.spawn(plugins.clone());
-    spawn_upkeep(engine.clone());
+    spawn_upkeep(
+        engine.clone(),
+        Duration::from_secs(config.expired_tuple_sweep_secs),
+    );
     let service_plugins = Arc::new(crate::identity::providers::ServicePlugins {
         store: identity.store.clone(),
         master: master.clone(),

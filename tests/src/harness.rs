@@ -70,10 +70,13 @@ pub fn binary() -> PathBuf {
         let mut args = vec![
             "build",
             "--quiet",
-            "-p",
-            "gatehouse-server",
-            "--bin",
-            "gatehouse",
+            // The whole workspace's tests and binaries, as the test run selected them: the
+            // same features everywhere, so the binary reuses every dependency the run built
+            // (building the one package alone resolves other features and rebuilds minutes'
+            // worth of crates).
+            "--workspace",
+            "--tests",
+            "--bins",
         ];
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             args.push("--release");

@@ -18,6 +18,7 @@ mod bad_input;
 mod cli;
 mod consistency;
 mod decisions;
+mod expiry;
 mod harness;
 mod links;
 mod login;

@@ -2,14 +2,17 @@
 //!
 //! Keys carry the store, model id, revision and a hash of the request's contextual tuples and
 //! context, so an entry can never answer for another snapshot: a write moves the store to a new
-//! revision and later queries simply miss. Entries age out by capacity and time-to-live.
+//! revision and later queries simply miss. An answer that rests on a tuple with an expiry
+//! carries the earliest such expiry and is not served from then on. Entries age out by
+//! capacity and time-to-live.
 
 use std::time::Duration;
 
 /// A bounded cache of sub-problem answers.
 #[derive(Clone)]
 pub struct CheckCache {
-    inner: moka::sync::Cache<String, bool>,
+    /// The answer and until when it holds (µs since the epoch; `i64::MAX`: no expiry).
+    inner: moka::sync::Cache<String, (bool, i64)>,
 }
 
 impl std::fmt::Debug for CheckCache {
@@ -31,12 +34,14 @@ impl CheckCache {
         }
     }
 
-    pub(crate) fn get(&self, key: &str) -> Option<bool> {
-        self.inner.get(key)
+    /// The answer for `key` if it still holds at `now` (µs), and until when it does.
+    pub(crate) fn get(&self, key: &str, now: i64) -> Option<(bool, i64)> {
+        self.inner.get(key).filter(|&(_, until)| until > now)
     }
 
-    pub(crate) fn insert(&self, key: String, allowed: bool) {
-        self.inner.insert(key, allowed);
+    /// Keeps an answer that holds until `until` (µs; `None`: until the next write).
+    pub(crate) fn insert(&self, key: String, allowed: bool, until: Option<i64>) {
+        self.inner.insert(key, (allowed, until.unwrap_or(i64::MAX)));
     }
 
     /// Drops every entry of a store (after the store is deleted).

@@ -36,8 +36,9 @@ impl Query<'_> {
             }
             let cache_key = self.cache.map(|_| self.cache_key(object, relation, user));
             if let (Some(cache), Some(ck)) = (self.cache, &cache_key)
-                && let Some(allowed) = cache.get(ck)
+                && let Some((allowed, until)) = cache.get(ck, self.now_micros())
             {
+                self.bound(until);
                 return Ok(Outcome {
                     allowed,
                     ..Outcome::DENY
@@ -52,7 +53,9 @@ impl Query<'_> {
                 if let (Some(cache), Some(ck)) = (self.cache, cache_key)
                     && !out.missing
                 {
-                    cache.insert(ck, out.allowed);
+                    // Bounded by every expiry the query has met so far, this sub-problem's
+                    // among them: conservative, never too long.
+                    cache.insert(ck, out.allowed, self.valid_until());
                 }
             }
             Ok(out)
@@ -164,13 +167,23 @@ impl Query<'_> {
                     let base = self
                         .rewrite(&d.base, o, relation, user, u, depth, path)
                         .await?;
-                    if !base.allowed {
+                    if !base.allowed && !base.missing {
                         return Ok(base);
                     }
                     let sub = self
                         .rewrite(&d.subtract, o, relation, user, u, depth, path)
                         .await?;
                     let cycle = base.cycle | sub.cycle;
+                    if !base.allowed {
+                        // The base lacks a condition parameter: a subtracted part that holds
+                        // decides "no" without it (as OpenFGA answers); otherwise the answer
+                        // still needs it.
+                        return Ok(Outcome {
+                            allowed: false,
+                            missing: !sub.allowed,
+                            cycle,
+                        });
+                    }
                     if sub.allowed || sub.cycle {
                         // A cycle cut inside the subtracted part leaves its "no" unproven:
                         // never an allow (OpenFGA answers false there too).

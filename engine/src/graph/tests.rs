@@ -663,3 +663,451 @@ type doc
         [UserResult("user:bob".into())]
     );
 }
+
+/// An expiring tuple counts until its expiry and not after, at the revision it was written at
+/// too: a cached "allowed" does not outlive it, and a tuple in a subtracted branch that
+/// expires turns a cached "denied" into "allowed". List queries agree.
+#[tokio::test]
+async fn expired_tuples_stop_counting_and_the_cache_follows() {
+    let (f, _) = fixture(GROUPS, &[]).await;
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(1200);
+    let expiring = |u: &str, r: &str, o: &str| {
+        let mut k = TupleKey::new(u, r, o);
+        k.expires_at = Some(at);
+        k
+    };
+    let rev =
+        f.ds.write_tuples(
+            &f.store,
+            &[],
+            &[
+                expiring("user:anne", "editor", "doc:1"),
+                TupleKey::new("user:bob", "viewer", "doc:1"),
+                expiring("user:bob", "blocked", "doc:1"),
+                expiring("group:eng#member", "viewer", "doc:2"),
+                TupleKey::new("user:carl", "member", "group:eng"),
+            ],
+            WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let cache = CheckCache::new(1000, Duration::from_secs(600));
+    let ask = |object: &'static str, relation: &'static str, user: &'static str| {
+        let q = f.q(rev).with_cache(Some(&cache));
+        async move { check(&q, object, relation, user).await.unwrap() }
+    };
+    let q = f.q(rev).with_cache(Some(&cache));
+    assert!(check(&q, "doc:1", "can_view", "user:anne").await.unwrap());
+    assert!(
+        q.valid_until().is_some(),
+        "the answer rests on an expiring tuple"
+    );
+    assert!(!ask("doc:1", "can_view", "user:bob").await);
+    assert!(ask("doc:2", "viewer", "user:carl").await);
+    assert!(ask("doc:1", "viewer", "user:bob").await);
+    // An answer that rests on no expiring tuple holds until the next write.
+    let steady = f.q(rev).with_cache(Some(&cache));
+    assert!(check(&steady, "doc:1", "viewer", "user:bob").await.unwrap());
+    assert_eq!(steady.valid_until(), None);
+    let listed = list_objects(&f.q(rev), "doc", "can_view", "user:anne")
+        .await
+        .unwrap();
+    assert_eq!(listed, vec!["doc:1"]);
+
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    // Same revision, same cache: the expired tuples no longer count.
+    assert!(
+        !ask("doc:1", "can_view", "user:anne").await,
+        "a cached allow outlived its tuple"
+    );
+    assert!(
+        ask("doc:1", "can_view", "user:bob").await,
+        "an expired block still denies"
+    );
+    assert!(!ask("doc:2", "viewer", "user:carl").await);
+    assert!(ask("doc:1", "viewer", "user:bob").await);
+    let q = f.q(rev);
+    assert!(
+        list_objects(&q, "doc", "can_view", "user:anne")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        list_objects(&q, "doc", "can_view", "user:bob")
+            .await
+            .unwrap(),
+        vec!["doc:1"]
+    );
+    let users = list_users(
+        &q,
+        "doc:2",
+        "viewer",
+        &[ListUsersFilter {
+            type_name: "user".into(),
+            relation: None,
+        }],
+    )
+    .await
+    .unwrap();
+    assert!(users.is_empty(), "{users:?}");
+    let tree = expand(&q, "doc:2", "viewer").await.unwrap();
+    assert!(!format!("{tree:?}").contains("group:eng"), "{tree:?}");
+}
+
+/// Wildcards under conditions, in direct, userset, tuple-to-userset and exclusion positions,
+/// with OpenFGA's answers (its check matrix: a condition lacking its parameter is an error
+/// unless another branch decides; `user:*` itself is checked like any user).
+const WILD_COND: &str = "model
+  schema 1.1
+type user
+type employee
+type directs-user
+  relations
+    define direct: [user]
+    define direct_wild_cond: [user:* with xcond]
+    define direct_and_direct_wild_cond: [user, user:* with xcond]
+    define direct_cond_and_direct_wild: [user with xcond, user:*]
+    define direct_wildcard_and_direct_wildcard_cond: [user:*, user:* with xcond]
+    define computed: direct
+    define computed_computed: computed
+    define computed_wild_cond: direct_wild_cond
+    define butnot_computed: computed_wild_cond but not computed_computed
+    define and_wild_cond: direct and direct_wild_cond
+type directs-employee
+  relations
+    define direct_wild_cond: [employee:* with xcond]
+type usersets-user
+  relations
+    define userset_to_computed_wild_cond: [directs-user#direct_wild_cond, directs-employee#direct_wild_cond]
+    define userset_cond_to_computed_wild_cond: [directs-user#computed_wild_cond with xcond]
+    define userset_to_butnot_computed: [directs-user#butnot_computed]
+type ttus
+  relations
+    define userset_parent: [usersets-user]
+    define userset_cond_parent: [usersets-user with xcond]
+    define userset_pa_userset_comp_wild_cond_ch: userset_to_computed_wild_cond from userset_parent
+    define userset_cond_userset_comp_wild_cond_ch: userset_to_computed_wild_cond from userset_cond_parent
+condition xcond(x: string) {
+  x == '1'
+}
+";
+
+#[tokio::test]
+async fn wildcards_with_conditions_answer_as_openfga() {
+    let (f, _) = fixture(WILD_COND, &[]).await;
+    let cond = |u: &str, r: &str, o: &str| {
+        let mut k = TupleKey::new(u, r, o);
+        k.condition = Some(RelationshipCondition {
+            name: "xcond".into(),
+            context: None,
+        });
+        k
+    };
+    let plain = |u: &str, r: &str, o: &str| TupleKey::new(u, r, o);
+    let tuples = vec![
+        cond("user:*", "direct_wild_cond", "directs-user:1"),
+        plain(
+            "user:valid",
+            "direct_and_direct_wild_cond",
+            "directs-user:1",
+        ),
+        cond("user:*", "direct_and_direct_wild_cond", "directs-user:2"),
+        cond(
+            "user:valid",
+            "direct_cond_and_direct_wild",
+            "directs-user:1",
+        ),
+        plain("user:*", "direct_cond_and_direct_wild", "directs-user:2"),
+        cond(
+            "user:*",
+            "direct_wildcard_and_direct_wildcard_cond",
+            "directs-user:1",
+        ),
+        plain(
+            "user:*",
+            "direct_wildcard_and_direct_wildcard_cond",
+            "directs-user:2",
+        ),
+        cond("user:*", "direct_wild_cond", "directs-user:bn"),
+        plain("user:diff", "direct", "directs-user:bn"),
+        plain("user:both", "direct", "directs-user:1"),
+        plain(
+            "directs-user:bn#butnot_computed",
+            "userset_to_butnot_computed",
+            "usersets-user:u",
+        ),
+        plain("usersets-user:t9", "userset_parent", "ttus:9"),
+        plain(
+            "directs-user:1#direct_wild_cond",
+            "userset_to_computed_wild_cond",
+            "usersets-user:t9",
+        ),
+        plain(
+            "directs-employee:e#direct_wild_cond",
+            "userset_to_computed_wild_cond",
+            "usersets-user:t9",
+        ),
+        cond("employee:*", "direct_wild_cond", "directs-employee:e"),
+        cond("usersets-user:t9", "userset_cond_parent", "ttus:10"),
+        cond(
+            "directs-user:1#computed_wild_cond",
+            "userset_cond_to_computed_wild_cond",
+            "usersets-user:c",
+        ),
+    ];
+    for t in &tuples {
+        f.model
+            .validate_tuple(t)
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+    }
+    let rev =
+        f.ds.write_tuples(&f.store, &[], &tuples, WriteOptions::default())
+            .await
+            .unwrap();
+    let ctx = |x: &str| {
+        let mut m = serde_json::Map::new();
+        m.insert("x".into(), serde_json::json!(x));
+        ContextMap(m)
+    };
+    let (one, two) = (ctx("1"), ctx("2"));
+    // (object, relation, user, with no context, with x = "1", with x = "2"); None = an error.
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<bool>,
+        Option<bool>,
+        Option<bool>,
+    );
+    let cases: &[Case<'_>] = &[
+        (
+            "directs-user:1",
+            "direct_wild_cond",
+            "user:valid",
+            None,
+            Some(true),
+            Some(false),
+        ),
+        (
+            "directs-user:1",
+            "direct_wild_cond",
+            "user:*",
+            None,
+            Some(true),
+            Some(false),
+        ),
+        (
+            "directs-user:not-public",
+            "direct_wild_cond",
+            "user:valid",
+            Some(false),
+            Some(false),
+            Some(false),
+        ),
+        (
+            "directs-user:1",
+            "direct_and_direct_wild_cond",
+            "user:valid",
+            Some(true),
+            Some(true),
+            Some(true),
+        ),
+        (
+            "directs-user:2",
+            "direct_and_direct_wild_cond",
+            "user:valid",
+            None,
+            Some(true),
+            Some(false),
+        ),
+        (
+            "directs-user:1",
+            "direct_cond_and_direct_wild",
+            "user:valid",
+            None,
+            Some(true),
+            Some(false),
+        ),
+        (
+            "directs-user:2",
+            "direct_cond_and_direct_wild",
+            "user:valid",
+            Some(true),
+            Some(true),
+            Some(true),
+        ),
+        (
+            "directs-user:1",
+            "direct_cond_and_direct_wild",
+            "user:invalid",
+            Some(false),
+            Some(false),
+            Some(false),
+        ),
+        (
+            "directs-user:1",
+            "direct_wildcard_and_direct_wildcard_cond",
+            "user:valid",
+            None,
+            Some(true),
+            Some(false),
+        ),
+        (
+            "directs-user:2",
+            "direct_wildcard_and_direct_wildcard_cond",
+            "user:valid",
+            Some(true),
+            Some(true),
+            Some(true),
+        ),
+        (
+            "directs-user:1",
+            "computed_wild_cond",
+            "user:*",
+            None,
+            Some(true),
+            Some(false),
+        ),
+        (
+            "directs-user:bn",
+            "butnot_computed",
+            "user:diff",
+            Some(false),
+            Some(false),
+            Some(false),
+        ),
+        (
+            "directs-user:bn",
+            "butnot_computed",
+            "user:another",
+            None,
+            Some(true),
+            Some(false),
+        ),
+        (
+            "directs-user:1",
+            "and_wild_cond",
+            "user:both",
+            None,
+            Some(true),
+            Some(false),
+        ),
+        (
+            "directs-user:1",
+            "and_wild_cond",
+            "user:other",
+            Some(false),
+            Some(false),
+            Some(false),
+        ),
+        (
+            "usersets-user:u",
+            "userset_to_butnot_computed",
+            "user:another",
+            None,
+            Some(true),
+            Some(false),
+        ),
+        (
+            "usersets-user:u",
+            "userset_to_butnot_computed",
+            "user:diff",
+            Some(false),
+            Some(false),
+            Some(false),
+        ),
+        (
+            "ttus:9",
+            "userset_pa_userset_comp_wild_cond_ch",
+            "user:u1",
+            None,
+            Some(true),
+            Some(false),
+        ),
+        (
+            "ttus:9",
+            "userset_pa_userset_comp_wild_cond_ch",
+            "employee:e1",
+            None,
+            Some(true),
+            Some(false),
+        ),
+        (
+            "ttus:10",
+            "userset_cond_userset_comp_wild_cond_ch",
+            "user:u1",
+            None,
+            Some(true),
+            Some(false),
+        ),
+        (
+            "usersets-user:c",
+            "userset_cond_to_computed_wild_cond",
+            "user:u1",
+            None,
+            Some(true),
+            Some(false),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (object, relation, user, none, yes, no) in cases {
+        for (context, want) in [(None, none), (Some(&one), yes), (Some(&two), no)] {
+            let q = Query::new(&f.store, &f.model, &f.ds, rev, &[], context);
+            let got = check(&q, object, relation, user).await.ok();
+            if got != *want {
+                wrong.push(format!(
+                    "{object}#{relation}@{user} x={:?}: {got:?}, OpenFGA {want:?}",
+                    context.map(|c| c.0["x"].clone())
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // List queries fail where the answer needs the missing parameter, and list what the
+    // condition allows.
+    let q = Query::new(&f.store, &f.model, &f.ds, rev, &[], None);
+    assert!(
+        list_objects(&q, "directs-user", "direct_wild_cond", "user:valid")
+            .await
+            .is_err()
+    );
+    let q = Query::new(&f.store, &f.model, &f.ds, rev, &[], Some(&one));
+    assert_eq!(
+        list_objects(&q, "directs-user", "direct_wild_cond", "user:valid")
+            .await
+            .unwrap(),
+        vec!["directs-user:1", "directs-user:bn"]
+    );
+    let q = Query::new(&f.store, &f.model, &f.ds, rev, &[], Some(&two));
+    assert!(
+        list_objects(&q, "directs-user", "direct_wild_cond", "user:valid")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let filter = [ListUsersFilter {
+        type_name: "user".into(),
+        relation: None,
+    }];
+    let q = Query::new(&f.store, &f.model, &f.ds, rev, &[], None);
+    assert!(
+        list_users(&q, "directs-user:1", "direct_cond_and_direct_wild", &filter)
+            .await
+            .is_err()
+    );
+    let q = Query::new(&f.store, &f.model, &f.ds, rev, &[], Some(&one));
+    assert_eq!(
+        list_users(&q, "directs-user:1", "direct_wild_cond", &filter)
+            .await
+            .unwrap(),
+        vec![UserResult("user:*".into())]
+    );
+    let q = Query::new(&f.store, &f.model, &f.ds, rev, &[], Some(&two));
+    assert!(
+        list_users(&q, "directs-user:1", "direct_wild_cond", &filter)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

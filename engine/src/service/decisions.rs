@@ -22,6 +22,9 @@ pub const REDACTED: &str = "[redacted]";
 /// Most logged decisions one dry run replays.
 pub const MAX_DRY_RUN: usize = 1_000;
 
+/// Most expired tuples one sweep removes.
+pub const MAX_SWEEP: u64 = 100_000;
+
 /// How a store's decisions are logged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -147,13 +150,16 @@ impl Engine {
         latency: std::time::Duration,
     ) -> Result<()> {
         let settings = self.decision_log_settings(store).await?;
-        let id = ulid::Ulid::new();
-        // The ULID's 80 random bits decide the sample.
-        let draw = (id.random() >> 16) as f64 / (1u128 << 64) as f64;
+        let draw: f64 = rand::random();
         let sampled = draw < settings.sample_rate || (!d.allowed && settings.always_log_denies);
         if !sampled {
             return Ok(());
         }
+        // Monotonic within the millisecond; past its 2^80 ids in one (never), a fresh one.
+        let id = match self.decision_ids.lock() {
+            Ok(mut g) => g.generate().unwrap_or_else(|_| ulid::Ulid::new()),
+            Err(_) => ulid::Ulid::new(),
+        };
         let mut context = context;
         let mut redacted = Vec::new();
         if let Some(ctx) = context.as_mut() {
@@ -181,6 +187,7 @@ impl Engine {
             revision: d.revision,
             policy_version: d.policy_version.clone(),
             lean: req.lean,
+            ignore_undeclared: req.ignore_undeclared,
             attributes_sent: !req.attributes.is_empty(),
             attributes: req.attributes.clone(),
             redacted,
@@ -247,6 +254,22 @@ impl Engine {
         self.ds.prune_expired(chrono::Utc::now()).await
     }
 
+    /// Removes tuples whose expiry has passed, in batches, at most [`MAX_SWEEP`] a call (the
+    /// next call goes on). No query counts them any more: this only frees their rows.
+    pub async fn remove_expired_tuples(&self) -> Result<u64> {
+        const BATCH: usize = 1_000;
+        let now = chrono::Utc::now();
+        let mut removed = 0;
+        while removed < MAX_SWEEP {
+            let n = self.ds.remove_expired_tuples(now, BATCH).await?;
+            removed += n;
+            if n < BATCH as u64 {
+                break;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Replays the store's last `limit` logged decisions against a candidate policy set (at
     /// the revision each was made at, with the context and risk it had) and reports which
     /// would flip. Nothing is saved.
@@ -311,9 +334,9 @@ impl Engine {
                 explain: false,
                 lean: entry.lean,
                 attributes: entry.attributes.clone(),
-                // The log does not say which requests came through AuthZEN: a logged context
-                // the candidate's schema does not declare is an error, and the entry skipped.
-                ignore_undeclared: false,
+                // As the request was decided: through AuthZEN, keys the candidate's schema does
+                // not declare are left out; otherwise they are an error, and the entry skipped.
+                ignore_undeclared: entry.ignore_undeclared,
                 quiet: false,
             };
             match self.replay(store, &req, &candidate, &entry.risk).await {

@@ -318,8 +318,13 @@ impl Engine {
                     req.lean,
                 )
             });
-        let d = match memo.as_ref().and_then(|k| self.decision_memo.get(k)) {
-            Some(d) => Decision::clone(&d),
+        let now = chrono::Utc::now().timestamp_micros();
+        let d = match memo
+            .as_ref()
+            .and_then(|k| self.decision_memo.get(k))
+            .filter(|(_, until)| *until > now)
+        {
+            Some((d, _)) => Decision::clone(&d),
             // A hit needs no checking of the request: the same one passed under this model.
             None => {
                 let target = self.target(&model, req)?;
@@ -335,10 +340,12 @@ impl Engine {
                     });
                 let cedar_context = pruned.as_ref().or(context.as_ref());
                 let d = self
-                    .evaluate_with(store, &q, &active, target, req, cedar_context, risk)
+                    .evaluate_with(&q, &active, target, req, cedar_context, risk)
                     .await?;
+                // Kept no longer than the earliest expiry among the tuples it rests on.
                 if let Some(k) = memo {
-                    self.decision_memo.insert(k, Arc::new(d.clone()));
+                    let until = q.valid_until().unwrap_or(i64::MAX);
+                    self.decision_memo.insert(k, (Arc::new(d.clone()), until));
                 }
                 d
             }
@@ -387,7 +394,6 @@ impl Engine {
         let target = self.target(&model, req)?;
         let q = self.query(store, &model, rev, cached, &opts);
         self.evaluate_with(
-            store,
             &q,
             candidate,
             target,
@@ -432,10 +438,8 @@ impl Engine {
     }
 
     /// The graph's answers, the hydrated entities and Cedar's decision under `active`.
-    #[allow(clippy::too_many_arguments)]
     async fn evaluate_with(
         &self,
-        store: &str,
         q: &graph::Query<'_>,
         active: &ActivePolicies,
         checked: Checked,
@@ -444,7 +448,6 @@ impl Engine {
         risk: Risk,
     ) -> Result<Decision> {
         let rev = q.revision;
-        let cached = q.cache.is_some();
         // The action's own answer must be exact; another relation that cannot be decided (a
         // condition without its parameters, the depth bound) is reported and not counted as
         // held, and when a policy may read `context.relations` the decision fails closed
@@ -482,7 +485,7 @@ impl Engine {
         } else {
             None
         };
-        let entities = self.entity_set(store, rev, cached, active, req).await?;
+        let entities = self.entity_set(q, active, req).await?;
         let graph_ctx = GraphContext {
             rebac,
             relations: relations.clone(),
@@ -523,14 +526,15 @@ impl Engine {
     /// The hydrated entity set of a request's subject and resource (with stored attributes
     /// when the schema declares any), cached like sub-results: the model, the revision, the
     /// policy version (its schema) and the attributes epoch are in the key.
+    /// The hierarchy rests on tuples: the query is bounded by their earliest expiry.
     async fn entity_set(
         &self,
-        store: &str,
-        rev: Revision,
-        cached: bool,
+        q: &graph::Query<'_>,
         active: &ActivePolicies,
         req: &DecisionRequest,
     ) -> Result<Arc<cedar_policy::Entities>> {
+        let (store, rev, cached) = (q.store, q.revision, q.cache.is_some());
+        let now = chrono::Utc::now().timestamp_micros();
         let bad = |e: String| Error::Validation(e);
         let epoch = self.epoch_for(store, active);
         let key = (
@@ -544,10 +548,14 @@ impl Engine {
         );
         // Attributes sent with the request make the set this request's own.
         let cached = cached && req.attributes.is_empty();
-        if cached && let Some(e) = self.entity_sets.get(&key) {
+        if cached
+            && let Some((e, until)) = self.entity_sets.get(&key)
+            && until > now
+        {
+            q.bound(until);
             return Ok(e);
         }
-        let edges = self
+        let (edges, until) = self
             .hydrate(
                 store,
                 rev,
@@ -604,8 +612,9 @@ impl Engine {
             ));
         }
         let e = Arc::new(policy::entities(uids, &active.compiled).map_err(|e| bad(e.0))?);
+        q.bound(until);
         if cached {
-            self.entity_sets.insert(key, e.clone());
+            self.entity_sets.insert(key, (e.clone(), until));
         }
         Ok(e)
     }
@@ -634,7 +643,8 @@ impl Engine {
         cached: bool,
         hierarchy: &Hierarchy,
         start: &[&str],
-    ) -> Result<Vec<(String, Vec<String>)>> {
+    ) -> Result<(Vec<(String, Vec<String>)>, i64)> {
+        let mut until = i64::MAX;
         let mut parents: HashMap<String, Vec<String>> = HashMap::new();
         let mut queue: Vec<String> = start.iter().map(|s| s.to_string()).collect();
         let mut seen: HashSet<String> = queue.iter().cloned().collect();
@@ -645,6 +655,8 @@ impl Engine {
             let mine = self
                 .entity_parents(store, rev, cached, hierarchy, &e, o)
                 .await?;
+            until = until.min(mine.1);
+            let mine = &mine.0;
             for p in mine.iter() {
                 if seen.insert(p.clone()) {
                     if seen.len() > MAX_ENTITIES {
@@ -655,18 +667,20 @@ impl Engine {
                     queue.push(p.clone());
                 }
             }
-            parents.insert(e, mine.as_ref().clone());
+            parents.insert(e, mine.clone());
         }
         drop_cycles(&mut parents);
         let mut out: Vec<(String, Vec<String>)> = parents.into_iter().collect();
         out.sort();
-        Ok(out)
+        Ok((out, until))
     }
 }
 
 impl Engine {
-    /// The parents of one entity at `rev`, from the cross-request cache when allowed (the
-    /// model and the revision are part of the key, so a cached answer is never stale).
+    /// The parents of one entity at `rev`, and until when they hold (µs; the earliest expiry
+    /// of the tuples that make them), from the cross-request cache when allowed (the model
+    /// and the revision are part of the key, and an answer past its expiry is not served, so
+    /// a cached answer is never stale).
     async fn entity_parents(
         &self,
         store: &str,
@@ -675,17 +689,22 @@ impl Engine {
         hierarchy: &Hierarchy,
         e: &str,
         o: ObjectRef<'_>,
-    ) -> Result<Arc<Vec<String>>> {
+    ) -> Result<Arc<super::Parents>> {
         let key = (
             store.to_string(),
             hierarchy.model_id.clone(),
             rev,
             e.to_string(),
         );
-        if cached && let Some(p) = self.parents.get(&key) {
+        let now = chrono::Utc::now();
+        if cached
+            && let Some(p) = self.parents.get(&key)
+            && p.1 > now.timestamp_micros()
+        {
             return Ok(p);
         }
         let mut mine = Vec::new();
+        let mut until = i64::MAX;
         // Memberships: tuples where `e` is the user.
         let as_user = TupleFilter {
             users: vec![e.to_string()],
@@ -703,16 +722,23 @@ impl Engine {
                 .read_tuples(store, &f, rev, &Page::default())
                 .await?;
             for t in page.items {
+                if !t.key.live_at(now) {
+                    continue;
+                }
                 if let Some((child, parent)) =
                     hierarchy.edge(&t.key.object, &t.key.relation, &t.key.user)
                     && child == e
-                    && !mine.contains(&parent)
                 {
-                    mine.push(parent);
+                    if let Some(x) = t.key.expires_at {
+                        until = until.min(x.timestamp_micros());
+                    }
+                    if !mine.contains(&parent) {
+                        mine.push(parent);
+                    }
                 }
             }
         }
-        let mine = Arc::new(mine);
+        let mine = Arc::new((mine, until));
         if cached {
             self.parents.insert(key, mine.clone());
         }

@@ -40,6 +40,7 @@ pub async fn run_all(ds: &dyn Datastore) {
     decision_log(ds).await;
     entity_attributes(ds).await;
     isolation(ds).await;
+    expiry(ds).await;
     let agreed = super::differential::differential(ds, 120).await;
     assert!(agreed > 1000, "differential: only {agreed} checks compared");
 }
@@ -2107,6 +2108,7 @@ fn logged(store: &str, subject: &str, resource: &str, allowed: bool) -> LoggedDe
         revision: 3,
         policy_version: "baseline".into(),
         lean: true,
+        ignore_undeclared: true,
         attributes_sent: true,
         attributes: [(
             subject.to_string(),
@@ -2455,6 +2457,166 @@ async fn entity_attributes(ds: &dyn Datastore) {
         ),
         "attributes: unknown store"
     );
+}
+
+/// Tuples that expire: they count until their expiry and at no revision after it; reads and
+/// the changelog show the expiry; an expired tuple is neither a duplicate of a new write nor
+/// there to delete; the sweep removes expired rows (up to its limit) and nothing else.
+async fn expiry(ds: &dyn Datastore) {
+    let what = "expiry";
+    let store = new_store(ds, what).await;
+    let soon = now() + chrono::Duration::milliseconds(1500);
+    let later = now() + chrono::Duration::days(1);
+    let expiring = |mut k: TupleKey, at: chrono::DateTime<chrono::Utc>| {
+        k.expires_at = Some(at);
+        k
+    };
+    let a = tk("user:anne", "viewer", "doc:1");
+    let b = expiring(tk("user:bob", "viewer", "doc:1"), soon);
+    let c = expiring(
+        with_condition(
+            tk("user:carl", "viewer", "doc:1"),
+            "c",
+            Some(serde_json::json!({ "x": 1 })),
+        ),
+        later,
+    );
+    let d = expiring(tk("group:eng#member", "editor", "doc:2"), soon);
+    let r1 = write(
+        ds,
+        &store,
+        &[],
+        &[a.clone(), b.clone(), c.clone(), d.clone()],
+        what,
+    )
+    .await;
+
+    // Before the expiry: everything counts, and reads give each tuple back as written.
+    let got = read_keys(ds, &store, &TupleFilter::default(), r1, what).await;
+    assert_same_tuples(&got, &[a.clone(), b.clone(), c.clone(), d.clone()], what);
+    for want in [&a, &b, &c, &d] {
+        let found = got.iter().find(|k| k.identity() == want.identity());
+        assert_eq!(
+            found,
+            Some(want),
+            "{what}: a read shows the tuple with its expiry"
+        );
+    }
+    let (log, _) = collect_changes(ds, &store, &ChangeFilter::default(), 100, None, what).await;
+    let shown: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+        log.iter().map(|c| c.tuple_key.expires_at).collect();
+    let mut want_shown = vec![None, Some(soon), Some(later), Some(soon)];
+    let mut shown_sorted = shown.clone();
+    shown_sorted.sort();
+    want_shown.sort();
+    assert_eq!(
+        shown_sorted, want_shown,
+        "{what}: the changelog shows each write's expiry"
+    );
+    // Still live: a duplicate.
+    let dup = ds
+        .write_tuples(
+            &store,
+            &[],
+            std::slice::from_ref(&b),
+            WriteOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(dup, Err(Error::DuplicateWrite(_))),
+        "{what}: a tuple before its expiry is a duplicate: {dup:?}"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    assert!(now() > soon);
+    // At its expiry a tuple stops counting at every revision, the one it was written at too,
+    // through every filter.
+    for f in [
+        TupleFilter::default(),
+        filter(Some("doc"), Some("1"), Some("viewer"), &[]),
+        filter(None, None, None, &["user:bob"]),
+        filter(Some("doc"), None, None, &["group:eng#member"]),
+    ] {
+        let got = read_keys(ds, &store, &f, r1, what).await;
+        assert!(
+            got.iter()
+                .all(|k| k.user != "user:bob" && k.user != "group:eng#member"),
+            "{what}: an expired tuple is read ({f:?}): {got:?}"
+        );
+    }
+    let got = read_keys(ds, &store, &TupleFilter::default(), r1, what).await;
+    assert_same_tuples(&got, &[a.clone(), c.clone()], what);
+
+    // An expired tuple is not there to delete; ignoring missing deletes, nothing changes.
+    let missing = ds
+        .write_tuples(
+            &store,
+            &[tk("user:bob", "viewer", "doc:1")],
+            &[],
+            WriteOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(Error::MissingDelete(_))),
+        "{what}: deleting an expired tuple is a missing delete: {missing:?}"
+    );
+    let ignore_missing = WriteOptions {
+        ignore_missing: true,
+        ..WriteOptions::default()
+    };
+    let same = ds
+        .write_tuples(
+            &store,
+            &[tk("user:bob", "viewer", "doc:1")],
+            &[],
+            ignore_missing,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        same, r1,
+        "{what}: an ignored delete of an expired tuple writes no revision"
+    );
+
+    // Writing it again is no duplicate: the new version counts, without an expiry.
+    let b2 = tk("user:bob", "viewer", "doc:1");
+    let r2 = write(ds, &store, &[], std::slice::from_ref(&b2), what).await;
+    assert!(r2 > r1);
+    let got = read_keys(ds, &store, &TupleFilter::default(), r2, what).await;
+    assert_same_tuples(&got, &[a.clone(), b2.clone(), c.clone()], what);
+    assert!(
+        got.iter()
+            .all(|k| k.user != "user:bob" || k.expires_at.is_none())
+    );
+    let (log, _) = collect_changes(ds, &store, &ChangeFilter::default(), 100, None, what).await;
+    let last = log.last().unwrap();
+    assert_eq!(
+        (last.operation, last.revision, &last.tuple_key),
+        (Operation::Write, r2, &b2),
+        "{what}: the new write, and no delete for the expiry, in the changelog"
+    );
+    assert_eq!(log.len(), 5, "{what}: {log:?}");
+
+    // The sweep: expired rows go (the limit respected), live ones stay, answers do not move.
+    let first = ds.remove_expired_tuples(now(), 1).await.unwrap();
+    assert_eq!(first, 1, "{what}: the sweep removes up to its limit");
+    ds.remove_expired_tuples(now(), 10_000).await.unwrap();
+    assert_eq!(
+        ds.remove_expired_tuples(now(), 10_000).await.unwrap(),
+        0,
+        "{what}: nothing expired is left"
+    );
+    let got = read_keys(ds, &store, &TupleFilter::default(), r2, what).await;
+    assert_same_tuples(&got, &[a.clone(), b2.clone(), c.clone()], what);
+    // Swept as if a day had passed, `c` goes too; `a` and `b2`, which never expire, stay.
+    assert!(
+        ds.remove_expired_tuples(later + chrono::Duration::seconds(1), 10_000)
+            .await
+            .unwrap()
+            >= 1
+    );
+    let got = read_keys(ds, &store, &TupleFilter::default(), r2, what).await;
+    assert_same_tuples(&got, &[a, b2], what);
 }
 
 #[cfg(test)]

@@ -201,6 +201,13 @@ impl Datastore for MemoryStore {
         let mut stores = self.stores.write().map_err(|_| poisoned())?;
         let s = live_mut(&mut stores, store)?;
         let id = |k: &TupleKey| (k.object.clone(), k.relation.clone(), k.user.clone());
+        let now = chrono::Utc::now();
+        // A tuple past its expiry no longer exists, though its row may still be kept.
+        let exists = |s: &StoreData, k: &TupleKey| {
+            s.live
+                .get(&id(k))
+                .is_some_and(|&i| s.rows[i].key.live_at(now))
+        };
         // Validate everything before touching anything: all or nothing.
         let mut deleting = std::collections::HashSet::new();
         for d in deletes {
@@ -209,7 +216,7 @@ impl Datastore for MemoryStore {
                     "duplicate tuple in the delete list ({d})"
                 )));
             }
-            if !s.live.contains_key(&id(d)) && !opts.ignore_missing {
+            if !exists(s, d) && !opts.ignore_missing {
                 return Err(Error::MissingDelete(d.to_string()));
             }
         }
@@ -220,15 +227,16 @@ impl Datastore for MemoryStore {
                     "duplicate tuple in the write list ({w})"
                 )));
             }
-            if s.live.contains_key(&id(w)) && !deleting.contains(&id(w)) && !opts.ignore_duplicates
-            {
+            if exists(s, w) && !deleting.contains(&id(w)) && !opts.ignore_duplicates {
                 return Err(Error::DuplicateWrite(w.to_string()));
             }
         }
         let rev = s.head + 1;
-        let now = chrono::Utc::now();
         let mut changed = false;
         for d in deletes {
+            if !exists(s, d) {
+                continue; // an ignored missing delete
+            }
             if let Some(idx) = s.live.remove(&id(d)) {
                 s.rows[idx].deleted = Some(rev);
                 s.changes.push(TupleChange {
@@ -241,8 +249,13 @@ impl Datastore for MemoryStore {
             }
         }
         for w in writes {
-            if s.live.contains_key(&id(w)) {
+            if exists(s, w) {
                 continue; // an ignored duplicate
+            }
+            // An expired version still kept gives way to the new one, without a change of its
+            // own: it had stopped counting already.
+            if let Some(idx) = s.live.remove(&id(w)) {
+                s.rows[idx].deleted = Some(rev);
             }
             let idx = s.rows.len();
             s.rows.push(Row {
@@ -313,10 +326,11 @@ impl Datastore for MemoryStore {
         };
         idxs.sort_unstable();
         idxs.dedup();
+        let now = chrono::Utc::now();
         let items: Vec<Tuple> = idxs
             .into_iter()
             .map(|i| &s.rows[i])
-            .filter(|r| visible(r, rev) && filter.matches(&r.key))
+            .filter(|r| visible(r, rev) && r.key.live_at(now) && filter.matches(&r.key))
             .map(to_tuple)
             .collect();
         paginate(items, page)
@@ -544,6 +558,51 @@ impl Datastore for MemoryStore {
             removed += (before - s.decisions.len() - s.risk.len()) as u64;
         }
         Ok(removed)
+    }
+
+    async fn remove_expired_tuples(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<u64> {
+        let mut stores = self.stores.write().map_err(|_| poisoned())?;
+        let mut removed = 0usize;
+        for s in stores.values_mut() {
+            if removed >= limit {
+                break;
+            }
+            let before = s.rows.len();
+            let mut budget = limit - removed;
+            s.rows.retain(|r| {
+                let expired = !r.key.live_at(now);
+                if expired && budget > 0 {
+                    budget -= 1;
+                    return false;
+                }
+                true
+            });
+            if s.rows.len() == before {
+                continue;
+            }
+            removed += before - s.rows.len();
+            // Row positions moved: index them again.
+            s.live.clear();
+            s.by_object.clear();
+            s.by_user.clear();
+            for (idx, r) in s.rows.iter().enumerate() {
+                let k = &r.key;
+                if r.deleted.is_none() {
+                    s.live
+                        .insert((k.object.clone(), k.relation.clone(), k.user.clone()), idx);
+                }
+                s.by_object
+                    .entry((k.object.clone(), k.relation.clone()))
+                    .or_default()
+                    .push(idx);
+                s.by_user.entry(k.user.clone()).or_default().push(idx);
+            }
+        }
+        Ok(removed as u64)
     }
 
     async fn write_entity_attributes(

@@ -316,12 +316,14 @@ fn tuple_key(
     user: String,
     condition_name: Option<String>,
     condition_context: Option<String>,
+    expires_at: Option<NaiveDateTime>,
 ) -> Result<TupleKey> {
     Ok(TupleKey {
         user,
         relation,
         object: format!("{object_type}:{object_id}"),
         condition: decode_condition(condition_name, condition_context)?,
+        expires_at: expires_at.map(utc),
     })
 }
 
@@ -362,6 +364,7 @@ fn change_from_row(row: ChangeRow) -> Result<TupleChange> {
             row.user_value,
             row.condition_name,
             row.condition_context,
+            row.expires_at,
         )?,
         operation,
         timestamp: utc(row.created_at),
@@ -387,6 +390,13 @@ const PRUNE_PROFILES: (&str, &str) = (
      (SELECT store_id, subject FROM risk_profiles WHERE expires_at < ? LIMIT ?)",
     "DELETE FROM risk_profiles WHERE (store_id, subject) IN \
      (SELECT store_id, subject FROM risk_profiles WHERE expires_at < $1 LIMIT $2)",
+);
+/// Removing expired tuples (SQLite, PostgreSQL): up to a batch, through the expiry index.
+const REMOVE_EXPIRED_TUPLES: (&str, &str) = (
+    "DELETE FROM tuples WHERE id IN \
+     (SELECT id FROM tuples WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)",
+    "DELETE FROM tuples WHERE id IN \
+     (SELECT id FROM tuples WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2)",
 );
 const ATTRIBUTES_TOKEN: &str = "attributes";
 
@@ -516,7 +526,7 @@ impl LiveMatching for AsyncPgConnection {
             };
             diesel::sql_query(
                 "SELECT t.id, t.object_type, t.object_id, t.relation, t.user_value, \
-                        t.condition_name, t.condition_context, t.created_at \
+                        t.condition_name, t.condition_context, t.created_at, t.expires_at \
                  FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) \
                         AS k (object_type, object_id, relation, user_value) \
                  CROSS JOIN LATERAL ( \
@@ -888,7 +898,8 @@ impl Datastore for SqlStore {
             let change = |seq: usize,
                           operation: &str,
                           p: &Parts<'_>,
-                          cond: (Option<String>, Option<String>)|
+                          cond: (Option<String>, Option<String>),
+                          expires_at: Option<NaiveDateTime>|
              -> std::result::Result<ChangeRow, TxError> {
                 Ok(ChangeRow {
                     store_id: store.to_string(),
@@ -903,14 +914,17 @@ impl Datastore for SqlStore {
                     condition_name: cond.0,
                     condition_context: cond.1,
                     created_at: now,
+                    expires_at,
                 })
             };
 
-            // Deletes: mark the live versions deleted at `rev`, keeping what they were.
+            // Deletes: mark the live versions deleted at `rev`, keeping what they were. A
+            // version past its expiry no longer exists: deleting it is a missing delete.
             let mut deleted: std::collections::HashMap<Identity, TupleRow> =
                 std::collections::HashMap::new();
             for chunk in delete_ids.chunks(KEY_CHUNK) {
-                let rows = conn.live_matching(store, chunk).await?;
+                let mut rows = conn.live_matching(store, chunk).await?;
+                rows.retain(|r| r.expires_at.is_none_or(|e| e > now));
                 let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
                 if !ids.is_empty() {
                     diesel::update(tuples::table.filter(tuples::id.eq_any(ids)))
@@ -935,6 +949,7 @@ impl Datastore for SqlStore {
                             DELETE,
                             &p,
                             (row.condition_name.clone(), row.condition_context.clone()),
+                            row.expires_at,
                         )?);
                     }
                     None if opts.ignore_missing => {}
@@ -942,16 +957,25 @@ impl Datastore for SqlStore {
                 }
             }
 
-            // Writes: anything still live is a duplicate.
+            // Writes: anything still live is a duplicate. A version past its expiry gives way
+            // to the new one, without a change of its own: it had stopped counting already.
             let write_ids: Vec<Identity> = write_parts.iter().map(identity).collect();
             let mut live = std::collections::HashSet::new();
+            let mut lapsed = Vec::new();
             for chunk in write_ids.chunks(KEY_CHUNK) {
-                live.extend(
-                    conn.live_matching(store, chunk)
-                        .await?
-                        .iter()
-                        .map(row_identity),
-                );
+                for r in conn.live_matching(store, chunk).await? {
+                    if r.expires_at.is_some_and(|e| e <= now) {
+                        lapsed.push(r.id);
+                    } else {
+                        live.insert(row_identity(&r));
+                    }
+                }
+            }
+            for chunk in lapsed.chunks(KEY_CHUNK) {
+                diesel::update(tuples::table.filter(tuples::id.eq_any(chunk)))
+                    .set(tuples::deleted_rev.eq(Some(rev)))
+                    .execute(conn)
+                    .await?;
             }
             let mut new_rows = Vec::new();
             for ((k, p), id) in writes.iter().zip(&write_parts).zip(&write_ids) {
@@ -962,8 +986,9 @@ impl Datastore for SqlStore {
                     return Err(Error::DuplicateWrite(k.to_string()).into());
                 }
                 let cond = encode_condition(k);
+                let expires_at = k.expires_at.map(|e| e.naive_utc());
                 let seq = changes.len();
-                changes.push(change(seq, WRITE, p, cond.clone())?);
+                changes.push(change(seq, WRITE, p, cond.clone(), expires_at)?);
                 new_rows.push(NewTuple {
                     store_id: store.to_string(),
                     object_type: p.object_type.to_string(),
@@ -976,6 +1001,7 @@ impl Datastore for SqlStore {
                     created_rev: rev,
                     deleted_rev: None,
                     created_at: now,
+                    expires_at,
                 });
             }
 
@@ -1024,6 +1050,7 @@ impl Datastore for SqlStore {
     ) -> Result<Paged<Tuple>> {
         let after = tuple_token(page)?;
         let rev = to_db_rev(rev);
+        let now = chrono::Utc::now().naive_utc();
         let rows: Vec<TupleRow> = with_conn!(self, |conn| {
             let mut q = tuples::table
                 .select(TupleRow::as_select())
@@ -1034,6 +1061,7 @@ impl Datastore for SqlStore {
                         .is_null()
                         .or(tuples::deleted_rev.gt(rev)),
                 )
+                .filter(tuples::expires_at.is_null().or(tuples::expires_at.gt(now)))
                 .into_boxed();
             if let Some(t) = &filter.object_type {
                 q = q.filter(tuples::object_type.eq(t));
@@ -1070,6 +1098,7 @@ impl Datastore for SqlStore {
                         r.user_value,
                         r.condition_name,
                         r.condition_context,
+                        r.expires_at,
                     )?,
                 })
             },
@@ -1633,6 +1662,43 @@ impl Datastore for SqlStore {
         Ok(removed)
     }
 
+    async fn remove_expired_tuples(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<u64> {
+        let now = now.naive_utc();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (sqlite, postgres) = REMOVE_EXPIRED_TUPLES;
+        // One statement (on SQLite, under the writers' lock, held for one batch only).
+        let n = match &self.backend {
+            Backend::Postgres(pool) => {
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let conn: &mut AsyncPgConnection = &mut pooled;
+                diesel::sql_query(postgres)
+                    .bind::<diesel::sql_types::Timestamp, _>(now)
+                    .bind::<diesel::sql_types::BigInt, _>(limit)
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+            }
+            Backend::Sqlite {
+                pool, write_lock, ..
+            } => {
+                let _writer = write_lock.lock().await;
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let conn: &mut SqliteConn = &mut pooled;
+                diesel::sql_query(sqlite)
+                    .bind::<diesel::sql_types::Timestamp, _>(now)
+                    .bind::<diesel::sql_types::BigInt, _>(limit)
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+            }
+        };
+        Ok(n as u64)
+    }
+
     async fn write_entity_attributes(
         &self,
         store: &str,
@@ -1777,6 +1843,8 @@ struct BlockEntry<'a> {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     l: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    iu: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     sent: bool,
     #[serde(default, skip_serializing_if = "is_empty_map")]
     at: std::borrow::Cow<
@@ -1818,6 +1886,7 @@ impl<'a> BlockEntry<'a> {
             rev: d.revision,
             pv: Borrowed(&d.policy_version),
             l: d.lean,
+            iu: d.ignore_undeclared,
             sent: d.attributes_sent,
             at: Borrowed(&d.attributes),
             rd: Borrowed(&d.redacted),
@@ -1844,6 +1913,7 @@ impl<'a> BlockEntry<'a> {
             revision: self.rev,
             policy_version: self.pv.into_owned(),
             lean: self.l,
+            ignore_undeclared: self.iu,
             attributes_sent: self.sent,
             attributes: self.at.into_owned(),
             redacted: self.rd.into_owned(),

@@ -51,6 +51,7 @@ pub(crate) struct TupleRow {
     pub condition_name: Option<String>,
     pub condition_context: Option<String>,
     pub created_at: NaiveDateTime,
+    pub expires_at: Option<NaiveDateTime>,
 }
 
 /// A new tuple version.
@@ -68,6 +69,7 @@ pub(crate) struct NewTuple {
     pub created_rev: i64,
     pub deleted_rev: Option<i64>,
     pub created_at: NaiveDateTime,
+    pub expires_at: Option<NaiveDateTime>,
 }
 
 /// A row of `changelog`.
@@ -85,6 +87,7 @@ pub(crate) struct ChangeRow {
     pub condition_name: Option<String>,
     pub condition_context: Option<String>,
     pub created_at: NaiveDateTime,
+    pub expires_at: Option<NaiveDateTime>,
 }
 
 /// A row of `assertions`.

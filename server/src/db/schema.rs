@@ -45,6 +45,7 @@ diesel::table! {
         created_rev -> BigInt,
         deleted_rev -> Nullable<BigInt>,
         created_at -> Timestamp,
+        expires_at -> Nullable<Timestamp>,
     }
 }
 
@@ -62,6 +63,7 @@ diesel::table! {
         condition_name -> Nullable<Text>,
         condition_context -> Nullable<Text>,
         created_at -> Timestamp,
+        expires_at -> Nullable<Timestamp>,
     }
 }
 
