@@ -70,8 +70,6 @@ pub struct Query<'a> {
     scope: u64,
     memo: Mutex<HashMap<String, Outcome>>,
     reads: Mutex<HashMap<TupleFilter, Arc<Vec<TupleKey>>>>,
-    /// The wall clock the query evaluates at: tuples expired by then do not count.
-    now: chrono::DateTime<chrono::Utc>,
     /// The earliest expiry (µs since the epoch) of anything the answers so far rest on: the
     /// tuples read and the cached sub-results used. An answer stays true until then only.
     horizon: AtomicI64,
@@ -110,7 +108,6 @@ impl<'a> Query<'a> {
             },
             memo: Mutex::new(HashMap::new()),
             reads: Mutex::new(HashMap::new()),
-            now: chrono::Utc::now(),
             horizon: AtomicI64::new(i64::MAX),
             lacking: Mutex::new(None),
         }
@@ -138,11 +135,12 @@ impl<'a> Query<'a> {
             .datastore
             .read_tuples(self.store, &filter, self.revision, &Page::default())
             .await?;
+        let now = chrono::Utc::now();
         let mut out: Vec<TupleKey> = page
             .items
             .into_iter()
             .map(|t| t.key)
-            .filter(|k| k.live_at(self.now))
+            .filter(|k| k.live_at(now))
             .collect();
         if let Some(first) = out.iter().filter_map(|k| k.expires_at).min() {
             self.bound(first.timestamp_micros());
@@ -172,9 +170,10 @@ impl<'a> Query<'a> {
         (h != i64::MAX).then_some(h)
     }
 
-    /// The wall clock the query evaluates at, µs since the epoch.
+    /// The wall clock now, µs since the epoch: read at each use, so that a long query (a
+    /// list walk) never serves a cached answer past the expiry it rests on.
     pub(crate) fn now_micros(&self) -> i64 {
-        self.now.timestamp_micros()
+        chrono::Utc::now().timestamp_micros()
     }
 
     /// Evaluates the tuple's condition (a tuple without one is unconditional). Callers have

@@ -134,20 +134,27 @@ const LOG_FLUSH_EVERY: Duration = Duration::from_millis(250);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Writes the decision log in batches, applies retention and removes expired tuples, until
-/// the server stops.
+/// the server stops. The sweep runs on its own task: a large backlog of expired tuples never
+/// holds up the decision log's writes.
 fn spawn_upkeep(engine: Arc<Engine>, sweep_every: Duration) {
+    let sweeper = engine.clone();
     tokio::spawn(async move {
-        let mut flush = tokio::time::interval(LOG_FLUSH_EVERY);
-        let mut prune = tokio::time::interval(PRUNE_EVERY);
         let mut sweep = tokio::time::interval(sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            sweep.tick().await;
+            match sweeper.remove_expired_tuples().await {
+                Ok(n) if n > 0 => tracing::info!(removed = n, "removed tuples past their expiry"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "expired tuple sweep failed"),
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut flush = tokio::time::interval(LOG_FLUSH_EVERY);
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        loop {
             tokio::select! {
-                _ = sweep.tick() => match engine.remove_expired_tuples().await {
-                    Ok(n) if n > 0 => tracing::info!(removed = n, "removed tuples past their expiry"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "expired tuple sweep failed"),
-                },
                 _ = flush.tick() => {
                     if let Err(e) = engine.flush_decision_log().await {
                         tracing::warn!(error = %e, "cannot write the decision log; will retry");

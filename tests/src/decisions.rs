@@ -601,6 +601,21 @@ async fn dry_run_reports_flips_without_activating(backend: Backend) {
     decide_ctx(&s, &store, "user:anne", "document:1", json!({})).await;
     decide_ctx(&s, &store, "user:anne", "document:2", json!({})).await;
     decide_ctx(&s, &store, "user:carl", "document:1", json!({})).await;
+    // Through AuthZEN, a context key the schema does not declare is left out, not refused:
+    // the replay does the same, so the entry is replayed rather than skipped.
+    let az = s
+        .post(
+            &format!("/stores/{store}/access/v1/evaluation"),
+            &json!({
+                "subject": { "type": "user", "id": "anne" },
+                "action": { "name": "viewer" },
+                "resource": { "type": "document", "id": "1" },
+                "context": { "undeclared_key": "x" }
+            }),
+        )
+        .await
+        .ok();
+    assert_eq!(az["decision"], true, "{az}");
     // The tuple that granted document:2 goes after the decision: the replay uses the
     // revision each decision was made at, so only the policy change can flip it.
     s.write(&store, &[], &[tk("user:anne", "owner", "document:2")])
@@ -618,7 +633,8 @@ forbid (principal, action, resource in folder::"secret");
         .post(&path, &json!({ "policies": candidate, "limit": 10 }))
         .await
         .ok();
-    assert_eq!(r["replayed"], 3, "{r}");
+    assert_eq!(r["replayed"], 4, "{r}");
+    assert_eq!(r["skipped"], json!([]), "{r}");
     let flipped = r["flipped"].as_array().unwrap();
     assert_eq!(flipped.len(), 1, "{r}");
     assert_eq!(flipped[0]["resource"], "document:2");

@@ -205,6 +205,25 @@ async fn expired_relationships_stop_counting_everywhere(backend: Backend) {
     s.write(&store, &[], &[tk("user:bob", "viewer", "document:1")])
         .await
         .assert_error(400, None);
+    // A dry run does not blame a candidate for what expiry changed: decisions whose own
+    // policies now decide them differently are skipped, with the reason.
+    let candidate =
+        "@id(\"baseline\")\npermit (principal, action, resource) when { context.rebac };\n";
+    let r = s
+        .post(
+            &format!("/stores/{store}/policies/dry-run"),
+            &json!({ "policies": candidate, "limit": 100 }),
+        )
+        .await
+        .ok();
+    assert_eq!(r["flipped"], json!([]), "{r}");
+    let skipped = r["skipped"].as_array().unwrap();
+    assert!(
+        skipped
+            .iter()
+            .any(|k| k["reason"].as_str().is_some_and(|m| m.contains("expired"))),
+        "{r}"
+    );
     s.write_ok(&store, &[tk("user:bob", "viewer", "document:1")])
         .await;
     assert!(s.check(&store, "user:bob", "viewer", "document:1").await);

@@ -50,7 +50,8 @@ pub fn workspace_dir() -> PathBuf {
 }
 
 /// The `gatehouse` binary: `GATEHOUSE_BIN`, or `<target>/debug/gatehouse` built once per
-/// test process with `cargo build -p gatehouse-server --bin gatehouse`.
+/// test process with `cargo build --workspace --tests --bins` (a no-op after the test run's
+/// own build, whose dependency features it shares).
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {

@@ -1,6 +1,7 @@
 //! The decision log (sampled, buffered, written in batches, kept for a retention period) and
 //! the dry run that replays logged decisions against a candidate policy set.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::policies::{ActivePolicies, Decision, DecisionRequest};
 use super::{Consistency, Engine};
 use crate::error::{Error, Result};
+use crate::graph::CompiledModel;
 use crate::policy::DeterminingPolicy;
 use crate::store::{DecisionFilter, LoggedDecision, Page, Paged, TemplateLink};
 
@@ -307,6 +309,7 @@ impl Engine {
             flipped: vec![],
             skipped: vec![],
         };
+        let mut versions: HashMap<String, Option<Arc<ActivePolicies>>> = HashMap::new();
         for entry in logged.items {
             let unreplayable = if !entry.redacted.is_empty() {
                 Some(format!(
@@ -340,22 +343,51 @@ impl Engine {
                 quiet: false,
             };
             match self.replay(store, &req, &candidate, &entry.risk).await {
-                Ok(now) => {
-                    out.replayed += 1;
-                    if now.allowed != entry.allowed {
-                        out.flipped.push(Flip {
+                Ok(now) if now.allowed != entry.allowed => {
+                    // A flip the candidate did not cause: the policies that made the decision
+                    // no longer make it either (a relationship it rested on has expired since,
+                    // or stored attributes changed). Reported as such, not as a flip.
+                    let logged = self
+                        .logged_policies(
+                            store,
+                            &entry.policy_version,
+                            model.as_deref(),
+                            &mut versions,
+                        )
+                        .await?;
+                    let unchanged = match logged {
+                        Some(p) => self
+                            .replay(store, &req, &p, &entry.risk)
+                            .await
+                            .map(|d| d.allowed == entry.allowed)
+                            // Undecidable under its own policies: the flip stands.
+                            .unwrap_or(true),
+                        None => true,
+                    };
+                    if !unchanged {
+                        out.skipped.push(Skipped {
                             decision_id: entry.id,
-                            subject: entry.subject,
-                            action: entry.action,
-                            resource: entry.resource,
-                            was_allowed: entry.allowed,
-                            was_policies: entry.policies,
-                            now_allowed: now.allowed,
-                            now_policies: now.policies,
-                            now_errors: now.errors,
+                            reason: "its own policies now decide it differently too: a \
+                                     relationship it rested on has expired, or stored \
+                                     attributes changed"
+                                .into(),
                         });
+                        continue;
                     }
+                    out.replayed += 1;
+                    out.flipped.push(Flip {
+                        decision_id: entry.id,
+                        subject: entry.subject,
+                        action: entry.action,
+                        resource: entry.resource,
+                        was_allowed: entry.allowed,
+                        was_policies: entry.policies,
+                        now_allowed: now.allowed,
+                        now_policies: now.policies,
+                        now_errors: now.errors,
+                    });
                 }
+                Ok(_) => out.replayed += 1,
                 Err(e) => out.skipped.push(Skipped {
                     decision_id: entry.id,
                     reason: e.to_string(),
@@ -363,5 +395,34 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// The policies of a logged decision's version, compiled once per dry run; `None` when
+    /// the version is gone or no longer compiles.
+    async fn logged_policies(
+        &self,
+        store: &str,
+        version: &str,
+        model: Option<&CompiledModel>,
+        seen: &mut HashMap<String, Option<Arc<ActivePolicies>>>,
+    ) -> Result<Option<Arc<ActivePolicies>>> {
+        if let Some(p) = seen.get(version) {
+            return Ok(p.clone());
+        }
+        let active = self.active_for(store, model).await?;
+        let p = if active.version == version {
+            Some(active)
+        } else {
+            self.ds
+                .read_policy_version(store, version)
+                .await?
+                .and_then(|v| {
+                    Self::compile_policies(&v.id, &v.policies, &v.links, v.schema.as_ref(), model)
+                        .ok()
+                })
+                .map(Arc::new)
+        };
+        seen.insert(version.to_string(), p.clone());
+        Ok(p)
     }
 }

@@ -170,7 +170,7 @@ impl Engine {
     }
 
     /// The active policies with the schema and hierarchy of `model` (the latest one).
-    async fn active_for(
+    pub(super) async fn active_for(
         &self,
         store: &str,
         model: Option<&CompiledModel>,
@@ -393,15 +393,21 @@ impl Engine {
         let (model, rev, cached) = self.prepare(store, &opts).await?;
         let target = self.target(&model, req)?;
         let q = self.query(store, &model, rev, cached, &opts);
-        self.evaluate_with(
-            &q,
-            candidate,
-            target,
-            req,
-            req.context.as_ref(),
-            risk.clone(),
-        )
-        .await
+        // As `decide` does: keys the candidate's schema does not declare are left out when
+        // the request asked for that (AuthZEN), and refused otherwise.
+        let pruned = req
+            .ignore_undeclared
+            .then(|| req.context.clone())
+            .flatten()
+            .map(|mut c| {
+                candidate
+                    .compiled
+                    .prune_context(&target.target.action, &mut c);
+                c
+            });
+        let context = pruned.as_ref().or(req.context.as_ref());
+        self.evaluate_with(&q, candidate, target, req, context, risk.clone())
+            .await
     }
 
     /// Checks the request's subject, resource and action against the model.

@@ -178,104 +178,109 @@ pub async fn differential(ds: &dyn Datastore, rounds: u64) -> usize {
     agreed
 }
 
+/// Through the engine over `ds`, on the same kind of random models and tuples: a batch check
+/// answers each item as check does, and a decision's `context.relations` (what Cedar policies
+/// read) and `rebac` hold exactly what check allows, with the cache on and off. Returns how
+/// many answers agreed.
+pub async fn engine_differential(ds: std::sync::Arc<dyn Datastore>, rounds: u64) -> usize {
+    use crate::service::{
+        BatchItem, Consistency, DecisionRequest, Engine, EngineConfig, QueryOptions,
+    };
+    let mut agreed = 0;
+    for cache_enabled in [true, false] {
+        let engine = Engine::new(
+            ds.clone(),
+            EngineConfig {
+                cache_enabled,
+                ..EngineConfig::default()
+            },
+        );
+        for seed in 0..rounds {
+            let mut rng = Rng(seed.wrapping_mul(104_729) + 3);
+            let dsl = model_dsl(&mut rng);
+            let Ok(m) = parse_dsl(&dsl) else { continue };
+            let Ok(model) = CompiledModel::new(m.clone()) else {
+                continue;
+            };
+            let store = engine.create_store("differential").await.unwrap().id;
+            engine.write_model(&store, m).await.unwrap();
+            let mut tuples: Vec<TupleKey> = Vec::new();
+            for _ in 0..40 {
+                let t = random_tuple(&mut rng);
+                if model.validate_tuple(&t).is_ok()
+                    && !tuples.iter().any(|x| x.identity() == t.identity())
+                {
+                    tuples.push(t);
+                }
+            }
+            engine
+                .write(&store, None, &tuples, &[], WriteOptions::default())
+                .await
+                .unwrap();
+            let opts = QueryOptions {
+                consistency: Consistency::HigherConsistency,
+                ..QueryOptions::default()
+            };
+            let mut items = Vec::new();
+            for r in 0..RELATIONS {
+                for user in USERS {
+                    for doc in DOCS {
+                        items.push(BatchItem {
+                            correlation_id: format!("{}", items.len()),
+                            tuple: TupleKey::new(user, format!("r{r}"), doc),
+                            contextual_tuples: vec![],
+                            context: None,
+                        });
+                    }
+                }
+            }
+            let (batch, _) = engine.batch_check(&store, &items, &opts).await.unwrap();
+            for (item, (id, answer)) in items.iter().zip(&batch) {
+                assert_eq!(*id, item.correlation_id);
+                let t = &item.tuple;
+                let checked = engine.check(&store, t, &opts).await.map(|c| c.0);
+                let (Ok(checked), Ok(batched)) = (&checked, answer) else {
+                    assert_eq!(checked.is_ok(), answer.is_ok(), "seed {seed}: {t}");
+                    continue;
+                };
+                let context = || format!("seed {seed}: {t}\nmodel:\n{dsl}\ntuples: {tuples:?}");
+                assert_eq!(checked, batched, "batch check disagrees, {}", context());
+                let d = engine
+                    .decide(
+                        &store,
+                        &DecisionRequest {
+                            subject: t.user.clone(),
+                            action: t.relation.clone(),
+                            resource: t.object.clone(),
+                            consistency: Consistency::MinimizeLatency,
+                            ..DecisionRequest::default()
+                        },
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("decide failed: {e}, {}", context()));
+                assert_eq!(
+                    d.relations.contains(&t.relation),
+                    *checked,
+                    "context.relations disagrees with check, {}",
+                    context()
+                );
+                assert_eq!(d.rebac, *checked, "rebac disagrees, {}", context());
+                agreed += 1;
+            }
+        }
+    }
+    agreed
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use super::*;
-    use crate::service::{
-        BatchItem, Consistency, DecisionRequest, Engine, EngineConfig, QueryOptions,
-    };
     use crate::store::memory::MemoryStore;
 
-    /// Through the engine, on the same random models and tuples: a batch check answers each
-    /// item as check does, and a decision's `context.relations` (what Cedar policies read)
-    /// holds exactly the relations check allows, the cache on and off.
     #[tokio::test]
     async fn batch_check_and_cedar_relations_agree_with_check() {
-        let mut agreed = 0;
-        for cache_enabled in [true, false] {
-            let engine = Engine::new(
-                Arc::new(MemoryStore::new()),
-                EngineConfig {
-                    cache_enabled,
-                    ..EngineConfig::default()
-                },
-            );
-            for seed in 0..80u64 {
-                let mut rng = Rng(seed.wrapping_mul(104_729) + 3);
-                let dsl = model_dsl(&mut rng);
-                let Ok(m) = parse_dsl(&dsl) else { continue };
-                let Ok(model) = CompiledModel::new(m.clone()) else {
-                    continue;
-                };
-                let store = engine.create_store("differential").await.unwrap().id;
-                engine.write_model(&store, m).await.unwrap();
-                let mut tuples: Vec<TupleKey> = Vec::new();
-                for _ in 0..40 {
-                    let t = random_tuple(&mut rng);
-                    if model.validate_tuple(&t).is_ok()
-                        && !tuples.iter().any(|x| x.identity() == t.identity())
-                    {
-                        tuples.push(t);
-                    }
-                }
-                engine
-                    .write(&store, None, &tuples, &[], WriteOptions::default())
-                    .await
-                    .unwrap();
-                let opts = QueryOptions {
-                    consistency: Consistency::HigherConsistency,
-                    ..QueryOptions::default()
-                };
-                let mut items = Vec::new();
-                for r in 0..RELATIONS {
-                    for user in USERS {
-                        for doc in DOCS {
-                            items.push(BatchItem {
-                                correlation_id: format!("{}", items.len()),
-                                tuple: TupleKey::new(user, format!("r{r}"), doc),
-                                contextual_tuples: vec![],
-                                context: None,
-                            });
-                        }
-                    }
-                }
-                let (batch, _) = engine.batch_check(&store, &items, &opts).await.unwrap();
-                for (item, (id, answer)) in items.iter().zip(&batch) {
-                    assert_eq!(*id, item.correlation_id);
-                    let t = &item.tuple;
-                    let checked = engine.check(&store, t, &opts).await.map(|c| c.0);
-                    let (Ok(checked), Ok(batched)) = (&checked, answer) else {
-                        assert_eq!(checked.is_ok(), answer.is_ok(), "seed {seed}: {t}");
-                        continue;
-                    };
-                    let context = || format!("seed {seed}: {t}\nmodel:\n{dsl}\ntuples: {tuples:?}");
-                    assert_eq!(checked, batched, "batch check disagrees, {}", context());
-                    let d = engine
-                        .decide(
-                            &store,
-                            &DecisionRequest {
-                                subject: t.user.clone(),
-                                action: t.relation.clone(),
-                                resource: t.object.clone(),
-                                consistency: Consistency::MinimizeLatency,
-                                ..DecisionRequest::default()
-                            },
-                        )
-                        .await
-                        .unwrap_or_else(|e| panic!("decide failed: {e}, {}", context()));
-                    assert_eq!(
-                        d.relations.contains(&t.relation),
-                        *checked,
-                        "context.relations disagrees with check, {}",
-                        context()
-                    );
-                    assert_eq!(d.rebac, *checked, "rebac disagrees, {}", context());
-                    agreed += 1;
-                }
-            }
-        }
+        let agreed = super::engine_differential(Arc::new(MemoryStore::new()), 80).await;
         assert!(agreed > 1000, "only {agreed} compared");
     }
 }

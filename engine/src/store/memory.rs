@@ -17,6 +17,8 @@ use crate::tuple::{Tuple, TupleKey};
 
 #[derive(Debug, Clone)]
 struct Row {
+    /// Increases with every row written, and survives sweeps: what read tokens name.
+    seq: u64,
     key: TupleKey,
     created: Revision,
     deleted: Option<Revision>,
@@ -30,6 +32,8 @@ struct StoreData {
     models: BTreeMap<String, AuthorizationModel>,
     /// All tuple versions, in insertion order.
     rows: Vec<Row>,
+    /// The `seq` of the next row.
+    next_seq: u64,
     /// Live (not deleted) row index by tuple identity.
     live: HashMap<(String, String, String), usize>,
     /// Rows by `object#relation`, for check.
@@ -258,7 +262,9 @@ impl Datastore for MemoryStore {
                 s.rows[idx].deleted = Some(rev);
             }
             let idx = s.rows.len();
+            s.next_seq += 1;
             s.rows.push(Row {
+                seq: s.next_seq,
                 key: w.clone(),
                 created: rev,
                 deleted: None,
@@ -327,13 +333,29 @@ impl Datastore for MemoryStore {
         idxs.sort_unstable();
         idxs.dedup();
         let now = chrono::Utc::now();
-        let items: Vec<Tuple> = idxs
-            .into_iter()
-            .map(|i| &s.rows[i])
-            .filter(|r| visible(r, rev) && r.key.live_at(now) && filter.matches(&r.key))
-            .map(to_tuple)
-            .collect();
-        paginate(items, page)
+        // Tokens name the last row read, not a position: rows that expire or are swept
+        // between pages move nothing.
+        let after: u64 = match &page.token {
+            None => 0,
+            Some(t) => t.parse().map_err(|_| Error::InvalidContinuationToken)?,
+        };
+        let mut rows = idxs.into_iter().map(|i| &s.rows[i]).filter(|r| {
+            r.seq > after && visible(r, rev) && r.key.live_at(now) && filter.matches(&r.key)
+        });
+        let size = if page.size == 0 {
+            usize::MAX
+        } else {
+            page.size
+        };
+        let picked: Vec<&Row> = rows.by_ref().take(size).collect();
+        let next = match (picked.last(), rows.next()) {
+            (Some(last), Some(_)) => Some(last.seq.to_string()),
+            _ => None,
+        };
+        Ok(Paged {
+            items: picked.into_iter().map(to_tuple).collect(),
+            next,
+        })
     }
 
     async fn read_changes(

@@ -173,9 +173,10 @@ async fn concurrent_writers(ds: Arc<SqlStore>, writers: usize, per_writer: usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_conforms() {
     with_sqlite(|url| async move {
-        let ds = SqlStore::connect(&url).await.expect("open sqlite");
+        let ds = Arc::new(SqlStore::connect(&url).await.expect("open sqlite"));
         assert_eq!(ds.backend_name(), "sqlite");
-        conformance::run_all(&ds).await;
+        conformance::run_all(ds.as_ref()).await;
+        conformance::run_engine_differential(ds).await;
     })
     .await;
 }
@@ -231,9 +232,10 @@ async fn sqlite_reopen_keeps_data_and_migrations_are_idempotent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_conforms() {
     with_pg(|url| async move {
-        let ds = SqlStore::connect(&url).await.expect("open postgres");
+        let ds = Arc::new(SqlStore::connect(&url).await.expect("open postgres"));
         assert_eq!(ds.backend_name(), "postgres");
-        conformance::run_all(&ds).await;
+        conformance::run_all(ds.as_ref()).await;
+        conformance::run_engine_differential(ds).await;
     })
     .await;
 }
