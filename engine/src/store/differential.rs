@@ -1,7 +1,9 @@
 //! A generated differential check, part of the conformance suite: random models (unions,
 //! intersections, exclusions, tuple-to-userset, wildcards, conditions, cycles) and random
 //! tuples, asserting at one revision that check(o, r, u) ⇔ o ∈ list-objects(u, r) ⇔
-//! u ∈ list-users(o, r) (or the wildcard is listed), on whatever datastore runs the suite.
+//! u ∈ list-users(o, r) (or the wildcard is listed) ⇔ u in expand(o, r) (its usersets resolved
+//! by check), on whatever datastore runs the suite; and, through the engine, that batch check
+//! and Cedar's `context.relations` give check's answers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -101,6 +103,7 @@ fn random_tuple(rng: &mut Rng) -> TupleKey {
 /// Runs `rounds` random models against `ds`; returns how many checks agreed.
 pub async fn differential(ds: &dyn Datastore, rounds: u64) -> usize {
     let mut agreed = 0;
+    let mut expanded = 0;
     for seed in 0..rounds {
         let mut rng = Rng(seed.wrapping_mul(7919) + 1);
         let dsl = model_dsl(&mut rng);
@@ -174,8 +177,161 @@ pub async fn differential(ds: &dyn Datastore, rounds: u64) -> usize {
                 }
             }
         }
+        let e = expand_agrees(ds, &model, &dsl, seed, &tuples).await;
+        expanded += e;
+        agreed += e;
+    }
+    assert!(
+        expanded as u64 > rounds * 4,
+        "differential: only {expanded} expand answers compared"
+    );
+    agreed
+}
+
+/// Expand shows one level of the userset tree and, as OpenFGA's does, does not evaluate
+/// conditions: on the same tuples without the conditional ones, a user is in the tree
+/// (a listed user or its type's wildcard, or in a listed or computed userset, which check
+/// resolves) exactly when check allows.
+async fn expand_agrees(
+    ds: &dyn Datastore,
+    model: &CompiledModel,
+    dsl: &str,
+    seed: u64,
+    tuples: &[TupleKey],
+) -> usize {
+    let plain: Vec<TupleKey> = tuples
+        .iter()
+        .filter(|t| t.condition.is_none())
+        .cloned()
+        .collect();
+    let store = super::conformance::new_store_for(ds, "differential-expand").await;
+    let rev = if plain.is_empty() {
+        0
+    } else {
+        ds.write_tuples(&store, &[], &plain, WriteOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("differential seed {seed}: write failed: {e}"))
+    };
+    let mut agreed = 0;
+    for r in 0..RELATIONS {
+        let relation = format!("r{r}");
+        for doc in DOCS {
+            let q = Query::new(&store, model, ds, rev, &[], None);
+            let tree = graph::expand(&q, doc, &relation)
+                .await
+                .unwrap_or_else(|e| panic!("seed {seed}: expand {doc}#{relation}: {e}"));
+            for user in USERS {
+                let q = Query::new(&store, model, ds, rev, &[], None);
+                // An answer that met a cut cycle depends on where the walk entered it: not
+                // comparable with a walk entered elsewhere.
+                let Ok(Some(checked)) = exact_check(&q, doc, &relation, user).await else {
+                    continue;
+                };
+                let q = Query::new(&store, model, ds, rev, &[], None);
+                let Ok(Some(in_tree)) = in_tree(&q, &tree["root"], user).await else {
+                    continue;
+                };
+                assert_eq!(
+                    checked, in_tree,
+                    "seed {seed}: check and expand disagree on {doc}#{relation}@{user}\nmodel:\n{dsl}\ntuples: {plain:?}\ntree: {tree}"
+                );
+                agreed += 1;
+            }
+        }
     }
     agreed
+}
+
+/// Check's answer, or `None` when it met a cut cycle (or lacked a condition parameter).
+async fn exact_check(
+    q: &Query<'_>,
+    object: &str,
+    relation: &str,
+    user: &str,
+) -> crate::error::Result<Option<bool>> {
+    q.model.validate_check(object, relation, user)?;
+    let out = q.check(object, relation, user, 0, &mut Vec::new()).await?;
+    Ok((!out.cycle && !out.missing).then_some(out.allowed))
+}
+
+/// Whether `user` is in an expand node, resolving the usersets it names with check; `None`
+/// when a check it needed met a cut cycle.
+fn in_tree<'a>(
+    q: &'a Query<'_>,
+    node: &'a serde_json::Value,
+    user: &'a str,
+) -> futures::future::BoxFuture<'a, crate::error::Result<Option<bool>>> {
+    Box::pin(async move {
+        let in_userset = async |userset: &str| -> crate::error::Result<Option<bool>> {
+            let Some((object, relation)) = userset.split_once('#') else {
+                return Ok(Some(false));
+            };
+            exact_check(q, object, relation, user).await
+        };
+        // Any of `answers` true; unknown if one is unknown and none is true.
+        let mut unknown = false;
+        if let Some(leaf) = node.get("leaf") {
+            let mut sets: Vec<&str> = Vec::new();
+            if let Some(users) = leaf["users"]["users"].as_array() {
+                let wildcard = format!("{}:*", user.split(':').next().unwrap_or(""));
+                for u in users.iter().filter_map(|u| u.as_str()) {
+                    if u == user || u == wildcard {
+                        return Ok(Some(true));
+                    }
+                    if u.contains('#') {
+                        sets.push(u);
+                    }
+                }
+            } else if let Some(c) = leaf["computed"]["userset"].as_str() {
+                sets.push(c);
+            } else if let Some(list) = leaf["tupleToUserset"]["computed"].as_array() {
+                sets.extend(list.iter().filter_map(|c| c["userset"].as_str()));
+            } else {
+                panic!("unknown expand leaf {leaf}");
+            }
+            for set in sets {
+                match in_userset(set).await? {
+                    Some(true) => return Ok(Some(true)),
+                    Some(false) => {}
+                    None => unknown = true,
+                }
+            }
+            return Ok((!unknown).then_some(false));
+        }
+        if let Some(nodes) = node["union"]["nodes"].as_array() {
+            for n in nodes {
+                match in_tree(q, n, user).await? {
+                    Some(true) => return Ok(Some(true)),
+                    Some(false) => {}
+                    None => unknown = true,
+                }
+            }
+            return Ok((!unknown).then_some(false));
+        }
+        if let Some(nodes) = node["intersection"]["nodes"].as_array() {
+            for n in nodes {
+                match in_tree(q, n, user).await? {
+                    Some(false) => return Ok(Some(false)),
+                    Some(true) => {}
+                    None => unknown = true,
+                }
+            }
+            return Ok((!unknown).then_some(true));
+        }
+        if let Some(d) = node.get("difference") {
+            let base = in_tree(q, &d["base"], user).await?;
+            if base == Some(false) {
+                return Ok(Some(false));
+            }
+            let subtract = in_tree(q, &d["subtract"], user).await?;
+            return Ok(match (base, subtract) {
+                (_, Some(true)) => Some(false),
+                (Some(true), Some(false)) => Some(true),
+                _ => None,
+            });
+        }
+        panic!("unknown expand node {node}");
+    })
 }
 
 /// Through the engine over `ds`, on the same kind of random models and tuples: a batch check
