@@ -58,6 +58,9 @@ pub struct AppState {
     pub login_rate_per_ip: u64,
     /// Whether `/signup` is open.
     pub signup: bool,
+    /// The time one AuthZEN search may spend deciding its candidates
+    /// (`GATEHOUSE_SEARCH_BUDGET_MS`); past it the search is refused, never partial.
+    pub search_budget: std::time::Duration,
     /// Outgoing mail (absent with the keys).
     pub mailer: Option<Arc<crate::mail::Mailer>>,
     /// The login plugins (absent with the keys).

@@ -58,6 +58,9 @@ pub struct Config {
     /// (`GATEHOUSE_EXPIRED_TUPLE_SWEEP_SECS`). Queries stop counting a tuple at its expiry
     /// whatever this is; it only decides when its row is freed.
     pub expired_tuple_sweep_secs: u64,
+    /// The time one AuthZEN search may spend deciding its candidates, in milliseconds, 1 to
+    /// 600000 (`GATEHOUSE_SEARCH_BUDGET_MS`): past it the search is a 400, never partial.
+    pub search_budget_ms: u64,
     /// Whether people may create their own accounts at `/signup` (`GATEHOUSE_SIGNUP`).
     pub signup: bool,
     /// Redirect URIs of the console client (`gatehouse-console`), comma-separated in
@@ -106,6 +109,7 @@ impl Default for Config {
             login_rate_per_ip: 30,
             code_ttl_secs: 60,
             expired_tuple_sweep_secs: 60,
+            search_budget_ms: 10_000,
             signup: true,
             console_redirect_uris: Vec::new(),
             password_hash_slots: None,
@@ -272,6 +276,14 @@ impl Config {
         }
         if !(1..=86_400).contains(&c.expired_tuple_sweep_secs) {
             anyhow::bail!("`expired_tuple_sweep_secs` must be between 1 and 86400");
+        }
+        if let Some(v) = env("GATEHOUSE_SEARCH_BUDGET_MS") {
+            c.search_budget_ms = v
+                .parse()
+                .with_context(|| format!("`GATEHOUSE_SEARCH_BUDGET_MS` is not a number: `{v}`"))?;
+        }
+        if !(1..=600_000).contains(&c.search_budget_ms) {
+            anyhow::bail!("`search_budget_ms` must be between 1 and 600000");
         }
         if let Some(v) = env("GATEHOUSE_SIGNUP") {
             c.signup = parse_bool("GATEHOUSE_SIGNUP", &v)?;

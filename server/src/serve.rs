@@ -274,6 +274,7 @@ pub async fn run(config: Config) -> Result<()> {
         trusted_proxies: config.trusted_proxies.clone(),
         login_rate_per_ip: config.login_rate_per_ip,
         signup: config.signup,
+        search_budget: Duration::from_millis(config.search_budget_ms),
         store_owners: moka::sync::Cache::builder().max_capacity(100_000).build(),
         mailer: Some(mailer),
         plugins: Some(plugins),

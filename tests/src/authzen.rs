@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Server, for_each_backend, tk};
+use crate::harness::{Backend, Server, ServerOptions, for_each_backend, tk};
 
 for_each_backend!(
     todo_scenario,
@@ -599,4 +599,45 @@ async fn todo_scenario(backend: Backend) {
         n += 1;
     }
     assert_eq!(n, 43);
+}
+
+/// A search that cannot finish within its time budget is refused whole, never answered in
+/// part: a tenant cannot hold a worker with a search over a large store.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_past_its_budget_is_refused() {
+    let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.env
+        .push(("GATEHOUSE_SEARCH_BUDGET_MS".into(), "1".into()));
+    let s = Server::start_with(opts).await;
+    let (store, _) = s.sample_store().await;
+    for chunk in 0..4 {
+        let writes: Vec<Value> = (0..100)
+            .map(|i| tk(&format!("user:u{chunk}_{i}"), "viewer", "document:1"))
+            .collect();
+        s.write_ok(&store, &writes).await;
+    }
+    let body = json!({
+        "subject": { "type": "user" },
+        "action": { "name": "viewer" },
+        "resource": { "type": "document", "id": "1" }
+    });
+    let path = format!("/stores/{store}/access/v1/search/subject");
+    let e = s
+        .post(&path, &body)
+        .await
+        .assert_error(400, Some("search_too_costly"));
+    assert!(e["message"].as_str().unwrap().contains("1 ms"), "{e}");
+    // An evaluation is no search: it is decided as always.
+    let one = s
+        .post(
+            &format!("/stores/{store}/access/v1/evaluation"),
+            &json!({
+                "subject": { "type": "user", "id": "u0_0" },
+                "action": { "name": "viewer" },
+                "resource": { "type": "document", "id": "1" }
+            }),
+        )
+        .await
+        .ok();
+    assert_eq!(one["decision"], true, "{one}");
 }

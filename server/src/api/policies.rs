@@ -646,7 +646,20 @@ async fn az_search(
             .collect(),
     };
     let mut allowed: Vec<String> = Vec::new();
+    let started = std::time::Instant::now();
     for c in candidates {
+        // A search answers completely or not at all: past its time budget it is refused.
+        if started.elapsed() > state.search_budget {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "search_too_costly",
+                format!(
+                    "the search did not finish within its budget of {} ms; search a narrower \
+                     type or store",
+                    state.search_budget.as_millis()
+                ),
+            ));
+        }
         let mut one = e.clone();
         match what {
             Searched::Subject => {
