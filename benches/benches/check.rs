@@ -133,6 +133,20 @@ pub async fn github_fill(engine: &Arc<Engine>, half_expiring: bool) -> String {
     store
 }
 
+/// 1,000 distinct `reader` checks spread over users and repos, rotated through by the
+/// benchmarks that name `1000_keys`.
+fn rotating_keys() -> Vec<TupleKey> {
+    (0..1000)
+        .map(|i| {
+            TupleKey::new(
+                format!("user:u{}", i * 7 % USERS),
+                "reader",
+                format!("repo:r{}", i * 11 % REPOS),
+            )
+        })
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -150,15 +164,7 @@ fn bench(c: &mut Criterion) {
     });
 
     // A rotating set of 1,000 distinct checks, all answered from the warm cache.
-    let keys: Vec<TupleKey> = (0..1000)
-        .map(|i| {
-            TupleKey::new(
-                format!("user:u{}", i * 7 % USERS),
-                "reader",
-                format!("repo:r{}", i * 11 % REPOS),
-            )
-        })
-        .collect();
+    let keys = rotating_keys();
     for k in &keys {
         rt.block_on(engine.check(&store, k, &opts)).unwrap();
     }
@@ -264,15 +270,7 @@ fn expiry(c: &mut Criterion) {
         .build()
         .unwrap();
     let opts = QueryOptions::default();
-    let keys: Vec<TupleKey> = (0..1000)
-        .map(|i| {
-            TupleKey::new(
-                format!("user:u{}", i * 7 % USERS),
-                "reader",
-                format!("repo:r{}", i * 11 % REPOS),
-            )
-        })
-        .collect();
+    let keys = rotating_keys();
     let cold = Arc::new(Engine::new(
         Arc::new(MemoryStore::new()),
         EngineConfig {

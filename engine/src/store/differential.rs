@@ -100,29 +100,33 @@ fn random_tuple(rng: &mut Rng) -> TupleKey {
     }
 }
 
+/// One random case from a seed: the model's DSL, the model compiled (with a fresh id), and up
+/// to 40 distinct tuples it accepts; `None` when the random model does not compile.
+fn random_case(seed: u64) -> Option<(String, CompiledModel, Vec<TupleKey>)> {
+    let mut rng = Rng(seed);
+    let dsl = model_dsl(&mut rng);
+    let mut m = parse_dsl(&dsl).ok()?;
+    m.id = ulid::Ulid::new().to_string();
+    let model = CompiledModel::new(m).ok()?;
+    let mut tuples: Vec<TupleKey> = Vec::new();
+    for _ in 0..40 {
+        let t = random_tuple(&mut rng);
+        if model.validate_tuple(&t).is_ok() && !tuples.iter().any(|x| x.identity() == t.identity())
+        {
+            tuples.push(t);
+        }
+    }
+    Some((dsl, model, tuples))
+}
+
 /// Runs `rounds` random models against `ds`; returns how many checks agreed.
 pub async fn differential(ds: &dyn Datastore, rounds: u64) -> usize {
     let mut agreed = 0;
     let mut expanded = 0;
     for seed in 0..rounds {
-        let mut rng = Rng(seed.wrapping_mul(7919) + 1);
-        let dsl = model_dsl(&mut rng);
-        let Ok(mut m) = parse_dsl(&dsl) else {
+        let Some((dsl, model, tuples)) = random_case(seed.wrapping_mul(7919) + 1) else {
             continue;
         };
-        m.id = ulid::Ulid::new().to_string();
-        let Ok(model) = CompiledModel::new(m) else {
-            continue;
-        };
-        let mut tuples: Vec<TupleKey> = Vec::new();
-        for _ in 0..40 {
-            let t = random_tuple(&mut rng);
-            if model.validate_tuple(&t).is_ok()
-                && !tuples.iter().any(|x| x.identity() == t.identity())
-            {
-                tuples.push(t);
-            }
-        }
         let store = super::conformance::new_store_for(ds, "differential").await;
         let rev = ds
             .write_tuples(&store, &[], &tuples, WriteOptions::default())
@@ -352,23 +356,14 @@ pub async fn engine_differential(ds: std::sync::Arc<dyn Datastore>, rounds: u64)
             },
         );
         for seed in 0..rounds {
-            let mut rng = Rng(seed.wrapping_mul(104_729) + 3);
-            let dsl = model_dsl(&mut rng);
-            let Ok(m) = parse_dsl(&dsl) else { continue };
-            let Ok(model) = CompiledModel::new(m.clone()) else {
+            let Some((dsl, model, tuples)) = random_case(seed.wrapping_mul(104_729) + 3) else {
                 continue;
             };
             let store = engine.create_store("differential").await.unwrap().id;
-            engine.write_model(&store, m).await.unwrap();
-            let mut tuples: Vec<TupleKey> = Vec::new();
-            for _ in 0..40 {
-                let t = random_tuple(&mut rng);
-                if model.validate_tuple(&t).is_ok()
-                    && !tuples.iter().any(|x| x.identity() == t.identity())
-                {
-                    tuples.push(t);
-                }
-            }
+            engine
+                .write_model(&store, model.model.clone())
+                .await
+                .unwrap();
             engine
                 .write(&store, None, &tuples, &[], WriteOptions::default())
                 .await

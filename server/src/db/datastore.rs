@@ -707,6 +707,44 @@ impl SqlStore {
     }
 }
 
+impl SqlStore {
+    /// Runs one batch delete (SQLite, PostgreSQL) bound to `now` and `limit`, as its own
+    /// statement (on SQLite under the writers' lock, held for this batch only); returns how
+    /// many rows went.
+    async fn delete_batch(
+        &self,
+        (sqlite, postgres): (&str, &str),
+        now: NaiveDateTime,
+        limit: i64,
+    ) -> Result<usize> {
+        Ok(match &self.backend {
+            Backend::Postgres(pool) => {
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let conn: &mut AsyncPgConnection = &mut pooled;
+                diesel::sql_query(postgres)
+                    .bind::<diesel::sql_types::Timestamp, _>(now)
+                    .bind::<diesel::sql_types::BigInt, _>(limit)
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+            }
+            Backend::Sqlite {
+                pool, write_lock, ..
+            } => {
+                let _writer = write_lock.lock().await;
+                let mut pooled = pool.get().await.map_err(pool_error)?;
+                let conn: &mut SqliteConn = &mut pooled;
+                diesel::sql_query(sqlite)
+                    .bind::<diesel::sql_types::Timestamp, _>(now)
+                    .bind::<diesel::sql_types::BigInt, _>(limit)
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+            }
+        })
+    }
+}
+
 #[async_trait]
 impl Datastore for SqlStore {
     async fn create_store(&self, store: &StoreInfo) -> Result<()> {
@@ -1626,33 +1664,9 @@ impl Datastore for SqlStore {
         // In batches, each its own statement (on SQLite, under the writers' lock), so that a
         // large backlog never holds the database's write lock for long.
         let mut removed = self.prune_decision_blocks(now).await?;
-        for (sqlite, postgres) in [PRUNE_PROFILES] {
+        for statements in [PRUNE_PROFILES] {
             loop {
-                let n = match &self.backend {
-                    Backend::Postgres(pool) => {
-                        let mut pooled = pool.get().await.map_err(pool_error)?;
-                        let conn: &mut AsyncPgConnection = &mut pooled;
-                        diesel::sql_query(postgres)
-                            .bind::<diesel::sql_types::Timestamp, _>(now)
-                            .bind::<diesel::sql_types::BigInt, _>(PRUNE_BATCH)
-                            .execute(conn)
-                            .await
-                            .map_err(db_error)?
-                    }
-                    Backend::Sqlite {
-                        pool, write_lock, ..
-                    } => {
-                        let _writer = write_lock.lock().await;
-                        let mut pooled = pool.get().await.map_err(pool_error)?;
-                        let conn: &mut SqliteConn = &mut pooled;
-                        diesel::sql_query(sqlite)
-                            .bind::<diesel::sql_types::Timestamp, _>(now)
-                            .bind::<diesel::sql_types::BigInt, _>(PRUNE_BATCH)
-                            .execute(conn)
-                            .await
-                            .map_err(db_error)?
-                    }
-                };
+                let n = self.delete_batch(statements, now, PRUNE_BATCH).await?;
                 removed += n as u64;
                 if (n as i64) < PRUNE_BATCH {
                     break;
@@ -1669,33 +1683,7 @@ impl Datastore for SqlStore {
     ) -> Result<u64> {
         let now = now.naive_utc();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let (sqlite, postgres) = REMOVE_EXPIRED_TUPLES;
-        // One statement (on SQLite, under the writers' lock, held for one batch only).
-        let n = match &self.backend {
-            Backend::Postgres(pool) => {
-                let mut pooled = pool.get().await.map_err(pool_error)?;
-                let conn: &mut AsyncPgConnection = &mut pooled;
-                diesel::sql_query(postgres)
-                    .bind::<diesel::sql_types::Timestamp, _>(now)
-                    .bind::<diesel::sql_types::BigInt, _>(limit)
-                    .execute(conn)
-                    .await
-                    .map_err(db_error)?
-            }
-            Backend::Sqlite {
-                pool, write_lock, ..
-            } => {
-                let _writer = write_lock.lock().await;
-                let mut pooled = pool.get().await.map_err(pool_error)?;
-                let conn: &mut SqliteConn = &mut pooled;
-                diesel::sql_query(sqlite)
-                    .bind::<diesel::sql_types::Timestamp, _>(now)
-                    .bind::<diesel::sql_types::BigInt, _>(limit)
-                    .execute(conn)
-                    .await
-                    .map_err(db_error)?
-            }
-        };
+        let n = self.delete_batch(REMOVE_EXPIRED_TUPLES, now, limit).await?;
         Ok(n as u64)
     }
 
