@@ -124,8 +124,8 @@ pub struct Engine {
     cfg: EngineConfig,
     cache: CheckCache,
     models: moka::sync::Cache<(String, String), Arc<CompiledModel>>,
-    latest: moka::sync::Cache<String, String>,
-    stores: moka::sync::Cache<String, StoreInfo>,
+    latest: moka::sync::Cache<String, Arc<CompiledModel>>,
+    stores: moka::sync::Cache<String, Arc<StoreInfo>>,
     /// Compiled active policies per store; also refreshed when the latest model changes.
     policies: moka::sync::Cache<String, Arc<ActivePolicies>>,
     /// Parents of an entity for Cedar's hierarchy: `(store, model id, revision, type:id)`.
@@ -178,10 +178,14 @@ const TOKEN_PREFIX: &str = "gh1.";
 
 /// Encodes a consistency token: the store and revision a response was evaluated at.
 pub fn encode_token(store: &str, rev: Revision) -> String {
-    format!(
-        "{TOKEN_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{rev}:{store}"))
-    )
+    use std::fmt::Write as _;
+    // Every query answers with one, so it is built in two buffers, not four.
+    let mut raw = String::with_capacity(store.len() + 21);
+    let _ = write!(raw, "{rev}:{store}");
+    let mut token = String::with_capacity(TOKEN_PREFIX.len() + raw.len().div_ceil(3) * 4);
+    token.push_str(TOKEN_PREFIX);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(raw, &mut token);
+    token
 }
 
 /// Decodes a consistency token for `store`.
@@ -403,11 +407,12 @@ impl Engine {
 
     /// A live store, or `StoreNotFound`.
     pub async fn get_store(&self, id: &str) -> Result<StoreInfo> {
-        self.get_store_fresh(id, false).await
+        Ok((*self.get_store_fresh(id, false).await?).clone())
     }
 
-    /// A live store; `fresh` skips this node's cache and asks the database.
-    async fn get_store_fresh(&self, id: &str, fresh: bool) -> Result<StoreInfo> {
+    /// A live store; `fresh` skips this node's cache and asks the database. Shared, not
+    /// copied: every query looks its store up.
+    async fn get_store_fresh(&self, id: &str, fresh: bool) -> Result<Arc<StoreInfo>> {
         if !fresh && let Some(s) = self.stores.get(id) {
             return Ok(s);
         }
@@ -421,6 +426,7 @@ impl Engine {
             .get_store(id)
             .await?
             .ok_or_else(|| Error::StoreNotFound(id.into()))?;
+        let s = Arc::new(s);
         self.stores.insert(id.into(), s.clone());
         Ok(s)
     }
@@ -446,15 +452,15 @@ impl Engine {
 
     /// Validates and saves a new model version; returns its id.
     pub async fn write_model(&self, store: &str, mut model: AuthorizationModel) -> Result<String> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         model::validate_model(&model)?;
         model.id = ulid::Ulid::new().to_string();
         // Compile up front so that a model whose conditions do not compile is rejected.
         let compiled = Arc::new(CompiledModel::new(model.clone())?);
         self.ds.write_model(store, &model).await?;
         self.models
-            .insert((store.into(), model.id.clone()), compiled);
-        self.latest.insert(store.into(), model.id.clone());
+            .insert((store.into(), model.id.clone()), compiled.clone());
+        self.latest.insert(store.into(), compiled);
         self.notify(store, StoreEvent::ModelWritten);
         Ok(model.id)
     }
@@ -482,21 +488,27 @@ impl Engine {
                 }
                 id.to_string()
             }
+            // The latest model is held compiled: a check without a model id (most of them)
+            // costs one cache lookup for it, not two and a key built from two strings.
             None => match self.latest.get(store).filter(|_| !fresh) {
-                Some(id) => id,
+                Some(m) => return Ok(m),
                 None => {
                     let m = self
                         .ds
                         .latest_model(store)
                         .await?
                         .ok_or(Error::LatestModelNotFound)?;
-                    self.latest.insert(store.into(), m.id.clone());
-                    let id = m.id.clone();
-                    if !self.models.contains_key(&(store.to_string(), id.clone())) {
-                        self.models
-                            .insert((store.into(), id.clone()), Arc::new(CompiledModel::new(m)?));
-                    }
-                    id
+                    let key = (store.to_string(), m.id.clone());
+                    let compiled = match self.models.get(&key) {
+                        Some(c) => c,
+                        None => {
+                            let c = Arc::new(CompiledModel::new(m)?);
+                            self.models.insert(key, c.clone());
+                            c
+                        }
+                    };
+                    self.latest.insert(store.into(), compiled.clone());
+                    return Ok(compiled);
                 }
             },
         };
@@ -515,7 +527,7 @@ impl Engine {
     }
 
     pub async fn list_models(&self, store: &str, page: &Page) -> Result<Paged<AuthorizationModel>> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         self.ds.list_models(store, page).await
     }
 
@@ -690,7 +702,7 @@ impl Engine {
         filter: &ChangeFilter,
         page: &Page,
     ) -> Result<Paged<TupleChange>> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         let mut filter = filter.clone();
         filter.object_type = filter.object_type.filter(|t| !t.is_empty());
         if let Some(t) = &filter.object_type

@@ -48,7 +48,7 @@ impl Engine {
     }
 
     pub async fn entity_attributes(&self, store: &str, entity: &str) -> Result<EntityAttributes> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         self.ds
             .read_entity_attributes(store, &[entity.to_string()])
             .await?
@@ -57,7 +57,7 @@ impl Engine {
     }
 
     pub async fn delete_entity_attributes(&self, store: &str, entity: &str) -> Result<()> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         if !self.ds.write_entity_attributes(store, entity, None).await? {
             return Err(Error::EntityNotFound(entity.to_string()));
         }
@@ -71,7 +71,7 @@ impl Engine {
         entity_type: Option<&str>,
         page: &Page,
     ) -> Result<Paged<EntityAttributes>> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         self.ds
             .list_entity_attributes(store, entity_type, page)
             .await

@@ -116,7 +116,7 @@ impl Engine {
         if let Some(s) = self.log_settings.get(store) {
             return Ok(s);
         }
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         let s = match self.ds.read_setting(store, LOG_SETTINGS).await? {
             Some(v) => serde_json::from_value(v).map_err(|e| {
                 Error::Storage(format!("stored decision log settings do not parse: {e}"))
@@ -134,7 +134,7 @@ impl Engine {
         settings: DecisionLogSettings,
     ) -> Result<Arc<DecisionLogSettings>> {
         settings.validate().map_err(Error::Validation)?;
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         let json = serde_json::to_value(&settings)
             .map_err(|e| Error::Storage(format!("cannot serialize log settings: {e}")))?;
         self.ds.write_setting(store, LOG_SETTINGS, &json).await?;
@@ -244,7 +244,7 @@ impl Engine {
         filter: &DecisionFilter,
         page: &Page,
     ) -> Result<Paged<LoggedDecision>> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         if let Err(e) = self.flush_decision_log().await {
             tracing::warn!(error = %e, "cannot write the decision log before reading it");
         }
@@ -288,7 +288,7 @@ impl Engine {
                 "`limit` must be between 1 and {MAX_DRY_RUN}"
             )));
         }
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         let model = self.latest_model_opt(store).await?;
         // A version id of its own: entity sets cached for one candidate are not another's.
         let id = format!("candidate-{}", ulid::Ulid::new());

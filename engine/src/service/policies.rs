@@ -164,7 +164,7 @@ impl Engine {
 
     /// The policies a store decides with now: its active version, else the baseline.
     pub async fn active_policies(&self, store: &str) -> Result<Arc<ActivePolicies>> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         let model = self.latest_model_opt(store).await?;
         self.active_for(store, model.as_deref()).await
     }
@@ -207,7 +207,7 @@ impl Engine {
         links: Vec<TemplateLink>,
         activate: bool,
     ) -> Result<PolicyVersion> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         let model = self.latest_model_opt(store).await?;
         Self::compile_policies("new", text, &links, schema.as_ref(), model.as_deref())?;
         let version = PolicyVersion {
@@ -252,7 +252,7 @@ impl Engine {
     }
 
     pub async fn policy_version(&self, store: &str, id: &str) -> Result<PolicyVersion> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         if ulid::Ulid::from_string(id).is_err() {
             return Err(Error::Validation(format!(
                 "invalid policy version id `{id}`: expected a ULID"
@@ -269,7 +269,7 @@ impl Engine {
         store: &str,
         page: &Page,
     ) -> Result<Paged<PolicyVersion>> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         self.ds.list_policy_versions(store, page).await
     }
 

@@ -156,7 +156,7 @@ impl Engine {
         if let Some(r) = self.risk_rules.get(store) {
             return Ok(r);
         }
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         let rules = match self.ds.read_setting(store, RISK_SETTINGS).await? {
             Some(v) => serde_json::from_value(v)
                 .map_err(|e| Error::Storage(format!("stored risk rules do not parse: {e}")))?,
@@ -170,7 +170,7 @@ impl Engine {
     /// Replaces a store's risk rules after checking them.
     pub async fn set_risk_rules(&self, store: &str, rules: RiskRules) -> Result<Arc<RiskRules>> {
         rules.validate().map_err(Error::Validation)?;
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         let json = serde_json::to_value(&rules)
             .map_err(|e| Error::Storage(format!("cannot serialize risk rules: {e}")))?;
         self.ds.write_setting(store, RISK_SETTINGS, &json).await?;
@@ -303,13 +303,13 @@ impl Engine {
 
     /// A subject's history in a store (empty when none is kept).
     pub async fn subject_risk(&self, store: &str, subject: &str) -> Result<Arc<RiskProfile>> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         self.risk_profile(store, subject).await
     }
 
     /// Forgets a subject's history.
     pub async fn forget_subject_risk(&self, store: &str, subject: &str) -> Result<bool> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         let _one = self.risk_locks.of(store, subject).lock().await;
         let existed = self.ds.delete_risk_profile(store, subject).await?;
         self.risk_profiles

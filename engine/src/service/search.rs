@@ -24,7 +24,7 @@ impl Engine {
         entity_type: &str,
         rev: Revision,
     ) -> Result<BTreeSet<String>> {
-        self.get_store(store).await?;
+        self.get_store_fresh(store, false).await?;
         let too_many = || {
             Error::Validation(format!(
                 "the store holds more than {MAX_SEARCH_TUPLES} relationships or \
