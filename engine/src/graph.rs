@@ -228,13 +228,19 @@ impl<'a> Query<'a> {
 
     /// The cache key of a sub-problem, scoped to the store, model, revision and request context.
     fn cache_key(&self, object: &str, relation: &str, user: &str) -> String {
-        format!(
-            "{}|{}|{}|{:x}|{object}#{relation}@{user}",
-            self.store,
-            self.model.id(),
-            self.revision,
-            self.scope
-        )
+        use std::fmt::Write as _;
+        // Sized up front: built for every sub-problem of every check, and `format!` grew it
+        // two or three times.
+        let model = self.model.id();
+        let mut key = String::with_capacity(
+            self.store.len() + model.len() + object.len() + relation.len() + user.len() + 48,
+        );
+        let _ = write!(
+            key,
+            "{}|{model}|{}|{:x}|{object}#{relation}@{user}",
+            self.store, self.revision, self.scope
+        );
+        key
     }
 }
 
